@@ -1,0 +1,205 @@
+//! The one error-code table behind every error response, and the core's error types.
+//!
+//! Each [`ErrorCode`] has a fixed code string, HTTP status and default message; the native API
+//! renders `{"error": {"code", "message"}}` from it and each compatibility surface maps the same
+//! codes into its seed's error shape.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Every error convene can answer with. The table in [`ErrorCode::spec`] is the single source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body or a parameter is malformed or fails validation.
+    InvalidRequest,
+    /// The body is larger than the surface accepts.
+    PayloadTooLarge,
+    /// No or unusable admin credentials.
+    Unauthenticated,
+    /// A token is missing, malformed, expired, of the wrong kind, or for another meeting or run.
+    InvalidToken,
+    /// The caller is authenticated but may not do this.
+    Forbidden,
+    /// Unknown meeting or wrong credential: the same answer for both, so ids cannot be probed.
+    MeetingAccessDenied,
+    /// The meeting does not exist (to an authenticated admin).
+    MeetingNotFound,
+    /// The participant does not exist in this meeting.
+    ParticipantNotFound,
+    /// The API key does not exist.
+    ApiKeyNotFound,
+    /// A meeting with this id or room name exists already.
+    AlreadyExists,
+    /// The meeting is not live yet.
+    MeetingNotLive,
+    /// The meeting has ended.
+    MeetingEnded,
+    /// The meeting's capacity is reached.
+    MeetingFull,
+    /// The meeting does not take new participants (policy `deny`).
+    MeetingLocked,
+    /// The participant is banned from this meeting.
+    Banned,
+    /// The participant has not been admitted (still waiting, removed or denied).
+    NotAdmitted,
+    /// The action does not fit the current state (e.g. accept without an invitation).
+    InvalidState,
+    /// Too many requests from this client.
+    RateLimited,
+    /// Credential checks for this meeting are locked after too many failures; retry later.
+    LockedOut,
+    /// A route that does not exist.
+    NotFound,
+    /// A method the route does not answer.
+    MethodNotAllowed,
+    /// The store is busy with concurrent changes to the same meeting; retry.
+    Busy,
+    /// An unexpected server fault (logged with its cause; the answer is opaque).
+    Internal,
+}
+
+/// One row of the error-code table.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorSpec {
+    pub code: &'static str,
+    pub http_status: u16,
+    pub message: &'static str,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 23] = [
+        Self::InvalidRequest,
+        Self::PayloadTooLarge,
+        Self::Unauthenticated,
+        Self::InvalidToken,
+        Self::Forbidden,
+        Self::MeetingAccessDenied,
+        Self::MeetingNotFound,
+        Self::ParticipantNotFound,
+        Self::ApiKeyNotFound,
+        Self::AlreadyExists,
+        Self::MeetingNotLive,
+        Self::MeetingEnded,
+        Self::MeetingFull,
+        Self::MeetingLocked,
+        Self::Banned,
+        Self::NotAdmitted,
+        Self::InvalidState,
+        Self::RateLimited,
+        Self::LockedOut,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::Busy,
+        Self::Internal,
+    ];
+
+    pub const fn spec(self) -> ErrorSpec {
+        let (code, http_status, message) = match self {
+            Self::InvalidRequest => ("invalid_request", 400, "the request is malformed"),
+            Self::PayloadTooLarge => ("payload_too_large", 413, "the request body is too large"),
+            Self::Unauthenticated => ("unauthenticated", 401, "missing or invalid API credentials"),
+            Self::InvalidToken => ("invalid_token", 401, "missing, invalid or expired token"),
+            Self::Forbidden => ("forbidden", 403, "not allowed"),
+            Self::MeetingAccessDenied => {
+                ("meeting_access_denied", 403, "unknown meeting or wrong credential")
+            }
+            Self::MeetingNotFound => ("meeting_not_found", 404, "no such meeting"),
+            Self::ParticipantNotFound => ("participant_not_found", 404, "no such participant"),
+            Self::ApiKeyNotFound => ("api_key_not_found", 404, "no such API key"),
+            Self::AlreadyExists => ("already_exists", 409, "it exists already"),
+            Self::MeetingNotLive => ("meeting_not_live", 409, "the meeting has not started"),
+            Self::MeetingEnded => ("meeting_ended", 409, "the meeting has ended"),
+            Self::MeetingFull => ("meeting_full", 409, "the meeting is full"),
+            Self::MeetingLocked => ("meeting_locked", 403, "the meeting takes no new participants"),
+            Self::Banned => ("banned", 403, "banned from this meeting"),
+            Self::NotAdmitted => ("not_admitted", 403, "not admitted to the meeting"),
+            Self::InvalidState => ("invalid_state", 409, "not possible in the current state"),
+            Self::RateLimited => ("rate_limited", 429, "too many requests; slow down"),
+            Self::LockedOut => ("locked_out", 429, "too many failed attempts; retry later"),
+            Self::NotFound => ("not_found", 404, "no such route"),
+            Self::MethodNotAllowed => ("method_not_allowed", 405, "method not allowed"),
+            Self::Busy => ("busy", 503, "the meeting is busy; retry"),
+            Self::Internal => ("internal", 500, "internal server error"),
+        };
+        ErrorSpec { code, http_status, message }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.spec().code
+    }
+
+    pub const fn http_status(self) -> u16 {
+        self.spec().http_status
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value that failed validation, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ValidationError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { field: field.into(), reason: reason.into() }
+    }
+}
+
+/// A domain rule refused an action. Carries its code and a message for the caller.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DomainError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl DomainError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    pub fn code(code: ErrorCode) -> Self {
+        Self { code, message: code.spec().message.to_owned() }
+    }
+}
+
+impl From<ValidationError> for DomainError {
+    fn from(value: ValidationError) -> Self {
+        Self::new(ErrorCode::InvalidRequest, value.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn the_table_has_unique_codes_and_sane_statuses() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            let spec = code.spec();
+            assert!(seen.insert(spec.code), "duplicate code {}", spec.code);
+            assert!((400..600).contains(&spec.http_status));
+            assert_eq!(serde_json::to_value(code).unwrap(), spec.code);
+        }
+    }
+
+    #[test]
+    fn unknown_meeting_and_wrong_credential_are_one_answer() {
+        // The API maps both situations to this single code; its text must not say which.
+        let spec = ErrorCode::MeetingAccessDenied.spec();
+        assert_eq!(spec.http_status, 403);
+        assert!(spec.message.contains("unknown meeting or wrong credential"));
+    }
+}

@@ -1,0 +1,21 @@
+//! convene's domain core: meetings, participants and roles, the waiting room, the stage,
+//! moderation, chat and the ordered per-meeting event log.
+//!
+//! Pure logic: no HTTP, no SQL, no sockets, no clock reads. Operations in [`ops`] take state and
+//! time and return a [`ops::Change`]; [`service::Meetings`] runs them against the [`ports`]
+//! (store, media engine, event sink) that other crates implement.
+
+pub mod apikey;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod lockout;
+pub mod meeting;
+pub mod ops;
+pub mod participant;
+pub mod ports;
+pub mod service;
+pub mod time;
+
+pub use error::{DomainError, ErrorCode, ValidationError};
+pub use time::{Clock, Timestamp};

@@ -1,0 +1,123 @@
+//! Guessing limits for credentials, PINs and passcodes: pure rules over failure counters kept in
+//! the store (so they hold across restarts and nodes).
+//!
+//! - Per meeting: after [`MEETING_LOCK_THRESHOLD`] consecutive failures, checks are locked with a
+//!   delay that doubles with each further failure, up to [`MAX_LOCK`] (NIST SP 800-63B 5.2.2).
+//!   A success resets the count.
+//! - Per client address: at most [`ADDRESS_LIMIT`] failures in [`ADDRESS_WINDOW`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DomainError, ErrorCode};
+use crate::time::Timestamp;
+
+pub const MEETING_LOCK_THRESHOLD: u32 = 100;
+pub const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
+pub const ADDRESS_LIMIT: u32 = 30;
+pub const ADDRESS_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// What a failure counter is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureScope {
+    /// Credential checks of one meeting (subject = meeting id, or a surface-prefixed key).
+    Meeting,
+    /// Everything one client address tries (subject = IP address).
+    Address,
+}
+
+impl FailureScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Meeting => "meeting",
+            Self::Address => "address",
+        }
+    }
+
+    /// Failures older than this are forgotten when the next one is counted (`None` = consecutive until a success).
+    pub fn window(self) -> Option<Duration> {
+        match self {
+            Self::Meeting => None,
+            Self::Address => Some(ADDRESS_WINDOW),
+        }
+    }
+}
+
+/// A failure counter as stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub failures: u32,
+    pub last_failure_at: Option<Timestamp>,
+}
+
+impl FailureRecord {
+    /// When checks open again, if they are locked.
+    pub fn locked_until(&self, scope: FailureScope) -> Option<Timestamp> {
+        let last = self.last_failure_at?;
+        match scope {
+            FailureScope::Meeting => {
+                if self.failures < MEETING_LOCK_THRESHOLD {
+                    return None;
+                }
+                let doublings = (self.failures - MEETING_LOCK_THRESHOLD).min(20);
+                let delay = Duration::from_secs(1u64 << doublings).min(MAX_LOCK);
+                Some(last.plus(delay))
+            }
+            FailureScope::Address => {
+                if self.failures < ADDRESS_LIMIT {
+                    return None;
+                }
+                Some(last.plus(ADDRESS_WINDOW))
+            }
+        }
+    }
+
+    /// `Ok` when a check may proceed now; otherwise the error to answer, with the wait in its message.
+    pub fn check(&self, scope: FailureScope, now: Timestamp) -> Result<(), DomainError> {
+        match self.locked_until(scope) {
+            Some(until) if until > now => {
+                let wait = now.until(until).as_secs().max(1);
+                let code = match scope {
+                    FailureScope::Meeting => ErrorCode::LockedOut,
+                    FailureScope::Address => ErrorCode::RateLimited,
+                };
+                Err(DomainError::new(code, format!("{}; retry in {wait} s", code.spec().message)))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_millis(secs * 1000)
+    }
+
+    #[test]
+    fn meeting_locks_after_100_consecutive_failures_with_a_growing_delay() {
+        let mut record = FailureRecord { failures: 99, last_failure_at: Some(at(1000)) };
+        assert!(record.check(FailureScope::Meeting, at(1000)).is_ok());
+        record.failures = 100;
+        let err = record.check(FailureScope::Meeting, at(1000)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::LockedOut);
+        assert!(record.check(FailureScope::Meeting, at(1001)).is_ok(), "first lock lasts 1 s");
+        record.failures = 104;
+        assert!(record.check(FailureScope::Meeting, at(1015)).is_err(), "16 s after the 104th");
+        assert!(record.check(FailureScope::Meeting, at(1016)).is_ok());
+        record.failures = 10_000;
+        assert!(record.check(FailureScope::Meeting, at(1000 + 899)).is_err());
+        assert!(record.check(FailureScope::Meeting, at(1000 + 900)).is_ok(), "capped at 15 min");
+    }
+
+    #[test]
+    fn addresses_are_limited_per_window() {
+        let record = FailureRecord { failures: ADDRESS_LIMIT, last_failure_at: Some(at(0)) };
+        assert_eq!(record.check(FailureScope::Address, at(1)).unwrap_err().code, ErrorCode::RateLimited);
+        assert!(record.check(FailureScope::Address, at(600)).is_ok());
+    }
+}

@@ -1,0 +1,99 @@
+//! Ports: what the core needs from the outside world, as traits. The store, media engine and
+//! event sink are implemented by other crates; tests use in-memory ones.
+
+use async_trait::async_trait;
+
+use crate::apikey::ApiKey;
+use crate::event::Event;
+use crate::ids::{Identity, MeetingId, RoomName};
+use crate::lockout::{FailureRecord, FailureScope};
+use crate::meeting::Meeting;
+use crate::ops::{Change, MediaCommand};
+use crate::participant::{Participant, ParticipantState};
+use crate::time::Timestamp;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The meeting changed since it was read (optimistic concurrency); reload and retry.
+    #[error("the meeting changed concurrently")]
+    Conflict,
+    /// A unique key (meeting id, room name, API key id) exists already.
+    #[error("already exists: {0}")]
+    Duplicate(&'static str),
+    /// Anything else (connection, disk, corrupt row), with its cause.
+    #[error("store failure: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Persistent state. Implementations: SQLite and PostgreSQL in `convene-store`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new meeting with its first events. `Duplicate("meeting_id" | "room_name")` on a clash.
+    async fn create_meeting(&self, change: &Change) -> Result<(), StoreError>;
+    /// Atomically: the meeting's `last_seq` must still be `change.expected_seq` (else `Conflict`);
+    /// writes the meeting, upserts the participants, appends the events.
+    async fn commit(&self, change: &Change) -> Result<(), StoreError>;
+
+    async fn meeting(&self, id: &MeetingId) -> Result<Option<Meeting>, StoreError>;
+    async fn meeting_by_room(&self, room: &RoomName) -> Result<Option<Meeting>, StoreError>;
+    /// Meetings ordered by id, after the given id (keyset pagination).
+    async fn meetings(&self, after: Option<&MeetingId>, limit: u32) -> Result<Vec<Meeting>, StoreError>;
+
+    async fn participant(&self, meeting: &MeetingId, identity: &Identity) -> Result<Option<Participant>, StoreError>;
+    /// Participants ordered by identity, optionally only those in the given states.
+    async fn participants(
+        &self,
+        meeting: &MeetingId,
+        states: Option<&[ParticipantState]>,
+    ) -> Result<Vec<Participant>, StoreError>;
+    async fn count_participants(&self, meeting: &MeetingId, states: &[ParticipantState]) -> Result<u64, StoreError>;
+
+    /// Events with `seq > after`, in order, at most `limit`.
+    async fn events_after(&self, meeting: &MeetingId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError>;
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
+    async fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+    /// Marks a key revoked; `false` when no such key.
+    async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<bool, StoreError>;
+
+    async fn failures(&self, scope: FailureScope, subject: &str) -> Result<FailureRecord, StoreError>;
+    /// Counts one failure atomically; a count whose last failure is before `forget_before` restarts at 1.
+    async fn record_failure(
+        &self,
+        scope: FailureScope,
+        subject: &str,
+        now: Timestamp,
+        forget_before: Option<Timestamp>,
+    ) -> Result<FailureRecord, StoreError>;
+    async fn clear_failures(&self, scope: FailureScope, subject: &str) -> Result<(), StoreError>;
+}
+
+/// The media engine, as the core drives it (embedded SFU or external LiveKit).
+#[async_trait]
+pub trait MediaEngine: Send + Sync + 'static {
+    /// Carries out commands after their change is committed. Failures are the engine's to log:
+    /// the stored state is the truth, and admission re-checks it on every join.
+    async fn apply(&self, commands: &[MediaCommand]);
+}
+
+/// Receives committed events, in order per meeting (the realtime hub, webhooks outbox, ...).
+pub trait EventSink: Send + Sync + 'static {
+    fn publish(&self, events: &[Event]);
+}
+
+/// A media engine that does nothing (for deployments and tests without media).
+pub struct NoMedia;
+
+#[async_trait]
+impl MediaEngine for NoMedia {
+    async fn apply(&self, _commands: &[MediaCommand]) {}
+}
+
+/// An event sink that drops everything.
+pub struct NoSink;
+
+impl EventSink for NoSink {
+    fn publish(&self, _events: &[Event]) {}
+}

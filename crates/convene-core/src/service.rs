@@ -1,0 +1,700 @@
+//! The application service: loads what an operation needs from the [`Store`], runs the pure
+//! operation from [`crate::ops`], commits the [`Change`] with optimistic concurrency, then hands
+//! events to the [`EventSink`] and commands to the [`MediaEngine`]. Every front end (native API,
+//! compatibility surfaces, media engine) calls this and nothing below it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::apikey::{ApiKey, ApiSecret};
+use crate::error::{DomainError, ErrorCode};
+use crate::event::{Event, TrackSelector};
+use crate::ids::{ChatText, Credential, DisplayName, Identity, InstanceId, MeetingId, MeetingIdDigits, RoomName};
+use crate::lockout::FailureScope;
+use crate::meeting::{Credentials, Meeting, MeetingSettings};
+use crate::ops::{self, Actor, Change, Entry, Tx};
+use crate::participant::{Participant, ParticipantState, Role};
+use crate::time::Clock;
+use crate::ports::{EventSink, MediaEngine, Store, StoreError};
+use crate::time::Timestamp;
+
+/// How many times an operation is retried when another node changed the meeting concurrently.
+const MAX_ATTEMPTS: usize = 16;
+/// How many fresh ids are tried when a generated meeting id is taken.
+const MAX_ID_ATTEMPTS: usize = 8;
+/// Largest page of events or meetings one call returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// A failure of a service call: a domain rule, or the store.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Domain(e) => e.code,
+            Self::Store(StoreError::Conflict) => ErrorCode::Busy,
+            Self::Store(StoreError::Duplicate(_)) => ErrorCode::AlreadyExists,
+            Self::Store(StoreError::Backend(_)) => ErrorCode::Internal,
+        }
+    }
+
+    fn domain(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Domain(DomainError::new(code, message))
+    }
+}
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// Who calls, as established by the transport layer (API key, or a verified participant token).
+#[derive(Clone, Debug)]
+pub enum Caller {
+    Admin,
+    /// A participant token: names the person, the run and the epoch it was issued for.
+    Participant { identity: Identity, instance: InstanceId, epoch: u32 },
+}
+
+/// A request to create a meeting.
+#[derive(Clone, Debug)]
+pub struct NewMeeting {
+    /// Exactly this id (compatibility surfaces), or `None` to generate one.
+    pub id: Option<MeetingId>,
+    pub digits: Option<MeetingIdDigits>,
+    pub room_name: Option<RoomName>,
+    pub settings: MeetingSettings,
+    pub host_credential: Option<Credential>,
+    pub participant_credential: Option<Credential>,
+    pub viewer_credential: Option<Credential>,
+}
+
+/// What the media engine reports.
+#[derive(Clone, Debug)]
+pub enum MediaReport {
+    Connected { identity: Identity },
+    Disconnected { identity: Identity },
+    TrackPublished { identity: Identity, track_sid: String, kind: String },
+    TrackUnpublished { identity: Identity, track_sid: String },
+}
+
+/// Who the media engine should let in, and with which role.
+#[derive(Clone, Debug)]
+pub struct MediaAdmission {
+    pub meeting: Meeting,
+    pub participant: Participant,
+}
+
+#[derive(Default)]
+struct Needs {
+    target: Option<Identity>,
+    waiting: bool,
+    present: bool,
+    joined_count: bool,
+    /// A host may present a token of an ended run to start the next one.
+    stale_run_ok_for_host: bool,
+}
+
+struct Loaded {
+    actor: Actor,
+    subject: Option<Participant>,
+    target: Option<Participant>,
+    waiting: Vec<Participant>,
+    present: Vec<Participant>,
+    joined_count: u64,
+}
+
+/// One async mutex per meeting on this node, so operations on one meeting do not race each other
+/// here (across nodes, optimistic concurrency in the store decides).
+#[derive(Default)]
+struct LockTable(Mutex<HashMap<MeetingId, Weak<futures::lock::Mutex<()>>>>);
+
+impl LockTable {
+    fn get(&self, id: &MeetingId) -> Arc<futures::lock::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lock) = map.get(id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        if map.len() > 1024 {
+            map.retain(|_, weak| weak.strong_count() > 0);
+        }
+        let lock = Arc::new(futures::lock::Mutex::new(()));
+        map.insert(id.clone(), Arc::downgrade(&lock));
+        lock
+    }
+}
+
+/// The meeting service. Cheap to share behind an `Arc`.
+pub struct Meetings {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    media: Arc<dyn MediaEngine>,
+    sink: Arc<dyn EventSink>,
+    locks: LockTable,
+    default_digits: MeetingIdDigits,
+}
+
+impl Meetings {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        media: Arc<dyn MediaEngine>,
+        sink: Arc<dyn EventSink>,
+        default_digits: MeetingIdDigits,
+    ) -> Self {
+        Self { store, clock, media, sink, locks: LockTable::default(), default_digits }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn default_digits(&self) -> MeetingIdDigits {
+        self.default_digits
+    }
+
+    // ----- meetings -------------------------------------------------------------------------
+
+    pub async fn create_meeting(&self, request: NewMeeting) -> Result<Meeting> {
+        let credentials = Credentials::new(
+            request.host_credential,
+            request.participant_credential,
+            request.viewer_credential,
+            &mut rand::rng(),
+        )
+        .map_err(DomainError::from)?;
+        credentials.check_distinct().map_err(DomainError::from)?;
+        let digits = request.digits.unwrap_or(self.default_digits);
+        for _ in 0..MAX_ID_ATTEMPTS {
+            let id = request.id.clone().unwrap_or_else(|| MeetingId::generate(digits, &mut rand::rng()));
+            let change = ops::create_meeting(
+                id,
+                request.room_name.clone(),
+                request.settings.clone(),
+                credentials.clone(),
+                self.now(),
+                &mut rand::rng(),
+            );
+            match self.store.create_meeting(&change).await {
+                Ok(()) => {
+                    self.after_commit(&change).await;
+                    return Ok(change.meeting);
+                }
+                Err(StoreError::Duplicate("meeting_id")) if request.id.is_none() => continue,
+                Err(StoreError::Duplicate(what)) => {
+                    return Err(ServiceError::domain(ErrorCode::AlreadyExists, format!("a meeting with this {what} exists already")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::domain(ErrorCode::AlreadyExists, "no free meeting id of this length; use more digits"))
+    }
+
+    /// The meeting for a room name, created with `request` when absent (compatibility surfaces
+    /// where the room appears on first use, as in LiveKit).
+    pub async fn ensure_room(&self, room: &RoomName, request: impl Fn() -> NewMeeting) -> Result<Meeting> {
+        if let Some(meeting) = self.store.meeting_by_room(room).await? {
+            return Ok(meeting);
+        }
+        let mut new = request();
+        new.room_name = Some(room.clone());
+        match self.create_meeting(new).await {
+            Ok(meeting) => Ok(meeting),
+            Err(e) if e.code() == ErrorCode::AlreadyExists => self
+                .store
+                .meeting_by_room(room)
+                .await?
+                .ok_or_else(|| ServiceError::domain(ErrorCode::Internal, "room vanished after a clash")),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn meeting(&self, id: &MeetingId) -> Result<Meeting> {
+        self.store.meeting(id).await?.ok_or_else(|| DomainError::code(ErrorCode::MeetingNotFound).into())
+    }
+
+    pub async fn meeting_by_room(&self, room: &RoomName) -> Result<Option<Meeting>> {
+        Ok(self.store.meeting_by_room(room).await?)
+    }
+
+    pub async fn meetings(&self, after: Option<&MeetingId>, limit: u32) -> Result<Vec<Meeting>> {
+        Ok(self.store.meetings(after, limit.clamp(1, MAX_PAGE)).await?)
+    }
+
+    pub async fn update_meeting(
+        &self,
+        id: &MeetingId,
+        settings: MeetingSettings,
+        credentials: Option<Credentials>,
+    ) -> Result<Meeting> {
+        let needs = Needs { waiting: true, ..Needs::default() };
+        let (meeting, ()) = self
+            .mutate(id, &Caller::Admin, needs, |tx, loaded| {
+                ops::update_meeting(tx, &loaded.actor, settings.clone(), credentials.clone(), loaded.waiting)
+            })
+            .await?;
+        Ok(meeting)
+    }
+
+    pub async fn start_meeting(&self, id: &MeetingId, caller: &Caller) -> Result<Meeting> {
+        let needs = Needs { waiting: true, ..Needs::default() };
+        let (meeting, ()) = self
+            .mutate(id, caller, needs, |tx, loaded| {
+                if !loaded.actor.is_host(tx.now()) {
+                    return Err(DomainError::new(ErrorCode::Forbidden, "only a host may start the meeting"));
+                }
+                ops::start_meeting(tx, &loaded.actor, loaded.waiting, &mut rand::rng())
+            })
+            .await?;
+        Ok(meeting)
+    }
+
+    pub async fn end_meeting(&self, id: &MeetingId, caller: &Caller) -> Result<Meeting> {
+        let needs = Needs { present: true, ..Needs::default() };
+        let (meeting, ()) =
+            self.mutate(id, caller, needs, |tx, loaded| ops::end_meeting(tx, &loaded.actor, loaded.present)).await?;
+        Ok(meeting)
+    }
+
+    // ----- entering and joining ---------------------------------------------------------------
+
+    /// Someone enters with a meeting id and a credential. Unknown meeting and wrong credential
+    /// answer alike; failures are counted per meeting and per client address in the store.
+    pub async fn enter(
+        &self,
+        raw_meeting_id: &str,
+        credential: &str,
+        name: DisplayName,
+        identity: Option<Identity>,
+        client: &str,
+    ) -> Result<(Meeting, Participant)> {
+        let now = self.now();
+        self.store.failures(FailureScope::Address, client).await?.check(FailureScope::Address, now)?;
+        let meeting_key = format!("credential:{raw_meeting_id}");
+        self.store.failures(FailureScope::Meeting, &meeting_key).await?.check(FailureScope::Meeting, now)?;
+        let meeting = match MeetingId::parse(raw_meeting_id) {
+            Ok(id) => self.store.meeting(&id).await?,
+            Err(_) => None,
+        };
+        let role = meeting.as_ref().and_then(|m| m.credentials.role_for(credential));
+        let (Some(meeting), Some(role)) = (meeting, role) else {
+            self.count_failure(FailureScope::Meeting, &meeting_key, now).await?;
+            self.count_failure(FailureScope::Address, client, now).await?;
+            return Err(DomainError::code(ErrorCode::MeetingAccessDenied).into());
+        };
+        self.store.clear_failures(FailureScope::Meeting, &meeting_key).await?;
+        let identity = identity.unwrap_or_else(|| Identity::generate(&mut rand::rng()));
+        let entry = Entry { identity, name, role, trusted: false };
+        self.enter_as(&meeting.id, entry).await
+    }
+
+    /// A trusted caller (API key, or a compatibility surface acting for its own authenticated
+    /// user) places a person with a role, past the waiting room.
+    pub async fn enter_trusted(
+        &self,
+        id: &MeetingId,
+        identity: Identity,
+        name: DisplayName,
+        role: Role,
+    ) -> Result<(Meeting, Participant)> {
+        self.enter_as(id, Entry { identity, name, role, trusted: true }).await
+    }
+
+    /// Like [`Meetings::enter_trusted`], but the person goes through the waiting room by policy
+    /// (used by surfaces that authenticate the caller but not the person, e.g. guests).
+    pub async fn enter_untrusted(
+        &self,
+        id: &MeetingId,
+        identity: Identity,
+        name: DisplayName,
+        role: Role,
+    ) -> Result<(Meeting, Participant)> {
+        self.enter_as(id, Entry { identity, name, role, trusted: false }).await
+    }
+
+    async fn enter_as(&self, id: &MeetingId, entry: Entry) -> Result<(Meeting, Participant)> {
+        let needs = Needs { target: Some(entry.identity.clone()), ..Needs::default() };
+        self.mutate(id, &Caller::Admin, needs, |tx, loaded| ops::enter(tx, loaded.target, entry.clone())).await
+    }
+
+    /// Credential checks a compatibility surface makes itself (passcodes, PINs): the same counters.
+    pub async fn check_guess(&self, surface_key: &str, client: &str, correct: bool) -> Result<()> {
+        let now = self.now();
+        self.store.failures(FailureScope::Address, client).await?.check(FailureScope::Address, now)?;
+        self.store.failures(FailureScope::Meeting, surface_key).await?.check(FailureScope::Meeting, now)?;
+        if correct {
+            self.store.clear_failures(FailureScope::Meeting, surface_key).await?;
+            Ok(())
+        } else {
+            self.count_failure(FailureScope::Meeting, surface_key, now).await?;
+            self.count_failure(FailureScope::Address, client, now).await?;
+            Err(DomainError::code(ErrorCode::MeetingAccessDenied).into())
+        }
+    }
+
+    async fn count_failure(&self, scope: FailureScope, subject: &str, now: Timestamp) -> Result<()> {
+        let forget_before = scope.window().map(|w| Timestamp::from_millis(now.as_millis() - w.as_millis() as i64));
+        self.store.record_failure(scope, subject, now, forget_before).await?;
+        Ok(())
+    }
+
+    /// An admitted person asks for media access; a host's join starts the meeting.
+    pub async fn join(&self, id: &MeetingId, caller: &Caller) -> Result<(Meeting, Participant)> {
+        let needs = Needs { waiting: true, joined_count: true, stale_run_ok_for_host: true, ..Needs::default() };
+        self.mutate(id, caller, needs, |tx, loaded| {
+            let subject = loaded.subject.ok_or_else(|| DomainError::new(ErrorCode::Forbidden, "only a participant can join"))?;
+            ops::join(tx, subject, loaded.joined_count, loaded.waiting, &mut rand::rng())
+        })
+        .await
+    }
+
+    pub async fn leave(&self, id: &MeetingId, caller: &Caller) -> Result<()> {
+        self.mutate(id, caller, Needs::default(), |tx, loaded| {
+            let subject = loaded.subject.ok_or_else(|| DomainError::new(ErrorCode::Forbidden, "only a participant can leave"))?;
+            ops::leave(tx, subject)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    // ----- waiting room -----------------------------------------------------------------------
+
+    pub async fn admit(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<Participant> {
+        self.on_target(id, caller, target, |tx, actor, t| ops::admit(tx, actor, t)).await
+    }
+
+    pub async fn admit_all(&self, id: &MeetingId, caller: &Caller) -> Result<Meeting> {
+        let needs = Needs { waiting: true, ..Needs::default() };
+        let (meeting, ()) =
+            self.mutate(id, caller, needs, |tx, loaded| ops::admit_all(tx, &loaded.actor, loaded.waiting)).await?;
+        Ok(meeting)
+    }
+
+    pub async fn deny(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
+        self.on_target(id, caller, target, |tx, actor, t| ops::deny(tx, actor, t)).await
+    }
+
+    pub async fn send_back(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
+        self.on_target(id, caller, target, |tx, actor, t| ops::send_back(tx, actor, t)).await
+    }
+
+    // ----- stage ------------------------------------------------------------------------------
+
+    /// The caller raises or lowers their own hand; an admin may do it for `target`.
+    pub async fn set_hand(&self, id: &MeetingId, caller: &Caller, target: Option<&Identity>, raised: bool) -> Result<()> {
+        let needs = Needs { target: target.cloned(), ..Needs::default() };
+        self.mutate(id, caller, needs, |tx, loaded| {
+            let who = match (&loaded.actor, loaded.target, loaded.subject) {
+                (Actor::Admin, Some(t), _) => t,
+                (_, _, Some(s)) => s,
+                _ => return Err(DomainError::code(ErrorCode::ParticipantNotFound)),
+            };
+            ops::set_hand(tx, who, raised)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn invite(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
+        self.on_target(id, caller, target, |tx, actor, t| ops::invite(tx, actor, t)).await
+    }
+
+    /// The caller answers their own invitation; an admin may answer for `target`.
+    pub async fn answer_invite(&self, id: &MeetingId, caller: &Caller, target: Option<&Identity>, accept: bool) -> Result<()> {
+        let needs = Needs { target: target.cloned(), ..Needs::default() };
+        self.mutate(id, caller, needs, |tx, loaded| {
+            let who = match (&loaded.actor, loaded.target, loaded.subject) {
+                (Actor::Admin, Some(t), _) => t,
+                (_, _, Some(s)) => s,
+                _ => return Err(DomainError::code(ErrorCode::ParticipantNotFound)),
+            };
+            ops::answer_invite(tx, who, accept)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn set_role(&self, id: &MeetingId, caller: &Caller, target: &Identity, role: Role) -> Result<Participant> {
+        self.on_target(id, caller, target, move |tx, actor, t| {
+            let identity = t.identity.clone();
+            ops::set_role(tx, actor, t, role)?;
+            Ok(identity)
+        })
+        .await?;
+        self.participant(id, target).await
+    }
+
+    // ----- moderation -------------------------------------------------------------------------
+
+    pub async fn remove(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
+        self.on_target(id, caller, target, |tx, actor, t| ops::remove(tx, actor, t)).await
+    }
+
+    pub async fn ban(&self, id: &MeetingId, caller: &Caller, target: &Identity, duration: Option<Duration>) -> Result<()> {
+        self.on_target(id, caller, target, move |tx, actor, t| ops::ban(tx, actor, t, duration)).await
+    }
+
+    pub async fn unban(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
+        self.on_target(id, caller, target, |tx, actor, t| ops::unban(tx, actor, t)).await
+    }
+
+    pub async fn mute(&self, id: &MeetingId, caller: &Caller, target: &Identity, track: TrackSelector, muted: bool) -> Result<()> {
+        self.on_target(id, caller, target, move |tx, actor, t| ops::mute(tx, actor, &t, track.clone(), muted)).await
+    }
+
+    /// The caller (a participant) sends a chat message, to everyone or to `to`.
+    pub async fn chat(&self, id: &MeetingId, caller: &Caller, text: ChatText, to: Option<&Identity>) -> Result<u64> {
+        let needs = Needs { target: to.cloned(), ..Needs::default() };
+        let (meeting, ()) = self
+            .mutate(id, caller, needs, |tx, loaded| {
+                let sender = loaded.subject.ok_or_else(|| DomainError::new(ErrorCode::Forbidden, "only a participant can chat"))?;
+                if to.is_some() && loaded.target.is_none() {
+                    return Err(DomainError::new(ErrorCode::ParticipantNotFound, "the recipient is not in the meeting"));
+                }
+                ops::chat(tx, &sender, text.clone(), loaded.target)
+            })
+            .await?;
+        Ok(meeting.last_seq)
+    }
+
+    // ----- reads ------------------------------------------------------------------------------
+
+    pub async fn participant(&self, id: &MeetingId, identity: &Identity) -> Result<Participant> {
+        self.store
+            .participant(id, identity)
+            .await?
+            .ok_or_else(|| DomainError::code(ErrorCode::ParticipantNotFound).into())
+    }
+
+    pub async fn participants(&self, id: &MeetingId, states: Option<&[ParticipantState]>) -> Result<Vec<Participant>> {
+        self.meeting(id).await?;
+        Ok(self.store.participants(id, states).await?)
+    }
+
+    pub async fn events_after(&self, id: &MeetingId, after: u64, limit: u32) -> Result<Vec<Event>> {
+        Ok(self.store.events_after(id, after, limit.clamp(1, MAX_PAGE)).await?)
+    }
+
+    /// Checks that a participant token still stands: the person exists, the token's run is the
+    /// meeting's current run, and its epoch is current (remove, deny and ban bump it).
+    pub async fn check_participant_token(&self, id: &MeetingId, identity: &Identity, instance: &InstanceId, epoch: u32) -> Result<(Meeting, Participant)> {
+        let meeting = self.store.meeting(id).await?.ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
+        let participant = self.store.participant(id, identity).await?.ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
+        if &meeting.run.instance_id != instance {
+            return Err(ServiceError::domain(ErrorCode::InvalidToken, "the token is for an earlier run of this meeting"));
+        }
+        if participant.epoch != epoch {
+            return Err(ServiceError::domain(ErrorCode::InvalidToken, "the token has been revoked"));
+        }
+        if participant.is_banned_at(self.now()) {
+            return Err(DomainError::code(ErrorCode::Banned).into());
+        }
+        Ok((meeting, participant))
+    }
+
+    // ----- media engine -----------------------------------------------------------------------
+
+    /// The media engine's admission check: a token is not enough. The meeting must be live, the
+    /// person admitted in this run and not banned, and the room under capacity.
+    pub async fn media_admission(&self, id: &MeetingId, identity: &Identity, instance: &InstanceId, epoch: u32) -> Result<MediaAdmission> {
+        let (meeting, participant) = self.check_participant_token(id, identity, instance, epoch).await?;
+        if !meeting.is_live() {
+            return Err(DomainError::code(ErrorCode::MeetingNotLive).into());
+        }
+        let admitted = participant.admitted_in.as_ref() == Some(&meeting.run.instance_id)
+            && matches!(participant.state, ParticipantState::Admitted | ParticipantState::Joined | ParticipantState::Left);
+        if !admitted {
+            return Err(DomainError::code(ErrorCode::NotAdmitted).into());
+        }
+        if let Some(capacity) = meeting.settings.capacity
+            && participant.role != Role::Host
+            && !participant.media_connected
+        {
+            let connected = self
+                .store
+                .participants(id, Some(&[ParticipantState::Joined]))
+                .await?
+                .iter()
+                .filter(|p| p.media_connected && p.identity != participant.identity)
+                .count() as u64;
+            if connected >= u64::from(capacity) {
+                return Err(DomainError::code(ErrorCode::MeetingFull).into());
+            }
+        }
+        Ok(MediaAdmission { meeting, participant })
+    }
+
+    /// Records what the media engine saw (connections and tracks) in the meeting's log.
+    pub async fn media_report(&self, room: &RoomName, report: MediaReport) -> Result<()> {
+        let Some(meeting) = self.store.meeting_by_room(room).await? else {
+            return Ok(());
+        };
+        let identity = match &report {
+            MediaReport::Connected { identity }
+            | MediaReport::Disconnected { identity }
+            | MediaReport::TrackPublished { identity, .. }
+            | MediaReport::TrackUnpublished { identity, .. } => identity.clone(),
+        };
+        let needs = Needs { target: Some(identity), ..Needs::default() };
+        self.mutate(&meeting.id, &Caller::Admin, needs, |tx, loaded| {
+            let Some(target) = loaded.target else { return Ok(()) };
+            match report.clone() {
+                MediaReport::Connected { .. } => ops::media_presence(tx, target, true),
+                MediaReport::Disconnected { .. } => ops::media_presence(tx, target, false),
+                MediaReport::TrackPublished { identity, track_sid, kind } => ops::media_track(tx, identity, track_sid, Some(kind)),
+                MediaReport::TrackUnpublished { identity, track_sid } => ops::media_track(tx, identity, track_sid, None),
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    // ----- API keys ---------------------------------------------------------------------------
+
+    pub async fn create_api_key(&self, description: &str) -> Result<ApiKey> {
+        let key = ApiKey::generate(description, self.now(), &mut rand::rng());
+        self.store.insert_api_key(&key).await?;
+        Ok(key)
+    }
+
+    /// Stores a configured key pair (`CONVENE_API_KEY` / `CONVENE_API_SECRET`) unless present.
+    pub async fn provision_api_key(&self, id: &str, secret: ApiSecret) -> Result<ApiKey> {
+        let id = ApiKey::parse_id(id).map_err(DomainError::from)?;
+        if let Some(existing) = self.store.api_key(&id).await? {
+            if existing.secret == secret && existing.is_active() {
+                return Ok(existing);
+            }
+            return Err(ServiceError::domain(
+                ErrorCode::AlreadyExists,
+                format!("API key {id} is stored with another secret or revoked; revoke it or choose another key id"),
+            ));
+        }
+        let key = ApiKey { id, secret, description: "provisioned from configuration".into(), created_at: self.now(), revoked_at: None };
+        self.store.insert_api_key(&key).await?;
+        Ok(key)
+    }
+
+    pub async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        Ok(self.store.api_key(id).await?)
+    }
+
+    pub async fn api_keys(&self) -> Result<Vec<ApiKey>> {
+        Ok(self.store.api_keys().await?)
+    }
+
+    pub async fn revoke_api_key(&self, id: &str) -> Result<()> {
+        if self.store.revoke_api_key(id, self.now()).await? {
+            Ok(())
+        } else {
+            Err(DomainError::code(ErrorCode::ApiKeyNotFound).into())
+        }
+    }
+
+    // ----- the machinery ----------------------------------------------------------------------
+
+    async fn on_target<T>(
+        &self,
+        id: &MeetingId,
+        caller: &Caller,
+        target: &Identity,
+        op: impl Fn(&mut Tx, &Actor, Participant) -> Result<T, DomainError>,
+    ) -> Result<T> {
+        let needs = Needs { target: Some(target.clone()), ..Needs::default() };
+        self.mutate(id, caller, needs, |tx, loaded| {
+            let target = loaded.target.ok_or_else(|| DomainError::code(ErrorCode::ParticipantNotFound))?;
+            op(tx, &loaded.actor, target)
+        })
+        .await
+        .map(|(_, value)| value)
+    }
+
+    async fn load(&self, meeting: &Meeting, caller: &Caller, needs: &Needs) -> Result<Loaded> {
+        let id = &meeting.id;
+        let (actor, subject) = match caller {
+            Caller::Admin => (Actor::Admin, None),
+            Caller::Participant { identity, instance, epoch } => {
+                let participant =
+                    self.store.participant(id, identity).await?.ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
+                let stale_ok = needs.stale_run_ok_for_host
+                    && participant.role == Role::Host
+                    && meeting.status == crate::meeting::MeetingStatus::Ended;
+                if &meeting.run.instance_id != instance && !stale_ok {
+                    return Err(ServiceError::domain(ErrorCode::InvalidToken, "the token is for an earlier run of this meeting"));
+                }
+                if participant.epoch != *epoch {
+                    return Err(ServiceError::domain(ErrorCode::InvalidToken, "the token has been revoked"));
+                }
+                (Actor::Participant(participant.clone()), Some(participant))
+            }
+        };
+        let target = match &needs.target {
+            Some(identity) => self.store.participant(id, identity).await?,
+            None => None,
+        };
+        let waiting = if needs.waiting {
+            self.store.participants(id, Some(&[ParticipantState::Waiting])).await?
+        } else {
+            Vec::new()
+        };
+        let present = if needs.present {
+            self.store
+                .participants(id, Some(&[ParticipantState::Waiting, ParticipantState::Admitted, ParticipantState::Joined]))
+                .await?
+        } else {
+            Vec::new()
+        };
+        let joined_count = if needs.joined_count {
+            self.store.count_participants(id, &[ParticipantState::Joined]).await?
+        } else {
+            0
+        };
+        Ok(Loaded { actor, subject, target, waiting, present, joined_count })
+    }
+
+    async fn mutate<T>(
+        &self,
+        id: &MeetingId,
+        caller: &Caller,
+        needs: Needs,
+        mut op: impl FnMut(&mut Tx, Loaded) -> Result<T, DomainError>,
+    ) -> Result<(Meeting, T)> {
+        let lock = self.locks.get(id);
+        let _guard = lock.lock().await;
+        for _ in 0..MAX_ATTEMPTS {
+            let meeting = self.meeting(id).await?;
+            let loaded = self.load(&meeting, caller, &needs).await?;
+            let mut tx = Tx::new(meeting, self.now());
+            let value = op(&mut tx, loaded)?;
+            let unchanged = tx.meeting().clone();
+            let Some(change) = tx.finish() else {
+                return Ok((unchanged, value));
+            };
+            match self.store.commit(&change).await {
+                Ok(()) => {
+                    self.after_commit(&change).await;
+                    return Ok((change.meeting, value));
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(DomainError::code(ErrorCode::Busy).into())
+    }
+
+    async fn after_commit(&self, change: &Change) {
+        self.sink.publish(&change.events);
+        if !change.media.is_empty() {
+            self.media.apply(&change.media).await;
+        }
+    }
+}
+

@@ -1,0 +1,331 @@
+//! convene's tokens: LiveKit-format JWTs (HS256, `iss` = API key, `sub` = identity, `video`
+//! grant) with a `convene` claim that says which kind of token it is and which meeting run,
+//! person and epoch it is bound to.
+//!
+//! Kinds are never interchangeable (RFC 8725 3.11): a waiting-room token has no `roomJoin` and is
+//! refused where an access token is expected, and a token with any `convene` claim is refused as an
+//! admin token. Verification takes the time as a parameter and allows [`LEEWAY`] of clock skew;
+//! `alg: none` and every algorithm but HS256 are refused.
+
+use std::time::Duration;
+
+use convene_core::apikey::ApiSecret;
+use convene_core::ids::{Identity, InstanceId, MeetingId};
+use convene_core::meeting::Meeting;
+use convene_core::participant::{Participant, Role};
+use convene_core::time::Timestamp;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use livekit_api::access_token::{Claims as LiveKitClaims, VideoGrants};
+use serde::{Deserialize, Serialize};
+
+/// Clock skew accepted on `exp` and `nbf`.
+pub const LEEWAY: Duration = Duration::from_secs(30);
+/// Default lifetime of a media access token.
+pub const ACCESS_TTL: Duration = Duration::from_secs(6 * 3600);
+/// Default lifetime of a waiting-room token.
+pub const WAITING_TTL: Duration = Duration::from_secs(2 * 3600);
+
+/// Why a token was refused. The message is safe to show to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unknown or revoked API key")]
+    UnknownKey,
+    #[error("bad signature or algorithm (only HS256 is accepted)")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not valid yet")]
+    NotYetValid,
+    #[error("wrong kind of token for this call")]
+    WrongKind,
+    #[error("the token does not grant this")]
+    MissingGrant,
+    #[error("could not sign the token")]
+    Signing,
+}
+
+/// The kind of a convene token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// Media access: joins the room with the role's grants; also reads the meeting's events.
+    Access,
+    /// Waiting room: reads the person's own waiting-room state and nothing else.
+    Waiting,
+    /// A signed-in user (email one-time-code login), not bound to a meeting.
+    Session,
+    /// A one-time join link credential (BigBlueButton surface).
+    JoinLink,
+}
+
+/// convene's own claim, beside LiveKit's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConveneClaim {
+    pub kind: TokenKind,
+    /// Meeting id (empty for sessions).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub meeting: String,
+    /// The meeting run the token belongs to.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
+    /// The person's epoch when issued (remove, deny and ban bump it).
+    #[serde(default)]
+    pub epoch: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Authorises the meeting's events channel.
+    #[serde(default)]
+    pub events: bool,
+    /// Free use per kind (e.g. the one-time id of a join link).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub nonce: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AllClaims {
+    #[serde(flatten)]
+    livekit: LiveKitClaims,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    convene: Option<ConveneClaim>,
+}
+
+/// Signs tokens with one API key pair.
+#[derive(Clone, Debug)]
+pub struct Signer {
+    key_id: String,
+    secret: ApiSecret,
+}
+
+/// A verified participant token, bound to a meeting run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParticipantToken {
+    pub kind: TokenKind,
+    pub meeting: MeetingId,
+    pub instance: InstanceId,
+    pub identity: Identity,
+    pub epoch: u32,
+    pub role: Option<Role>,
+    pub room: String,
+    pub expires_at: Timestamp,
+}
+
+/// A verified session token (signed-in user).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionToken {
+    pub user: String,
+    pub name: String,
+    pub nonce: String,
+    pub expires_at: Timestamp,
+}
+
+/// The grants a role carries in a media access token.
+pub fn grants_for(role: Role, room: &str) -> VideoGrants {
+    let publish = role.can_publish();
+    VideoGrants {
+        room_join: true,
+        room: room.to_owned(),
+        room_admin: role == Role::Host,
+        can_publish: Some(publish),
+        can_subscribe: Some(true),
+        can_publish_data: Some(publish),
+        ..VideoGrants::default()
+    }
+}
+
+impl Signer {
+    pub fn new(key_id: impl Into<String>, secret: ApiSecret) -> Self {
+        Self { key_id: key_id.into(), secret }
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    pub fn secret(&self) -> &ApiSecret {
+        &self.secret
+    }
+
+    fn sign(&self, claims: &AllClaims) -> Result<String, TokenError> {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(self.secret.expose().as_bytes()),
+        )
+        .map_err(|_| TokenError::Signing)
+    }
+
+    fn base(&self, subject: &str, name: &str, now: Timestamp, ttl: Duration) -> LiveKitClaims {
+        LiveKitClaims {
+            iss: self.key_id.clone(),
+            sub: subject.to_owned(),
+            name: name.to_owned(),
+            nbf: now.as_secs().max(0) as usize,
+            exp: now.plus(ttl).as_secs().max(0) as usize,
+            ..LiveKitClaims::default()
+        }
+    }
+
+    /// A media access token for an admitted participant: grants follow the role, the room is the
+    /// meeting's room, and the convene claim binds it to the run and the person's epoch.
+    pub fn access_token(&self, meeting: &Meeting, participant: &Participant, now: Timestamp, ttl: Duration) -> Result<String, TokenError> {
+        let mut livekit = self.base(participant.identity.as_str(), participant.name.as_str(), now, ttl);
+        livekit.video = grants_for(participant.role, meeting.room_name.as_str());
+        livekit.metadata = serde_json::json!({ "role": participant.role, "meeting_id": meeting.id }).to_string();
+        self.sign(&AllClaims { livekit, convene: Some(participant_claim(TokenKind::Access, meeting, participant)) })
+    }
+
+    /// A waiting-room token: no media grant; it reads the person's own waiting-room state.
+    pub fn waiting_token(&self, meeting: &Meeting, participant: &Participant, now: Timestamp, ttl: Duration) -> Result<String, TokenError> {
+        let mut livekit = self.base(participant.identity.as_str(), participant.name.as_str(), now, ttl);
+        livekit.video = VideoGrants { room: meeting.room_name.to_string(), ..VideoGrants::default() };
+        self.sign(&AllClaims { livekit, convene: Some(participant_claim(TokenKind::Waiting, meeting, participant)) })
+    }
+
+    /// A session token for a signed-in user (no media grant, no meeting).
+    pub fn session_token(&self, user: &str, name: &str, nonce: &str, now: Timestamp, ttl: Duration) -> Result<String, TokenError> {
+        let livekit = self.base(user, name, now, ttl);
+        let convene = ConveneClaim {
+            kind: TokenKind::Session,
+            meeting: String::new(),
+            instance: String::new(),
+            epoch: 0,
+            role: None,
+            events: false,
+            nonce: nonce.to_owned(),
+        };
+        self.sign(&AllClaims { livekit, convene: Some(convene) })
+    }
+
+    /// A one-time join-link credential for a person placed in a meeting run.
+    pub fn join_link_token(&self, meeting: &Meeting, participant: &Participant, nonce: &str, now: Timestamp, ttl: Duration) -> Result<String, TokenError> {
+        let livekit = self.base(participant.identity.as_str(), participant.name.as_str(), now, ttl);
+        let mut convene = participant_claim(TokenKind::JoinLink, meeting, participant);
+        convene.events = false;
+        convene.nonce = nonce.to_owned();
+        self.sign(&AllClaims { livekit, convene: Some(convene) })
+    }
+
+    /// An admin token as LiveKit's server SDKs mint it (for tests and tools).
+    pub fn admin_token(&self, grants: VideoGrants, now: Timestamp, ttl: Duration) -> Result<String, TokenError> {
+        let mut livekit = self.base("", "", now, ttl);
+        livekit.video = grants;
+        self.sign(&AllClaims { livekit, convene: None })
+    }
+}
+
+fn participant_claim(kind: TokenKind, meeting: &Meeting, participant: &Participant) -> ConveneClaim {
+    ConveneClaim {
+        kind,
+        meeting: meeting.id.to_string(),
+        instance: meeting.run.instance_id.to_string(),
+        epoch: participant.epoch,
+        role: Some(participant.role),
+        events: true,
+        nonce: String::new(),
+    }
+}
+
+/// The `iss` (API key id) of a token, read without verifying, to find the key to verify with.
+pub fn issuer(token: &str) -> Result<String, TokenError> {
+    if token.len() > 8192 {
+        return Err(TokenError::Malformed);
+    }
+    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token).map_err(|_| TokenError::Malformed)?;
+    claims.claims.get("iss").and_then(|v| v.as_str()).map(str::to_owned).ok_or(TokenError::Malformed)
+}
+
+fn verify_all(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<AllClaims, TokenError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    // Time is checked below against the `now` we are given, so tests are deterministic.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims = ["exp".to_owned(), "iss".to_owned()].into_iter().collect();
+    let data = jsonwebtoken::decode::<AllClaims>(token, &DecodingKey::from_secret(secret.expose().as_bytes()), &validation)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature
+            | jsonwebtoken::errors::ErrorKind::InvalidAlgorithm
+            | jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => TokenError::BadSignature,
+            _ => TokenError::Malformed,
+        })?;
+    let claims = data.claims;
+    let leeway = LEEWAY.as_secs() as i64;
+    let now_secs = now.as_secs();
+    if claims.livekit.exp == 0 {
+        return Err(TokenError::Malformed);
+    }
+    if (claims.livekit.exp as i64) + leeway < now_secs {
+        return Err(TokenError::Expired);
+    }
+    if (claims.livekit.nbf as i64) - leeway > now_secs {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(claims)
+}
+
+/// Verifies a participant token of the expected kind (one of `accepted`), signed with `secret`.
+pub fn verify_participant(token: &str, secret: &ApiSecret, now: Timestamp, accepted: &[TokenKind]) -> Result<ParticipantToken, TokenError> {
+    verify_participant_claims(verify_all(token, secret, now)?, accepted)
+}
+
+/// Verifies a session token.
+pub fn verify_session(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<SessionToken, TokenError> {
+    let claims = verify_all(token, secret, now)?;
+    let convene = claims.convene.ok_or(TokenError::WrongKind)?;
+    if convene.kind != TokenKind::Session || claims.livekit.sub.is_empty() {
+        return Err(TokenError::WrongKind);
+    }
+    Ok(SessionToken {
+        user: claims.livekit.sub,
+        name: claims.livekit.name,
+        nonce: convene.nonce,
+        expires_at: Timestamp::from_millis(claims.livekit.exp as i64 * 1000),
+    })
+}
+
+/// Verifies an admin token as LiveKit's server SDKs mint it: no `convene` claim, and at least one
+/// of `roomCreate`, `roomList`, `roomAdmin`. Returns its video grants.
+pub fn verify_admin(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<VideoGrants, TokenError> {
+    let claims = verify_all(token, secret, now)?;
+    if claims.convene.is_some() {
+        return Err(TokenError::WrongKind);
+    }
+    let video = claims.livekit.video;
+    if !(video.room_create || video.room_list || video.room_admin) {
+        return Err(TokenError::MissingGrant);
+    }
+    Ok(video)
+}
+
+/// Verifies a join-link token and returns its claims and nonce.
+pub fn verify_join_link(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<(ParticipantToken, String), TokenError> {
+    let claims = verify_all(token, secret, now)?;
+    let nonce = claims.convene.as_ref().map(|c| c.nonce.clone()).unwrap_or_default();
+    let token = verify_participant_claims(claims, &[TokenKind::JoinLink])?;
+    Ok((token, nonce))
+}
+
+fn verify_participant_claims(claims: AllClaims, accepted: &[TokenKind]) -> Result<ParticipantToken, TokenError> {
+    let convene = claims.convene.ok_or(TokenError::WrongKind)?;
+    if !accepted.contains(&convene.kind) {
+        return Err(TokenError::WrongKind);
+    }
+    if convene.instance.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    Ok(ParticipantToken {
+        kind: convene.kind,
+        meeting: MeetingId::parse(&convene.meeting).map_err(|_| TokenError::Malformed)?,
+        instance: InstanceId::from_stored(convene.instance),
+        identity: Identity::parse(&claims.livekit.sub).map_err(|_| TokenError::Malformed)?,
+        epoch: convene.epoch,
+        role: convene.role,
+        room: claims.livekit.video.room,
+        expires_at: Timestamp::from_millis(claims.livekit.exp as i64 * 1000),
+    })
+}
+
+#[cfg(test)]
+mod tests;
