@@ -1,0 +1,129 @@
+//! Getting in: enter with a credential (waiting room), place a person (admin), join (media
+//! access token), leave, and read one's own state.
+
+use axum::extract::State;
+use convene_core::ErrorCode;
+use convene_core::ids::DisplayName;
+use convene_core::meeting::Meeting;
+use convene_core::participant::Participant;
+use convene_core::service::Caller;
+use convene_token::{ACCESS_TTL, WAITING_TTL};
+
+use super::{identity, meeting_id};
+use crate::auth::{Admin, AnyCaller, ClientAddr};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path};
+use crate::state::AppState;
+use crate::wire::{AddParticipantRequest, EnterRequest, EnterResponse, JoinResponse, MeView, MeetingPublicView, Ok, ParticipantView};
+
+/// The waiting-room answer for a person: their state and a waiting-room token.
+pub fn enter_response(state: &AppState, meeting: &Meeting, participant: &Participant) -> ApiResult<EnterResponse> {
+    let token = state.signer.waiting_token(meeting, participant, state.meetings.now(), WAITING_TTL)?;
+    Ok(EnterResponse {
+        identity: participant.identity.to_string(),
+        role: participant.role.into(),
+        state: participant.state.into(),
+        token,
+        events_url: state.urls.events(meeting.id.as_str()),
+        meeting: MeetingPublicView::from(meeting),
+    })
+}
+
+/// The media answer for a joined person.
+pub fn join_response(state: &AppState, meeting: &Meeting, participant: &Participant) -> ApiResult<JoinResponse> {
+    let access_token = state.signer.access_token(meeting, participant, state.meetings.now(), ACCESS_TTL)?;
+    Ok(JoinResponse {
+        access_token,
+        url: state.urls.rtc.clone(),
+        room_name: meeting.room_name.to_string(),
+        identity: participant.identity.to_string(),
+        role: participant.role.into(),
+        events_url: state.urls.events(meeting.id.as_str()),
+        meeting: MeetingPublicView::from(meeting),
+    })
+}
+
+/// Enter a meeting with a credential. You land in the waiting room or are admitted, by the
+/// meeting's policy. An unknown meeting and a wrong credential get the same answer.
+#[utoipa::path(post, path = "/v1/meetings/{meeting_id}/enter", tag = "participants", request_body = EnterRequest,
+    params(("meeting_id" = String, Path)),
+    responses((status = 200, body = EnterResponse)))]
+pub async fn enter(State(state): State<AppState>, client: ClientAddr, Path(id): Path<String>, Json(request): Json<EnterRequest>) -> ApiResult<axum::Json<EnterResponse>> {
+    state.limits.check(client.0)?;
+    let name = DisplayName::parse(&request.name)?;
+    let who = request.identity.as_deref().map(identity).transpose()?;
+    if request.credential.len() > convene_core::ids::Credential::MAX_LEN {
+        return Err(convene_core::ValidationError::new("credential", "must be at most 128 bytes").into());
+    }
+    let (meeting, participant) = state.meetings.enter(&id, &request.credential, name, who, &client.key()).await?;
+    Ok(axum::Json(enter_response(&state, &meeting, &participant)?))
+}
+
+/// Place a person in the meeting with a role, past the waiting room (trusted caller), and get
+/// their media access token.
+#[utoipa::path(post, path = "/v1/meetings/{meeting_id}/participants", tag = "participants", request_body = AddParticipantRequest,
+    params(("meeting_id" = String, Path)),
+    responses((status = 200, body = JoinResponse)), security(("api_key" = []), ("admin_jwt" = [])))]
+pub async fn add(State(state): State<AppState>, _admin: Admin, Path(id): Path<String>, Json(request): Json<AddParticipantRequest>) -> ApiResult<axum::Json<JoinResponse>> {
+    let id = meeting_id(&id)?;
+    let who = identity(&request.identity)?;
+    let name = DisplayName::parse(request.name.as_deref().unwrap_or(who.as_str()))?;
+    let (meeting, participant) = state.meetings.enter_trusted(&id, who, name, request.role.into()).await?;
+    let caller = Caller::Participant { identity: participant.identity, instance: meeting.run.instance_id, epoch: participant.epoch };
+    let (meeting, participant) = state.meetings.join(&id, &caller).await?;
+    Ok(axum::Json(join_response(&state, &meeting, &participant)?))
+}
+
+fn participant_caller(principal: &crate::auth::Principal, id: &convene_core::ids::MeetingId) -> ApiResult<Caller> {
+    match principal.caller_for(id)? {
+        Caller::Admin => Err(ApiError::new(ErrorCode::Forbidden, "this call needs a participant's own token")),
+        caller => Ok(caller),
+    }
+}
+
+/// Exchange your waiting-room (or access) token for a media access token once admitted. A host's
+/// join starts the meeting.
+#[utoipa::path(post, path = "/v1/meetings/{meeting_id}/join", tag = "participants",
+    params(("meeting_id" = String, Path)),
+    responses((status = 200, body = JoinResponse)), security(("participant_token" = [])))]
+pub async fn join(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>) -> ApiResult<axum::Json<JoinResponse>> {
+    let id = meeting_id(&id)?;
+    let caller = participant_caller(&principal, &id)?;
+    let (meeting, participant) = state.meetings.join(&id, &caller).await?;
+    Ok(axum::Json(join_response(&state, &meeting, &participant)?))
+}
+
+/// Leave the meeting. You may join again in the same run without waiting.
+#[utoipa::path(post, path = "/v1/meetings/{meeting_id}/leave", tag = "participants",
+    params(("meeting_id" = String, Path)),
+    responses((status = 200, body = Ok)), security(("participant_token" = [])))]
+pub async fn leave(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>) -> ApiResult<axum::Json<Ok>> {
+    let id = meeting_id(&id)?;
+    state.meetings.leave(&id, &participant_caller(&principal, &id)?).await?;
+    Ok(axum::Json(Ok { ok: true }))
+}
+
+/// Your own state in the meeting (for a waiting guest: whether you are admitted yet).
+#[utoipa::path(get, path = "/v1/meetings/{meeting_id}/me", tag = "participants",
+    params(("meeting_id" = String, Path)),
+    responses((status = 200, body = MeView)), security(("participant_token" = [])))]
+pub async fn me(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>) -> ApiResult<axum::Json<MeView>> {
+    let id = meeting_id(&id)?;
+    let Caller::Participant { identity, instance, epoch } = participant_caller(&principal, &id)? else {
+        return Err(ApiError::code(ErrorCode::Forbidden));
+    };
+    let (meeting, participant) = match state.meetings.check_participant_token(&id, &identity, &instance, epoch).await {
+        Ok(found) => found,
+        // After the meeting ended, a waiting guest still learns that (and its own state).
+        Err(e) if e.code() == ErrorCode::InvalidToken => {
+            let meeting = state.meetings.meeting(&id).await?;
+            let participant = state.meetings.participant(&id, &identity).await?;
+            if participant.epoch != epoch {
+                return Err(e.into());
+            }
+            (meeting, participant)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(axum::Json(MeView { participant: ParticipantView::from(&participant), meeting: MeetingPublicView::from(&meeting) }))
+}

@@ -1,0 +1,74 @@
+//! The state every handler shares: the meeting service, the token signer, URLs and rate limits.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use convene_core::ErrorCode;
+use convene_core::service::Meetings;
+use convene_token::Signer;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::error::ApiError;
+
+/// Shared by all handlers; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub meetings: Arc<Meetings>,
+    /// Signs every token convene issues (the primary API key).
+    pub signer: Signer,
+    /// The URLs clients are given.
+    pub urls: PublicUrls,
+    pub limits: Arc<Limits>,
+}
+
+/// Where clients reach this server.
+#[derive(Clone, Debug)]
+pub struct PublicUrls {
+    /// Base HTTP URL, e.g. `http://127.0.0.1:7880`.
+    pub http: String,
+    /// LiveKit signalling URL for clients, e.g. `ws://127.0.0.1:7880`.
+    pub rtc: String,
+}
+
+impl PublicUrls {
+    pub fn events(&self, meeting_id: &str) -> String {
+        format!("{}/v1/meetings/{meeting_id}/events", self.http)
+    }
+}
+
+/// In-memory request-rate limits for unauthenticated look-ups (per client address and global).
+/// Credential failures are counted in the store as well, so they hold across restarts and nodes.
+pub struct Limits {
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+    global: DefaultDirectRateLimiter,
+}
+
+impl Limits {
+    /// `per_address` requests per second (burst twice that) per client, `global` per second in all.
+    pub fn new(per_address: u32, global: u32) -> Self {
+        let per = NonZeroU32::new(per_address.max(1)).expect("max(1)");
+        let all = NonZeroU32::new(global.max(1)).expect("max(1)");
+        Self {
+            per_address: RateLimiter::keyed(Quota::per_second(per).allow_burst(per.saturating_mul(NonZeroU32::new(2).expect("2")))),
+            global: RateLimiter::direct(Quota::per_second(all).allow_burst(all)),
+        }
+    }
+
+    /// Counts one unauthenticated look-up; `RateLimited` when over either limit.
+    pub fn check(&self, client: IpAddr) -> Result<(), ApiError> {
+        if self.per_address.len() > 100_000 {
+            self.per_address.retain_recent();
+        }
+        if self.per_address.check_key(&client).is_err() || self.global.check().is_err() {
+            return Err(ApiError::code(ErrorCode::RateLimited));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::new(20, 2000)
+    }
+}

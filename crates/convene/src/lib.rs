@@ -1,0 +1,129 @@
+//! The convene server as a library: configuration, wiring of store, core, media and HTTP
+//! surfaces, and graceful shutdown. `main.rs` is the CLI on top; integration tests start the
+//! same server on port 0.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use convene_api::{AppState, Limits, PublicUrls};
+use convene_core::apikey::ApiKey;
+use convene_core::ports::{NoMedia, NoSink};
+use convene_core::service::Meetings;
+use convene_core::time::{Clock, Timestamp};
+use convene_store::SqlStore;
+use convene_token::Signer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        Timestamp::from_millis(millis)
+    }
+}
+
+/// How the signing key came to be.
+pub enum KeyOrigin {
+    /// From `CONVENE_API_KEY` / `CONVENE_API_SECRET`.
+    Configured,
+    /// An active key already stored.
+    Stored,
+    /// Created now because none existed: print it once.
+    CreatedForDevelopment,
+}
+
+/// Opens the store named by the configuration and applies migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<SqlStore>> {
+    let target = config.store_target();
+    let store = SqlStore::connect(&target).await.with_context(|| {
+        if config.database_url.is_some() { "cannot connect to PostgreSQL (CONVENE_DATABASE_URL)".to_owned() } else { format!("cannot open the SQLite database {target}") }
+    })?;
+    store.migrate().await.context("database migration failed")?;
+    Ok(Arc::new(store))
+}
+
+/// Picks the key that signs tokens: the configured pair (stored if new), else the oldest active
+/// stored key, else a new development key.
+pub async fn signing_key(meetings: &Meetings, config: &Config) -> anyhow::Result<(ApiKey, KeyOrigin)> {
+    if let Some((id, secret)) = &config.api_key {
+        let key = meetings.provision_api_key(id, secret.clone()).await.map_err(|e| anyhow::anyhow!("cannot provision CONVENE_API_KEY: {e}"))?;
+        return Ok((key, KeyOrigin::Configured));
+    }
+    let mut keys: Vec<ApiKey> = meetings.api_keys().await.map_err(|e| anyhow::anyhow!("cannot read API keys: {e}"))?.into_iter().filter(ApiKey::is_active).collect();
+    keys.sort_by_key(|k| k.created_at);
+    if let Some(key) = keys.into_iter().next() {
+        return Ok((key, KeyOrigin::Stored));
+    }
+    let key = meetings.create_api_key("development key created at first start").await.map_err(|e| anyhow::anyhow!("cannot create a development key: {e}"))?;
+    Ok((key, KeyOrigin::CreatedForDevelopment))
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub key: ApiKey,
+    pub key_origin: KeyOrigin,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets requests in flight finish, and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.context("server task panicked")?.context("server failed")?;
+        Ok(())
+    }
+
+    /// Waits until the server ends (after `shutdown_token().cancel()`).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?.context("server failed")?;
+        Ok(())
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts the server: opens and migrates the store, picks the signing key, binds the HTTP
+/// listener and serves until shut down.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let store = open_store(&config).await?;
+    let meetings = Arc::new(Meetings::new(store, Arc::new(SystemClock), Arc::new(NoMedia), Arc::new(NoSink), config.meeting_id_digits));
+    let (key, key_origin) = signing_key(&meetings, &config).await?;
+    let listener = TcpListener::bind(config.http_addr).await.with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let addr = listener.local_addr()?;
+    // With port 0, the public URL follows the port actually bound.
+    let public_url = if config.http_addr.port() == 0 && config.public_url.ends_with(":0") {
+        format!("{}{}", config.public_url.trim_end_matches('0'), addr.port())
+    } else {
+        config.public_url.clone()
+    };
+    let rtc = public_url.replacen("http", "ws", 1);
+    let state = AppState {
+        meetings,
+        signer: Signer::new(key.id.clone(), key.secret.clone()),
+        urls: PublicUrls { http: public_url, rtc },
+        limits: Arc::new(Limits::default()),
+    };
+    let app = convene_api::with_common_layers(convene_api::router(state.clone()).merge(convene_compat::router(state, &config.compat)));
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+    });
+    Ok(Running { addr, key, key_origin, shutdown, task })
+}

@@ -1,0 +1,174 @@
+//! The `convene` command: run the server (default), manage API keys, apply migrations.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use convene::{Config, KeyOrigin};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "convene", version, about = "Self-hosted video meetings and live stages in one binary.",
+    after_help = "Configuration: defaults, then --config FILE (TOML), then environment variables:\n  CONVENE_HTTP_ADDR, CONVENE_PUBLIC_URL, CONVENE_DATA_DIR, CONVENE_DATABASE_URL,\n  CONVENE_API_KEY, CONVENE_API_SECRET (or CONVENE_API_SECRET_FILE), MEETING_ID_DIGITS.\nLog level from RUST_LOG (default info).")]
+struct Cli {
+    /// TOML configuration file (keys as the environment variables without CONVENE_, lower case).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key pair and print it (the secret is shown only here).
+    Create {
+        /// What the key is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List keys (without secrets).
+    List,
+    /// Revoke a key: tokens signed with it stop working.
+    Revoke {
+        /// The key id (APIxxxx).
+        key: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))).init();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match Config::load(cli.config.as_deref(), &env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("convene: configuration error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("convene: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(config).await,
+            Command::Migrate => migrate(config).await,
+            Command::ApiKey(command) => api_key(config, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("convene: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store_note = if config.database_url.is_some() { "PostgreSQL".to_owned() } else { format!("SQLite at {}", config.store_target()) };
+    let public_url = config.public_url.clone();
+    let running = convene::start(config).await?;
+    tracing::info!(addr = %running.addr, store = %store_note, "convene listening");
+    println!("convene listening on http://{} (store: {store_note})", running.addr);
+    match running.key_origin {
+        KeyOrigin::CreatedForDevelopment => {
+            println!("\nCreated a development API key (shown once; stored in the database):");
+            println!("  CONVENE_API_KEY={}", running.key.id);
+            println!("  CONVENE_API_SECRET={}", running.key.secret.expose());
+            println!("Try it:");
+            println!(
+                "  curl -u {}:{} -H 'content-type: application/json' -d '{{\"name\":\"My meeting\"}}' {public_url}/v1/meetings\n",
+                running.key.id,
+                running.key.secret.expose()
+            );
+        }
+        KeyOrigin::Configured => println!("Using the configured API key {}", running.key.id),
+        KeyOrigin::Stored => println!("Using stored API key {} (list keys with `convene api-key list`)", running.key.id),
+    }
+    println!("API docs: {public_url}/v1/docs");
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    running.wait().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    convene::open_store(&config).await?;
+    println!("migrations applied ({})", config.store_target());
+    Ok(())
+}
+
+async fn api_key(config: Config, command: ApiKeyCommand) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let store = convene::open_store(&config).await?;
+    let meetings = convene_core::service::Meetings::new(
+        store,
+        Arc::new(convene::SystemClock),
+        Arc::new(convene_core::ports::NoMedia),
+        Arc::new(convene_core::ports::NoSink),
+        config.meeting_id_digits,
+    );
+    match command {
+        ApiKeyCommand::Create { description } => {
+            let key = meetings.create_api_key(&description).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("CONVENE_API_KEY={}\nCONVENE_API_SECRET={}", key.id, key.secret.expose());
+        }
+        ApiKeyCommand::List => {
+            let keys = meetings.api_keys().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            if keys.is_empty() {
+                println!("no API keys");
+            }
+            for key in keys {
+                let status = if key.is_active() { "active" } else { "revoked" };
+                println!("{}\t{}\tcreated {}\t{}", key.id, status, convene_api::wire::rfc3339(key.created_at), key.description);
+            }
+        }
+        ApiKeyCommand::Revoke { key } => {
+            meetings.revoke_api_key(&key).await.map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("cannot revoke {key}"))?;
+            println!("revoked {key}");
+        }
+    }
+    Ok(())
+}
