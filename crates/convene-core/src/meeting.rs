@@ -103,24 +103,38 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Fills what is not given with fresh 8-digit PINs; rejects two roles sharing one credential.
+    /// Fills what is not given with fresh 8-digit PINs; rejects two roles sharing one given
+    /// credential (a generated PIN that happens to collide is drawn again).
     pub fn new(
         host: Option<Credential>,
         participant: Option<Credential>,
         viewer: Option<Credential>,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Self, ValidationError> {
-        let mut fill = |given: Option<Credential>| given.unwrap_or_else(|| Credential::generate_pin(rng));
-        let mut credentials =
-            Self { host: fill(host), participant: fill(participant), viewer: fill(viewer) };
-        // Generated PINs could collide with each other (1 in 10^8); regenerate rather than refuse.
-        while credentials.participant == credentials.host {
-            credentials.participant = Credential::generate_pin(rng);
+        let given = [host.is_some(), participant.is_some(), viewer.is_some()];
+        let mut credentials = Self {
+            host: host.unwrap_or_else(|| Credential::generate_pin(rng)),
+            participant: participant.unwrap_or_else(|| Credential::generate_pin(rng)),
+            viewer: viewer.unwrap_or_else(|| Credential::generate_pin(rng)),
+        };
+        loop {
+            let clash_hp = credentials.host == credentials.participant;
+            let clash_hv = credentials.host == credentials.viewer;
+            let clash_pv = credentials.participant == credentials.viewer;
+            if !(clash_hp || clash_hv || clash_pv) {
+                return Ok(credentials);
+            }
+            if (clash_hp && given[0] && given[1]) || (clash_hv && given[0] && given[2]) || (clash_pv && given[1] && given[2]) {
+                return Err(ValidationError::new("credentials", "host, participant and viewer credentials must differ"));
+            }
+            if (clash_hp || clash_pv) && !given[1] {
+                credentials.participant = Credential::generate_pin(rng);
+            } else if !given[2] {
+                credentials.viewer = Credential::generate_pin(rng);
+            } else {
+                credentials.host = Credential::generate_pin(rng);
+            }
         }
-        while credentials.viewer == credentials.host || credentials.viewer == credentials.participant {
-            credentials.viewer = Credential::generate_pin(rng);
-        }
-        Ok(credentials)
     }
 
     /// Validates given credentials without generating (for updates).
@@ -287,6 +301,17 @@ mod tests {
         assert_eq!(c.role_for(c.viewer.reveal()), Some(Role::Viewer));
         assert_eq!(c.role_for("nope"), None);
         assert_eq!(c.role_for(""), None);
+    }
+
+    #[test]
+    fn given_credentials_are_kept_or_refused_never_replaced() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let same = || Some(Credential::parse("same").unwrap());
+        assert!(Credentials::new(same(), same(), None, &mut rng).is_err());
+        assert!(Credentials::new(None, same(), same(), &mut rng).is_err());
+        let c = Credentials::new(same(), None, None, &mut rng).unwrap();
+        assert_eq!(c.host.reveal(), "same");
+        assert!(c.check_distinct().is_ok());
     }
 
     #[test]

@@ -112,18 +112,6 @@ pub async fn me(State(state): State<AppState>, AnyCaller(principal): AnyCaller, 
     let Caller::Participant { identity, instance, epoch } = participant_caller(&principal, &id)? else {
         return Err(ApiError::code(ErrorCode::Forbidden));
     };
-    let (meeting, participant) = match state.meetings.check_participant_token(&id, &identity, &instance, epoch).await {
-        Ok(found) => found,
-        // After the meeting ended, a waiting guest still learns that (and its own state).
-        Err(e) if e.code() == ErrorCode::InvalidToken => {
-            let meeting = state.meetings.meeting(&id).await?;
-            let participant = state.meetings.participant(&id, &identity).await?;
-            if participant.epoch != epoch {
-                return Err(e.into());
-            }
-            (meeting, participant)
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (meeting, participant) = state.meetings.check_participant_token(&id, &identity, &instance, epoch).await?;
     Ok(axum::Json(MeView { participant: ParticipantView::from(&participant), meeting: MeetingPublicView::from(&meeting) }))
 }

@@ -1,0 +1,42 @@
+# convene: automation lives here, not in anyone's memory.
+#   make run    the server (release build), SQLite under ./data, a development key printed at first start
+#   make test   every test: Rust (unit, integration, SQLite + PostgreSQL conformance) and the
+#               interop suites that drive the real binary with clients nobody here wrote
+
+VENV   ?= .venv
+PYTHON ?= python3
+CARGO  ?= cargo
+
+.PHONY: run test test-rust test-interop venv build-debug clippy fmt
+
+run:
+	$(CARGO) run --release -p convene
+
+test: test-rust test-interop
+
+test-rust:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+$(VENV)/.installed: tests/interop/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r tests/interop/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+build-debug:
+	$(CARGO) build -p convene
+
+test-interop: venv build-debug
+	CONVENE_BIN=$(CURDIR)/target/debug/convene $(VENV)/bin/python -m pytest tests/interop -q
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,208 @@
+//! `TestApp`: the real server on port 0 with a fresh database (SQLite in a temp dir, or a fresh
+//! PostgreSQL database), and request helpers.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use convene::{Config, Running};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+pub const SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
+pub const KEY: &str = "APItestsuite";
+
+/// Which store a test runs against.
+#[derive(Clone, Copy, Debug)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    running: Option<Running>,
+    dir: tempfile::TempDir,
+    pg: Option<PgDatabase>,
+}
+
+fn postgres_base_url() -> String {
+    std::env::var("CONVENE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn fresh_postgres_database() -> Option<PgDatabase> {
+    let base = postgres_base_url();
+    let mut conn = match sqlx::PgConnection::connect(&base).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            if std::env::var("CONVENE_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
+                eprintln!("PostgreSQL unreachable ({e}); skipped because CONVENE_TEST_SKIP_POSTGRES=1");
+                return None;
+            }
+            panic!("PostgreSQL at {base} is unreachable ({e}); start it, set CONVENE_TEST_POSTGRES_URL, or set CONVENE_TEST_SKIP_POSTGRES=1");
+        }
+    };
+    let name = format!("convene_e2e_{}", std::process::id()) + &format!("_{:x}", rand_suffix());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+    let url = match base.rfind('/') {
+        Some(i) => format!("{}/{name}", &base[..i]),
+        None => panic!("CONVENE_TEST_POSTGRES_URL needs a database path"),
+    };
+    Some(PgDatabase { admin_url: base, name, url })
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    nanos ^ (COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 48)
+}
+
+impl TestApp {
+    /// `None` only when PostgreSQL is unreachable and CONVENE_TEST_SKIP_POSTGRES=1.
+    pub async fn start(kind: StoreKind) -> Option<Self> {
+        let pg = match kind {
+            StoreKind::Sqlite => None,
+            StoreKind::Postgres => Some(fresh_postgres_database().await?),
+        };
+        let mut app = Self { base: String::new(), client: reqwest::Client::new(), running: None, dir: tempfile::tempdir().unwrap(), pg };
+        app.boot().await;
+        Some(app)
+    }
+
+    fn config(&self) -> Config {
+        let mut env: HashMap<String, String> = HashMap::new();
+        env.insert("CONVENE_HTTP_ADDR".into(), "127.0.0.1:0".into());
+        env.insert("CONVENE_DATA_DIR".into(), self.dir.path().display().to_string());
+        env.insert("CONVENE_API_KEY".into(), KEY.into());
+        env.insert("CONVENE_API_SECRET".into(), SECRET.into());
+        if let Some(pg) = &self.pg {
+            env.insert("CONVENE_DATABASE_URL".into(), pg.url.clone());
+        }
+        Config::load(None, &env).unwrap()
+    }
+
+    async fn boot(&mut self) {
+        let running = convene::start(self.config()).await.expect("server starts");
+        self.base = format!("http://{}", running.addr);
+        self.running = Some(running);
+    }
+
+    /// Stops the server and starts it again on the same database.
+    pub async fn restart(&mut self) {
+        self.running.take().unwrap().stop().await.unwrap();
+        self.boot().await;
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.unwrap();
+        }
+        if let Some(pg) = self.pg.take() {
+            let mut conn = sqlx::PgConnection::connect(&pg.admin_url).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name)).execute(&mut conn).await.unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// Admin call with Basic key:secret.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.client.request(method.parse().unwrap(), self.url(path)).basic_auth(KEY, Some(SECRET));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    /// Call with a bearer token.
+    pub async fn bearer(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.client.request(method.parse().unwrap(), self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    pub async fn anonymous(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.client.request(method.parse().unwrap(), self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    pub async fn create_meeting(&self, body: Value) -> Value {
+        let (status, meeting) = self.admin("POST", "/v1/meetings", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{meeting}");
+        meeting
+    }
+
+    /// Enters with a credential; returns the enter response.
+    pub async fn enter(&self, meeting: &Value, credential: &str, identity: &str) -> Value {
+        let id = meeting["meeting_id"].as_str().unwrap();
+        let (status, body) = self
+            .anonymous("POST", &format!("/v1/meetings/{id}/enter"), Some(json!({"credential": credential, "name": identity, "identity": identity})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn events(&self, meeting_id: &str, token: &str, after: u64) -> Vec<Value> {
+        let (status, page) = self.bearer("GET", &format!("/v1/meetings/{meeting_id}/events?after={after}"), token, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["events"].as_array().unwrap().clone()
+    }
+}
+
+/// The claims of a JWT, read without verifying (the server verified it; tests look inside).
+pub fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+pub fn types(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Runs a scenario against SQLite and PostgreSQL.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                use super::*;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let app = common::TestApp::start(common::StoreKind::Sqlite).await.unwrap();
+                    super::$scenario(app).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(app) = common::TestApp::start(common::StoreKind::Postgres).await {
+                        super::$scenario(app).await;
+                    }
+                }
+            }
+        )+
+    };
+}
