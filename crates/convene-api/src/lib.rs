@@ -33,7 +33,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "convene", description = "Self-hosted video meetings and live stages: the native API."),
-    modifiers(&Security, &ErrorResponses),
+    modifiers(&Security),
     components(schemas(ErrorBody)),
     tags(
         (name = "meetings", description = "Create and run meetings (API key)."),
@@ -85,6 +85,13 @@ impl Modify for ErrorResponses {
 
 /// The native API's routes and their OpenAPI document, built from the same handler list.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = routes();
+    // After the paths are merged in: every operation documents the error shape.
+    ErrorResponses.modify(&mut doc);
+    (router, doc)
+}
+
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::healthz))
         .routes(routes!(meetings::create, meetings::list))

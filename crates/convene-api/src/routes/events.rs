@@ -19,7 +19,8 @@ use crate::wire::{EventPage, EventView};
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
     /// Only events with a sequence number above this (default 0: from the start).
-    pub after: Option<u64>,
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
@@ -66,7 +67,8 @@ pub async fn list(State(state): State<AppState>, AnyCaller(principal): AnyCaller
     if !(1..=1000).contains(&limit) {
         return Err(convene_core::ValidationError::new("limit", "must be 1 to 1000").into());
     }
-    let after = params.after.unwrap_or(0);
+    let after = u64::try_from(params.after.unwrap_or(0))
+        .map_err(|_| convene_core::ValidationError::new("after", "must not be negative"))?;
     let events = state.meetings.events_after(&id, after, limit).await?;
     let next_after = events.last().map(|e| e.seq).unwrap_or(after);
     let last_seq = state.meetings.meeting(&id).await?.last_seq;
