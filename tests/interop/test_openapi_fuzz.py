@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from conftest import API_KEY, API_SECRET
+from convene_server import API_KEY, API_SECRET
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(convene):

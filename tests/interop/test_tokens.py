@@ -2,7 +2,7 @@
 
 from livekit import api
 
-from conftest import API_KEY, API_SECRET
+from convene_server import API_KEY, API_SECRET
 
 
 def enter_and_join(server, meeting, credential, identity):

@@ -120,3 +120,24 @@ impl From<convene_token::TokenError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_have_the_one_shape() {
+        let body = serde_json::to_string(&ApiError::code(ErrorCode::MeetingAccessDenied).body()).unwrap();
+        expect_test::expect![[r#"{"error":{"code":"meeting_access_denied","message":"unknown meeting or wrong credential"}}"#]].assert_eq(&body);
+        let body = serde_json::to_string(&ApiError::from(ValidationError::new("name", "must not be empty")).body()).unwrap();
+        expect_test::expect![[r#"{"error":{"code":"invalid_request","message":"name: must not be empty"}}"#]].assert_eq(&body);
+    }
+
+    #[test]
+    fn statuses_come_from_the_table() {
+        for code in ErrorCode::ALL {
+            let response = ApiError::code(code).into_response();
+            assert_eq!(response.status().as_u16(), code.http_status());
+        }
+    }
+}

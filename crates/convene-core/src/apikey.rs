@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use rand::{CryptoRng, Rng, RngCore};
+use rand::{CryptoRng, Rng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
@@ -33,7 +33,7 @@ impl ApiSecret {
         Ok(Self(raw.to_owned()))
     }
 
-    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+    pub fn generate(rng: &mut impl CryptoRng) -> Self {
         Self(random_alnum(rng, 48))
     }
 
@@ -48,7 +48,7 @@ impl fmt::Debug for ApiSecret {
     }
 }
 
-fn random_alnum(rng: &mut (impl RngCore + CryptoRng), len: usize) -> String {
+fn random_alnum(rng: &mut impl CryptoRng, len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     (0..len).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
 }
@@ -72,7 +72,7 @@ impl ApiKey {
         Ok(raw.to_owned())
     }
 
-    pub fn generate(description: &str, now: Timestamp, rng: &mut (impl RngCore + CryptoRng)) -> Self {
+    pub fn generate(description: &str, now: Timestamp, rng: &mut impl CryptoRng) -> Self {
         Self {
             id: format!("API{}", random_alnum(rng, 12)),
             secret: ApiSecret::generate(rng),

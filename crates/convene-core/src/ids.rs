@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use rand::{CryptoRng, Rng, RngCore};
+use rand::{CryptoRng, Rng};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -38,7 +38,7 @@ impl MeetingId {
     }
 
     /// A fresh id of exactly `digits` digits from a cryptographically secure generator.
-    pub fn generate(digits: MeetingIdDigits, rng: &mut (impl RngCore + CryptoRng)) -> Self {
+    pub fn generate(digits: MeetingIdDigits, rng: &mut impl CryptoRng) -> Self {
         let mut id = String::with_capacity(digits.0 as usize);
         id.push(char::from(b'0' + rng.random_range(1..=9u8)));
         for _ in 1..digits.0 {
@@ -183,7 +183,7 @@ text_newtype!(
 
 impl Identity {
     /// A fresh guest identity (`guest-` and 12 random lowercase letters and digits).
-    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+    pub fn generate(rng: &mut impl CryptoRng) -> Self {
         const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
         let suffix: String = (0..12)
             .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
@@ -204,7 +204,7 @@ impl RoomName {
 pub struct InstanceId(String);
 
 impl InstanceId {
-    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+    pub fn generate(rng: &mut impl CryptoRng) -> Self {
         let bytes: [u8; 12] = rng.random();
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         Self(format!("run_{hex}"))
@@ -256,7 +256,7 @@ impl Credential {
     }
 
     /// An 8-digit PIN from a cryptographically secure generator.
-    pub fn generate_pin(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+    pub fn generate_pin(rng: &mut impl CryptoRng) -> Self {
         Self(
             (0..Self::GENERATED_DIGITS)
                 .map(|_| char::from(b'0' + rng.random_range(0..=9u8)))

@@ -1,6 +1,6 @@
 //! Meetings: settings, credentials, lifecycle (created -> live -> ended, restartable) and runs.
 
-use rand::{CryptoRng, RngCore};
+use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -109,7 +109,7 @@ impl Credentials {
         host: Option<Credential>,
         participant: Option<Credential>,
         viewer: Option<Credential>,
-        rng: &mut (impl RngCore + CryptoRng),
+        rng: &mut impl CryptoRng,
     ) -> Result<Self, ValidationError> {
         let given = [host.is_some(), participant.is_some(), viewer.is_some()];
         let mut credentials = Self {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rand::{CryptoRng, RngCore};
+use rand::CryptoRng;
 
 use crate::error::{DomainError, ErrorCode};
 use crate::event::{Audience, Event, EventKind, TrackSelector};
@@ -141,7 +141,7 @@ pub fn create_meeting(
     settings: MeetingSettings,
     credentials: Credentials,
     now: Timestamp,
-    rng: &mut (impl RngCore + CryptoRng),
+    rng: &mut impl CryptoRng,
 ) -> Change {
     let meeting = Meeting {
         room_name: room_name.unwrap_or_else(|| RoomName::for_meeting(&id)),
@@ -213,7 +213,7 @@ pub fn start_meeting(
     tx: &mut Tx,
     actor: &Actor,
     waiting: Vec<Participant>,
-    rng: &mut (impl RngCore + CryptoRng),
+    rng: &mut impl CryptoRng,
 ) -> Result<(), DomainError> {
     let starter_may = match actor {
         Actor::Admin => true,
@@ -439,7 +439,7 @@ pub fn join(
     participant: Participant,
     joined_count: u64,
     waiting: Vec<Participant>,
-    rng: &mut (impl RngCore + CryptoRng),
+    rng: &mut impl CryptoRng,
 ) -> Result<Participant, DomainError> {
     let now = tx.now;
     if participant.is_banned_at(now) {

@@ -368,7 +368,7 @@ impl Meetings {
     // ----- waiting room -----------------------------------------------------------------------
 
     pub async fn admit(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<Participant> {
-        self.on_target(id, caller, target, |tx, actor, t| ops::admit(tx, actor, t)).await
+        self.on_target(id, caller, target, ops::admit).await
     }
 
     pub async fn admit_all(&self, id: &MeetingId, caller: &Caller) -> Result<Meeting> {
@@ -379,11 +379,11 @@ impl Meetings {
     }
 
     pub async fn deny(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
-        self.on_target(id, caller, target, |tx, actor, t| ops::deny(tx, actor, t)).await
+        self.on_target(id, caller, target, ops::deny).await
     }
 
     pub async fn send_back(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
-        self.on_target(id, caller, target, |tx, actor, t| ops::send_back(tx, actor, t)).await
+        self.on_target(id, caller, target, ops::send_back).await
     }
 
     // ----- stage ------------------------------------------------------------------------------
@@ -404,7 +404,7 @@ impl Meetings {
     }
 
     pub async fn invite(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
-        self.on_target(id, caller, target, |tx, actor, t| ops::invite(tx, actor, t)).await
+        self.on_target(id, caller, target, ops::invite).await
     }
 
     /// The caller answers their own invitation; an admin may answer for `target`.
@@ -435,7 +435,7 @@ impl Meetings {
     // ----- moderation -------------------------------------------------------------------------
 
     pub async fn remove(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
-        self.on_target(id, caller, target, |tx, actor, t| ops::remove(tx, actor, t)).await
+        self.on_target(id, caller, target, ops::remove).await
     }
 
     pub async fn ban(&self, id: &MeetingId, caller: &Caller, target: &Identity, duration: Option<Duration>) -> Result<()> {
@@ -443,7 +443,7 @@ impl Meetings {
     }
 
     pub async fn unban(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
-        self.on_target(id, caller, target, |tx, actor, t| ops::unban(tx, actor, t)).await
+        self.on_target(id, caller, target, ops::unban).await
     }
 
     pub async fn mute(&self, id: &MeetingId, caller: &Caller, target: &Identity, track: TrackSelector, muted: bool) -> Result<()> {

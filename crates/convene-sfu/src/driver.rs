@@ -1,0 +1,474 @@
+//! The thin tokio IO layer: binds the media UDP sockets, runs the engine
+//! task (commands, datagrams, timer) and performs the engine's outputs.
+//! Also defines [`SfuControl`], the cloneable handle to the engine task.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use livekit_protocol as proto;
+use prost::Message;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::engine::{ConnId, Engine, EngineConfig, Output};
+pub use crate::engine::{DataKind, RoomSummary};
+use crate::signal::JoinParams;
+use crate::{Admission, Admitted, Permission, SfuConfig, SfuError};
+
+const COMMAND_QUEUE: usize = 4096;
+const DATAGRAM_QUEUE: usize = 4096;
+/// Signalling messages queued for one client before it counts as too slow.
+pub const OUTBOX_QUEUE: usize = 512;
+
+/// Something for a WebSocket task to write.
+#[derive(Debug)]
+pub enum WsOut {
+    Frame(Vec<u8>),
+    Close,
+}
+
+type ControlFn = Box<dyn FnOnce(&mut Engine, Instant) + Send>;
+
+#[allow(clippy::large_enum_variant)] // short-lived queue items
+pub(crate) enum Command {
+    Join {
+        conn: ConnId,
+        admitted: Admitted,
+        params: JoinParams,
+        outbox: mpsc::Sender<WsOut>,
+    },
+    Signal {
+        conn: ConnId,
+        request: proto::SignalRequest,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    Control(ControlFn),
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Datagram {
+    local: SocketAddr,
+    source: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// Cloneable handle to the engine task, for moderation and the RoomService API.
+#[derive(Clone)]
+pub struct SfuControl {
+    tx: mpsc::Sender<Command>,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl SfuControl {
+    pub(crate) fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) async fn command(&self, command: Command) -> Result<(), SfuError> {
+        self.tx.send(command).await.map_err(|_| SfuError::Stopped)
+    }
+
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine, Instant) -> Result<R, SfuError> + Send + 'static,
+    ) -> Result<R, SfuError> {
+        let (reply, result) = oneshot::channel();
+        self.command(Command::Control(Box::new(move |engine, now| {
+            let _ = reply.send(f(engine, now));
+        })))
+        .await?;
+        result.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Send `leave{DISCONNECT}` to the participant and close its session.
+    pub async fn remove_participant(
+        &self,
+        room: &str,
+        identity: &str,
+        reason: &str,
+    ) -> Result<(), SfuError> {
+        let (room, identity) = (room.to_owned(), identity.to_owned());
+        let reason = proto::DisconnectReason::from_str_name(reason)
+            .unwrap_or(proto::DisconnectReason::ParticipantRemoved);
+        self.call(move |engine, now| engine.remove_participant(&room, &identity, reason, now))
+            .await
+    }
+
+    /// Change what a connected participant may do; takes effect at once.
+    pub async fn update_permission(
+        &self,
+        room: &str,
+        identity: &str,
+        permission: Permission,
+    ) -> Result<(), SfuError> {
+        let (room, identity) = (room.to_owned(), identity.to_owned());
+        self.call(move |engine, now| engine.update_permission(&room, &identity, permission, now))
+            .await
+    }
+
+    /// Server-initiated mute (or unmute) of a published track.
+    pub async fn mute_published_track(
+        &self,
+        room: &str,
+        identity: &str,
+        track_sid: &str,
+        muted: bool,
+    ) -> Result<proto::TrackInfo, SfuError> {
+        let (room, identity, track_sid) =
+            (room.to_owned(), identity.to_owned(), track_sid.to_owned());
+        self.call(move |engine, now| {
+            engine.mute_published_track(&room, &identity, &track_sid, muted, now)
+        })
+        .await
+    }
+
+    /// Disconnect everyone in the room.
+    pub async fn close_room(&self, room: &str) -> Result<(), SfuError> {
+        let room = room.to_owned();
+        self.call(move |engine, now| engine.close_room(&room, now))
+            .await
+    }
+
+    pub async fn list_rooms(&self) -> Result<Vec<RoomSummary>, SfuError> {
+        self.call(|engine, _| Ok(engine.list_rooms())).await
+    }
+
+    pub async fn list_participants(
+        &self,
+        room: &str,
+    ) -> Result<Vec<proto::ParticipantInfo>, SfuError> {
+        let room = room.to_owned();
+        self.call(move |engine, _| engine.list_participants(&room))
+            .await
+    }
+
+    pub async fn get_participant(
+        &self,
+        room: &str,
+        identity: &str,
+    ) -> Result<proto::ParticipantInfo, SfuError> {
+        let (room, identity) = (room.to_owned(), identity.to_owned());
+        self.call(move |engine, _| engine.get_participant(&room, &identity))
+            .await
+    }
+
+    /// Change name, metadata, attributes (empty value deletes) and/or permission.
+    pub async fn update_participant(
+        &self,
+        room: &str,
+        identity: &str,
+        name: Option<String>,
+        metadata: Option<String>,
+        attributes: Option<HashMap<String, String>>,
+        permission: Option<Permission>,
+    ) -> Result<proto::ParticipantInfo, SfuError> {
+        let (room, identity) = (room.to_owned(), identity.to_owned());
+        self.call(move |engine, now| {
+            engine.update_participant(
+                &room, &identity, name, metadata, attributes, permission, now,
+            )
+        })
+        .await
+    }
+
+    /// Server-originated user data to a room (everyone, or only `destination_identities`).
+    pub async fn send_data(
+        &self,
+        room: &str,
+        payload: Vec<u8>,
+        kind: DataKind,
+        destination_identities: Vec<String>,
+        topic: Option<String>,
+    ) -> Result<(), SfuError> {
+        let room = room.to_owned();
+        self.call(move |engine, now| {
+            engine.send_data(&room, payload, kind, destination_identities, topic, now)
+        })
+        .await
+    }
+}
+
+pub(crate) struct DriverHandle {
+    pub control: SfuControl,
+    pub local_addrs: Vec<SocketAddr>,
+    task: JoinHandle<()>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl DriverHandle {
+    pub async fn shutdown(self) {
+        let (done, wait) = oneshot::channel();
+        if self.control.command(Command::Shutdown(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        for reader in &self.readers {
+            reader.abort();
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// The address the host would use to reach the outside (no packet is sent).
+fn primary_ip() -> Option<IpAddr> {
+    let socket = StdUdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    socket.connect((Ipv4Addr::new(203, 0, 113, 1), 9)).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+}
+
+fn candidate_ips(config: &SfuConfig) -> Vec<IpAddr> {
+    if !config.advertise_ips.is_empty() {
+        return config.advertise_ips.clone();
+    }
+    if !config.udp_bind.ip().is_unspecified() {
+        return vec![config.udp_bind.ip()];
+    }
+    let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    ips.extend(primary_ip());
+    ips
+}
+
+/// Bind one socket per advertised IP, all on one port. An advertised IP
+/// that is not local (1:1 NAT) is served by a socket on `udp_bind`.
+fn bind_sockets(config: &SfuConfig) -> Result<Vec<(StdUdpSocket, SocketAddr)>, SfuError> {
+    let ips = candidate_ips(config);
+    let mut last_error = None;
+    for _attempt in 0..8 {
+        let mut port = config.udp_bind.port();
+        let mut sockets: Vec<(StdUdpSocket, SocketAddr)> = Vec::new();
+        let mut wildcard_used = false;
+        let mut failed = false;
+        for ip in &ips {
+            let addr = SocketAddr::new(*ip, port);
+            match StdUdpSocket::bind(addr) {
+                Ok(socket) => {
+                    let bound = socket
+                        .local_addr()
+                        .map_err(|source| SfuError::Bind { addr, source })?;
+                    port = bound.port();
+                    sockets.push((socket, SocketAddr::new(*ip, port)));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable && !wildcard_used => {
+                    let bind = SocketAddr::new(config.udp_bind.ip(), port);
+                    let socket = StdUdpSocket::bind(bind)
+                        .map_err(|source| SfuError::Bind { addr: bind, source })?;
+                    port = socket
+                        .local_addr()
+                        .map_err(|source| SfuError::Bind { addr: bind, source })?
+                        .port();
+                    wildcard_used = true;
+                    sockets.push((socket, SocketAddr::new(*ip, port)));
+                }
+                Err(source) => {
+                    last_error = Some(SfuError::Bind { addr, source });
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            return Ok(sockets);
+        }
+        if config.udp_bind.port() != 0 {
+            break; // a fixed port will not get better by retrying
+        }
+    }
+    Err(last_error.unwrap_or(SfuError::Bind {
+        addr: config.udp_bind,
+        source: std::io::Error::other("no address to bind"),
+    }))
+}
+
+pub(crate) async fn start(
+    config: SfuConfig,
+    admission: Arc<dyn Admission>,
+) -> Result<DriverHandle, SfuError> {
+    let bound = bind_sockets(&config)?;
+    let mut sockets: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let mut local_addrs = Vec::new();
+    let (datagram_tx, datagram_rx) = mpsc::channel::<Datagram>(DATAGRAM_QUEUE);
+    let mut readers = Vec::new();
+    for (socket, advertised) in bound {
+        socket
+            .set_nonblocking(true)
+            .map_err(|source| SfuError::Bind {
+                addr: advertised,
+                source,
+            })?;
+        let socket = Arc::new(
+            UdpSocket::from_std(socket).map_err(|source| SfuError::Bind {
+                addr: advertised,
+                source,
+            })?,
+        );
+        sockets.insert(advertised, socket.clone());
+        local_addrs.push(advertised);
+        readers.push(tokio::spawn(read_socket(
+            socket,
+            advertised,
+            datagram_tx.clone(),
+        )));
+    }
+    tracing::info!(?local_addrs, "media UDP bound");
+
+    let engine = Engine::new(
+        EngineConfig {
+            local_addrs: local_addrs.clone(),
+            ping_interval_secs: config.ping_interval_secs,
+            ping_timeout_secs: config.ping_timeout_secs,
+        },
+        Instant::now(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    );
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let control = SfuControl {
+        tx,
+        next_conn: Arc::new(AtomicU64::new(1)),
+    };
+    let task = tokio::spawn(run(engine, rx, datagram_rx, sockets, admission));
+    Ok(DriverHandle {
+        control,
+        local_addrs,
+        task,
+        readers,
+    })
+}
+
+async fn read_socket(socket: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Datagram>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, source)) => {
+                let datagram = Datagram {
+                    local,
+                    source,
+                    bytes: buf[..n].to_vec(),
+                };
+                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(datagram) {
+                    return;
+                }
+            }
+            Err(e) => {
+                // ICMP errors surface here on some systems; they do not stop the socket.
+                tracing::trace!(%local, "udp recv error: {e}");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+struct Io {
+    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    outboxes: HashMap<ConnId, mpsc::Sender<WsOut>>,
+    admission: Arc<dyn Admission>,
+}
+
+impl Io {
+    /// Perform everything the engine queued.
+    fn flush(&mut self, engine: &mut Engine) {
+        while let Some(output) = engine.poll_output() {
+            match output {
+                Output::Transmit {
+                    source,
+                    destination,
+                    contents,
+                } => {
+                    let socket = self
+                        .sockets
+                        .get(&source)
+                        .or_else(|| self.sockets.values().next());
+                    if let Some(socket) = socket {
+                        // A full socket buffer drops the datagram, as the network would.
+                        let _ = socket.try_send_to(&contents, destination);
+                    }
+                }
+                Output::Signal { conn, response } => {
+                    let Some(outbox) = self.outboxes.get(&conn) else {
+                        continue;
+                    };
+                    match outbox.try_send(WsOut::Frame(response.encode_to_vec())) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::info!(
+                                ?conn,
+                                "client does not read its signalling; disconnecting"
+                            );
+                            self.outboxes.remove(&conn);
+                            engine.connection_closed(conn, Instant::now());
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.outboxes.remove(&conn);
+                            engine.connection_closed(conn, Instant::now());
+                        }
+                    }
+                }
+                Output::Close { conn } => {
+                    if let Some(outbox) = self.outboxes.remove(&conn) {
+                        let _ = outbox.try_send(WsOut::Close);
+                    }
+                }
+                Output::Event(event) => self.admission.on_event(event),
+            }
+        }
+    }
+}
+
+async fn run(
+    mut engine: Engine,
+    mut commands: mpsc::Receiver<Command>,
+    mut datagrams: mpsc::Receiver<Datagram>,
+    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    admission: Arc<dyn Admission>,
+) {
+    let mut io = Io {
+        sockets,
+        outboxes: HashMap::new(),
+        admission,
+    };
+    loop {
+        let deadline = engine.poll_timeout();
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                let now = Instant::now();
+                match command {
+                    Command::Join { conn, admitted, params, outbox } => {
+                        io.outboxes.insert(conn, outbox);
+                        engine.join(conn, admitted, params, now);
+                    }
+                    Command::Signal { conn, request } => engine.handle_signal(conn, request, now),
+                    Command::Closed { conn } => {
+                        io.outboxes.remove(&conn);
+                        engine.connection_closed(conn, now);
+                    }
+                    Command::Control(f) => f(&mut engine, now),
+                    Command::Shutdown(done) => {
+                        engine.close_all(now);
+                        io.flush(&mut engine);
+                        let _ = done.send(());
+                        break;
+                    }
+                }
+            }
+            datagram = datagrams.recv() => {
+                let Some(datagram) = datagram else { break };
+                engine.handle_datagram(datagram.source, datagram.local, &datagram.bytes, Instant::now());
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        let now = Instant::now();
+        if engine.poll_timeout() <= now {
+            engine.handle_timeout(now);
+        }
+        io.flush(&mut engine);
+    }
+}

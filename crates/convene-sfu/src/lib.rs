@@ -1,0 +1,226 @@
+//! convene-sfu: the embedded media engine. It speaks the LiveKit client
+//! signalling protocol (legacy `/rtc`, two peer connections per participant)
+//! and forwards media and data between participants with str0m.
+//!
+//! # Shape
+//!
+//! * [`engine`] is the sans-IO core. [`engine::Engine`] owns every room,
+//!   participant and str0m `Rtc`. It takes inputs (a join, a decoded
+//!   `SignalRequest`, a UDP datagram, a control command, the current time)
+//!   and queues outputs (datagrams to send, `SignalResponse`s for a
+//!   connection, connection closes, [`MediaEvent`]s). It never touches a
+//!   socket or a clock; tests drive it with time passed in.
+//! * [`forward`] holds the pure per-subscriber forwarding rules: simulcast
+//!   layer choice, switching on keyframes and RTP timestamp rewriting.
+//! * [`signal`] builds LiveKit protocol messages (JoinResponse,
+//!   ParticipantInfo, TrackInfo), parses trickle JSON and routes data packets.
+//! * [`driver`] is the thin tokio IO layer: the UDP sockets, the timer and
+//!   the command channel feeding the engine.
+//! * [`http`] is the axum router (`/rtc`, `/rtc/validate`, the `/rtc/v1`
+//!   404s) and the per-WebSocket tasks.
+//!
+//! # Threading model
+//!
+//! One tokio task (the *engine task*) owns the [`engine::Engine`] and
+//! therefore every room, participant and str0m `Rtc`; nothing in the engine
+//! is shared or locked. The engine task `select!`s over the UDP sockets
+//! (one per local address, all on the same port), a bounded command channel
+//! and a timer set to the earliest str0m timeout. Each WebSocket runs in its
+//! own task: it decodes frames (size-capped at 1 MiB) and sends commands to
+//! the engine task, and writes the engine's `SignalResponse`s from a bounded
+//! per-connection queue; a client that does not read fills its queue and is
+//! disconnected rather than stalling the engine. [`SfuControl`] is a
+//! cloneable handle that sends commands with a oneshot reply. Outgoing UDP is
+//! sent with non-blocking `try_send_to` (a full socket buffer drops the
+//! datagram, as the network would), so the engine task never waits on IO.
+//!
+//! All media of a node is thus forwarded by one core. That keeps ordering
+//! and ownership trivial and is plenty for meetings of tens of participants;
+//! sharding rooms over several engine tasks is the way to scale further and
+//! needs no change to the sans-IO core.
+//!
+//! Every call into a participant's `Rtc` runs behind `catch_unwind`: a
+//! panic caused by hostile input ends that participant only. Every mutation
+//! of an `Rtc` is followed by draining `poll_output` until it yields a
+//! timeout.
+
+pub mod driver;
+pub mod engine;
+pub mod forward;
+pub mod http;
+pub mod ids;
+pub mod signal;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+pub use driver::{DataKind, RoomSummary, SfuControl};
+pub use ids::{ParticipantSid, RoomSid, TrackSid};
+
+/// Largest signalling message accepted from a client (bytes).
+pub const MAX_SIGNAL_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The version reported to clients in `ServerInfo.version` (must be semver).
+pub const SERVER_VERSION: &str = "1.9.0";
+
+/// Configuration of the media engine.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// One UDP port for all peers. Port 0 picks an ephemeral port (tests).
+    pub udp_bind: SocketAddr,
+    /// Addresses put in the SDP as host candidates (1:1 NAT: the public
+    /// address). Empty: the local interface addresses, 127.0.0.1 included.
+    pub advertise_ips: Vec<IpAddr>,
+    /// Seconds between client pings (sent to clients in the JoinResponse).
+    pub ping_interval_secs: u32,
+    /// Seconds of signalling silence after which a participant is dropped.
+    pub ping_timeout_secs: u32,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            udp_bind: SocketAddr::from(([0, 0, 0, 0], 7882)),
+            advertise_ips: Vec::new(),
+            ping_interval_secs: 5,
+            ping_timeout_secs: 15,
+        }
+    }
+}
+
+/// What a participant may do in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission {
+    pub can_publish: bool,
+    pub can_subscribe: bool,
+    pub can_publish_data: bool,
+    pub hidden: bool,
+    pub room_admin: bool,
+}
+
+impl Default for Permission {
+    fn default() -> Self {
+        Permission {
+            can_publish: true,
+            can_subscribe: true,
+            can_publish_data: true,
+            hidden: false,
+            room_admin: false,
+        }
+    }
+}
+
+/// A join that [`Admission::admit`] accepted.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub metadata: String,
+    pub permission: Permission,
+}
+
+/// A join that [`Admission::admit`] refused; answered as plain HTTP.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// 401 (bad credentials) or 403 (not allowed).
+    pub status: u16,
+    pub message: String,
+}
+
+/// Media-side events reported to the rest of convene.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    ParticipantJoined {
+        room: String,
+        identity: String,
+        sid: String,
+    },
+    ParticipantLeft {
+        room: String,
+        identity: String,
+        sid: String,
+        reason: String,
+    },
+    TrackPublished {
+        room: String,
+        identity: String,
+        track_sid: String,
+        kind: String,
+        source: String,
+    },
+    TrackUnpublished {
+        room: String,
+        identity: String,
+        track_sid: String,
+    },
+}
+
+/// Decides who may join. Implemented by convene's core wiring.
+pub trait Admission: Send + Sync + 'static {
+    /// Verify `token` and decide; called before the WebSocket upgrade.
+    fn admit(&self, token: &str) -> BoxFuture<'_, Result<Admitted, Refusal>>;
+    /// Media-side events flow back into the meeting's event log.
+    fn on_event(&self, event: MediaEvent);
+}
+
+/// Errors of the media engine.
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    #[error("could not bind the media UDP socket on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("the media engine has stopped")]
+    Stopped,
+}
+
+/// The running media engine: the engine task plus its HTTP front end.
+pub struct Sfu {
+    driver: driver::DriverHandle,
+    admission: Arc<dyn Admission>,
+}
+
+impl Sfu {
+    /// Bind the UDP sockets and start the engine task.
+    pub async fn start(config: SfuConfig, admission: Arc<dyn Admission>) -> Result<Sfu, SfuError> {
+        let driver = driver::start(config, admission.clone()).await?;
+        Ok(Sfu { driver, admission })
+    }
+
+    /// `/rtc`, `/rtc/validate` and CORS-carrying 404s on `/rtc/v1*`.
+    pub fn router(&self) -> axum::Router {
+        http::router(http::HttpState {
+            admission: self.admission.clone(),
+            control: self.driver.control.clone(),
+        })
+    }
+
+    /// A cloneable handle for moderation and the RoomService API.
+    pub fn control(&self) -> SfuControl {
+        self.driver.control.clone()
+    }
+
+    /// The media UDP address (the first local socket).
+    pub fn local_udp_addr(&self) -> SocketAddr {
+        self.driver.local_addrs[0]
+    }
+
+    /// All local UDP addresses that carry media (one per advertised IP).
+    pub fn local_udp_addrs(&self) -> Vec<SocketAddr> {
+        self.driver.local_addrs.clone()
+    }
+
+    /// Disconnect everyone and stop the engine task.
+    pub async fn shutdown(self) {
+        self.driver.shutdown().await;
+    }
+}

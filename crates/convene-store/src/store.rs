@@ -1,0 +1,427 @@
+//! `impl Store for SqlStore`: the queries, written once for SQLite and PostgreSQL.
+
+use async_trait::async_trait;
+use convene_core::Timestamp;
+use convene_core::apikey::ApiKey;
+use convene_core::event::Event;
+use convene_core::ids::{Identity, MeetingId, RoomName};
+use convene_core::lockout::{FailureRecord, FailureScope};
+use convene_core::meeting::Meeting;
+use convene_core::ops::Change;
+use convene_core::participant::{Participant, ParticipantState};
+use convene_core::ports::{Store, StoreError};
+use sqlx::{AnyConnection, Row};
+
+use crate::error::{backend, unique_violation, unrepresentable};
+use crate::rows::{
+    self, API_KEY_COLUMNS, EVENT_COLUMNS, EventValues, MEETING_COLUMNS, MeetingValues, PARTICIPANT_COLUMNS,
+    ParticipantValues,
+};
+use crate::SqlStore;
+
+/// What an upsert of a participant overwrites: everything but the key.
+const PARTICIPANT_UPDATE: &str = "name = excluded.name, role = excluded.role, state = excluded.state, \
+     hand_raised = excluded.hand_raised, invited = excluded.invited, \
+     media_connected = excluded.media_connected, admitted_in = excluded.admitted_in, \
+     banned_until = excluded.banned_until, epoch = excluded.epoch, created_at = excluded.created_at, \
+     updated_at = excluded.updated_at";
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` columns.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 6);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// `$first, $first+1, ...` for a list of `count` values.
+fn list_placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The change's rows, encoded before any transaction starts (a value that cannot be stored fails
+/// without touching the database). Participants and events must belong to the changed meeting.
+struct Encoded {
+    meeting: MeetingValues,
+    participants: Vec<ParticipantValues>,
+    events: Vec<EventValues>,
+}
+
+impl Encoded {
+    fn of(change: &Change) -> Result<Self, StoreError> {
+        let id = &change.meeting.id;
+        if let Some(p) = change.participants.iter().find(|p| &p.meeting_id != id) {
+            return Err(unrepresentable("participant", format!("{} belongs to meeting {}, not {id}", p.identity, p.meeting_id)));
+        }
+        if let Some(e) = change.events.iter().find(|e| &e.meeting_id != id) {
+            return Err(unrepresentable("event", format!("seq {} belongs to meeting {}, not {id}", e.seq, e.meeting_id)));
+        }
+        Ok(Self {
+            meeting: MeetingValues::of(&change.meeting)?,
+            participants: change.participants.iter().map(ParticipantValues::of).collect::<Result<_, _>>()?,
+            events: change.events.iter().map(EventValues::of).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+async fn upsert_participants(
+    connection: &mut AnyConnection,
+    rows: &[ParticipantValues],
+    rows_per_statement: usize,
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(rows_per_statement) {
+        let sql = format!(
+            "INSERT INTO participants ({PARTICIPANT_COLUMNS}) VALUES {} \
+             ON CONFLICT (meeting_id, identity) DO UPDATE SET {PARTICIPANT_UPDATE}",
+            placeholders(chunk.len(), ParticipantValues::COUNT)
+        );
+        let mut query = sqlx::query(&sql);
+        for p in chunk {
+            query = query
+                .bind(p.meeting_id.as_str())
+                .bind(p.identity.as_str())
+                .bind(p.name.as_str())
+                .bind(p.role.as_str())
+                .bind(p.state)
+                .bind(p.hand_raised)
+                .bind(p.invited)
+                .bind(p.media_connected)
+                .bind(p.admitted_in.as_deref())
+                .bind(p.banned_until)
+                .bind(p.epoch)
+                .bind(p.created_at)
+                .bind(p.updated_at);
+        }
+        query.execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+async fn insert_events(
+    connection: &mut AnyConnection,
+    rows: &[EventValues],
+    rows_per_statement: usize,
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(rows_per_statement) {
+        let sql = format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
+            placeholders(chunk.len(), EventValues::COUNT)
+        );
+        let mut query = sqlx::query(&sql);
+        for e in chunk {
+            query = query
+                .bind(e.meeting_id.as_str())
+                .bind(e.seq)
+                .bind(e.at)
+                .bind(e.instance_id.as_str())
+                .bind(e.kind_type.as_str())
+                .bind(e.audience.as_str())
+                .bind(e.data.as_str());
+        }
+        query.execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+fn meeting_duplicate(error: sqlx::Error) -> StoreError {
+    match unique_violation(&error) {
+        Some(text) if text.contains("room_name") => StoreError::Duplicate("room_name"),
+        Some(_) => StoreError::Duplicate("meeting_id"),
+        None => backend(error),
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn create_meeting(&self, change: &Change) -> Result<(), StoreError> {
+        let encoded = Encoded::of(change)?;
+        let m = &encoded.meeting;
+        let mut tx = self.pool().begin().await.map_err(backend)?;
+        let sql = format!("INSERT INTO meetings ({MEETING_COLUMNS}) VALUES {}", placeholders(1, 13));
+        sqlx::query(&sql)
+            .bind(m.id.as_str())
+            .bind(m.room_name.as_str())
+            .bind(m.status.as_str())
+            .bind(m.last_seq)
+            .bind(m.created_at)
+            .bind(m.updated_at)
+            .bind(m.instance_id.as_str())
+            .bind(m.run_number)
+            .bind(m.opened_at)
+            .bind(m.live_at)
+            .bind(m.ended_at)
+            .bind(m.settings.as_str())
+            .bind(m.credentials.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(meeting_duplicate)?;
+        upsert_participants(&mut tx, &encoded.participants, self.rows_per_statement()).await.map_err(backend)?;
+        insert_events(&mut tx, &encoded.events, self.rows_per_statement()).await.map_err(meeting_duplicate)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn commit(&self, change: &Change) -> Result<(), StoreError> {
+        let Some(expected_seq) = change.expected_seq else {
+            // A change computed without a previous version is a creation.
+            return self.create_meeting(change).await;
+        };
+        let expected_seq = rows::signed("expected_seq", expected_seq)?;
+        let encoded = Encoded::of(change)?;
+        let m = &encoded.meeting;
+        let mut tx = self.pool().begin().await.map_err(backend)?;
+        // First statement is the write: it takes the row (PostgreSQL) or database (SQLite) write
+        // lock at once, and a concurrent writer from the same version finds 0 rows afterwards.
+        let updated = sqlx::query(
+            "UPDATE meetings SET room_name = $2, status = $3, last_seq = $4, updated_at = $5, \
+             instance_id = $6, run_number = $7, opened_at = $8, live_at = $9, ended_at = $10, \
+             settings = $11, credentials = $12 \
+             WHERE id = $1 AND last_seq = $13",
+        )
+        .bind(m.id.as_str())
+        .bind(m.room_name.as_str())
+        .bind(m.status.as_str())
+        .bind(m.last_seq)
+        .bind(m.updated_at)
+        .bind(m.instance_id.as_str())
+        .bind(m.run_number)
+        .bind(m.opened_at)
+        .bind(m.live_at)
+        .bind(m.ended_at)
+        .bind(m.settings.as_str())
+        .bind(m.credentials.as_str())
+        .bind(expected_seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(meeting_duplicate)?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::Conflict);
+        }
+        upsert_participants(&mut tx, &encoded.participants, self.rows_per_statement()).await.map_err(backend)?;
+        insert_events(&mut tx, &encoded.events, self.rows_per_statement()).await.map_err(|e| match unique_violation(&e) {
+            // An event with this (meeting, seq) exists: another writer appended first.
+            Some(_) => StoreError::Conflict,
+            None => backend(e),
+        })?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn meeting(&self, id: &MeetingId) -> Result<Option<Meeting>, StoreError> {
+        let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(self.pool()).await.map_err(backend)?;
+        row.as_ref().map(rows::meeting).transpose()
+    }
+
+    async fn meeting_by_room(&self, room: &RoomName) -> Result<Option<Meeting>, StoreError> {
+        let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings WHERE room_name = $1");
+        let row = sqlx::query(&sql).bind(room.as_str()).fetch_optional(self.pool()).await.map_err(backend)?;
+        row.as_ref().map(rows::meeting).transpose()
+    }
+
+    async fn meetings(&self, after: Option<&MeetingId>, limit: u32) -> Result<Vec<Meeting>, StoreError> {
+        let found = match after {
+            Some(after) => {
+                let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings WHERE id > $1 ORDER BY id LIMIT $2");
+                sqlx::query(&sql).bind(after.as_str()).bind(i64::from(limit)).fetch_all(self.pool()).await
+            }
+            None => {
+                let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings ORDER BY id LIMIT $1");
+                sqlx::query(&sql).bind(i64::from(limit)).fetch_all(self.pool()).await
+            }
+        }
+        .map_err(backend)?;
+        found.iter().map(rows::meeting).collect()
+    }
+
+    async fn participant(&self, meeting: &MeetingId, identity: &Identity) -> Result<Option<Participant>, StoreError> {
+        let sql = format!("SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE meeting_id = $1 AND identity = $2");
+        let row = sqlx::query(&sql)
+            .bind(meeting.as_str())
+            .bind(identity.as_str())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(rows::participant).transpose()
+    }
+
+    async fn participants(
+        &self,
+        meeting: &MeetingId,
+        states: Option<&[ParticipantState]>,
+    ) -> Result<Vec<Participant>, StoreError> {
+        let found = match states {
+            Some([]) => return Ok(Vec::new()),
+            Some(states) => {
+                let sql = format!(
+                    "SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE meeting_id = $1 AND state IN ({})",
+                    list_placeholders(2, states.len())
+                );
+                let mut query = sqlx::query(&sql).bind(meeting.as_str());
+                for state in states {
+                    query = query.bind(state.as_str());
+                }
+                query.fetch_all(self.pool()).await
+            }
+            None => {
+                let sql = format!("SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE meeting_id = $1");
+                sqlx::query(&sql).bind(meeting.as_str()).fetch_all(self.pool()).await
+            }
+        }
+        .map_err(backend)?;
+        let mut participants = found.iter().map(rows::participant).collect::<Result<Vec<_>, _>>()?;
+        // Byte order of the identity, whatever the database's collation.
+        participants.sort_by(|a, b| a.identity.cmp(&b.identity));
+        Ok(participants)
+    }
+
+    async fn count_participants(&self, meeting: &MeetingId, states: &[ParticipantState]) -> Result<u64, StoreError> {
+        if states.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM participants WHERE meeting_id = $1 AND state IN ({})",
+            list_placeholders(2, states.len())
+        );
+        let mut query = sqlx::query(&sql).bind(meeting.as_str());
+        for state in states {
+            query = query.bind(state.as_str());
+        }
+        let row = query.fetch_one(self.pool()).await.map_err(backend)?;
+        let count: i64 = row.try_get("n").map_err(backend)?;
+        u64::try_from(count).map_err(|_| crate::error::corrupt("count", format!("negative count {count}")))
+    }
+
+    async fn events_after(&self, meeting: &MeetingId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let Ok(after) = i64::try_from(after) else {
+            return Ok(Vec::new()); // No stored seq exceeds the signed 64-bit range.
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE meeting_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        );
+        let found = sqlx::query(&sql)
+            .bind(meeting.as_str())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await
+            .map_err(backend)?;
+        found.iter().map(rows::event).collect()
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let (id, secret, description, created_at, revoked_at) = rows::api_key_values(key);
+        let sql = format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5)");
+        sqlx::query(&sql)
+            .bind(id)
+            .bind(secret)
+            .bind(description)
+            .bind(created_at)
+            .bind(revoked_at)
+            .execute(self.pool())
+            .await
+            .map_err(|e| match unique_violation(&e) {
+                Some(_) => StoreError::Duplicate("api_key_id"),
+                None => backend(e),
+            })?;
+        Ok(())
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(self.pool()).await.map_err(backend)?;
+        row.as_ref().map(rows::api_key).transpose()
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys");
+        let found = sqlx::query(&sql).fetch_all(self.pool()).await.map_err(backend)?;
+        let mut keys = found.iter().map(rows::api_key).collect::<Result<Vec<_>, _>>()?;
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(keys)
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
+        // A key revoked twice keeps its first revocation time.
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+            .bind(id)
+            .bind(at.as_millis())
+            .execute(self.pool())
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn failures(&self, scope: FailureScope, subject: &str) -> Result<FailureRecord, StoreError> {
+        let row = sqlx::query("SELECT failures, last_failure_at FROM auth_failures WHERE scope = $1 AND subject = $2")
+            .bind(scope.as_str())
+            .bind(subject)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(backend)?;
+        match row {
+            Some(row) => rows::failure_record(&row),
+            None => Ok(FailureRecord::default()),
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        scope: FailureScope,
+        subject: &str,
+        now: Timestamp,
+        forget_before: Option<Timestamp>,
+    ) -> Result<FailureRecord, StoreError> {
+        // One statement, so concurrent failures from several nodes are all counted.
+        let row = sqlx::query(
+            "INSERT INTO auth_failures (scope, subject, failures, last_failure_at) VALUES ($1, $2, 1, $3) \
+             ON CONFLICT (scope, subject) DO UPDATE SET \
+               failures = CASE \
+                 WHEN auth_failures.last_failure_at IS NULL OR auth_failures.last_failure_at < $4 THEN 1 \
+                 ELSE auth_failures.failures + 1 END, \
+               last_failure_at = $3 \
+             RETURNING failures, last_failure_at",
+        )
+        .bind(scope.as_str())
+        .bind(subject)
+        .bind(now.as_millis())
+        // No window: nothing is older than i64::MIN, so the count only grows.
+        .bind(forget_before.map_or(i64::MIN, Timestamp::as_millis))
+        .fetch_one(self.pool())
+        .await
+        .map_err(backend)?;
+        rows::failure_record(&row)
+    }
+
+    async fn clear_failures(&self, scope: FailureScope, subject: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM auth_failures WHERE scope = $1 AND subject = $2")
+            .bind(scope.as_str())
+            .bind(subject)
+            .execute(self.pool())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_rows_then_columns() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 1), "($1)");
+        assert_eq!(list_placeholders(2, 3), "$2, $3, $4");
+    }
+}

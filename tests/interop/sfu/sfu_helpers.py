@@ -1,0 +1,133 @@
+"""Helpers for the SFU interop tests: start the sfu_dev runner, mint tokens, connect official SDK clients."""
+
+import asyncio
+import os
+import pathlib
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+from livekit import api, rtc
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+API_KEY = "devkey"
+API_SECRET = "devsecret-for-interop-tests-0123456789abcdef"
+
+
+def _dev_binary() -> str:
+    """The dev runner: $CONVENE_SFU_DEV_BIN, else build it with cargo."""
+    path = os.environ.get("CONVENE_SFU_DEV_BIN")
+    if path:
+        return path
+    target = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target-sfu"))
+    subprocess.run(
+        ["cargo", "build", "-p", "convene-sfu", "--example", "sfu_dev"],
+        cwd=REPO,
+        check=True,
+        env={**os.environ, "CARGO_TARGET_DIR": target},
+    )
+    return str(pathlib.Path(target) / "debug" / "examples" / "sfu_dev")
+
+
+class DevServer:
+    def __init__(self, proc, http_addr, udp_addrs, log):
+        self.proc = proc
+        self.http = http_addr
+        self.udp = udp_addrs
+        self.log = log
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.http}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http}"
+
+    def token(self, identity, room, **grants) -> str:
+        video = api.VideoGrants(room_join=True, room=room, **grants)
+        return (
+            api.AccessToken(API_KEY, API_SECRET)
+            .with_identity(identity)
+            .with_name(identity)
+            .with_grants(video)
+            .to_jwt()
+        )
+
+    def control(self, route, **params):
+        response = requests.post(f"{self.http_url}/dev/{route}", params=params, timeout=5)
+        response.raise_for_status()
+        return response
+
+    def participants(self, room):
+        response = requests.get(f"{self.http_url}/dev/participants", params={"room": room}, timeout=5)
+        if response.status_code == 404:
+            return []
+        response.raise_for_status()
+        return response.json()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+@pytest.fixture(scope="session")
+def sfu():
+    binary = _dev_binary()
+    proc = subprocess.Popen(
+        [binary, "--http", "127.0.0.1:0", "--udp-port", "0", "--key", API_KEY, "--secret", API_SECRET],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log: list[str] = []
+    threading.Thread(target=lambda: [log.append(line) for line in proc.stderr], daemon=True).start()
+    deadline = time.monotonic() + 60
+    ready = None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("SFU_DEV_READY"):
+            ready = dict(part.split("=", 1) for part in line.split()[1:])
+            break
+    if ready is None:
+        proc.kill()
+        raise RuntimeError("sfu_dev did not start:\n" + "".join(log[-50:]))
+    server = DevServer(proc, ready["http"], ready["udp"].split(","), log)
+    yield server
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def room_name():
+    return f"room-{uuid.uuid4().hex[:8]}"
+
+
+async def wait_for(predicate, timeout: float, what: str):
+    """Poll `predicate` (sync or async) until true or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def connect(sfu: DevServer, identity: str, room: str, **grants) -> rtc.Room:
+    client = rtc.Room()
+    await asyncio.wait_for(
+        client.connect(sfu.ws_url, sfu.token(identity, room, **grants), rtc.RoomOptions(auto_subscribe=True)),
+        timeout=20,
+    )
+    return client
