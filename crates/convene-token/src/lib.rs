@@ -15,7 +15,8 @@ use convene_core::meeting::Meeting;
 use convene_core::participant::{Participant, Role};
 use convene_core::time::Timestamp;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use livekit_api::access_token::{Claims as LiveKitClaims, VideoGrants};
+use livekit_api::access_token::Claims as LiveKitClaims;
+pub use livekit_api::access_token::VideoGrants;
 use serde::{Deserialize, Serialize};
 
 /// Clock skew accepted on `exp` and `nbf`.
@@ -297,6 +298,29 @@ pub fn verify_admin(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<V
         return Err(TokenError::MissingGrant);
     }
     Ok(video)
+}
+
+/// A plain LiveKit access token, as an app holding an API secret mints it with LiveKit's SDKs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveKitToken {
+    pub identity: String,
+    pub name: String,
+    pub metadata: String,
+    pub video: VideoGrants,
+}
+
+/// Verifies a plain LiveKit access token: no `convene` claim (convene's own tokens are checked
+/// by [`verify_participant`]), `roomJoin` for a named room, and an identity.
+pub fn verify_livekit(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<LiveKitToken, TokenError> {
+    let claims = verify_all(token, secret, now)?;
+    if claims.convene.is_some() {
+        return Err(TokenError::WrongKind);
+    }
+    let video = claims.livekit.video;
+    if !video.room_join || video.room.is_empty() || claims.livekit.sub.is_empty() {
+        return Err(TokenError::MissingGrant);
+    }
+    Ok(LiveKitToken { identity: claims.livekit.sub, name: claims.livekit.name, metadata: claims.livekit.metadata, video })
 }
 
 /// Verifies a join-link token and returns its claims and nonce.

@@ -154,3 +154,19 @@ fn issuer_is_read_before_verifying() {
     assert_eq!(issuer(&token).unwrap(), "APItestkey");
     assert_eq!(issuer("x.y.z"), Err(TokenError::Malformed));
 }
+
+#[test]
+fn plain_livekit_tokens_are_their_own_kind() {
+    let (meeting, alice) = fixture(Role::Speaker);
+    let convene_token = signer().access_token(&meeting, &alice, T0, ACCESS_TTL).unwrap();
+    assert_eq!(verify_livekit(&convene_token, &secret(), T0), Err(TokenError::WrongKind));
+    let app_token = livekit_api::access_token::AccessToken::with_api_key("APItestkey", secret().expose())
+        .with_identity("bob")
+        .with_grants(VideoGrants { room_join: true, room: "lobby".into(), ..Default::default() })
+        .to_jwt()
+        .unwrap();
+    let verified = verify_livekit(&app_token, &secret(), Timestamp::from_millis(now_millis())).unwrap();
+    assert_eq!((verified.identity.as_str(), verified.video.room.as_str()), ("bob", "lobby"));
+    let admin = signer().admin_token(VideoGrants { room_list: true, ..Default::default() }, T0, ACCESS_TTL).unwrap();
+    assert_eq!(verify_livekit(&admin, &secret(), T0), Err(TokenError::MissingGrant));
+}
