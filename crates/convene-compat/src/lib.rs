@@ -7,8 +7,11 @@
 //! |---|---|---|
 //! | [`waiting_room`] | `000` meeting with a waiting room (Twilio Video + Sync) | `/compat/waiting-room` |
 //! | [`live_stream`] | `001` interactive live stream (Twilio Live) | `/compat/live-stream` |
+//!
+//! [`params`] reads POST parameters as JSON or as a form for any surface that needs both.
 
 pub mod live_stream;
+pub mod params;
 pub mod waiting_room;
 
 use axum::Router;

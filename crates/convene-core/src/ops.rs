@@ -338,13 +338,21 @@ pub fn enter(tx: &mut Tx, existing: Option<Participant>, entry: Entry) -> Result
         updated_at: now,
     });
     participant.name = entry.name;
+    let role_changed = participant.role != role;
     participant.role = role;
     if participant.state == ParticipantState::Banned {
         // A timed ban has run out.
         participant.banned_until = None;
     }
     if already_in {
-        // Entering again while admitted changes nothing but the name.
+        // Entering again while admitted changes nothing but the name, and the role when a
+        // trusted caller (or the host credential) says so: that change is an event like any other.
+        if role_changed {
+            let identity = participant.identity.clone();
+            tx.emit(Audience::MembersAndSubject { identity: identity.clone() }, EventKind::ParticipantRoleChanged { identity: identity.clone(), role });
+            let room = tx.meeting.room_name.clone();
+            tx.command(MediaCommand::SetRole { room, identity, role });
+        }
         return Ok(tx.put(participant));
     }
     participant.state = ParticipantState::Waiting;

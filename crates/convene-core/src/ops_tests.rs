@@ -323,3 +323,14 @@ fn no_op_changes_emit_nothing() {
     w.apply(|tx, _| set_hand(tx, g1, false)).unwrap();
     assert_eq!(w.meeting.last_seq, before);
 }
+
+#[test]
+fn a_trusted_reentry_that_changes_the_role_is_recorded() {
+    let mut w = World::new(Mode::Stream, WaitingPolicy::Open, None);
+    w.enter("v1", Role::Viewer).unwrap();
+    let existing = Some(w.p("v1"));
+    w.apply(|tx, _| enter(tx, existing, Entry { identity: who("v1"), name: name("v1"), role: Role::Speaker, trusted: true })).unwrap();
+    assert_eq!(w.p("v1").role, Role::Speaker, "the change is committed, not dropped");
+    assert_eq!(w.types().last().unwrap(), "participant.role_changed");
+    assert!(w.media.contains(&MediaCommand::SetRole { room: w.meeting.room_name.clone(), identity: who("v1"), role: Role::Speaker }));
+}
