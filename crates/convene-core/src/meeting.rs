@@ -265,6 +265,23 @@ pub struct MeetingSettings {
     pub schedule: Option<Schedule>,
 }
 
+impl MeetingSettings {
+    /// A plain meeting with this name and policy: no capacity limit, default quality, no logout
+    /// URL, metadata or schedule. Callers change what they need.
+    pub fn new(name: DisplayName, mode: Mode, policy: WaitingPolicy) -> Self {
+        Self {
+            name,
+            mode,
+            policy,
+            capacity: None,
+            quality: QualityPreset::Default,
+            logout_url: None,
+            metadata: Metadata::default(),
+            schedule: None,
+        }
+    }
+}
+
 /// A meeting as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meeting {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use convene_core::ErrorCode;
 use convene_core::event::TrackSelector;
 use convene_core::ids::{DisplayName, Identity, RoomName};
-use convene_core::meeting::{MeetingSettings, MeetingStatus, Metadata, Mode, QualityPreset, WaitingPolicy};
+use convene_core::meeting::{MeetingSettings, MeetingStatus, Mode, WaitingPolicy};
 use convene_core::ops::MediaCommand;
 use convene_core::participant::Role;
 use convene_core::ports::MediaEngine;
@@ -181,16 +181,11 @@ impl CoreAdmission {
                 id: None,
                 digits: None,
                 room_name: Some(room_name.clone()),
-                settings: MeetingSettings {
-                    name: DisplayName::parse(room_name.as_str()).unwrap_or_else(|_| name.clone()),
-                    mode: Mode::Meeting,
-                    policy: WaitingPolicy::Open,
-                    capacity: None,
-                    quality: QualityPreset::Default,
-                    logout_url: None,
-                    metadata: Metadata::default(),
-                    schedule: None,
-                },
+                settings: MeetingSettings::new(
+                    DisplayName::parse(room_name.as_str()).unwrap_or_else(|_| name.clone()),
+                    Mode::Meeting,
+                    WaitingPolicy::Open,
+                ),
                 host_credential: None,
                 participant_credential: None,
                 viewer_credential: None,

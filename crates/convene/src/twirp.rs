@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use convene_core::ErrorCode;
 use convene_core::event::TrackSelector;
 use convene_core::ids::{DisplayName, Identity, RoomName};
-use convene_core::meeting::{MeetingSettings, MeetingStatus, Metadata, Mode, QualityPreset, WaitingPolicy};
+use convene_core::meeting::{MeetingSettings, MeetingStatus, Metadata, Mode, WaitingPolicy};
 use convene_core::participant::Role;
 use convene_core::service::{Caller, Meetings, NewMeeting, ServiceError};
 use convene_sfu::{DataKind, SfuControl, SfuError};
@@ -223,16 +223,7 @@ async fn handle(state: &TwirpState, method: &str, headers: &HeaderMap, body: &By
                     id: None,
                     digits: None,
                     room_name: None,
-                    settings: MeetingSettings {
-                        name: name.clone(),
-                        mode: Mode::Meeting,
-                        policy: WaitingPolicy::Open,
-                        capacity,
-                        quality: QualityPreset::Default,
-                        logout_url: None,
-                        metadata: metadata.clone(),
-                        schedule: None,
-                    },
+                    settings: MeetingSettings { capacity, metadata: metadata.clone(), ..MeetingSettings::new(name.clone(), Mode::Meeting, WaitingPolicy::Open) },
                     host_credential: None,
                     participant_credential: None,
                     viewer_credential: None,

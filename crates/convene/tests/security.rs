@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{StoreKind, TestApp, claims};
 use convene_core::ErrorCode;
 use convene_core::ids::DisplayName;
-use convene_core::meeting::{MeetingSettings, Metadata, Mode, QualityPreset, WaitingPolicy};
+use convene_core::meeting::{MeetingSettings, Mode, WaitingPolicy};
 use convene_core::ports::{NoMedia, NoSink};
 use convene_core::service::{Meetings, NewMeeting};
 use reqwest::StatusCode;
@@ -169,16 +169,7 @@ async fn service() -> (Meetings, tempfile::TempDir) {
 }
 
 fn settings() -> MeetingSettings {
-    MeetingSettings {
-        name: DisplayName::parse("m").unwrap(),
-        mode: Mode::Meeting,
-        policy: WaitingPolicy::Open,
-        capacity: None,
-        quality: QualityPreset::Default,
-        logout_url: None,
-        metadata: Metadata::default(),
-        schedule: None,
-    }
+    MeetingSettings::new(DisplayName::parse("m").unwrap(), Mode::Meeting, WaitingPolicy::Open)
 }
 
 #[tokio::test]

@@ -12,6 +12,8 @@ import pytest
 import requests
 from livekit import api, rtc
 
+from convene_server import wait_for  # noqa: F401  (re-exported for the SFU tests)
+
 REPO = pathlib.Path(__file__).resolve().parents[3]
 API_KEY = "devkey"
 API_SECRET = "devsecret-for-interop-tests-0123456789abcdef"
@@ -108,20 +110,6 @@ def sfu():
 @pytest.fixture
 def room_name():
     return f"room-{uuid.uuid4().hex[:8]}"
-
-
-async def wait_for(predicate, timeout: float, what: str):
-    """Poll `predicate` (sync or async) until true or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def connect(sfu: DevServer, identity: str, room: str, **grants) -> rtc.Room:
