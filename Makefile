@@ -31,9 +31,12 @@ venv: $(VENV)/.installed
 
 build-debug:
 	$(CARGO) build -p convene
+	$(CARGO) build -p convene-sfu --example sfu_dev
 
 test-interop: venv build-debug
-	CONVENE_BIN=$(CURDIR)/target/debug/convene $(VENV)/bin/python -m pytest tests/interop -q
+	CONVENE_BIN=$(CURDIR)/target/debug/convene \
+	CONVENE_SFU_DEV_BIN=$(CURDIR)/target/debug/examples/sfu_dev \
+	$(VENV)/bin/python -m pytest tests/interop -q
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
