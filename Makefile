@@ -7,7 +7,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 CARGO  ?= cargo
 
-.PHONY: run test test-rust test-interop venv build-debug clippy fmt
+.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check
 
 run:
 	$(CARGO) run --release -p convene
@@ -43,3 +43,12 @@ clippy:
 
 fmt:
 	$(CARGO) fmt --all
+
+# The meeting page: web/src bundled with livekit-client into crates/convene/assets/meeting.js
+# (committed, so building the binary needs no Node).
+web:
+	cd web && npm ci && npm run build
+
+# The committed bundle matches its source.
+web-check: web
+	git diff --exit-code -- crates/convene/assets/meeting.js
