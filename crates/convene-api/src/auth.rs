@@ -99,6 +99,24 @@ fn authorization(parts: &Parts) -> ApiResult<&str> {
         .map_err(|_| unauthenticated("malformed Authorization header"))
 }
 
+/// Authenticates from the `Authorization` header, or else from an `access_token` query parameter
+/// (browsers cannot set headers on `EventSource` or `WebSocket`); the header wins when both are given.
+pub async fn authenticate_request(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    access_token: Option<&str>,
+    kinds: &[TokenKind],
+) -> ApiResult<Principal> {
+    match (headers.get(AUTHORIZATION), access_token) {
+        (Some(value), _) => {
+            let value = value.to_str().map_err(|_| unauthenticated("malformed Authorization header"))?;
+            authenticate(state, value, kinds).await
+        }
+        (None, Some(token)) => authenticate_token(state, token.trim(), kinds, state.meetings.now()).await,
+        (None, None) => Err(unauthenticated("missing Authorization header or access_token parameter")),
+    }
+}
+
 /// An admin (API key holder).
 pub struct Admin {
     pub key_id: String,

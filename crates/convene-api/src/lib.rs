@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod hub;
 pub mod routes;
 pub mod state;
 pub mod wire;
@@ -23,6 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody};
+pub use hub::{Hub, HubConfig};
 pub use state::{AppState, Limits, PublicUrls};
 
 use routes::{access, events, meetings, moderation, system};

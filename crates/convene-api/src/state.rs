@@ -10,6 +10,7 @@ use convene_token::Signer;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::ApiError;
+use crate::hub::Hub;
 
 /// Shared by all handlers; cheap to clone.
 #[derive(Clone)]
@@ -20,6 +21,8 @@ pub struct AppState {
     /// The URLs clients are given.
     pub urls: PublicUrls,
     pub limits: Arc<Limits>,
+    /// The realtime hub: the same one the meeting service publishes committed events to.
+    pub hub: Hub,
 }
 
 /// Where clients reach this server.

@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub api_secret_file: Option<PathBuf>,
     pub meeting_id_digits: Option<i64>,
     pub compat_live_passcode: Option<String>,
+    pub rtc_udp_port: Option<u16>,
+    pub rtc_node_ip: Option<String>,
 }
 
 /// The validated configuration.
@@ -39,6 +41,10 @@ pub struct Config {
     pub meeting_id_digits: MeetingIdDigits,
     /// Settings of the compatibility surfaces.
     pub compat: convene_compat::CompatConfig,
+    /// The one UDP port for all media (0 = ephemeral, for tests).
+    pub rtc_udp_port: u16,
+    /// Addresses advertised in SDP (servers behind 1:1 NAT); empty = local interface addresses.
+    pub rtc_node_ips: Vec<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for Config {
@@ -51,6 +57,8 @@ impl std::fmt::Debug for Config {
             .field("api_key", &self.api_key.as_ref().map(|(id, _)| id))
             .field("meeting_id_digits", &self.meeting_id_digits)
             .field("compat", &self.compat)
+            .field("rtc_udp_port", &self.rtc_udp_port)
+            .field("rtc_node_ips", &self.rtc_node_ips)
             .finish()
     }
 }
@@ -64,6 +72,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CONVENE_API_KEY", "API key id provisioned at start"),
     ("CONVENE_API_SECRET", "its secret, at least 32 bytes (or CONVENE_API_SECRET_FILE)"),
     ("MEETING_ID_DIGITS", "default length of new meeting ids (default 10)"),
+    ("CONVENE_RTC_UDP_PORT", "the one UDP port for all media (default 7882)"),
+    ("CONVENE_RTC_NODE_IP", "comma-separated IPs to advertise to clients (1:1 NAT); default local addresses"),
     ("CONVENE_COMPAT_LIVE_PASSCODE", "turns on the seed 001 live-stream surface with this passcode"),
 ];
 
@@ -139,7 +149,20 @@ impl Config {
             bail!("CONVENE_COMPAT_LIVE_PASSCODE must be at most 256 bytes");
         }
         let compat = convene_compat::CompatConfig { live_passcode };
-        Ok(Self { http_addr, public_url, data_dir, database_url, api_key, meeting_id_digits, compat })
+        let rtc_udp_port = match var("CONVENE_RTC_UDP_PORT") {
+            Some(text) => text.trim().parse::<u16>().with_context(|| format!("CONVENE_RTC_UDP_PORT: {text:?} is not a port number"))?,
+            None => file.rtc_udp_port.unwrap_or(7882),
+        };
+        let rtc_node_ips = match var("CONVENE_RTC_NODE_IP").or(file.rtc_node_ip) {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|ip| ip.parse().with_context(|| format!("CONVENE_RTC_NODE_IP: {ip:?} is not an IP address")))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        Ok(Self { http_addr, public_url, data_dir, database_url, api_key, meeting_id_digits, compat, rtc_udp_port, rtc_node_ips })
     }
 
     /// Where the store is: the PostgreSQL URL, or the SQLite file under the data directory.

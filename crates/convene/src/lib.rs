@@ -3,15 +3,17 @@
 //! same server on port 0.
 
 pub mod config;
+pub mod media;
+pub mod twirp;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use convene_api::{AppState, Limits, PublicUrls};
+use convene_api::{AppState, Hub, Limits, PublicUrls};
 use convene_core::apikey::ApiKey;
-use convene_core::ports::{NoMedia, NoSink};
 use convene_core::service::Meetings;
 use convene_core::time::{Clock, Timestamp};
 use convene_store::SqlStore;
@@ -73,22 +75,25 @@ pub struct Running {
     pub addr: SocketAddr,
     pub key: ApiKey,
     pub key_origin: KeyOrigin,
+    /// The media UDP addresses.
+    pub rtc_udp_addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
+    sfu: convene_sfu::Sfu,
 }
 
 impl Running {
     /// Stops accepting, lets requests in flight finish, and waits.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.task.await.context("server task panicked")?.context("server failed")?;
-        Ok(())
+        self.wait().await
     }
 
-    /// Waits until the server ends (after `shutdown_token().cancel()`).
+    /// Waits until the server ends (after `shutdown_token().cancel()`), then stops the media engine.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await.context("server task panicked")?.context("server failed")?;
-        Ok(())
+        let served = self.task.await.context("server task panicked")?.context("server failed");
+        self.sfu.shutdown().await;
+        served
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -100,7 +105,19 @@ impl Running {
 /// listener and serves until shut down.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = open_store(&config).await?;
-    let meetings = Arc::new(Meetings::new(store, Arc::new(SystemClock), Arc::new(NoMedia), Arc::new(NoSink), config.meeting_id_digits));
+    let admission = Arc::new(media::CoreAdmission::default());
+    let sfu_config = convene_sfu::SfuConfig {
+        udp_bind: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), config.rtc_udp_port),
+        advertise_ips: config.rtc_node_ips.clone(),
+        ..convene_sfu::SfuConfig::default()
+    };
+    let sfu = convene_sfu::Sfu::start(sfu_config, admission.clone())
+        .await
+        .with_context(|| format!("cannot start the media engine on UDP port {} (CONVENE_RTC_UDP_PORT)", config.rtc_udp_port))?;
+    let media = Arc::new(media::EmbeddedMedia::new(sfu.control()));
+    let hub = Hub::default();
+    let meetings = Arc::new(Meetings::new(store, Arc::new(SystemClock), media, Arc::new(hub.clone()), config.meeting_id_digits));
+    admission.attach(meetings.clone());
     let (key, key_origin) = signing_key(&meetings, &config).await?;
     let listener = TcpListener::bind(config.http_addr).await.with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let addr = listener.local_addr()?;
@@ -116,14 +133,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         signer: Signer::new(key.id.clone(), key.secret.clone()),
         urls: PublicUrls { http: public_url, rtc },
         limits: Arc::new(Limits::default()),
+        hub: hub.clone(),
     };
-    let app = convene_api::with_common_layers(convene_api::router(state.clone()).merge(convene_compat::router(state, &config.compat)));
+    let room_service = twirp::router(state.meetings.clone(), sfu.control());
+    let app = convene_api::with_common_layers(
+        convene_api::router(state.clone()).merge(convene_compat::router(state, &config.compat)).merge(sfu.router()).merge(room_service).merge(web::router()),
+    );
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
+        // No Nagle delay on small event frames (and API answers).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { token.cancelled().await })
+            .with_graceful_shutdown(async move {
+                token.cancelled().await;
+                // Live event streams end, so graceful shutdown does not wait on them.
+                hub.close_all();
+            })
             .await
     });
-    Ok(Running { addr, key, key_origin, shutdown, task })
+    let rtc_udp_addrs = sfu.local_udp_addrs();
+    Ok(Running { addr, key, key_origin, rtc_udp_addrs, shutdown, task, sfu })
 }

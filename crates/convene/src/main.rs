@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "convene", version, about = "Self-hosted video meetings and live stages in one binary.",
-    after_help = "Configuration: defaults, then --config FILE (TOML), then environment variables:\n  CONVENE_HTTP_ADDR, CONVENE_PUBLIC_URL, CONVENE_DATA_DIR, CONVENE_DATABASE_URL,\n  CONVENE_API_KEY, CONVENE_API_SECRET (or CONVENE_API_SECRET_FILE), MEETING_ID_DIGITS.\nLog level from RUST_LOG (default info).")]
+    after_help = "Configuration: defaults, then --config FILE (TOML), then environment variables:\n  CONVENE_HTTP_ADDR, CONVENE_PUBLIC_URL, CONVENE_DATA_DIR, CONVENE_DATABASE_URL,\n  CONVENE_API_KEY, CONVENE_API_SECRET (or CONVENE_API_SECRET_FILE), MEETING_ID_DIGITS.\nLog level from RUST_LOG (default info); CONVENE_LOG_FORMAT=json for JSON lines.")]
 struct Cli {
     /// TOML configuration file (keys as the environment variables without CONVENE_, lower case).
     #[arg(long, global = true, value_name = "FILE")]
@@ -50,7 +50,12 @@ enum ApiKeyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))).init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if std::env::var("CONVENE_LOG_FORMAT").as_deref() == Ok("json") {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match Config::load(cli.config.as_deref(), &env) {
         Ok(config) => config,

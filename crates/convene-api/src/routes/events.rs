@@ -1,6 +1,10 @@
-//! Reading a meeting's event log, filtered to what the caller may see.
+//! Reading a meeting's event log, filtered to what the caller may see: a JSON page, or (with
+//! `Accept: text/event-stream` or a WebSocket upgrade) the live stream of [`super::stream`].
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State, WebSocketUpgrade};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use convene_core::event::ViewerClass;
 use convene_core::ids::{Identity, MeetingId};
 use convene_core::participant::Role;
@@ -9,8 +13,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::meeting_id;
-use crate::auth::{AnyCaller, Principal};
-use crate::error::ApiResult;
+use super::stream;
+use crate::auth::{Principal, authenticate_request};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
 use crate::state::AppState;
 use crate::wire::{EventPage, EventView};
@@ -24,6 +29,40 @@ pub struct EventParams {
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// The caller's token, for clients that cannot set `Authorization` (EventSource, WebSocket);
+    /// the header wins when both are given.
+    #[param(max_length = 4096)]
+    pub access_token: Option<String>,
+}
+
+/// How the events are asked for.
+pub enum Delivery {
+    Page,
+    ServerSentEvents,
+    WebSocket(WebSocketUpgrade),
+}
+
+impl FromRequestParts<AppState> for Delivery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let upgrade = parts.headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if upgrade.eq_ignore_ascii_case("websocket") {
+            return WebSocketUpgrade::from_request_parts(parts, state)
+                .await
+                .map(Self::WebSocket)
+                .map_err(|rejection| ApiError::new(convene_core::ErrorCode::InvalidRequest, rejection.body_text()));
+        }
+        let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        Ok(if accept.contains("text/event-stream") { Self::ServerSentEvents } else { Self::Page })
+    }
+}
+
+/// `Last-Event-ID` (SSE reconnection) as a sequence number.
+fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    let Some(value) = headers.get("last-event-id") else { return Ok(None) };
+    let parsed = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
+    parsed.map(Some).ok_or_else(|| convene_core::ValidationError::new("Last-Event-ID", "must be a sequence number").into())
 }
 
 /// What a caller may see of a meeting's events.
@@ -57,18 +96,52 @@ pub async fn viewer(state: &AppState, principal: &Principal, id: &MeetingId) -> 
 
 /// Read the meeting's events after a sequence number, filtered to what you may see: a waiting
 /// guest sees the meeting's status and its own admission; members the stage and chat; hosts all.
+///
+/// Live: with `Accept: text/event-stream` the answer is a Server-Sent Events stream (`id` = the
+/// event's `seq`, `event` = its type, `data` = the event as here; `Last-Event-ID` works like
+/// `after`); upgraded to a WebSocket it is a stream of JSON text frames. Both start with a
+/// `snapshot` of what you may see, or with the stored events after `after`, then go on live with
+/// no gap and no duplicate.
 #[utoipa::path(get, path = "/v1/meetings/{meeting_id}/events", tag = "events",
     params(("meeting_id" = String, Path), EventParams),
     responses((status = 200, body = EventPage)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
-pub async fn list(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>, Query(params): Query<EventParams>) -> ApiResult<axum::Json<EventPage>> {
+pub async fn list(
+    State(state): State<AppState>,
+    delivery: Delivery,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<EventParams>,
+) -> ApiResult<Response> {
     let id = meeting_id(&id)?;
+    if params.access_token.as_ref().is_some_and(|t| t.len() > 4096) {
+        return Err(convene_core::ValidationError::new("access_token", "must be at most 4096 bytes").into());
+    }
+    let kinds = [convene_token::TokenKind::Access, convene_token::TokenKind::Waiting];
+    let principal = authenticate_request(&state, &headers, params.access_token.as_deref(), &kinds).await?;
+    let after = params
+        .after
+        .map(|after| u64::try_from(after).map_err(|_| convene_core::ValidationError::new("after", "must not be negative")))
+        .transpose()?;
+    match delivery {
+        Delivery::Page => page(state, principal, id, after.unwrap_or(0), params.limit).await.map(IntoResponse::into_response),
+        Delivery::ServerSentEvents => {
+            let after = last_event_id(&headers)?.or(after);
+            let opening = stream::authorize(&state, &principal, &id).await?;
+            stream::sse(state, opening, after).await
+        }
+        Delivery::WebSocket(upgrade) => {
+            let opening = stream::authorize(&state, &principal, &id).await?;
+            Ok(stream::websocket(upgrade, state, opening, after))
+        }
+    }
+}
+
+async fn page(state: AppState, principal: Principal, id: MeetingId, after: u64, limit: Option<u32>) -> ApiResult<axum::Json<EventPage>> {
     let viewer = viewer(&state, &principal, &id).await?;
-    let limit = params.limit.unwrap_or(100);
+    let limit = limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(convene_core::ValidationError::new("limit", "must be 1 to 1000").into());
     }
-    let after = u64::try_from(params.after.unwrap_or(0))
-        .map_err(|_| convene_core::ValidationError::new("after", "must not be negative"))?;
     let events = state.meetings.events_after(&id, after, limit).await?;
     let next_after = events.last().map(|e| e.seq).unwrap_or(after);
     let last_seq = state.meetings.meeting(&id).await?.last_seq;

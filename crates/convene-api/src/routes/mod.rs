@@ -4,6 +4,7 @@ pub mod access;
 pub mod events;
 pub mod meetings;
 pub mod moderation;
+pub mod stream;
 pub mod system;
 
 use convene_core::ids::{Identity, MeetingId};

@@ -1,0 +1,559 @@
+//! The realtime hub: an [`EventSink`] that fans each meeting's committed events out to the live
+//! subscribers of that meeting (SSE and WebSocket streams), without ever blocking the committer.
+//!
+//! Invariants:
+//! - `publish` takes only short, non-async locks and uses `try_send`: a subscriber whose bounded
+//!   queue is full is dropped on the spot (it reconnects with `after=N`; the log is in the store).
+//! - Routing is by audience through an index (per class and per identity): an event about one
+//!   guest costs work for the hosts and that guest only, not for every other waiting client.
+//! - Each event is serialized once, however many subscribers receive it.
+//! - A subscriber's class follows its own events (admitted, sent back, role changed, ...) in the
+//!   order they are published; the stream task re-checks it against the store at its seam
+//!   ([`Subscription::settle`]) and re-reads the store when the hub had it wrong.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use convene_core::event::{Audience, Event, EventKind, ViewerClass};
+use convene_core::ids::{Identity, InstanceId, MeetingId};
+use convene_core::participant::{ParticipantState, Role};
+use convene_core::ports::EventSink;
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+
+use crate::wire::EventView;
+
+/// One committed event, with its wire JSON (an [`EventView`]) rendered once for all subscribers.
+#[derive(Debug)]
+pub struct Published {
+    pub event: Event,
+    /// The event's `type`, e.g. `participant.admitted`.
+    pub kind: Box<str>,
+    /// The [`EventView`] JSON; shared bytes, so each WebSocket send is a reference-count bump.
+    pub json: Utf8Bytes,
+}
+
+impl Published {
+    pub fn new(event: &Event) -> Self {
+        let view = EventView::from(event);
+        let json = serde_json::to_string(&view).unwrap_or_default();
+        Self { event: event.clone(), kind: view.kind.into_boxed_str(), json: json.into() }
+    }
+}
+
+/// Where a viewer stands in the meeting: what decides which events it may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// An API key holder: sees what hosts see.
+    Admin,
+    Participant { role: Role, state: ParticipantState },
+}
+
+/// What applying an event to a [`Standing`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Unchanged,
+    Changed,
+    /// The viewer's token no longer stands (removed, denied, sent back, banned, a new run).
+    Close(CloseReason),
+}
+
+/// Why a stream ends on the server's initiative.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The server is shutting down.
+    Shutdown,
+    /// The store could not be read; reconnect with `after`.
+    Unavailable,
+    /// Removed, denied, sent back or banned: the token was revoked.
+    Revoked,
+    /// The meeting started a new run; tokens of the earlier run no longer work.
+    NewRun,
+    /// The subscriber's queue overflowed (it did not read fast enough); reconnect with `after`.
+    Overflow,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shutdown => "server shutting down",
+            Self::Unavailable => "events unavailable: reconnect with after=<last seq>",
+            Self::Revoked => "token revoked",
+            Self::NewRun => "the meeting started a new run",
+            Self::Overflow => "too slow: reconnect with after=<last seq>",
+        }
+    }
+}
+
+impl Standing {
+    /// The viewer class for [`Audience::admits`] (the same rule as the paged events endpoint).
+    pub fn class(self) -> ViewerClass {
+        match self {
+            Self::Admin => ViewerClass::Host,
+            Self::Participant { role, state } if role == Role::Host && state.is_present() => ViewerClass::Host,
+            Self::Participant { state, .. } if state.is_member() => ViewerClass::Member,
+            Self::Participant { .. } => ViewerClass::Waiting,
+        }
+    }
+
+    /// Applies one event to a participant's standing (`me` = its identity, `run` = the run its
+    /// token is for). Every change sets fields to absolute values, so applying an event twice, or
+    /// applying events already reflected in a stored state, gives the right final standing.
+    pub fn apply(&mut self, me: Option<&Identity>, run: Option<&InstanceId>, kind: &EventKind) -> Step {
+        let Self::Participant { role, state } = self else { return Step::Unchanged };
+        let before = (*role, *state);
+        let mine = |who: &Identity| me == Some(who);
+        match kind {
+            EventKind::MeetingStarted { instance_id, .. } if run.is_some_and(|r| r != instance_id) => {
+                return Step::Close(CloseReason::NewRun);
+            }
+            EventKind::MeetingEnded { .. } if state.is_present() => *state = ParticipantState::Left,
+            EventKind::ParticipantEntered { identity, role: new_role, .. } if mine(identity) => {
+                *role = *new_role;
+                *state = ParticipantState::Waiting;
+            }
+            EventKind::ParticipantAdmitted { identity, .. } if mine(identity) => *state = ParticipantState::Admitted,
+            EventKind::ParticipantJoined { identity, role: new_role, .. } if mine(identity) => {
+                *role = *new_role;
+                *state = ParticipantState::Joined;
+            }
+            EventKind::ParticipantLeft { identity } if mine(identity) => *state = ParticipantState::Left,
+            EventKind::ParticipantRoleChanged { identity, role: new_role } if mine(identity) => *role = *new_role,
+            EventKind::ParticipantDenied { identity }
+            | EventKind::ParticipantSentBack { identity }
+            | EventKind::ParticipantRemoved { identity }
+            | EventKind::ParticipantBanned { identity, .. }
+                if mine(identity) =>
+            {
+                return Step::Close(CloseReason::Revoked);
+            }
+            _ => {}
+        }
+        if (*role, *state) == before { Step::Unchanged } else { Step::Changed }
+    }
+}
+
+/// The identity an event may change the standing of (see [`Standing::apply`]).
+fn subject(kind: &EventKind) -> Option<&Identity> {
+    match kind {
+        EventKind::ParticipantEntered { identity, .. }
+        | EventKind::ParticipantAdmitted { identity, .. }
+        | EventKind::ParticipantJoined { identity, .. }
+        | EventKind::ParticipantLeft { identity }
+        | EventKind::ParticipantRoleChanged { identity, .. }
+        | EventKind::ParticipantDenied { identity }
+        | EventKind::ParticipantSentBack { identity }
+        | EventKind::ParticipantRemoved { identity }
+        | EventKind::ParticipantBanned { identity, .. } => Some(identity),
+        _ => None,
+    }
+}
+
+/// Queue bounds per subscriber, by class at subscription (hosts see every guest's admission at
+/// once, so their bursts are larger).
+#[derive(Clone, Copy, Debug)]
+pub struct HubConfig {
+    pub waiting_queue: usize,
+    pub member_queue: usize,
+    pub host_queue: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self { waiting_queue: 64, member_queue: 1024, host_queue: 16 * 1024 }
+    }
+}
+
+/// The realtime hub. Cheap to clone; one per process.
+#[derive(Clone, Default)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rooms: Mutex<HashMap<MeetingId, Arc<Mutex<Room>>>>,
+    next_key: AtomicU64,
+    config: HubConfig,
+    closed: AtomicBool,
+}
+
+type Key = u64;
+
+struct Sub {
+    tx: mpsc::Sender<Arc<Published>>,
+    identity: Option<Identity>,
+    run: Option<InstanceId>,
+    standing: Standing,
+    /// Sequence number of the last own event the hub applied to `standing`.
+    last_own_seq: u64,
+}
+
+/// One meeting's subscribers, indexed by class and by identity.
+#[derive(Default)]
+struct Room {
+    subs: HashMap<Key, Sub>,
+    hosts: HashSet<Key>,
+    members: HashSet<Key>,
+    waiting: HashSet<Key>,
+    by_identity: HashMap<Identity, Vec<Key>>,
+    /// Reused buffer of recipients.
+    scratch: Vec<Key>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What [`Subscription::settle`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// The hub routed by the right standing.
+    Settled,
+    /// The hub had another standing (it is fixed now): events after `as_of` may have been
+    /// routed wrongly, so read them from the store.
+    Corrected,
+    /// The hub has applied a later own event; settle again after processing it.
+    Later,
+}
+
+impl Room {
+    fn class_set(&mut self, class: ViewerClass) -> &mut HashSet<Key> {
+        match class {
+            ViewerClass::Host => &mut self.hosts,
+            ViewerClass::Member => &mut self.members,
+            ViewerClass::Waiting => &mut self.waiting,
+        }
+    }
+
+    fn insert(&mut self, key: Key, sub: Sub) {
+        self.class_set(sub.standing.class()).insert(key);
+        if let Some(identity) = &sub.identity {
+            self.by_identity.entry(identity.clone()).or_default().push(key);
+        }
+        self.subs.insert(key, sub);
+    }
+
+    fn remove(&mut self, key: Key) {
+        let Some(sub) = self.subs.remove(&key) else { return };
+        self.class_set(sub.standing.class()).remove(&key);
+        if let Some(identity) = &sub.identity
+            && let Some(keys) = self.by_identity.get_mut(identity)
+        {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.by_identity.remove(identity);
+            }
+        }
+    }
+
+    fn set_standing(&mut self, key: Key, standing: Standing) {
+        let Some(sub) = self.subs.get_mut(&key) else { return };
+        let (old, new) = (sub.standing.class(), standing.class());
+        sub.standing = standing;
+        if old != new {
+            self.class_set(old).remove(&key);
+            self.class_set(new).insert(key);
+        }
+    }
+
+    fn identity_keys(&self, identity: &Identity) -> &[Key] {
+        self.by_identity.get(identity).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The subscribers an event goes to, into `scratch`.
+    fn route(&mut self, audience: &Audience) {
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        match audience {
+            Audience::Everyone => out.extend(self.subs.keys()),
+            Audience::Members => out.extend(self.hosts.iter().chain(self.members.iter())),
+            Audience::Hosts => out.extend(self.hosts.iter()),
+            Audience::Subject { identity } => {
+                out.extend(self.hosts.iter());
+                out.extend(self.identity_keys(identity).iter().filter(|k| !self.hosts.contains(k)));
+            }
+            Audience::MembersAndSubject { identity } => {
+                out.extend(self.hosts.iter().chain(self.members.iter()));
+                out.extend(self.identity_keys(identity).iter().filter(|k| self.waiting.contains(k)));
+            }
+            Audience::Pair { from, to } => {
+                out.extend(self.identity_keys(from));
+                if to != from {
+                    out.extend(self.identity_keys(to));
+                }
+            }
+        }
+        self.scratch = out;
+    }
+
+    fn deliver(&mut self, event: &Event) {
+        self.route(&event.audience);
+        let recipients = std::mem::take(&mut self.scratch);
+        let mut dropped = Vec::new();
+        if !recipients.is_empty() {
+            let published = Arc::new(Published::new(event));
+            for key in &recipients {
+                if let Some(sub) = self.subs.get(key)
+                    && sub.tx.try_send(published.clone()).is_err()
+                {
+                    dropped.push(*key);
+                }
+            }
+        }
+        self.scratch = recipients;
+        for key in dropped {
+            tracing::debug!(meeting = %event.meeting_id, "dropped a realtime subscriber whose queue was full");
+            self.remove(key);
+        }
+        self.follow(event);
+    }
+
+    /// Updates the standing of the subscribers the event is about.
+    fn follow(&mut self, event: &Event) {
+        let affected: Vec<Key> = match (&event.kind, subject(&event.kind)) {
+            (_, Some(identity)) => self.identity_keys(identity).to_vec(),
+            (EventKind::MeetingEnded { .. } | EventKind::MeetingStarted { .. }, None) => {
+                self.subs.iter().filter(|(_, s)| s.identity.is_some()).map(|(k, _)| *k).collect()
+            }
+            _ => return,
+        };
+        for key in affected {
+            let Some(sub) = self.subs.get_mut(&key) else { continue };
+            let mut standing = sub.standing;
+            match standing.apply(sub.identity.as_ref(), sub.run.as_ref(), &event.kind) {
+                Step::Unchanged => sub.last_own_seq = event.seq,
+                Step::Changed => {
+                    sub.last_own_seq = event.seq;
+                    self.set_standing(key, standing);
+                }
+                // The stream task sees the same event in its queue and closes itself; the hub
+                // stops routing to it now.
+                Step::Close(_) => self.remove(key),
+            }
+        }
+    }
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Self {
+        Self { inner: Arc::new(Inner { config, ..Inner::default() }) }
+    }
+
+    fn room(&self, meeting: &MeetingId) -> Option<Arc<Mutex<Room>>> {
+        lock(&self.inner.rooms).get(meeting).cloned()
+    }
+
+    /// Registers a subscriber with the standing known at authentication; it receives every event
+    /// published from now on that this standing may see.
+    pub fn subscribe(&self, meeting: &MeetingId, identity: Option<Identity>, run: Option<InstanceId>, standing: Standing) -> Subscription {
+        let capacity = match standing.class() {
+            ViewerClass::Host => self.inner.config.host_queue,
+            ViewerClass::Member => self.inner.config.member_queue,
+            ViewerClass::Waiting => self.inner.config.waiting_queue,
+        };
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        if self.is_closed() {
+            // Shutting down: a subscription whose queue is already closed.
+            drop(tx);
+            return Subscription { hub: self.clone(), meeting: meeting.clone(), key: u64::MAX, rx };
+        }
+        let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
+        let sub = Sub { tx, identity, run, standing, last_own_seq: 0 };
+        // Holding the map lock while inserting: `unsubscribe` removes empty rooms under it too.
+        let mut rooms = lock(&self.inner.rooms);
+        let room = rooms.entry(meeting.clone()).or_default().clone();
+        lock(&room).insert(key, sub);
+        drop(rooms);
+        Subscription { hub: self.clone(), meeting: meeting.clone(), key, rx }
+    }
+
+    fn unsubscribe(&self, meeting: &MeetingId, key: Key) {
+        let mut rooms = lock(&self.inner.rooms);
+        let Some(room) = rooms.get(meeting).cloned() else { return };
+        let mut guard = lock(&room);
+        guard.remove(key);
+        if guard.subs.is_empty() {
+            drop(guard);
+            rooms.remove(meeting);
+        }
+    }
+
+    /// Ends every stream (server shutdown): each sees its queue close after what it holds.
+    pub fn close_all(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let rooms = std::mem::take(&mut *lock(&self.inner.rooms));
+        for room in rooms.values() {
+            let mut room = lock(room);
+            room.subs.clear();
+            room.hosts.clear();
+            room.members.clear();
+            room.waiting.clear();
+            room.by_identity.clear();
+        }
+    }
+
+    /// Whether [`Hub::close_all`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    /// Live subscribers of a meeting (for tests and metrics).
+    pub fn subscribers(&self, meeting: &MeetingId) -> usize {
+        self.room(meeting).map(|room| lock(&room).subs.len()).unwrap_or(0)
+    }
+}
+
+impl EventSink for Hub {
+    fn publish(&self, events: &[Event]) {
+        let mut current: Option<(MeetingId, Arc<Mutex<Room>>)> = None;
+        for event in events {
+            if current.as_ref().is_none_or(|(id, _)| id != &event.meeting_id) {
+                current = self.room(&event.meeting_id).map(|room| (event.meeting_id.clone(), room));
+            }
+            if let Some((_, room)) = &current {
+                lock(room).deliver(event);
+            }
+        }
+    }
+}
+
+/// A live subscription; dropping it unsubscribes.
+pub struct Subscription {
+    hub: Hub,
+    meeting: MeetingId,
+    key: Key,
+    pub rx: mpsc::Receiver<Arc<Published>>,
+}
+
+impl Subscription {
+    /// Tells the hub the subscriber's exact standing as of sequence number `as_of` (worked out
+    /// from the store and the events since). See [`Settle`].
+    pub fn settle(&self, standing: Standing, as_of: u64) -> Settle {
+        let Some(room) = self.hub.room(&self.meeting) else { return Settle::Settled };
+        let mut room = lock(&room);
+        let Some(sub) = room.subs.get(&self.key) else { return Settle::Settled };
+        if sub.last_own_seq > as_of {
+            return Settle::Later;
+        }
+        if sub.standing == standing {
+            return Settle::Settled;
+        }
+        room.set_standing(self.key, standing);
+        Settle::Corrected
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(&self.meeting, self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convene_core::meeting::MeetingStatus;
+    use convene_core::time::Timestamp;
+
+    fn id(s: &str) -> Identity {
+        Identity::parse(s).unwrap()
+    }
+
+    fn meeting() -> MeetingId {
+        MeetingId::parse("1234567890").unwrap()
+    }
+
+    fn run() -> InstanceId {
+        InstanceId::generate(&mut rand::rng())
+    }
+
+    fn event(seq: u64, run: &InstanceId, audience: Audience, kind: EventKind) -> Event {
+        Event { meeting_id: meeting(), seq, at: Timestamp::from_millis(0), instance_id: run.clone(), audience, kind }
+    }
+
+    fn waiting() -> Standing {
+        Standing::Participant { role: Role::Speaker, state: ParticipantState::Waiting }
+    }
+
+    fn drain(sub: &mut Subscription) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while let Ok(p) = sub.rx.try_recv() {
+            seqs.push(p.event.seq);
+        }
+        seqs
+    }
+
+    fn admitted(seq: u64, run: &InstanceId, who: &str) -> Event {
+        let kind = EventKind::ParticipantAdmitted { identity: id(who), room_name: "r".into(), status: MeetingStatus::Live };
+        event(seq, run, Audience::Subject { identity: id(who) }, kind)
+    }
+
+    #[test]
+    fn admission_reaches_the_guest_and_hosts_only_and_makes_the_guest_a_member() {
+        let hub = Hub::default();
+        let r = run();
+        let mut alice = hub.subscribe(&meeting(), Some(id("alice")), Some(r.clone()), waiting());
+        let mut bob = hub.subscribe(&meeting(), Some(id("bob")), Some(r.clone()), waiting());
+        let mut admin = hub.subscribe(&meeting(), None, None, Standing::Admin);
+        hub.publish(&[admitted(1, &r, "alice")]);
+        hub.publish(&[event(2, &r, Audience::Members, EventKind::HandRaised { identity: id("carol") })]);
+        assert_eq!(drain(&mut alice), [1, 2]);
+        assert_eq!(drain(&mut bob), Vec::<u64>::new());
+        assert_eq!(drain(&mut admin), [1, 2]);
+    }
+
+    #[test]
+    fn a_full_queue_drops_that_subscriber_only() {
+        let hub = Hub::new(HubConfig { waiting_queue: 2, ..HubConfig::default() });
+        let r = run();
+        let mut slow = hub.subscribe(&meeting(), Some(id("slow")), Some(r.clone()), waiting());
+        let mut fast = hub.subscribe(&meeting(), Some(id("fast")), Some(r.clone()), waiting());
+        for seq in 1..=5 {
+            hub.publish(&[event(seq, &r, Audience::Everyone, EventKind::ParticipantLeft { identity: id("x") })]);
+            if seq < 5 {
+                drain(&mut fast);
+            }
+        }
+        assert_eq!(hub.subscribers(&meeting()), 1);
+        assert_eq!(drain(&mut slow), [1, 2], "queued events stay readable, then the queue ends");
+        assert!(slow.rx.try_recv().is_err());
+        assert_eq!(drain(&mut fast), [5]);
+    }
+
+    #[test]
+    fn revocation_and_new_runs_close_the_stream_and_settle_corrects_a_stale_standing() {
+        let hub = Hub::default();
+        let r = run();
+        let alice = hub.subscribe(&meeting(), Some(id("alice")), Some(r.clone()), waiting());
+        let _bob = hub.subscribe(&meeting(), Some(id("bob")), Some(r.clone()), waiting());
+        let member = Standing::Participant { role: Role::Speaker, state: ParticipantState::Admitted };
+        assert_eq!(alice.settle(member, 3), Settle::Corrected);
+        assert_eq!(alice.settle(member, 3), Settle::Settled);
+        hub.publish(&[event(4, &r, Audience::Subject { identity: id("alice") }, EventKind::ParticipantRemoved { identity: id("alice") })]);
+        assert_eq!(hub.subscribers(&meeting()), 1);
+        hub.publish(&[event(5, &run(), Audience::Everyone, EventKind::MeetingStarted { instance_id: run(), run: 2, room_name: "r".into() })]);
+        assert_eq!(hub.subscribers(&meeting()), 0);
+        drop(alice);
+        assert!(lock(&hub.inner.rooms).is_empty(), "an empty room is forgotten");
+    }
+
+    #[test]
+    fn standing_follows_own_events_only() {
+        let r = run();
+        let mut s = waiting();
+        let me = id("me");
+        assert_eq!(s.apply(Some(&me), Some(&r), &admitted(1, &r, "other").kind), Step::Unchanged);
+        assert_eq!(s.apply(Some(&me), Some(&r), &admitted(2, &r, "me").kind), Step::Changed);
+        assert_eq!(s.class(), ViewerClass::Member);
+        let promote = EventKind::ParticipantRoleChanged { identity: me.clone(), role: Role::Host };
+        assert_eq!(s.apply(Some(&me), Some(&r), &promote), Step::Changed);
+        assert_eq!(s.class(), ViewerClass::Host);
+        let ended = EventKind::MeetingEnded { instance_id: r.clone(), run: 1 };
+        assert_eq!(s.apply(Some(&me), Some(&r), &ended), Step::Changed);
+        assert_eq!(s.class(), ViewerClass::Waiting);
+        let sent_back = EventKind::ParticipantSentBack { identity: me.clone() };
+        assert_eq!(s.apply(Some(&me), Some(&r), &sent_back), Step::Close(CloseReason::Revoked));
+    }
+}

@@ -1,0 +1,360 @@
+//! `convene-bench`: the waiting-room fan-out benchmark of docs/benchmarks.md. It starts a server
+//! (convene, or the minimal Node.js `ws` server in bench/node-ws), enters N guests into a
+//! `wait_for_host` meeting, connects each one's WebSocket event stream, measures the server's
+//! resident memory with all of them idle, then has the host join and measures, per guest, the
+//! time from the host's API response to that guest receiving its `participant.admitted`.
+//!
+//! Guests enter from many loopback source addresses (127.1.x.y), as many real clients would,
+//! which keeps each address under the per-address rate limit of unauthenticated calls.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+const KEY: &str = "APIbench";
+const SECRET: &str = "bench-secret-0123456789-0123456789-abcdef";
+/// Requests per source address (the server allows a burst of 40 per address).
+const PER_ADDRESS: usize = 25;
+
+#[derive(Parser, Debug)]
+#[command(about = "Waiting-room fan-out: N WebSocket guests admitted at once by the host's join")]
+struct Args {
+    /// Client counts to run, e.g. 1000,10000.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    clients: Vec<usize>,
+    /// The convene binary (build with `cargo build --release -p convene`).
+    #[arg(long, default_value = "target/release/convene")]
+    convene_bin: PathBuf,
+    /// The Node.js comparison server's directory (with node_modules from `npm ci`); empty to skip.
+    #[arg(long, default_value = "bench/node-ws")]
+    node_dir: String,
+    /// Seconds to wait, all clients connected, before reading the server's memory.
+    #[arg(long, default_value_t = 3)]
+    idle_seconds: u64,
+}
+
+/// What one run measured.
+struct Figures {
+    server: &'static str,
+    clients: usize,
+    notified: usize,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    rss_base_kb: u64,
+    rss_idle_kb: u64,
+}
+
+impl Figures {
+    fn per_client_kb(&self) -> f64 {
+        (self.rss_idle_kb.saturating_sub(self.rss_base_kb)) as f64 / self.clients as f64
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Resident memory of a process, in KiB, from /proc/<pid>/status.
+fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+struct Server {
+    name: &'static str,
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_server(name: &'static str, args: &Args) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let dir = tempfile::tempdir()?;
+    let child = match name {
+        "convene" => Command::new(&args.convene_bin)
+            .env("CONVENE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("CONVENE_DATA_DIR", dir.path())
+            .env("CONVENE_API_KEY", KEY)
+            .env("CONVENE_API_SECRET", SECRET)
+            .env("CONVENE_RTC_UDP_PORT", "0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {} (build it with cargo build --release -p convene)", args.convene_bin.display()))?,
+        _ => Command::new("node")
+            .arg(format!("{}/server.js", args.node_dir))
+            .env("PORT", port.to_string())
+            .env("API_KEY", KEY)
+            .env("API_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start node (run npm ci in bench/node-ws)")?,
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let server = Server { name, child, base, _dir: dir };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(format!("{}/healthz", server.base)).send().await
+            && response.status().is_success()
+        {
+            return Ok(server);
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not answer /healthz within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The loopback source address of client `i`.
+fn source(i: usize) -> IpAddr {
+    let group = i / PER_ADDRESS;
+    IpAddr::V4(Ipv4Addr::new(127, 1, (group / 250) as u8, (group % 250 + 1) as u8))
+}
+
+async fn post(client: &reqwest::Client, url: &str, auth: Option<&str>, body: Value) -> anyhow::Result<Value> {
+    loop {
+        let mut request = client.post(url).json(&body);
+        request = match auth {
+            Some(token) => request.bearer_auth(token),
+            None => request.basic_auth(KEY, Some(SECRET)),
+        };
+        let response = request.send().await?;
+        let status = response.status();
+        if status.as_u16() == 429 {
+            // The global limit of unauthenticated calls: back off and retry.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("{url}: {status} {body}");
+        }
+        return Ok(body);
+    }
+}
+
+async fn enter(client: &reqwest::Client, base: &str, meeting: &str, credential: &str, identity: &str) -> anyhow::Result<String> {
+    let url = format!("{base}/v1/meetings/{meeting}/enter");
+    let body = json!({"credential": credential, "name": identity, "identity": identity});
+    let mut request_body = body.clone();
+    loop {
+        let response = client.post(&url).json(&request_body).send().await?;
+        let status = response.status();
+        if status.as_u16() == 429 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            request_body = body.clone();
+            continue;
+        }
+        let answer: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("enter: {status} {answer}");
+        }
+        return Ok(answer["token"].as_str().context("token")?.to_owned());
+    }
+}
+
+/// One guest: connects from its source address, reports when the first frame arrived, then the
+/// instant its own admission arrived.
+async fn guest(
+    addr: SocketAddr,
+    url: String,
+    from: IpAddr,
+    identity: String,
+    connected: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<Option<Instant>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    let tcp = socket.connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url.into_client_request()?, tcp, Some(config)).await?;
+    let mut announced = false;
+    while let Some(message) = ws.next().await {
+        let Message::Text(text) = message? else { continue };
+        let at = Instant::now();
+        if !announced {
+            announced = true;
+            let _ = connected.send(()).await;
+        }
+        // Cheap pre-check before parsing: most frames are not admissions.
+        if text.as_str().contains("participant.admitted") {
+            let frame: Value = serde_json::from_str(text.as_str())?;
+            if frame["type"] == "participant.admitted" && frame["data"]["identity"] == identity.as_str() {
+                return Ok(Some(at));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figures> {
+    let server = start_server(name, args).await?;
+    let pid = server.child.id();
+    let admin = reqwest::Client::new();
+    let meeting = post(&admin, &format!("{}/v1/meetings", server.base), None, json!({"name": "bench", "policy": "wait_for_host"})).await?;
+    let meeting_id = meeting["meeting_id"].as_str().context("meeting_id")?.to_owned();
+    let guest_pin = meeting["credentials"]["participant"].as_str().context("participant credential")?.to_owned();
+    let host_pin = meeting["credentials"]["host"].as_str().context("host credential")?.to_owned();
+
+    // Enter every guest (64 at a time), each group from its own source address.
+    let groups = n.div_ceil(PER_ADDRESS);
+    let clients: Vec<reqwest::Client> =
+        (0..groups).map(|g| reqwest::Client::builder().local_address(source(g * PER_ADDRESS)).build()).collect::<Result<_, _>>()?;
+    let limit = Arc::new(Semaphore::new(64));
+    let started = Instant::now();
+    let mut entering = Vec::with_capacity(n);
+    for i in 0..n {
+        let (client, base, meeting_id, pin, limit) = (clients[i / PER_ADDRESS].clone(), server.base.clone(), meeting_id.clone(), guest_pin.clone(), limit.clone());
+        entering.push(tokio::spawn(async move {
+            let _permit = limit.acquire().await?;
+            enter(&client, &base, &meeting_id, &pin, &format!("g{i}")).await
+        }));
+    }
+    let mut tokens = Vec::with_capacity(n);
+    for task in entering {
+        tokens.push(task.await??);
+    }
+    eprintln!("[{name} n={n}] {n} guests entered in {:.1}s", started.elapsed().as_secs_f64());
+    // The baseline: guests entered (stored), no stream open yet.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_base_kb = rss_kb(pid)?;
+
+    // Connect every guest's stream.
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse()?;
+    let (connected_tx, mut connected_rx) = tokio::sync::mpsc::channel(1024);
+    let connecting = Arc::new(Semaphore::new(256));
+    let mut guests = Vec::with_capacity(n);
+    for (i, token) in tokens.into_iter().enumerate() {
+        let url = format!("ws://{addr}/v1/meetings/{meeting_id}/events?access_token={token}");
+        let (tx, permit) = (connected_tx.clone(), connecting.clone().acquire_owned().await?);
+        guests.push(tokio::spawn(async move {
+            let (inner_tx, mut inner_rx) = tokio::sync::mpsc::channel(1);
+            let forward = tokio::spawn(async move {
+                if inner_rx.recv().await.is_some() {
+                    drop(permit);
+                    let _ = tx.send(()).await;
+                }
+            });
+            let result = guest(addr, url, source(i), format!("g{i}"), inner_tx).await;
+            forward.abort();
+            result
+        }));
+    }
+    drop(connected_tx);
+    let mut connected = 0;
+    while connected < n {
+        match tokio::time::timeout(Duration::from_secs(60), connected_rx.recv()).await {
+            Ok(Some(())) => connected += 1,
+            _ => bail!("only {connected} of {n} guests connected"),
+        }
+    }
+    eprintln!("[{name} n={n}] {n} streams connected in {:.1}s", started.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let rss_idle_kb = rss_kb(pid)?;
+
+    // The host enters and joins: the meeting starts and every waiting guest is admitted.
+    let host = reqwest::Client::builder().local_address(IpAddr::V4(Ipv4Addr::new(127, 2, 0, 1))).build()?;
+    let host_token = enter(&host, &server.base, &meeting_id, &host_pin, "host").await?;
+    post(&host, &format!("{}/v1/meetings/{meeting_id}/join", server.base), Some(&host_token), json!({})).await?;
+    let responded = Instant::now();
+
+    let mut latencies = Vec::with_capacity(n);
+    let deadline = Duration::from_secs(30);
+    for task in guests {
+        match tokio::time::timeout(deadline, task).await {
+            Ok(Ok(Ok(Some(at)))) => latencies.push(at.saturating_duration_since(responded)),
+            Ok(Ok(Ok(None))) => {}
+            Ok(Ok(Err(e))) => eprintln!("a guest failed: {e}"),
+            Ok(Err(e)) => eprintln!("a guest task failed: {e}"),
+            Err(_) => {}
+        }
+    }
+    latencies.sort();
+    Ok(Figures {
+        server: server.name,
+        clients: n,
+        notified: latencies.len(),
+        p50: percentile(&latencies, 50.0),
+        p99: percentile(&latencies, 99.0),
+        max: latencies.last().copied().unwrap_or_default(),
+        rss_base_kb,
+        rss_idle_kb,
+    })
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut servers = vec!["convene"];
+    if !args.node_dir.is_empty() {
+        servers.push("node-ws");
+    }
+    let mut all = Vec::new();
+    for &n in &args.clients {
+        for &server in &servers {
+            let figures = run(server, n, &args).await.with_context(|| format!("{server} with {n} clients"))?;
+            all.push(figures);
+        }
+    }
+    println!();
+    println!("| server | clients | notified | missed | p50 | p99 | max | RSS idle (base) | per idle client |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for f in &all {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} MiB ({:.1} MiB) | {:.1} KiB |",
+            f.server,
+            f.clients,
+            f.notified,
+            f.clients - f.notified,
+            ms(f.p50),
+            ms(f.p99),
+            ms(f.max),
+            f.rss_idle_kb as f64 / 1024.0,
+            f.rss_base_kb as f64 / 1024.0,
+            f.per_client_kb(),
+        );
+    }
+    for &n in &args.clients {
+        let convene = all.iter().find(|f| f.server == "convene" && f.clients == n);
+        let node = all.iter().find(|f| f.server == "node-ws" && f.clients == n);
+        if let (Some(c), Some(w)) = (convene, node) {
+            let ratio = c.p99.as_secs_f64() / w.p99.as_secs_f64().max(1e-6);
+            println!("n={n}: convene p99 / node-ws p99 = {ratio:.2} (target <= 0.5); memory per idle client {:.1} KiB vs {:.1} KiB", c.per_client_kb(), w.per_client_kb());
+        }
+    }
+    Ok(())
+}
