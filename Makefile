@@ -6,6 +6,8 @@
 VENV   ?= .venv
 PYTHON ?= python3
 CARGO  ?= cargo
+# Where cargo puts binaries (honours CARGO_TARGET_DIR).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
 .PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check
 
@@ -34,8 +36,8 @@ build-debug:
 	$(CARGO) build -p convene-sfu --example sfu_dev
 
 test-interop: venv build-debug
-	CONVENE_BIN=$(CURDIR)/target/debug/convene \
-	CONVENE_SFU_DEV_BIN=$(CURDIR)/target/debug/examples/sfu_dev \
+	CONVENE_BIN=$(TARGET_DIR)/debug/convene \
+	CONVENE_SFU_DEV_BIN=$(TARGET_DIR)/debug/examples/sfu_dev \
 	$(VENV)/bin/python -m pytest tests/interop -q
 
 clippy:
