@@ -31,7 +31,10 @@ const ROUNDS: u32 = 5;
 /// Longest wait for the writer's next acknowledgement before the test fails.
 const ACK_DEADLINE: Duration = Duration::from_secs(30);
 
-fn main() {
+/// One test: the parent kills writers; re-executed with the child variable set (as this same
+/// test, `--exact --nocapture`), the binary is the writer.
+#[test]
+fn durability_under_kill_9() {
     match std::env::var(CHILD_ENV) {
         Ok(path) => writer(Path::new(&path)),
         Err(_) => parent(),
@@ -132,11 +135,7 @@ fn parent() {
         }
     }
     println!("durability: {ROUNDS} kills in {:?}", started.elapsed());
-    if !failures.is_empty() {
-        eprintln!("durability test FAILED:\n{}", failures.join("\n"));
-        std::process::exit(1);
-    }
-    println!("test result: ok. 1 passed (durability under kill -9)");
+    assert!(failures.is_empty(), "durability test FAILED:\n{}", failures.join("\n"));
 }
 
 /// Starts the writer, waits (with a deadline) until it acknowledged `kill_after` writes, kills it
@@ -144,6 +143,7 @@ fn parent() {
 fn kill_writer_mid_write(path: &Path, round: u32, kill_after: usize, acknowledged: &mut Acknowledged) {
     let exe = std::env::current_exe().expect("own executable");
     let mut child = Command::new(exe)
+        .args(["durability_under_kill_9", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, path)
         .env(ROUND_ENV, round.to_string())
         .stdin(Stdio::null())
