@@ -32,9 +32,16 @@ impl Principal {
             Self::Admin { .. } => Ok(Caller::Admin),
             Self::Participant(token) => {
                 if &token.meeting != meeting {
-                    return Err(ApiError::new(ErrorCode::InvalidToken, "the token is for another meeting"));
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidToken,
+                        "the token is for another meeting",
+                    ));
                 }
-                Ok(Caller::Participant { identity: token.identity.clone(), instance: token.instance.clone(), epoch: token.epoch })
+                Ok(Caller::Participant {
+                    identity: token.identity.clone(),
+                    instance: token.instance.clone(),
+                    epoch: token.epoch,
+                })
             }
         }
     }
@@ -43,7 +50,10 @@ impl Principal {
 async fn active_key(state: &AppState, key_id: &str) -> ApiResult<ApiKey> {
     match state.meetings.api_key(key_id).await? {
         Some(key) if key.is_active() => Ok(key),
-        _ => Err(ApiError::new(ErrorCode::Unauthenticated, "unknown or revoked API key")),
+        _ => Err(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "unknown or revoked API key",
+        )),
     }
 }
 
@@ -53,28 +63,48 @@ fn unauthenticated(message: &str) -> ApiError {
 
 /// Authenticates an `Authorization` header value (`Basic` or `Bearer`), accepting participant
 /// tokens of the given kinds.
-pub async fn authenticate(state: &AppState, authorization: &str, kinds: &[TokenKind]) -> ApiResult<Principal> {
+pub async fn authenticate(
+    state: &AppState,
+    authorization: &str,
+    kinds: &[TokenKind],
+) -> ApiResult<Principal> {
     let now = state.meetings.now();
     if let Some(encoded) = strip_scheme(authorization, "Basic") {
-        let decoded = STANDARD.decode(encoded.trim()).map_err(|_| unauthenticated("malformed Basic credentials"))?;
-        let decoded = String::from_utf8(decoded).map_err(|_| unauthenticated("malformed Basic credentials"))?;
-        let (key_id, secret) = decoded.split_once(':').ok_or_else(|| unauthenticated("Basic credentials must be key:secret"))?;
+        let decoded = STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| unauthenticated("malformed Basic credentials"))?;
+        let decoded = String::from_utf8(decoded)
+            .map_err(|_| unauthenticated("malformed Basic credentials"))?;
+        let (key_id, secret) = decoded
+            .split_once(':')
+            .ok_or_else(|| unauthenticated("Basic credentials must be key:secret"))?;
         let key = active_key(state, key_id).await?;
         if !bool::from(key.secret.expose().as_bytes().ct_eq(secret.as_bytes())) {
             return Err(unauthenticated("wrong API secret"));
         }
         return Ok(Principal::Admin { key_id: key.id });
     }
-    let token = strip_scheme(authorization, "Bearer").ok_or_else(|| unauthenticated("expected Authorization: Basic or Bearer"))?;
+    let token = strip_scheme(authorization, "Bearer")
+        .ok_or_else(|| unauthenticated("expected Authorization: Basic or Bearer"))?;
     authenticate_token(state, token.trim(), kinds, now).await
 }
 
 /// Authenticates a bare token (from a header or an `access_token` query parameter).
-pub async fn authenticate_token(state: &AppState, token: &str, kinds: &[TokenKind], now: convene_core::Timestamp) -> ApiResult<Principal> {
+pub async fn authenticate_token(
+    state: &AppState,
+    token: &str,
+    kinds: &[TokenKind],
+    now: convene_core::Timestamp,
+) -> ApiResult<Principal> {
     let issuer = convene_token::issuer(token)?;
     let key = match state.meetings.api_key(&issuer).await? {
         Some(key) if key.is_active() => key,
-        _ => return Err(ApiError::new(ErrorCode::InvalidToken, "unknown or revoked API key")),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidToken,
+                "unknown or revoked API key",
+            ));
+        }
     };
     match convene_token::verify_admin(token, &key.secret, now) {
         Ok(_) => return Ok(Principal::Admin { key_id: key.id }),
@@ -109,11 +139,17 @@ pub async fn authenticate_request(
 ) -> ApiResult<Principal> {
     match (headers.get(AUTHORIZATION), access_token) {
         (Some(value), _) => {
-            let value = value.to_str().map_err(|_| unauthenticated("malformed Authorization header"))?;
+            let value = value
+                .to_str()
+                .map_err(|_| unauthenticated("malformed Authorization header"))?;
             authenticate(state, value, kinds).await
         }
-        (None, Some(token)) => authenticate_token(state, token.trim(), kinds, state.meetings.now()).await,
-        (None, None) => Err(unauthenticated("missing Authorization header or access_token parameter")),
+        (None, Some(token)) => {
+            authenticate_token(state, token.trim(), kinds, state.meetings.now()).await
+        }
+        (None, None) => Err(unauthenticated(
+            "missing Authorization header or access_token parameter",
+        )),
     }
 }
 
@@ -125,12 +161,20 @@ pub struct Admin {
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         match authenticate(state, authorization(parts)?, &[]).await {
             Ok(Principal::Admin { key_id }) => Ok(Self { key_id }),
-            Ok(Principal::Participant(_)) | Err(ApiError { code: ErrorCode::InvalidToken, .. }) => {
-                Err(ApiError::new(ErrorCode::Unauthenticated, "this call needs an API key"))
-            }
+            Ok(Principal::Participant(_))
+            | Err(ApiError {
+                code: ErrorCode::InvalidToken,
+                ..
+            }) => Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "this call needs an API key",
+            )),
             Err(e) => Err(e),
         }
     }
@@ -142,8 +186,17 @@ pub struct AnyCaller(pub Principal);
 impl FromRequestParts<AppState> for AnyCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        authenticate(state, authorization(parts)?, &[TokenKind::Access, TokenKind::Waiting]).await.map(Self)
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(
+            state,
+            authorization(parts)?,
+            &[TokenKind::Access, TokenKind::Waiting],
+        )
+        .await
+        .map(Self)
     }
 }
 

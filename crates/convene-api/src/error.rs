@@ -33,7 +33,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn code(code: ErrorCode) -> Self {
@@ -41,13 +44,19 @@ impl ApiError {
     }
 
     pub fn body(&self) -> ErrorBody {
-        ErrorBody { error: ErrorDetail { code: self.code.as_str().to_owned(), message: self.message.clone() } }
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_str().to_owned(),
+                message: self.message.clone(),
+            },
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(self.body())).into_response()
     }
 }
@@ -56,7 +65,9 @@ impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> Self {
         match error {
             ServiceError::Domain(e) => e.into(),
-            ServiceError::Store(convene_core::ports::StoreError::Backend(cause)) => internal(cause.as_ref()),
+            ServiceError::Store(convene_core::ports::StoreError::Backend(cause)) => {
+                internal(cause.as_ref())
+            }
             other => Self::code(other.code()),
         }
     }
@@ -90,12 +101,15 @@ impl From<ValidationError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            JsonRejection::BytesRejection(_)
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 Self::code(ErrorCode::PayloadTooLarge)
             }
-            JsonRejection::MissingJsonContentType(_) => {
-                Self::new(ErrorCode::InvalidRequest, "expected a JSON body with Content-Type: application/json")
-            }
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                ErrorCode::InvalidRequest,
+                "expected a JSON body with Content-Type: application/json",
+            ),
             other => Self::new(ErrorCode::InvalidRequest, other.body_text()),
         }
     }
@@ -127,10 +141,17 @@ mod tests {
 
     #[test]
     fn error_bodies_have_the_one_shape() {
-        let body = serde_json::to_string(&ApiError::code(ErrorCode::MeetingAccessDenied).body()).unwrap();
+        let body =
+            serde_json::to_string(&ApiError::code(ErrorCode::MeetingAccessDenied).body()).unwrap();
         expect_test::expect![[r#"{"error":{"code":"meeting_access_denied","message":"unknown meeting or wrong credential"}}"#]].assert_eq(&body);
-        let body = serde_json::to_string(&ApiError::from(ValidationError::new("name", "must not be empty")).body()).unwrap();
-        expect_test::expect![[r#"{"error":{"code":"invalid_request","message":"name: must not be empty"}}"#]].assert_eq(&body);
+        let body = serde_json::to_string(
+            &ApiError::from(ValidationError::new("name", "must not be empty")).body(),
+        )
+        .unwrap();
+        expect_test::expect![[
+            r#"{"error":{"code":"invalid_request","message":"name: must not be empty"}}"#
+        ]]
+        .assert_eq(&body);
     }
 
     #[test]

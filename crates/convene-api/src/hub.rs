@@ -15,11 +15,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use axum::extract::ws::Utf8Bytes;
 use convene_core::event::{Audience, Event, EventKind, ViewerClass};
 use convene_core::ids::{Identity, InstanceId, MeetingId};
 use convene_core::participant::{ParticipantState, Role};
 use convene_core::ports::EventSink;
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 
 use crate::wire::EventView;
@@ -38,7 +38,11 @@ impl Published {
     pub fn new(event: &Event) -> Self {
         let view = EventView::from(event);
         let json = serde_json::to_string(&view).unwrap_or_default();
-        Self { event: event.clone(), kind: view.kind.into_boxed_str(), json: json.into() }
+        Self {
+            event: event.clone(),
+            kind: view.kind.into_boxed_str(),
+            json: json.into(),
+        }
     }
 }
 
@@ -47,7 +51,10 @@ impl Published {
 pub enum Standing {
     /// An API key holder: sees what hosts see.
     Admin,
-    Participant { role: Role, state: ParticipantState },
+    Participant {
+        role: Role,
+        state: ParticipantState,
+    },
 }
 
 /// What applying an event to a [`Standing`] did.
@@ -91,7 +98,9 @@ impl Standing {
     pub fn class(self) -> ViewerClass {
         match self {
             Self::Admin => ViewerClass::Host,
-            Self::Participant { role, state } if role == Role::Host && state.is_present() => ViewerClass::Host,
+            Self::Participant { role, state } if role == Role::Host && state.is_present() => {
+                ViewerClass::Host
+            }
             Self::Participant { state, .. } if state.is_member() => ViewerClass::Member,
             Self::Participant { .. } => ViewerClass::Waiting,
         }
@@ -100,26 +109,50 @@ impl Standing {
     /// Applies one event to a participant's standing (`me` = its identity, `run` = the run its
     /// token is for). Every change sets fields to absolute values, so applying an event twice, or
     /// applying events already reflected in a stored state, gives the right final standing.
-    pub fn apply(&mut self, me: Option<&Identity>, run: Option<&InstanceId>, kind: &EventKind) -> Step {
-        let Self::Participant { role, state } = self else { return Step::Unchanged };
+    pub fn apply(
+        &mut self,
+        me: Option<&Identity>,
+        run: Option<&InstanceId>,
+        kind: &EventKind,
+    ) -> Step {
+        let Self::Participant { role, state } = self else {
+            return Step::Unchanged;
+        };
         let before = (*role, *state);
         let mine = |who: &Identity| me == Some(who);
         match kind {
-            EventKind::MeetingStarted { instance_id, .. } if run.is_some_and(|r| r != instance_id) => {
+            EventKind::MeetingStarted { instance_id, .. }
+                if run.is_some_and(|r| r != instance_id) =>
+            {
                 return Step::Close(CloseReason::NewRun);
             }
             EventKind::MeetingEnded { .. } if state.is_present() => *state = ParticipantState::Left,
-            EventKind::ParticipantEntered { identity, role: new_role, .. } if mine(identity) => {
+            EventKind::ParticipantEntered {
+                identity,
+                role: new_role,
+                ..
+            } if mine(identity) => {
                 *role = *new_role;
                 *state = ParticipantState::Waiting;
             }
-            EventKind::ParticipantAdmitted { identity, .. } if mine(identity) => *state = ParticipantState::Admitted,
-            EventKind::ParticipantJoined { identity, role: new_role, .. } if mine(identity) => {
+            EventKind::ParticipantAdmitted { identity, .. } if mine(identity) => {
+                *state = ParticipantState::Admitted
+            }
+            EventKind::ParticipantJoined {
+                identity,
+                role: new_role,
+                ..
+            } if mine(identity) => {
                 *role = *new_role;
                 *state = ParticipantState::Joined;
             }
-            EventKind::ParticipantLeft { identity } if mine(identity) => *state = ParticipantState::Left,
-            EventKind::ParticipantRoleChanged { identity, role: new_role } if mine(identity) => *role = *new_role,
+            EventKind::ParticipantLeft { identity } if mine(identity) => {
+                *state = ParticipantState::Left
+            }
+            EventKind::ParticipantRoleChanged {
+                identity,
+                role: new_role,
+            } if mine(identity) => *role = *new_role,
             EventKind::ParticipantDenied { identity }
             | EventKind::ParticipantSentBack { identity }
             | EventKind::ParticipantRemoved { identity }
@@ -130,7 +163,11 @@ impl Standing {
             }
             _ => {}
         }
-        if (*role, *state) == before { Step::Unchanged } else { Step::Changed }
+        if (*role, *state) == before {
+            Step::Unchanged
+        } else {
+            Step::Changed
+        }
     }
 }
 
@@ -161,7 +198,11 @@ pub struct HubConfig {
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { waiting_queue: 64, member_queue: 1024, host_queue: 16 * 1024 }
+        Self {
+            waiting_queue: 64,
+            member_queue: 1024,
+            host_queue: 16 * 1024,
+        }
     }
 }
 
@@ -230,13 +271,18 @@ impl Room {
     fn insert(&mut self, key: Key, sub: Sub) {
         self.class_set(sub.standing.class()).insert(key);
         if let Some(identity) = &sub.identity {
-            self.by_identity.entry(identity.clone()).or_default().push(key);
+            self.by_identity
+                .entry(identity.clone())
+                .or_default()
+                .push(key);
         }
         self.subs.insert(key, sub);
     }
 
     fn remove(&mut self, key: Key) {
-        let Some(sub) = self.subs.remove(&key) else { return };
+        let Some(sub) = self.subs.remove(&key) else {
+            return;
+        };
         self.class_set(sub.standing.class()).remove(&key);
         if let Some(identity) = &sub.identity
             && let Some(keys) = self.by_identity.get_mut(identity)
@@ -249,7 +295,9 @@ impl Room {
     }
 
     fn set_standing(&mut self, key: Key, standing: Standing) {
-        let Some(sub) = self.subs.get_mut(&key) else { return };
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return;
+        };
         let (old, new) = (sub.standing.class(), standing.class());
         sub.standing = standing;
         if old != new {
@@ -259,7 +307,10 @@ impl Room {
     }
 
     fn identity_keys(&self, identity: &Identity) -> &[Key] {
-        self.by_identity.get(identity).map(Vec::as_slice).unwrap_or_default()
+        self.by_identity
+            .get(identity)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// The subscribers an event goes to, into `scratch`.
@@ -272,11 +323,19 @@ impl Room {
             Audience::Hosts => out.extend(self.hosts.iter()),
             Audience::Subject { identity } => {
                 out.extend(self.hosts.iter());
-                out.extend(self.identity_keys(identity).iter().filter(|k| !self.hosts.contains(k)));
+                out.extend(
+                    self.identity_keys(identity)
+                        .iter()
+                        .filter(|k| !self.hosts.contains(k)),
+                );
             }
             Audience::MembersAndSubject { identity } => {
                 out.extend(self.hosts.iter().chain(self.members.iter()));
-                out.extend(self.identity_keys(identity).iter().filter(|k| self.waiting.contains(k)));
+                out.extend(
+                    self.identity_keys(identity)
+                        .iter()
+                        .filter(|k| self.waiting.contains(k)),
+                );
             }
             Audience::Pair { from, to } => {
                 out.extend(self.identity_keys(from));
@@ -314,13 +373,18 @@ impl Room {
     fn follow(&mut self, event: &Event) {
         let affected: Vec<Key> = match (&event.kind, subject(&event.kind)) {
             (_, Some(identity)) => self.identity_keys(identity).to_vec(),
-            (EventKind::MeetingEnded { .. } | EventKind::MeetingStarted { .. }, None) => {
-                self.subs.iter().filter(|(_, s)| s.identity.is_some()).map(|(k, _)| *k).collect()
-            }
+            (EventKind::MeetingEnded { .. } | EventKind::MeetingStarted { .. }, None) => self
+                .subs
+                .iter()
+                .filter(|(_, s)| s.identity.is_some())
+                .map(|(k, _)| *k)
+                .collect(),
             _ => return,
         };
         for key in affected {
-            let Some(sub) = self.subs.get_mut(&key) else { continue };
+            let Some(sub) = self.subs.get_mut(&key) else {
+                continue;
+            };
             let mut standing = sub.standing;
             match standing.apply(sub.identity.as_ref(), sub.run.as_ref(), &event.kind) {
                 Step::Unchanged => sub.last_own_seq = event.seq,
@@ -338,7 +402,12 @@ impl Room {
 
 impl Hub {
     pub fn new(config: HubConfig) -> Self {
-        Self { inner: Arc::new(Inner { config, ..Inner::default() }) }
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                ..Inner::default()
+            }),
+        }
     }
 
     fn room(&self, meeting: &MeetingId) -> Option<Arc<Mutex<Room>>> {
@@ -347,7 +416,13 @@ impl Hub {
 
     /// Registers a subscriber with the standing known at authentication; it receives every event
     /// published from now on that this standing may see.
-    pub fn subscribe(&self, meeting: &MeetingId, identity: Option<Identity>, run: Option<InstanceId>, standing: Standing) -> Subscription {
+    pub fn subscribe(
+        &self,
+        meeting: &MeetingId,
+        identity: Option<Identity>,
+        run: Option<InstanceId>,
+        standing: Standing,
+    ) -> Subscription {
         let capacity = match standing.class() {
             ViewerClass::Host => self.inner.config.host_queue,
             ViewerClass::Member => self.inner.config.member_queue,
@@ -357,21 +432,39 @@ impl Hub {
         if self.is_closed() {
             // Shutting down: a subscription whose queue is already closed.
             drop(tx);
-            return Subscription { hub: self.clone(), meeting: meeting.clone(), key: u64::MAX, rx };
+            return Subscription {
+                hub: self.clone(),
+                meeting: meeting.clone(),
+                key: u64::MAX,
+                rx,
+            };
         }
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
-        let sub = Sub { tx, identity, run, standing, last_own_seq: 0 };
+        let sub = Sub {
+            tx,
+            identity,
+            run,
+            standing,
+            last_own_seq: 0,
+        };
         // Holding the map lock while inserting: `unsubscribe` removes empty rooms under it too.
         let mut rooms = lock(&self.inner.rooms);
         let room = rooms.entry(meeting.clone()).or_default().clone();
         lock(&room).insert(key, sub);
         drop(rooms);
-        Subscription { hub: self.clone(), meeting: meeting.clone(), key, rx }
+        Subscription {
+            hub: self.clone(),
+            meeting: meeting.clone(),
+            key,
+            rx,
+        }
     }
 
     fn unsubscribe(&self, meeting: &MeetingId, key: Key) {
         let mut rooms = lock(&self.inner.rooms);
-        let Some(room) = rooms.get(meeting).cloned() else { return };
+        let Some(room) = rooms.get(meeting).cloned() else {
+            return;
+        };
         let mut guard = lock(&room);
         guard.remove(key);
         if guard.subs.is_empty() {
@@ -401,7 +494,9 @@ impl Hub {
 
     /// Live subscribers of a meeting (for tests and metrics).
     pub fn subscribers(&self, meeting: &MeetingId) -> usize {
-        self.room(meeting).map(|room| lock(&room).subs.len()).unwrap_or(0)
+        self.room(meeting)
+            .map(|room| lock(&room).subs.len())
+            .unwrap_or(0)
     }
 }
 
@@ -409,8 +504,13 @@ impl EventSink for Hub {
     fn publish(&self, events: &[Event]) {
         let mut current: Option<(MeetingId, Arc<Mutex<Room>>)> = None;
         for event in events {
-            if current.as_ref().is_none_or(|(id, _)| id != &event.meeting_id) {
-                current = self.room(&event.meeting_id).map(|room| (event.meeting_id.clone(), room));
+            if current
+                .as_ref()
+                .is_none_or(|(id, _)| id != &event.meeting_id)
+            {
+                current = self
+                    .room(&event.meeting_id)
+                    .map(|room| (event.meeting_id.clone(), room));
             }
             if let Some((_, room)) = &current {
                 lock(room).deliver(event);
@@ -431,9 +531,13 @@ impl Subscription {
     /// Tells the hub the subscriber's exact standing as of sequence number `as_of` (worked out
     /// from the store and the events since). See [`Settle`].
     pub fn settle(&self, standing: Standing, as_of: u64) -> Settle {
-        let Some(room) = self.hub.room(&self.meeting) else { return Settle::Settled };
+        let Some(room) = self.hub.room(&self.meeting) else {
+            return Settle::Settled;
+        };
         let mut room = lock(&room);
-        let Some(sub) = room.subs.get(&self.key) else { return Settle::Settled };
+        let Some(sub) = room.subs.get(&self.key) else {
+            return Settle::Settled;
+        };
         if sub.last_own_seq > as_of {
             return Settle::Later;
         }
@@ -470,11 +574,21 @@ mod tests {
     }
 
     fn event(seq: u64, run: &InstanceId, audience: Audience, kind: EventKind) -> Event {
-        Event { meeting_id: meeting(), seq, at: Timestamp::from_millis(0), instance_id: run.clone(), audience, kind }
+        Event {
+            meeting_id: meeting(),
+            seq,
+            at: Timestamp::from_millis(0),
+            instance_id: run.clone(),
+            audience,
+            kind,
+        }
     }
 
     fn waiting() -> Standing {
-        Standing::Participant { role: Role::Speaker, state: ParticipantState::Waiting }
+        Standing::Participant {
+            role: Role::Speaker,
+            state: ParticipantState::Waiting,
+        }
     }
 
     fn drain(sub: &mut Subscription) -> Vec<u64> {
@@ -486,7 +600,11 @@ mod tests {
     }
 
     fn admitted(seq: u64, run: &InstanceId, who: &str) -> Event {
-        let kind = EventKind::ParticipantAdmitted { identity: id(who), room_name: "r".into(), status: MeetingStatus::Live };
+        let kind = EventKind::ParticipantAdmitted {
+            identity: id(who),
+            room_name: "r".into(),
+            status: MeetingStatus::Live,
+        };
         event(seq, run, Audience::Subject { identity: id(who) }, kind)
     }
 
@@ -498,7 +616,14 @@ mod tests {
         let mut bob = hub.subscribe(&meeting(), Some(id("bob")), Some(r.clone()), waiting());
         let mut admin = hub.subscribe(&meeting(), None, None, Standing::Admin);
         hub.publish(&[admitted(1, &r, "alice")]);
-        hub.publish(&[event(2, &r, Audience::Members, EventKind::HandRaised { identity: id("carol") })]);
+        hub.publish(&[event(
+            2,
+            &r,
+            Audience::Members,
+            EventKind::HandRaised {
+                identity: id("carol"),
+            },
+        )]);
         assert_eq!(drain(&mut alice), [1, 2]);
         assert_eq!(drain(&mut bob), Vec::<u64>::new());
         assert_eq!(drain(&mut admin), [1, 2]);
@@ -506,18 +631,30 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_that_subscriber_only() {
-        let hub = Hub::new(HubConfig { waiting_queue: 2, ..HubConfig::default() });
+        let hub = Hub::new(HubConfig {
+            waiting_queue: 2,
+            ..HubConfig::default()
+        });
         let r = run();
         let mut slow = hub.subscribe(&meeting(), Some(id("slow")), Some(r.clone()), waiting());
         let mut fast = hub.subscribe(&meeting(), Some(id("fast")), Some(r.clone()), waiting());
         for seq in 1..=5 {
-            hub.publish(&[event(seq, &r, Audience::Everyone, EventKind::ParticipantLeft { identity: id("x") })]);
+            hub.publish(&[event(
+                seq,
+                &r,
+                Audience::Everyone,
+                EventKind::ParticipantLeft { identity: id("x") },
+            )]);
             if seq < 5 {
                 drain(&mut fast);
             }
         }
         assert_eq!(hub.subscribers(&meeting()), 1);
-        assert_eq!(drain(&mut slow), [1, 2], "queued events stay readable, then the queue ends");
+        assert_eq!(
+            drain(&mut slow),
+            [1, 2],
+            "queued events stay readable, then the queue ends"
+        );
         assert!(slow.rx.try_recv().is_err());
         assert_eq!(drain(&mut fast), [5]);
     }
@@ -528,15 +665,39 @@ mod tests {
         let r = run();
         let alice = hub.subscribe(&meeting(), Some(id("alice")), Some(r.clone()), waiting());
         let _bob = hub.subscribe(&meeting(), Some(id("bob")), Some(r.clone()), waiting());
-        let member = Standing::Participant { role: Role::Speaker, state: ParticipantState::Admitted };
+        let member = Standing::Participant {
+            role: Role::Speaker,
+            state: ParticipantState::Admitted,
+        };
         assert_eq!(alice.settle(member, 3), Settle::Corrected);
         assert_eq!(alice.settle(member, 3), Settle::Settled);
-        hub.publish(&[event(4, &r, Audience::Subject { identity: id("alice") }, EventKind::ParticipantRemoved { identity: id("alice") })]);
+        hub.publish(&[event(
+            4,
+            &r,
+            Audience::Subject {
+                identity: id("alice"),
+            },
+            EventKind::ParticipantRemoved {
+                identity: id("alice"),
+            },
+        )]);
         assert_eq!(hub.subscribers(&meeting()), 1);
-        hub.publish(&[event(5, &run(), Audience::Everyone, EventKind::MeetingStarted { instance_id: run(), run: 2, room_name: "r".into() })]);
+        hub.publish(&[event(
+            5,
+            &run(),
+            Audience::Everyone,
+            EventKind::MeetingStarted {
+                instance_id: run(),
+                run: 2,
+                room_name: "r".into(),
+            },
+        )]);
         assert_eq!(hub.subscribers(&meeting()), 0);
         drop(alice);
-        assert!(lock(&hub.inner.rooms).is_empty(), "an empty room is forgotten");
+        assert!(
+            lock(&hub.inner.rooms).is_empty(),
+            "an empty room is forgotten"
+        );
     }
 
     #[test]
@@ -544,16 +705,33 @@ mod tests {
         let r = run();
         let mut s = waiting();
         let me = id("me");
-        assert_eq!(s.apply(Some(&me), Some(&r), &admitted(1, &r, "other").kind), Step::Unchanged);
-        assert_eq!(s.apply(Some(&me), Some(&r), &admitted(2, &r, "me").kind), Step::Changed);
+        assert_eq!(
+            s.apply(Some(&me), Some(&r), &admitted(1, &r, "other").kind),
+            Step::Unchanged
+        );
+        assert_eq!(
+            s.apply(Some(&me), Some(&r), &admitted(2, &r, "me").kind),
+            Step::Changed
+        );
         assert_eq!(s.class(), ViewerClass::Member);
-        let promote = EventKind::ParticipantRoleChanged { identity: me.clone(), role: Role::Host };
+        let promote = EventKind::ParticipantRoleChanged {
+            identity: me.clone(),
+            role: Role::Host,
+        };
         assert_eq!(s.apply(Some(&me), Some(&r), &promote), Step::Changed);
         assert_eq!(s.class(), ViewerClass::Host);
-        let ended = EventKind::MeetingEnded { instance_id: r.clone(), run: 1 };
+        let ended = EventKind::MeetingEnded {
+            instance_id: r.clone(),
+            run: 1,
+        };
         assert_eq!(s.apply(Some(&me), Some(&r), &ended), Step::Changed);
         assert_eq!(s.class(), ViewerClass::Waiting);
-        let sent_back = EventKind::ParticipantSentBack { identity: me.clone() };
-        assert_eq!(s.apply(Some(&me), Some(&r), &sent_back), Step::Close(CloseReason::Revoked));
+        let sent_back = EventKind::ParticipantSentBack {
+            identity: me.clone(),
+        };
+        assert_eq!(
+            s.apply(Some(&me), Some(&r), &sent_back),
+            Step::Close(CloseReason::Revoked)
+        );
     }
 }

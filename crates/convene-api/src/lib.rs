@@ -62,7 +62,8 @@ impl Modify for Security {
         components.add_security_scheme("admin_jwt", SecurityScheme::Http(admin));
         let mut participant = Http::new(HttpAuthScheme::Bearer);
         participant.bearer_format = Some("JWT".into());
-        participant.description = Some("The participant's own waiting-room or access token.".into());
+        participant.description =
+            Some("The participant's own waiting-room or access token.".into());
         components.add_security_scheme("participant_token", SecurityScheme::Http(participant));
     }
 }
@@ -77,8 +78,20 @@ impl Modify for ErrorResponses {
             .content("application/json", ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody"))).build())
             .build();
         for item in openapi.paths.paths.values_mut() {
-            for operation in [&mut item.get, &mut item.post, &mut item.patch, &mut item.put, &mut item.delete].into_iter().flatten() {
-                operation.responses.responses.insert("default".into(), RefOr::T(response.clone()));
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation
+                    .responses
+                    .responses
+                    .insert("default".into(), RefOr::T(response.clone()));
             }
         }
         let _ = ErrorBody::schema();
@@ -143,11 +156,20 @@ const DOCS_PAGE: &str = include_str!("docs.html");
 /// binary, then [`with_common_layers`] wraps everything).
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api();
-    let doc_json = doc.to_pretty_json().expect("the OpenAPI document serializes");
+    let doc_json = doc
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
     api.route(
         "/v1/openapi.json",
         axum::routing::get(move || async move {
-            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], doc_json.clone()).into_response()
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                doc_json.clone(),
+            )
+                .into_response()
         }),
     )
     .route("/v1/docs", axum::routing::get(|| async { Html(DOCS_PAGE) }))
@@ -160,6 +182,11 @@ pub fn router(state: AppState) -> Router {
 /// call with its own credentials), request tracing. Apply once to the merged app.
 pub fn with_common_layers(app: Router) -> Router {
     app.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods(Any)
+                .allow_headers(Any),
+        )
         .layer(TraceLayer::new_for_http())
 }

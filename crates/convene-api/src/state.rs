@@ -53,7 +53,10 @@ impl Limits {
         let per = NonZeroU32::new(per_address.max(1)).expect("max(1)");
         let all = NonZeroU32::new(global.max(1)).expect("max(1)");
         Self {
-            per_address: RateLimiter::keyed(Quota::per_second(per).allow_burst(per.saturating_mul(NonZeroU32::new(2).expect("2")))),
+            per_address: RateLimiter::keyed(
+                Quota::per_second(per)
+                    .allow_burst(per.saturating_mul(NonZeroU32::new(2).expect("2"))),
+            ),
             global: RateLimiter::direct(Quota::per_second(all).allow_burst(all)),
         }
     }

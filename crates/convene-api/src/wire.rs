@@ -21,11 +21,15 @@ pub fn rfc3339(at: Timestamp) -> String {
 pub fn parse_rfc3339(field: &str, raw: &str) -> Result<Timestamp, convene_core::ValidationError> {
     let at = OffsetDateTime::parse(raw, &Rfc3339)
         .map_err(|_| convene_core::ValidationError::new(field, "must be an RFC 3339 date-time"))?;
-    Ok(Timestamp::from_millis((at.unix_timestamp_nanos() / 1_000_000) as i64))
+    Ok(Timestamp::from_millis(
+        (at.unix_timestamp_nanos() / 1_000_000) as i64,
+    ))
 }
 
 /// Present-but-null vs absent, for PATCH fields that can be cleared.
-pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -183,7 +187,11 @@ impl From<&Meeting> for MeetingView {
             status: m.status.into(),
             capacity: m.settings.capacity,
             quality: m.settings.quality.into(),
-            logout_url: m.settings.logout_url.as_ref().map(|u| u.as_str().to_owned()),
+            logout_url: m
+                .settings
+                .logout_url
+                .as_ref()
+                .map(|u| u.as_str().to_owned()),
             metadata: m.settings.metadata.as_map().clone(),
             schedule: m.settings.schedule.as_ref().map(|s| ScheduleWire {
                 starts_at: rfc3339(s.starts_at),
@@ -229,7 +237,11 @@ impl From<&Meeting> for MeetingPublicView {
             mode: m.settings.mode.into(),
             status: m.status.into(),
             quality: m.settings.quality.into(),
-            logout_url: m.settings.logout_url.as_ref().map(|u| u.as_str().to_owned()),
+            logout_url: m
+                .settings
+                .logout_url
+                .as_ref()
+                .map(|u| u.as_str().to_owned()),
         }
     }
 }
@@ -397,9 +409,22 @@ pub struct EventView {
 impl From<&Event> for EventView {
     fn from(e: &Event) -> Self {
         let mut body = serde_json::to_value(&e.kind).unwrap_or_default();
-        let kind = body.get("type").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
-        let data = body.get_mut("data").map(serde_json::Value::take).unwrap_or_else(|| serde_json::json!({}));
-        Self { seq: e.seq, at: rfc3339(e.at), instance_id: e.instance_id.to_string(), kind, data }
+        let kind = body
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let data = body
+            .get_mut("data")
+            .map(serde_json::Value::take)
+            .unwrap_or_else(|| serde_json::json!({}));
+        Self {
+            seq: e.seq,
+            at: rfc3339(e.at),
+            instance_id: e.instance_id.to_string(),
+            kind,
+            data,
+        }
     }
 }
 

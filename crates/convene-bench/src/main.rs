@@ -63,14 +63,23 @@ impl Figures {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Resident memory of a process, in KiB, from /proc/<pid>/status.
 fn rss_kb(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
 }
 
 struct Server {
@@ -100,7 +109,12 @@ async fn start_server(name: &'static str, args: &Args) -> anyhow::Result<Server>
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
-            .with_context(|| format!("cannot start {} (build it with cargo build --release -p convene)", args.convene_bin.display()))?,
+            .with_context(|| {
+                format!(
+                    "cannot start {} (build it with cargo build --release -p convene)",
+                    args.convene_bin.display()
+                )
+            })?,
         _ => Command::new("node")
             .arg(format!("{}/server.js", args.node_dir))
             .env("PORT", port.to_string())
@@ -111,7 +125,12 @@ async fn start_server(name: &'static str, args: &Args) -> anyhow::Result<Server>
             .context("cannot start node (run npm ci in bench/node-ws)")?,
     };
     let base = format!("http://127.0.0.1:{port}");
-    let server = Server { name, child, base, _dir: dir };
+    let server = Server {
+        name,
+        child,
+        base,
+        _dir: dir,
+    };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -130,10 +149,20 @@ async fn start_server(name: &'static str, args: &Args) -> anyhow::Result<Server>
 /// The loopback source address of client `i`.
 fn source(i: usize) -> IpAddr {
     let group = i / PER_ADDRESS;
-    IpAddr::V4(Ipv4Addr::new(127, 1, (group / 250) as u8, (group % 250 + 1) as u8))
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        1,
+        (group / 250) as u8,
+        (group % 250 + 1) as u8,
+    ))
 }
 
-async fn post(client: &reqwest::Client, url: &str, auth: Option<&str>, body: Value) -> anyhow::Result<Value> {
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    auth: Option<&str>,
+    body: Value,
+) -> anyhow::Result<Value> {
     loop {
         let mut request = client.post(url).json(&body);
         request = match auth {
@@ -155,7 +184,13 @@ async fn post(client: &reqwest::Client, url: &str, auth: Option<&str>, body: Val
     }
 }
 
-async fn enter(client: &reqwest::Client, base: &str, meeting: &str, credential: &str, identity: &str) -> anyhow::Result<String> {
+async fn enter(
+    client: &reqwest::Client,
+    base: &str,
+    meeting: &str,
+    credential: &str,
+    identity: &str,
+) -> anyhow::Result<String> {
     let url = format!("{base}/v1/meetings/{meeting}/enter");
     let body = json!({"credential": credential, "name": identity, "identity": identity});
     let mut request_body = body.clone();
@@ -188,11 +223,17 @@ async fn guest(
     socket.bind(SocketAddr::new(from, 0))?;
     let tcp = socket.connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url.into_client_request()?, tcp, Some(config)).await?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url.into_client_request()?, tcp, Some(config))
+            .await?;
     let mut announced = false;
     while let Some(message) = ws.next().await {
-        let Message::Text(text) = message? else { continue };
+        let Message::Text(text) = message? else {
+            continue;
+        };
         let at = Instant::now();
         if !announced {
             announced = true;
@@ -201,7 +242,9 @@ async fn guest(
         // Cheap pre-check before parsing: most frames are not admissions.
         if text.as_str().contains("participant.admitted") {
             let frame: Value = serde_json::from_str(text.as_str())?;
-            if frame["type"] == "participant.admitted" && frame["data"]["identity"] == identity.as_str() {
+            if frame["type"] == "participant.admitted"
+                && frame["data"]["identity"] == identity.as_str()
+            {
                 return Ok(Some(at));
             }
         }
@@ -221,20 +264,46 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
     let server = start_server(name, args).await?;
     let pid = server.child.id();
     let admin = reqwest::Client::new();
-    let meeting = post(&admin, &format!("{}/v1/meetings", server.base), None, json!({"name": "bench", "policy": "wait_for_host"})).await?;
-    let meeting_id = meeting["meeting_id"].as_str().context("meeting_id")?.to_owned();
-    let guest_pin = meeting["credentials"]["participant"].as_str().context("participant credential")?.to_owned();
-    let host_pin = meeting["credentials"]["host"].as_str().context("host credential")?.to_owned();
+    let meeting = post(
+        &admin,
+        &format!("{}/v1/meetings", server.base),
+        None,
+        json!({"name": "bench", "policy": "wait_for_host"}),
+    )
+    .await?;
+    let meeting_id = meeting["meeting_id"]
+        .as_str()
+        .context("meeting_id")?
+        .to_owned();
+    let guest_pin = meeting["credentials"]["participant"]
+        .as_str()
+        .context("participant credential")?
+        .to_owned();
+    let host_pin = meeting["credentials"]["host"]
+        .as_str()
+        .context("host credential")?
+        .to_owned();
 
     // Enter every guest (64 at a time), each group from its own source address.
     let groups = n.div_ceil(PER_ADDRESS);
-    let clients: Vec<reqwest::Client> =
-        (0..groups).map(|g| reqwest::Client::builder().local_address(source(g * PER_ADDRESS)).build()).collect::<Result<_, _>>()?;
+    let clients: Vec<reqwest::Client> = (0..groups)
+        .map(|g| {
+            reqwest::Client::builder()
+                .local_address(source(g * PER_ADDRESS))
+                .build()
+        })
+        .collect::<Result<_, _>>()?;
     let limit = Arc::new(Semaphore::new(64));
     let started = Instant::now();
     let mut entering = Vec::with_capacity(n);
     for i in 0..n {
-        let (client, base, meeting_id, pin, limit) = (clients[i / PER_ADDRESS].clone(), server.base.clone(), meeting_id.clone(), guest_pin.clone(), limit.clone());
+        let (client, base, meeting_id, pin, limit) = (
+            clients[i / PER_ADDRESS].clone(),
+            server.base.clone(),
+            meeting_id.clone(),
+            guest_pin.clone(),
+            limit.clone(),
+        );
         entering.push(tokio::spawn(async move {
             let _permit = limit.acquire().await?;
             enter(&client, &base, &meeting_id, &pin, &format!("g{i}")).await
@@ -244,7 +313,10 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
     for task in entering {
         tokens.push(task.await??);
     }
-    eprintln!("[{name} n={n}] {n} guests entered in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "[{name} n={n}] {n} guests entered in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     // The baseline: guests entered (stored), no stream open yet.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_base_kb = rss_kb(pid)?;
@@ -256,7 +328,10 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
     let mut guests = Vec::with_capacity(n);
     for (i, token) in tokens.into_iter().enumerate() {
         let url = format!("ws://{addr}/v1/meetings/{meeting_id}/events?access_token={token}");
-        let (tx, permit) = (connected_tx.clone(), connecting.clone().acquire_owned().await?);
+        let (tx, permit) = (
+            connected_tx.clone(),
+            connecting.clone().acquire_owned().await?,
+        );
         guests.push(tokio::spawn(async move {
             let (inner_tx, mut inner_rx) = tokio::sync::mpsc::channel(1);
             let forward = tokio::spawn(async move {
@@ -278,14 +353,25 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
             _ => bail!("only {connected} of {n} guests connected"),
         }
     }
-    eprintln!("[{name} n={n}] {n} streams connected in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "[{name} n={n}] {n} streams connected in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
     let rss_idle_kb = rss_kb(pid)?;
 
     // The host enters and joins: the meeting starts and every waiting guest is admitted.
-    let host = reqwest::Client::builder().local_address(IpAddr::V4(Ipv4Addr::new(127, 2, 0, 1))).build()?;
+    let host = reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 2, 0, 1)))
+        .build()?;
     let host_token = enter(&host, &server.base, &meeting_id, &host_pin, "host").await?;
-    post(&host, &format!("{}/v1/meetings/{meeting_id}/join", server.base), Some(&host_token), json!({})).await?;
+    post(
+        &host,
+        &format!("{}/v1/meetings/{meeting_id}/join", server.base),
+        Some(&host_token),
+        json!({}),
+    )
+    .await?;
     let responded = Instant::now();
 
     let mut latencies = Vec::with_capacity(n);
@@ -326,12 +412,16 @@ async fn main() -> anyhow::Result<()> {
     let mut all = Vec::new();
     for &n in &args.clients {
         for &server in &servers {
-            let figures = run(server, n, &args).await.with_context(|| format!("{server} with {n} clients"))?;
+            let figures = run(server, n, &args)
+                .await
+                .with_context(|| format!("{server} with {n} clients"))?;
             all.push(figures);
         }
     }
     println!();
-    println!("| server | clients | notified | missed | p50 | p99 | max | RSS idle (base) | per idle client |");
+    println!(
+        "| server | clients | notified | missed | p50 | p99 | max | RSS idle (base) | per idle client |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for f in &all {
         println!(
@@ -353,7 +443,11 @@ async fn main() -> anyhow::Result<()> {
         let node = all.iter().find(|f| f.server == "node-ws" && f.clients == n);
         if let (Some(c), Some(w)) = (convene, node) {
             let ratio = c.p99.as_secs_f64() / w.p99.as_secs_f64().max(1e-6);
-            println!("n={n}: convene p99 / node-ws p99 = {ratio:.2} (target <= 0.5); memory per idle client {:.1} KiB vs {:.1} KiB", c.per_client_kb(), w.per_client_kb());
+            println!(
+                "n={n}: convene p99 / node-ws p99 = {ratio:.2} (target <= 0.5); memory per idle client {:.1} KiB vs {:.1} KiB",
+                c.per_client_kb(),
+                w.per_client_kb()
+            );
         }
     }
     Ok(())

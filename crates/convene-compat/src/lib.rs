@@ -26,16 +26,29 @@ pub struct CompatConfig {
 
 impl std::fmt::Debug for CompatConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompatConfig").field("live_passcode", &self.live_passcode.as_ref().map(|_| "<set>")).finish()
+        f.debug_struct("CompatConfig")
+            .field(
+                "live_passcode",
+                &self.live_passcode.as_ref().map(|_| "<set>"),
+            )
+            .finish()
     }
 }
 
 /// All compatibility surfaces, to be merged into the server's app.
 pub fn router(state: AppState, config: &CompatConfig) -> Router {
-    let mut router = Router::new().nest("/compat/waiting-room", waiting_room::router(state.clone()));
+    let mut router =
+        Router::new().nest("/compat/waiting-room", waiting_room::router(state.clone()));
     match &config.live_passcode {
-        Some(passcode) => router = router.nest("/compat/live-stream", live_stream::router(state, passcode.clone())),
-        None => tracing::info!("seed 001 surface /compat/live-stream is off: set CONVENE_COMPAT_LIVE_PASSCODE to turn it on"),
+        Some(passcode) => {
+            router = router.nest(
+                "/compat/live-stream",
+                live_stream::router(state, passcode.clone()),
+            )
+        }
+        None => tracing::info!(
+            "seed 001 surface /compat/live-stream is off: set CONVENE_COMPAT_LIVE_PASSCODE to turn it on"
+        ),
     }
     router
 }

@@ -28,7 +28,10 @@ pub enum ParamsError {
 
 impl ParamsError {
     pub fn invalid(name: &str, reason: impl Into<String>) -> Self {
-        Self::Invalid { name: name.to_owned(), reason: reason.into() }
+        Self::Invalid {
+            name: name.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -39,7 +42,13 @@ pub struct Params(Map<String, Value>);
 impl Params {
     /// Parses a body given its `Content-Type` (if any).
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, ParamsError> {
-        let media = content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+        let media = content_type.map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
         let trimmed = body.trim_ascii();
         if trimmed.is_empty() {
             return Ok(Self::default());
@@ -78,7 +87,8 @@ impl Params {
 
     /// A required text parameter (`missing <name>` when absent or empty).
     pub fn required(&self, name: &str) -> Result<String, ParamsError> {
-        self.text(name)?.ok_or_else(|| ParamsError::Missing(name.to_owned()))
+        self.text(name)?
+            .ok_or_else(|| ParamsError::Missing(name.to_owned()))
     }
 
     /// A boolean: JSON `true`/`false`, or the text `true`/`false`/`1`/`0` (forms).
@@ -98,7 +108,10 @@ impl Params {
     pub fn integer(&self, name: &str) -> Result<Option<i64>, ParamsError> {
         match self.text(name)? {
             None => Ok(None),
-            Some(t) => t.parse::<i64>().map(Some).map_err(|_| ParamsError::invalid(name, "must be an integer")),
+            Some(t) => t
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| ParamsError::invalid(name, "must be an integer")),
         }
     }
 }
@@ -106,8 +119,14 @@ impl Params {
 impl Params {
     /// Reads a request's body (each surface's extractor calls this and maps the error).
     pub async fn from_body(request: Request) -> Result<Self, ParamsError> {
-        let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await.map_err(|_| ParamsError::TooLarge)?;
+        let content_type = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ParamsError::TooLarge)?;
         Self::parse(content_type.as_deref(), &body)
     }
 }
@@ -118,24 +137,59 @@ mod tests {
 
     #[test]
     fn json_and_form_read_alike() {
-        let json = Params::parse(Some("application/json"), br#"{"a": "x", "n": 5, "b": true}"#).unwrap();
-        let form = Params::parse(Some("application/x-www-form-urlencoded; charset=utf-8"), b"a=x&n=5&b=true").unwrap();
+        let json = Params::parse(
+            Some("application/json"),
+            br#"{"a": "x", "n": 5, "b": true}"#,
+        )
+        .unwrap();
+        let form = Params::parse(
+            Some("application/x-www-form-urlencoded; charset=utf-8"),
+            b"a=x&n=5&b=true",
+        )
+        .unwrap();
         for p in [json, form] {
             assert_eq!(p.required("a").unwrap(), "x");
             assert_eq!(p.integer("n").unwrap(), Some(5));
             assert_eq!(p.boolean("b").unwrap(), Some(true));
-            assert_eq!(p.required("c").unwrap_err(), ParamsError::Missing("c".into()));
+            assert_eq!(
+                p.required("c").unwrap_err(),
+                ParamsError::Missing("c".into())
+            );
         }
     }
 
     #[test]
     fn bodies_without_a_type_are_sniffed_and_bad_ones_refused() {
-        assert_eq!(Params::parse(None, br#"{"a":"1"}"#).unwrap().required("a").unwrap(), "1");
-        assert_eq!(Params::parse(None, b"a=1").unwrap().required("a").unwrap(), "1");
-        assert!(Params::parse(None, b"").unwrap().text("a").unwrap().is_none());
-        assert_eq!(Params::parse(Some("application/json"), b"[1]").unwrap_err(), ParamsError::Malformed("a JSON object"));
+        assert_eq!(
+            Params::parse(None, br#"{"a":"1"}"#)
+                .unwrap()
+                .required("a")
+                .unwrap(),
+            "1"
+        );
+        assert_eq!(
+            Params::parse(None, b"a=1").unwrap().required("a").unwrap(),
+            "1"
+        );
+        assert!(
+            Params::parse(None, b"")
+                .unwrap()
+                .text("a")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            Params::parse(Some("application/json"), b"[1]").unwrap_err(),
+            ParamsError::Malformed("a JSON object")
+        );
         let p = Params::parse(Some("application/x-www-form-urlencoded"), b"a=&b=maybe").unwrap();
-        assert_eq!(p.required("a").unwrap_err(), ParamsError::Missing("a".into()));
-        assert!(matches!(p.boolean("b").unwrap_err(), ParamsError::Invalid { .. }));
+        assert_eq!(
+            p.required("a").unwrap_err(),
+            ParamsError::Missing("a".into())
+        );
+        assert!(matches!(
+            p.boolean("b").unwrap_err(),
+            ParamsError::Invalid { .. }
+        ));
     }
 }

@@ -19,20 +19,39 @@ fn path(route: &str) -> String {
 /// The seed's error shape: a JSON string starting with `Error: `.
 fn assert_error(reply: &Reply, status: StatusCode, contains: &str) {
     assert_eq!(reply.status, status, "{:?}", reply.body);
-    let text = reply.body.as_str().unwrap_or_else(|| panic!("error body is not a JSON string: {:?}", reply.body));
+    let text = reply
+        .body
+        .as_str()
+        .unwrap_or_else(|| panic!("error body is not a JSON string: {:?}", reply.body));
     assert!(text.starts_with("Error: "), "{text}");
-    assert!(text.contains(contains), "{text:?} should contain {contains:?}");
+    assert!(
+        text.contains(contains),
+        "{text:?} should contain {contains:?}"
+    );
 }
 
 async fn create(app: &TestApp, encoding: Encoding, params: Value) -> String {
-    let reply = app.post(encoding, &path("/admin/create"), params, Some(&basic())).await;
+    let reply = app
+        .post(encoding, &path("/admin/create"), params, Some(&basic()))
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    assert!(reply.body["meeting_id"].is_u64(), "meeting_id is a JSON number: {:?}", reply.body);
+    assert!(
+        reply.body["meeting_id"].is_u64(),
+        "meeting_id is a JSON number: {:?}",
+        reply.body
+    );
     reply.body["meeting_id"].as_u64().unwrap().to_string()
 }
 
 async fn enter(app: &TestApp, encoding: Encoding, meeting_id: &str) -> Value {
-    let reply = app.post(encoding, &path("/user/enter-waiting-room"), json!({ "meeting_id": meeting_id }), None).await;
+    let reply = app
+        .post(
+            encoding,
+            &path("/user/enter-waiting-room"),
+            json!({ "meeting_id": meeting_id }),
+            None,
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     reply.body
 }
@@ -55,8 +74,14 @@ async fn documented_flow_as_json_and_as_form() {
         let identity = guest["identity"].as_str().unwrap().to_owned();
         assert!(identity.starts_with("guest-"));
         let waiting_token = guest["token"].as_str().unwrap().to_owned();
-        assert_eq!(guest["events_url"], format!("http://convene.test/v1/meetings/{meeting_id}/events"));
-        assert_eq!(guest["state"], json!({ "room_open": false, "room_id": null, "meeting_status": "created" }));
+        assert_eq!(
+            guest["events_url"],
+            format!("http://convene.test/v1/meetings/{meeting_id}/events")
+        );
+        assert_eq!(
+            guest["state"],
+            json!({ "room_open": false, "room_id": null, "meeting_status": "created" })
+        );
         // The waiting-room token grants no media.
         let waiting_claims = claims(&waiting_token);
         assert_eq!(waiting_claims["sub"], identity);
@@ -64,7 +89,12 @@ async fn documented_flow_as_json_and_as_form() {
 
         // A guest joining before the admin is refused.
         let early = app
-            .post(encoding, &path("/user/join"), json!({ "meeting_id": meeting_id, "room_id": meeting_id, "identity": identity }), None)
+            .post(
+                encoding,
+                &path("/user/join"),
+                json!({ "meeting_id": meeting_id, "room_id": meeting_id, "identity": identity }),
+                None,
+            )
             .await;
         assert_error(&early, StatusCode::FORBIDDEN, "has not started");
 
@@ -72,13 +102,27 @@ async fn documented_flow_as_json_and_as_form() {
         let before = app.events(&meeting_id, &waiting_token, 0).await;
         assert_eq!(before.status, StatusCode::OK);
         let seen_before = before.body["next_after"].as_u64().unwrap();
-        let state = app.post(encoding, &path("/user/waiting-room-state"), json!({ "token": waiting_token }), None).await;
+        let state = app
+            .post(
+                encoding,
+                &path("/user/waiting-room-state"),
+                json!({ "token": waiting_token }),
+                None,
+            )
+            .await;
         assert_eq!(state.status, StatusCode::OK, "{:?}", state.body);
         assert_eq!(state.body["document"], document);
         assert_eq!(state.body["state"]["room_open"], false);
 
         // /admin/join: room_id, identity, token; the first join starts the meeting.
-        let admin = app.post(encoding, &path("/admin/join"), json!({ "meeting_id": meeting_id }), Some(&basic())).await;
+        let admin = app
+            .post(
+                encoding,
+                &path("/admin/join"),
+                json!({ "meeting_id": meeting_id }),
+                Some(&basic()),
+            )
+            .await;
         assert_eq!(admin.status, StatusCode::OK, "{:?}", admin.body);
         let room_id = admin.body["room_id"].as_str().unwrap().to_owned();
         let admin_identity = admin.body["identity"].as_str().unwrap();
@@ -89,15 +133,42 @@ async fn documented_flow_as_json_and_as_form() {
         assert_eq!(admin_claims["video"]["roomAdmin"], true);
 
         // The waiting guest is told at once, through the event channel, with its own token.
-        let events = app.event_types(&meeting_id, &waiting_token, seen_before).await;
-        assert!(events.iter().any(|(t, d)| t == "meeting.started" && d["room_name"] == room_id), "{events:?}");
-        assert!(events.iter().any(|(t, d)| t == "participant.admitted" && d["identity"] == identity.as_str()), "{events:?}");
-        let state = app.post(encoding, &path("/user/waiting-room-state"), json!({}), Some(&format!("Bearer {waiting_token}"))).await;
-        assert_eq!(state.body["state"], json!({ "room_open": true, "room_id": room_id, "meeting_status": "live" }));
+        let events = app
+            .event_types(&meeting_id, &waiting_token, seen_before)
+            .await;
+        assert!(
+            events
+                .iter()
+                .any(|(t, d)| t == "meeting.started" && d["room_name"] == room_id),
+            "{events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|(t, d)| t == "participant.admitted" && d["identity"] == identity.as_str()),
+            "{events:?}"
+        );
+        let state = app
+            .post(
+                encoding,
+                &path("/user/waiting-room-state"),
+                json!({}),
+                Some(&format!("Bearer {waiting_token}")),
+            )
+            .await;
+        assert_eq!(
+            state.body["state"],
+            json!({ "room_open": true, "room_id": room_id, "meeting_status": "live" })
+        );
 
         // /user/join: room_id, identity, token for that room and identity.
         let joined = app
-            .post(encoding, &path("/user/join"), json!({ "meeting_id": meeting_id, "room_id": room_id, "identity": identity }), None)
+            .post(
+                encoding,
+                &path("/user/join"),
+                json!({ "meeting_id": meeting_id, "room_id": room_id, "identity": identity }),
+                None,
+            )
             .await;
         assert_eq!(joined.status, StatusCode::OK, "{:?}", joined.body);
         assert_eq!(joined.body["room_id"], room_id);
@@ -111,7 +182,12 @@ async fn documented_flow_as_json_and_as_form() {
 
         // Once joined, the identity alone is no longer enough (it is visible in the room)...
         let again = app
-            .post(encoding, &path("/user/join"), json!({ "meeting_id": meeting_id, "room_id": room_id, "identity": identity }), None)
+            .post(
+                encoding,
+                &path("/user/join"),
+                json!({ "meeting_id": meeting_id, "room_id": room_id, "identity": identity }),
+                None,
+            )
             .await;
         assert_error(&again, StatusCode::FORBIDDEN, "joined already");
         // ...but the guest's own waiting-room token proves it.
@@ -127,7 +203,10 @@ async fn documented_flow_as_json_and_as_form() {
 
         // A guest arriving after the admin is let in at once.
         let late = enter(&app, encoding, &meeting_id).await;
-        assert_eq!(late["state"], json!({ "room_open": true, "room_id": room_id, "meeting_status": "live" }));
+        assert_eq!(
+            late["state"],
+            json!({ "room_open": true, "room_id": room_id, "meeting_status": "live" })
+        );
     }
 }
 
@@ -139,7 +218,14 @@ async fn all_waiting_guests_are_let_in_by_the_first_admin_join() {
     for _ in 0..5 {
         guests.push(enter(&app, Encoding::Form, &meeting_id).await);
     }
-    let admin = app.post(Encoding::Json, &path("/admin/join"), json!({ "meeting_id": meeting_id }), Some(&basic())).await;
+    let admin = app
+        .post(
+            Encoding::Json,
+            &path("/admin/join"),
+            json!({ "meeting_id": meeting_id }),
+            Some(&basic()),
+        )
+        .await;
     assert_eq!(admin.status, StatusCode::OK);
     let mut admitted_at = Vec::new();
     for guest in &guests {
@@ -149,7 +235,9 @@ async fn all_waiting_guests_are_let_in_by_the_first_admin_join() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|e| e["type"] == "participant.admitted" && e["data"]["identity"] == guest["identity"])
+            .find(|e| {
+                e["type"] == "participant.admitted" && e["data"]["identity"] == guest["identity"]
+            })
             .cloned()
             .unwrap_or_else(|| panic!("{} was not told: {:?}", guest["identity"], page.body));
         admitted_at.push(own["at"].clone());
@@ -158,36 +246,83 @@ async fn all_waiting_guests_are_let_in_by_the_first_admin_join() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| e["type"] == "participant.admitted" && e["data"]["identity"] != guest["identity"])
+            .filter(|e| {
+                e["type"] == "participant.admitted" && e["data"]["identity"] != guest["identity"]
+            })
             .count();
         assert_eq!(others, 0);
         // Nor hosts-only events.
-        assert!(page.body["events"].as_array().unwrap().iter().all(|e| e["type"] != "meeting.created"));
+        assert!(
+            page.body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["type"] != "meeting.created")
+        );
     }
     // One change admitted everyone: the same instant for all.
-    assert!(admitted_at.windows(2).all(|w| w[0] == w[1]), "{admitted_at:?}");
+    assert!(
+        admitted_at.windows(2).all(|w| w[0] == w[1]),
+        "{admitted_at:?}"
+    );
 }
 
 #[tokio::test]
 async fn missing_and_malformed_parameters_are_400s() {
     let app = TestApp::start().await;
     for encoding in BOTH {
-        for (route, auth) in [("/admin/join", Some(basic())), ("/user/enter-waiting-room", None), ("/user/join", None)] {
-            let reply = app.post(encoding, &path(route), json!({}), auth.as_deref()).await;
+        for (route, auth) in [
+            ("/admin/join", Some(basic())),
+            ("/user/enter-waiting-room", None),
+            ("/user/join", None),
+        ] {
+            let reply = app
+                .post(encoding, &path(route), json!({}), auth.as_deref())
+                .await;
             assert_error(&reply, StatusCode::BAD_REQUEST, "missing meeting_id");
         }
         let meeting_id = create(&app, encoding, json!({})).await;
-        let reply = app.post(encoding, &path("/user/join"), json!({ "meeting_id": meeting_id }), None).await;
+        let reply = app
+            .post(
+                encoding,
+                &path("/user/join"),
+                json!({ "meeting_id": meeting_id }),
+                None,
+            )
+            .await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "missing room_id");
-        let reply = app.post(encoding, &path("/user/join"), json!({ "meeting_id": meeting_id, "room_id": meeting_id }), None).await;
+        let reply = app
+            .post(
+                encoding,
+                &path("/user/join"),
+                json!({ "meeting_id": meeting_id, "room_id": meeting_id }),
+                None,
+            )
+            .await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "missing identity");
-        let reply = app.post(encoding, &path("/user/enter-waiting-room"), json!({ "meeting_id": "12ab" }), None).await;
+        let reply = app
+            .post(
+                encoding,
+                &path("/user/enter-waiting-room"),
+                json!({ "meeting_id": "12ab" }),
+                None,
+            )
+            .await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "meeting_id");
         for digits in [json!(3), json!(16), json!("six")] {
-            let reply = app.post(encoding, &path("/admin/create"), json!({ "n_digits": digits }), Some(&basic())).await;
+            let reply = app
+                .post(
+                    encoding,
+                    &path("/admin/create"),
+                    json!({ "n_digits": digits }),
+                    Some(&basic()),
+                )
+                .await;
             assert_error(&reply, StatusCode::BAD_REQUEST, "n_digits");
         }
-        let reply = app.post(encoding, &path("/user/waiting-room-state"), json!({}), None).await;
+        let reply = app
+            .post(encoding, &path("/user/waiting-room-state"), json!({}), None)
+            .await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "missing token");
     }
     let malformed = Request::post(path("/user/enter-waiting-room"))
@@ -195,27 +330,55 @@ async fn missing_and_malformed_parameters_are_400s() {
         .body(Body::from("{not json"))
         .unwrap();
     assert_error(&app.send(malformed).await, StatusCode::BAD_REQUEST, "JSON");
-    let get = Request::get(path("/admin/create")).body(Body::empty()).unwrap();
+    let get = Request::get(path("/admin/create"))
+        .body(Body::empty())
+        .unwrap();
     assert_error(&app.send(get).await, StatusCode::BAD_REQUEST, "POST");
-    let unknown = Request::post(path("/admin/nope")).body(Body::empty()).unwrap();
-    assert_error(&app.send(unknown).await, StatusCode::NOT_FOUND, "no such route");
+    let unknown = Request::post(path("/admin/nope"))
+        .body(Body::empty())
+        .unwrap();
+    assert_error(
+        &app.send(unknown).await,
+        StatusCode::NOT_FOUND,
+        "no such route",
+    );
 }
 
 #[tokio::test]
 async fn admin_calls_need_the_api_key() {
     let app = TestApp::start().await;
     for encoding in BOTH {
-        for auth in [None, Some("Basic QVBJY29tcGF0dGVzdHM6d3Jvbmc="), Some("Bearer not.a.token")] {
-            let reply = app.post(encoding, &path("/admin/create"), json!({}), auth).await;
+        for auth in [
+            None,
+            Some("Basic QVBJY29tcGF0dGVzdHM6d3Jvbmc="),
+            Some("Bearer not.a.token"),
+        ] {
+            let reply = app
+                .post(encoding, &path("/admin/create"), json!({}), auth)
+                .await;
             assert_error(&reply, StatusCode::FORBIDDEN, "API key");
-            let reply = app.post(encoding, &path("/admin/join"), json!({ "meeting_id": "123456789" }), auth).await;
+            let reply = app
+                .post(
+                    encoding,
+                    &path("/admin/join"),
+                    json!({ "meeting_id": "123456789" }),
+                    auth,
+                )
+                .await;
             assert_error(&reply, StatusCode::FORBIDDEN, "API key");
         }
         // A guest's waiting-room token is not an admin credential.
         let meeting_id = create(&app, encoding, json!({})).await;
         let guest = enter(&app, encoding, &meeting_id).await;
         let bearer = format!("Bearer {}", guest["token"].as_str().unwrap());
-        let reply = app.post(encoding, &path("/admin/join"), json!({ "meeting_id": meeting_id }), Some(&bearer)).await;
+        let reply = app
+            .post(
+                encoding,
+                &path("/admin/join"),
+                json!({ "meeting_id": meeting_id }),
+                Some(&bearer),
+            )
+            .await;
         assert_error(&reply, StatusCode::FORBIDDEN, "API key");
     }
 }
@@ -224,12 +387,31 @@ async fn admin_calls_need_the_api_key() {
 async fn unknown_meetings_are_404s() {
     let app = TestApp::start().await;
     for encoding in BOTH {
-        let reply = app.post(encoding, &path("/admin/join"), json!({ "meeting_id": "987654321" }), Some(&basic())).await;
-        assert_error(&reply, StatusCode::NOT_FOUND, "meeting not found");
-        let reply = app.post(encoding, &path("/user/enter-waiting-room"), json!({ "meeting_id": "987654321" }), None).await;
+        let reply = app
+            .post(
+                encoding,
+                &path("/admin/join"),
+                json!({ "meeting_id": "987654321" }),
+                Some(&basic()),
+            )
+            .await;
         assert_error(&reply, StatusCode::NOT_FOUND, "meeting not found");
         let reply = app
-            .post(encoding, &path("/user/join"), json!({ "meeting_id": "987654321", "room_id": "987654321", "identity": "guest-x" }), None)
+            .post(
+                encoding,
+                &path("/user/enter-waiting-room"),
+                json!({ "meeting_id": "987654321" }),
+                None,
+            )
+            .await;
+        assert_error(&reply, StatusCode::NOT_FOUND, "meeting not found");
+        let reply = app
+            .post(
+                encoding,
+                &path("/user/join"),
+                json!({ "meeting_id": "987654321", "room_id": "987654321", "identity": "guest-x" }),
+                None,
+            )
             .await;
         assert_error(&reply, StatusCode::NOT_FOUND, "meeting not found");
     }
@@ -245,7 +427,14 @@ async fn unknown_meetings_are_404s() {
         .await;
     assert!(native.status.is_success(), "{:?}", native.body);
     let native_id = native.body["meeting_id"].as_str().unwrap();
-    let reply = app.post(Encoding::Json, &path("/user/enter-waiting-room"), json!({ "meeting_id": native_id }), None).await;
+    let reply = app
+        .post(
+            Encoding::Json,
+            &path("/user/enter-waiting-room"),
+            json!({ "meeting_id": native_id }),
+            None,
+        )
+        .await;
     assert_error(&reply, StatusCode::NOT_FOUND, "meeting not found");
 }
 
@@ -257,29 +446,67 @@ async fn user_join_needs_the_handed_out_identity_and_the_current_room() {
         let other_meeting = create(&app, encoding, json!({})).await;
         let guest = enter(&app, encoding, &meeting_id).await;
         let stranger = enter(&app, encoding, &other_meeting).await;
-        let admin = app.post(encoding, &path("/admin/join"), json!({ "meeting_id": meeting_id }), Some(&basic())).await;
+        let admin = app
+            .post(
+                encoding,
+                &path("/admin/join"),
+                json!({ "meeting_id": meeting_id }),
+                Some(&basic()),
+            )
+            .await;
         let room_id = admin.body["room_id"].as_str().unwrap().to_owned();
         let join_path = path("/user/join");
         let join = |identity: Value, room: Value, token: Option<Value>| {
-            let mut params = json!({ "meeting_id": meeting_id, "room_id": room, "identity": identity });
+            let mut params =
+                json!({ "meeting_id": meeting_id, "room_id": room, "identity": identity });
             if let Some(token) = token {
                 params["token"] = token;
             }
             app.post(encoding, &join_path, params, None)
         };
         // An identity nobody handed out, another meeting's guest, or the host's identity.
-        assert_error(&join(json!("guest-madeup123456"), json!(room_id), None).await, StatusCode::FORBIDDEN, "did not enter");
-        assert_error(&join(stranger["identity"].clone(), json!(room_id), None).await, StatusCode::FORBIDDEN, "did not enter");
-        assert_error(&join(admin.body["identity"].clone(), json!(room_id), None).await, StatusCode::FORBIDDEN, "did not enter");
+        assert_error(
+            &join(json!("guest-madeup123456"), json!(room_id), None).await,
+            StatusCode::FORBIDDEN,
+            "did not enter",
+        );
+        assert_error(
+            &join(stranger["identity"].clone(), json!(room_id), None).await,
+            StatusCode::FORBIDDEN,
+            "did not enter",
+        );
+        assert_error(
+            &join(admin.body["identity"].clone(), json!(room_id), None).await,
+            StatusCode::FORBIDDEN,
+            "did not enter",
+        );
         // Another meeting's token for this identity.
         assert_error(
-            &join(guest["identity"].clone(), json!(room_id), Some(stranger["token"].clone())).await,
+            &join(
+                guest["identity"].clone(),
+                json!(room_id),
+                Some(stranger["token"].clone()),
+            )
+            .await,
             StatusCode::FORBIDDEN,
             "another meeting or identity",
         );
-        assert_error(&join(guest["identity"].clone(), json!(room_id), Some(json!("garbage"))).await, StatusCode::FORBIDDEN, "invalid token");
+        assert_error(
+            &join(
+                guest["identity"].clone(),
+                json!(room_id),
+                Some(json!("garbage")),
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+            "invalid token",
+        );
         // Not the current room.
-        assert_error(&join(guest["identity"].clone(), json!(other_meeting), None).await, StatusCode::BAD_REQUEST, "room_id");
+        assert_error(
+            &join(guest["identity"].clone(), json!(other_meeting), None).await,
+            StatusCode::BAD_REQUEST,
+            "room_id",
+        );
         // The right identity and room.
         let ok = join(guest["identity"].clone(), json!(room_id), None).await;
         assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
@@ -292,7 +519,14 @@ async fn enter_waiting_room_is_rate_limited() {
     let meeting_id = create(&app, Encoding::Json, json!({})).await;
     let mut limited = None;
     for _ in 0..10 {
-        let reply = app.post(Encoding::Form, &path("/user/enter-waiting-room"), json!({ "meeting_id": meeting_id }), None).await;
+        let reply = app
+            .post(
+                Encoding::Form,
+                &path("/user/enter-waiting-room"),
+                json!({ "meeting_id": meeting_id }),
+                None,
+            )
+            .await;
         if reply.status != StatusCode::OK {
             limited = Some(reply);
             break;
@@ -305,6 +539,13 @@ async fn enter_waiting_room_is_rate_limited() {
 #[tokio::test]
 async fn the_live_stream_surface_is_off_without_a_passcode() {
     let app = TestApp::start_with(None, Limits::default()).await;
-    let reply = app.post(Encoding::Json, "/compat/live-stream/verify-passcode", json!({}), Some("anything")).await;
+    let reply = app
+        .post(
+            Encoding::Json,
+            "/compat/live-stream/verify-passcode",
+            json!({}),
+            Some("anything"),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }

@@ -24,11 +24,17 @@ impl ApiSecret {
         if raw.len() < MIN_SECRET_BYTES {
             return Err(ValidationError::new(
                 "api_secret",
-                format!("must be at least {MIN_SECRET_BYTES} bytes (got {})", raw.len()),
+                format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes (got {})",
+                    raw.len()
+                ),
             ));
         }
         if raw.len() > 512 || raw.chars().any(char::is_control) {
-            return Err(ValidationError::new("api_secret", "must be at most 512 printable bytes"));
+            return Err(ValidationError::new(
+                "api_secret",
+                "must be at most 512 printable bytes",
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -50,7 +56,9 @@ impl fmt::Debug for ApiSecret {
 
 fn random_alnum(rng: &mut impl CryptoRng, len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    (0..len).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
 }
 
 /// An API key as stored.
@@ -66,8 +74,16 @@ pub struct ApiKey {
 impl ApiKey {
     /// Validates a key id: 3 to 64 letters, digits, `_` or `-`.
     pub fn parse_id(raw: &str) -> Result<String, ValidationError> {
-        if raw.len() < 3 || raw.len() > 64 || !raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            return Err(ValidationError::new("api_key", "must be 3 to 64 letters, digits, '_' or '-'"));
+        if raw.len() < 3
+            || raw.len() > 64
+            || !raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(ValidationError::new(
+                "api_key",
+                "must be 3 to 64 letters, digits, '_' or '-'",
+            ));
         }
         Ok(raw.to_owned())
     }
@@ -96,13 +112,20 @@ mod tests {
     #[test]
     fn short_secrets_are_refused_with_a_clear_message() {
         let err = ApiSecret::parse("too-short").unwrap_err();
-        assert_eq!(err.to_string(), "api_secret: must be at least 32 bytes (got 9)");
+        assert_eq!(
+            err.to_string(),
+            "api_secret: must be at least 32 bytes (got 9)"
+        );
         assert!(ApiSecret::parse(&"s".repeat(32)).is_ok());
     }
 
     #[test]
     fn generated_keys_are_valid_and_secrets_never_print() {
-        let key = ApiKey::generate("dev", Timestamp::from_millis(0), &mut StdRng::seed_from_u64(5));
+        let key = ApiKey::generate(
+            "dev",
+            Timestamp::from_millis(0),
+            &mut StdRng::seed_from_u64(5),
+        );
         assert!(ApiKey::parse_id(&key.id).is_ok());
         assert!(ApiSecret::parse(key.secret.expose()).is_ok());
         assert!(!format!("{key:?}").contains(key.secret.expose()));

@@ -102,9 +102,11 @@ impl ErrorCode {
             Self::Unauthenticated => ("unauthenticated", 401, "missing or invalid API credentials"),
             Self::InvalidToken => ("invalid_token", 401, "missing, invalid or expired token"),
             Self::Forbidden => ("forbidden", 403, "not allowed"),
-            Self::MeetingAccessDenied => {
-                ("meeting_access_denied", 403, "unknown meeting or wrong credential")
-            }
+            Self::MeetingAccessDenied => (
+                "meeting_access_denied",
+                403,
+                "unknown meeting or wrong credential",
+            ),
             Self::MeetingNotFound => ("meeting_not_found", 404, "no such meeting"),
             Self::ParticipantNotFound => ("participant_not_found", 404, "no such participant"),
             Self::ApiKeyNotFound => ("api_key_not_found", 404, "no such API key"),
@@ -112,7 +114,11 @@ impl ErrorCode {
             Self::MeetingNotLive => ("meeting_not_live", 409, "the meeting has not started"),
             Self::MeetingEnded => ("meeting_ended", 409, "the meeting has ended"),
             Self::MeetingFull => ("meeting_full", 409, "the meeting is full"),
-            Self::MeetingLocked => ("meeting_locked", 403, "the meeting takes no new participants"),
+            Self::MeetingLocked => (
+                "meeting_locked",
+                403,
+                "the meeting takes no new participants",
+            ),
             Self::Banned => ("banned", 403, "banned from this meeting"),
             Self::NotAdmitted => ("not_admitted", 403, "not admitted to the meeting"),
             Self::InvalidState => ("invalid_state", 409, "not possible in the current state"),
@@ -123,7 +129,11 @@ impl ErrorCode {
             Self::Busy => ("busy", 503, "the meeting is busy; retry"),
             Self::Internal => ("internal", 500, "internal server error"),
         };
-        ErrorSpec { code, http_status, message }
+        ErrorSpec {
+            code,
+            http_status,
+            message,
+        }
     }
 
     pub const fn as_str(self) -> &'static str {
@@ -151,7 +161,10 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -165,11 +178,17 @@ pub struct DomainError {
 
 impl DomainError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn code(code: ErrorCode) -> Self {
-        Self { code, message: code.spec().message.to_owned() }
+        Self {
+            code,
+            message: code.spec().message.to_owned(),
+        }
     }
 }
 

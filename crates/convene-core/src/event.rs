@@ -65,35 +65,67 @@ pub enum TrackSelector {
 #[serde(tag = "type", content = "data")]
 pub enum EventKind {
     #[serde(rename = "meeting.created")]
-    MeetingCreated { name: String, mode: crate::meeting::Mode, policy: WaitingPolicy },
+    MeetingCreated {
+        name: String,
+        mode: crate::meeting::Mode,
+        policy: WaitingPolicy,
+    },
     #[serde(rename = "meeting.updated")]
-    MeetingUpdated { name: String, policy: WaitingPolicy, capacity: Option<u32> },
+    MeetingUpdated {
+        name: String,
+        policy: WaitingPolicy,
+        capacity: Option<u32>,
+    },
     #[serde(rename = "meeting.started")]
-    MeetingStarted { instance_id: InstanceId, run: u32, room_name: String },
+    MeetingStarted {
+        instance_id: InstanceId,
+        run: u32,
+        room_name: String,
+    },
     #[serde(rename = "meeting.ended")]
     MeetingEnded { instance_id: InstanceId, run: u32 },
     #[serde(rename = "participant.entered")]
-    ParticipantEntered { identity: Identity, name: String, role: Role, state: ParticipantState },
+    ParticipantEntered {
+        identity: Identity,
+        name: String,
+        role: Role,
+        state: ParticipantState,
+    },
     #[serde(rename = "participant.admitted")]
-    ParticipantAdmitted { identity: Identity, room_name: String, status: MeetingStatus },
+    ParticipantAdmitted {
+        identity: Identity,
+        room_name: String,
+        status: MeetingStatus,
+    },
     #[serde(rename = "participant.denied")]
     ParticipantDenied { identity: Identity },
     #[serde(rename = "participant.sent_back")]
     ParticipantSentBack { identity: Identity },
     #[serde(rename = "participant.joined")]
-    ParticipantJoined { identity: Identity, name: String, role: Role },
+    ParticipantJoined {
+        identity: Identity,
+        name: String,
+        role: Role,
+    },
     #[serde(rename = "participant.left")]
     ParticipantLeft { identity: Identity },
     #[serde(rename = "participant.removed")]
     ParticipantRemoved { identity: Identity },
     #[serde(rename = "participant.banned")]
-    ParticipantBanned { identity: Identity, until: Option<Timestamp> },
+    ParticipantBanned {
+        identity: Identity,
+        until: Option<Timestamp>,
+    },
     #[serde(rename = "participant.unbanned")]
     ParticipantUnbanned { identity: Identity },
     #[serde(rename = "participant.role_changed")]
     ParticipantRoleChanged { identity: Identity, role: Role },
     #[serde(rename = "participant.muted")]
-    ParticipantMuted { identity: Identity, track: TrackSelector, muted: bool },
+    ParticipantMuted {
+        identity: Identity,
+        track: TrackSelector,
+        muted: bool,
+    },
     #[serde(rename = "stage.hand_raised")]
     HandRaised { identity: Identity },
     #[serde(rename = "stage.hand_lowered")]
@@ -105,15 +137,26 @@ pub enum EventKind {
     #[serde(rename = "stage.invite_declined")]
     InviteDeclined { identity: Identity },
     #[serde(rename = "chat.message")]
-    ChatMessage { from: Identity, text: String, to: Option<Identity> },
+    ChatMessage {
+        from: Identity,
+        text: String,
+        to: Option<Identity>,
+    },
     #[serde(rename = "media.connected")]
     MediaConnected { identity: Identity },
     #[serde(rename = "media.disconnected")]
     MediaDisconnected { identity: Identity },
     #[serde(rename = "media.track_published")]
-    TrackPublished { identity: Identity, track_sid: String, kind: String },
+    TrackPublished {
+        identity: Identity,
+        track_sid: String,
+        kind: String,
+    },
     #[serde(rename = "media.track_unpublished")]
-    TrackUnpublished { identity: Identity, track_sid: String },
+    TrackUnpublished {
+        identity: Identity,
+        track_sid: String,
+    },
 }
 
 impl EventKind {
@@ -152,7 +195,9 @@ mod tests {
     fn audiences_filter_by_class_and_identity() {
         let alice = id("alice");
         let bob = id("bob");
-        let subject = Audience::Subject { identity: alice.clone() };
+        let subject = Audience::Subject {
+            identity: alice.clone(),
+        };
         assert!(subject.admits(ViewerClass::Waiting, Some(&alice)));
         assert!(!subject.admits(ViewerClass::Waiting, Some(&bob)));
         assert!(!subject.admits(ViewerClass::Member, Some(&bob)));
@@ -160,7 +205,10 @@ mod tests {
         assert!(!Audience::Members.admits(ViewerClass::Waiting, Some(&alice)));
         assert!(Audience::Members.admits(ViewerClass::Member, Some(&alice)));
         assert!(Audience::Everyone.admits(ViewerClass::Waiting, None));
-        let pair = Audience::Pair { from: alice.clone(), to: bob.clone() };
+        let pair = Audience::Pair {
+            from: alice.clone(),
+            to: bob.clone(),
+        };
         assert!(pair.admits(ViewerClass::Member, Some(&bob)));
         assert!(!pair.admits(ViewerClass::Host, Some(&id("carol"))));
     }

@@ -250,7 +250,10 @@ impl Credential {
             ));
         }
         if raw.chars().any(char::is_control) {
-            return Err(ValidationError::new("credential", "must not contain control characters"));
+            return Err(ValidationError::new(
+                "credential",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -317,7 +320,14 @@ mod tests {
 
     #[test]
     fn meeting_ids_reject_garbage() {
-        for bad in ["", "123", "0123456", "12a456", "1234567890123456789", "-12345"] {
+        for bad in [
+            "",
+            "123",
+            "0123456",
+            "12a456",
+            "1234567890123456789",
+            "-12345",
+        ] {
             assert!(MeetingId::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(MeetingIdDigits::new(3).is_err());

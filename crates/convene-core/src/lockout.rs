@@ -83,7 +83,10 @@ impl FailureRecord {
                     FailureScope::Meeting => ErrorCode::LockedOut,
                     FailureScope::Address => ErrorCode::RateLimited,
                 };
-                Err(DomainError::new(code, format!("{}; retry in {wait} s", code.spec().message)))
+                Err(DomainError::new(
+                    code,
+                    format!("{}; retry in {wait} s", code.spec().message),
+                ))
             }
             _ => Ok(()),
         }
@@ -100,24 +103,42 @@ mod tests {
 
     #[test]
     fn meeting_locks_after_100_consecutive_failures_with_a_growing_delay() {
-        let mut record = FailureRecord { failures: 99, last_failure_at: Some(at(1000)) };
+        let mut record = FailureRecord {
+            failures: 99,
+            last_failure_at: Some(at(1000)),
+        };
         assert!(record.check(FailureScope::Meeting, at(1000)).is_ok());
         record.failures = 100;
         let err = record.check(FailureScope::Meeting, at(1000)).unwrap_err();
         assert_eq!(err.code, ErrorCode::LockedOut);
-        assert!(record.check(FailureScope::Meeting, at(1001)).is_ok(), "first lock lasts 1 s");
+        assert!(
+            record.check(FailureScope::Meeting, at(1001)).is_ok(),
+            "first lock lasts 1 s"
+        );
         record.failures = 104;
-        assert!(record.check(FailureScope::Meeting, at(1015)).is_err(), "16 s after the 104th");
+        assert!(
+            record.check(FailureScope::Meeting, at(1015)).is_err(),
+            "16 s after the 104th"
+        );
         assert!(record.check(FailureScope::Meeting, at(1016)).is_ok());
         record.failures = 10_000;
         assert!(record.check(FailureScope::Meeting, at(1000 + 899)).is_err());
-        assert!(record.check(FailureScope::Meeting, at(1000 + 900)).is_ok(), "capped at 15 min");
+        assert!(
+            record.check(FailureScope::Meeting, at(1000 + 900)).is_ok(),
+            "capped at 15 min"
+        );
     }
 
     #[test]
     fn addresses_are_limited_per_window() {
-        let record = FailureRecord { failures: ADDRESS_LIMIT, last_failure_at: Some(at(0)) };
-        assert_eq!(record.check(FailureScope::Address, at(1)).unwrap_err().code, ErrorCode::RateLimited);
+        let record = FailureRecord {
+            failures: ADDRESS_LIMIT,
+            last_failure_at: Some(at(0)),
+        };
+        assert_eq!(
+            record.check(FailureScope::Address, at(1)).unwrap_err().code,
+            ErrorCode::RateLimited
+        );
         assert!(record.check(FailureScope::Address, at(600)).is_ok());
     }
 }

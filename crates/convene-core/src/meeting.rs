@@ -45,8 +45,14 @@ pub enum QualityPreset {
 }
 
 impl QualityPreset {
-    pub const ALL: [QualityPreset; 6] =
-        [Self::Default, Self::Qvga, Self::Vga, Self::Hd, Self::Fhd, Self::Uhd];
+    pub const ALL: [QualityPreset; 6] = [
+        Self::Default,
+        Self::Qvga,
+        Self::Vga,
+        Self::Hd,
+        Self::Fhd,
+        Self::Uhd,
+    ];
 
     /// mesibo's numeric resolution (0 = default ... 5 = UHD).
     pub fn resolution_index(self) -> u8 {
@@ -124,8 +130,14 @@ impl Credentials {
             if !(clash_hp || clash_hv || clash_pv) {
                 return Ok(credentials);
             }
-            if (clash_hp && given[0] && given[1]) || (clash_hv && given[0] && given[2]) || (clash_pv && given[1] && given[2]) {
-                return Err(ValidationError::new("credentials", "host, participant and viewer credentials must differ"));
+            if (clash_hp && given[0] && given[1])
+                || (clash_hv && given[0] && given[2])
+                || (clash_pv && given[1] && given[2])
+            {
+                return Err(ValidationError::new(
+                    "credentials",
+                    "host, participant and viewer credentials must differ",
+                ));
             }
             if (clash_hp || clash_pv) && !given[1] {
                 credentials.participant = Credential::generate_pin(rng);
@@ -139,8 +151,14 @@ impl Credentials {
 
     /// Validates given credentials without generating (for updates).
     pub fn check_distinct(&self) -> Result<(), ValidationError> {
-        if self.host == self.participant || self.host == self.viewer || self.participant == self.viewer {
-            return Err(ValidationError::new("credentials", "host, participant and viewer credentials must differ"));
+        if self.host == self.participant
+            || self.host == self.viewer
+            || self.participant == self.viewer
+        {
+            return Err(ValidationError::new(
+                "credentials",
+                "host, participant and viewer credentials must differ",
+            ));
         }
         Ok(())
     }
@@ -172,7 +190,10 @@ pub struct Schedule {
 impl Schedule {
     pub fn new(starts_at: Timestamp, ends_at: Option<Timestamp>) -> Result<Self, ValidationError> {
         if ends_at.is_some_and(|end| end <= starts_at) {
-            return Err(ValidationError::new("schedule.ends_at", "must be after starts_at"));
+            return Err(ValidationError::new(
+                "schedule.ends_at",
+                "must be after starts_at",
+            ));
         }
         Ok(Self { starts_at, ends_at })
     }
@@ -189,7 +210,9 @@ impl Metadata {
     pub fn parse(value: serde_json::Value) -> Result<Self, ValidationError> {
         match value {
             serde_json::Value::Object(map) => {
-                let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
+                let size = serde_json::to_vec(&map)
+                    .map(|v| v.len())
+                    .unwrap_or(usize::MAX);
                 if size > Self::MAX_BYTES {
                     return Err(ValidationError::new(
                         "metadata",
@@ -227,11 +250,17 @@ pub struct LogoutUrl(Url);
 impl LogoutUrl {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         if raw.len() > 2048 {
-            return Err(ValidationError::new("logout_url", "must be at most 2048 bytes"));
+            return Err(ValidationError::new(
+                "logout_url",
+                "must be at most 2048 bytes",
+            ));
         }
         let url = Url::parse(raw).map_err(|e| ValidationError::new("logout_url", e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(ValidationError::new("logout_url", "must be an http or https URL"));
+            return Err(ValidationError::new(
+                "logout_url",
+                "must be an http or https URL",
+            ));
         }
         Ok(Self(url))
     }
@@ -312,7 +341,13 @@ mod tests {
     #[test]
     fn credentials_decide_roles() {
         let mut rng = StdRng::seed_from_u64(9);
-        let c = Credentials::new(Some(Credential::parse("host-pass").unwrap()), None, None, &mut rng).unwrap();
+        let c = Credentials::new(
+            Some(Credential::parse("host-pass").unwrap()),
+            None,
+            None,
+            &mut rng,
+        )
+        .unwrap();
         assert_eq!(c.role_for("host-pass"), Some(Role::Host));
         assert_eq!(c.role_for(c.participant.reveal()), Some(Role::Speaker));
         assert_eq!(c.role_for(c.viewer.reveal()), Some(Role::Viewer));
@@ -335,7 +370,10 @@ mod tests {
     fn quality_presets_follow_mesibo_numbers() {
         assert_eq!(QualityPreset::Default.resolution_index(), 0);
         assert_eq!(QualityPreset::Uhd.resolution_index(), 5);
-        assert_eq!(QualityPreset::from_resolution_index(3).unwrap(), QualityPreset::Hd);
+        assert_eq!(
+            QualityPreset::from_resolution_index(3).unwrap(),
+            QualityPreset::Hd
+        );
         assert!(QualityPreset::from_resolution_index(6).is_err());
         assert!(QualityPreset::from_resolution_index(-1).is_err());
     }
@@ -357,7 +395,9 @@ mod tests {
 
     #[test]
     fn schedules_end_after_they_start() {
-        assert!(Schedule::new(Timestamp::from_millis(10), Some(Timestamp::from_millis(5))).is_err());
+        assert!(
+            Schedule::new(Timestamp::from_millis(10), Some(Timestamp::from_millis(5))).is_err()
+        );
         assert!(Schedule::new(Timestamp::from_millis(10), None).is_ok());
     }
 }

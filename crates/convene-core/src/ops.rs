@@ -9,7 +9,9 @@ use rand::CryptoRng;
 use crate::error::{DomainError, ErrorCode};
 use crate::event::{Audience, Event, EventKind, TrackSelector};
 use crate::ids::{ChatText, DisplayName, Identity, InstanceId, MeetingId, RoomName};
-use crate::meeting::{Credentials, Meeting, MeetingSettings, MeetingStatus, Mode, Run, WaitingPolicy};
+use crate::meeting::{
+    Credentials, Meeting, MeetingSettings, MeetingStatus, Mode, Run, WaitingPolicy,
+};
 use crate::participant::{Participant, ParticipantState, Role};
 use crate::time::Timestamp;
 
@@ -19,9 +21,18 @@ pub enum MediaCommand {
     /// Disconnect one person from the media room now.
     Disconnect { room: RoomName, identity: Identity },
     /// Apply a person's (new) role to their live connection.
-    SetRole { room: RoomName, identity: Identity, role: Role },
+    SetRole {
+        room: RoomName,
+        identity: Identity,
+        role: Role,
+    },
     /// Mute one of a person's tracks.
-    Mute { room: RoomName, identity: Identity, track: TrackSelector, muted: bool },
+    Mute {
+        room: RoomName,
+        identity: Identity,
+        track: TrackSelector,
+        muted: bool,
+    },
     /// Disconnect everyone and close the room.
     CloseRoom { room: RoomName },
 }
@@ -61,7 +72,10 @@ impl Actor {
         if self.is_host(now) {
             Ok(())
         } else {
-            Err(DomainError::new(ErrorCode::Forbidden, "only a host may do this"))
+            Err(DomainError::new(
+                ErrorCode::Forbidden,
+                "only a host may do this",
+            ))
         }
     }
 }
@@ -111,7 +125,8 @@ impl Tx {
 
     fn put(&mut self, mut participant: Participant) -> Participant {
         participant.updated_at = self.now;
-        self.participants.insert(participant.identity.clone(), participant.clone());
+        self.participants
+            .insert(participant.identity.clone(), participant.clone());
         participant
     }
 
@@ -181,10 +196,16 @@ pub fn update_meeting(
     waiting: Vec<Participant>,
 ) -> Result<(), DomainError> {
     if !matches!(actor, Actor::Admin) {
-        return Err(DomainError::new(ErrorCode::Forbidden, "only an admin may change settings"));
+        return Err(DomainError::new(
+            ErrorCode::Forbidden,
+            "only an admin may change settings",
+        ));
     }
     if settings.mode != tx.meeting.settings.mode && tx.meeting.is_live() {
-        return Err(DomainError::new(ErrorCode::InvalidState, "the mode cannot change while the meeting is live"));
+        return Err(DomainError::new(
+            ErrorCode::InvalidState,
+            "the mode cannot change while the meeting is live",
+        ));
     }
     if let Some(credentials) = credentials {
         credentials.check_distinct()?;
@@ -222,7 +243,10 @@ pub fn start_meeting(
         }
     };
     if !starter_may {
-        return Err(DomainError::new(ErrorCode::MeetingNotLive, "the meeting has not started; wait for the host"));
+        return Err(DomainError::new(
+            ErrorCode::MeetingNotLive,
+            "the meeting has not started; wait for the host",
+        ));
     }
     match tx.meeting.status {
         MeetingStatus::Live => return Ok(()),
@@ -251,7 +275,11 @@ pub fn start_meeting(
 }
 
 /// Ends the run: everyone present leaves, the media room closes, the waiting room is told.
-pub fn end_meeting(tx: &mut Tx, actor: &Actor, present: Vec<Participant>) -> Result<(), DomainError> {
+pub fn end_meeting(
+    tx: &mut Tx,
+    actor: &Actor,
+    present: Vec<Participant>,
+) -> Result<(), DomainError> {
     actor.require_host(tx.now)?;
     if tx.meeting.status == MeetingStatus::Ended {
         return Ok(());
@@ -288,14 +316,21 @@ pub struct Entry {
 
 /// Someone enters the meeting with a credential: they land in the waiting room or are admitted,
 /// by policy. Roles and bans stored for the person apply.
-pub fn enter(tx: &mut Tx, existing: Option<Participant>, entry: Entry) -> Result<Participant, DomainError> {
+pub fn enter(
+    tx: &mut Tx,
+    existing: Option<Participant>,
+    entry: Entry,
+) -> Result<Participant, DomainError> {
     let now = tx.now;
     if let Some(p) = &existing {
         if p.is_banned_at(now) {
             return Err(DomainError::code(ErrorCode::Banned));
         }
         if p.role == Role::Host && entry.role != Role::Host && !entry.trusted {
-            return Err(DomainError::new(ErrorCode::Forbidden, "this identity belongs to a host"));
+            return Err(DomainError::new(
+                ErrorCode::Forbidden,
+                "this identity belongs to a host",
+            ));
         }
     }
     if tx.meeting.status == MeetingStatus::Ended && entry.role != Role::Host && !entry.trusted {
@@ -349,9 +384,21 @@ pub fn enter(tx: &mut Tx, existing: Option<Participant>, entry: Entry) -> Result
         // trusted caller (or the host credential) says so: that change is an event like any other.
         if role_changed {
             let identity = participant.identity.clone();
-            tx.emit(Audience::MembersAndSubject { identity: identity.clone() }, EventKind::ParticipantRoleChanged { identity: identity.clone(), role });
+            tx.emit(
+                Audience::MembersAndSubject {
+                    identity: identity.clone(),
+                },
+                EventKind::ParticipantRoleChanged {
+                    identity: identity.clone(),
+                    role,
+                },
+            );
             let room = tx.meeting.room_name.clone();
-            tx.command(MediaCommand::SetRole { room, identity, role });
+            tx.command(MediaCommand::SetRole {
+                room,
+                identity,
+                role,
+            });
         }
         return Ok(tx.put(participant));
     }
@@ -362,9 +409,18 @@ pub fn enter(tx: &mut Tx, existing: Option<Participant>, entry: Entry) -> Result
         identity: identity.clone(),
         name: participant.name.to_string(),
         role,
-        state: if admit_now { ParticipantState::Admitted } else { ParticipantState::Waiting },
+        state: if admit_now {
+            ParticipantState::Admitted
+        } else {
+            ParticipantState::Waiting
+        },
     };
-    tx.emit(Audience::Subject { identity: identity.clone() }, kind);
+    tx.emit(
+        Audience::Subject {
+            identity: identity.clone(),
+        },
+        kind,
+    );
     if admit_now {
         participant = admit_one(tx, participant);
     } else {
@@ -381,12 +437,20 @@ fn admit_one(tx: &mut Tx, mut p: Participant) -> Participant {
         room_name: tx.meeting.room_name.to_string(),
         status: tx.meeting.status,
     };
-    tx.emit(Audience::Subject { identity: p.identity.clone() }, kind);
+    tx.emit(
+        Audience::Subject {
+            identity: p.identity.clone(),
+        },
+        kind,
+    );
     tx.put(p)
 }
 
 fn admit_many(tx: &mut Tx, waiting: Vec<Participant>) {
-    for p in waiting.into_iter().filter(|p| p.state == ParticipantState::Waiting) {
+    for p in waiting
+        .into_iter()
+        .filter(|p| p.state == ParticipantState::Waiting)
+    {
         admit_one(tx, p);
     }
 }
@@ -395,7 +459,10 @@ fn admit_many(tx: &mut Tx, waiting: Vec<Participant>) {
 pub fn admit(tx: &mut Tx, actor: &Actor, target: Participant) -> Result<Participant, DomainError> {
     actor.require_host(tx.now)?;
     if target.state != ParticipantState::Waiting {
-        return Err(DomainError::new(ErrorCode::InvalidState, "the participant is not waiting"));
+        return Err(DomainError::new(
+            ErrorCode::InvalidState,
+            "the participant is not waiting",
+        ));
     }
     Ok(admit_one(tx, target))
 }
@@ -411,13 +478,21 @@ pub fn admit_all(tx: &mut Tx, actor: &Actor, waiting: Vec<Participant>) -> Resul
 pub fn deny(tx: &mut Tx, actor: &Actor, mut target: Participant) -> Result<(), DomainError> {
     actor.require_host(tx.now)?;
     if target.state != ParticipantState::Waiting {
-        return Err(DomainError::new(ErrorCode::InvalidState, "the participant is not waiting"));
+        return Err(DomainError::new(
+            ErrorCode::InvalidState,
+            "the participant is not waiting",
+        ));
     }
     target.state = ParticipantState::Removed;
     target.epoch += 1;
     let identity = target.identity.clone();
     tx.put(target);
-    tx.emit(Audience::Subject { identity: identity.clone() }, EventKind::ParticipantDenied { identity });
+    tx.emit(
+        Audience::Subject {
+            identity: identity.clone(),
+        },
+        EventKind::ParticipantDenied { identity },
+    );
     Ok(())
 }
 
@@ -425,7 +500,10 @@ pub fn deny(tx: &mut Tx, actor: &Actor, mut target: Participant) -> Result<(), D
 pub fn send_back(tx: &mut Tx, actor: &Actor, mut target: Participant) -> Result<(), DomainError> {
     actor.require_host(tx.now)?;
     if !target.state.is_member() || target.role == Role::Host {
-        return Err(DomainError::new(ErrorCode::InvalidState, "only an admitted, non-host participant can be sent back"));
+        return Err(DomainError::new(
+            ErrorCode::InvalidState,
+            "only an admitted, non-host participant can be sent back",
+        ));
     }
     target.state = ParticipantState::Waiting;
     target.admitted_in = None;
@@ -434,7 +512,14 @@ pub fn send_back(tx: &mut Tx, actor: &Actor, mut target: Participant) -> Result<
     target.epoch += 1;
     let identity = target.identity.clone();
     tx.put(target);
-    tx.emit(Audience::MembersAndSubject { identity: identity.clone() }, EventKind::ParticipantSentBack { identity: identity.clone() });
+    tx.emit(
+        Audience::MembersAndSubject {
+            identity: identity.clone(),
+        },
+        EventKind::ParticipantSentBack {
+            identity: identity.clone(),
+        },
+    );
     let room = tx.meeting.room_name.clone();
     tx.command(MediaCommand::Disconnect { room, identity });
     Ok(())
@@ -460,7 +545,10 @@ pub fn join(
         if !may_start {
             return Err(match tx.meeting.status {
                 MeetingStatus::Ended => DomainError::code(ErrorCode::MeetingEnded),
-                _ => DomainError::new(ErrorCode::MeetingNotLive, "the meeting has not started; wait for the host"),
+                _ => DomainError::new(
+                    ErrorCode::MeetingNotLive,
+                    "the meeting has not started; wait for the host",
+                ),
             });
         }
         let starter = Actor::Participant(participant.clone());
@@ -476,7 +564,10 @@ pub fn join(
     }
     let current_run = Some(&tx.meeting.run.instance_id);
     let admitted_here = participant.admitted_in.as_ref() == current_run
-        && matches!(participant.state, ParticipantState::Admitted | ParticipantState::Joined | ParticipantState::Left);
+        && matches!(
+            participant.state,
+            ParticipantState::Admitted | ParticipantState::Joined | ParticipantState::Left
+        );
     if !admitted_here {
         return Err(DomainError::code(ErrorCode::NotAdmitted));
     }
@@ -495,7 +586,12 @@ pub fn join(
         name: participant.name.to_string(),
         role: participant.role,
     };
-    tx.emit(Audience::MembersAndSubject { identity: participant.identity.clone() }, kind);
+    tx.emit(
+        Audience::MembersAndSubject {
+            identity: participant.identity.clone(),
+        },
+        kind,
+    );
     Ok(tx.put(participant))
 }
 
@@ -509,7 +605,14 @@ pub fn leave(tx: &mut Tx, mut participant: Participant) -> Result<(), DomainErro
     participant.invited = false;
     let identity = participant.identity.clone();
     tx.put(participant);
-    tx.emit(Audience::MembersAndSubject { identity: identity.clone() }, EventKind::ParticipantLeft { identity: identity.clone() });
+    tx.emit(
+        Audience::MembersAndSubject {
+            identity: identity.clone(),
+        },
+        EventKind::ParticipantLeft {
+            identity: identity.clone(),
+        },
+    );
     let room = tx.meeting.room_name.clone();
     tx.command(MediaCommand::Disconnect { room, identity });
     Ok(())
@@ -525,7 +628,11 @@ fn require_member(p: &Participant, tx: &Tx) -> Result<(), DomainError> {
 }
 
 /// A member raises or lowers their hand.
-pub fn set_hand(tx: &mut Tx, mut participant: Participant, raised: bool) -> Result<(), DomainError> {
+pub fn set_hand(
+    tx: &mut Tx,
+    mut participant: Participant,
+    raised: bool,
+) -> Result<(), DomainError> {
     require_member(&participant, tx)?;
     if participant.hand_raised == raised {
         return Ok(());
@@ -533,7 +640,11 @@ pub fn set_hand(tx: &mut Tx, mut participant: Participant, raised: bool) -> Resu
     participant.hand_raised = raised;
     let identity = participant.identity.clone();
     tx.put(participant);
-    let kind = if raised { EventKind::HandRaised { identity } } else { EventKind::HandLowered { identity } };
+    let kind = if raised {
+        EventKind::HandRaised { identity }
+    } else {
+        EventKind::HandLowered { identity }
+    };
     tx.emit(Audience::Members, kind);
     Ok(())
 }
@@ -543,7 +654,10 @@ pub fn invite(tx: &mut Tx, actor: &Actor, mut target: Participant) -> Result<(),
     actor.require_host(tx.now)?;
     require_member(&target, tx)?;
     if target.role != Role::Viewer {
-        return Err(DomainError::new(ErrorCode::InvalidState, "only a viewer can be invited to speak"));
+        return Err(DomainError::new(
+            ErrorCode::InvalidState,
+            "only a viewer can be invited to speak",
+        ));
     }
     if target.invited {
         return Ok(());
@@ -551,15 +665,27 @@ pub fn invite(tx: &mut Tx, actor: &Actor, mut target: Participant) -> Result<(),
     target.invited = true;
     let identity = target.identity.clone();
     tx.put(target);
-    tx.emit(Audience::Subject { identity: identity.clone() }, EventKind::SpeakerInvited { identity });
+    tx.emit(
+        Audience::Subject {
+            identity: identity.clone(),
+        },
+        EventKind::SpeakerInvited { identity },
+    );
     Ok(())
 }
 
 /// The invited viewer answers. Accepting makes them a speaker, live.
-pub fn answer_invite(tx: &mut Tx, mut participant: Participant, accept: bool) -> Result<(), DomainError> {
+pub fn answer_invite(
+    tx: &mut Tx,
+    mut participant: Participant,
+    accept: bool,
+) -> Result<(), DomainError> {
     require_member(&participant, tx)?;
     if !participant.invited {
-        return Err(DomainError::new(ErrorCode::InvalidState, "there is no invitation to answer"));
+        return Err(DomainError::new(
+            ErrorCode::InvalidState,
+            "there is no invitation to answer",
+        ));
     }
     participant.invited = false;
     let identity = participant.identity.clone();
@@ -567,19 +693,46 @@ pub fn answer_invite(tx: &mut Tx, mut participant: Participant, accept: bool) ->
         participant.role = Role::Speaker;
         participant.hand_raised = false;
         tx.put(participant);
-        tx.emit(Audience::Members, EventKind::InviteAccepted { identity: identity.clone() });
-        tx.emit(Audience::MembersAndSubject { identity: identity.clone() }, EventKind::ParticipantRoleChanged { identity: identity.clone(), role: Role::Speaker });
+        tx.emit(
+            Audience::Members,
+            EventKind::InviteAccepted {
+                identity: identity.clone(),
+            },
+        );
+        tx.emit(
+            Audience::MembersAndSubject {
+                identity: identity.clone(),
+            },
+            EventKind::ParticipantRoleChanged {
+                identity: identity.clone(),
+                role: Role::Speaker,
+            },
+        );
         let room = tx.meeting.room_name.clone();
-        tx.command(MediaCommand::SetRole { room, identity, role: Role::Speaker });
+        tx.command(MediaCommand::SetRole {
+            room,
+            identity,
+            role: Role::Speaker,
+        });
     } else {
         tx.put(participant);
-        tx.emit(Audience::Subject { identity: identity.clone() }, EventKind::InviteDeclined { identity });
+        tx.emit(
+            Audience::Subject {
+                identity: identity.clone(),
+            },
+            EventKind::InviteDeclined { identity },
+        );
     }
     Ok(())
 }
 
 /// A host changes someone's role (promote a viewer, demote a speaker, make a co-host).
-pub fn set_role(tx: &mut Tx, actor: &Actor, mut target: Participant, role: Role) -> Result<(), DomainError> {
+pub fn set_role(
+    tx: &mut Tx,
+    actor: &Actor,
+    mut target: Participant,
+    role: Role,
+) -> Result<(), DomainError> {
     actor.require_host(tx.now)?;
     if target.state == ParticipantState::Banned {
         return Err(DomainError::code(ErrorCode::Banned));
@@ -594,9 +747,21 @@ pub fn set_role(tx: &mut Tx, actor: &Actor, mut target: Participant, role: Role)
     }
     let identity = target.identity.clone();
     tx.put(target);
-    tx.emit(Audience::MembersAndSubject { identity: identity.clone() }, EventKind::ParticipantRoleChanged { identity: identity.clone(), role });
+    tx.emit(
+        Audience::MembersAndSubject {
+            identity: identity.clone(),
+        },
+        EventKind::ParticipantRoleChanged {
+            identity: identity.clone(),
+            role,
+        },
+    );
     let room = tx.meeting.room_name.clone();
-    tx.command(MediaCommand::SetRole { room, identity, role });
+    tx.command(MediaCommand::SetRole {
+        room,
+        identity,
+        role,
+    });
     Ok(())
 }
 
@@ -613,19 +778,34 @@ pub fn remove(tx: &mut Tx, actor: &Actor, mut target: Participant) -> Result<(),
     target.epoch += 1;
     let identity = target.identity.clone();
     tx.put(target);
-    tx.emit(Audience::MembersAndSubject { identity: identity.clone() }, EventKind::ParticipantRemoved { identity: identity.clone() });
+    tx.emit(
+        Audience::MembersAndSubject {
+            identity: identity.clone(),
+        },
+        EventKind::ParticipantRemoved {
+            identity: identity.clone(),
+        },
+    );
     let room = tx.meeting.room_name.clone();
     tx.command(MediaCommand::Disconnect { room, identity });
     Ok(())
 }
 
 /// A host bans someone, for a while or for good. The ban is stored and survives restarts.
-pub fn ban(tx: &mut Tx, actor: &Actor, mut target: Participant, duration: Option<Duration>) -> Result<(), DomainError> {
+pub fn ban(
+    tx: &mut Tx,
+    actor: &Actor,
+    mut target: Participant,
+    duration: Option<Duration>,
+) -> Result<(), DomainError> {
     actor.require_host(tx.now)?;
     if let Actor::Participant(host) = actor
         && host.identity == target.identity
     {
-        return Err(DomainError::new(ErrorCode::InvalidState, "a host cannot ban themselves"));
+        return Err(DomainError::new(
+            ErrorCode::InvalidState,
+            "a host cannot ban themselves",
+        ));
     }
     let until = duration.map(|d| tx.now.plus(d));
     target.state = ParticipantState::Banned;
@@ -637,7 +817,15 @@ pub fn ban(tx: &mut Tx, actor: &Actor, mut target: Participant, duration: Option
     target.epoch += 1;
     let identity = target.identity.clone();
     tx.put(target);
-    tx.emit(Audience::MembersAndSubject { identity: identity.clone() }, EventKind::ParticipantBanned { identity: identity.clone(), until });
+    tx.emit(
+        Audience::MembersAndSubject {
+            identity: identity.clone(),
+        },
+        EventKind::ParticipantBanned {
+            identity: identity.clone(),
+            until,
+        },
+    );
     let room = tx.meeting.room_name.clone();
     tx.command(MediaCommand::Disconnect { room, identity });
     Ok(())
@@ -647,7 +835,10 @@ pub fn ban(tx: &mut Tx, actor: &Actor, mut target: Participant, duration: Option
 pub fn unban(tx: &mut Tx, actor: &Actor, mut target: Participant) -> Result<(), DomainError> {
     actor.require_host(tx.now)?;
     if target.state != ParticipantState::Banned {
-        return Err(DomainError::new(ErrorCode::InvalidState, "the participant is not banned"));
+        return Err(DomainError::new(
+            ErrorCode::InvalidState,
+            "the participant is not banned",
+        ));
     }
     target.state = ParticipantState::Left;
     target.banned_until = None;
@@ -658,21 +849,43 @@ pub fn unban(tx: &mut Tx, actor: &Actor, mut target: Participant) -> Result<(), 
 }
 
 /// A host mutes (or asks to unmute) someone's track.
-pub fn mute(tx: &mut Tx, actor: &Actor, target: &Participant, track: TrackSelector, muted: bool) -> Result<(), DomainError> {
+pub fn mute(
+    tx: &mut Tx,
+    actor: &Actor,
+    target: &Participant,
+    track: TrackSelector,
+    muted: bool,
+) -> Result<(), DomainError> {
     actor.require_host(tx.now)?;
     require_member(target, tx)?;
     let identity = target.identity.clone();
     tx.emit(
-        Audience::MembersAndSubject { identity: identity.clone() },
-        EventKind::ParticipantMuted { identity: identity.clone(), track: track.clone(), muted },
+        Audience::MembersAndSubject {
+            identity: identity.clone(),
+        },
+        EventKind::ParticipantMuted {
+            identity: identity.clone(),
+            track: track.clone(),
+            muted,
+        },
     );
     let room = tx.meeting.room_name.clone();
-    tx.command(MediaCommand::Mute { room, identity, track, muted });
+    tx.command(MediaCommand::Mute {
+        room,
+        identity,
+        track,
+        muted,
+    });
     Ok(())
 }
 
 /// A member (or a host) sends a chat message to everyone or to one person.
-pub fn chat(tx: &mut Tx, sender: &Participant, text: ChatText, to: Option<Participant>) -> Result<(), DomainError> {
+pub fn chat(
+    tx: &mut Tx,
+    sender: &Participant,
+    text: ChatText,
+    to: Option<Participant>,
+) -> Result<(), DomainError> {
     let host = Actor::Participant(sender.clone()).is_host(tx.now);
     if !host {
         require_member(sender, tx)?;
@@ -685,12 +898,34 @@ pub fn chat(tx: &mut Tx, sender: &Participant, text: ChatText, to: Option<Partic
     let from = sender.identity.clone();
     let (audience, to) = match to {
         Some(target) => {
-            require_member(&target, tx).or_else(|_| if target.role == Role::Host { Ok(()) } else { Err(DomainError::new(ErrorCode::ParticipantNotFound, "the recipient is not in the meeting")) })?;
-            (Audience::Pair { from: from.clone(), to: target.identity.clone() }, Some(target.identity))
+            require_member(&target, tx).or_else(|_| {
+                if target.role == Role::Host {
+                    Ok(())
+                } else {
+                    Err(DomainError::new(
+                        ErrorCode::ParticipantNotFound,
+                        "the recipient is not in the meeting",
+                    ))
+                }
+            })?;
+            (
+                Audience::Pair {
+                    from: from.clone(),
+                    to: target.identity.clone(),
+                },
+                Some(target.identity),
+            )
         }
         None => (Audience::Members, None),
     };
-    tx.emit(audience, EventKind::ChatMessage { from, text: text.to_string(), to });
+    tx.emit(
+        audience,
+        EventKind::ChatMessage {
+            from,
+            text: text.to_string(),
+            to,
+        },
+    );
     Ok(())
 }
 
@@ -703,9 +938,13 @@ pub fn media_presence(tx: &mut Tx, mut participant: Participant, connected: bool
     let identity = participant.identity.clone();
     tx.put(participant);
     let kind = if connected {
-        EventKind::MediaConnected { identity: identity.clone() }
+        EventKind::MediaConnected {
+            identity: identity.clone(),
+        }
     } else {
-        EventKind::MediaDisconnected { identity: identity.clone() }
+        EventKind::MediaDisconnected {
+            identity: identity.clone(),
+        }
     };
     tx.emit(Audience::MembersAndSubject { identity }, kind);
 }
@@ -713,8 +952,15 @@ pub fn media_presence(tx: &mut Tx, mut participant: Participant, connected: bool
 /// The media engine reports a track change.
 pub fn media_track(tx: &mut Tx, identity: Identity, track_sid: String, kind: Option<String>) {
     let event = match kind {
-        Some(kind) => EventKind::TrackPublished { identity, track_sid, kind },
-        None => EventKind::TrackUnpublished { identity, track_sid },
+        Some(kind) => EventKind::TrackPublished {
+            identity,
+            track_sid,
+            kind,
+        },
+        None => EventKind::TrackUnpublished {
+            identity,
+            track_sid,
+        },
     };
     tx.emit(Audience::Members, event);
 }

@@ -38,15 +38,31 @@ impl World {
             metadata: Metadata::default(),
             schedule: None,
         };
-        let credentials = Credentials::new(Some(Credential::parse("host-pin").unwrap()), None, None, &mut rng).unwrap();
+        let credentials = Credentials::new(
+            Some(Credential::parse("host-pin").unwrap()),
+            None,
+            None,
+            &mut rng,
+        )
+        .unwrap();
         let id = MeetingId::generate(MeetingIdDigits::DEFAULT, &mut rng);
         let change = create_meeting(id, None, settings, credentials, T0, &mut rng);
-        let mut world = Self { meeting: change.meeting.clone(), people: BTreeMap::new(), log: vec![], media: vec![], rng, now: T0 };
+        let mut world = Self {
+            meeting: change.meeting.clone(),
+            people: BTreeMap::new(),
+            log: vec![],
+            media: vec![],
+            rng,
+            now: T0,
+        };
         world.log.extend(change.events);
         world
     }
 
-    fn apply<T>(&mut self, op: impl FnOnce(&mut Tx, &mut StdRng) -> Result<T, DomainError>) -> Result<T, DomainError> {
+    fn apply<T>(
+        &mut self,
+        op: impl FnOnce(&mut Tx, &mut StdRng) -> Result<T, DomainError>,
+    ) -> Result<T, DomainError> {
         self.now = self.now.plus(Duration::from_millis(10));
         let mut tx = Tx::new(self.meeting.clone(), self.now);
         let value = op(&mut tx, &mut self.rng)?;
@@ -68,15 +84,33 @@ impl World {
 
     fn enter(&mut self, id: &str, role: Role) -> Result<Participant, DomainError> {
         let existing = self.people.get(&who(id)).cloned();
-        self.apply(|tx, _| enter(tx, existing, Entry { identity: who(id), name: name(id), role, trusted: false }))
+        self.apply(|tx, _| {
+            enter(
+                tx,
+                existing,
+                Entry {
+                    identity: who(id),
+                    name: name(id),
+                    role,
+                    trusted: false,
+                },
+            )
+        })
     }
 
     fn waiting(&self) -> Vec<Participant> {
-        self.people.values().filter(|p| p.state == ParticipantState::Waiting).cloned().collect()
+        self.people
+            .values()
+            .filter(|p| p.state == ParticipantState::Waiting)
+            .cloned()
+            .collect()
     }
 
     fn joined(&self) -> u64 {
-        self.people.values().filter(|p| p.state == ParticipantState::Joined).count() as u64
+        self.people
+            .values()
+            .filter(|p| p.state == ParticipantState::Joined)
+            .count() as u64
     }
 
     fn join(&mut self, id: &str) -> Result<Participant, DomainError> {
@@ -109,7 +143,10 @@ fn sequence_numbers_are_gapless_and_per_meeting() {
 fn wait_for_host_admits_everyone_waiting_when_the_host_joins() {
     let mut w = World::new(Mode::Meeting, WaitingPolicy::WaitForHost, None);
     for g in ["g1", "g2", "g3"] {
-        assert_eq!(w.enter(g, Role::Speaker).unwrap().state, ParticipantState::Waiting);
+        assert_eq!(
+            w.enter(g, Role::Speaker).unwrap().state,
+            ParticipantState::Waiting
+        );
     }
     assert_eq!(w.join("g1").unwrap_err().code, ErrorCode::MeetingNotLive);
     w.enter("host", Role::Host).unwrap();
@@ -118,11 +155,24 @@ fn wait_for_host_admits_everyone_waiting_when_the_host_joins() {
     for g in ["g1", "g2", "g3"] {
         assert_eq!(w.p(g).state, ParticipantState::Admitted);
         let admitted = w.log.iter().find(|e| matches!(&e.kind, EventKind::ParticipantAdmitted { identity, .. } if identity.as_str() == g)).unwrap();
-        assert!(admitted.audience.admits(ViewerClass::Waiting, Some(&who(g))), "the guest sees its own admission");
-        assert!(!admitted.audience.admits(ViewerClass::Waiting, Some(&who("other"))), "but not others'");
+        assert!(
+            admitted
+                .audience
+                .admits(ViewerClass::Waiting, Some(&who(g))),
+            "the guest sees its own admission"
+        );
+        assert!(
+            !admitted
+                .audience
+                .admits(ViewerClass::Waiting, Some(&who("other"))),
+            "but not others'"
+        );
     }
     // A later guest is admitted at once.
-    assert_eq!(w.enter("g4", Role::Speaker).unwrap().state, ParticipantState::Admitted);
+    assert_eq!(
+        w.enter("g4", Role::Speaker).unwrap().state,
+        ParticipantState::Admitted
+    );
     assert_eq!(w.join("g2").unwrap().state, ParticipantState::Joined);
 }
 
@@ -134,7 +184,10 @@ fn ask_host_waits_for_admit_deny_and_admit_all() {
     for g in ["g1", "g2", "g3", "g4"] {
         w.enter(g, Role::Speaker).unwrap();
     }
-    assert!(w.waiting().len() == 4, "live meeting, still waiting under ask_host");
+    assert!(
+        w.waiting().len() == 4,
+        "live meeting, still waiting under ask_host"
+    );
     let host = w.host("host");
     let g1 = w.p("g1");
     w.apply(|tx, _| admit(tx, &host, g1)).unwrap();
@@ -151,25 +204,37 @@ fn ask_host_waits_for_admit_deny_and_admit_all() {
     // A guest cannot admit.
     let g3 = Actor::Participant(w.p("g3"));
     let g2 = w.p("g2");
-    assert_eq!(w.apply(|tx, _| admit(tx, &g3, g2)).unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(
+        w.apply(|tx, _| admit(tx, &g3, g2)).unwrap_err().code,
+        ErrorCode::Forbidden
+    );
     // Send back: out of media, back to waiting.
     let g1 = w.p("g1");
     w.apply(|tx, _| send_back(tx, &host, g1)).unwrap();
     assert_eq!(w.p("g1").state, ParticipantState::Waiting);
-    assert!(w.media.contains(&MediaCommand::Disconnect { room: w.meeting.room_name.clone(), identity: who("g1") }));
+    assert!(w.media.contains(&MediaCommand::Disconnect {
+        room: w.meeting.room_name.clone(),
+        identity: who("g1")
+    }));
 }
 
 #[test]
 fn deny_policy_locks_the_meeting_but_not_hosts() {
     let mut w = World::new(Mode::Meeting, WaitingPolicy::Deny, None);
-    assert_eq!(w.enter("g1", Role::Speaker).unwrap_err().code, ErrorCode::MeetingLocked);
+    assert_eq!(
+        w.enter("g1", Role::Speaker).unwrap_err().code,
+        ErrorCode::MeetingLocked
+    );
     assert!(w.enter("host", Role::Host).is_ok());
 }
 
 #[test]
 fn open_meetings_start_on_anyones_join() {
     let mut w = World::new(Mode::Meeting, WaitingPolicy::Open, None);
-    assert_eq!(w.enter("g1", Role::Speaker).unwrap().state, ParticipantState::Admitted);
+    assert_eq!(
+        w.enter("g1", Role::Speaker).unwrap().state,
+        ParticipantState::Admitted
+    );
     assert_eq!(w.join("g1").unwrap().state, ParticipantState::Joined);
     assert_eq!(w.meeting.status, MeetingStatus::Live);
 }
@@ -193,16 +258,29 @@ fn the_stage_flow_promotes_a_viewer_live() {
     let v1 = w.p("v1");
     assert_eq!(v1.role, Role::Speaker);
     assert!(!v1.hand_raised && !v1.invited);
-    assert!(w.media.contains(&MediaCommand::SetRole { room: w.meeting.room_name.clone(), identity: who("v1"), role: Role::Speaker }));
+    assert!(w.media.contains(&MediaCommand::SetRole {
+        room: w.meeting.room_name.clone(),
+        identity: who("v1"),
+        role: Role::Speaker
+    }));
     // Demote.
-    w.apply(|tx, _| set_role(tx, &host, v1, Role::Viewer)).unwrap();
+    w.apply(|tx, _| set_role(tx, &host, v1, Role::Viewer))
+        .unwrap();
     assert_eq!(w.p("v1").role, Role::Viewer);
     // Accepting without an invitation is refused.
     let v1 = w.p("v1");
-    assert_eq!(w.apply(|tx, _| answer_invite(tx, v1, true)).unwrap_err().code, ErrorCode::InvalidState);
+    assert_eq!(
+        w.apply(|tx, _| answer_invite(tx, v1, true))
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidState
+    );
     // Invites go to viewers only.
     let h = w.p("host");
-    assert_eq!(w.apply(|tx, _| invite(tx, &host, h)).unwrap_err().code, ErrorCode::InvalidState);
+    assert_eq!(
+        w.apply(|tx, _| invite(tx, &host, h)).unwrap_err().code,
+        ErrorCode::InvalidState
+    );
     assert!(w.types().contains(&"stage.invite_accepted".to_string()));
 }
 
@@ -214,11 +292,15 @@ fn roles_persist_for_the_person_across_entries() {
     w.enter("v1", Role::Viewer).unwrap();
     let host = w.host("host");
     let v1 = w.p("v1");
-    w.apply(|tx, _| set_role(tx, &host, v1, Role::Speaker)).unwrap();
+    w.apply(|tx, _| set_role(tx, &host, v1, Role::Speaker))
+        .unwrap();
     // Entering again with the viewer credential keeps the promotion.
     assert_eq!(w.enter("v1", Role::Viewer).unwrap().role, Role::Speaker);
     // Claiming a host's identity with a lesser credential is refused.
-    assert_eq!(w.enter("host", Role::Viewer).unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(
+        w.enter("host", Role::Viewer).unwrap_err().code,
+        ErrorCode::Forbidden
+    );
 }
 
 #[test]
@@ -235,22 +317,39 @@ fn remove_and_ban_disconnect_and_bans_hold() {
     assert_eq!(w.p("g1").state, ParticipantState::Removed);
     assert_eq!(w.p("g1").epoch, 1);
     // A removed person may come back through the door (policy decides), with a new epoch.
-    assert_eq!(w.enter("g1", Role::Speaker).unwrap().state, ParticipantState::Admitted);
+    assert_eq!(
+        w.enter("g1", Role::Speaker).unwrap().state,
+        ParticipantState::Admitted
+    );
     let g2 = w.p("g2");
     w.apply(|tx, _| ban(tx, &host, g2, None)).unwrap();
-    assert_eq!(w.enter("g2", Role::Speaker).unwrap_err().code, ErrorCode::Banned);
+    assert_eq!(
+        w.enter("g2", Role::Speaker).unwrap_err().code,
+        ErrorCode::Banned
+    );
     assert_eq!(w.join("g2").unwrap_err().code, ErrorCode::Banned);
     // Timed ban ends by itself.
     let g1 = w.p("g1");
-    w.apply(|tx, _| ban(tx, &host, g1, Some(Duration::from_secs(60)))).unwrap();
-    assert_eq!(w.enter("g1", Role::Speaker).unwrap_err().code, ErrorCode::Banned);
+    w.apply(|tx, _| ban(tx, &host, g1, Some(Duration::from_secs(60))))
+        .unwrap();
+    assert_eq!(
+        w.enter("g1", Role::Speaker).unwrap_err().code,
+        ErrorCode::Banned
+    );
     w.now = w.now.plus(Duration::from_secs(61));
-    assert_eq!(w.enter("g1", Role::Speaker).unwrap().state, ParticipantState::Admitted);
+    assert_eq!(
+        w.enter("g1", Role::Speaker).unwrap().state,
+        ParticipantState::Admitted
+    );
     // Unban.
     let g2 = w.p("g2");
     w.apply(|tx, _| unban(tx, &host, g2)).unwrap();
     assert!(w.enter("g2", Role::Speaker).is_ok());
-    let disconnects = w.media.iter().filter(|c| matches!(c, MediaCommand::Disconnect { .. })).count();
+    let disconnects = w
+        .media
+        .iter()
+        .filter(|c| matches!(c, MediaCommand::Disconnect { .. }))
+        .count();
     assert_eq!(disconnects, 3);
 }
 
@@ -267,19 +366,31 @@ fn ending_disconnects_everyone_and_a_restart_is_a_new_run() {
     w.apply(|tx, _| end_meeting(tx, &host, present)).unwrap();
     assert_eq!(w.meeting.status, MeetingStatus::Ended);
     assert!(w.people.values().all(|p| p.state == ParticipantState::Left));
-    assert!(w.media.contains(&MediaCommand::CloseRoom { room: w.meeting.room_name.clone() }));
+    assert!(w.media.contains(&MediaCommand::CloseRoom {
+        room: w.meeting.room_name.clone()
+    }));
     let ended = w.log.last().unwrap();
-    assert_eq!(ended.audience, Audience::Everyone, "the waiting room is told");
+    assert_eq!(
+        ended.audience,
+        Audience::Everyone,
+        "the waiting room is told"
+    );
     // Nothing joins until it starts again.
     assert_eq!(w.join("g1").unwrap_err().code, ErrorCode::MeetingEnded);
-    assert_eq!(w.enter("g2", Role::Speaker).unwrap_err().code, ErrorCode::MeetingEnded);
+    assert_eq!(
+        w.enter("g2", Role::Speaker).unwrap_err().code,
+        ErrorCode::MeetingEnded
+    );
     // The host restarts: a new run; the guest's admission was for the old run.
     w.enter("host", Role::Host).unwrap();
     w.join("host").unwrap();
     assert_eq!(w.meeting.run.number, 2);
     assert_ne!(w.meeting.run.instance_id, first_run);
     assert_eq!(w.join("g1").unwrap_err().code, ErrorCode::NotAdmitted);
-    assert_eq!(w.enter("g1", Role::Speaker).unwrap().state, ParticipantState::Admitted);
+    assert_eq!(
+        w.enter("g1", Role::Speaker).unwrap().state,
+        ParticipantState::Admitted
+    );
 }
 
 #[test]
@@ -301,14 +412,21 @@ fn chat_is_for_members_and_direct_messages_are_private() {
     w.enter("g1", Role::Speaker).unwrap();
     let g1 = w.p("g1");
     let text = ChatText::parse("hello").unwrap();
-    assert_eq!(w.apply(|tx, _| chat(tx, &g1, text.clone(), None)).unwrap_err().code, ErrorCode::NotAdmitted, "waiting guests cannot chat");
+    assert_eq!(
+        w.apply(|tx, _| chat(tx, &g1, text.clone(), None))
+            .unwrap_err()
+            .code,
+        ErrorCode::NotAdmitted,
+        "waiting guests cannot chat"
+    );
     let host = w.host("host");
     let g1 = w.p("g1");
     w.apply(|tx, _| admit(tx, &host, g1)).unwrap();
     let g1 = w.p("g1");
     w.apply(|tx, _| chat(tx, &g1, text.clone(), None)).unwrap();
     let h = w.p("host");
-    w.apply(|tx, _| chat(tx, &g1, text.clone(), Some(h))).unwrap();
+    w.apply(|tx, _| chat(tx, &g1, text.clone(), Some(h)))
+        .unwrap();
     let dm = w.log.last().unwrap();
     assert!(dm.audience.admits(ViewerClass::Member, Some(&who("host"))));
     assert!(!dm.audience.admits(ViewerClass::Member, Some(&who("g9"))));
@@ -329,8 +447,28 @@ fn a_trusted_reentry_that_changes_the_role_is_recorded() {
     let mut w = World::new(Mode::Stream, WaitingPolicy::Open, None);
     w.enter("v1", Role::Viewer).unwrap();
     let existing = Some(w.p("v1"));
-    w.apply(|tx, _| enter(tx, existing, Entry { identity: who("v1"), name: name("v1"), role: Role::Speaker, trusted: true })).unwrap();
-    assert_eq!(w.p("v1").role, Role::Speaker, "the change is committed, not dropped");
+    w.apply(|tx, _| {
+        enter(
+            tx,
+            existing,
+            Entry {
+                identity: who("v1"),
+                name: name("v1"),
+                role: Role::Speaker,
+                trusted: true,
+            },
+        )
+    })
+    .unwrap();
+    assert_eq!(
+        w.p("v1").role,
+        Role::Speaker,
+        "the change is committed, not dropped"
+    );
     assert_eq!(w.types().last().unwrap(), "participant.role_changed");
-    assert!(w.media.contains(&MediaCommand::SetRole { room: w.meeting.room_name.clone(), identity: who("v1"), role: Role::Speaker }));
+    assert!(w.media.contains(&MediaCommand::SetRole {
+        room: w.meeting.room_name.clone(),
+        identity: who("v1"),
+        role: Role::Speaker
+    }));
 }

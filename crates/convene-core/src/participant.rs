@@ -36,8 +36,14 @@ pub enum ParticipantState {
 }
 
 impl ParticipantState {
-    pub const ALL: [ParticipantState; 6] =
-        [Self::Waiting, Self::Admitted, Self::Joined, Self::Left, Self::Removed, Self::Banned];
+    pub const ALL: [ParticipantState; 6] = [
+        Self::Waiting,
+        Self::Admitted,
+        Self::Joined,
+        Self::Left,
+        Self::Removed,
+        Self::Banned,
+    ];
 
     /// In the meeting's current run (waiting, admitted or joined).
     pub fn is_present(self) -> bool {

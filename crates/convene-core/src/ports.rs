@@ -38,19 +38,36 @@ pub trait Store: Send + Sync + 'static {
     async fn meeting(&self, id: &MeetingId) -> Result<Option<Meeting>, StoreError>;
     async fn meeting_by_room(&self, room: &RoomName) -> Result<Option<Meeting>, StoreError>;
     /// Meetings ordered by id, after the given id (keyset pagination).
-    async fn meetings(&self, after: Option<&MeetingId>, limit: u32) -> Result<Vec<Meeting>, StoreError>;
+    async fn meetings(
+        &self,
+        after: Option<&MeetingId>,
+        limit: u32,
+    ) -> Result<Vec<Meeting>, StoreError>;
 
-    async fn participant(&self, meeting: &MeetingId, identity: &Identity) -> Result<Option<Participant>, StoreError>;
+    async fn participant(
+        &self,
+        meeting: &MeetingId,
+        identity: &Identity,
+    ) -> Result<Option<Participant>, StoreError>;
     /// Participants ordered by identity, optionally only those in the given states.
     async fn participants(
         &self,
         meeting: &MeetingId,
         states: Option<&[ParticipantState]>,
     ) -> Result<Vec<Participant>, StoreError>;
-    async fn count_participants(&self, meeting: &MeetingId, states: &[ParticipantState]) -> Result<u64, StoreError>;
+    async fn count_participants(
+        &self,
+        meeting: &MeetingId,
+        states: &[ParticipantState],
+    ) -> Result<u64, StoreError>;
 
     /// Events with `seq > after`, in order, at most `limit`.
-    async fn events_after(&self, meeting: &MeetingId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError>;
+    async fn events_after(
+        &self,
+        meeting: &MeetingId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>;
 
     async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
     async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
@@ -58,7 +75,11 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a key revoked; `false` when no such key.
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<bool, StoreError>;
 
-    async fn failures(&self, scope: FailureScope, subject: &str) -> Result<FailureRecord, StoreError>;
+    async fn failures(
+        &self,
+        scope: FailureScope,
+        subject: &str,
+    ) -> Result<FailureRecord, StoreError>;
     /// Counts one failure atomically; a count whose last failure is before `forget_before` restarts at 1.
     async fn record_failure(
         &self,

@@ -10,13 +10,15 @@ use std::time::Duration;
 use crate::apikey::{ApiKey, ApiSecret};
 use crate::error::{DomainError, ErrorCode};
 use crate::event::{Event, TrackSelector};
-use crate::ids::{ChatText, Credential, DisplayName, Identity, InstanceId, MeetingId, MeetingIdDigits, RoomName};
+use crate::ids::{
+    ChatText, Credential, DisplayName, Identity, InstanceId, MeetingId, MeetingIdDigits, RoomName,
+};
 use crate::lockout::FailureScope;
 use crate::meeting::{Credentials, Meeting, MeetingSettings};
 use crate::ops::{self, Actor, Change, Entry, Tx};
 use crate::participant::{Participant, ParticipantState, Role};
-use crate::time::Clock;
 use crate::ports::{EventSink, MediaEngine, Store, StoreError};
+use crate::time::Clock;
 use crate::time::Timestamp;
 
 /// How many times an operation is retried when another node changed the meeting concurrently.
@@ -57,7 +59,11 @@ pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 pub enum Caller {
     Admin,
     /// A participant token: names the person, the run and the epoch it was issued for.
-    Participant { identity: Identity, instance: InstanceId, epoch: u32 },
+    Participant {
+        identity: Identity,
+        instance: InstanceId,
+        epoch: u32,
+    },
 }
 
 /// A request to create a meeting.
@@ -76,10 +82,21 @@ pub struct NewMeeting {
 /// What the media engine reports.
 #[derive(Clone, Debug)]
 pub enum MediaReport {
-    Connected { identity: Identity },
-    Disconnected { identity: Identity },
-    TrackPublished { identity: Identity, track_sid: String, kind: String },
-    TrackUnpublished { identity: Identity, track_sid: String },
+    Connected {
+        identity: Identity,
+    },
+    Disconnected {
+        identity: Identity,
+    },
+    TrackPublished {
+        identity: Identity,
+        track_sid: String,
+        kind: String,
+    },
+    TrackUnpublished {
+        identity: Identity,
+        track_sid: String,
+    },
 }
 
 /// Who the media engine should let in, and with which role.
@@ -146,7 +163,14 @@ impl Meetings {
         sink: Arc<dyn EventSink>,
         default_digits: MeetingIdDigits,
     ) -> Self {
-        Self { store, clock, media, sink, locks: LockTable::default(), default_digits }
+        Self {
+            store,
+            clock,
+            media,
+            sink,
+            locks: LockTable::default(),
+            default_digits,
+        }
     }
 
     pub fn now(&self) -> Timestamp {
@@ -174,7 +198,10 @@ impl Meetings {
         credentials.check_distinct().map_err(DomainError::from)?;
         let digits = request.digits.unwrap_or(self.default_digits);
         for _ in 0..MAX_ID_ATTEMPTS {
-            let id = request.id.clone().unwrap_or_else(|| MeetingId::generate(digits, &mut rand::rng()));
+            let id = request
+                .id
+                .clone()
+                .unwrap_or_else(|| MeetingId::generate(digits, &mut rand::rng()));
             let change = ops::create_meeting(
                 id,
                 request.room_name.clone(),
@@ -190,17 +217,27 @@ impl Meetings {
                 }
                 Err(StoreError::Duplicate("meeting_id")) if request.id.is_none() => continue,
                 Err(StoreError::Duplicate(what)) => {
-                    return Err(ServiceError::domain(ErrorCode::AlreadyExists, format!("a meeting with this {what} exists already")));
+                    return Err(ServiceError::domain(
+                        ErrorCode::AlreadyExists,
+                        format!("a meeting with this {what} exists already"),
+                    ));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ServiceError::domain(ErrorCode::AlreadyExists, "no free meeting id of this length; use more digits"))
+        Err(ServiceError::domain(
+            ErrorCode::AlreadyExists,
+            "no free meeting id of this length; use more digits",
+        ))
     }
 
     /// The meeting for a room name, created with `request` when absent (compatibility surfaces
     /// where the room appears on first use, as in LiveKit).
-    pub async fn ensure_room(&self, room: &RoomName, request: impl Fn() -> NewMeeting) -> Result<Meeting> {
+    pub async fn ensure_room(
+        &self,
+        room: &RoomName,
+        request: impl Fn() -> NewMeeting,
+    ) -> Result<Meeting> {
         if let Some(meeting) = self.store.meeting_by_room(room).await? {
             return Ok(meeting);
         }
@@ -208,17 +245,20 @@ impl Meetings {
         new.room_name = Some(room.clone());
         match self.create_meeting(new).await {
             Ok(meeting) => Ok(meeting),
-            Err(e) if e.code() == ErrorCode::AlreadyExists => self
-                .store
-                .meeting_by_room(room)
-                .await?
-                .ok_or_else(|| ServiceError::domain(ErrorCode::Internal, "room vanished after a clash")),
+            Err(e) if e.code() == ErrorCode::AlreadyExists => {
+                self.store.meeting_by_room(room).await?.ok_or_else(|| {
+                    ServiceError::domain(ErrorCode::Internal, "room vanished after a clash")
+                })
+            }
             Err(e) => Err(e),
         }
     }
 
     pub async fn meeting(&self, id: &MeetingId) -> Result<Meeting> {
-        self.store.meeting(id).await?.ok_or_else(|| DomainError::code(ErrorCode::MeetingNotFound).into())
+        self.store
+            .meeting(id)
+            .await?
+            .ok_or_else(|| DomainError::code(ErrorCode::MeetingNotFound).into())
     }
 
     pub async fn meeting_by_room(&self, room: &RoomName) -> Result<Option<Meeting>> {
@@ -235,21 +275,36 @@ impl Meetings {
         settings: MeetingSettings,
         credentials: Option<Credentials>,
     ) -> Result<Meeting> {
-        let needs = Needs { waiting: true, ..Needs::default() };
+        let needs = Needs {
+            waiting: true,
+            ..Needs::default()
+        };
         let (meeting, ()) = self
             .mutate(id, &Caller::Admin, needs, |tx, loaded| {
-                ops::update_meeting(tx, &loaded.actor, settings.clone(), credentials.clone(), loaded.waiting)
+                ops::update_meeting(
+                    tx,
+                    &loaded.actor,
+                    settings.clone(),
+                    credentials.clone(),
+                    loaded.waiting,
+                )
             })
             .await?;
         Ok(meeting)
     }
 
     pub async fn start_meeting(&self, id: &MeetingId, caller: &Caller) -> Result<Meeting> {
-        let needs = Needs { waiting: true, ..Needs::default() };
+        let needs = Needs {
+            waiting: true,
+            ..Needs::default()
+        };
         let (meeting, ()) = self
             .mutate(id, caller, needs, |tx, loaded| {
                 if !loaded.actor.is_host(tx.now()) {
-                    return Err(DomainError::new(ErrorCode::Forbidden, "only a host may start the meeting"));
+                    return Err(DomainError::new(
+                        ErrorCode::Forbidden,
+                        "only a host may start the meeting",
+                    ));
                 }
                 ops::start_meeting(tx, &loaded.actor, loaded.waiting, &mut rand::rng())
             })
@@ -258,9 +313,15 @@ impl Meetings {
     }
 
     pub async fn end_meeting(&self, id: &MeetingId, caller: &Caller) -> Result<Meeting> {
-        let needs = Needs { present: true, ..Needs::default() };
-        let (meeting, ()) =
-            self.mutate(id, caller, needs, |tx, loaded| ops::end_meeting(tx, &loaded.actor, loaded.present)).await?;
+        let needs = Needs {
+            present: true,
+            ..Needs::default()
+        };
+        let (meeting, ()) = self
+            .mutate(id, caller, needs, |tx, loaded| {
+                ops::end_meeting(tx, &loaded.actor, loaded.present)
+            })
+            .await?;
         Ok(meeting)
     }
 
@@ -277,22 +338,39 @@ impl Meetings {
         client: &str,
     ) -> Result<(Meeting, Participant)> {
         let now = self.now();
-        self.store.failures(FailureScope::Address, client).await?.check(FailureScope::Address, now)?;
+        self.store
+            .failures(FailureScope::Address, client)
+            .await?
+            .check(FailureScope::Address, now)?;
         let meeting_key = format!("credential:{raw_meeting_id}");
-        self.store.failures(FailureScope::Meeting, &meeting_key).await?.check(FailureScope::Meeting, now)?;
+        self.store
+            .failures(FailureScope::Meeting, &meeting_key)
+            .await?
+            .check(FailureScope::Meeting, now)?;
         let meeting = match MeetingId::parse(raw_meeting_id) {
             Ok(id) => self.store.meeting(&id).await?,
             Err(_) => None,
         };
-        let role = meeting.as_ref().and_then(|m| m.credentials.role_for(credential));
+        let role = meeting
+            .as_ref()
+            .and_then(|m| m.credentials.role_for(credential));
         let (Some(meeting), Some(role)) = (meeting, role) else {
-            self.count_failure(FailureScope::Meeting, &meeting_key, now).await?;
-            self.count_failure(FailureScope::Address, client, now).await?;
+            self.count_failure(FailureScope::Meeting, &meeting_key, now)
+                .await?;
+            self.count_failure(FailureScope::Address, client, now)
+                .await?;
             return Err(DomainError::code(ErrorCode::MeetingAccessDenied).into());
         };
-        self.store.clear_failures(FailureScope::Meeting, &meeting_key).await?;
+        self.store
+            .clear_failures(FailureScope::Meeting, &meeting_key)
+            .await?;
         let identity = identity.unwrap_or_else(|| Identity::generate(&mut rand::rng()));
-        let entry = Entry { identity, name, role, trusted: false };
+        let entry = Entry {
+            identity,
+            name,
+            role,
+            trusted: false,
+        };
         self.enter_as(&meeting.id, entry).await
     }
 
@@ -305,7 +383,16 @@ impl Meetings {
         name: DisplayName,
         role: Role,
     ) -> Result<(Meeting, Participant)> {
-        self.enter_as(id, Entry { identity, name, role, trusted: true }).await
+        self.enter_as(
+            id,
+            Entry {
+                identity,
+                name,
+                role,
+                trusted: true,
+            },
+        )
+        .await
     }
 
     /// Like [`Meetings::enter_trusted`], but the person goes through the waiting room by policy
@@ -317,48 +404,97 @@ impl Meetings {
         name: DisplayName,
         role: Role,
     ) -> Result<(Meeting, Participant)> {
-        self.enter_as(id, Entry { identity, name, role, trusted: false }).await
+        self.enter_as(
+            id,
+            Entry {
+                identity,
+                name,
+                role,
+                trusted: false,
+            },
+        )
+        .await
     }
 
     async fn enter_as(&self, id: &MeetingId, entry: Entry) -> Result<(Meeting, Participant)> {
-        let needs = Needs { target: Some(entry.identity.clone()), ..Needs::default() };
-        self.mutate(id, &Caller::Admin, needs, |tx, loaded| ops::enter(tx, loaded.target, entry.clone())).await
+        let needs = Needs {
+            target: Some(entry.identity.clone()),
+            ..Needs::default()
+        };
+        self.mutate(id, &Caller::Admin, needs, |tx, loaded| {
+            ops::enter(tx, loaded.target, entry.clone())
+        })
+        .await
     }
 
     /// Credential checks a compatibility surface makes itself (passcodes, PINs): the same counters.
     pub async fn check_guess(&self, surface_key: &str, client: &str, correct: bool) -> Result<()> {
         let now = self.now();
-        self.store.failures(FailureScope::Address, client).await?.check(FailureScope::Address, now)?;
-        self.store.failures(FailureScope::Meeting, surface_key).await?.check(FailureScope::Meeting, now)?;
+        self.store
+            .failures(FailureScope::Address, client)
+            .await?
+            .check(FailureScope::Address, now)?;
+        self.store
+            .failures(FailureScope::Meeting, surface_key)
+            .await?
+            .check(FailureScope::Meeting, now)?;
         if correct {
-            self.store.clear_failures(FailureScope::Meeting, surface_key).await?;
+            self.store
+                .clear_failures(FailureScope::Meeting, surface_key)
+                .await?;
             Ok(())
         } else {
-            self.count_failure(FailureScope::Meeting, surface_key, now).await?;
-            self.count_failure(FailureScope::Address, client, now).await?;
+            self.count_failure(FailureScope::Meeting, surface_key, now)
+                .await?;
+            self.count_failure(FailureScope::Address, client, now)
+                .await?;
             Err(DomainError::code(ErrorCode::MeetingAccessDenied).into())
         }
     }
 
-    async fn count_failure(&self, scope: FailureScope, subject: &str, now: Timestamp) -> Result<()> {
-        let forget_before = scope.window().map(|w| Timestamp::from_millis(now.as_millis() - w.as_millis() as i64));
-        self.store.record_failure(scope, subject, now, forget_before).await?;
+    async fn count_failure(
+        &self,
+        scope: FailureScope,
+        subject: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let forget_before = scope
+            .window()
+            .map(|w| Timestamp::from_millis(now.as_millis() - w.as_millis() as i64));
+        self.store
+            .record_failure(scope, subject, now, forget_before)
+            .await?;
         Ok(())
     }
 
     /// An admitted person asks for media access; a host's join starts the meeting.
     pub async fn join(&self, id: &MeetingId, caller: &Caller) -> Result<(Meeting, Participant)> {
-        let needs = Needs { waiting: true, joined_count: true, stale_run_ok_for_host: true, ..Needs::default() };
+        let needs = Needs {
+            waiting: true,
+            joined_count: true,
+            stale_run_ok_for_host: true,
+            ..Needs::default()
+        };
         self.mutate(id, caller, needs, |tx, loaded| {
-            let subject = loaded.subject.ok_or_else(|| DomainError::new(ErrorCode::Forbidden, "only a participant can join"))?;
-            ops::join(tx, subject, loaded.joined_count, loaded.waiting, &mut rand::rng())
+            let subject = loaded.subject.ok_or_else(|| {
+                DomainError::new(ErrorCode::Forbidden, "only a participant can join")
+            })?;
+            ops::join(
+                tx,
+                subject,
+                loaded.joined_count,
+                loaded.waiting,
+                &mut rand::rng(),
+            )
         })
         .await
     }
 
     pub async fn leave(&self, id: &MeetingId, caller: &Caller) -> Result<()> {
         self.mutate(id, caller, Needs::default(), |tx, loaded| {
-            let subject = loaded.subject.ok_or_else(|| DomainError::new(ErrorCode::Forbidden, "only a participant can leave"))?;
+            let subject = loaded.subject.ok_or_else(|| {
+                DomainError::new(ErrorCode::Forbidden, "only a participant can leave")
+            })?;
             ops::leave(tx, subject)
         })
         .await
@@ -367,14 +503,25 @@ impl Meetings {
 
     // ----- waiting room -----------------------------------------------------------------------
 
-    pub async fn admit(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<Participant> {
+    pub async fn admit(
+        &self,
+        id: &MeetingId,
+        caller: &Caller,
+        target: &Identity,
+    ) -> Result<Participant> {
         self.on_target(id, caller, target, ops::admit).await
     }
 
     pub async fn admit_all(&self, id: &MeetingId, caller: &Caller) -> Result<Meeting> {
-        let needs = Needs { waiting: true, ..Needs::default() };
-        let (meeting, ()) =
-            self.mutate(id, caller, needs, |tx, loaded| ops::admit_all(tx, &loaded.actor, loaded.waiting)).await?;
+        let needs = Needs {
+            waiting: true,
+            ..Needs::default()
+        };
+        let (meeting, ()) = self
+            .mutate(id, caller, needs, |tx, loaded| {
+                ops::admit_all(tx, &loaded.actor, loaded.waiting)
+            })
+            .await?;
         Ok(meeting)
     }
 
@@ -382,15 +529,29 @@ impl Meetings {
         self.on_target(id, caller, target, ops::deny).await
     }
 
-    pub async fn send_back(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
+    pub async fn send_back(
+        &self,
+        id: &MeetingId,
+        caller: &Caller,
+        target: &Identity,
+    ) -> Result<()> {
         self.on_target(id, caller, target, ops::send_back).await
     }
 
     // ----- stage ------------------------------------------------------------------------------
 
     /// The caller raises or lowers their own hand; an admin may do it for `target`.
-    pub async fn set_hand(&self, id: &MeetingId, caller: &Caller, target: Option<&Identity>, raised: bool) -> Result<()> {
-        let needs = Needs { target: target.cloned(), ..Needs::default() };
+    pub async fn set_hand(
+        &self,
+        id: &MeetingId,
+        caller: &Caller,
+        target: Option<&Identity>,
+        raised: bool,
+    ) -> Result<()> {
+        let needs = Needs {
+            target: target.cloned(),
+            ..Needs::default()
+        };
         self.mutate(id, caller, needs, |tx, loaded| {
             let who = match (&loaded.actor, loaded.target, loaded.subject) {
                 (Actor::Admin, Some(t), _) => t,
@@ -408,8 +569,17 @@ impl Meetings {
     }
 
     /// The caller answers their own invitation; an admin may answer for `target`.
-    pub async fn answer_invite(&self, id: &MeetingId, caller: &Caller, target: Option<&Identity>, accept: bool) -> Result<()> {
-        let needs = Needs { target: target.cloned(), ..Needs::default() };
+    pub async fn answer_invite(
+        &self,
+        id: &MeetingId,
+        caller: &Caller,
+        target: Option<&Identity>,
+        accept: bool,
+    ) -> Result<()> {
+        let needs = Needs {
+            target: target.cloned(),
+            ..Needs::default()
+        };
         self.mutate(id, caller, needs, |tx, loaded| {
             let who = match (&loaded.actor, loaded.target, loaded.subject) {
                 (Actor::Admin, Some(t), _) => t,
@@ -422,7 +592,13 @@ impl Meetings {
         .map(|_| ())
     }
 
-    pub async fn set_role(&self, id: &MeetingId, caller: &Caller, target: &Identity, role: Role) -> Result<Participant> {
+    pub async fn set_role(
+        &self,
+        id: &MeetingId,
+        caller: &Caller,
+        target: &Identity,
+        role: Role,
+    ) -> Result<Participant> {
         self.on_target(id, caller, target, move |tx, actor, t| {
             let identity = t.identity.clone();
             ops::set_role(tx, actor, t, role)?;
@@ -438,26 +614,59 @@ impl Meetings {
         self.on_target(id, caller, target, ops::remove).await
     }
 
-    pub async fn ban(&self, id: &MeetingId, caller: &Caller, target: &Identity, duration: Option<Duration>) -> Result<()> {
-        self.on_target(id, caller, target, move |tx, actor, t| ops::ban(tx, actor, t, duration)).await
+    pub async fn ban(
+        &self,
+        id: &MeetingId,
+        caller: &Caller,
+        target: &Identity,
+        duration: Option<Duration>,
+    ) -> Result<()> {
+        self.on_target(id, caller, target, move |tx, actor, t| {
+            ops::ban(tx, actor, t, duration)
+        })
+        .await
     }
 
     pub async fn unban(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
         self.on_target(id, caller, target, ops::unban).await
     }
 
-    pub async fn mute(&self, id: &MeetingId, caller: &Caller, target: &Identity, track: TrackSelector, muted: bool) -> Result<()> {
-        self.on_target(id, caller, target, move |tx, actor, t| ops::mute(tx, actor, &t, track.clone(), muted)).await
+    pub async fn mute(
+        &self,
+        id: &MeetingId,
+        caller: &Caller,
+        target: &Identity,
+        track: TrackSelector,
+        muted: bool,
+    ) -> Result<()> {
+        self.on_target(id, caller, target, move |tx, actor, t| {
+            ops::mute(tx, actor, &t, track.clone(), muted)
+        })
+        .await
     }
 
     /// The caller (a participant) sends a chat message, to everyone or to `to`.
-    pub async fn chat(&self, id: &MeetingId, caller: &Caller, text: ChatText, to: Option<&Identity>) -> Result<u64> {
-        let needs = Needs { target: to.cloned(), ..Needs::default() };
+    pub async fn chat(
+        &self,
+        id: &MeetingId,
+        caller: &Caller,
+        text: ChatText,
+        to: Option<&Identity>,
+    ) -> Result<u64> {
+        let needs = Needs {
+            target: to.cloned(),
+            ..Needs::default()
+        };
         let (meeting, ()) = self
             .mutate(id, caller, needs, |tx, loaded| {
-                let sender = loaded.subject.ok_or_else(|| DomainError::new(ErrorCode::Forbidden, "only a participant can chat"))?;
+                let sender = loaded.subject.ok_or_else(|| {
+                    DomainError::new(ErrorCode::Forbidden, "only a participant can chat")
+                })?;
                 if to.is_some() && loaded.target.is_none() {
-                    return Err(DomainError::new(ErrorCode::ParticipantNotFound, "the recipient is not in the meeting"));
+                    return Err(DomainError::new(
+                        ErrorCode::ParticipantNotFound,
+                        "the recipient is not in the meeting",
+                    ));
                 }
                 ops::chat(tx, &sender, text.clone(), loaded.target)
             })
@@ -474,25 +683,52 @@ impl Meetings {
             .ok_or_else(|| DomainError::code(ErrorCode::ParticipantNotFound).into())
     }
 
-    pub async fn participants(&self, id: &MeetingId, states: Option<&[ParticipantState]>) -> Result<Vec<Participant>> {
+    pub async fn participants(
+        &self,
+        id: &MeetingId,
+        states: Option<&[ParticipantState]>,
+    ) -> Result<Vec<Participant>> {
         self.meeting(id).await?;
         Ok(self.store.participants(id, states).await?)
     }
 
     pub async fn events_after(&self, id: &MeetingId, after: u64, limit: u32) -> Result<Vec<Event>> {
-        Ok(self.store.events_after(id, after, limit.clamp(1, MAX_PAGE)).await?)
+        Ok(self
+            .store
+            .events_after(id, after, limit.clamp(1, MAX_PAGE))
+            .await?)
     }
 
     /// Checks that a participant token still stands: the person exists, the token's run is the
     /// meeting's current run, and its epoch is current (remove, deny and ban bump it).
-    pub async fn check_participant_token(&self, id: &MeetingId, identity: &Identity, instance: &InstanceId, epoch: u32) -> Result<(Meeting, Participant)> {
-        let meeting = self.store.meeting(id).await?.ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
-        let participant = self.store.participant(id, identity).await?.ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
+    pub async fn check_participant_token(
+        &self,
+        id: &MeetingId,
+        identity: &Identity,
+        instance: &InstanceId,
+        epoch: u32,
+    ) -> Result<(Meeting, Participant)> {
+        let meeting = self
+            .store
+            .meeting(id)
+            .await?
+            .ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
+        let participant = self
+            .store
+            .participant(id, identity)
+            .await?
+            .ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
         if &meeting.run.instance_id != instance {
-            return Err(ServiceError::domain(ErrorCode::InvalidToken, "the token is for an earlier run of this meeting"));
+            return Err(ServiceError::domain(
+                ErrorCode::InvalidToken,
+                "the token is for an earlier run of this meeting",
+            ));
         }
         if participant.epoch != epoch {
-            return Err(ServiceError::domain(ErrorCode::InvalidToken, "the token has been revoked"));
+            return Err(ServiceError::domain(
+                ErrorCode::InvalidToken,
+                "the token has been revoked",
+            ));
         }
         if participant.is_banned_at(self.now()) {
             return Err(DomainError::code(ErrorCode::Banned).into());
@@ -504,13 +740,24 @@ impl Meetings {
 
     /// The media engine's admission check: a token is not enough. The meeting must be live, the
     /// person admitted in this run and not banned, and the room under capacity.
-    pub async fn media_admission(&self, id: &MeetingId, identity: &Identity, instance: &InstanceId, epoch: u32) -> Result<MediaAdmission> {
-        let (meeting, participant) = self.check_participant_token(id, identity, instance, epoch).await?;
+    pub async fn media_admission(
+        &self,
+        id: &MeetingId,
+        identity: &Identity,
+        instance: &InstanceId,
+        epoch: u32,
+    ) -> Result<MediaAdmission> {
+        let (meeting, participant) = self
+            .check_participant_token(id, identity, instance, epoch)
+            .await?;
         if !meeting.is_live() {
             return Err(DomainError::code(ErrorCode::MeetingNotLive).into());
         }
         let admitted = participant.admitted_in.as_ref() == Some(&meeting.run.instance_id)
-            && matches!(participant.state, ParticipantState::Admitted | ParticipantState::Joined | ParticipantState::Left);
+            && matches!(
+                participant.state,
+                ParticipantState::Admitted | ParticipantState::Joined | ParticipantState::Left
+            );
         if !admitted {
             return Err(DomainError::code(ErrorCode::NotAdmitted).into());
         }
@@ -529,7 +776,10 @@ impl Meetings {
                 return Err(DomainError::code(ErrorCode::MeetingFull).into());
             }
         }
-        Ok(MediaAdmission { meeting, participant })
+        Ok(MediaAdmission {
+            meeting,
+            participant,
+        })
     }
 
     /// Records what the media engine saw (connections and tracks) in the meeting's log.
@@ -543,14 +793,26 @@ impl Meetings {
             | MediaReport::TrackPublished { identity, .. }
             | MediaReport::TrackUnpublished { identity, .. } => identity.clone(),
         };
-        let needs = Needs { target: Some(identity), ..Needs::default() };
+        let needs = Needs {
+            target: Some(identity),
+            ..Needs::default()
+        };
         self.mutate(&meeting.id, &Caller::Admin, needs, |tx, loaded| {
-            let Some(target) = loaded.target else { return Ok(()) };
+            let Some(target) = loaded.target else {
+                return Ok(());
+            };
             match report.clone() {
                 MediaReport::Connected { .. } => ops::media_presence(tx, target, true),
                 MediaReport::Disconnected { .. } => ops::media_presence(tx, target, false),
-                MediaReport::TrackPublished { identity, track_sid, kind } => ops::media_track(tx, identity, track_sid, Some(kind)),
-                MediaReport::TrackUnpublished { identity, track_sid } => ops::media_track(tx, identity, track_sid, None),
+                MediaReport::TrackPublished {
+                    identity,
+                    track_sid,
+                    kind,
+                } => ops::media_track(tx, identity, track_sid, Some(kind)),
+                MediaReport::TrackUnpublished {
+                    identity,
+                    track_sid,
+                } => ops::media_track(tx, identity, track_sid, None),
             }
             Ok(())
         })
@@ -575,10 +837,18 @@ impl Meetings {
             }
             return Err(ServiceError::domain(
                 ErrorCode::AlreadyExists,
-                format!("API key {id} is stored with another secret or revoked; revoke it or choose another key id"),
+                format!(
+                    "API key {id} is stored with another secret or revoked; revoke it or choose another key id"
+                ),
             ));
         }
-        let key = ApiKey { id, secret, description: "provisioned from configuration".into(), created_at: self.now(), revoked_at: None };
+        let key = ApiKey {
+            id,
+            secret,
+            description: "provisioned from configuration".into(),
+            created_at: self.now(),
+            revoked_at: None,
+        };
         self.store.insert_api_key(&key).await?;
         Ok(key)
     }
@@ -608,9 +878,14 @@ impl Meetings {
         target: &Identity,
         op: impl Fn(&mut Tx, &Actor, Participant) -> Result<T, DomainError>,
     ) -> Result<T> {
-        let needs = Needs { target: Some(target.clone()), ..Needs::default() };
+        let needs = Needs {
+            target: Some(target.clone()),
+            ..Needs::default()
+        };
         self.mutate(id, caller, needs, |tx, loaded| {
-            let target = loaded.target.ok_or_else(|| DomainError::code(ErrorCode::ParticipantNotFound))?;
+            let target = loaded
+                .target
+                .ok_or_else(|| DomainError::code(ErrorCode::ParticipantNotFound))?;
             op(tx, &loaded.actor, target)
         })
         .await
@@ -621,17 +896,30 @@ impl Meetings {
         let id = &meeting.id;
         let (actor, subject) = match caller {
             Caller::Admin => (Actor::Admin, None),
-            Caller::Participant { identity, instance, epoch } => {
-                let participant =
-                    self.store.participant(id, identity).await?.ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
+            Caller::Participant {
+                identity,
+                instance,
+                epoch,
+            } => {
+                let participant = self
+                    .store
+                    .participant(id, identity)
+                    .await?
+                    .ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
                 let stale_ok = needs.stale_run_ok_for_host
                     && participant.role == Role::Host
                     && meeting.status == crate::meeting::MeetingStatus::Ended;
                 if &meeting.run.instance_id != instance && !stale_ok {
-                    return Err(ServiceError::domain(ErrorCode::InvalidToken, "the token is for an earlier run of this meeting"));
+                    return Err(ServiceError::domain(
+                        ErrorCode::InvalidToken,
+                        "the token is for an earlier run of this meeting",
+                    ));
                 }
                 if participant.epoch != *epoch {
-                    return Err(ServiceError::domain(ErrorCode::InvalidToken, "the token has been revoked"));
+                    return Err(ServiceError::domain(
+                        ErrorCode::InvalidToken,
+                        "the token has been revoked",
+                    ));
                 }
                 (Actor::Participant(participant.clone()), Some(participant))
             }
@@ -641,23 +929,41 @@ impl Meetings {
             None => None,
         };
         let waiting = if needs.waiting {
-            self.store.participants(id, Some(&[ParticipantState::Waiting])).await?
+            self.store
+                .participants(id, Some(&[ParticipantState::Waiting]))
+                .await?
         } else {
             Vec::new()
         };
         let present = if needs.present {
             self.store
-                .participants(id, Some(&[ParticipantState::Waiting, ParticipantState::Admitted, ParticipantState::Joined]))
+                .participants(
+                    id,
+                    Some(&[
+                        ParticipantState::Waiting,
+                        ParticipantState::Admitted,
+                        ParticipantState::Joined,
+                    ]),
+                )
                 .await?
         } else {
             Vec::new()
         };
         let joined_count = if needs.joined_count {
-            self.store.count_participants(id, &[ParticipantState::Joined]).await?
+            self.store
+                .count_participants(id, &[ParticipantState::Joined])
+                .await?
         } else {
             0
         };
-        Ok(Loaded { actor, subject, target, waiting, present, joined_count })
+        Ok(Loaded {
+            actor,
+            subject,
+            target,
+            waiting,
+            present,
+            joined_count,
+        })
     }
 
     async fn mutate<T>(
@@ -697,4 +1003,3 @@ impl Meetings {
         }
     }
 }
-

@@ -23,7 +23,10 @@ impl Timestamp {
     }
 
     pub fn plus(self, duration: Duration) -> Self {
-        Self(self.0.saturating_add(duration.as_millis().min(i64::MAX as u128) as i64))
+        Self(
+            self.0
+                .saturating_add(duration.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 
     /// How long from `self` until `later` (zero when `later` is not later).

@@ -13,7 +13,10 @@ pub enum StoreFault {
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A stored value does not parse as its domain type (the store never trusts its rows blindly).
     #[error("corrupt value in column {column}: {reason}")]
-    Corrupt { column: &'static str, reason: String },
+    Corrupt {
+        column: &'static str,
+        reason: String,
+    },
     /// A domain value cannot be stored (e.g. a sequence number beyond the signed 64-bit range).
     #[error("cannot store {what}: {reason}")]
     Unrepresentable { what: &'static str, reason: String },
@@ -38,19 +41,25 @@ pub(crate) fn backend(fault: impl Into<StoreFault>) -> StoreError {
 }
 
 pub(crate) fn corrupt(column: &'static str, reason: impl std::fmt::Display) -> StoreError {
-    backend(StoreFault::Corrupt { column, reason: reason.to_string() })
+    backend(StoreFault::Corrupt {
+        column,
+        reason: reason.to_string(),
+    })
 }
 
 pub(crate) fn unrepresentable(what: &'static str, reason: impl std::fmt::Display) -> StoreError {
-    backend(StoreFault::Unrepresentable { what, reason: reason.to_string() })
+    backend(StoreFault::Unrepresentable {
+        what,
+        reason: reason.to_string(),
+    })
 }
 
 /// The text of a unique-key violation (constraint name and message), if `error` is one.
 pub(crate) fn unique_violation(error: &sqlx::Error) -> Option<String> {
     match error {
-        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
-            Some(format!("{} {}", db.constraint().unwrap_or_default(), db.message()))
-        }
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => Some(
+            format!("{} {}", db.constraint().unwrap_or_default(), db.message()),
+        ),
         _ => None,
     }
 }

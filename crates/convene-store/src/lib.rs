@@ -102,7 +102,9 @@ pub struct SqlStore {
 impl std::fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The pool's options hold the URL, which may carry a password: never print it.
-        f.debug_struct("SqlStore").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -113,7 +115,10 @@ impl SqlStore {
     pub async fn connect(target: &str) -> Result<Self, StoreError> {
         if target.starts_with("postgres://") || target.starts_with("postgresql://") {
             Self::postgres(target).await
-        } else if let Some(path) = target.strip_prefix("sqlite://").or_else(|| target.strip_prefix("sqlite:")) {
+        } else if let Some(path) = target
+            .strip_prefix("sqlite://")
+            .or_else(|| target.strip_prefix("sqlite:"))
+        {
             Self::sqlite(Path::new(path)).await
         } else if target.contains("://") {
             Err(backend(StoreFault::Config(
@@ -129,7 +134,9 @@ impl SqlStore {
     pub async fn sqlite(path: &Path) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         if path.as_os_str() == ":memory:" || path.as_os_str().is_empty() {
-            return Err(backend(StoreFault::Config("SQLite needs a file path (an in-memory database is not durable)".into())));
+            return Err(backend(StoreFault::Config(
+                "SQLite needs a file path (an in-memory database is not durable)".into(),
+            )));
         }
         let path = std::path::absolute(path).map_err(|source| io_fault(path, source))?;
         prepare_sqlite_file(&path)?;
@@ -163,14 +170,19 @@ impl SqlStore {
             .await
             .map_err(backend)?;
         tracing::debug!(path = %path.display(), "opened SQLite store");
-        Ok(Self { pool, backend: Backend::Sqlite })
+        Ok(Self {
+            pool,
+            backend: Backend::Sqlite,
+        })
     }
 
     /// Connects to PostgreSQL at `url` (a plain pool). Does not migrate.
     pub async fn postgres(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(backend(StoreFault::Config("a PostgreSQL URL starts with postgres://".into())));
+            return Err(backend(StoreFault::Config(
+                "a PostgreSQL URL starts with postgres://".into(),
+            )));
         }
         let pool = AnyPoolOptions::new()
             .max_connections(16)
@@ -179,7 +191,10 @@ impl SqlStore {
             .await
             .map_err(backend)?;
         tracing::debug!("connected to PostgreSQL store");
-        Ok(Self { pool, backend: Backend::Postgres })
+        Ok(Self {
+            pool,
+            backend: Backend::Postgres,
+        })
     }
 
     /// Applies the migrations that are not applied yet. Idempotent; run it at every start.
@@ -202,15 +217,25 @@ impl SqlStore {
     pub async fn integrity_check(&self) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite => {
-                let rows = sqlx::query("PRAGMA integrity_check").fetch_all(&self.pool).await.map_err(backend)?;
+                let rows = sqlx::query("PRAGMA integrity_check")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(backend)?;
                 let mut lines = Vec::with_capacity(rows.len());
                 for row in &rows {
                     lines.push(row.try_get::<String, _>(0).map_err(backend)?);
                 }
-                if lines == ["ok"] { Ok(()) } else { Err(backend(StoreFault::Integrity(lines.join("; ")))) }
+                if lines == ["ok"] {
+                    Ok(())
+                } else {
+                    Err(backend(StoreFault::Integrity(lines.join("; "))))
+                }
             }
             Backend::Postgres => {
-                sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend)?;
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(backend)?;
                 Ok(())
             }
         }
@@ -224,11 +249,17 @@ impl SqlStore {
         }
         let mut connection = self.pool.acquire().await.map_err(backend)?;
         let mut text = async |pragma: &str| -> Result<String, StoreError> {
-            let row = sqlx::query(&format!("PRAGMA {pragma}")).fetch_one(&mut *connection).await.map_err(backend)?;
+            let row = sqlx::query(&format!("PRAGMA {pragma}"))
+                .fetch_one(&mut *connection)
+                .await
+                .map_err(backend)?;
             // Some pragmas answer integers, some text; read either.
             match row.try_get::<String, _>(0) {
                 Ok(value) => Ok(value),
-                Err(_) => row.try_get::<i64, _>(0).map(|n| n.to_string()).map_err(backend),
+                Err(_) => row
+                    .try_get::<i64, _>(0)
+                    .map(|n| n.to_string())
+                    .map_err(backend),
             }
         };
         let journal_mode = text("journal_mode").await?;
@@ -236,7 +267,8 @@ impl SqlStore {
         let foreign_keys = text("foreign_keys").await?;
         let busy_timeout = text("busy_timeout").await?;
         let number = |column: &'static str, raw: &str| {
-            raw.parse::<i64>().map_err(|e| error::corrupt(column, format!("{raw:?}: {e}")))
+            raw.parse::<i64>()
+                .map_err(|e| error::corrupt(column, format!("{raw:?}: {e}")))
         };
         Ok(Some(SqliteSettings {
             journal_mode,
@@ -259,7 +291,10 @@ impl SqlStore {
 }
 
 fn io_fault(path: &Path, source: std::io::Error) -> StoreError {
-    backend(StoreFault::Io { path: path.display().to_string(), source })
+    backend(StoreFault::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Creates the parent directory and an empty database file, private to the owner, when missing.
@@ -271,7 +306,9 @@ fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {
         builder.recursive(true);
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(parent).map_err(|source| io_fault(parent, source))?;
+        builder
+            .create(parent)
+            .map_err(|source| io_fault(parent, source))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -287,9 +324,12 @@ fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {
 /// `sqlite://<percent-encoded absolute path>?mode=rwc`. sqlx decodes the path, so every byte
 /// outside a small safe set (including `%`, `?` and `#`) is encoded.
 fn sqlite_url(path: &Path) -> Result<String, StoreError> {
-    let text = path
-        .to_str()
-        .ok_or_else(|| backend(StoreFault::Config(format!("SQLite path is not UTF-8: {}", path.display()))))?;
+    let text = path.to_str().ok_or_else(|| {
+        backend(StoreFault::Config(format!(
+            "SQLite path is not UTF-8: {}",
+            path.display()
+        )))
+    })?;
     let mut url = String::from("sqlite://");
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte) {

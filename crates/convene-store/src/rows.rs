@@ -70,7 +70,10 @@ fn flag(row: &AnyRow, column: &'static str) -> Result<bool, StoreError> {
     match int(row, column)? {
         0 => Ok(false),
         1 => Ok(true),
-        other => Err(corrupt(column, format!("{other} is not a boolean (0 or 1)"))),
+        other => Err(corrupt(
+            column,
+            format!("{other} is not a boolean (0 or 1)"),
+        )),
     }
 }
 
@@ -108,7 +111,9 @@ pub(crate) fn participant(row: &AnyRow) -> Result<Participant, StoreError> {
         identity: parsed(row, "identity", Identity::parse)?,
         name: parsed(row, "name", DisplayName::parse)?,
         role: serde_enum::<Role>(row, "role")?,
-        state: parsed(row, "state", |raw| ParticipantState::parse(raw).ok_or("unknown participant state"))?,
+        state: parsed(row, "state", |raw| {
+            ParticipantState::parse(raw).ok_or("unknown participant state")
+        })?,
         hand_raised: flag(row, "hand_raised")?,
         invited: flag(row, "invited")?,
         media_connected: flag(row, "media_connected")?,
@@ -128,8 +133,8 @@ pub(crate) fn event(row: &AnyRow) -> Result<Event, StoreError> {
     if !data.is_null() {
         tagged.insert("data".into(), data);
     }
-    let kind: EventKind =
-        serde_json::from_value(serde_json::Value::Object(tagged)).map_err(|e| corrupt("data", e))?;
+    let kind: EventKind = serde_json::from_value(serde_json::Value::Object(tagged))
+        .map_err(|e| corrupt("data", e))?;
     Ok(Event {
         meeting_id: parsed(row, "meeting_id", MeetingId::parse)?,
         seq: uint(row, "seq")?,
@@ -160,13 +165,17 @@ pub(crate) fn failure_record(row: &AnyRow) -> Result<FailureRecord, StoreError> 
 // ----- writing ---------------------------------------------------------------------------------
 
 pub(crate) fn signed(what: &'static str, value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| unrepresentable(what, format!("{value} exceeds the signed 64-bit range")))
+    i64::try_from(value)
+        .map_err(|_| unrepresentable(what, format!("{value} exceeds the signed 64-bit range")))
 }
 
 fn enum_text<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(text)) => Ok(text),
-        Ok(other) => Err(unrepresentable(what, format!("serializes as {other}, not a string"))),
+        Ok(other) => Err(unrepresentable(
+            what,
+            format!("serializes as {other}, not a string"),
+        )),
         Err(e) => Err(unrepresentable(what, e)),
     }
 }
@@ -242,7 +251,10 @@ impl ParticipantValues {
             hand_raised: i64::from(participant.hand_raised),
             invited: i64::from(participant.invited),
             media_connected: i64::from(participant.media_connected),
-            admitted_in: participant.admitted_in.as_ref().map(|id| id.as_str().to_owned()),
+            admitted_in: participant
+                .admitted_in
+                .as_ref()
+                .map(|id| id.as_str().to_owned()),
             banned_until: participant.banned_until.map(Timestamp::as_millis),
             epoch: i64::from(participant.epoch),
             created_at: participant.created_at.as_millis(),
@@ -269,12 +281,22 @@ impl EventValues {
         // EventKind is adjacently tagged: {"type": "...", "data": {...}}. Store the two halves.
         let mut tagged = match serde_json::to_value(&event.kind) {
             Ok(serde_json::Value::Object(map)) => map,
-            Ok(other) => return Err(unrepresentable("event", format!("serializes as {other}, not an object"))),
+            Ok(other) => {
+                return Err(unrepresentable(
+                    "event",
+                    format!("serializes as {other}, not an object"),
+                ));
+            }
             Err(e) => return Err(unrepresentable("event", e)),
         };
         let kind_type = match tagged.remove("type") {
             Some(serde_json::Value::String(kind_type)) => kind_type,
-            _ => return Err(unrepresentable("event", "its kind has no string `type` tag")),
+            _ => {
+                return Err(unrepresentable(
+                    "event",
+                    "its kind has no string `type` tag",
+                ));
+            }
         };
         let data = tagged.remove("data").unwrap_or(serde_json::Value::Null);
         Ok(Self {

@@ -12,12 +12,12 @@ use convene_core::participant::{Participant, ParticipantState};
 use convene_core::ports::{Store, StoreError};
 use sqlx::{AnyConnection, Row};
 
+use crate::SqlStore;
 use crate::error::{backend, unique_violation, unrepresentable};
 use crate::rows::{
-    self, API_KEY_COLUMNS, EVENT_COLUMNS, EventValues, MEETING_COLUMNS, MeetingValues, PARTICIPANT_COLUMNS,
-    ParticipantValues,
+    self, API_KEY_COLUMNS, EVENT_COLUMNS, EventValues, MEETING_COLUMNS, MeetingValues,
+    PARTICIPANT_COLUMNS, ParticipantValues,
 };
-use crate::SqlStore;
 
 /// What an upsert of a participant overwrites: everything but the key.
 const PARTICIPANT_UPDATE: &str = "name = excluded.name, role = excluded.role, state = excluded.state, \
@@ -48,7 +48,10 @@ fn placeholders(rows: usize, columns: usize) -> String {
 
 /// `$first, $first+1, ...` for a list of `count` values.
 fn list_placeholders(first: usize, count: usize) -> String {
-    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The change's rows, encoded before any transaction starts (a value that cannot be stored fails
@@ -63,15 +66,35 @@ impl Encoded {
     fn of(change: &Change) -> Result<Self, StoreError> {
         let id = &change.meeting.id;
         if let Some(p) = change.participants.iter().find(|p| &p.meeting_id != id) {
-            return Err(unrepresentable("participant", format!("{} belongs to meeting {}, not {id}", p.identity, p.meeting_id)));
+            return Err(unrepresentable(
+                "participant",
+                format!(
+                    "{} belongs to meeting {}, not {id}",
+                    p.identity, p.meeting_id
+                ),
+            ));
         }
         if let Some(e) = change.events.iter().find(|e| &e.meeting_id != id) {
-            return Err(unrepresentable("event", format!("seq {} belongs to meeting {}, not {id}", e.seq, e.meeting_id)));
+            return Err(unrepresentable(
+                "event",
+                format!(
+                    "seq {} belongs to meeting {}, not {id}",
+                    e.seq, e.meeting_id
+                ),
+            ));
         }
         Ok(Self {
             meeting: MeetingValues::of(&change.meeting)?,
-            participants: change.participants.iter().map(ParticipantValues::of).collect::<Result<_, _>>()?,
-            events: change.events.iter().map(EventValues::of).collect::<Result<_, _>>()?,
+            participants: change
+                .participants
+                .iter()
+                .map(ParticipantValues::of)
+                .collect::<Result<_, _>>()?,
+            events: change
+                .events
+                .iter()
+                .map(EventValues::of)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -149,7 +172,10 @@ impl Store for SqlStore {
         let encoded = Encoded::of(change)?;
         let m = &encoded.meeting;
         let mut tx = self.pool().begin().await.map_err(backend)?;
-        let sql = format!("INSERT INTO meetings ({MEETING_COLUMNS}) VALUES {}", placeholders(1, 13));
+        let sql = format!(
+            "INSERT INTO meetings ({MEETING_COLUMNS}) VALUES {}",
+            placeholders(1, 13)
+        );
         sqlx::query(&sql)
             .bind(m.id.as_str())
             .bind(m.room_name.as_str())
@@ -167,8 +193,12 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(meeting_duplicate)?;
-        upsert_participants(&mut tx, &encoded.participants, self.rows_per_statement()).await.map_err(backend)?;
-        insert_events(&mut tx, &encoded.events, self.rows_per_statement()).await.map_err(meeting_duplicate)?;
+        upsert_participants(&mut tx, &encoded.participants, self.rows_per_statement())
+            .await
+            .map_err(backend)?;
+        insert_events(&mut tx, &encoded.events, self.rows_per_statement())
+            .await
+            .map_err(meeting_duplicate)?;
         tx.commit().await.map_err(backend)
     }
 
@@ -208,44 +238,75 @@ impl Store for SqlStore {
         if updated.rows_affected() == 0 {
             return Err(StoreError::Conflict);
         }
-        upsert_participants(&mut tx, &encoded.participants, self.rows_per_statement()).await.map_err(backend)?;
-        insert_events(&mut tx, &encoded.events, self.rows_per_statement()).await.map_err(|e| match unique_violation(&e) {
-            // An event with this (meeting, seq) exists: another writer appended first.
-            Some(_) => StoreError::Conflict,
-            None => backend(e),
-        })?;
+        upsert_participants(&mut tx, &encoded.participants, self.rows_per_statement())
+            .await
+            .map_err(backend)?;
+        insert_events(&mut tx, &encoded.events, self.rows_per_statement())
+            .await
+            .map_err(|e| match unique_violation(&e) {
+                // An event with this (meeting, seq) exists: another writer appended first.
+                Some(_) => StoreError::Conflict,
+                None => backend(e),
+            })?;
         tx.commit().await.map_err(backend)
     }
 
     async fn meeting(&self, id: &MeetingId) -> Result<Option<Meeting>, StoreError> {
         let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(self.pool()).await.map_err(backend)?;
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(backend)?;
         row.as_ref().map(rows::meeting).transpose()
     }
 
     async fn meeting_by_room(&self, room: &RoomName) -> Result<Option<Meeting>, StoreError> {
         let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings WHERE room_name = $1");
-        let row = sqlx::query(&sql).bind(room.as_str()).fetch_optional(self.pool()).await.map_err(backend)?;
+        let row = sqlx::query(&sql)
+            .bind(room.as_str())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(backend)?;
         row.as_ref().map(rows::meeting).transpose()
     }
 
-    async fn meetings(&self, after: Option<&MeetingId>, limit: u32) -> Result<Vec<Meeting>, StoreError> {
+    async fn meetings(
+        &self,
+        after: Option<&MeetingId>,
+        limit: u32,
+    ) -> Result<Vec<Meeting>, StoreError> {
         let found = match after {
             Some(after) => {
-                let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings WHERE id > $1 ORDER BY id LIMIT $2");
-                sqlx::query(&sql).bind(after.as_str()).bind(i64::from(limit)).fetch_all(self.pool()).await
+                let sql = format!(
+                    "SELECT {MEETING_COLUMNS} FROM meetings WHERE id > $1 ORDER BY id LIMIT $2"
+                );
+                sqlx::query(&sql)
+                    .bind(after.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(self.pool())
+                    .await
             }
             None => {
                 let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings ORDER BY id LIMIT $1");
-                sqlx::query(&sql).bind(i64::from(limit)).fetch_all(self.pool()).await
+                sqlx::query(&sql)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.pool())
+                    .await
             }
         }
         .map_err(backend)?;
         found.iter().map(rows::meeting).collect()
     }
 
-    async fn participant(&self, meeting: &MeetingId, identity: &Identity) -> Result<Option<Participant>, StoreError> {
-        let sql = format!("SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE meeting_id = $1 AND identity = $2");
+    async fn participant(
+        &self,
+        meeting: &MeetingId,
+        identity: &Identity,
+    ) -> Result<Option<Participant>, StoreError> {
+        let sql = format!(
+            "SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE meeting_id = $1 AND identity = $2"
+        );
         let row = sqlx::query(&sql)
             .bind(meeting.as_str())
             .bind(identity.as_str())
@@ -279,13 +340,20 @@ impl Store for SqlStore {
             }
         }
         .map_err(backend)?;
-        let mut participants = found.iter().map(rows::participant).collect::<Result<Vec<_>, _>>()?;
+        let mut participants = found
+            .iter()
+            .map(rows::participant)
+            .collect::<Result<Vec<_>, _>>()?;
         // Byte order of the identity, whatever the database's collation.
         participants.sort_by(|a, b| a.identity.cmp(&b.identity));
         Ok(participants)
     }
 
-    async fn count_participants(&self, meeting: &MeetingId, states: &[ParticipantState]) -> Result<u64, StoreError> {
+    async fn count_participants(
+        &self,
+        meeting: &MeetingId,
+        states: &[ParticipantState],
+    ) -> Result<u64, StoreError> {
         if states.is_empty() {
             return Ok(0);
         }
@@ -299,10 +367,16 @@ impl Store for SqlStore {
         }
         let row = query.fetch_one(self.pool()).await.map_err(backend)?;
         let count: i64 = row.try_get("n").map_err(backend)?;
-        u64::try_from(count).map_err(|_| crate::error::corrupt("count", format!("negative count {count}")))
+        u64::try_from(count)
+            .map_err(|_| crate::error::corrupt("count", format!("negative count {count}")))
     }
 
-    async fn events_after(&self, meeting: &MeetingId, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
+    async fn events_after(
+        &self,
+        meeting: &MeetingId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
         let Ok(after) = i64::try_from(after) else {
             return Ok(Vec::new()); // No stored seq exceeds the signed 64-bit range.
         };
@@ -339,36 +413,53 @@ impl Store for SqlStore {
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
         let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(self.pool()).await.map_err(backend)?;
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(backend)?;
         row.as_ref().map(rows::api_key).transpose()
     }
 
     async fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys");
-        let found = sqlx::query(&sql).fetch_all(self.pool()).await.map_err(backend)?;
-        let mut keys = found.iter().map(rows::api_key).collect::<Result<Vec<_>, _>>()?;
+        let found = sqlx::query(&sql)
+            .fetch_all(self.pool())
+            .await
+            .map_err(backend)?;
+        let mut keys = found
+            .iter()
+            .map(rows::api_key)
+            .collect::<Result<Vec<_>, _>>()?;
         keys.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(keys)
     }
 
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
         // A key revoked twice keeps its first revocation time.
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
-            .bind(id)
-            .bind(at.as_millis())
-            .execute(self.pool())
-            .await
-            .map_err(backend)?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+                .bind(id)
+                .bind(at.as_millis())
+                .execute(self.pool())
+                .await
+                .map_err(backend)?;
         Ok(done.rows_affected() > 0)
     }
 
-    async fn failures(&self, scope: FailureScope, subject: &str) -> Result<FailureRecord, StoreError> {
-        let row = sqlx::query("SELECT failures, last_failure_at FROM auth_failures WHERE scope = $1 AND subject = $2")
-            .bind(scope.as_str())
-            .bind(subject)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(backend)?;
+    async fn failures(
+        &self,
+        scope: FailureScope,
+        subject: &str,
+    ) -> Result<FailureRecord, StoreError> {
+        let row = sqlx::query(
+            "SELECT failures, last_failure_at FROM auth_failures WHERE scope = $1 AND subject = $2",
+        )
+        .bind(scope.as_str())
+        .bind(subject)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(backend)?;
         match row {
             Some(row) => rows::failure_record(&row),
             None => Ok(FailureRecord::default()),

@@ -14,7 +14,8 @@ use convene_core::event::{Audience, TrackSelector};
 use convene_core::ids::{ChatText, DisplayName, Identity, MeetingId, RoomName};
 use convene_core::lockout::{FailureRecord, FailureScope};
 use convene_core::meeting::{
-    Credentials, LogoutUrl, Meeting, MeetingSettings, Metadata, Mode, QualityPreset, Schedule, WaitingPolicy,
+    Credentials, LogoutUrl, Meeting, MeetingSettings, Metadata, Mode, QualityPreset, Schedule,
+    WaitingPolicy,
 };
 use convene_core::ops::{self, Actor, Change, Entry, Tx};
 use convene_core::participant::{Participant, ParticipantState, Role};
@@ -29,8 +30,14 @@ use sqlx::{Connection, Executor};
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 enum Target {
-    Sqlite { _dir: tempfile::TempDir, path: PathBuf },
-    Postgres { url: String, _schema: Schema },
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres {
+        url: String,
+        _schema: Schema,
+    },
 }
 
 /// One test's database. Fields drop in order: the store's pool first, then the schema.
@@ -45,15 +52,20 @@ impl TestDb {
         let path = dir.path().join("nested").join("convene.db");
         let store = SqlStore::sqlite(&path).await.expect("open SQLite");
         store.migrate().await.expect("migrate SQLite");
-        Self { store, target: Target::Sqlite { _dir: dir, path } }
+        Self {
+            store,
+            target: Target::Sqlite { _dir: dir, path },
+        }
     }
 
     /// A store on a fresh schema, or `None` when PostgreSQL is unreachable and skipping was asked for.
     async fn postgres() -> Option<Self> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let base = std::env::var("CONVENE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+        let base = std::env::var("CONVENE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
         let skip = std::env::var("CONVENE_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1");
-        let admin = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&base)).await;
+        let admin =
+            tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&base)).await;
         let mut admin = match admin {
             Ok(Ok(connection)) => connection,
             failure => {
@@ -62,7 +74,9 @@ impl TestDb {
                     _ => "timed out after 5 s".into(),
                 };
                 if skip {
-                    eprintln!("SKIPPED on PostgreSQL (CONVENE_TEST_SKIP_POSTGRES=1): {base} unreachable: {why}");
+                    eprintln!(
+                        "SKIPPED on PostgreSQL (CONVENE_TEST_SKIP_POSTGRES=1): {base} unreachable: {why}"
+                    );
                     return None;
                 }
                 panic!(
@@ -75,16 +89,30 @@ impl TestDb {
             "convene_test_{}_{}_{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
         );
-        admin.execute(format!("CREATE SCHEMA {name}").as_str()).await.expect("create test schema");
+        admin
+            .execute(format!("CREATE SCHEMA {name}").as_str())
+            .await
+            .expect("create test schema");
         admin.close().await.ok();
-        let schema = Schema { admin_url: base.clone(), name: name.clone() };
+        let schema = Schema {
+            admin_url: base.clone(),
+            name: name.clone(),
+        };
         let separator = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{separator}options=-c%20search_path%3D{name}");
         let store = SqlStore::postgres(&url).await.expect("connect PostgreSQL");
         store.migrate().await.expect("migrate PostgreSQL");
-        Some(Self { store, target: Target::Postgres { url, _schema: schema } })
+        Some(Self {
+            store,
+            target: Target::Postgres {
+                url,
+                _schema: schema,
+            },
+        })
     }
 
     fn store(&self) -> &SqlStore {
@@ -96,7 +124,9 @@ impl TestDb {
         self.store.close().await;
         self.store = match &self.target {
             Target::Sqlite { path, .. } => SqlStore::sqlite(path).await.expect("reopen SQLite"),
-            Target::Postgres { url, .. } => SqlStore::postgres(url).await.expect("reconnect PostgreSQL"),
+            Target::Postgres { url, .. } => {
+                SqlStore::postgres(url).await.expect("reconnect PostgreSQL")
+            }
         };
         self.store.migrate().await.expect("migrate again");
     }
@@ -115,10 +145,16 @@ struct Schema {
 impl Drop for Schema {
     fn drop(&mut self) {
         let url = self.admin_url.clone();
-        let sql = format!("SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        let sql = format!(
+            "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {} CASCADE",
+            self.name
+        );
         // Drop cannot await: use a private runtime on a private thread.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let mut connection = sqlx::PgConnection::connect(&url).await.ok()?;
                 connection.execute(sql.as_str()).await.ok()?;
@@ -189,7 +225,8 @@ fn settings(policy: WaitingPolicy) -> MeetingSettings {
         capacity: None,
         quality: QualityPreset::Hd,
         logout_url: Some(LogoutUrl::parse("https://lms.example/done").expect("url")),
-        metadata: Metadata::parse(serde_json::json!({"course": "bio-101", "tags": ["a", 1, null]})).expect("meta"),
+        metadata: Metadata::parse(serde_json::json!({"course": "bio-101", "tags": ["a", 1, null]}))
+            .expect("meta"),
         schedule: Some(Schedule::new(at(1_000), Some(at(9_000))).expect("schedule")),
     }
 }
@@ -218,7 +255,10 @@ struct Roster(BTreeMap<String, Participant>);
 
 impl Roster {
     fn get(&self, identity: &str) -> Participant {
-        self.0.get(identity).cloned().unwrap_or_else(|| panic!("{identity} is not stored"))
+        self.0
+            .get(identity)
+            .cloned()
+            .unwrap_or_else(|| panic!("{identity} is not stored"))
     }
 }
 
@@ -226,7 +266,11 @@ impl Roster {
 /// holds exactly what the change says (meeting, every participant it touched, its events).
 async fn step(store: &SqlStore, id: &str, now: i64, op: impl FnOnce(&mut Tx, &Roster)) -> Change {
     let id = mid(id);
-    let meeting = store.meeting(&id).await.expect("load").expect("meeting exists");
+    let meeting = store
+        .meeting(&id)
+        .await
+        .expect("load")
+        .expect("meeting exists");
     let roster = Roster(
         store
             .participants(&id, None)
@@ -246,17 +290,35 @@ async fn step(store: &SqlStore, id: &str, now: i64, op: impl FnOnce(&mut Tx, &Ro
 
 async fn assert_round_trip(store: &SqlStore, change: &Change) {
     let id = &change.meeting.id;
-    assert_eq!(store.meeting(id).await.expect("meeting").as_ref(), Some(&change.meeting));
+    assert_eq!(
+        store.meeting(id).await.expect("meeting").as_ref(),
+        Some(&change.meeting)
+    );
     for p in &change.participants {
-        assert_eq!(store.participant(id, &p.identity).await.expect("participant").as_ref(), Some(p));
+        assert_eq!(
+            store
+                .participant(id, &p.identity)
+                .await
+                .expect("participant")
+                .as_ref(),
+            Some(p)
+        );
     }
     let after = change.expected_seq.unwrap_or(0);
-    let events = store.events_after(id, after, 100_000).await.expect("events");
+    let events = store
+        .events_after(id, after, 100_000)
+        .await
+        .expect("events");
     assert_eq!(events, change.events);
 }
 
 fn waiting_of(roster: &Roster) -> Vec<Participant> {
-    roster.0.values().filter(|p| p.state == ParticipantState::Waiting).cloned().collect()
+    roster
+        .0
+        .values()
+        .filter(|p| p.state == ParticipantState::Waiting)
+        .cloned()
+        .collect()
 }
 
 // ----- tests -----------------------------------------------------------------------------------
@@ -264,7 +326,15 @@ fn waiting_of(roster: &Roster) -> Vec<Participant> {
 async fn meetings_are_created_found_and_listed_by_pages(db: &mut TestDb) {
     let store = db.store();
     let mut rng = StdRng::seed_from_u64(1);
-    let ids = ["1000", "99999", "123456789", "5555", "100000000000000000", "2000", "31337"];
+    let ids = [
+        "1000",
+        "99999",
+        "123456789",
+        "5555",
+        "100000000000000000",
+        "2000",
+        "31337",
+    ];
     let mut created = Vec::new();
     for (n, id) in ids.iter().enumerate() {
         let room = (n % 2 == 0).then(|| format!("room-{id}"));
@@ -274,13 +344,37 @@ async fn meetings_are_created_found_and_listed_by_pages(db: &mut TestDb) {
         created.push(change.meeting);
     }
     for meeting in &created {
-        assert_eq!(store.meeting(&meeting.id).await.unwrap().as_ref(), Some(meeting));
-        assert_eq!(store.meeting_by_room(&meeting.room_name).await.unwrap().as_ref(), Some(meeting));
+        assert_eq!(
+            store.meeting(&meeting.id).await.unwrap().as_ref(),
+            Some(meeting)
+        );
+        assert_eq!(
+            store
+                .meeting_by_room(&meeting.room_name)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(meeting)
+        );
     }
     assert_eq!(store.meeting(&mid("4242")).await.unwrap(), None);
-    assert_eq!(store.meeting_by_room(&RoomName::parse("nowhere").unwrap()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .meeting_by_room(&RoomName::parse("nowhere").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
     // A meeting whose room name defaults to its id is found by that room name.
-    assert_eq!(store.meeting_by_room(&RoomName::parse("99999").unwrap()).await.unwrap().unwrap().id, mid("99999"));
+    assert_eq!(
+        store
+            .meeting_by_room(&RoomName::parse("99999").unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        mid("99999")
+    );
 
     let mut expected: Vec<Meeting> = created.clone();
     expected.sort_by(|a, b| a.id.cmp(&b.id));
@@ -300,7 +394,13 @@ async fn meetings_are_created_found_and_listed_by_pages(db: &mut TestDb) {
         }
         assert_eq!(pages, expected, "pages of {limit}");
     }
-    assert!(store.meetings(Some(&mid("999999999999999999")), 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .meetings(Some(&mid("999999999999999999")), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn duplicate_ids_and_room_names_are_refused(db: &mut TestDb) {
@@ -310,14 +410,32 @@ async fn duplicate_ids_and_room_names_are_refused(db: &mut TestDb) {
     store.create_meeting(&first).await.expect("create");
 
     let same_id = new_meeting("4001", Some("other-room"), WaitingPolicy::Open, &mut rng);
-    assert!(matches!(store.create_meeting(&same_id).await, Err(StoreError::Duplicate("meeting_id"))));
+    assert!(matches!(
+        store.create_meeting(&same_id).await,
+        Err(StoreError::Duplicate("meeting_id"))
+    ));
     let same_room = new_meeting("4002", Some("shared-room"), WaitingPolicy::Open, &mut rng);
-    assert!(matches!(store.create_meeting(&same_room).await, Err(StoreError::Duplicate("room_name"))));
+    assert!(matches!(
+        store.create_meeting(&same_room).await,
+        Err(StoreError::Duplicate("room_name"))
+    ));
 
     // Refused creations leave nothing behind, and the first meeting is untouched.
     assert_eq!(store.meeting(&mid("4002")).await.unwrap(), None);
-    assert!(store.events_after(&mid("4002"), 0, 10).await.unwrap().is_empty());
-    assert!(store.meeting_by_room(&RoomName::parse("other-room").unwrap()).await.unwrap().is_none());
+    assert!(
+        store
+            .events_after(&mid("4002"), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .meeting_by_room(&RoomName::parse("other-room").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_round_trip(store, &first).await;
 }
 
@@ -410,17 +528,59 @@ async fn commits_round_trip_meeting_participants_and_every_event_kind(db: &mut T
         })
         .await,
     );
-    all.push(step(store, m, next(), |tx, r| ops::set_hand(tx, r.get("bob"), true).unwrap()).await);
-    all.push(step(store, m, next(), |tx, r| ops::set_hand(tx, r.get("bob"), false).unwrap()).await);
-    all.push(step(store, m, next(), |tx, r| ops::invite(tx, &admin, r.get("bob")).unwrap()).await);
-    all.push(step(store, m, next(), |tx, r| ops::answer_invite(tx, r.get("bob"), true).unwrap()).await);
-    all.push(step(store, m, next(), |tx, r| ops::invite(tx, &admin, r.get("erin")).unwrap()).await);
-    all.push(step(store, m, next(), |tx, r| ops::answer_invite(tx, r.get("erin"), false).unwrap()).await);
-    all.push(step(store, m, next(), |tx, r| ops::set_role(tx, &admin, r.get("carol"), Role::Viewer).unwrap()).await);
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::set_hand(tx, r.get("bob"), true).unwrap()
+        })
+        .await,
+    );
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::set_hand(tx, r.get("bob"), false).unwrap()
+        })
+        .await,
+    );
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::invite(tx, &admin, r.get("bob")).unwrap()
+        })
+        .await,
+    );
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::answer_invite(tx, r.get("bob"), true).unwrap()
+        })
+        .await,
+    );
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::invite(tx, &admin, r.get("erin")).unwrap()
+        })
+        .await,
+    );
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::answer_invite(tx, r.get("erin"), false).unwrap()
+        })
+        .await,
+    );
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::set_role(tx, &admin, r.get("carol"), Role::Viewer).unwrap()
+        })
+        .await,
+    );
     all.push(
         step(store, m, next(), |tx, r| {
             ops::mute(tx, &admin, &r.get("alice"), TrackSelector::Audio, true).unwrap();
-            ops::mute(tx, &admin, &r.get("alice"), TrackSelector::Track("TR_abc".into()), false).unwrap();
+            ops::mute(
+                tx,
+                &admin,
+                &r.get("alice"),
+                TrackSelector::Track("TR_abc".into()),
+                false,
+            )
+            .unwrap();
         })
         .await,
     );
@@ -428,11 +588,22 @@ async fn commits_round_trip_meeting_participants_and_every_event_kind(db: &mut T
         step(store, m, next(), |tx, r| {
             let hello = ChatText::parse("hello, \"everyone\" \u{1F44B}").unwrap();
             ops::chat(tx, &r.get("host"), hello, None).unwrap();
-            ops::chat(tx, &r.get("alice"), ChatText::parse("psst").unwrap(), Some(r.get("bob"))).unwrap();
+            ops::chat(
+                tx,
+                &r.get("alice"),
+                ChatText::parse("psst").unwrap(),
+                Some(r.get("bob")),
+            )
+            .unwrap();
         })
         .await,
     );
-    all.push(step(store, m, next(), |tx, r| ops::media_presence(tx, r.get("alice"), true)).await);
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::media_presence(tx, r.get("alice"), true)
+        })
+        .await,
+    );
     all.push(
         step(store, m, next(), |tx, _| {
             ops::media_track(tx, who("alice"), "TR_1".into(), Some("audio".into()));
@@ -440,10 +611,30 @@ async fn commits_round_trip_meeting_participants_and_every_event_kind(db: &mut T
         })
         .await,
     );
-    all.push(step(store, m, next(), |tx, r| ops::media_presence(tx, r.get("alice"), false)).await);
-    all.push(step(store, m, next(), |tx, r| ops::send_back(tx, &admin, r.get("carol")).unwrap()).await);
-    all.push(step(store, m, next(), |tx, r| ops::leave(tx, r.get("alice")).unwrap()).await);
-    all.push(step(store, m, next(), |tx, r| ops::remove(tx, &admin, r.get("bob")).unwrap()).await);
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::media_presence(tx, r.get("alice"), false)
+        })
+        .await,
+    );
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::send_back(tx, &admin, r.get("carol")).unwrap()
+        })
+        .await,
+    );
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::leave(tx, r.get("alice")).unwrap()
+        })
+        .await,
+    );
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::remove(tx, &admin, r.get("bob")).unwrap()
+        })
+        .await,
+    );
     all.push(
         step(store, m, next(), |tx, r| {
             ops::ban(tx, &admin, r.get("erin"), Some(Duration::from_secs(60))).unwrap();
@@ -451,34 +642,73 @@ async fn commits_round_trip_meeting_participants_and_every_event_kind(db: &mut T
         })
         .await,
     );
-    all.push(step(store, m, next(), |tx, r| ops::unban(tx, &admin, r.get("erin")).unwrap()).await);
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::unban(tx, &admin, r.get("erin")).unwrap()
+        })
+        .await,
+    );
 
     // Every participant state is stored and read back at this point.
-    let states: BTreeSet<&str> =
-        store.participants(&mid(m), None).await.unwrap().iter().map(|p| p.state.as_str()).collect();
-    assert_eq!(states, ParticipantState::ALL.iter().map(|s| s.as_str()).collect());
-    let frank = store.participant(&mid(m), &who("frank")).await.unwrap().unwrap();
-    assert_eq!((frank.state, frank.banned_until, frank.epoch), (ParticipantState::Banned, None, 1));
+    let states: BTreeSet<&str> = store
+        .participants(&mid(m), None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.state.as_str())
+        .collect();
+    assert_eq!(
+        states,
+        ParticipantState::ALL.iter().map(|s| s.as_str()).collect()
+    );
+    let frank = store
+        .participant(&mid(m), &who("frank"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (frank.state, frank.banned_until, frank.epoch),
+        (ParticipantState::Banned, None, 1)
+    );
 
     all.push(
         step(store, m, next(), |tx, r| {
-            let present = r.0.values().filter(|p| p.state.is_present()).cloned().collect();
+            let present =
+                r.0.values()
+                    .filter(|p| p.state.is_present())
+                    .cloned()
+                    .collect();
             ops::end_meeting(tx, &admin, present).unwrap();
         })
         .await,
     );
     let mut restart_rng = StdRng::seed_from_u64(32);
-    all.push(step(store, m, next(), |tx, r| ops::start_meeting(tx, &admin, waiting_of(r), &mut restart_rng).unwrap()).await);
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::start_meeting(tx, &admin, waiting_of(r), &mut restart_rng).unwrap()
+        })
+        .await,
+    );
 
     // The whole log, read back in one go, is every change's events in order.
     let expected_events: Vec<_> = all.iter().flat_map(|c| c.events.clone()).collect();
     let stored = store.events_after(&mid(m), 0, 10_000).await.unwrap();
     assert_eq!(stored, expected_events);
     let types: BTreeSet<String> = stored.iter().map(|e| e.kind.type_name()).collect();
-    assert_eq!(types, ALL_EVENT_TYPES.iter().map(|t| t.to_string()).collect());
-    assert!(stored.iter().any(|e| matches!(e.audience, Audience::Pair { .. })));
+    assert_eq!(
+        types,
+        ALL_EVENT_TYPES.iter().map(|t| t.to_string()).collect()
+    );
+    assert!(
+        stored
+            .iter()
+            .any(|e| matches!(e.audience, Audience::Pair { .. }))
+    );
     let last = all.last().unwrap();
-    assert_eq!(store.meeting(&mid(m)).await.unwrap().as_ref(), Some(&last.meeting));
+    assert_eq!(
+        store.meeting(&mid(m)).await.unwrap().as_ref(),
+        Some(&last.meeting)
+    );
     assert_eq!(last.meeting.run.number, 2);
 
     // The latest version of every participant, as the changes wrote them.
@@ -489,7 +719,10 @@ async fn commits_round_trip_meeting_participants_and_every_event_kind(db: &mut T
         }
     }
     let stored = store.participants(&mid(m), None).await.unwrap();
-    assert_eq!(stored, expected_participants.into_values().collect::<Vec<_>>());
+    assert_eq!(
+        stored,
+        expected_participants.into_values().collect::<Vec<_>>()
+    );
 }
 
 async fn concurrent_commits_from_one_version_let_exactly_one_win(db: &mut TestDb) {
@@ -502,18 +735,29 @@ async fn concurrent_commits_from_one_version_let_exactly_one_win(db: &mut TestDb
         let mut racers = Vec::new();
         for side in ["left", "right"] {
             let mut tx = Tx::new(meeting.clone(), at(10_000 + round));
-            ops::enter(&mut tx, None, entry(&format!("{side}-{round}"), Role::Speaker)).unwrap();
+            ops::enter(
+                &mut tx,
+                None,
+                entry(&format!("{side}-{round}"), Role::Speaker),
+            )
+            .unwrap();
             racers.push(tx.finish().unwrap());
         }
         let (a, b) = tokio::join!(store.commit(&racers[0]), store.commit(&racers[1]));
         let winner = match (&a, &b) {
             (Ok(()), Err(StoreError::Conflict)) => &racers[0],
             (Err(StoreError::Conflict), Ok(())) => &racers[1],
-            other => panic!("round {round}: expected exactly one winner and one Conflict, got {other:?}"),
+            other => {
+                panic!("round {round}: expected exactly one winner and one Conflict, got {other:?}")
+            }
         };
         // The winner is stored entirely, the loser not at all.
         assert_round_trip(store, winner).await;
-        let loser = if std::ptr::eq(winner, &racers[0]) { &racers[1] } else { &racers[0] };
+        let loser = if std::ptr::eq(winner, &racers[0]) {
+            &racers[1]
+        } else {
+            &racers[0]
+        };
         let lost = &loser.participants[0].identity;
         assert_eq!(store.participant(&mid("8001"), lost).await.unwrap(), None);
     }
@@ -524,31 +768,55 @@ async fn concurrent_commits_from_one_version_let_exactly_one_win(db: &mut TestDb
     stale_meeting.last_seq -= 1;
     let mut tx = Tx::new(stale_meeting, at(20_000));
     ops::enter(&mut tx, None, entry("late", Role::Speaker)).unwrap();
-    assert!(matches!(store.commit(&tx.finish().unwrap()).await, Err(StoreError::Conflict)));
+    assert!(matches!(
+        store.commit(&tx.finish().unwrap()).await,
+        Err(StoreError::Conflict)
+    ));
 
     // An event whose seq is taken conflicts too, and rolls the whole change back.
     let mut tx = Tx::new(current.clone(), at(20_001));
     ops::enter(&mut tx, None, entry("clash", Role::Speaker)).unwrap();
     let mut clash = tx.finish().unwrap();
     clash.events[0].seq = 1;
-    assert!(matches!(store.commit(&clash).await, Err(StoreError::Conflict)));
-    assert_eq!(store.meeting(&mid("8001")).await.unwrap().as_ref(), Some(&current));
-    assert_eq!(store.participant(&mid("8001"), &who("clash")).await.unwrap(), None);
+    assert!(matches!(
+        store.commit(&clash).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store.meeting(&mid("8001")).await.unwrap().as_ref(),
+        Some(&current)
+    );
+    assert_eq!(
+        store
+            .participant(&mid("8001"), &who("clash"))
+            .await
+            .unwrap(),
+        None
+    );
 
     // A meeting that does not exist cannot be committed to.
     let mut ghost = current;
     ghost.id = mid("8999");
     let mut tx = Tx::new(ghost, at(20_002));
     ops::enter(&mut tx, None, entry("ghost", Role::Speaker)).unwrap();
-    assert!(matches!(store.commit(&tx.finish().unwrap()).await, Err(StoreError::Conflict)));
+    assert!(matches!(
+        store.commit(&tx.finish().unwrap()).await,
+        Err(StoreError::Conflict)
+    ));
 }
 
 async fn events_page_in_order_without_gaps(db: &mut TestDb) {
     let store = db.store();
     let mut rng = StdRng::seed_from_u64(5);
-    store.create_meeting(&new_meeting("9001", None, WaitingPolicy::AskHost, &mut rng)).await.unwrap();
+    store
+        .create_meeting(&new_meeting("9001", None, WaitingPolicy::AskHost, &mut rng))
+        .await
+        .unwrap();
     // Another meeting's events must not leak into this one's pages.
-    store.create_meeting(&new_meeting("9002", None, WaitingPolicy::AskHost, &mut rng)).await.unwrap();
+    store
+        .create_meeting(&new_meeting("9002", None, WaitingPolicy::AskHost, &mut rng))
+        .await
+        .unwrap();
     for batch in 0..3 {
         step(store, "9001", 3_000 + batch, |tx, _| {
             for n in 0..450 {
@@ -573,17 +841,52 @@ async fn events_page_in_order_without_gaps(db: &mut TestDb) {
         seqs.extend(page.iter().map(|e| e.seq));
     }
     assert_eq!(seqs, (1..=total).collect::<Vec<u64>>());
-    assert!(store.events_after(&mid("9001"), total, 10).await.unwrap().is_empty());
-    assert!(store.events_after(&mid("9001"), u64::MAX, 10).await.unwrap().is_empty());
-    assert_eq!(store.events_after(&mid("9001"), 1349, 10).await.unwrap().len(), 2);
-    assert!(store.events_after(&mid("4444"), 0, 10).await.unwrap().is_empty());
-    assert_eq!(store.events_after(&mid("9002"), 0, 100).await.unwrap().len(), 4);
+    assert!(
+        store
+            .events_after(&mid("9001"), total, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .events_after(&mid("9001"), u64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .events_after(&mid("9001"), 1349, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .events_after(&mid("4444"), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .events_after(&mid("9002"), 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
 }
 
 async fn participants_filter_by_state_and_count(db: &mut TestDb) {
     let store = db.store();
     let mut rng = StdRng::seed_from_u64(6);
-    store.create_meeting(&new_meeting("6001", None, WaitingPolicy::AskHost, &mut rng)).await.unwrap();
+    store
+        .create_meeting(&new_meeting("6001", None, WaitingPolicy::AskHost, &mut rng))
+        .await
+        .unwrap();
     // Mixed case and punctuation: the order must be byte order on both databases.
     let names = ["zed", "Zed", "alice", "bob_2", "bob-1", "Émile", "carol"];
     step(store, "6001", 3_000, |tx, _| {
@@ -607,27 +910,83 @@ async fn participants_filter_by_state_and_count(db: &mut TestDb) {
     .await;
 
     let id = mid("6001");
-    let identities = |ps: Vec<Participant>| ps.into_iter().map(|p| p.identity.as_str().to_owned()).collect::<Vec<_>>();
+    let identities = |ps: Vec<Participant>| {
+        ps.into_iter()
+            .map(|p| p.identity.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
     let mut sorted: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     sorted.sort();
-    assert_eq!(identities(store.participants(&id, None).await.unwrap()), sorted);
     assert_eq!(
-        identities(store.participants(&id, Some(&[ParticipantState::Waiting])).await.unwrap()),
+        identities(store.participants(&id, None).await.unwrap()),
+        sorted
+    );
+    assert_eq!(
+        identities(
+            store
+                .participants(&id, Some(&[ParticipantState::Waiting]))
+                .await
+                .unwrap()
+        ),
         ["bob-1", "bob_2", "zed", "Émile"]
     );
     assert_eq!(
-        identities(store.participants(&id, Some(&[ParticipantState::Admitted, ParticipantState::Joined])).await.unwrap()),
+        identities(
+            store
+                .participants(
+                    &id,
+                    Some(&[ParticipantState::Admitted, ParticipantState::Joined])
+                )
+                .await
+                .unwrap()
+        ),
         ["Zed", "alice", "carol"]
     );
     assert!(store.participants(&id, Some(&[])).await.unwrap().is_empty());
-    assert!(store.participants(&id, Some(&[ParticipantState::Banned])).await.unwrap().is_empty());
-    assert!(store.participants(&mid("6002"), None).await.unwrap().is_empty());
+    assert!(
+        store
+            .participants(&id, Some(&[ParticipantState::Banned]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .participants(&mid("6002"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
-    assert_eq!(store.count_participants(&id, &[ParticipantState::Waiting]).await.unwrap(), 4);
-    assert_eq!(store.count_participants(&id, &[ParticipantState::Joined]).await.unwrap(), 1);
-    assert_eq!(store.count_participants(&id, &ParticipantState::ALL).await.unwrap(), 7);
+    assert_eq!(
+        store
+            .count_participants(&id, &[ParticipantState::Waiting])
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        store
+            .count_participants(&id, &[ParticipantState::Joined])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_participants(&id, &ParticipantState::ALL)
+            .await
+            .unwrap(),
+        7
+    );
     assert_eq!(store.count_participants(&id, &[]).await.unwrap(), 0);
-    assert_eq!(store.count_participants(&mid("6002"), &ParticipantState::ALL).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .count_participants(&mid("6002"), &ParticipantState::ALL)
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(store.participant(&id, &who("nobody")).await.unwrap(), None);
 }
 
@@ -636,7 +995,15 @@ async fn ten_thousand_waiting_are_admitted_in_one_commit(db: &mut TestDb) {
     let backend = db.store().backend();
     let store = db.store();
     let mut rng = StdRng::seed_from_u64(7);
-    store.create_meeting(&new_meeting("5001", None, WaitingPolicy::WaitForHost, &mut rng)).await.unwrap();
+    store
+        .create_meeting(&new_meeting(
+            "5001",
+            None,
+            WaitingPolicy::WaitForHost,
+            &mut rng,
+        ))
+        .await
+        .unwrap();
     let meeting = store.meeting(&mid("5001")).await.unwrap().unwrap();
     let mut tx = Tx::new(meeting, at(2_000));
     for n in 0..GUESTS {
@@ -645,17 +1012,30 @@ async fn ten_thousand_waiting_are_admitted_in_one_commit(db: &mut TestDb) {
     let entered = tx.finish().unwrap();
     let started = Instant::now();
     store.commit(&entered).await.unwrap();
-    println!("[{backend:?}] commit: {GUESTS} participants entered (+{GUESTS} events) in {:?}", started.elapsed());
+    println!(
+        "[{backend:?}] commit: {GUESTS} participants entered (+{GUESTS} events) in {:?}",
+        started.elapsed()
+    );
 
     let meeting = store.meeting(&mid("5001")).await.unwrap().unwrap();
     let loaded = Instant::now();
-    let waiting = store.participants(&mid("5001"), Some(&[ParticipantState::Waiting])).await.unwrap();
-    println!("[{backend:?}] load: {} waiting participants in {:?}", waiting.len(), loaded.elapsed());
+    let waiting = store
+        .participants(&mid("5001"), Some(&[ParticipantState::Waiting]))
+        .await
+        .unwrap();
+    println!(
+        "[{backend:?}] load: {} waiting participants in {:?}",
+        waiting.len(),
+        loaded.elapsed()
+    );
     assert_eq!(waiting.len(), GUESTS);
     let mut tx = Tx::new(meeting, at(3_000));
     ops::start_meeting(&mut tx, &Actor::Admin, waiting, &mut rng).unwrap();
     let admitted = tx.finish().unwrap();
-    assert_eq!((admitted.participants.len(), admitted.events.len()), (GUESTS, GUESTS + 1));
+    assert_eq!(
+        (admitted.participants.len(), admitted.events.len()),
+        (GUESTS, GUESTS + 1)
+    );
     let started = Instant::now();
     store.commit(&admitted).await.unwrap();
     println!(
@@ -665,13 +1045,38 @@ async fn ten_thousand_waiting_are_admitted_in_one_commit(db: &mut TestDb) {
     );
 
     let id = mid("5001");
-    assert_eq!(store.count_participants(&id, &[ParticipantState::Admitted]).await.unwrap(), GUESTS as u64);
-    assert_eq!(store.count_participants(&id, &[ParticipantState::Waiting]).await.unwrap(), 0);
-    assert_eq!(store.meeting(&id).await.unwrap().as_ref(), Some(&admitted.meeting));
-    let tail = store.events_after(&id, admitted.meeting.last_seq - 3, 10).await.unwrap();
+    assert_eq!(
+        store
+            .count_participants(&id, &[ParticipantState::Admitted])
+            .await
+            .unwrap(),
+        GUESTS as u64
+    );
+    assert_eq!(
+        store
+            .count_participants(&id, &[ParticipantState::Waiting])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store.meeting(&id).await.unwrap().as_ref(),
+        Some(&admitted.meeting)
+    );
+    let tail = store
+        .events_after(&id, admitted.meeting.last_seq - 3, 10)
+        .await
+        .unwrap();
     assert_eq!(tail, admitted.events[admitted.events.len() - 3..]);
     let sample = &admitted.participants[GUESTS / 2];
-    assert_eq!(store.participant(&id, &sample.identity).await.unwrap().as_ref(), Some(sample));
+    assert_eq!(
+        store
+            .participant(&id, &sample.identity)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(sample)
+    );
 }
 
 async fn api_keys_insert_get_list_revoke(db: &mut TestDb) {
@@ -682,58 +1087,159 @@ async fn api_keys_insert_get_list_revoke(db: &mut TestDb) {
     second.id = "a-key_2".into();
     store.insert_api_key(&first).await.unwrap();
     store.insert_api_key(&second).await.unwrap();
-    assert!(matches!(store.insert_api_key(&first).await, Err(StoreError::Duplicate("api_key_id"))));
+    assert!(matches!(
+        store.insert_api_key(&first).await,
+        Err(StoreError::Duplicate("api_key_id"))
+    ));
 
-    assert_eq!(store.api_key(&first.id).await.unwrap().as_ref(), Some(&first));
+    assert_eq!(
+        store.api_key(&first.id).await.unwrap().as_ref(),
+        Some(&first)
+    );
     assert_eq!(store.api_key("missing").await.unwrap(), None);
     let mut expected = vec![first.clone(), second.clone()];
     expected.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(store.api_keys().await.unwrap(), expected);
 
     assert!(store.revoke_api_key(&first.id, at(5_000)).await.unwrap());
-    assert!(store.revoke_api_key(&first.id, at(6_000)).await.unwrap(), "revoking again still finds the key");
+    assert!(
+        store.revoke_api_key(&first.id, at(6_000)).await.unwrap(),
+        "revoking again still finds the key"
+    );
     let revoked = store.api_key(&first.id).await.unwrap().unwrap();
-    assert_eq!(revoked.revoked_at, Some(at(5_000)), "the first revocation time is kept");
+    assert_eq!(
+        revoked.revoked_at,
+        Some(at(5_000)),
+        "the first revocation time is kept"
+    );
     assert!(!revoked.is_active());
     assert!(!store.revoke_api_key("missing", at(5_000)).await.unwrap());
-    assert!(store.api_key(&second.id).await.unwrap().unwrap().is_active());
+    assert!(
+        store
+            .api_key(&second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active()
+    );
 }
 
 async fn failure_counters_count_forget_and_clear(db: &mut TestDb) {
     let store = db.store();
-    let record = |failures, last| FailureRecord { failures, last_failure_at: Some(at(last)) };
-    assert_eq!(store.failures(FailureScope::Meeting, "m1").await.unwrap(), FailureRecord::default());
+    let record = |failures, last| FailureRecord {
+        failures,
+        last_failure_at: Some(at(last)),
+    };
+    assert_eq!(
+        store.failures(FailureScope::Meeting, "m1").await.unwrap(),
+        FailureRecord::default()
+    );
 
-    assert_eq!(store.record_failure(FailureScope::Meeting, "m1", at(1_000), None).await.unwrap(), record(1, 1_000));
-    assert_eq!(store.record_failure(FailureScope::Meeting, "m1", at(2_000), None).await.unwrap(), record(2, 2_000));
-    assert_eq!(store.record_failure(FailureScope::Meeting, "m1", at(3_000), None).await.unwrap(), record(3, 3_000));
-    assert_eq!(store.failures(FailureScope::Meeting, "m1").await.unwrap(), record(3, 3_000));
+    assert_eq!(
+        store
+            .record_failure(FailureScope::Meeting, "m1", at(1_000), None)
+            .await
+            .unwrap(),
+        record(1, 1_000)
+    );
+    assert_eq!(
+        store
+            .record_failure(FailureScope::Meeting, "m1", at(2_000), None)
+            .await
+            .unwrap(),
+        record(2, 2_000)
+    );
+    assert_eq!(
+        store
+            .record_failure(FailureScope::Meeting, "m1", at(3_000), None)
+            .await
+            .unwrap(),
+        record(3, 3_000)
+    );
+    assert_eq!(
+        store.failures(FailureScope::Meeting, "m1").await.unwrap(),
+        record(3, 3_000)
+    );
     // Scopes and subjects are separate counters.
-    assert_eq!(store.failures(FailureScope::Address, "m1").await.unwrap(), FailureRecord::default());
-    assert_eq!(store.failures(FailureScope::Meeting, "m2").await.unwrap(), FailureRecord::default());
+    assert_eq!(
+        store.failures(FailureScope::Address, "m1").await.unwrap(),
+        FailureRecord::default()
+    );
+    assert_eq!(
+        store.failures(FailureScope::Meeting, "m2").await.unwrap(),
+        FailureRecord::default()
+    );
 
     // Forget window: a count whose last failure is before `forget_before` restarts at 1.
     let ip = "192.0.2.7";
     let window = |now: i64| Some(at(now - 1_000));
-    assert_eq!(store.record_failure(FailureScope::Address, ip, at(10_000), window(10_000)).await.unwrap(), record(1, 10_000));
-    assert_eq!(store.record_failure(FailureScope::Address, ip, at(10_500), window(10_500)).await.unwrap(), record(2, 10_500));
-    assert_eq!(store.record_failure(FailureScope::Address, ip, at(11_500), window(11_500)).await.unwrap(), record(3, 11_500), "exactly at the window edge still counts");
-    assert_eq!(store.record_failure(FailureScope::Address, ip, at(12_501), window(12_501)).await.unwrap(), record(1, 12_501), "older than the window restarts");
+    assert_eq!(
+        store
+            .record_failure(FailureScope::Address, ip, at(10_000), window(10_000))
+            .await
+            .unwrap(),
+        record(1, 10_000)
+    );
+    assert_eq!(
+        store
+            .record_failure(FailureScope::Address, ip, at(10_500), window(10_500))
+            .await
+            .unwrap(),
+        record(2, 10_500)
+    );
+    assert_eq!(
+        store
+            .record_failure(FailureScope::Address, ip, at(11_500), window(11_500))
+            .await
+            .unwrap(),
+        record(3, 11_500),
+        "exactly at the window edge still counts"
+    );
+    assert_eq!(
+        store
+            .record_failure(FailureScope::Address, ip, at(12_501), window(12_501))
+            .await
+            .unwrap(),
+        record(1, 12_501),
+        "older than the window restarts"
+    );
 
-    store.clear_failures(FailureScope::Meeting, "m1").await.unwrap();
-    assert_eq!(store.failures(FailureScope::Meeting, "m1").await.unwrap(), FailureRecord::default());
-    store.clear_failures(FailureScope::Meeting, "never-failed").await.unwrap();
-    assert_eq!(store.failures(FailureScope::Address, ip).await.unwrap(), record(1, 12_501));
+    store
+        .clear_failures(FailureScope::Meeting, "m1")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.failures(FailureScope::Meeting, "m1").await.unwrap(),
+        FailureRecord::default()
+    );
+    store
+        .clear_failures(FailureScope::Meeting, "never-failed")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.failures(FailureScope::Address, ip).await.unwrap(),
+        record(1, 12_501)
+    );
 
     // Concurrent failures are all counted (the increment is one atomic statement).
-    let attempts = (0..24).map(|n| store.record_failure(FailureScope::Meeting, "busy", at(50_000 + n), None));
+    let attempts =
+        (0..24).map(|n| store.record_failure(FailureScope::Meeting, "busy", at(50_000 + n), None));
     let results = futures_join_all(attempts).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    assert_eq!(store.failures(FailureScope::Meeting, "busy").await.unwrap().failures, 24);
+    assert_eq!(
+        store
+            .failures(FailureScope::Meeting, "busy")
+            .await
+            .unwrap()
+            .failures,
+        24
+    );
 }
 
 /// Polls the futures concurrently (a tiny `join_all`, to avoid a dependency).
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let mut set = Vec::new();
     for future in futures {
         set.push(Box::pin(future));
@@ -749,7 +1255,11 @@ async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Ite
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
     outputs.into_iter().flatten().collect()
@@ -766,19 +1276,44 @@ async fn data_survives_closing_and_reopening(db: &mut TestDb) {
     .await;
     let key = ApiKey::generate("kept", at(1_000), &mut rng);
     db.store().insert_api_key(&key).await.unwrap();
-    db.store().record_failure(FailureScope::Meeting, "3001", at(4_000), None).await.unwrap();
+    db.store()
+        .record_failure(FailureScope::Meeting, "3001", at(4_000), None)
+        .await
+        .unwrap();
 
     db.reopen().await;
     db.reopen().await;
     let store = db.store();
-    assert_eq!(store.meeting_by_room(&RoomName::parse("kept").unwrap()).await.unwrap().as_ref(), Some(&entered.meeting));
+    assert_eq!(
+        store
+            .meeting_by_room(&RoomName::parse("kept").unwrap())
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&entered.meeting)
+    );
     assert_round_trip(store, &entered).await;
     let events = store.events_after(&mid("3001"), 0, 100).await.unwrap();
-    assert_eq!(events, [created.events.clone(), entered.events.clone()].concat());
+    assert_eq!(
+        events,
+        [created.events.clone(), entered.events.clone()].concat()
+    );
     assert_eq!(store.api_keys().await.unwrap(), vec![key]);
-    assert_eq!(store.failures(FailureScope::Meeting, "3001").await.unwrap().failures, 1);
+    assert_eq!(
+        store
+            .failures(FailureScope::Meeting, "3001")
+            .await
+            .unwrap()
+            .failures,
+        1
+    );
     // And the reopened store still takes writes.
-    step(store, "3001", 5_000, |tx, r| ops::admit(tx, &Actor::Admin, r.get("alice")).map(drop).unwrap()).await;
+    step(store, "3001", 5_000, |tx, r| {
+        ops::admit(tx, &Actor::Admin, r.get("alice"))
+            .map(drop)
+            .unwrap()
+    })
+    .await;
 }
 
 // ----- SQLite only -----------------------------------------------------------------------------
@@ -788,20 +1323,31 @@ async fn data_survives_closing_and_reopening(db: &mut TestDb) {
 async fn sqlite_runs_in_wal_mode_with_full_sync_and_a_private_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("deep").join("er").join("convene.db");
-    let store = SqlStore::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    let store = SqlStore::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
     store.integrity_check().await.unwrap();
     store.close().await;
 
-    let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut connection).await.unwrap();
+    let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
     assert_eq!(mode, "wal", "WAL is persistent in the file");
     connection.close().await.unwrap();
 
     // Check the per-connection pragmas through the store's own pool.
     let store = SqlStore::sqlite(&path).await.unwrap();
-    let settings = store.sqlite_settings().await.unwrap().expect("a SQLite store");
+    let settings = store
+        .sqlite_settings()
+        .await
+        .unwrap()
+        .expect("a SQLite store");
     assert_eq!(settings.journal_mode, "wal");
     assert_eq!(settings.synchronous, 2, "synchronous = FULL");
     assert!(settings.foreign_keys);
@@ -813,7 +1359,11 @@ async fn sqlite_runs_in_wal_mode_with_full_sync_and_a_private_file() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the database holds API secrets");
-        let dir_mode = std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dir_mode, 0o700);
     }
 }
@@ -821,5 +1371,8 @@ async fn sqlite_runs_in_wal_mode_with_full_sync_and_a_private_file() {
 #[tokio::test]
 async fn unsupported_targets_are_refused_clearly() {
     let err = SqlStore::connect("mysql://localhost/db").await.unwrap_err();
-    assert!(err.to_string().contains("unsupported database URL scheme"), "{err}");
+    assert!(
+        err.to_string().contains("unsupported database URL scheme"),
+        "{err}"
+    );
 }

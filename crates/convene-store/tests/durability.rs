@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use convene_core::Timestamp;
 use convene_core::ids::{DisplayName, Identity, MeetingId};
-use convene_core::meeting::{Credentials, MeetingSettings, Metadata, Mode, QualityPreset, WaitingPolicy};
+use convene_core::meeting::{
+    Credentials, MeetingSettings, Metadata, Mode, QualityPreset, WaitingPolicy,
+};
 use convene_core::ops::{self, Entry, Tx};
 use convene_core::participant::Role;
 use convene_core::ports::Store;
@@ -42,7 +44,11 @@ fn durability_under_kill_9() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 // ----- the writer (child process) --------------------------------------------------------------
@@ -54,7 +60,10 @@ fn meeting_id(round: u32, n: u32) -> String {
 /// Writes until killed: for each meeting, `created <id>` after `create_meeting` returned and
 /// `entered <id>` after a `commit` returned. Each line is printed only once the write is acknowledged.
 fn writer(path: &Path) {
-    let round: u32 = std::env::var(ROUND_ENV).ok().and_then(|r| r.parse().ok()).expect("round number");
+    let round: u32 = std::env::var(ROUND_ENV)
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .expect("round number");
     runtime().block_on(async {
         let store = SqlStore::sqlite(path).await.expect("open");
         store.migrate().await.expect("migrate");
@@ -74,9 +83,18 @@ fn writer(path: &Path) {
             };
             let credentials = Credentials::new(None, None, None, &mut rng).expect("credentials");
             let now = Timestamp::from_millis(1_000 + i64::from(n));
-            let created = ops::create_meeting(MeetingId::parse(&id).expect("id"), None, settings, credentials, now, &mut rng);
+            let created = ops::create_meeting(
+                MeetingId::parse(&id).expect("id"),
+                None,
+                settings,
+                credentials,
+                now,
+                &mut rng,
+            );
             store.create_meeting(&created).await.expect("create");
-            writeln!(stdout, "created {id}").and_then(|()| stdout.flush()).expect("stdout");
+            writeln!(stdout, "created {id}")
+                .and_then(|()| stdout.flush())
+                .expect("stdout");
 
             let mut tx = Tx::new(created.meeting, now);
             let entry = Entry {
@@ -86,8 +104,13 @@ fn writer(path: &Path) {
                 trusted: false,
             };
             ops::enter(&mut tx, None, entry).expect("enter");
-            store.commit(&tx.finish().expect("a change")).await.expect("commit");
-            writeln!(stdout, "entered {id}").and_then(|()| stdout.flush()).expect("stdout");
+            store
+                .commit(&tx.finish().expect("a change"))
+                .await
+                .expect("commit");
+            writeln!(stdout, "entered {id}")
+                .and_then(|()| stdout.flush())
+                .expect("stdout");
         }
     });
 }
@@ -135,15 +158,29 @@ fn parent() {
         }
     }
     println!("durability: {ROUNDS} kills in {:?}", started.elapsed());
-    assert!(failures.is_empty(), "durability test FAILED:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "durability test FAILED:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// Starts the writer, waits (with a deadline) until it acknowledged `kill_after` writes, kills it
 /// with SIGKILL while it keeps writing, then reads every line it printed before dying.
-fn kill_writer_mid_write(path: &Path, round: u32, kill_after: usize, acknowledged: &mut Acknowledged) {
+fn kill_writer_mid_write(
+    path: &Path,
+    round: u32,
+    kill_after: usize,
+    acknowledged: &mut Acknowledged,
+) {
     let exe = std::env::current_exe().expect("own executable");
     let mut child = Command::new(exe)
-        .args(["durability_under_kill_9", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "durability_under_kill_9",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, path)
         .env(ROUND_ENV, round.to_string())
         .stdin(Stdio::null())
@@ -172,7 +209,9 @@ fn kill_writer_mid_write(path: &Path, round: u32, kill_after: usize, acknowledge
             Err(e) => {
                 let _ = child.kill();
                 let status = child.wait();
-                panic!("round {round}: the writer acknowledged {seen} writes, then stopped ({e:?}); exit: {status:?}");
+                panic!(
+                    "round {round}: the writer acknowledged {seen} writes, then stopped ({e:?}); exit: {status:?}"
+                );
             }
         }
     }
@@ -181,7 +220,11 @@ fn kill_writer_mid_write(path: &Path, round: u32, kill_after: usize, acknowledge
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(9), "round {round}: the writer must die by SIGKILL, not exit ({status:?})");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "round {round}: the writer must die by SIGKILL, not exit ({status:?})"
+        );
     }
     // Everything printed before the kill is an acknowledged write: read up to EOF.
     reader.join().expect("reader thread");
@@ -191,22 +234,37 @@ fn kill_writer_mid_write(path: &Path, round: u32, kill_after: usize, acknowledge
 }
 
 async fn verify(path: &Path, acknowledged: &Acknowledged) -> Result<(), String> {
-    let store = SqlStore::sqlite(path).await.map_err(|e| format!("reopen: {e}"))?;
+    let store = SqlStore::sqlite(path)
+        .await
+        .map_err(|e| format!("reopen: {e}"))?;
     store.migrate().await.map_err(|e| format!("migrate: {e}"))?;
     let writer = Identity::parse("writer").expect("identity");
     for id in &acknowledged.created {
         let id = MeetingId::parse(id).map_err(|e| e.to_string())?;
-        if store.meeting(&id).await.map_err(|e| e.to_string())?.is_none() {
+        if store
+            .meeting(&id)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
             return Err(format!("acknowledged meeting {id} is missing"));
         }
     }
     for id in &acknowledged.entered {
         let id = MeetingId::parse(id).map_err(|e| e.to_string())?;
         let meeting = store.meeting(&id).await.map_err(|e| e.to_string())?;
-        let participant = store.participant(&id, &writer).await.map_err(|e| e.to_string())?;
-        let events = store.events_after(&id, 0, 10).await.map_err(|e| e.to_string())?;
+        let participant = store
+            .participant(&id, &writer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let events = store
+            .events_after(&id, 0, 10)
+            .await
+            .map_err(|e| e.to_string())?;
         if meeting.map(|m| m.last_seq) != Some(2) || participant.is_none() || events.len() != 2 {
-            return Err(format!("acknowledged commit to meeting {id} is missing or partial"));
+            return Err(format!(
+                "acknowledged commit to meeting {id} is missing or partial"
+            ));
         }
     }
     store.integrity_check().await.map_err(|e| e.to_string())?;
@@ -216,8 +274,10 @@ async fn verify(path: &Path, acknowledged: &Acknowledged) -> Result<(), String> 
     let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
         .map_err(|e| e.to_string())?;
-    let verdict: String =
-        sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut connection).await.map_err(|e| e.to_string())?;
+    let verdict: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut connection)
+        .await
+        .map_err(|e| e.to_string())?;
     connection.close().await.map_err(|e| e.to_string())?;
     if verdict != "ok" {
         return Err(format!("PRAGMA integrity_check: {verdict}"));

@@ -137,7 +137,10 @@ pub fn grants_for(role: Role, room: &str) -> VideoGrants {
 
 impl Signer {
     pub fn new(key_id: impl Into<String>, secret: ApiSecret) -> Self {
-        Self { key_id: key_id.into(), secret }
+        Self {
+            key_id: key_id.into(),
+            secret,
+        }
     }
 
     pub fn key_id(&self) -> &str {
@@ -170,22 +173,61 @@ impl Signer {
 
     /// A media access token for an admitted participant: grants follow the role, the room is the
     /// meeting's room, and the convene claim binds it to the run and the person's epoch.
-    pub fn access_token(&self, meeting: &Meeting, participant: &Participant, now: Timestamp, ttl: Duration) -> Result<String, TokenError> {
-        let mut livekit = self.base(participant.identity.as_str(), participant.name.as_str(), now, ttl);
+    pub fn access_token(
+        &self,
+        meeting: &Meeting,
+        participant: &Participant,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
+        let mut livekit = self.base(
+            participant.identity.as_str(),
+            participant.name.as_str(),
+            now,
+            ttl,
+        );
         livekit.video = grants_for(participant.role, meeting.room_name.as_str());
-        livekit.metadata = serde_json::json!({ "role": participant.role, "meeting_id": meeting.id }).to_string();
-        self.sign(&AllClaims { livekit, convene: Some(participant_claim(TokenKind::Access, meeting, participant)) })
+        livekit.metadata =
+            serde_json::json!({ "role": participant.role, "meeting_id": meeting.id }).to_string();
+        self.sign(&AllClaims {
+            livekit,
+            convene: Some(participant_claim(TokenKind::Access, meeting, participant)),
+        })
     }
 
     /// A waiting-room token: no media grant; it reads the person's own waiting-room state.
-    pub fn waiting_token(&self, meeting: &Meeting, participant: &Participant, now: Timestamp, ttl: Duration) -> Result<String, TokenError> {
-        let mut livekit = self.base(participant.identity.as_str(), participant.name.as_str(), now, ttl);
-        livekit.video = VideoGrants { room: meeting.room_name.to_string(), ..VideoGrants::default() };
-        self.sign(&AllClaims { livekit, convene: Some(participant_claim(TokenKind::Waiting, meeting, participant)) })
+    pub fn waiting_token(
+        &self,
+        meeting: &Meeting,
+        participant: &Participant,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
+        let mut livekit = self.base(
+            participant.identity.as_str(),
+            participant.name.as_str(),
+            now,
+            ttl,
+        );
+        livekit.video = VideoGrants {
+            room: meeting.room_name.to_string(),
+            ..VideoGrants::default()
+        };
+        self.sign(&AllClaims {
+            livekit,
+            convene: Some(participant_claim(TokenKind::Waiting, meeting, participant)),
+        })
     }
 
     /// A session token for a signed-in user (no media grant, no meeting).
-    pub fn session_token(&self, user: &str, name: &str, nonce: &str, now: Timestamp, ttl: Duration) -> Result<String, TokenError> {
+    pub fn session_token(
+        &self,
+        user: &str,
+        name: &str,
+        nonce: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
         let livekit = self.base(user, name, now, ttl);
         let convene = ConveneClaim {
             kind: TokenKind::Session,
@@ -196,27 +238,57 @@ impl Signer {
             events: false,
             nonce: nonce.to_owned(),
         };
-        self.sign(&AllClaims { livekit, convene: Some(convene) })
+        self.sign(&AllClaims {
+            livekit,
+            convene: Some(convene),
+        })
     }
 
     /// A one-time join-link credential for a person placed in a meeting run.
-    pub fn join_link_token(&self, meeting: &Meeting, participant: &Participant, nonce: &str, now: Timestamp, ttl: Duration) -> Result<String, TokenError> {
-        let livekit = self.base(participant.identity.as_str(), participant.name.as_str(), now, ttl);
+    pub fn join_link_token(
+        &self,
+        meeting: &Meeting,
+        participant: &Participant,
+        nonce: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
+        let livekit = self.base(
+            participant.identity.as_str(),
+            participant.name.as_str(),
+            now,
+            ttl,
+        );
         let mut convene = participant_claim(TokenKind::JoinLink, meeting, participant);
         convene.events = false;
         convene.nonce = nonce.to_owned();
-        self.sign(&AllClaims { livekit, convene: Some(convene) })
+        self.sign(&AllClaims {
+            livekit,
+            convene: Some(convene),
+        })
     }
 
     /// An admin token as LiveKit's server SDKs mint it (for tests and tools).
-    pub fn admin_token(&self, grants: VideoGrants, now: Timestamp, ttl: Duration) -> Result<String, TokenError> {
+    pub fn admin_token(
+        &self,
+        grants: VideoGrants,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
         let mut livekit = self.base("", "", now, ttl);
         livekit.video = grants;
-        self.sign(&AllClaims { livekit, convene: None })
+        self.sign(&AllClaims {
+            livekit,
+            convene: None,
+        })
     }
 }
 
-fn participant_claim(kind: TokenKind, meeting: &Meeting, participant: &Participant) -> ConveneClaim {
+fn participant_claim(
+    kind: TokenKind,
+    meeting: &Meeting,
+    participant: &Participant,
+) -> ConveneClaim {
     ConveneClaim {
         kind,
         meeting: meeting.id.to_string(),
@@ -233,8 +305,14 @@ pub fn issuer(token: &str) -> Result<String, TokenError> {
     if token.len() > 8192 {
         return Err(TokenError::Malformed);
     }
-    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token).map_err(|_| TokenError::Malformed)?;
-    claims.claims.get("iss").and_then(|v| v.as_str()).map(str::to_owned).ok_or(TokenError::Malformed)
+    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
+        .map_err(|_| TokenError::Malformed)?;
+    claims
+        .claims
+        .get("iss")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .ok_or(TokenError::Malformed)
 }
 
 fn verify_all(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<AllClaims, TokenError> {
@@ -244,13 +322,17 @@ fn verify_all(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<AllClai
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims = ["exp".to_owned(), "iss".to_owned()].into_iter().collect();
-    let data = jsonwebtoken::decode::<AllClaims>(token, &DecodingKey::from_secret(secret.expose().as_bytes()), &validation)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature
-            | jsonwebtoken::errors::ErrorKind::InvalidAlgorithm
-            | jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => TokenError::BadSignature,
-            _ => TokenError::Malformed,
-        })?;
+    let data = jsonwebtoken::decode::<AllClaims>(
+        token,
+        &DecodingKey::from_secret(secret.expose().as_bytes()),
+        &validation,
+    )
+    .map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::InvalidSignature
+        | jsonwebtoken::errors::ErrorKind::InvalidAlgorithm
+        | jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => TokenError::BadSignature,
+        _ => TokenError::Malformed,
+    })?;
     let claims = data.claims;
     let leeway = LEEWAY.as_secs() as i64;
     let now_secs = now.as_secs();
@@ -267,12 +349,21 @@ fn verify_all(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<AllClai
 }
 
 /// Verifies a participant token of the expected kind (one of `accepted`), signed with `secret`.
-pub fn verify_participant(token: &str, secret: &ApiSecret, now: Timestamp, accepted: &[TokenKind]) -> Result<ParticipantToken, TokenError> {
+pub fn verify_participant(
+    token: &str,
+    secret: &ApiSecret,
+    now: Timestamp,
+    accepted: &[TokenKind],
+) -> Result<ParticipantToken, TokenError> {
     verify_participant_claims(verify_all(token, secret, now)?, accepted)
 }
 
 /// Verifies a session token.
-pub fn verify_session(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<SessionToken, TokenError> {
+pub fn verify_session(
+    token: &str,
+    secret: &ApiSecret,
+    now: Timestamp,
+) -> Result<SessionToken, TokenError> {
     let claims = verify_all(token, secret, now)?;
     let convene = claims.convene.ok_or(TokenError::WrongKind)?;
     if convene.kind != TokenKind::Session || claims.livekit.sub.is_empty() {
@@ -288,7 +379,11 @@ pub fn verify_session(token: &str, secret: &ApiSecret, now: Timestamp) -> Result
 
 /// Verifies an admin token as LiveKit's server SDKs mint it: no `convene` claim, and at least one
 /// of `roomCreate`, `roomList`, `roomAdmin`. Returns its video grants.
-pub fn verify_admin(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<VideoGrants, TokenError> {
+pub fn verify_admin(
+    token: &str,
+    secret: &ApiSecret,
+    now: Timestamp,
+) -> Result<VideoGrants, TokenError> {
     let claims = verify_all(token, secret, now)?;
     if claims.convene.is_some() {
         return Err(TokenError::WrongKind);
@@ -311,7 +406,11 @@ pub struct LiveKitToken {
 
 /// Verifies a plain LiveKit access token: no `convene` claim (convene's own tokens are checked
 /// by [`verify_participant`]), `roomJoin` for a named room, and an identity.
-pub fn verify_livekit(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<LiveKitToken, TokenError> {
+pub fn verify_livekit(
+    token: &str,
+    secret: &ApiSecret,
+    now: Timestamp,
+) -> Result<LiveKitToken, TokenError> {
     let claims = verify_all(token, secret, now)?;
     if claims.convene.is_some() {
         return Err(TokenError::WrongKind);
@@ -320,18 +419,34 @@ pub fn verify_livekit(token: &str, secret: &ApiSecret, now: Timestamp) -> Result
     if !video.room_join || video.room.is_empty() || claims.livekit.sub.is_empty() {
         return Err(TokenError::MissingGrant);
     }
-    Ok(LiveKitToken { identity: claims.livekit.sub, name: claims.livekit.name, metadata: claims.livekit.metadata, video })
+    Ok(LiveKitToken {
+        identity: claims.livekit.sub,
+        name: claims.livekit.name,
+        metadata: claims.livekit.metadata,
+        video,
+    })
 }
 
 /// Verifies a join-link token and returns its claims and nonce.
-pub fn verify_join_link(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<(ParticipantToken, String), TokenError> {
+pub fn verify_join_link(
+    token: &str,
+    secret: &ApiSecret,
+    now: Timestamp,
+) -> Result<(ParticipantToken, String), TokenError> {
     let claims = verify_all(token, secret, now)?;
-    let nonce = claims.convene.as_ref().map(|c| c.nonce.clone()).unwrap_or_default();
+    let nonce = claims
+        .convene
+        .as_ref()
+        .map(|c| c.nonce.clone())
+        .unwrap_or_default();
     let token = verify_participant_claims(claims, &[TokenKind::JoinLink])?;
     Ok((token, nonce))
 }
 
-fn verify_participant_claims(claims: AllClaims, accepted: &[TokenKind]) -> Result<ParticipantToken, TokenError> {
+fn verify_participant_claims(
+    claims: AllClaims,
+    accepted: &[TokenKind],
+) -> Result<ParticipantToken, TokenError> {
     let convene = claims.convene.ok_or(TokenError::WrongKind)?;
     if !accepted.contains(&convene.kind) {
         return Err(TokenError::WrongKind);

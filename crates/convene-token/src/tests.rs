@@ -4,7 +4,9 @@ use super::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use convene_core::ids::{Credential, DisplayName, Identity, MeetingIdDigits};
-use convene_core::meeting::{Credentials, Metadata, MeetingSettings, Mode, QualityPreset, WaitingPolicy};
+use convene_core::meeting::{
+    Credentials, MeetingSettings, Metadata, Mode, QualityPreset, WaitingPolicy,
+};
 use convene_core::ops::{self, Entry, Tx};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -31,11 +33,22 @@ fn fixture(role: Role) -> (Meeting, Participant) {
         metadata: Metadata::default(),
         schedule: None,
     };
-    let credentials = Credentials::new(Some(Credential::parse("hostpin1").unwrap()), None, None, &mut rng).unwrap();
+    let credentials = Credentials::new(
+        Some(Credential::parse("hostpin1").unwrap()),
+        None,
+        None,
+        &mut rng,
+    )
+    .unwrap();
     let id = MeetingId::generate(MeetingIdDigits::DEFAULT, &mut rng);
     let change = ops::create_meeting(id, None, settings, credentials, T0, &mut rng);
     let mut tx = Tx::new(change.meeting, T0);
-    let entry = Entry { identity: Identity::parse("alice").unwrap(), name: DisplayName::parse("Alice").unwrap(), role, trusted: true };
+    let entry = Entry {
+        identity: Identity::parse("alice").unwrap(),
+        name: DisplayName::parse("Alice").unwrap(),
+        role,
+        trusted: true,
+    };
     let participant = ops::enter(&mut tx, None, entry).unwrap();
     (tx.meeting().clone(), participant)
 }
@@ -43,7 +56,9 @@ fn fixture(role: Role) -> (Meeting, Participant) {
 #[test]
 fn access_tokens_carry_role_grants_and_bind_to_the_run() {
     let (meeting, alice) = fixture(Role::Viewer);
-    let token = signer().access_token(&meeting, &alice, T0, ACCESS_TTL).unwrap();
+    let token = signer()
+        .access_token(&meeting, &alice, T0, ACCESS_TTL)
+        .unwrap();
     let verified = verify_participant(&token, &secret(), T0, &[TokenKind::Access]).unwrap();
     assert_eq!(verified.meeting, meeting.id);
     assert_eq!(verified.instance, meeting.run.instance_id);
@@ -52,9 +67,19 @@ fn access_tokens_carry_role_grants_and_bind_to_the_run() {
     assert_eq!(verified.room, meeting.room_name.as_str());
 
     // LiveKit's own verifier reads the same token.
-    let claims = livekit_api::access_token::TokenVerifier::with_api_key("APItestkey", secret().expose())
-        .verify(&signer().access_token(&meeting, &alice, Timestamp::from_millis(now_millis()), ACCESS_TTL).unwrap())
-        .unwrap();
+    let claims =
+        livekit_api::access_token::TokenVerifier::with_api_key("APItestkey", secret().expose())
+            .verify(
+                &signer()
+                    .access_token(
+                        &meeting,
+                        &alice,
+                        Timestamp::from_millis(now_millis()),
+                        ACCESS_TTL,
+                    )
+                    .unwrap(),
+            )
+            .unwrap();
     assert_eq!(claims.sub, "alice");
     assert!(claims.video.room_join);
     assert!(!claims.video.can_publish());
@@ -62,13 +87,18 @@ fn access_tokens_carry_role_grants_and_bind_to_the_run() {
 }
 
 fn now_millis() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 #[test]
 fn grants_follow_roles() {
     let host = grants_for(Role::Host, "r");
-    assert!(host.room_admin && host.can_publish() && host.can_subscribe() && host.can_publish_data());
+    assert!(
+        host.room_admin && host.can_publish() && host.can_subscribe() && host.can_publish_data()
+    );
     let speaker = grants_for(Role::Speaker, "r");
     assert!(!speaker.room_admin && speaker.can_publish() && speaker.can_publish_data());
     let viewer = grants_for(Role::Viewer, "r");
@@ -78,35 +108,92 @@ fn grants_follow_roles() {
 #[test]
 fn kinds_are_not_interchangeable() {
     let (meeting, alice) = fixture(Role::Speaker);
-    let waiting = signer().waiting_token(&meeting, &alice, T0, WAITING_TTL).unwrap();
-    assert_eq!(verify_participant(&waiting, &secret(), T0, &[TokenKind::Access]), Err(TokenError::WrongKind));
-    assert!(verify_participant(&waiting, &secret(), T0, &[TokenKind::Waiting, TokenKind::Access]).is_ok());
-    assert_eq!(verify_admin(&waiting, &secret(), T0), Err(TokenError::WrongKind));
-    let access = signer().access_token(&meeting, &alice, T0, ACCESS_TTL).unwrap();
-    assert_eq!(verify_admin(&access, &secret(), T0), Err(TokenError::WrongKind));
-    assert_eq!(verify_session(&access, &secret(), T0), Err(TokenError::WrongKind));
-    let session = signer().session_token("u@example.com", "U", "n1", T0, WAITING_TTL).unwrap();
-    assert_eq!(verify_participant(&session, &secret(), T0, &[TokenKind::Access]), Err(TokenError::WrongKind));
-    assert_eq!(verify_session(&session, &secret(), T0).unwrap().user, "u@example.com");
+    let waiting = signer()
+        .waiting_token(&meeting, &alice, T0, WAITING_TTL)
+        .unwrap();
+    assert_eq!(
+        verify_participant(&waiting, &secret(), T0, &[TokenKind::Access]),
+        Err(TokenError::WrongKind)
+    );
+    assert!(
+        verify_participant(
+            &waiting,
+            &secret(),
+            T0,
+            &[TokenKind::Waiting, TokenKind::Access]
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        verify_admin(&waiting, &secret(), T0),
+        Err(TokenError::WrongKind)
+    );
+    let access = signer()
+        .access_token(&meeting, &alice, T0, ACCESS_TTL)
+        .unwrap();
+    assert_eq!(
+        verify_admin(&access, &secret(), T0),
+        Err(TokenError::WrongKind)
+    );
+    assert_eq!(
+        verify_session(&access, &secret(), T0),
+        Err(TokenError::WrongKind)
+    );
+    let session = signer()
+        .session_token("u@example.com", "U", "n1", T0, WAITING_TTL)
+        .unwrap();
+    assert_eq!(
+        verify_participant(&session, &secret(), T0, &[TokenKind::Access]),
+        Err(TokenError::WrongKind)
+    );
+    assert_eq!(
+        verify_session(&session, &secret(), T0).unwrap().user,
+        "u@example.com"
+    );
 }
 
 #[test]
 fn admin_tokens_need_an_admin_grant() {
-    let with_grant = signer().admin_token(VideoGrants { room_create: true, ..Default::default() }, T0, ACCESS_TTL).unwrap();
+    let with_grant = signer()
+        .admin_token(
+            VideoGrants {
+                room_create: true,
+                ..Default::default()
+            },
+            T0,
+            ACCESS_TTL,
+        )
+        .unwrap();
     assert!(verify_admin(&with_grant, &secret(), T0).is_ok());
     let join_only = signer()
-        .admin_token(VideoGrants { room_join: true, room: "x".into(), ..Default::default() }, T0, ACCESS_TTL)
+        .admin_token(
+            VideoGrants {
+                room_join: true,
+                room: "x".into(),
+                ..Default::default()
+            },
+            T0,
+            ACCESS_TTL,
+        )
         .unwrap();
-    assert_eq!(verify_admin(&join_only, &secret(), T0), Err(TokenError::MissingGrant));
+    assert_eq!(
+        verify_admin(&join_only, &secret(), T0),
+        Err(TokenError::MissingGrant)
+    );
 }
 
 #[test]
 fn expiry_is_checked_with_a_small_leeway() {
     let (meeting, alice) = fixture(Role::Host);
-    let token = signer().access_token(&meeting, &alice, T0, Duration::from_secs(60)).unwrap();
+    let token = signer()
+        .access_token(&meeting, &alice, T0, Duration::from_secs(60))
+        .unwrap();
     let at = |secs: u64| T0.plus(Duration::from_secs(secs));
     assert!(verify_participant(&token, &secret(), at(60 + 29), &[TokenKind::Access]).is_ok());
-    assert_eq!(verify_participant(&token, &secret(), at(60 + 31), &[TokenKind::Access]), Err(TokenError::Expired));
+    assert_eq!(
+        verify_participant(&token, &secret(), at(60 + 31), &[TokenKind::Access]),
+        Err(TokenError::Expired)
+    );
 }
 
 fn forge(header: serde_json::Value, payload: serde_json::Value, signature: &str) -> String {
@@ -121,9 +208,20 @@ fn forge(header: serde_json::Value, payload: serde_json::Value, signature: &str)
 #[test]
 fn alg_none_other_algorithms_and_bad_signatures_are_refused() {
     let (meeting, alice) = fixture(Role::Host);
-    let good = signer().access_token(&meeting, &alice, T0, ACCESS_TTL).unwrap();
-    let payload: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(good.split('.').nth(1).unwrap()).unwrap()).unwrap();
-    let none = forge(serde_json::json!({"alg": "none", "typ": "JWT"}), payload.clone(), "");
+    let good = signer()
+        .access_token(&meeting, &alice, T0, ACCESS_TTL)
+        .unwrap();
+    let payload: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(good.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let none = forge(
+        serde_json::json!({"alg": "none", "typ": "JWT"}),
+        payload.clone(),
+        "",
+    );
     assert!(verify_participant(&none, &secret(), T0, &[TokenKind::Access]).is_err());
     let hs384 = jsonwebtoken::encode(
         &Header::new(Algorithm::HS384),
@@ -131,26 +229,43 @@ fn alg_none_other_algorithms_and_bad_signatures_are_refused() {
         &EncodingKey::from_secret(secret().expose().as_bytes()),
     )
     .unwrap();
-    assert_eq!(verify_participant(&hs384, &secret(), T0, &[TokenKind::Access]), Err(TokenError::BadSignature));
+    assert_eq!(
+        verify_participant(&hs384, &secret(), T0, &[TokenKind::Access]),
+        Err(TokenError::BadSignature)
+    );
     let other_secret = ApiSecret::parse("another-secret-that-is-long-enough-000000").unwrap();
-    assert_eq!(verify_participant(&good, &other_secret, T0, &[TokenKind::Access]), Err(TokenError::BadSignature));
+    assert_eq!(
+        verify_participant(&good, &other_secret, T0, &[TokenKind::Access]),
+        Err(TokenError::BadSignature)
+    );
     let mut parts: Vec<&str> = good.split('.').collect();
     parts[2] = "";
     assert!(verify_participant(&parts.join("."), &secret(), T0, &[TokenKind::Access]).is_err());
-    assert_eq!(verify_participant("not-a-jwt", &secret(), T0, &[TokenKind::Access]), Err(TokenError::Malformed));
+    assert_eq!(
+        verify_participant("not-a-jwt", &secret(), T0, &[TokenKind::Access]),
+        Err(TokenError::Malformed)
+    );
 }
 
 #[test]
 fn tokens_without_exp_are_refused() {
-    let payload = serde_json::json!({"iss": "APItestkey", "sub": "alice", "video": {"roomCreate": true}});
-    let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &payload, &EncodingKey::from_secret(secret().expose().as_bytes())).unwrap();
+    let payload =
+        serde_json::json!({"iss": "APItestkey", "sub": "alice", "video": {"roomCreate": true}});
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &payload,
+        &EncodingKey::from_secret(secret().expose().as_bytes()),
+    )
+    .unwrap();
     assert!(verify_admin(&token, &secret(), T0).is_err());
 }
 
 #[test]
 fn issuer_is_read_before_verifying() {
     let (meeting, alice) = fixture(Role::Host);
-    let token = signer().access_token(&meeting, &alice, T0, ACCESS_TTL).unwrap();
+    let token = signer()
+        .access_token(&meeting, &alice, T0, ACCESS_TTL)
+        .unwrap();
     assert_eq!(issuer(&token).unwrap(), "APItestkey");
     assert_eq!(issuer("x.y.z"), Err(TokenError::Malformed));
 }
@@ -158,15 +273,41 @@ fn issuer_is_read_before_verifying() {
 #[test]
 fn plain_livekit_tokens_are_their_own_kind() {
     let (meeting, alice) = fixture(Role::Speaker);
-    let convene_token = signer().access_token(&meeting, &alice, T0, ACCESS_TTL).unwrap();
-    assert_eq!(verify_livekit(&convene_token, &secret(), T0), Err(TokenError::WrongKind));
-    let app_token = livekit_api::access_token::AccessToken::with_api_key("APItestkey", secret().expose())
-        .with_identity("bob")
-        .with_grants(VideoGrants { room_join: true, room: "lobby".into(), ..Default::default() })
-        .to_jwt()
+    let convene_token = signer()
+        .access_token(&meeting, &alice, T0, ACCESS_TTL)
         .unwrap();
-    let verified = verify_livekit(&app_token, &secret(), Timestamp::from_millis(now_millis())).unwrap();
-    assert_eq!((verified.identity.as_str(), verified.video.room.as_str()), ("bob", "lobby"));
-    let admin = signer().admin_token(VideoGrants { room_list: true, ..Default::default() }, T0, ACCESS_TTL).unwrap();
-    assert_eq!(verify_livekit(&admin, &secret(), T0), Err(TokenError::MissingGrant));
+    assert_eq!(
+        verify_livekit(&convene_token, &secret(), T0),
+        Err(TokenError::WrongKind)
+    );
+    let app_token =
+        livekit_api::access_token::AccessToken::with_api_key("APItestkey", secret().expose())
+            .with_identity("bob")
+            .with_grants(VideoGrants {
+                room_join: true,
+                room: "lobby".into(),
+                ..Default::default()
+            })
+            .to_jwt()
+            .unwrap();
+    let verified =
+        verify_livekit(&app_token, &secret(), Timestamp::from_millis(now_millis())).unwrap();
+    assert_eq!(
+        (verified.identity.as_str(), verified.video.room.as_str()),
+        ("bob", "lobby")
+    );
+    let admin = signer()
+        .admin_token(
+            VideoGrants {
+                room_list: true,
+                ..Default::default()
+            },
+            T0,
+            ACCESS_TTL,
+        )
+        .unwrap();
+    assert_eq!(
+        verify_livekit(&admin, &secret(), T0),
+        Err(TokenError::MissingGrant)
+    );
 }

@@ -65,16 +65,43 @@ impl std::fmt::Debug for Config {
 
 /// The environment variables convene reads (fixed names: users' scripts rely on them).
 pub const ENV_VARS: &[(&str, &str)] = &[
-    ("CONVENE_HTTP_ADDR", "listen address (default 127.0.0.1:7880)"),
-    ("CONVENE_PUBLIC_URL", "base URL clients use (default http://<CONVENE_HTTP_ADDR>)"),
-    ("CONVENE_DATA_DIR", "data directory holding the SQLite database (default ./data)"),
-    ("CONVENE_DATABASE_URL", "a postgres:// URL switches the store to PostgreSQL"),
+    (
+        "CONVENE_HTTP_ADDR",
+        "listen address (default 127.0.0.1:7880)",
+    ),
+    (
+        "CONVENE_PUBLIC_URL",
+        "base URL clients use (default http://<CONVENE_HTTP_ADDR>)",
+    ),
+    (
+        "CONVENE_DATA_DIR",
+        "data directory holding the SQLite database (default ./data)",
+    ),
+    (
+        "CONVENE_DATABASE_URL",
+        "a postgres:// URL switches the store to PostgreSQL",
+    ),
     ("CONVENE_API_KEY", "API key id provisioned at start"),
-    ("CONVENE_API_SECRET", "its secret, at least 32 bytes (or CONVENE_API_SECRET_FILE)"),
-    ("MEETING_ID_DIGITS", "default length of new meeting ids (default 10)"),
-    ("CONVENE_RTC_UDP_PORT", "the one UDP port for all media (default 7882)"),
-    ("CONVENE_RTC_NODE_IP", "comma-separated IPs to advertise to clients (1:1 NAT); default local addresses"),
-    ("CONVENE_COMPAT_LIVE_PASSCODE", "turns on the seed 001 live-stream surface with this passcode"),
+    (
+        "CONVENE_API_SECRET",
+        "its secret, at least 32 bytes (or CONVENE_API_SECRET_FILE)",
+    ),
+    (
+        "MEETING_ID_DIGITS",
+        "default length of new meeting ids (default 10)",
+    ),
+    (
+        "CONVENE_RTC_UDP_PORT",
+        "the one UDP port for all media (default 7882)",
+    ),
+    (
+        "CONVENE_RTC_NODE_IP",
+        "comma-separated IPs to advertise to clients (1:1 NAT); default local addresses",
+    ),
+    (
+        "CONVENE_COMPAT_LIVE_PASSCODE",
+        "turns on the seed 001 live-stream surface with this passcode",
+    ),
 ];
 
 impl Config {
@@ -82,8 +109,10 @@ impl Config {
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> anyhow::Result<Self> {
         let file_config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-                toml::from_str::<FileConfig>(&text).with_context(|| format!("invalid config file {}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
             }
             None => FileConfig::default(),
         };
@@ -92,34 +121,57 @@ impl Config {
 
     pub fn from_layers(file: FileConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
         let var = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
-        let http_addr_text = var("CONVENE_HTTP_ADDR").or(file.http_addr).unwrap_or_else(|| "127.0.0.1:7880".into());
-        let http_addr: SocketAddr = http_addr_text
-            .parse()
-            .with_context(|| format!("CONVENE_HTTP_ADDR: {http_addr_text:?} is not an address like 127.0.0.1:7880"))?;
-        let public_url = var("CONVENE_PUBLIC_URL").or(file.public_url).unwrap_or_else(|| {
-            let host = if http_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { http_addr.ip().to_string() };
-            let host = if http_addr.is_ipv6() && !http_addr.ip().is_unspecified() { format!("[{host}]") } else { host };
-            format!("http://{host}:{}", http_addr.port())
-        });
+        let http_addr_text = var("CONVENE_HTTP_ADDR")
+            .or(file.http_addr)
+            .unwrap_or_else(|| "127.0.0.1:7880".into());
+        let http_addr: SocketAddr = http_addr_text.parse().with_context(|| {
+            format!("CONVENE_HTTP_ADDR: {http_addr_text:?} is not an address like 127.0.0.1:7880")
+        })?;
+        let public_url = var("CONVENE_PUBLIC_URL")
+            .or(file.public_url)
+            .unwrap_or_else(|| {
+                let host = if http_addr.ip().is_unspecified() {
+                    "127.0.0.1".to_owned()
+                } else {
+                    http_addr.ip().to_string()
+                };
+                let host = if http_addr.is_ipv6() && !http_addr.ip().is_unspecified() {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
+                format!("http://{host}:{}", http_addr.port())
+            });
         let public_url = public_url.trim_end_matches('/').to_owned();
-        let parsed = url::Url::parse(&public_url).with_context(|| format!("CONVENE_PUBLIC_URL: {public_url:?} is not a URL"))?;
+        let parsed = url::Url::parse(&public_url)
+            .with_context(|| format!("CONVENE_PUBLIC_URL: {public_url:?} is not a URL"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             bail!("CONVENE_PUBLIC_URL must be an http:// or https:// URL");
         }
-        let data_dir = var("CONVENE_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data"));
+        let data_dir = var("CONVENE_DATA_DIR")
+            .map(PathBuf::from)
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
         let database_url = var("CONVENE_DATABASE_URL").or(file.database_url);
         if let Some(url) = &database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
-            bail!("CONVENE_DATABASE_URL must be a postgres:// URL (leave it unset for the embedded SQLite store)");
+            bail!(
+                "CONVENE_DATABASE_URL must be a postgres:// URL (leave it unset for the embedded SQLite store)"
+            );
         }
         let key = var("CONVENE_API_KEY").or(file.api_key);
         let secret = match var("CONVENE_API_SECRET").or(file.api_secret) {
             Some(secret) => Some(secret),
-            None => match var("CONVENE_API_SECRET_FILE").map(PathBuf::from).or(file.api_secret_file) {
+            None => match var("CONVENE_API_SECRET_FILE")
+                .map(PathBuf::from)
+                .or(file.api_secret_file)
+            {
                 Some(path) => Some(
                     std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read CONVENE_API_SECRET_FILE {}", path.display()))?
+                        .with_context(|| {
+                            format!("cannot read CONVENE_API_SECRET_FILE {}", path.display())
+                        })?
                         .trim_end_matches(['\n', '\r'])
                         .to_owned(),
                 ),
@@ -128,20 +180,31 @@ impl Config {
         };
         let api_key = match (key, secret) {
             (Some(key), Some(secret)) => {
-                let secret = ApiSecret::parse(&secret).map_err(|e| anyhow::anyhow!("CONVENE_API_SECRET {}", e.reason))?;
-                convene_core::apikey::ApiKey::parse_id(&key).map_err(|e| anyhow::anyhow!("CONVENE_API_KEY {}", e.reason))?;
+                let secret = ApiSecret::parse(&secret)
+                    .map_err(|e| anyhow::anyhow!("CONVENE_API_SECRET {}", e.reason))?;
+                convene_core::apikey::ApiKey::parse_id(&key)
+                    .map_err(|e| anyhow::anyhow!("CONVENE_API_KEY {}", e.reason))?;
                 Some((key, secret))
             }
             (None, None) => None,
-            (Some(_), None) => bail!("CONVENE_API_KEY is set but CONVENE_API_SECRET is not: set both, or neither"),
-            (None, Some(_)) => bail!("CONVENE_API_SECRET is set but CONVENE_API_KEY is not: set both, or neither"),
+            (Some(_), None) => {
+                bail!("CONVENE_API_KEY is set but CONVENE_API_SECRET is not: set both, or neither")
+            }
+            (None, Some(_)) => {
+                bail!("CONVENE_API_SECRET is set but CONVENE_API_KEY is not: set both, or neither")
+            }
         };
         let digits = match var("MEETING_ID_DIGITS") {
-            Some(text) => Some(text.trim().parse::<i64>().with_context(|| format!("MEETING_ID_DIGITS: {text:?} is not a number"))?),
+            Some(text) => Some(
+                text.trim()
+                    .parse::<i64>()
+                    .with_context(|| format!("MEETING_ID_DIGITS: {text:?} is not a number"))?,
+            ),
             None => file.meeting_id_digits,
         };
         let meeting_id_digits = match digits {
-            Some(d) => MeetingIdDigits::new(d).map_err(|e| anyhow::anyhow!("MEETING_ID_DIGITS {}", e.reason))?,
+            Some(d) => MeetingIdDigits::new(d)
+                .map_err(|e| anyhow::anyhow!("MEETING_ID_DIGITS {}", e.reason))?,
             None => MeetingIdDigits::DEFAULT,
         };
         let live_passcode = var("CONVENE_COMPAT_LIVE_PASSCODE").or(file.compat_live_passcode);
@@ -150,7 +213,10 @@ impl Config {
         }
         let compat = convene_compat::CompatConfig { live_passcode };
         let rtc_udp_port = match var("CONVENE_RTC_UDP_PORT") {
-            Some(text) => text.trim().parse::<u16>().with_context(|| format!("CONVENE_RTC_UDP_PORT: {text:?} is not a port number"))?,
+            Some(text) => text
+                .trim()
+                .parse::<u16>()
+                .with_context(|| format!("CONVENE_RTC_UDP_PORT: {text:?} is not a port number"))?,
             None => file.rtc_udp_port.unwrap_or(7882),
         };
         let rtc_node_ips = match var("CONVENE_RTC_NODE_IP").or(file.rtc_node_ip) {
@@ -158,11 +224,25 @@ impl Config {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|ip| ip.parse().with_context(|| format!("CONVENE_RTC_NODE_IP: {ip:?} is not an IP address")))
+                .map(|ip| {
+                    ip.parse().with_context(|| {
+                        format!("CONVENE_RTC_NODE_IP: {ip:?} is not an IP address")
+                    })
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?,
             None => Vec::new(),
         };
-        Ok(Self { http_addr, public_url, data_dir, database_url, api_key, meeting_id_digits, compat, rtc_udp_port, rtc_node_ips })
+        Ok(Self {
+            http_addr,
+            public_url,
+            data_dir,
+            database_url,
+            api_key,
+            meeting_id_digits,
+            compat,
+            rtc_udp_port,
+            rtc_node_ips,
+        })
     }
 
     /// Where the store is: the PostgreSQL URL, or the SQLite file under the data directory.
@@ -190,7 +270,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -206,7 +289,8 @@ mod tests {
 
     #[test]
     fn environment_overrides_the_file() {
-        let file: FileConfig = toml::from_str("http_addr = \"0.0.0.0:9000\"\nmeeting_id_digits = 8\n").unwrap();
+        let file: FileConfig =
+            toml::from_str("http_addr = \"0.0.0.0:9000\"\nmeeting_id_digits = 8\n").unwrap();
         let c = Config::from_layers(file, &env(&[("MEETING_ID_DIGITS", "6")])).unwrap();
         assert_eq!(c.http_addr.port(), 9000);
         assert_eq!(c.meeting_id_digits.get(), 6);
@@ -215,19 +299,40 @@ mod tests {
 
     #[test]
     fn short_secrets_refuse_to_start_with_a_clear_message() {
-        let err = Config::from_layers(FileConfig::default(), &env(&[("CONVENE_API_KEY", "APIkey1"), ("CONVENE_API_SECRET", "short")]))
-            .err()
-            .unwrap();
-        assert_eq!(err.to_string(), "CONVENE_API_SECRET must be at least 32 bytes (got 5)");
-        let half = Config::from_layers(FileConfig::default(), &env(&[("CONVENE_API_KEY", "APIkey1")])).err().unwrap();
+        let err = Config::from_layers(
+            FileConfig::default(),
+            &env(&[
+                ("CONVENE_API_KEY", "APIkey1"),
+                ("CONVENE_API_SECRET", "short"),
+            ]),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "CONVENE_API_SECRET must be at least 32 bytes (got 5)"
+        );
+        let half = Config::from_layers(
+            FileConfig::default(),
+            &env(&[("CONVENE_API_KEY", "APIkey1")]),
+        )
+        .err()
+        .unwrap();
         assert!(half.to_string().contains("set both"));
     }
 
     #[test]
     fn bad_values_are_named() {
-        let err = Config::from_layers(FileConfig::default(), &env(&[("MEETING_ID_DIGITS", "40")])).err().unwrap();
+        let err = Config::from_layers(FileConfig::default(), &env(&[("MEETING_ID_DIGITS", "40")]))
+            .err()
+            .unwrap();
         assert!(err.to_string().starts_with("MEETING_ID_DIGITS"));
-        let err = Config::from_layers(FileConfig::default(), &env(&[("CONVENE_DATABASE_URL", "mysql://x")])).err().unwrap();
+        let err = Config::from_layers(
+            FileConfig::default(),
+            &env(&[("CONVENE_DATABASE_URL", "mysql://x")]),
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("postgres://"));
         assert!(toml::from_str::<FileConfig>("unknown_key = 1").is_err());
     }
@@ -236,7 +341,14 @@ mod tests {
     fn debug_output_hides_secrets() {
         let c = Config::from_layers(
             FileConfig::default(),
-            &env(&[("CONVENE_API_KEY", "APIkey1"), ("CONVENE_API_SECRET", "a-secret-that-is-long-enough-0123456789"), ("CONVENE_DATABASE_URL", "postgres://u:pw@h/db")]),
+            &env(&[
+                ("CONVENE_API_KEY", "APIkey1"),
+                (
+                    "CONVENE_API_SECRET",
+                    "a-secret-that-is-long-enough-0123456789",
+                ),
+                ("CONVENE_DATABASE_URL", "postgres://u:pw@h/db"),
+            ]),
         )
         .unwrap();
         let shown = format!("{c:?}");

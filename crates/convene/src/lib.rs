@@ -29,7 +29,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         Timestamp::from_millis(millis)
     }
 }
@@ -48,7 +51,11 @@ pub enum KeyOrigin {
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<SqlStore>> {
     let target = config.store_target();
     let store = SqlStore::connect(&target).await.with_context(|| {
-        if config.database_url.is_some() { "cannot connect to PostgreSQL (CONVENE_DATABASE_URL)".to_owned() } else { format!("cannot open the SQLite database {target}") }
+        if config.database_url.is_some() {
+            "cannot connect to PostgreSQL (CONVENE_DATABASE_URL)".to_owned()
+        } else {
+            format!("cannot open the SQLite database {target}")
+        }
     })?;
     store.migrate().await.context("database migration failed")?;
     Ok(Arc::new(store))
@@ -56,17 +63,32 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<SqlStore>> {
 
 /// Picks the key that signs tokens: the configured pair (stored if new), else the oldest active
 /// stored key, else a new development key.
-pub async fn signing_key(meetings: &Meetings, config: &Config) -> anyhow::Result<(ApiKey, KeyOrigin)> {
+pub async fn signing_key(
+    meetings: &Meetings,
+    config: &Config,
+) -> anyhow::Result<(ApiKey, KeyOrigin)> {
     if let Some((id, secret)) = &config.api_key {
-        let key = meetings.provision_api_key(id, secret.clone()).await.map_err(|e| anyhow::anyhow!("cannot provision CONVENE_API_KEY: {e}"))?;
+        let key = meetings
+            .provision_api_key(id, secret.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot provision CONVENE_API_KEY: {e}"))?;
         return Ok((key, KeyOrigin::Configured));
     }
-    let mut keys: Vec<ApiKey> = meetings.api_keys().await.map_err(|e| anyhow::anyhow!("cannot read API keys: {e}"))?.into_iter().filter(ApiKey::is_active).collect();
+    let mut keys: Vec<ApiKey> = meetings
+        .api_keys()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read API keys: {e}"))?
+        .into_iter()
+        .filter(ApiKey::is_active)
+        .collect();
     keys.sort_by_key(|k| k.created_at);
     if let Some(key) = keys.into_iter().next() {
         return Ok((key, KeyOrigin::Stored));
     }
-    let key = meetings.create_api_key("development key created at first start").await.map_err(|e| anyhow::anyhow!("cannot create a development key: {e}"))?;
+    let key = meetings
+        .create_api_key("development key created at first start")
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create a development key: {e}"))?;
     Ok((key, KeyOrigin::CreatedForDevelopment))
 }
 
@@ -91,7 +113,11 @@ impl Running {
 
     /// Waits until the server ends (after `shutdown_token().cancel()`), then stops the media engine.
     pub async fn wait(self) -> anyhow::Result<()> {
-        let served = self.task.await.context("server task panicked")?.context("server failed");
+        let served = self
+            .task
+            .await
+            .context("server task panicked")?
+            .context("server failed");
         self.sfu.shutdown().await;
         served
     }
@@ -113,13 +139,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let sfu = convene_sfu::Sfu::start(sfu_config, admission.clone())
         .await
-        .with_context(|| format!("cannot start the media engine on UDP port {} (CONVENE_RTC_UDP_PORT)", config.rtc_udp_port))?;
+        .with_context(|| {
+            format!(
+                "cannot start the media engine on UDP port {} (CONVENE_RTC_UDP_PORT)",
+                config.rtc_udp_port
+            )
+        })?;
     let media = Arc::new(media::EmbeddedMedia::new(sfu.control()));
     let hub = Hub::default();
-    let meetings = Arc::new(Meetings::new(store, Arc::new(SystemClock), media, Arc::new(hub.clone()), config.meeting_id_digits));
+    let meetings = Arc::new(Meetings::new(
+        store,
+        Arc::new(SystemClock),
+        media,
+        Arc::new(hub.clone()),
+        config.meeting_id_digits,
+    ));
     admission.attach(meetings.clone());
     let (key, key_origin) = signing_key(&meetings, &config).await?;
-    let listener = TcpListener::bind(config.http_addr).await.with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let addr = listener.local_addr()?;
     // With port 0, the public URL follows the port actually bound.
     let public_url = if config.http_addr.port() == 0 && config.public_url.ends_with(":0") {
@@ -131,13 +170,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let state = AppState {
         meetings,
         signer: Signer::new(key.id.clone(), key.secret.clone()),
-        urls: PublicUrls { http: public_url, rtc },
+        urls: PublicUrls {
+            http: public_url,
+            rtc,
+        },
         limits: Arc::new(Limits::default()),
         hub: hub.clone(),
     };
     let room_service = twirp::router(state.meetings.clone(), sfu.control());
     let app = convene_api::with_common_layers(
-        convene_api::router(state.clone()).merge(convene_compat::router(state, &config.compat)).merge(sfu.router()).merge(room_service).merge(web::router()),
+        convene_api::router(state.clone())
+            .merge(convene_compat::router(state, &config.compat))
+            .merge(sfu.router())
+            .merge(room_service)
+            .merge(web::router()),
     );
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
@@ -146,14 +192,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                token.cancelled().await;
-                // Live event streams end, so graceful shutdown does not wait on them.
-                hub.close_all();
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            token.cancelled().await;
+            // Live event streams end, so graceful shutdown does not wait on them.
+            hub.close_all();
+        })
+        .await
     });
     let rtc_udp_addrs = sfu.local_udp_addrs();
-    Ok(Running { addr, key, key_origin, rtc_udp_addrs, shutdown, task, sfu })
+    Ok(Running {
+        addr,
+        key,
+        key_origin,
+        rtc_udp_addrs,
+        shutdown,
+        task,
+        sfu,
+    })
 }

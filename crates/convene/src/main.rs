@@ -10,8 +10,12 @@ use convene::{Config, KeyOrigin};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "convene", version, about = "Self-hosted video meetings and live stages in one binary.",
-    after_help = "Configuration: defaults, then --config FILE (TOML), then environment variables:\n  CONVENE_HTTP_ADDR, CONVENE_PUBLIC_URL, CONVENE_DATA_DIR, CONVENE_DATABASE_URL,\n  CONVENE_API_KEY, CONVENE_API_SECRET (or CONVENE_API_SECRET_FILE), MEETING_ID_DIGITS.\nLog level from RUST_LOG (default info); CONVENE_LOG_FORMAT=json for JSON lines.")]
+#[command(
+    name = "convene",
+    version,
+    about = "Self-hosted video meetings and live stages in one binary.",
+    after_help = "Configuration: defaults, then --config FILE (TOML), then environment variables:\n  CONVENE_HTTP_ADDR, CONVENE_PUBLIC_URL, CONVENE_DATA_DIR, CONVENE_DATABASE_URL,\n  CONVENE_API_KEY, CONVENE_API_SECRET (or CONVENE_API_SECRET_FILE), MEETING_ID_DIGITS.\nLog level from RUST_LOG (default info); CONVENE_LOG_FORMAT=json for JSON lines."
+)]
 struct Cli {
     /// TOML configuration file (keys as the environment variables without CONVENE_, lower case).
     #[arg(long, global = true, value_name = "FILE")]
@@ -52,7 +56,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if std::env::var("CONVENE_LOG_FORMAT").as_deref() == Ok("json") {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -88,11 +95,18 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let store_note = if config.database_url.is_some() { "PostgreSQL".to_owned() } else { format!("SQLite at {}", config.store_target()) };
+    let store_note = if config.database_url.is_some() {
+        "PostgreSQL".to_owned()
+    } else {
+        format!("SQLite at {}", config.store_target())
+    };
     let public_url = config.public_url.clone();
     let running = convene::start(config).await?;
     tracing::info!(addr = %running.addr, store = %store_note, "convene listening");
-    println!("convene listening on http://{} (store: {store_note})", running.addr);
+    println!(
+        "convene listening on http://{} (store: {store_note})",
+        running.addr
+    );
     match running.key_origin {
         KeyOrigin::CreatedForDevelopment => {
             println!("\nCreated a development API key (shown once; stored in the database):");
@@ -106,7 +120,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             );
         }
         KeyOrigin::Configured => println!("Using the configured API key {}", running.key.id),
-        KeyOrigin::Stored => println!("Using stored API key {} (list keys with `convene api-key list`)", running.key.id),
+        KeyOrigin::Stored => println!(
+            "Using stored API key {} (list keys with `convene api-key list`)",
+            running.key.id
+        ),
     }
     println!("API docs: {public_url}/v1/docs");
     let token = running.shutdown_token();
@@ -157,21 +174,41 @@ async fn api_key(config: Config, command: ApiKeyCommand) -> anyhow::Result<()> {
     );
     match command {
         ApiKeyCommand::Create { description } => {
-            let key = meetings.create_api_key(&description).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("CONVENE_API_KEY={}\nCONVENE_API_SECRET={}", key.id, key.secret.expose());
+            let key = meetings
+                .create_api_key(&description)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "CONVENE_API_KEY={}\nCONVENE_API_SECRET={}",
+                key.id,
+                key.secret.expose()
+            );
         }
         ApiKeyCommand::List => {
-            let keys = meetings.api_keys().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let keys = meetings
+                .api_keys()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             if keys.is_empty() {
                 println!("no API keys");
             }
             for key in keys {
                 let status = if key.is_active() { "active" } else { "revoked" };
-                println!("{}\t{}\tcreated {}\t{}", key.id, status, convene_api::wire::rfc3339(key.created_at), key.description);
+                println!(
+                    "{}\t{}\tcreated {}\t{}",
+                    key.id,
+                    status,
+                    convene_api::wire::rfc3339(key.created_at),
+                    key.description
+                );
             }
         }
         ApiKeyCommand::Revoke { key } => {
-            meetings.revoke_api_key(&key).await.map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("cannot revoke {key}"))?;
+            meetings
+                .revoke_api_key(&key)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("cannot revoke {key}"))?;
             println!("revoked {key}");
         }
     }

@@ -39,17 +39,33 @@ impl EmbeddedMedia {
         Self { control }
     }
 
-    async fn mute(&self, room: &str, identity: &str, track: &TrackSelector, muted: bool) -> Result<(), SfuError> {
+    async fn mute(
+        &self,
+        room: &str,
+        identity: &str,
+        track: &TrackSelector,
+        muted: bool,
+    ) -> Result<(), SfuError> {
         let sids: Vec<String> = match track {
             TrackSelector::Track(sid) => vec![sid.clone()],
             TrackSelector::Audio | TrackSelector::Video => {
-                let kind = if *track == TrackSelector::Audio { proto::TrackType::Audio } else { proto::TrackType::Video };
+                let kind = if *track == TrackSelector::Audio {
+                    proto::TrackType::Audio
+                } else {
+                    proto::TrackType::Video
+                };
                 let info = self.control.get_participant(room, identity).await?;
-                info.tracks.iter().filter(|t| t.r#type == kind as i32).map(|t| t.sid.clone()).collect()
+                info.tracks
+                    .iter()
+                    .filter(|t| t.r#type == kind as i32)
+                    .map(|t| t.sid.clone())
+                    .collect()
             }
         };
         for sid in sids {
-            self.control.mute_published_track(room, identity, &sid, muted).await?;
+            self.control
+                .mute_published_track(room, identity, &sid, muted)
+                .await?;
         }
         Ok(())
     }
@@ -61,12 +77,28 @@ impl MediaEngine for EmbeddedMedia {
         for command in commands {
             let result = match command {
                 MediaCommand::Disconnect { room, identity } => {
-                    self.control.remove_participant(room.as_str(), identity.as_str(), "PARTICIPANT_REMOVED").await
+                    self.control
+                        .remove_participant(room.as_str(), identity.as_str(), "PARTICIPANT_REMOVED")
+                        .await
                 }
-                MediaCommand::SetRole { room, identity, role } => {
-                    self.control.update_permission(room.as_str(), identity.as_str(), permission_for(*role)).await
+                MediaCommand::SetRole {
+                    room,
+                    identity,
+                    role,
+                } => {
+                    self.control
+                        .update_permission(room.as_str(), identity.as_str(), permission_for(*role))
+                        .await
                 }
-                MediaCommand::Mute { room, identity, track, muted } => self.mute(room.as_str(), identity.as_str(), track, *muted).await,
+                MediaCommand::Mute {
+                    room,
+                    identity,
+                    track,
+                    muted,
+                } => {
+                    self.mute(room.as_str(), identity.as_str(), track, *muted)
+                        .await
+                }
                 MediaCommand::CloseRoom { room } => self.control.close_room(room.as_str()).await,
             };
             match result {
@@ -92,7 +124,8 @@ impl CoreAdmission {
     /// Completes the wiring once the core service exists (it needs the SFU's control handle
     /// first), and starts the task that records media reports in order, off the engine's task.
     pub fn attach(&self, meetings: Arc<Meetings>) {
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<(RoomName, MediaReport)>(REPORT_QUEUE);
+        let (sender, mut receiver) =
+            tokio::sync::mpsc::channel::<(RoomName, MediaReport)>(REPORT_QUEUE);
         let recorder = meetings.clone();
         tokio::spawn(async move {
             while let Some((room, report)) = receiver.recv().await {
@@ -107,7 +140,10 @@ impl CoreAdmission {
 
     async fn decide(&self, token: &str) -> Result<Admitted, Refusal> {
         let refuse = |status: u16, message: String| Refusal { status, message };
-        let meetings = self.meetings.get().ok_or_else(|| refuse(503, "the server is starting".into()))?;
+        let meetings = self
+            .meetings
+            .get()
+            .ok_or_else(|| refuse(503, "the server is starting".into()))?;
         let issuer = convene_token::issuer(token).map_err(|e| refuse(401, e.to_string()))?;
         let key = match meetings.api_key(&issuer).await {
             Ok(Some(key)) if key.is_active() => key,
@@ -117,16 +153,27 @@ impl CoreAdmission {
                 return Err(refuse(503, "temporarily unavailable".into()));
             }
         };
-        let verified = match convene_token::verify_participant(token, &key.secret, meetings.now(), &[convene_token::TokenKind::Access]) {
+        let verified = match convene_token::verify_participant(
+            token,
+            &key.secret,
+            meetings.now(),
+            &[convene_token::TokenKind::Access],
+        ) {
             Ok(verified) => verified,
             Err(convene_token::TokenError::WrongKind) => {
-                let app_token = convene_token::verify_livekit(token, &key.secret, meetings.now()).map_err(|e| refuse(401, e.to_string()))?;
+                let app_token = convene_token::verify_livekit(token, &key.secret, meetings.now())
+                    .map_err(|e| refuse(401, e.to_string()))?;
                 return self.admit_livekit_token(meetings, app_token).await;
             }
             Err(e) => return Err(refuse(401, e.to_string())),
         };
         let admission = meetings
-            .media_admission(&verified.meeting, &verified.identity, &verified.instance, verified.epoch)
+            .media_admission(
+                &verified.meeting,
+                &verified.identity,
+                &verified.instance,
+                verified.epoch,
+            )
             .await
             .map_err(|e| {
                 let code = e.code();
@@ -145,7 +192,9 @@ impl CoreAdmission {
             room: admission.meeting.room_name.to_string(),
             identity: participant.identity.to_string(),
             name: participant.name.to_string(),
-            metadata: serde_json::json!({ "role": participant.role, "meeting_id": admission.meeting.id }).to_string(),
+            metadata:
+                serde_json::json!({ "role": participant.role, "meeting_id": admission.meeting.id })
+                    .to_string(),
             permission: permission_for(participant.role),
         })
     }
@@ -155,19 +204,34 @@ impl CoreAdmission {
     /// A plain LiveKit token minted by an app that holds an API secret (as with a LiveKit server):
     /// the app is trusted to place the person, the room is created on first join (policy `open`),
     /// and the role follows the grants. Stored bans still apply, and the core admits as usual.
-    async fn admit_livekit_token(&self, meetings: &Arc<Meetings>, token: convene_token::LiveKitToken) -> Result<Admitted, Refusal> {
+    async fn admit_livekit_token(
+        &self,
+        meetings: &Arc<Meetings>,
+        token: convene_token::LiveKitToken,
+    ) -> Result<Admitted, Refusal> {
         let refuse = |e: ServiceError| {
             let status = match e.code() {
                 ErrorCode::InvalidRequest => 401,
                 ErrorCode::Internal | ErrorCode::Busy => 503,
                 _ => 403,
             };
-            Refusal { status, message: e.to_string() }
+            Refusal {
+                status,
+                message: e.to_string(),
+            }
         };
-        let invalid = |e: convene_core::ValidationError| Refusal { status: 401, message: e.to_string() };
+        let invalid = |e: convene_core::ValidationError| Refusal {
+            status: 401,
+            message: e.to_string(),
+        };
         let room = RoomName::parse(&token.video.room).map_err(invalid)?;
         let identity = Identity::parse(&token.identity).map_err(invalid)?;
-        let name = DisplayName::parse(if token.name.is_empty() { &token.identity } else { &token.name }).map_err(invalid)?;
+        let name = DisplayName::parse(if token.name.is_empty() {
+            &token.identity
+        } else {
+            &token.name
+        })
+        .map_err(invalid)?;
         let role = if token.video.room_admin {
             Role::Host
         } else if token.video.can_publish() {
@@ -194,18 +258,34 @@ impl CoreAdmission {
             .map_err(refuse)?;
         if meeting.status == MeetingStatus::Ended {
             // LiveKit creates a deleted room again on the next join.
-            meetings.start_meeting(&meeting.id, &Caller::Admin).await.map_err(refuse)?;
+            meetings
+                .start_meeting(&meeting.id, &Caller::Admin)
+                .await
+                .map_err(refuse)?;
         }
-        let (meeting, participant) = meetings.enter_trusted(&meeting.id, identity, name, role).await.map_err(refuse)?;
-        let caller = Caller::Participant { identity: participant.identity.clone(), instance: meeting.run.instance_id.clone(), epoch: participant.epoch };
+        let (meeting, participant) = meetings
+            .enter_trusted(&meeting.id, identity, name, role)
+            .await
+            .map_err(refuse)?;
+        let caller = Caller::Participant {
+            identity: participant.identity.clone(),
+            instance: meeting.run.instance_id.clone(),
+            epoch: participant.epoch,
+        };
         let (meeting, participant) = meetings.join(&meeting.id, &caller).await.map_err(refuse)?;
         let admission = meetings
-            .media_admission(&meeting.id, &participant.identity, &meeting.run.instance_id, participant.epoch)
+            .media_admission(
+                &meeting.id,
+                &participant.identity,
+                &meeting.run.instance_id,
+                participant.epoch,
+            )
             .await
             .map_err(refuse)?;
         let participant = admission.participant;
         let metadata = if token.metadata.is_empty() {
-            serde_json::json!({ "role": participant.role, "meeting_id": admission.meeting.id }).to_string()
+            serde_json::json!({ "role": participant.role, "meeting_id": admission.meeting.id })
+                .to_string()
         } else {
             token.metadata
         };
@@ -230,18 +310,47 @@ impl Admission for CoreAdmission {
     }
 
     fn on_event(&self, event: MediaEvent) {
-        let Some(reports) = self.reports.get() else { return };
-        let (room, report) = match event {
-            MediaEvent::ParticipantJoined { room, identity, .. } => (room, Identity::parse(&identity).map(|identity| MediaReport::Connected { identity })),
-            MediaEvent::ParticipantLeft { room, identity, .. } => (room, Identity::parse(&identity).map(|identity| MediaReport::Disconnected { identity })),
-            MediaEvent::TrackPublished { room, identity, track_sid, kind, .. } => {
-                (room, Identity::parse(&identity).map(|identity| MediaReport::TrackPublished { identity, track_sid, kind }))
-            }
-            MediaEvent::TrackUnpublished { room, identity, track_sid } => {
-                (room, Identity::parse(&identity).map(|identity| MediaReport::TrackUnpublished { identity, track_sid }))
-            }
+        let Some(reports) = self.reports.get() else {
+            return;
         };
-        let (Ok(room), Ok(report)) = (RoomName::parse(&room), report) else { return };
+        let (room, report) = match event {
+            MediaEvent::ParticipantJoined { room, identity, .. } => (
+                room,
+                Identity::parse(&identity).map(|identity| MediaReport::Connected { identity }),
+            ),
+            MediaEvent::ParticipantLeft { room, identity, .. } => (
+                room,
+                Identity::parse(&identity).map(|identity| MediaReport::Disconnected { identity }),
+            ),
+            MediaEvent::TrackPublished {
+                room,
+                identity,
+                track_sid,
+                kind,
+                ..
+            } => (
+                room,
+                Identity::parse(&identity).map(|identity| MediaReport::TrackPublished {
+                    identity,
+                    track_sid,
+                    kind,
+                }),
+            ),
+            MediaEvent::TrackUnpublished {
+                room,
+                identity,
+                track_sid,
+            } => (
+                room,
+                Identity::parse(&identity).map(|identity| MediaReport::TrackUnpublished {
+                    identity,
+                    track_sid,
+                }),
+            ),
+        };
+        let (Ok(room), Ok(report)) = (RoomName::parse(&room), report) else {
+            return;
+        };
         if reports.try_send((room, report)).is_err() {
             tracing::warn!("media report queue full: a media event was not recorded");
         }

@@ -36,7 +36,10 @@ struct TwirpState {
 /// The RoomService routes.
 pub fn router(meetings: Arc<Meetings>, control: SfuControl) -> Router {
     Router::new()
-        .route("/twirp/livekit.RoomService/{method}", axum::routing::post(dispatch))
+        .route(
+            "/twirp/livekit.RoomService/{method}",
+            axum::routing::post(dispatch),
+        )
         .with_state(TwirpState { meetings, control })
 }
 
@@ -49,7 +52,11 @@ struct TwirpError {
 
 impl TwirpError {
     fn new(code: &'static str, status: StatusCode, msg: impl Into<String>) -> Self {
-        Self { code, status, msg: msg.into() }
+        Self {
+            code,
+            status,
+            msg: msg.into(),
+        }
     }
     fn unauthenticated(msg: impl Into<String>) -> Self {
         Self::new("unauthenticated", StatusCode::UNAUTHORIZED, msg)
@@ -81,9 +88,15 @@ impl From<ServiceError> for TwirpError {
             ErrorCode::AlreadyExists => Self::new("already_exists", StatusCode::CONFLICT, message),
             ErrorCode::Forbidden | ErrorCode::Banned => Self::denied(message),
             ErrorCode::InvalidState | ErrorCode::MeetingEnded | ErrorCode::MeetingNotLive => {
-                Self::new("failed_precondition", StatusCode::PRECONDITION_FAILED, message)
+                Self::new(
+                    "failed_precondition",
+                    StatusCode::PRECONDITION_FAILED,
+                    message,
+                )
             }
-            ErrorCode::Internal | ErrorCode::Busy => Self::new("internal", StatusCode::INTERNAL_SERVER_ERROR, message),
+            ErrorCode::Internal | ErrorCode::Busy => {
+                Self::new("internal", StatusCode::INTERNAL_SERVER_ERROR, message)
+            }
             _ => Self::invalid(message),
         }
     }
@@ -94,14 +107,22 @@ impl From<SfuError> for TwirpError {
         match e {
             SfuError::NotFound(what) => Self::not_found(format!("{what} not found")),
             SfuError::Invalid(what) => Self::invalid(what),
-            other => Self::new("unavailable", StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+            other => Self::new(
+                "unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                other.to_string(),
+            ),
         }
     }
 }
 
 impl IntoResponse for TwirpError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(serde_json::json!({ "code": self.code, "msg": self.msg }))).into_response()
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "code": self.code, "msg": self.msg })),
+        )
+            .into_response()
     }
 }
 
@@ -112,52 +133,88 @@ enum Encoding {
 }
 
 fn encoding(headers: &HeaderMap) -> Result<Encoding, TwirpError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let base = content_type.split(';').next().unwrap_or("").trim();
     match base {
         "application/protobuf" | "application/x-protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
-        _ => Err(TwirpError::new("bad_route", StatusCode::UNSUPPORTED_MEDIA_TYPE, "use Content-Type application/protobuf or application/json")),
+        _ => Err(TwirpError::new(
+            "bad_route",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "use Content-Type application/protobuf or application/json",
+        )),
     }
 }
 
-fn decode<T: Message + Default + DeserializeOwned>(encoding: Encoding, body: &Bytes) -> Result<T, TwirpError> {
+fn decode<T: Message + Default + DeserializeOwned>(
+    encoding: Encoding,
+    body: &Bytes,
+) -> Result<T, TwirpError> {
     match encoding {
-        Encoding::Protobuf => T::decode(body.as_ref()).map_err(|e| TwirpError::new("malformed", StatusCode::BAD_REQUEST, format!("bad protobuf: {e}"))),
+        Encoding::Protobuf => T::decode(body.as_ref()).map_err(|e| {
+            TwirpError::new(
+                "malformed",
+                StatusCode::BAD_REQUEST,
+                format!("bad protobuf: {e}"),
+            )
+        }),
         Encoding::Json => {
             if body.is_empty() {
                 return Ok(T::default());
             }
-            serde_json::from_slice(body).map_err(|e| TwirpError::new("malformed", StatusCode::BAD_REQUEST, format!("bad JSON: {e}")))
+            serde_json::from_slice(body).map_err(|e| {
+                TwirpError::new(
+                    "malformed",
+                    StatusCode::BAD_REQUEST,
+                    format!("bad JSON: {e}"),
+                )
+            })
         }
     }
 }
 
 fn encode<T: Message + Serialize>(encoding: Encoding, message: &T) -> Response {
     match encoding {
-        Encoding::Protobuf => {
-            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/protobuf"))], message.encode_to_vec()).into_response()
-        }
+        Encoding::Protobuf => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/protobuf"),
+            )],
+            message.encode_to_vec(),
+        )
+            .into_response(),
         Encoding::Json => axum::Json(message).into_response(),
     }
 }
 
 async fn grants(state: &TwirpState, headers: &HeaderMap) -> Result<VideoGrants, TwirpError> {
-    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(|| TwirpError::unauthenticated("missing Authorization"))?;
-    let token = value.strip_prefix("Bearer ").ok_or_else(|| TwirpError::unauthenticated("expected Authorization: Bearer <token>"))?;
-    let issuer = convene_token::issuer(token).map_err(|e| TwirpError::unauthenticated(e.to_string()))?;
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| TwirpError::unauthenticated("missing Authorization"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| TwirpError::unauthenticated("expected Authorization: Bearer <token>"))?;
+    let issuer =
+        convene_token::issuer(token).map_err(|e| TwirpError::unauthenticated(e.to_string()))?;
     let key = match state.meetings.api_key(&issuer).await? {
         Some(key) if key.is_active() => key,
         _ => return Err(TwirpError::unauthenticated("unknown or revoked API key")),
     };
-    convene_token::verify_admin(token, &key.secret, state.meetings.now()).map_err(|e| TwirpError::unauthenticated(e.to_string()))
+    convene_token::verify_admin(token, &key.secret, state.meetings.now())
+        .map_err(|e| TwirpError::unauthenticated(e.to_string()))
 }
 
 fn require_room_admin(grants: &VideoGrants, room: &str) -> Result<(), TwirpError> {
     if grants.room_admin && (grants.room.is_empty() || grants.room == room) {
         Ok(())
     } else {
-        Err(TwirpError::denied(format!("needs roomAdmin for room {room:?}")))
+        Err(TwirpError::denied(format!(
+            "needs roomAdmin for room {room:?}"
+        )))
     }
 }
 
@@ -169,13 +226,25 @@ fn identity(raw: &str) -> Result<Identity, TwirpError> {
     Identity::parse(raw).map_err(|e| TwirpError::invalid(e.to_string()))
 }
 
-async fn meeting_for(state: &TwirpState, room: &str) -> Result<convene_core::meeting::Meeting, TwirpError> {
-    state.meetings.meeting_by_room(&room_name(room)?).await?.ok_or_else(|| TwirpError::not_found(format!("room {room:?} not found")))
+async fn meeting_for(
+    state: &TwirpState,
+    room: &str,
+) -> Result<convene_core::meeting::Meeting, TwirpError> {
+    state
+        .meetings
+        .meeting_by_room(&room_name(room)?)
+        .await?
+        .ok_or_else(|| TwirpError::not_found(format!("room {room:?} not found")))
 }
 
-fn room_info(meeting: &convene_core::meeting::Meeting, live: Option<&convene_sfu::RoomSummary>) -> proto::Room {
+fn room_info(
+    meeting: &convene_core::meeting::Meeting,
+    live: Option<&convene_sfu::RoomSummary>,
+) -> proto::Room {
     proto::Room {
-        sid: live.map(|r| r.sid.clone()).unwrap_or_else(|| format!("RM_{}", meeting.id)),
+        sid: live
+            .map(|r| r.sid.clone())
+            .unwrap_or_else(|| format!("RM_{}", meeting.id)),
         name: meeting.room_name.to_string(),
         max_participants: meeting.settings.capacity.unwrap_or(0),
         creation_time: meeting.created_at.as_secs(),
@@ -187,16 +256,30 @@ fn room_info(meeting: &convene_core::meeting::Meeting, live: Option<&convene_sfu
     }
 }
 
-async fn dispatch(State(state): State<TwirpState>, Path(method): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn dispatch(
+    State(state): State<TwirpState>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match handle(&state, &method, &headers, &body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-async fn handle(state: &TwirpState, method: &str, headers: &HeaderMap, body: &Bytes) -> Result<Response, TwirpError> {
+async fn handle(
+    state: &TwirpState,
+    method: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, TwirpError> {
     if body.len() > MAX_BODY {
-        return Err(TwirpError::new("resource_exhausted", StatusCode::PAYLOAD_TOO_LARGE, "request too large"));
+        return Err(TwirpError::new(
+            "resource_exhausted",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request too large",
+        ));
     }
     let encoding = encoding(headers)?;
     let grants = grants(state, headers).await?;
@@ -208,12 +291,16 @@ async fn handle(state: &TwirpState, method: &str, headers: &HeaderMap, body: &By
                 return Err(TwirpError::denied("needs roomCreate"));
             }
             let room = room_name(&request.name)?;
-            let name = DisplayName::parse(room.as_str()).map_err(|e| TwirpError::invalid(e.to_string()))?;
+            let name = DisplayName::parse(room.as_str())
+                .map_err(|e| TwirpError::invalid(e.to_string()))?;
             let metadata = match request.metadata.trim() {
                 "" => Metadata::default(),
                 text => match serde_json::from_str::<serde_json::Value>(text) {
-                    Ok(value @ serde_json::Value::Object(_)) => Metadata::parse(value).map_err(|e| TwirpError::invalid(e.to_string()))?,
-                    _ => Metadata::parse(serde_json::json!({ "livekit_metadata": text })).map_err(|e| TwirpError::invalid(e.to_string()))?,
+                    Ok(value @ serde_json::Value::Object(_)) => {
+                        Metadata::parse(value).map_err(|e| TwirpError::invalid(e.to_string()))?
+                    }
+                    _ => Metadata::parse(serde_json::json!({ "livekit_metadata": text }))
+                        .map_err(|e| TwirpError::invalid(e.to_string()))?,
                 },
             };
             let capacity = (request.max_participants > 0).then_some(request.max_participants);
@@ -223,13 +310,22 @@ async fn handle(state: &TwirpState, method: &str, headers: &HeaderMap, body: &By
                     id: None,
                     digits: None,
                     room_name: None,
-                    settings: MeetingSettings { capacity, metadata: metadata.clone(), ..MeetingSettings::new(name.clone(), Mode::Meeting, WaitingPolicy::Open) },
+                    settings: MeetingSettings {
+                        capacity,
+                        metadata: metadata.clone(),
+                        ..MeetingSettings::new(name.clone(), Mode::Meeting, WaitingPolicy::Open)
+                    },
                     host_credential: None,
                     participant_credential: None,
                     viewer_credential: None,
                 })
                 .await?;
-            let live = state.control.list_rooms().await?.into_iter().find(|r| r.name == meeting.room_name.as_str());
+            let live = state
+                .control
+                .list_rooms()
+                .await?
+                .into_iter()
+                .find(|r| r.name == meeting.room_name.as_str());
             Ok(encode(encoding, &room_info(&meeting, live.as_ref())))
         }
         "ListRooms" => {
@@ -244,7 +340,10 @@ async fn handle(state: &TwirpState, method: &str, headers: &HeaderMap, body: &By
                 loop {
                     let page = state.meetings.meetings(after.as_ref(), 1000).await?;
                     let last = page.last().map(|m| m.id.clone());
-                    meetings.extend(page.into_iter().filter(|m| m.status != MeetingStatus::Ended));
+                    meetings.extend(
+                        page.into_iter()
+                            .filter(|m| m.status != MeetingStatus::Ended),
+                    );
                     match last {
                         Some(id) if meetings.len() < 10_000 => after = Some(id),
                         _ => break,
@@ -259,7 +358,10 @@ async fn handle(state: &TwirpState, method: &str, headers: &HeaderMap, body: &By
                     }
                 }
             }
-            let rooms = meetings.iter().map(|m| room_info(m, live.iter().find(|r| r.name == m.room_name.as_str()))).collect();
+            let rooms = meetings
+                .iter()
+                .map(|m| room_info(m, live.iter().find(|r| r.name == m.room_name.as_str())))
+                .collect();
             Ok(encode(encoding, &proto::ListRoomsResponse { rooms }))
         }
         "DeleteRoom" => {
@@ -280,19 +382,28 @@ async fn handle(state: &TwirpState, method: &str, headers: &HeaderMap, body: &By
                 Err(SfuError::NotFound(_)) => Vec::new(),
                 Err(e) => return Err(e.into()),
             };
-            Ok(encode(encoding, &proto::ListParticipantsResponse { participants }))
+            Ok(encode(
+                encoding,
+                &proto::ListParticipantsResponse { participants },
+            ))
         }
         "GetParticipant" => {
             let request: proto::RoomParticipantIdentity = decode(encoding, body)?;
             require_room_admin(&grants, &request.room)?;
-            let info = state.control.get_participant(&request.room, &request.identity).await?;
+            let info = state
+                .control
+                .get_participant(&request.room, &request.identity)
+                .await?;
             Ok(encode(encoding, &info))
         }
         "RemoveParticipant" => {
             let request: proto::RoomParticipantIdentity = decode(encoding, body)?;
             require_room_admin(&grants, &request.room)?;
             let meeting = meeting_for(state, &request.room).await?;
-            state.meetings.remove(&meeting.id, &admin, &identity(&request.identity)?).await?;
+            state
+                .meetings
+                .remove(&meeting.id, &admin, &identity(&request.identity)?)
+                .await?;
             Ok(encode(encoding, &proto::RemoveParticipantResponse {}))
         }
         "MutePublishedTrack" => {
@@ -300,12 +411,30 @@ async fn handle(state: &TwirpState, method: &str, headers: &HeaderMap, body: &By
             require_room_admin(&grants, &request.room)?;
             let meeting = meeting_for(state, &request.room).await?;
             let who = identity(&request.identity)?;
-            let info = state.control.get_participant(&request.room, &request.identity).await?;
+            let info = state
+                .control
+                .get_participant(&request.room, &request.identity)
+                .await?;
             if !info.tracks.iter().any(|t| t.sid == request.track_sid) {
-                return Err(TwirpError::not_found(format!("track {:?} not found", request.track_sid)));
+                return Err(TwirpError::not_found(format!(
+                    "track {:?} not found",
+                    request.track_sid
+                )));
             }
-            state.meetings.mute(&meeting.id, &admin, &who, TrackSelector::Track(request.track_sid.clone()), request.muted).await?;
-            let info = state.control.get_participant(&request.room, &request.identity).await?;
+            state
+                .meetings
+                .mute(
+                    &meeting.id,
+                    &admin,
+                    &who,
+                    TrackSelector::Track(request.track_sid.clone()),
+                    request.muted,
+                )
+                .await?;
+            let info = state
+                .control
+                .get_participant(&request.room, &request.identity)
+                .await?;
             let track = info.tracks.into_iter().find(|t| t.sid == request.track_sid);
             Ok(encode(encoding, &proto::MuteRoomTrackResponse { track }))
         }
@@ -322,28 +451,61 @@ async fn handle(state: &TwirpState, method: &str, headers: &HeaderMap, body: &By
                     (_, true) => Role::Speaker,
                     (_, false) => Role::Viewer,
                 };
-                state.meetings.set_role(&meeting.id, &admin, &who, role).await?;
+                state
+                    .meetings
+                    .set_role(&meeting.id, &admin, &who, role)
+                    .await?;
             }
             let name = (!request.name.is_empty()).then(|| request.name.clone());
             let metadata = (!request.metadata.is_empty()).then(|| request.metadata.clone());
             let attributes = (!request.attributes.is_empty()).then(|| request.attributes.clone());
-            let permission = request.permission.as_ref().map(|p| convene_sfu::Permission {
-                can_publish: p.can_publish,
-                can_subscribe: p.can_subscribe,
-                can_publish_data: p.can_publish_data,
-                hidden: p.hidden,
-                room_admin: false,
-            });
-            let info = state.control.update_participant(&request.room, &request.identity, name, metadata, attributes, permission).await?;
+            let permission = request
+                .permission
+                .as_ref()
+                .map(|p| convene_sfu::Permission {
+                    can_publish: p.can_publish,
+                    can_subscribe: p.can_subscribe,
+                    can_publish_data: p.can_publish_data,
+                    hidden: p.hidden,
+                    room_admin: false,
+                });
+            let info = state
+                .control
+                .update_participant(
+                    &request.room,
+                    &request.identity,
+                    name,
+                    metadata,
+                    attributes,
+                    permission,
+                )
+                .await?;
             Ok(encode(encoding, &info))
         }
         "SendData" => {
             let request: proto::SendDataRequest = decode(encoding, body)?;
             require_room_admin(&grants, &request.room)?;
-            let kind = if request.kind == proto::data_packet::Kind::Lossy as i32 { DataKind::Lossy } else { DataKind::Reliable };
-            state.control.send_data(&request.room, request.data, kind, request.destination_identities, request.topic).await?;
+            let kind = if request.kind == proto::data_packet::Kind::Lossy as i32 {
+                DataKind::Lossy
+            } else {
+                DataKind::Reliable
+            };
+            state
+                .control
+                .send_data(
+                    &request.room,
+                    request.data,
+                    kind,
+                    request.destination_identities,
+                    request.topic,
+                )
+                .await?;
             Ok(encode(encoding, &proto::SendDataResponse {}))
         }
-        other => Err(TwirpError::new("bad_route", StatusCode::NOT_FOUND, format!("no method {other:?} on livekit.RoomService"))),
+        other => Err(TwirpError::new(
+            "bad_route",
+            StatusCode::NOT_FOUND,
+            format!("no method {other:?} on livekit.RoomService"),
+        )),
     }
 }

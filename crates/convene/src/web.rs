@@ -2,10 +2,10 @@
 //! bundle at `/assets/meeting.js` (built from `web/` by `npm run build`, committed, so building
 //! the binary needs no Node).
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 
 const LANDING_PAGE: &str = include_str!("../assets/landing.html");
 const MEETING_PAGE: &str = include_str!("../assets/meeting.html");

@@ -6,10 +6,12 @@ mod common;
 #[path = "common/stream.rs"]
 mod stream;
 
-use stream::{Auth, End, SseClient, WsClient, close_code, sse_connect, ws_connect, ws_connect_with};
 use common::{StoreKind, TestApp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use stream::{
+    Auth, End, SseClient, WsClient, close_code, sse_connect, ws_connect, ws_connect_with,
+};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -28,21 +30,39 @@ fn token(entered: &Value) -> String {
 
 /// A live meeting with a joined host; returns the meeting and the host's access token.
 async fn live_meeting(app: &TestApp, policy: &str) -> (Value, String) {
-    let meeting = app.create_meeting(json!({"name": "Stage", "policy": policy})).await;
+    let meeting = app
+        .create_meeting(json!({"name": "Stage", "policy": policy}))
+        .await;
     let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
-    let (status, joined) = app.bearer("POST", &format!("/v1/meetings/{}/join", id_of(&meeting)), &token(&host), None).await;
+    let (status, joined) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{}/join", id_of(&meeting)),
+            &token(&host),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{joined}");
     (meeting, joined["access_token"].as_str().unwrap().to_owned())
 }
 
 async fn chat(app: &TestApp, meeting_id: &str, token: &str, text: &str) -> u64 {
-    let (status, body) = app.bearer("POST", &format!("/v1/meetings/{meeting_id}/chat"), token, Some(json!({"text": text}))).await;
+    let (status, body) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{meeting_id}/chat"),
+            token,
+            Some(json!({"text": text})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["seq"].as_u64().unwrap()
 }
 
 async fn last_seq(app: &TestApp, meeting_id: &str) -> u64 {
-    let (_, meeting) = app.admin("GET", &format!("/v1/meetings/{meeting_id}"), None).await;
+    let (_, meeting) = app
+        .admin("GET", &format!("/v1/meetings/{meeting_id}"), None)
+        .await;
     meeting["last_seq"].as_u64().unwrap()
 }
 
@@ -56,12 +76,18 @@ fn assert_contiguous(seqs: &[u64], from: u64, to: u64) {
 async fn each_role_sees_what_it_may(app: TestApp) {
     let (meeting, host_token) = live_meeting(&app, "ask_host").await;
     let id = id_of(&meeting);
-    let alice = app.enter(&meeting, pin(&meeting, "participant"), "alice").await;
+    let alice = app
+        .enter(&meeting, pin(&meeting, "participant"), "alice")
+        .await;
     let bob = app.enter(&meeting, pin(&meeting, "viewer"), "bob").await;
     assert_eq!(alice["state"], "waiting");
 
-    let mut waiting = ws_connect(&app, &id, Auth::Query(token(&alice)), None).await.unwrap();
-    let mut host = ws_connect(&app, &id, Auth::Bearer(host_token.clone()), None).await.unwrap();
+    let mut waiting = ws_connect(&app, &id, Auth::Query(token(&alice)), None)
+        .await
+        .unwrap();
+    let mut host = ws_connect(&app, &id, Auth::Bearer(host_token.clone()), None)
+        .await
+        .unwrap();
     let mut admin = ws_connect(&app, &id, Auth::Admin, None).await.unwrap();
     for client in [&mut waiting, &mut host, &mut admin] {
         client.read_until(|r| !r.is_empty()).await;
@@ -70,32 +96,76 @@ async fn each_role_sees_what_it_may(app: TestApp) {
     let snapshot = &waiting.received[0]["data"];
     assert_eq!(snapshot["meeting"]["status"], "live");
     assert_eq!(snapshot["you"]["state"], "waiting");
-    assert!(snapshot["participants"].is_null(), "a waiting guest does not see the roster: {snapshot}");
+    assert!(
+        snapshot["participants"].is_null(),
+        "a waiting guest does not see the roster: {snapshot}"
+    );
     let host_view = &host.received[0]["data"]["participants"];
-    let names: Vec<&str> = host_view.as_array().unwrap().iter().map(|p| p["identity"].as_str().unwrap()).collect();
-    assert_eq!(names, ["alice", "bob", "host"], "hosts see the waiting list");
+    let names: Vec<&str> = host_view
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["identity"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["alice", "bob", "host"],
+        "hosts see the waiting list"
+    );
 
     // Bob's admission and a chat while Alice waits: not for her.
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/participants/bob/admit"), &host_token, None).await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/bob/admit"),
+            &host_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     chat(&app, &id, &host_token, "members only").await;
     // Alice's admission, then a chat she now sees.
-    let (status, _) = app.admin("POST", &format!("/v1/meetings/{id}/participants/alice/admit"), None).await;
+    let (status, _) = app
+        .admin(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/alice/admit"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let last = chat(&app, &id, &host_token, "welcome").await;
 
     waiting.read_through(last).await;
-    assert_eq!(waiting.types(), ["snapshot", "participant.admitted", "chat.message"]);
+    assert_eq!(
+        waiting.types(),
+        ["snapshot", "participant.admitted", "chat.message"]
+    );
     assert_eq!(waiting.received[1]["data"]["identity"], "alice");
     assert_eq!(waiting.received[2]["data"]["text"], "welcome");
     for client in [&mut host, &mut admin] {
         client.read_through(last).await;
-        assert_eq!(client.types(), ["snapshot", "participant.admitted", "chat.message", "participant.admitted", "chat.message"]);
+        assert_eq!(
+            client.types(),
+            [
+                "snapshot",
+                "participant.admitted",
+                "chat.message",
+                "participant.admitted",
+                "chat.message"
+            ]
+        );
     }
     // A member's snapshot has the roster (admitted and joined), not the waiting list.
-    let mut member = ws_connect(&app, &id, Auth::Bearer(token(&bob)), None).await.unwrap();
+    let mut member = ws_connect(&app, &id, Auth::Bearer(token(&bob)), None)
+        .await
+        .unwrap();
     member.read_until(|r| !r.is_empty()).await;
-    let roster: Vec<&str> = member.received[0]["data"]["participants"].as_array().unwrap().iter().map(|p| p["identity"].as_str().unwrap()).collect();
+    let roster: Vec<&str> = member.received[0]["data"]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["identity"].as_str().unwrap())
+        .collect();
     assert_eq!(roster, ["alice", "bob", "host"]);
     app.stop().await;
 }
@@ -109,13 +179,25 @@ async fn replay_then_live_has_no_gap_and_no_duplicate(app: TestApp) {
         chat(&app, &id, &host_token, &format!("before {i}")).await;
     }
     let writer = {
-        let (client, url, token) = (app.client.clone(), app.url(&format!("/v1/meetings/{id}/chat")), host_token.clone());
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url(&format!("/v1/meetings/{id}/chat")),
+            host_token.clone(),
+        );
         tokio::spawn(async move {
             let mut last = 0;
             for i in 0..150 {
-                let response = client.post(&url).bearer_auth(&token).json(&json!({"text": format!("during {i}")})).send().await.unwrap();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"text": format!("during {i}")}))
+                    .send()
+                    .await
+                    .unwrap();
                 assert!(response.status().is_success());
-                last = response.json::<Value>().await.unwrap()["seq"].as_u64().unwrap();
+                last = response.json::<Value>().await.unwrap()["seq"]
+                    .as_u64()
+                    .unwrap();
             }
             last
         })
@@ -123,40 +205,75 @@ async fn replay_then_live_has_no_gap_and_no_duplicate(app: TestApp) {
     // Connect while the writer runs: the seam falls somewhere in the middle of its writes.
     let mut streams = Vec::new();
     for after in [0, 3, 10] {
-        streams.push(ws_connect(&app, &id, Auth::Admin, Some(after)).await.unwrap());
+        streams.push(
+            ws_connect(&app, &id, Auth::Admin, Some(after))
+                .await
+                .unwrap(),
+        );
     }
-    let mut sse = sse_connect(&app, &id, Auth::Admin, Some(1), Some(7)).await.unwrap();
+    let mut sse = sse_connect(&app, &id, Auth::Admin, Some(1), Some(7))
+        .await
+        .unwrap();
     let last = writer.await.unwrap();
     for (stream, after) in streams.iter_mut().zip([0, 3, 10]) {
         stream.read_through(last).await;
         assert_contiguous(&stream.seqs(), after + 1, last);
     }
-    sse.read_until(|r| r.last().is_some_and(|(_, _, d)| d["seq"].as_u64() == Some(last))).await;
+    sse.read_until(|r| {
+        r.last()
+            .is_some_and(|(_, _, d)| d["seq"].as_u64() == Some(last))
+    })
+    .await;
     assert_contiguous(&sse.seqs(), 8, last);
     let (id_field, event, data) = &sse.received[0];
-    assert_eq!((id_field.as_deref(), event.as_str(), data["seq"].as_u64()), (Some("8"), data["type"].as_str().unwrap(), Some(8)));
+    assert_eq!(
+        (id_field.as_deref(), event.as_str(), data["seq"].as_u64()),
+        (Some("8"), data["type"].as_str().unwrap(), Some(8))
+    );
     app.stop().await;
 }
 
 /// A guest offline at the moment of admission learns it on reconnection: by replay (`after`), or
 /// from the snapshot.
 async fn reconnecting_guest_learns_a_missed_admission(app: TestApp) {
-    let meeting = app.create_meeting(json!({"name": "Clinic", "policy": "wait_for_host"})).await;
+    let meeting = app
+        .create_meeting(json!({"name": "Clinic", "policy": "wait_for_host"}))
+        .await;
     let id = id_of(&meeting);
-    let guest = app.enter(&meeting, pin(&meeting, "participant"), "patient").await;
-    let mut first = ws_connect(&app, &id, Auth::Query(token(&guest)), None).await.unwrap();
+    let guest = app
+        .enter(&meeting, pin(&meeting, "participant"), "patient")
+        .await;
+    let mut first = ws_connect(&app, &id, Auth::Query(token(&guest)), None)
+        .await
+        .unwrap();
     first.read_until(|r| !r.is_empty()).await;
     let seen = first.received[0]["seq"].as_u64().unwrap();
     drop(first);
 
     let host = app.enter(&meeting, pin(&meeting, "host"), "doctor").await;
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), &token(&host), None).await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            &token(&host),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
 
-    let mut again = ws_connect(&app, &id, Auth::Query(token(&guest)), Some(seen)).await.unwrap();
-    again.read_until(|r| r.iter().any(|e| e["type"] == "participant.admitted")).await;
-    assert_eq!(&again.types()[..2], ["meeting.started", "participant.admitted"]);
-    let mut fresh = sse_connect(&app, &id, Auth::Query(token(&guest)), None, None).await.unwrap();
+    let mut again = ws_connect(&app, &id, Auth::Query(token(&guest)), Some(seen))
+        .await
+        .unwrap();
+    again
+        .read_until(|r| r.iter().any(|e| e["type"] == "participant.admitted"))
+        .await;
+    assert_eq!(
+        &again.types()[..2],
+        ["meeting.started", "participant.admitted"]
+    );
+    let mut fresh = sse_connect(&app, &id, Auth::Query(token(&guest)), None, None)
+        .await
+        .unwrap();
     fresh.read_until(|r| !r.is_empty()).await;
     assert_eq!(fresh.received[0].1, "snapshot");
     assert_eq!(fresh.received[0].2["data"]["you"]["state"], "admitted");
@@ -164,7 +281,11 @@ async fn reconnecting_guest_learns_a_missed_admission(app: TestApp) {
     app.stop().await;
 }
 
-on_both_stores!(each_role_sees_what_it_may, replay_then_live_has_no_gap_and_no_duplicate, reconnecting_guest_learns_a_missed_admission);
+on_both_stores!(
+    each_role_sees_what_it_may,
+    replay_then_live_has_no_gap_and_no_duplicate,
+    reconnecting_guest_learns_a_missed_admission
+);
 
 async fn sqlite() -> TestApp {
     TestApp::start(StoreKind::Sqlite).await.unwrap()
@@ -180,10 +301,18 @@ async fn a_client_that_does_not_read_is_dropped_without_slowing_others() {
     let app = sqlite().await;
     let (meeting, host_token) = live_meeting(&app, "open").await;
     let id = id_of(&meeting);
-    let slow_guest = app.enter(&meeting, pin(&meeting, "participant"), "slow").await;
-    let fast_guest = app.enter(&meeting, pin(&meeting, "participant"), "fast").await;
-    let mut slow = ws_connect_with(&app, &id, Auth::Query(token(&slow_guest)), None, Some(4096)).await.unwrap();
-    let mut fast = ws_connect(&app, &id, Auth::Query(token(&fast_guest)), None).await.unwrap();
+    let slow_guest = app
+        .enter(&meeting, pin(&meeting, "participant"), "slow")
+        .await;
+    let fast_guest = app
+        .enter(&meeting, pin(&meeting, "participant"), "fast")
+        .await;
+    let mut slow = ws_connect_with(&app, &id, Auth::Query(token(&slow_guest)), None, Some(4096))
+        .await
+        .unwrap();
+    let mut fast = ws_connect(&app, &id, Auth::Query(token(&fast_guest)), None)
+        .await
+        .unwrap();
     fast.read_until(|r| !r.is_empty()).await;
     let start = fast.received[0]["seq"].as_u64().unwrap();
     let reader = tokio::spawn(async move {
@@ -198,10 +327,21 @@ async fn a_client_that_does_not_read_is_dropped_without_slowing_others() {
     let text = "x".repeat(4000);
     let writers: Vec<_> = (0..WRITERS)
         .map(|_| {
-            let (client, url, token, text) = (app.client.clone(), app.url(&format!("/v1/meetings/{id}/chat")), host_token.clone(), text.clone());
+            let (client, url, token, text) = (
+                app.client.clone(),
+                app.url(&format!("/v1/meetings/{id}/chat")),
+                host_token.clone(),
+                text.clone(),
+            );
             tokio::spawn(async move {
                 for _ in 0..MESSAGES / WRITERS {
-                    let response = client.post(&url).bearer_auth(&token).json(&json!({"text": text})).send().await.unwrap();
+                    let response = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&json!({"text": text}))
+                        .send()
+                        .await
+                        .unwrap();
                     assert!(response.status().is_success());
                 }
             })
@@ -211,15 +351,31 @@ async fn a_client_that_does_not_read_is_dropped_without_slowing_others() {
         writer.await.unwrap();
     }
     let last = last_seq(&app, &id).await;
-    let fast = tokio::time::timeout(stream::DEADLINE, reader).await.expect("the reader finishes").unwrap();
+    let fast = tokio::time::timeout(stream::DEADLINE, reader)
+        .await
+        .expect("the reader finishes")
+        .unwrap();
     assert_contiguous(&fast.seqs(), start + 1, last);
 
     let end = slow.read_to_end().await;
-    assert!(matches!(end, End::Close(1013) | End::Dropped), "dropped as too slow: {end:?}");
+    assert!(
+        matches!(end, End::Close(1013) | End::Dropped),
+        "dropped as too slow: {end:?}"
+    );
     let got = slow.seqs();
-    assert!(!got.is_empty() && *got.last().unwrap() < last, "the slow client got a prefix only");
+    assert!(
+        !got.is_empty() && *got.last().unwrap() < last,
+        "the slow client got a prefix only"
+    );
     assert_contiguous(&got, start + 1, *got.last().unwrap());
-    let mut again = ws_connect(&app, &id, Auth::Query(token(&slow_guest)), Some(*got.last().unwrap())).await.unwrap();
+    let mut again = ws_connect(
+        &app,
+        &id,
+        Auth::Query(token(&slow_guest)),
+        Some(*got.last().unwrap()),
+    )
+    .await
+    .unwrap();
     again.read_through(last).await;
     assert_contiguous(&again.seqs(), got.last().unwrap() + 1, last);
     app.stop().await;
@@ -229,28 +385,75 @@ async fn a_client_that_does_not_read_is_dropped_without_slowing_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_are_refused_before_the_upgrade() {
     let app = sqlite().await;
-    let meeting = app.create_meeting(json!({"name": "A", "policy": "ask_host"})).await;
-    let other = app.create_meeting(json!({"name": "B", "policy": "ask_host"})).await;
+    let meeting = app
+        .create_meeting(json!({"name": "A", "policy": "ask_host"}))
+        .await;
+    let other = app
+        .create_meeting(json!({"name": "B", "policy": "ask_host"}))
+        .await;
     let id = id_of(&meeting);
-    let other_guest = app.enter(&other, pin(&other, "participant"), "mallory").await;
-    let guest = app.enter(&meeting, pin(&meeting, "participant"), "guest").await;
+    let other_guest = app
+        .enter(&other, pin(&other, "participant"), "mallory")
+        .await;
+    let guest = app
+        .enter(&meeting, pin(&meeting, "participant"), "guest")
+        .await;
 
-    assert_eq!(ws_connect(&app, &id, Auth::None, None).await.err(), Some(401));
-    assert_eq!(ws_connect(&app, &id, Auth::Query("not-a-token".into()), None).await.err(), Some(401));
-    assert_eq!(ws_connect(&app, &id, Auth::Bearer(token(&other_guest)), None).await.err(), Some(401));
-    let (status, body) = sse_connect(&app, &id, Auth::Query(token(&other_guest)), None, None).await.err().unwrap();
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_token")));
-    assert_eq!(sse_connect(&app, "1234567890", Auth::Admin, None, None).await.err().unwrap().0, 404);
+    assert_eq!(
+        ws_connect(&app, &id, Auth::None, None).await.err(),
+        Some(401)
+    );
+    assert_eq!(
+        ws_connect(&app, &id, Auth::Query("not-a-token".into()), None)
+            .await
+            .err(),
+        Some(401)
+    );
+    assert_eq!(
+        ws_connect(&app, &id, Auth::Bearer(token(&other_guest)), None)
+            .await
+            .err(),
+        Some(401)
+    );
+    let (status, body) = sse_connect(&app, &id, Auth::Query(token(&other_guest)), None, None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    assert_eq!(
+        sse_connect(&app, "1234567890", Auth::Admin, None, None)
+            .await
+            .err()
+            .unwrap()
+            .0,
+        404
+    );
 
     // A stream open when its participant is turned away is closed; the token then fails.
-    let mut stream = ws_connect(&app, &id, Auth::Query(token(&guest)), None).await.unwrap();
+    let mut stream = ws_connect(&app, &id, Auth::Query(token(&guest)), None)
+        .await
+        .unwrap();
     stream.read_until(|r| !r.is_empty()).await;
-    let (status, _) = app.admin("POST", &format!("/v1/meetings/{id}/participants/guest/deny"), None).await;
+    let (status, _) = app
+        .admin(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/guest/deny"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let end = stream.read_to_end().await;
     assert_eq!(close_code(end), Some(1008));
     assert_eq!(stream.types().last().unwrap(), "participant.denied");
-    assert_eq!(ws_connect(&app, &id, Auth::Query(token(&guest)), None).await.err(), Some(401));
+    assert_eq!(
+        ws_connect(&app, &id, Auth::Query(token(&guest)), None)
+            .await
+            .err(),
+        Some(401)
+    );
     app.stop().await;
 }
 
@@ -259,15 +462,23 @@ async fn bad_credentials_are_refused_before_the_upgrade() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_close_only_that_connection() {
     let app = sqlite().await;
-    let meeting = app.create_meeting(json!({"name": "F", "policy": "ask_host"})).await;
+    let meeting = app
+        .create_meeting(json!({"name": "F", "policy": "ask_host"}))
+        .await;
     let id = id_of(&meeting);
     let mut bystander = ws_connect(&app, &id, Auth::Admin, None).await.unwrap();
     bystander.read_until(|r| !r.is_empty()).await;
 
     let cases: Vec<(Message, u16)> = vec![
         (Message::Text("hello".into()), CloseCode::Unsupported.into()),
-        (Message::Binary(vec![1, 2, 3].into()), CloseCode::Unsupported.into()),
-        (Message::Text("x".repeat(64 * 1024).into()), CloseCode::Size.into()),
+        (
+            Message::Binary(vec![1, 2, 3].into()),
+            CloseCode::Unsupported.into(),
+        ),
+        (
+            Message::Text("x".repeat(64 * 1024).into()),
+            CloseCode::Size.into(),
+        ),
         (Message::Ping(vec![0; 8].into()), 0),
     ];
     for (message, expected) in cases {
@@ -300,7 +511,13 @@ async fn bad_frames_close_only_that_connection() {
 
 /// An event anyone may see, made with the API key: a meeting update. Returns its seq.
 async fn chat_free_event(app: &TestApp, id: &str) -> u64 {
-    let (status, body) = app.admin("PATCH", &format!("/v1/meetings/{id}"), Some(json!({"name": "renamed"}))).await;
+    let (status, body) = app
+        .admin(
+            "PATCH",
+            &format!("/v1/meetings/{id}"),
+            Some(json!({"name": "renamed"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["last_seq"].as_u64().unwrap()
 }
@@ -309,13 +526,28 @@ async fn chat_free_event(app: &TestApp, id: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_json_page_accepts_access_token_too() {
     let app = sqlite().await;
-    let meeting = app.create_meeting(json!({"name": "P", "policy": "ask_host"})).await;
+    let meeting = app
+        .create_meeting(json!({"name": "P", "policy": "ask_host"}))
+        .await;
     let id = id_of(&meeting);
-    let guest = app.enter(&meeting, pin(&meeting, "participant"), "guest").await;
-    let (status, page) = app.anonymous("GET", &format!("/v1/meetings/{id}/events?access_token={}", token(&guest)), None).await;
+    let guest = app
+        .enter(&meeting, pin(&meeting, "participant"), "guest")
+        .await;
+    let (status, page) = app
+        .anonymous(
+            "GET",
+            &format!("/v1/meetings/{id}/events?access_token={}", token(&guest)),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert_eq!(common::types(page["events"].as_array().unwrap()), ["participant.entered"]);
-    let mut sse: SseClient = sse_connect(&app, &id, Auth::Bearer(token(&guest)), Some(0), None).await.unwrap();
+    assert_eq!(
+        common::types(page["events"].as_array().unwrap()),
+        ["participant.entered"]
+    );
+    let mut sse: SseClient = sse_connect(&app, &id, Auth::Bearer(token(&guest)), Some(0), None)
+        .await
+        .unwrap();
     sse.read_until(|r| !r.is_empty()).await;
     assert_eq!(sse.received[0].1, "participant.entered");
     app.stop().await;

@@ -16,35 +16,67 @@ fn pin<'a>(meeting: &'a Value, role: &str) -> &'a str {
 
 /// Flows 1-4: create, wait, host starts, waiting guests admitted and notified, token per role.
 async fn waiting_room_flow(app: common::TestApp) {
-    let meeting = app.create_meeting(json!({"name": "Clinic visit", "policy": "wait_for_host"})).await;
+    let meeting = app
+        .create_meeting(json!({"name": "Clinic visit", "policy": "wait_for_host"}))
+        .await;
     let id = id_of(&meeting);
     assert_eq!(id.len(), 10, "default MEETING_ID_DIGITS");
     assert_eq!(meeting["status"], "created");
     for role in ["host", "participant", "viewer"] {
         let p = pin(&meeting, role);
-        assert!(p.len() == 8 && p.bytes().all(|b| b.is_ascii_digit()), "generated 8-digit PIN: {p}");
+        assert!(
+            p.len() == 8 && p.bytes().all(|b| b.is_ascii_digit()),
+            "generated 8-digit PIN: {p}"
+        );
     }
 
     // Flow 2: a guest lands in the waiting room with a waiting-room token.
-    let guest = app.enter(&meeting, pin(&meeting, "participant"), "patient").await;
+    let guest = app
+        .enter(&meeting, pin(&meeting, "participant"), "patient")
+        .await;
     assert_eq!(guest["state"], "waiting");
     assert_eq!(guest["role"], "speaker");
-    assert!(guest["events_url"].as_str().unwrap().ends_with(&format!("/v1/meetings/{id}/events")));
+    assert!(
+        guest["events_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/v1/meetings/{id}/events"))
+    );
     let waiting_token = guest["token"].as_str().unwrap().to_owned();
     let c = claims(&waiting_token);
     assert_eq!(c["sub"], "patient");
     assert_eq!(c["convene"]["kind"], "waiting");
-    assert!(c["video"].get("roomJoin").is_none(), "a waiting token cannot join media");
-    let (status, body) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), &waiting_token, None).await;
+    assert!(
+        c["video"].get("roomJoin").is_none(),
+        "a waiting token cannot join media"
+    );
+    let (status, body) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            &waiting_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "meeting_not_live");
     // The waiting guest sees its own entry, not the host-only creation event.
-    assert_eq!(types(&app.events(&id, &waiting_token, 0).await), ["participant.entered"]);
+    assert_eq!(
+        types(&app.events(&id, &waiting_token, 0).await),
+        ["participant.entered"]
+    );
 
     // Flow 3: the host joins; the meeting goes live; the waiting guest is admitted at once.
     let host = app.enter(&meeting, pin(&meeting, "host"), "doctor").await;
     assert_eq!(host["state"], "admitted");
-    let (status, host_join) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), host["token"].as_str().unwrap(), None).await;
+    let (status, host_join) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            host["token"].as_str().unwrap(),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{host_join}");
     let host_token = host_join["access_token"].as_str().unwrap().to_owned();
     let hc = claims(&host_token);
@@ -56,12 +88,34 @@ async fn waiting_room_flow(app: common::TestApp) {
     assert_eq!(m["status"], "live");
     let seen = types(&app.events(&id, &waiting_token, 0).await);
     // Now a member, the guest also sees the roster (the host's join), but never others' admissions.
-    assert_eq!(seen, ["participant.entered", "meeting.started", "participant.admitted", "participant.joined"]);
-    let (_, me) = app.bearer("GET", &format!("/v1/meetings/{id}/me"), &waiting_token, None).await;
+    assert_eq!(
+        seen,
+        [
+            "participant.entered",
+            "meeting.started",
+            "participant.admitted",
+            "participant.joined"
+        ]
+    );
+    let (_, me) = app
+        .bearer(
+            "GET",
+            &format!("/v1/meetings/{id}/me"),
+            &waiting_token,
+            None,
+        )
+        .await;
     assert_eq!(me["participant"]["state"], "admitted");
 
     // Flow 4: the admitted guest exchanges the waiting token for an access token.
-    let (status, join) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), &waiting_token, None).await;
+    let (status, join) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            &waiting_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{join}");
     let gc = claims(join["access_token"].as_str().unwrap());
     assert_eq!(gc["sub"], "patient");
@@ -73,97 +127,261 @@ async fn waiting_room_flow(app: common::TestApp) {
     assert_eq!(gc["convene"]["instance"], m["run"]["instance_id"]);
 
     // A viewer arriving while live is admitted at once and may not publish.
-    let viewer = app.enter(&meeting, pin(&meeting, "viewer"), "observer").await;
+    let viewer = app
+        .enter(&meeting, pin(&meeting, "viewer"), "observer")
+        .await;
     assert_eq!(viewer["state"], "admitted");
-    let (_, vjoin) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), viewer["token"].as_str().unwrap(), None).await;
+    let (_, vjoin) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            viewer["token"].as_str().unwrap(),
+            None,
+        )
+        .await;
     let vc = claims(vjoin["access_token"].as_str().unwrap());
     assert_eq!(vc["video"]["canPublish"], false);
     assert_eq!(vc["video"]["canSubscribe"], true);
     assert_eq!(vc["video"]["canPublishData"], false);
 
     // Hosts see the roster; guests do not.
-    let (status, list) = app.bearer("GET", &format!("/v1/meetings/{id}/participants"), &host_token, None).await;
+    let (status, list) = app
+        .bearer(
+            "GET",
+            &format!("/v1/meetings/{id}/participants"),
+            &host_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["participants"].as_array().unwrap().len(), 3);
-    let (status, _) = app.bearer("GET", &format!("/v1/meetings/{id}/participants"), &waiting_token, None).await;
+    let (status, _) = app
+        .bearer(
+            "GET",
+            &format!("/v1/meetings/{id}/participants"),
+            &waiting_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     app.stop().await;
 }
 
 /// Flow 3 under `ask_host`: admit one, deny, admit all, send back.
 async fn ask_host_flow(app: common::TestApp) {
-    let meeting = app.create_meeting(json!({"name": "Interview", "policy": "ask_host"})).await;
+    let meeting = app
+        .create_meeting(json!({"name": "Interview", "policy": "ask_host"}))
+        .await;
     let id = id_of(&meeting);
     let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
-    let (_, host_join) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), host["token"].as_str().unwrap(), None).await;
+    let (_, host_join) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            host["token"].as_str().unwrap(),
+            None,
+        )
+        .await;
     let host_token = host_join["access_token"].as_str().unwrap().to_owned();
     let mut tokens = Vec::new();
     for who in ["a", "b", "c", "d"] {
         let g = app.enter(&meeting, pin(&meeting, "participant"), who).await;
-        assert_eq!(g["state"], "waiting", "ask_host keeps guests waiting while live");
+        assert_eq!(
+            g["state"], "waiting",
+            "ask_host keeps guests waiting while live"
+        );
         tokens.push(g["token"].as_str().unwrap().to_owned());
     }
-    let (_, waiting) = app.bearer("GET", &format!("/v1/meetings/{id}/participants?state=waiting"), &host_token, None).await;
+    let (_, waiting) = app
+        .bearer(
+            "GET",
+            &format!("/v1/meetings/{id}/participants?state=waiting"),
+            &host_token,
+            None,
+        )
+        .await;
     assert_eq!(waiting["participants"].as_array().unwrap().len(), 4);
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/participants/a/admit"), &host_token, None).await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/a/admit"),
+            &host_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     // A guest cannot admit.
-    let (status, body) = app.bearer("POST", &format!("/v1/meetings/{id}/participants/c/admit"), &tokens[0], None).await;
+    let (status, body) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/c/admit"),
+            &tokens[0],
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     // Deny: b's token stops working.
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/participants/b/deny"), &host_token, None).await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/b/deny"),
+            &host_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = app.bearer("GET", &format!("/v1/meetings/{id}/me"), &tokens[1], None).await;
+    let (status, body) = app
+        .bearer("GET", &format!("/v1/meetings/{id}/me"), &tokens[1], None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     // Admit all (the admin can too).
-    let (status, _) = app.admin("POST", &format!("/v1/meetings/{id}/admit-all"), None).await;
+    let (status, _) = app
+        .admin("POST", &format!("/v1/meetings/{id}/admit-all"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     for token in [&tokens[2], &tokens[3]] {
-        let (_, me) = app.bearer("GET", &format!("/v1/meetings/{id}/me"), token, None).await;
+        let (_, me) = app
+            .bearer("GET", &format!("/v1/meetings/{id}/me"), token, None)
+            .await;
         assert_eq!(me["participant"]["state"], "admitted");
     }
     // Send back: to the waiting room again.
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/participants/c/send-back"), &host_token, None).await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/c/send-back"),
+            &host_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, c) = app.admin("GET", &format!("/v1/meetings/{id}/participants/c"), None).await;
+    let (_, c) = app
+        .admin("GET", &format!("/v1/meetings/{id}/participants/c"), None)
+        .await;
     assert_eq!(c["state"], "waiting");
     // Admitting someone not waiting is a clear 409.
-    let (status, body) = app.bearer("POST", &format!("/v1/meetings/{id}/participants/a/admit"), &host_token, None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("invalid_state")));
+    let (status, body) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/a/admit"),
+            &host_token,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid_state"))
+    );
     app.stop().await;
 }
 
 /// Flow 5: raise hand, invite, accept, demote on a stage; chat.
 async fn stage_flow(app: common::TestApp) {
-    let meeting = app.create_meeting(json!({"name": "Town hall", "mode": "stream", "policy": "open"})).await;
+    let meeting = app
+        .create_meeting(json!({"name": "Town hall", "mode": "stream", "policy": "open"}))
+        .await;
     let id = id_of(&meeting);
     let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
-    let (_, host_join) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), host["token"].as_str().unwrap(), None).await;
+    let (_, host_join) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            host["token"].as_str().unwrap(),
+            None,
+        )
+        .await;
     let host_token = host_join["access_token"].as_str().unwrap().to_owned();
     let viewer = app.enter(&meeting, pin(&meeting, "viewer"), "v1").await;
-    let (_, vjoin) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), viewer["token"].as_str().unwrap(), None).await;
+    let (_, vjoin) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            viewer["token"].as_str().unwrap(),
+            None,
+        )
+        .await;
     let viewer_token = vjoin["access_token"].as_str().unwrap().to_owned();
     assert_eq!(claims(&viewer_token)["video"]["canPublish"], false);
 
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/hand"), &viewer_token, Some(json!({"raised": true}))).await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/hand"),
+            &viewer_token,
+            Some(json!({"raised": true})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, v1) = app.bearer("GET", &format!("/v1/meetings/{id}/participants/v1"), &host_token, None).await;
+    let (_, v1) = app
+        .bearer(
+            "GET",
+            &format!("/v1/meetings/{id}/participants/v1"),
+            &host_token,
+            None,
+        )
+        .await;
     assert_eq!(v1["hand_raised"], true);
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/participants/v1/invite"), &host_token, None).await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/v1/invite"),
+            &host_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(types(&app.events(&id, &viewer_token, 0).await).contains(&"stage.invited".to_owned()));
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/invitation/accept"), &viewer_token, None).await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/invitation/accept"),
+            &viewer_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, v1) = app.admin("GET", &format!("/v1/meetings/{id}/participants/v1"), None).await;
-    assert_eq!((v1["role"].as_str(), v1["hand_raised"].as_bool()), (Some("speaker"), Some(false)));
+    let (_, v1) = app
+        .admin("GET", &format!("/v1/meetings/{id}/participants/v1"), None)
+        .await;
+    assert_eq!(
+        (v1["role"].as_str(), v1["hand_raised"].as_bool()),
+        (Some("speaker"), Some(false))
+    );
     // A fresh token now grants publishing (the role belongs to the person).
-    let (_, again) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), &viewer_token, None).await;
-    assert_eq!(claims(again["access_token"].as_str().unwrap())["video"]["canPublish"], true);
+    let (_, again) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            &viewer_token,
+            None,
+        )
+        .await;
+    assert_eq!(
+        claims(again["access_token"].as_str().unwrap())["video"]["canPublish"],
+        true
+    );
     // Demote.
-    let (status, body) = app.bearer("POST", &format!("/v1/meetings/{id}/participants/v1/role"), &host_token, Some(json!({"role": "viewer"}))).await;
-    assert_eq!((status, body["role"].as_str()), (StatusCode::OK, Some("viewer")));
+    let (status, body) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/v1/role"),
+            &host_token,
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["role"].as_str()),
+        (StatusCode::OK, Some("viewer"))
+    );
     // Chat reaches members; the host reads it.
-    let (status, sent) = app.bearer("POST", &format!("/v1/meetings/{id}/chat"), &viewer_token, Some(json!({"text": "hello stage"}))).await;
+    let (status, sent) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/chat"),
+            &viewer_token,
+            Some(json!({"text": "hello stage"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{sent}");
     let events = app.events(&id, &host_token, 0).await;
     let chat = events.iter().find(|e| e["type"] == "chat.message").unwrap();
@@ -175,48 +393,122 @@ async fn stage_flow(app: common::TestApp) {
 
 /// Flow 6: remove and ban; tokens stop working; a ban holds across re-entry and restarts.
 async fn moderation_flow(mut app: common::TestApp) {
-    let meeting = app.create_meeting(json!({"name": "Class", "policy": "open"})).await;
+    let meeting = app
+        .create_meeting(json!({"name": "Class", "policy": "open"}))
+        .await;
     let id = id_of(&meeting);
     let host = app.enter(&meeting, pin(&meeting, "host"), "teacher").await;
-    let (_, host_join) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), host["token"].as_str().unwrap(), None).await;
+    let (_, host_join) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            host["token"].as_str().unwrap(),
+            None,
+        )
+        .await;
     let host_token = host_join["access_token"].as_str().unwrap().to_owned();
-    let s1 = app.enter(&meeting, pin(&meeting, "participant"), "s1").await;
+    let s1 = app
+        .enter(&meeting, pin(&meeting, "participant"), "s1")
+        .await;
     let s1_token = s1["token"].as_str().unwrap().to_owned();
-    let (_, s1_join) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), &s1_token, None).await;
+    let (_, s1_join) = app
+        .bearer("POST", &format!("/v1/meetings/{id}/join"), &s1_token, None)
+        .await;
     let s1_access = s1_join["access_token"].as_str().unwrap().to_owned();
-    let s2 = app.enter(&meeting, pin(&meeting, "participant"), "s2").await;
+    let s2 = app
+        .enter(&meeting, pin(&meeting, "participant"), "s2")
+        .await;
     let s2_token = s2["token"].as_str().unwrap().to_owned();
 
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/participants/s1/mute"), &host_token, Some(json!({"track": "audio"}))).await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/s1/mute"),
+            &host_token,
+            Some(json!({"track": "audio"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/participants/s1/remove"), &host_token, None).await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/s1/remove"),
+            &host_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     for token in [&s1_token, &s1_access] {
-        let (status, body) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), token, None).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "removed tokens stop working: {body}");
+        let (status, body) = app
+            .bearer("POST", &format!("/v1/meetings/{id}/join"), token, None)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "removed tokens stop working: {body}"
+        );
     }
     // Removal is not a ban: s1 may come back through the door (new token).
-    let back = app.enter(&meeting, pin(&meeting, "participant"), "s1").await;
+    let back = app
+        .enter(&meeting, pin(&meeting, "participant"), "s1")
+        .await;
     assert_eq!(back["state"], "admitted");
 
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/participants/s2/ban"), &host_token, Some(json!({}))).await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/s2/ban"),
+            &host_token,
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), &s2_token, None).await;
+    let (status, _) = app
+        .bearer("POST", &format!("/v1/meetings/{id}/join"), &s2_token, None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let entry = json!({"credential": pin(&meeting, "participant"), "name": "s2", "identity": "s2"});
-    let (status, body) = app.anonymous("POST", &format!("/v1/meetings/{id}/enter"), Some(entry.clone())).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("banned")));
+    let (status, body) = app
+        .anonymous(
+            "POST",
+            &format!("/v1/meetings/{id}/enter"),
+            Some(entry.clone()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("banned"))
+    );
     // Even the admin cannot hand a banned person a token.
-    let (status, body) = app.admin("POST", &format!("/v1/meetings/{id}/participants"), Some(json!({"identity": "s2", "role": "speaker"}))).await;
+    let (status, body) = app
+        .admin(
+            "POST",
+            &format!("/v1/meetings/{id}/participants"),
+            Some(json!({"identity": "s2", "role": "speaker"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     app.restart().await;
-    let (status, body) = app.anonymous("POST", &format!("/v1/meetings/{id}/enter"), Some(entry)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("banned")), "the ban survives a restart");
+    let (status, body) = app
+        .anonymous("POST", &format!("/v1/meetings/{id}/enter"), Some(entry))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("banned")),
+        "the ban survives a restart"
+    );
     let events = app.events(&id, &host_token, 0).await;
     let kinds = types(&events);
-    for expected in ["participant.muted", "participant.removed", "participant.banned"] {
-        assert!(kinds.contains(&expected.to_owned()), "{expected} in {kinds:?}");
+    for expected in [
+        "participant.muted",
+        "participant.removed",
+        "participant.banned",
+    ] {
+        assert!(
+            kinds.contains(&expected.to_owned()),
+            "{expected} in {kinds:?}"
+        );
     }
     app.stop().await;
 }
@@ -224,30 +516,91 @@ async fn moderation_flow(mut app: common::TestApp) {
 /// Flow 7: ending disconnects everyone and tells the waiting room; nothing joins until a restart,
 /// and tokens of the old run do not work in the new one.
 async fn end_and_restart_flow(app: common::TestApp) {
-    let meeting = app.create_meeting(json!({"name": "Webinar", "policy": "ask_host"})).await;
+    let meeting = app
+        .create_meeting(json!({"name": "Webinar", "policy": "ask_host"}))
+        .await;
     let id = id_of(&meeting);
     let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
     let host_waiting = host["token"].as_str().unwrap().to_owned();
-    let (_, host_join) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), &host_waiting, None).await;
+    let (_, host_join) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            &host_waiting,
+            None,
+        )
+        .await;
     let host_token = host_join["access_token"].as_str().unwrap().to_owned();
-    let waiting = app.enter(&meeting, pin(&meeting, "participant"), "lobby").await;
+    let waiting = app
+        .enter(&meeting, pin(&meeting, "participant"), "lobby")
+        .await;
     let waiting_token = waiting["token"].as_str().unwrap().to_owned();
-    let (status, ended) = app.bearer("POST", &format!("/v1/meetings/{id}/end"), &host_token, None).await;
-    assert_eq!((status, ended["status"].as_str()), (StatusCode::OK, Some("ended")));
-    assert_eq!(types(&app.events(&id, &waiting_token, 0).await).last().unwrap(), "meeting.ended", "the waiting room is told");
-    let (status, body) = app.anonymous("POST", &format!("/v1/meetings/{id}/enter"), Some(json!({"credential": pin(&meeting, "participant"), "name": "late"}))).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("meeting_ended")));
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), &waiting_token, None).await;
+    let (status, ended) = app
+        .bearer("POST", &format!("/v1/meetings/{id}/end"), &host_token, None)
+        .await;
+    assert_eq!(
+        (status, ended["status"].as_str()),
+        (StatusCode::OK, Some("ended"))
+    );
+    assert_eq!(
+        types(&app.events(&id, &waiting_token, 0).await)
+            .last()
+            .unwrap(),
+        "meeting.ended",
+        "the waiting room is told"
+    );
+    let (status, body) = app
+        .anonymous(
+            "POST",
+            &format!("/v1/meetings/{id}/enter"),
+            Some(json!({"credential": pin(&meeting, "participant"), "name": "late"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("meeting_ended"))
+    );
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            &waiting_token,
+            None,
+        )
+        .await;
     assert!(status.is_client_error());
     // The host starts it again: a new run; tokens of the old run are refused.
     let host_again = app.enter(&meeting, pin(&meeting, "host"), "host").await;
-    let (status, body) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), host_again["token"].as_str().unwrap(), None).await;
+    let (status, body) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            host_again["token"].as_str().unwrap(),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (_, m) = app.admin("GET", &format!("/v1/meetings/{id}"), None).await;
-    assert_eq!((m["status"].as_str(), m["run"]["number"].as_u64()), (Some("live"), Some(2)));
-    let (status, body) = app.bearer("GET", &format!("/v1/meetings/{id}/me"), &host_token, None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "an access token of run 1 is dead in run 2: {body}");
-    let (status, _) = app.bearer("POST", &format!("/v1/meetings/{id}/participants/lobby/admit"), &host_token, None).await;
+    assert_eq!(
+        (m["status"].as_str(), m["run"]["number"].as_u64()),
+        (Some("live"), Some(2))
+    );
+    let (status, body) = app
+        .bearer("GET", &format!("/v1/meetings/{id}/me"), &host_token, None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "an access token of run 1 is dead in run 2: {body}"
+    );
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/lobby/admit"),
+            &host_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
@@ -257,25 +610,59 @@ async fn restart_keeps_everything(mut app: common::TestApp) {
     let meeting = app.create_meeting(json!({"name": "Persist", "mode": "stream", "policy": "open", "capacity": 50, "quality": "hd", "metadata": {"course": "bio-101"}})).await;
     let id = id_of(&meeting);
     let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
-    app.bearer("POST", &format!("/v1/meetings/{id}/join"), host["token"].as_str().unwrap(), None).await;
-    app.enter(&meeting, pin(&meeting, "viewer"), "promoted").await;
+    app.bearer(
+        "POST",
+        &format!("/v1/meetings/{id}/join"),
+        host["token"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    app.enter(&meeting, pin(&meeting, "viewer"), "promoted")
+        .await;
     app.enter(&meeting, pin(&meeting, "viewer"), "banned").await;
-    app.admin("POST", &format!("/v1/meetings/{id}/participants/promoted/role"), Some(json!({"role": "speaker"}))).await;
-    app.admin("POST", &format!("/v1/meetings/{id}/participants/banned/ban"), Some(json!({"duration_seconds": 3600}))).await;
+    app.admin(
+        "POST",
+        &format!("/v1/meetings/{id}/participants/promoted/role"),
+        Some(json!({"role": "speaker"})),
+    )
+    .await;
+    app.admin(
+        "POST",
+        &format!("/v1/meetings/{id}/participants/banned/ban"),
+        Some(json!({"duration_seconds": 3600})),
+    )
+    .await;
     let (_, before_meeting) = app.admin("GET", &format!("/v1/meetings/{id}"), None).await;
-    let (_, before_people) = app.admin("GET", &format!("/v1/meetings/{id}/participants"), None).await;
-    let (_, before_events) = app.admin("GET", &format!("/v1/meetings/{id}/events"), None).await;
+    let (_, before_people) = app
+        .admin("GET", &format!("/v1/meetings/{id}/participants"), None)
+        .await;
+    let (_, before_events) = app
+        .admin("GET", &format!("/v1/meetings/{id}/events"), None)
+        .await;
     app.restart().await;
     let (_, after_meeting) = app.admin("GET", &format!("/v1/meetings/{id}"), None).await;
-    let (_, after_people) = app.admin("GET", &format!("/v1/meetings/{id}/participants"), None).await;
-    let (_, after_events) = app.admin("GET", &format!("/v1/meetings/{id}/events"), None).await;
+    let (_, after_people) = app
+        .admin("GET", &format!("/v1/meetings/{id}/participants"), None)
+        .await;
+    let (_, after_events) = app
+        .admin("GET", &format!("/v1/meetings/{id}/events"), None)
+        .await;
     assert_eq!(before_meeting, after_meeting);
     assert_eq!(before_people, after_people);
     assert_eq!(before_events, after_events);
     // The promotion applies to the person's next entry and token.
-    let again = app.enter(&meeting, pin(&meeting, "viewer"), "promoted").await;
+    let again = app
+        .enter(&meeting, pin(&meeting, "viewer"), "promoted")
+        .await;
     assert_eq!(again["role"], "speaker");
     app.stop().await;
 }
 
-on_both_stores!(waiting_room_flow, ask_host_flow, stage_flow, moderation_flow, end_and_restart_flow, restart_keeps_everything);
+on_both_stores!(
+    waiting_room_flow,
+    ask_host_flow,
+    stage_flow,
+    moderation_flow,
+    end_and_restart_flow,
+    restart_keeps_everything
+);

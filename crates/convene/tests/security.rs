@@ -25,9 +25,27 @@ async fn unknown_meeting_and_wrong_credential_get_the_same_answer() {
     let app = app().await;
     let meeting = app.create_meeting(json!({"name": "m"})).await;
     let id = meeting["meeting_id"].as_str().unwrap();
-    let wrong = app.anonymous("POST", &format!("/v1/meetings/{id}/enter"), Some(json!({"credential": "00000000", "name": "x"}))).await;
-    let unknown = app.anonymous("POST", "/v1/meetings/1234567890/enter", Some(json!({"credential": "00000000", "name": "x"}))).await;
-    let malformed_id = app.anonymous("POST", "/v1/meetings/abc/enter", Some(json!({"credential": "00000000", "name": "x"}))).await;
+    let wrong = app
+        .anonymous(
+            "POST",
+            &format!("/v1/meetings/{id}/enter"),
+            Some(json!({"credential": "00000000", "name": "x"})),
+        )
+        .await;
+    let unknown = app
+        .anonymous(
+            "POST",
+            "/v1/meetings/1234567890/enter",
+            Some(json!({"credential": "00000000", "name": "x"})),
+        )
+        .await;
+    let malformed_id = app
+        .anonymous(
+            "POST",
+            "/v1/meetings/abc/enter",
+            Some(json!({"credential": "00000000", "name": "x"})),
+        )
+        .await;
     assert_eq!(wrong.0, StatusCode::FORBIDDEN);
     assert_eq!(wrong, unknown);
     assert_eq!(wrong, malformed_id);
@@ -47,37 +65,82 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field() {
         (json!({"name": "m", "policy": "whatever"}), "policy"),
         (json!({"name": "m", "capacity": 0}), "capacity"),
         (json!({"name": "m", "capacity": -1}), "capacity"),
-        (json!({"name": "m", "logout_url": "javascript:alert(1)"}), "logout_url"),
-        (json!({"name": "m", "metadata": {"big": "x".repeat(17_000)}}), "metadata"),
-        (json!({"name": "m", "schedule": {"starts_at": "tomorrow"}}), "schedule.starts_at"),
-        (json!({"name": "m", "credentials": {"host": "x".repeat(129)}}), "credentials.host"),
-        (json!({"name": "m", "credentials": {"host": "same", "participant": "same"}}), "credentials"),
+        (
+            json!({"name": "m", "logout_url": "javascript:alert(1)"}),
+            "logout_url",
+        ),
+        (
+            json!({"name": "m", "metadata": {"big": "x".repeat(17_000)}}),
+            "metadata",
+        ),
+        (
+            json!({"name": "m", "schedule": {"starts_at": "tomorrow"}}),
+            "schedule.starts_at",
+        ),
+        (
+            json!({"name": "m", "credentials": {"host": "x".repeat(129)}}),
+            "credentials.host",
+        ),
+        (
+            json!({"name": "m", "credentials": {"host": "same", "participant": "same"}}),
+            "credentials",
+        ),
         (json!({"name": "m", "surprise": true}), "surprise"),
     ];
     for (body, field) in cases {
         let (status, answer) = app.admin("POST", "/v1/meetings", Some(body.clone())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
         assert_eq!(answer["error"]["code"], "invalid_request");
-        assert!(answer["error"]["message"].as_str().unwrap().contains(field), "{field} named in {answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(field),
+            "{field} named in {answer}"
+        );
     }
     // Malformed JSON and a missing content type.
-    let response = app.client.post(app.url("/v1/meetings")).basic_auth(common::KEY, Some(common::SECRET)).header("content-type", "application/json").body("{\"name\": ").send().await.unwrap();
+    let response = app
+        .client
+        .post(app.url("/v1/meetings"))
+        .basic_auth(common::KEY, Some(common::SECRET))
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    let response = app.client.post(app.url("/v1/meetings")).basic_auth(common::KEY, Some(common::SECRET)).body("{}").send().await.unwrap();
+    let response = app
+        .client
+        .post(app.url("/v1/meetings"))
+        .basic_auth(common::KEY, Some(common::SECRET))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     // Oversized bodies.
     let huge = json!({"name": "m", "metadata": {"x": "y".repeat(100_000)}});
     let (status, answer) = app.admin("POST", "/v1/meetings", Some(huge)).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
     // Bad query parameters and unknown routes answer in the same shape.
     let (status, answer) = app.admin("GET", "/v1/meetings?limit=0", None).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
     let (status, answer) = app.admin("GET", "/v1/meetings?limit=abc", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     let (status, answer) = app.admin("GET", "/v1/nothing-here", None).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     let (status, answer) = app.admin("DELETE", "/v1/meetings", None).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
     // Nothing stored was lost along the way.
     let (_, list) = app.admin("GET", "/v1/meetings", None).await;
     assert_eq!(list["meetings"].as_array().unwrap().len(), 0);
@@ -85,20 +148,40 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field() {
 }
 
 fn forge(header: Value, payload: &Value, signature: &str) -> String {
-    format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(payload.to_string()), signature)
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        signature
+    )
 }
 
 fn sign(payload: &Value, secret: &str, algorithm: jsonwebtoken::Algorithm) -> String {
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), payload, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(algorithm),
+        payload,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
 async fn tokens_are_checked_strictly() {
     let app = app().await;
-    let meeting = app.create_meeting(json!({"name": "m", "policy": "open"})).await;
-    let other = app.create_meeting(json!({"name": "other", "policy": "open"})).await;
+    let meeting = app
+        .create_meeting(json!({"name": "m", "policy": "open"}))
+        .await;
+    let other = app
+        .create_meeting(json!({"name": "other", "policy": "open"}))
+        .await;
     let id = meeting["meeting_id"].as_str().unwrap();
-    let guest = app.enter(&meeting, meeting["credentials"]["participant"].as_str().unwrap(), "g").await;
+    let guest = app
+        .enter(
+            &meeting,
+            meeting["credentials"]["participant"].as_str().unwrap(),
+            "g",
+        )
+        .await;
     let token = guest["token"].as_str().unwrap();
     let me = format!("/v1/meetings/{id}/me");
     assert_eq!(app.bearer("GET", &me, token, None).await.0, StatusCode::OK);
@@ -110,12 +193,34 @@ async fn tokens_are_checked_strictly() {
     let mut no_exp = payload.clone();
     no_exp.as_object_mut().unwrap().remove("exp");
     let forged = [
-        ("alg none", forge(json!({"alg": "none", "typ": "JWT"}), &payload, "")),
-        ("empty signature", forge(json!({"alg": "HS256", "typ": "JWT"}), &payload, "")),
-        ("wrong secret", sign(&payload, "another-secret-another-secret-another-secret", jsonwebtoken::Algorithm::HS256)),
-        ("HS384", sign(&payload, common::SECRET, jsonwebtoken::Algorithm::HS384)),
-        ("expired", sign(&expired, common::SECRET, jsonwebtoken::Algorithm::HS256)),
-        ("no exp", sign(&no_exp, common::SECRET, jsonwebtoken::Algorithm::HS256)),
+        (
+            "alg none",
+            forge(json!({"alg": "none", "typ": "JWT"}), &payload, ""),
+        ),
+        (
+            "empty signature",
+            forge(json!({"alg": "HS256", "typ": "JWT"}), &payload, ""),
+        ),
+        (
+            "wrong secret",
+            sign(
+                &payload,
+                "another-secret-another-secret-another-secret",
+                jsonwebtoken::Algorithm::HS256,
+            ),
+        ),
+        (
+            "HS384",
+            sign(&payload, common::SECRET, jsonwebtoken::Algorithm::HS384),
+        ),
+        (
+            "expired",
+            sign(&expired, common::SECRET, jsonwebtoken::Algorithm::HS256),
+        ),
+        (
+            "no exp",
+            sign(&no_exp, common::SECRET, jsonwebtoken::Algorithm::HS256),
+        ),
         ("garbage", "not.a.jwt".to_owned()),
     ];
     for (what, bad) in forged {
@@ -125,58 +230,125 @@ async fn tokens_are_checked_strictly() {
     }
     // A token for one meeting does not open another.
     let other_id = other["meeting_id"].as_str().unwrap();
-    let (status, body) = app.bearer("GET", &format!("/v1/meetings/{other_id}/me"), token, None).await;
+    let (status, body) = app
+        .bearer("GET", &format!("/v1/meetings/{other_id}/me"), token, None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     // A participant token is not an admin token.
     let (status, _) = app.bearer("GET", "/v1/meetings", token, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (_, joined) = app.bearer("POST", &format!("/v1/meetings/{id}/join"), token, None).await;
-    let (status, _) = app.bearer("POST", "/v1/meetings", joined["access_token"].as_str().unwrap(), Some(json!({"name": "x"}))).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "an access token with roomAdmin is still not an admin token");
+    let (_, joined) = app
+        .bearer("POST", &format!("/v1/meetings/{id}/join"), token, None)
+        .await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            "/v1/meetings",
+            joined["access_token"].as_str().unwrap(),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "an access token with roomAdmin is still not an admin token"
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn admin_credentials_are_checked_in_full() {
     let app = app().await;
-    let response = app.client.get(app.url("/v1/meetings")).basic_auth(common::KEY, Some("wrong-secret")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/v1/meetings"))
+        .basic_auth(common::KEY, Some("wrong-secret"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let response = app.client.get(app.url("/v1/meetings")).basic_auth("APInobody", Some(common::SECRET)).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/v1/meetings"))
+        .basic_auth("APInobody", Some(common::SECRET))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     // What LiveKit's server SDKs mint works as an admin credential.
-    let sdk_token = livekit_api::access_token::AccessToken::with_api_key(common::KEY, common::SECRET)
-        .with_grants(livekit_api::access_token::VideoGrants { room_create: true, room_list: true, ..Default::default() })
-        .to_jwt()
-        .unwrap();
-    let (status, body) = app.bearer("POST", "/v1/meetings", &sdk_token, Some(json!({"name": "from sdk"}))).await;
+    let sdk_token =
+        livekit_api::access_token::AccessToken::with_api_key(common::KEY, common::SECRET)
+            .with_grants(livekit_api::access_token::VideoGrants {
+                room_create: true,
+                room_list: true,
+                ..Default::default()
+            })
+            .to_jwt()
+            .unwrap();
+    let (status, body) = app
+        .bearer(
+            "POST",
+            "/v1/meetings",
+            &sdk_token,
+            Some(json!({"name": "from sdk"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // A join-only LiveKit token is not.
-    let join_only = livekit_api::access_token::AccessToken::with_api_key(common::KEY, common::SECRET)
-        .with_identity("x")
-        .with_grants(livekit_api::access_token::VideoGrants { room_join: true, room: "r".into(), ..Default::default() })
-        .to_jwt()
-        .unwrap();
-    assert_eq!(app.bearer("GET", "/v1/meetings", &join_only, None).await.0, StatusCode::UNAUTHORIZED);
+    let join_only =
+        livekit_api::access_token::AccessToken::with_api_key(common::KEY, common::SECRET)
+            .with_identity("x")
+            .with_grants(livekit_api::access_token::VideoGrants {
+                room_join: true,
+                room: "r".into(),
+                ..Default::default()
+            })
+            .to_jwt()
+            .unwrap();
+    assert_eq!(
+        app.bearer("GET", "/v1/meetings", &join_only, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     app.stop().await;
 }
 
 async fn service() -> (Meetings, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = convene_store::SqlStore::sqlite(&dir.path().join("t.db")).await.unwrap();
+    let store = convene_store::SqlStore::sqlite(&dir.path().join("t.db"))
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
-    let meetings = Meetings::new(Arc::new(store), Arc::new(convene::SystemClock), Arc::new(NoMedia), Arc::new(NoSink), Default::default());
+    let meetings = Meetings::new(
+        Arc::new(store),
+        Arc::new(convene::SystemClock),
+        Arc::new(NoMedia),
+        Arc::new(NoSink),
+        Default::default(),
+    );
     (meetings, dir)
 }
 
 fn settings() -> MeetingSettings {
-    MeetingSettings::new(DisplayName::parse("m").unwrap(), Mode::Meeting, WaitingPolicy::Open)
+    MeetingSettings::new(
+        DisplayName::parse("m").unwrap(),
+        Mode::Meeting,
+        WaitingPolicy::Open,
+    )
 }
 
 #[tokio::test]
 async fn a_hundred_consecutive_failures_lock_the_meetings_credential_checks() {
     let (meetings, _dir) = service().await;
     let meeting = meetings
-        .create_meeting(NewMeeting { id: None, digits: None, room_name: None, settings: settings(), host_credential: None, participant_credential: None, viewer_credential: None })
+        .create_meeting(NewMeeting {
+            id: None,
+            digits: None,
+            room_name: None,
+            settings: settings(),
+            host_credential: None,
+            participant_credential: None,
+            viewer_credential: None,
+        })
         .await
         .unwrap();
     let id = meeting.id.to_string();
@@ -184,15 +356,41 @@ async fn a_hundred_consecutive_failures_lock_the_meetings_credential_checks() {
     let name = || DisplayName::parse("x").unwrap();
     // A success resets the count of consecutive failures.
     for attempt in 0..99 {
-        let err = meetings.enter(&id, "wrong", name(), None, &format!("10.0.{}.{}", attempt / 250, attempt % 250)).await.unwrap_err();
+        let err = meetings
+            .enter(
+                &id,
+                "wrong",
+                name(),
+                None,
+                &format!("10.0.{}.{}", attempt / 250, attempt % 250),
+            )
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::MeetingAccessDenied);
     }
-    assert!(meetings.enter(&id, &good, name(), None, "10.9.9.9").await.is_ok());
+    assert!(
+        meetings
+            .enter(&id, &good, name(), None, "10.9.9.9")
+            .await
+            .is_ok()
+    );
     for attempt in 0..100 {
-        meetings.enter(&id, "wrong", name(), None, &format!("10.1.{}.{}", attempt / 250, attempt % 250)).await.unwrap_err();
+        meetings
+            .enter(
+                &id,
+                "wrong",
+                name(),
+                None,
+                &format!("10.1.{}.{}", attempt / 250, attempt % 250),
+            )
+            .await
+            .unwrap_err();
     }
     // Locked now, even for the right credential and a fresh address; counters live in the store.
-    let err = meetings.enter(&id, &good, name(), None, "10.8.8.8").await.unwrap_err();
+    let err = meetings
+        .enter(&id, &good, name(), None, "10.8.8.8")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::LockedOut);
     assert_eq!(ErrorCode::LockedOut.http_status(), 429);
 }
@@ -202,12 +400,25 @@ async fn one_address_is_limited_across_meetings() {
     let (meetings, _dir) = service().await;
     let name = || DisplayName::parse("x").unwrap();
     for _ in 0..30 {
-        let err = meetings.enter("1234567890", "guess", name(), None, "192.0.2.7").await.unwrap_err();
+        let err = meetings
+            .enter("1234567890", "guess", name(), None, "192.0.2.7")
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::MeetingAccessDenied);
     }
-    let err = meetings.enter("9876543210", "guess", name(), None, "192.0.2.7").await.unwrap_err();
+    let err = meetings
+        .enter("9876543210", "guess", name(), None, "192.0.2.7")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::RateLimited);
-    assert!(meetings.enter("9876543210", "guess", name(), None, "192.0.2.8").await.unwrap_err().code() == ErrorCode::MeetingAccessDenied);
+    assert!(
+        meetings
+            .enter("9876543210", "guess", name(), None, "192.0.2.8")
+            .await
+            .unwrap_err()
+            .code()
+            == ErrorCode::MeetingAccessDenied
+    );
 }
 
 #[tokio::test]
@@ -215,9 +426,18 @@ async fn unauthenticated_lookups_are_rate_limited_in_memory_too() {
     let app = app().await;
     let mut limited = false;
     for _ in 0..60 {
-        let (status, body) = app.anonymous("POST", "/v1/meetings/1234567890/enter", Some(json!({"credential": "1", "name": "x"}))).await;
+        let (status, body) = app
+            .anonymous(
+                "POST",
+                "/v1/meetings/1234567890/enter",
+                Some(json!({"credential": "1", "name": "x"})),
+            )
+            .await;
         if status == StatusCode::TOO_MANY_REQUESTS {
-            assert!(matches!(body["error"]["code"].as_str(), Some("rate_limited")));
+            assert!(matches!(
+                body["error"]["code"].as_str(),
+                Some("rate_limited")
+            ));
             limited = true;
             break;
         }

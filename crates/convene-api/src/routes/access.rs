@@ -14,11 +14,21 @@ use crate::auth::{Admin, AnyCaller, ClientAddr};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
 use crate::state::AppState;
-use crate::wire::{AddParticipantRequest, EnterRequest, EnterResponse, JoinResponse, MeView, MeetingPublicView, Ok, ParticipantView};
+use crate::wire::{
+    AddParticipantRequest, EnterRequest, EnterResponse, JoinResponse, MeView, MeetingPublicView,
+    Ok, ParticipantView,
+};
 
 /// The waiting-room answer for a person: their state and a waiting-room token.
-pub fn enter_response(state: &AppState, meeting: &Meeting, participant: &Participant) -> ApiResult<EnterResponse> {
-    let token = state.signer.waiting_token(meeting, participant, state.meetings.now(), WAITING_TTL)?;
+pub fn enter_response(
+    state: &AppState,
+    meeting: &Meeting,
+    participant: &Participant,
+) -> ApiResult<EnterResponse> {
+    let token =
+        state
+            .signer
+            .waiting_token(meeting, participant, state.meetings.now(), WAITING_TTL)?;
     Ok(EnterResponse {
         identity: participant.identity.to_string(),
         role: participant.role.into(),
@@ -30,8 +40,15 @@ pub fn enter_response(state: &AppState, meeting: &Meeting, participant: &Partici
 }
 
 /// The media answer for a joined person.
-pub fn join_response(state: &AppState, meeting: &Meeting, participant: &Participant) -> ApiResult<JoinResponse> {
-    let access_token = state.signer.access_token(meeting, participant, state.meetings.now(), ACCESS_TTL)?;
+pub fn join_response(
+    state: &AppState,
+    meeting: &Meeting,
+    participant: &Participant,
+) -> ApiResult<JoinResponse> {
+    let access_token =
+        state
+            .signer
+            .access_token(meeting, participant, state.meetings.now(), ACCESS_TTL)?;
     Ok(JoinResponse {
         access_token,
         url: state.urls.rtc.clone(),
@@ -48,14 +65,24 @@ pub fn join_response(state: &AppState, meeting: &Meeting, participant: &Particip
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/enter", tag = "participants", request_body = EnterRequest,
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = EnterResponse)))]
-pub async fn enter(State(state): State<AppState>, client: ClientAddr, Path(id): Path<String>, Json(request): Json<EnterRequest>) -> ApiResult<axum::Json<EnterResponse>> {
+pub async fn enter(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    Path(id): Path<String>,
+    Json(request): Json<EnterRequest>,
+) -> ApiResult<axum::Json<EnterResponse>> {
     state.limits.check(client.0)?;
     let name = DisplayName::parse(&request.name)?;
     let who = request.identity.as_deref().map(identity).transpose()?;
     if request.credential.len() > convene_core::ids::Credential::MAX_LEN {
-        return Err(convene_core::ValidationError::new("credential", "must be at most 128 bytes").into());
+        return Err(
+            convene_core::ValidationError::new("credential", "must be at most 128 bytes").into(),
+        );
     }
-    let (meeting, participant) = state.meetings.enter(&id, &request.credential, name, who, &client.key()).await?;
+    let (meeting, participant) = state
+        .meetings
+        .enter(&id, &request.credential, name, who, &client.key())
+        .await?;
     Ok(axum::Json(enter_response(&state, &meeting, &participant)?))
 }
 
@@ -64,19 +91,37 @@ pub async fn enter(State(state): State<AppState>, client: ClientAddr, Path(id): 
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/participants", tag = "participants", request_body = AddParticipantRequest,
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = JoinResponse)), security(("api_key" = []), ("admin_jwt" = [])))]
-pub async fn add(State(state): State<AppState>, _admin: Admin, Path(id): Path<String>, Json(request): Json<AddParticipantRequest>) -> ApiResult<axum::Json<JoinResponse>> {
+pub async fn add(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Json(request): Json<AddParticipantRequest>,
+) -> ApiResult<axum::Json<JoinResponse>> {
     let id = meeting_id(&id)?;
     let who = identity(&request.identity)?;
     let name = DisplayName::parse(request.name.as_deref().unwrap_or(who.as_str()))?;
-    let (meeting, participant) = state.meetings.enter_trusted(&id, who, name, request.role.into()).await?;
-    let caller = Caller::Participant { identity: participant.identity, instance: meeting.run.instance_id, epoch: participant.epoch };
+    let (meeting, participant) = state
+        .meetings
+        .enter_trusted(&id, who, name, request.role.into())
+        .await?;
+    let caller = Caller::Participant {
+        identity: participant.identity,
+        instance: meeting.run.instance_id,
+        epoch: participant.epoch,
+    };
     let (meeting, participant) = state.meetings.join(&id, &caller).await?;
     Ok(axum::Json(join_response(&state, &meeting, &participant)?))
 }
 
-fn participant_caller(principal: &crate::auth::Principal, id: &convene_core::ids::MeetingId) -> ApiResult<Caller> {
+fn participant_caller(
+    principal: &crate::auth::Principal,
+    id: &convene_core::ids::MeetingId,
+) -> ApiResult<Caller> {
     match principal.caller_for(id)? {
-        Caller::Admin => Err(ApiError::new(ErrorCode::Forbidden, "this call needs a participant's own token")),
+        Caller::Admin => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this call needs a participant's own token",
+        )),
         caller => Ok(caller),
     }
 }
@@ -86,7 +131,11 @@ fn participant_caller(principal: &crate::auth::Principal, id: &convene_core::ids
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/join", tag = "participants",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = JoinResponse)), security(("participant_token" = [])))]
-pub async fn join(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>) -> ApiResult<axum::Json<JoinResponse>> {
+pub async fn join(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<JoinResponse>> {
     let id = meeting_id(&id)?;
     let caller = participant_caller(&principal, &id)?;
     let (meeting, participant) = state.meetings.join(&id, &caller).await?;
@@ -97,9 +146,16 @@ pub async fn join(State(state): State<AppState>, AnyCaller(principal): AnyCaller
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/leave", tag = "participants",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = Ok)), security(("participant_token" = [])))]
-pub async fn leave(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>) -> ApiResult<axum::Json<Ok>> {
+pub async fn leave(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Ok>> {
     let id = meeting_id(&id)?;
-    state.meetings.leave(&id, &participant_caller(&principal, &id)?).await?;
+    state
+        .meetings
+        .leave(&id, &participant_caller(&principal, &id)?)
+        .await?;
     Ok(axum::Json(Ok { ok: true }))
 }
 
@@ -107,11 +163,26 @@ pub async fn leave(State(state): State<AppState>, AnyCaller(principal): AnyCalle
 #[utoipa::path(get, path = "/v1/meetings/{meeting_id}/me", tag = "participants",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = MeView)), security(("participant_token" = [])))]
-pub async fn me(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>) -> ApiResult<axum::Json<MeView>> {
+pub async fn me(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<MeView>> {
     let id = meeting_id(&id)?;
-    let Caller::Participant { identity, instance, epoch } = participant_caller(&principal, &id)? else {
+    let Caller::Participant {
+        identity,
+        instance,
+        epoch,
+    } = participant_caller(&principal, &id)?
+    else {
         return Err(ApiError::code(ErrorCode::Forbidden));
     };
-    let (meeting, participant) = state.meetings.check_participant_token(&id, &identity, &instance, epoch).await?;
-    Ok(axum::Json(MeView { participant: ParticipantView::from(&participant), meeting: MeetingPublicView::from(&meeting) }))
+    let (meeting, participant) = state
+        .meetings
+        .check_participant_token(&id, &identity, &instance, epoch)
+        .await?;
+    Ok(axum::Json(MeView {
+        participant: ParticipantView::from(&participant),
+        meeting: MeetingPublicView::from(&meeting),
+    }))
 }

@@ -45,24 +45,51 @@ pub enum Delivery {
 impl FromRequestParts<AppState> for Delivery {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let upgrade = parts.headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let upgrade = parts
+            .headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         if upgrade.eq_ignore_ascii_case("websocket") {
             return WebSocketUpgrade::from_request_parts(parts, state)
                 .await
                 .map(Self::WebSocket)
-                .map_err(|rejection| ApiError::new(convene_core::ErrorCode::InvalidRequest, rejection.body_text()));
+                .map_err(|rejection| {
+                    ApiError::new(
+                        convene_core::ErrorCode::InvalidRequest,
+                        rejection.body_text(),
+                    )
+                });
         }
-        let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        Ok(if accept.contains("text/event-stream") { Self::ServerSentEvents } else { Self::Page })
+        let accept = parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        Ok(if accept.contains("text/event-stream") {
+            Self::ServerSentEvents
+        } else {
+            Self::Page
+        })
     }
 }
 
 /// `Last-Event-ID` (SSE reconnection) as a sequence number.
 fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<u64>> {
-    let Some(value) = headers.get("last-event-id") else { return Ok(None) };
-    let parsed = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
-    parsed.map(Some).ok_or_else(|| convene_core::ValidationError::new("Last-Event-ID", "must be a sequence number").into())
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let parsed = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    parsed.map(Some).ok_or_else(|| {
+        convene_core::ValidationError::new("Last-Event-ID", "must be a sequence number").into()
+    })
 }
 
 /// What a caller may see of a meeting's events.
@@ -78,10 +105,20 @@ pub async fn viewer(state: &AppState, principal: &Principal, id: &MeetingId) -> 
     match principal.caller_for(id)? {
         Caller::Admin => {
             state.meetings.meeting(id).await?;
-            Ok(Viewer { class: ViewerClass::Host, identity: None })
+            Ok(Viewer {
+                class: ViewerClass::Host,
+                identity: None,
+            })
         }
-        Caller::Participant { identity, instance, epoch } => {
-            let (_, p) = state.meetings.check_participant_token(id, &identity, &instance, epoch).await?;
+        Caller::Participant {
+            identity,
+            instance,
+            epoch,
+        } => {
+            let (_, p) = state
+                .meetings
+                .check_participant_token(id, &identity, &instance, epoch)
+                .await?;
             let class = if p.role == Role::Host && p.state.is_present() {
                 ViewerClass::Host
             } else if p.state.is_member() {
@@ -89,7 +126,10 @@ pub async fn viewer(state: &AppState, principal: &Principal, id: &MeetingId) -> 
             } else {
                 ViewerClass::Waiting
             };
-            Ok(Viewer { class, identity: Some(identity) })
+            Ok(Viewer {
+                class,
+                identity: Some(identity),
+            })
         }
     }
 }
@@ -114,16 +154,29 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let id = meeting_id(&id)?;
     if params.access_token.as_ref().is_some_and(|t| t.len() > 4096) {
-        return Err(convene_core::ValidationError::new("access_token", "must be at most 4096 bytes").into());
+        return Err(convene_core::ValidationError::new(
+            "access_token",
+            "must be at most 4096 bytes",
+        )
+        .into());
     }
-    let kinds = [convene_token::TokenKind::Access, convene_token::TokenKind::Waiting];
-    let principal = authenticate_request(&state, &headers, params.access_token.as_deref(), &kinds).await?;
+    let kinds = [
+        convene_token::TokenKind::Access,
+        convene_token::TokenKind::Waiting,
+    ];
+    let principal =
+        authenticate_request(&state, &headers, params.access_token.as_deref(), &kinds).await?;
     let after = params
         .after
-        .map(|after| u64::try_from(after).map_err(|_| convene_core::ValidationError::new("after", "must not be negative")))
+        .map(|after| {
+            u64::try_from(after)
+                .map_err(|_| convene_core::ValidationError::new("after", "must not be negative"))
+        })
         .transpose()?;
     match delivery {
-        Delivery::Page => page(state, principal, id, after.unwrap_or(0), params.limit).await.map(IntoResponse::into_response),
+        Delivery::Page => page(state, principal, id, after.unwrap_or(0), params.limit)
+            .await
+            .map(IntoResponse::into_response),
         Delivery::ServerSentEvents => {
             let after = last_event_id(&headers)?.or(after);
             let opening = stream::authorize(&state, &principal, &id).await?;
@@ -136,7 +189,13 @@ pub async fn list(
     }
 }
 
-async fn page(state: AppState, principal: Principal, id: MeetingId, after: u64, limit: Option<u32>) -> ApiResult<axum::Json<EventPage>> {
+async fn page(
+    state: AppState,
+    principal: Principal,
+    id: MeetingId,
+    after: u64,
+    limit: Option<u32>,
+) -> ApiResult<axum::Json<EventPage>> {
     let viewer = viewer(&state, &principal, &id).await?;
     let limit = limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -150,5 +209,9 @@ async fn page(state: AppState, principal: Principal, id: MeetingId, after: u64, 
         .filter(|e| e.audience.admits(viewer.class, viewer.identity.as_ref()))
         .map(EventView::from)
         .collect();
-    Ok(axum::Json(EventPage { events: visible, next_after, last_seq }))
+    Ok(axum::Json(EventPage {
+        events: visible,
+        next_after,
+        last_seq,
+    }))
 }

@@ -13,22 +13,39 @@ use crate::auth::{Admin, AnyCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
-use crate::wire::{CreateMeetingRequest, CredentialsInput, MeetingList, MeetingView, ScheduleWire, UpdateMeetingRequest, parse_rfc3339};
+use crate::wire::{
+    CreateMeetingRequest, CredentialsInput, MeetingList, MeetingView, ScheduleWire,
+    UpdateMeetingRequest, parse_rfc3339,
+};
 
 fn credential(field: &str, raw: Option<String>) -> ApiResult<Option<Credential>> {
-    raw.map(|c| Credential::parse(&c).map_err(|e| ApiError::from(convene_core::ValidationError::new(format!("credentials.{field}"), e.reason))))
-        .transpose()
+    raw.map(|c| {
+        Credential::parse(&c).map_err(|e| {
+            ApiError::from(convene_core::ValidationError::new(
+                format!("credentials.{field}"),
+                e.reason,
+            ))
+        })
+    })
+    .transpose()
 }
 
 fn schedule(wire: ScheduleWire) -> ApiResult<Schedule> {
     let starts_at = parse_rfc3339("schedule.starts_at", &wire.starts_at)?;
-    let ends_at = wire.ends_at.map(|e| parse_rfc3339("schedule.ends_at", &e)).transpose()?;
+    let ends_at = wire
+        .ends_at
+        .map(|e| parse_rfc3339("schedule.ends_at", &e))
+        .transpose()?;
     Ok(Schedule::new(starts_at, ends_at)?)
 }
 
 fn capacity(value: Option<u32>) -> ApiResult<Option<u32>> {
     if value == Some(0) {
-        return Err(convene_core::ValidationError::new("capacity", "must be at least 1 (omit it for no limit)").into());
+        return Err(convene_core::ValidationError::new(
+            "capacity",
+            "must be at least 1 (omit it for no limit)",
+        )
+        .into());
     }
     Ok(value)
 }
@@ -37,22 +54,42 @@ fn capacity(value: Option<u32>) -> ApiResult<Option<u32>> {
 #[utoipa::path(post, path = "/v1/meetings", tag = "meetings", request_body = CreateMeetingRequest,
     responses((status = 201, description = "Created", body = MeetingView)),
     security(("api_key" = []), ("admin_jwt" = [])))]
-pub async fn create(State(state): State<AppState>, _admin: Admin, Json(request): Json<CreateMeetingRequest>) -> ApiResult<(StatusCode, axum::Json<MeetingView>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Json(request): Json<CreateMeetingRequest>,
+) -> ApiResult<(StatusCode, axum::Json<MeetingView>)> {
     let settings = MeetingSettings {
         name: DisplayName::parse(&request.name)?,
-        mode: request.mode.map(Into::into).unwrap_or(convene_core::meeting::Mode::Meeting),
-        policy: request.policy.map(Into::into).unwrap_or(convene_core::meeting::WaitingPolicy::WaitForHost),
+        mode: request
+            .mode
+            .map(Into::into)
+            .unwrap_or(convene_core::meeting::Mode::Meeting),
+        policy: request
+            .policy
+            .map(Into::into)
+            .unwrap_or(convene_core::meeting::WaitingPolicy::WaitForHost),
         capacity: capacity(request.capacity)?,
         quality: request.quality.map(Into::into).unwrap_or_default(),
-        logout_url: request.logout_url.as_deref().map(LogoutUrl::parse).transpose()?,
-        metadata: Metadata::parse(serde_json::Value::Object(request.metadata.unwrap_or_default()))?,
+        logout_url: request
+            .logout_url
+            .as_deref()
+            .map(LogoutUrl::parse)
+            .transpose()?,
+        metadata: Metadata::parse(serde_json::Value::Object(
+            request.metadata.unwrap_or_default(),
+        ))?,
         schedule: request.schedule.map(schedule).transpose()?,
     };
     let credentials = request.credentials.unwrap_or_default();
     let new = NewMeeting {
         id: None,
         digits: request.n_digits.map(MeetingIdDigits::new).transpose()?,
-        room_name: request.room_name.as_deref().map(RoomName::parse).transpose()?,
+        room_name: request
+            .room_name
+            .as_deref()
+            .map(RoomName::parse)
+            .transpose()?,
         settings,
         host_credential: credential("host", credentials.host)?,
         participant_credential: credential("participant", credentials.participant)?,
@@ -75,22 +112,35 @@ pub struct ListParams {
 /// List meetings, ordered by id.
 #[utoipa::path(get, path = "/v1/meetings", tag = "meetings", params(ListParams),
     responses((status = 200, body = MeetingList)), security(("api_key" = []), ("admin_jwt" = [])))]
-pub async fn list(State(state): State<AppState>, _admin: Admin, Query(params): Query<ListParams>) -> ApiResult<axum::Json<MeetingList>> {
+pub async fn list(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(params): Query<ListParams>,
+) -> ApiResult<axum::Json<MeetingList>> {
     let after = params.after.as_deref().map(meeting_id).transpose()?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(convene_core::ValidationError::new("limit", "must be 1 to 1000").into());
     }
     let meetings = state.meetings.meetings(after.as_ref(), limit).await?;
-    let next = (meetings.len() == limit as usize).then(|| meetings.last().map(|m| m.id.to_string())).flatten();
-    Ok(axum::Json(MeetingList { meetings: meetings.iter().map(MeetingView::from).collect(), next }))
+    let next = (meetings.len() == limit as usize)
+        .then(|| meetings.last().map(|m| m.id.to_string()))
+        .flatten();
+    Ok(axum::Json(MeetingList {
+        meetings: meetings.iter().map(MeetingView::from).collect(),
+        next,
+    }))
 }
 
 /// Get a meeting, with its credentials.
 #[utoipa::path(get, path = "/v1/meetings/{meeting_id}", tag = "meetings",
     params(("meeting_id" = String, Path, description = "Numeric meeting id")),
     responses((status = 200, body = MeetingView)), security(("api_key" = []), ("admin_jwt" = [])))]
-pub async fn get(State(state): State<AppState>, _admin: Admin, Path(id): Path<String>) -> ApiResult<axum::Json<MeetingView>> {
+pub async fn get(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<MeetingView>> {
     let meeting = state.meetings.meeting(&meeting_id(&id)?).await?;
     Ok(axum::Json(MeetingView::from(&meeting)))
 }
@@ -99,7 +149,12 @@ pub async fn get(State(state): State<AppState>, _admin: Admin, Path(id): Path<St
 #[utoipa::path(patch, path = "/v1/meetings/{meeting_id}", tag = "meetings", request_body = UpdateMeetingRequest,
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = MeetingView)), security(("api_key" = []), ("admin_jwt" = [])))]
-pub async fn update(State(state): State<AppState>, _admin: Admin, Path(id): Path<String>, Json(request): Json<UpdateMeetingRequest>) -> ApiResult<axum::Json<MeetingView>> {
+pub async fn update(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Json(request): Json<UpdateMeetingRequest>,
+) -> ApiResult<axum::Json<MeetingView>> {
     let id = meeting_id(&id)?;
     let current = state.meetings.meeting(&id).await?;
     let mut settings = current.settings.clone();
@@ -128,14 +183,22 @@ pub async fn update(State(state): State<AppState>, _admin: Admin, Path(id): Path
         settings.schedule = value.map(schedule).transpose()?;
     }
     let credentials = match request.credentials {
-        Some(CredentialsInput { host, participant, viewer }) => Some(Credentials {
+        Some(CredentialsInput {
+            host,
+            participant,
+            viewer,
+        }) => Some(Credentials {
             host: credential("host", host)?.unwrap_or(current.credentials.host.clone()),
-            participant: credential("participant", participant)?.unwrap_or(current.credentials.participant.clone()),
+            participant: credential("participant", participant)?
+                .unwrap_or(current.credentials.participant.clone()),
             viewer: credential("viewer", viewer)?.unwrap_or(current.credentials.viewer.clone()),
         }),
         None => None,
     };
-    let meeting = state.meetings.update_meeting(&id, settings, credentials).await?;
+    let meeting = state
+        .meetings
+        .update_meeting(&id, settings, credentials)
+        .await?;
     Ok(axum::Json(MeetingView::from(&meeting)))
 }
 
@@ -143,9 +206,16 @@ pub async fn update(State(state): State<AppState>, _admin: Admin, Path(id): Path
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/start", tag = "meetings",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = MeetingView)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
-pub async fn start(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>) -> ApiResult<axum::Json<MeetingView>> {
+pub async fn start(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<MeetingView>> {
     let id = meeting_id(&id)?;
-    let meeting = state.meetings.start_meeting(&id, &principal.caller_for(&id)?).await?;
+    let meeting = state
+        .meetings
+        .start_meeting(&id, &principal.caller_for(&id)?)
+        .await?;
     Ok(axum::Json(MeetingView::from(&meeting)))
 }
 
@@ -153,8 +223,15 @@ pub async fn start(State(state): State<AppState>, AnyCaller(principal): AnyCalle
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/end", tag = "meetings",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = MeetingView)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
-pub async fn end(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>) -> ApiResult<axum::Json<MeetingView>> {
+pub async fn end(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<MeetingView>> {
     let id = meeting_id(&id)?;
-    let meeting = state.meetings.end_meeting(&id, &principal.caller_for(&id)?).await?;
+    let meeting = state
+        .meetings
+        .end_meeting(&id, &principal.caller_for(&id)?)
+        .await?;
     Ok(axum::Json(MeetingView::from(&meeting)))
 }

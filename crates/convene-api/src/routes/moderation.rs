@@ -16,7 +16,10 @@ use crate::auth::AnyCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
-use crate::wire::{BanRequest, ChatRequest, ChatResponse, HandRequest, MuteRequest, Ok, ParticipantList, ParticipantView, RoleRequest, WireState};
+use crate::wire::{
+    BanRequest, ChatRequest, ChatResponse, HandRequest, MuteRequest, Ok, ParticipantList,
+    ParticipantView, RoleRequest, WireState,
+};
 
 type Target = Path<(String, String)>;
 
@@ -35,19 +38,30 @@ pub struct ParticipantFilter {
 #[utoipa::path(get, path = "/v1/meetings/{meeting_id}/participants", tag = "participants",
     params(("meeting_id" = String, Path), ParticipantFilter),
     responses((status = 200, body = ParticipantList)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
-pub async fn list(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>, Query(filter): Query<ParticipantFilter>) -> ApiResult<axum::Json<ParticipantList>> {
+pub async fn list(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path(id): Path<String>,
+    Query(filter): Query<ParticipantFilter>,
+) -> ApiResult<axum::Json<ParticipantList>> {
     let id = meeting_id(&id)?;
     require_host(&state, &principal, &id).await?;
     let states: Option<Vec<ParticipantState>> = filter.state.map(|s| vec![s.into()]);
     let participants = state.meetings.participants(&id, states.as_deref()).await?;
-    Ok(axum::Json(ParticipantList { participants: participants.iter().map(ParticipantView::from).collect() }))
+    Ok(axum::Json(ParticipantList {
+        participants: participants.iter().map(ParticipantView::from).collect(),
+    }))
 }
 
 /// Get one participant (hosts and admins).
 #[utoipa::path(get, path = "/v1/meetings/{meeting_id}/participants/{identity}", tag = "participants",
     params(("meeting_id" = String, Path), ("identity" = String, Path)),
     responses((status = 200, body = ParticipantView)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
-pub async fn get(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path((id, who)): Target) -> ApiResult<axum::Json<ParticipantView>> {
+pub async fn get(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path((id, who)): Target,
+) -> ApiResult<axum::Json<ParticipantView>> {
     let id = meeting_id(&id)?;
     require_host(&state, &principal, &id).await?;
     let participant = state.meetings.participant(&id, &identity(&who)?).await?;
@@ -55,13 +69,31 @@ pub async fn get(State(state): State<AppState>, AnyCaller(principal): AnyCaller,
 }
 
 /// Hosts (and admins) only.
-pub(crate) async fn require_host(state: &AppState, principal: &crate::auth::Principal, id: &convene_core::ids::MeetingId) -> ApiResult<()> {
+pub(crate) async fn require_host(
+    state: &AppState,
+    principal: &crate::auth::Principal,
+    id: &convene_core::ids::MeetingId,
+) -> ApiResult<()> {
     match principal.caller_for(id)? {
         convene_core::service::Caller::Admin => Ok(()),
-        convene_core::service::Caller::Participant { identity, instance, epoch } => {
-            let (_, p) = state.meetings.check_participant_token(id, &identity, &instance, epoch).await?;
+        convene_core::service::Caller::Participant {
+            identity,
+            instance,
+            epoch,
+        } => {
+            let (_, p) = state
+                .meetings
+                .check_participant_token(id, &identity, &instance, epoch)
+                .await?;
             let is_host = convene_core::ops::Actor::Participant(p).is_host(state.meetings.now());
-            if is_host { Ok(()) } else { Err(ApiError::new(ErrorCode::Forbidden, "only a host may do this")) }
+            if is_host {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "only a host may do this",
+                ))
+            }
         }
     }
 }
@@ -104,9 +136,16 @@ target_action!(
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/admit-all", tag = "moderation",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = Ok)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
-pub async fn admit_all(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>) -> ApiResult<axum::Json<Ok>> {
+pub async fn admit_all(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Ok>> {
     let id = meeting_id(&id)?;
-    state.meetings.admit_all(&id, &principal.caller_for(&id)?).await?;
+    state
+        .meetings
+        .admit_all(&id, &principal.caller_for(&id)?)
+        .await?;
     Ok(ok())
 }
 
@@ -114,15 +153,27 @@ pub async fn admit_all(State(state): State<AppState>, AnyCaller(principal): AnyC
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/participants/{identity}/ban", tag = "moderation", request_body = BanRequest,
     params(("meeting_id" = String, Path), ("identity" = String, Path)),
     responses((status = 200, body = Ok)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
-pub async fn ban(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path((id, who)): Target, Json(request): Json<BanRequest>) -> ApiResult<axum::Json<Ok>> {
+pub async fn ban(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path((id, who)): Target,
+    Json(request): Json<BanRequest>,
+) -> ApiResult<axum::Json<Ok>> {
     let id = meeting_id(&id)?;
     let duration = match request.duration_seconds {
         Some(0) | Some(315_360_001..) => {
-            return Err(convene_core::ValidationError::new("duration_seconds", "must be 1 to 315360000 (ten years)").into());
+            return Err(convene_core::ValidationError::new(
+                "duration_seconds",
+                "must be 1 to 315360000 (ten years)",
+            )
+            .into());
         }
         other => other.map(Duration::from_secs),
     };
-    state.meetings.ban(&id, &principal.caller_for(&id)?, &identity(&who)?, duration).await?;
+    state
+        .meetings
+        .ban(&id, &principal.caller_for(&id)?, &identity(&who)?, duration)
+        .await?;
     Ok(ok())
 }
 
@@ -130,9 +181,22 @@ pub async fn ban(State(state): State<AppState>, AnyCaller(principal): AnyCaller,
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/participants/{identity}/role", tag = "moderation", request_body = RoleRequest,
     params(("meeting_id" = String, Path), ("identity" = String, Path)),
     responses((status = 200, body = ParticipantView)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
-pub async fn role(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path((id, who)): Target, Json(request): Json<RoleRequest>) -> ApiResult<axum::Json<ParticipantView>> {
+pub async fn role(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path((id, who)): Target,
+    Json(request): Json<RoleRequest>,
+) -> ApiResult<axum::Json<ParticipantView>> {
     let id = meeting_id(&id)?;
-    let participant = state.meetings.set_role(&id, &principal.caller_for(&id)?, &identity(&who)?, request.role.into()).await?;
+    let participant = state
+        .meetings
+        .set_role(
+            &id,
+            &principal.caller_for(&id)?,
+            &identity(&who)?,
+            request.role.into(),
+        )
+        .await?;
     Ok(axum::Json(ParticipantView::from(&participant)))
 }
 
@@ -140,15 +204,40 @@ pub async fn role(State(state): State<AppState>, AnyCaller(principal): AnyCaller
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/participants/{identity}/mute", tag = "moderation", request_body = MuteRequest,
     params(("meeting_id" = String, Path), ("identity" = String, Path)),
     responses((status = 200, body = Ok)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
-pub async fn mute(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path((id, who)): Target, Json(request): Json<MuteRequest>) -> ApiResult<axum::Json<Ok>> {
+pub async fn mute(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path((id, who)): Target,
+    Json(request): Json<MuteRequest>,
+) -> ApiResult<axum::Json<Ok>> {
     let id = meeting_id(&id)?;
     let track = match request.track.as_str() {
         "audio" => TrackSelector::Audio,
         "video" => TrackSelector::Video,
-        sid if sid.starts_with("TR_") && sid.len() <= 64 && sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => TrackSelector::Track(sid.to_owned()),
-        _ => return Err(convene_core::ValidationError::new("track", "must be audio, video or a track sid (TR_...)").into()),
+        sid if sid.starts_with("TR_")
+            && sid.len() <= 64
+            && sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            TrackSelector::Track(sid.to_owned())
+        }
+        _ => {
+            return Err(convene_core::ValidationError::new(
+                "track",
+                "must be audio, video or a track sid (TR_...)",
+            )
+            .into());
+        }
     };
-    state.meetings.mute(&id, &principal.caller_for(&id)?, &identity(&who)?, track, request.muted.unwrap_or(true)).await?;
+    state
+        .meetings
+        .mute(
+            &id,
+            &principal.caller_for(&id)?,
+            &identity(&who)?,
+            track,
+            request.muted.unwrap_or(true),
+        )
+        .await?;
     Ok(ok())
 }
 
@@ -156,23 +245,45 @@ pub async fn mute(State(state): State<AppState>, AnyCaller(principal): AnyCaller
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/hand", tag = "stage", request_body = HandRequest,
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = Ok)), security(("participant_token" = [])))]
-pub async fn hand(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>, Json(request): Json<HandRequest>) -> ApiResult<axum::Json<Ok>> {
+pub async fn hand(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path(id): Path<String>,
+    Json(request): Json<HandRequest>,
+) -> ApiResult<axum::Json<Ok>> {
     let id = meeting_id(&id)?;
     let caller = principal.caller_for(&id)?;
     if matches!(caller, convene_core::service::Caller::Admin) {
-        return Err(ApiError::new(ErrorCode::Forbidden, "this call needs a participant's own token"));
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this call needs a participant's own token",
+        ));
     }
-    state.meetings.set_hand(&id, &caller, None, request.raised).await?;
+    state
+        .meetings
+        .set_hand(&id, &caller, None, request.raised)
+        .await?;
     Ok(ok())
 }
 
-async fn answer(state: AppState, principal: crate::auth::Principal, id: String, accept: bool) -> ApiResult<axum::Json<Ok>> {
+async fn answer(
+    state: AppState,
+    principal: crate::auth::Principal,
+    id: String,
+    accept: bool,
+) -> ApiResult<axum::Json<Ok>> {
     let id = meeting_id(&id)?;
     let caller = principal.caller_for(&id)?;
     if matches!(caller, convene_core::service::Caller::Admin) {
-        return Err(ApiError::new(ErrorCode::Forbidden, "this call needs a participant's own token"));
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this call needs a participant's own token",
+        ));
     }
-    state.meetings.answer_invite(&id, &caller, None, accept).await?;
+    state
+        .meetings
+        .answer_invite(&id, &caller, None, accept)
+        .await?;
     Ok(ok())
 }
 
@@ -180,7 +291,11 @@ async fn answer(state: AppState, principal: crate::auth::Principal, id: String, 
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/invitation/accept", tag = "stage",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = Ok)), security(("participant_token" = [])))]
-pub async fn accept(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>) -> ApiResult<axum::Json<Ok>> {
+pub async fn accept(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Ok>> {
     answer(state, principal, id, true).await
 }
 
@@ -188,7 +303,11 @@ pub async fn accept(State(state): State<AppState>, AnyCaller(principal): AnyCall
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/invitation/decline", tag = "stage",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = Ok)), security(("participant_token" = [])))]
-pub async fn decline(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>) -> ApiResult<axum::Json<Ok>> {
+pub async fn decline(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Ok>> {
     answer(state, principal, id, false).await
 }
 
@@ -196,11 +315,19 @@ pub async fn decline(State(state): State<AppState>, AnyCaller(principal): AnyCal
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/chat", tag = "stage", request_body = ChatRequest,
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = ChatResponse)), security(("participant_token" = [])))]
-pub async fn chat(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path(id): Path<String>, Json(request): Json<ChatRequest>) -> ApiResult<axum::Json<ChatResponse>> {
+pub async fn chat(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path(id): Path<String>,
+    Json(request): Json<ChatRequest>,
+) -> ApiResult<axum::Json<ChatResponse>> {
     let id = meeting_id(&id)?;
     let caller = principal.caller_for(&id)?;
     if matches!(caller, convene_core::service::Caller::Admin) {
-        return Err(ApiError::new(ErrorCode::Forbidden, "chat needs a participant's own token"));
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "chat needs a participant's own token",
+        ));
     }
     let text = ChatText::parse(&request.text)?;
     let to = request.to.as_deref().map(identity).transpose()?;

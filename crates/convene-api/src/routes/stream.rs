@@ -50,20 +50,46 @@ pub struct Opening {
 }
 
 fn standing_of(participant: &Participant) -> Standing {
-    Standing::Participant { role: participant.role, state: participant.state }
+    Standing::Participant {
+        role: participant.role,
+        state: participant.state,
+    }
 }
 
 /// Authorizes the caller for the meeting's stream: 401/403 here, before an upgrade.
-pub async fn authorize(state: &AppState, principal: &Principal, meeting: &MeetingId) -> ApiResult<Opening> {
+pub async fn authorize(
+    state: &AppState,
+    principal: &Principal,
+    meeting: &MeetingId,
+) -> ApiResult<Opening> {
     match principal.caller_for(meeting)? {
         Caller::Admin => {
             state.meetings.meeting(meeting).await?;
-            Ok(Opening { meeting: meeting.clone(), identity: None, run: None, epoch: 0, standing: Standing::Admin })
+            Ok(Opening {
+                meeting: meeting.clone(),
+                identity: None,
+                run: None,
+                epoch: 0,
+                standing: Standing::Admin,
+            })
         }
-        Caller::Participant { identity, instance, epoch } => {
-            let (_, participant) = state.meetings.check_participant_token(meeting, &identity, &instance, epoch).await?;
+        Caller::Participant {
+            identity,
+            instance,
+            epoch,
+        } => {
+            let (_, participant) = state
+                .meetings
+                .check_participant_token(meeting, &identity, &instance, epoch)
+                .await?;
             let standing = standing_of(&participant);
-            Ok(Opening { meeting: meeting.clone(), identity: Some(identity), run: Some(instance), epoch, standing })
+            Ok(Opening {
+                meeting: meeting.clone(),
+                identity: Some(identity),
+                run: Some(instance),
+                epoch,
+                standing,
+            })
         }
     }
 }
@@ -123,13 +149,27 @@ pub struct Feed {
 impl Feed {
     /// Subscribes, then reads the store: a snapshot (`after` = None) or a replay after `after`.
     pub async fn open(state: AppState, opening: Opening, after: Option<u64>) -> ApiResult<Self> {
-        let Opening { meeting, identity, run, epoch, standing } = opening;
-        let sub = state.hub.subscribe(&meeting, identity.clone(), run.clone(), standing);
+        let Opening {
+            meeting,
+            identity,
+            run,
+            epoch,
+            standing,
+        } = opening;
+        let sub = state
+            .hub
+            .subscribe(&meeting, identity.clone(), run.clone(), standing);
         let current = state.meetings.meeting(&meeting).await?;
         let at = current.last_seq;
         // Read after subscribing: every own event after `at` is then in the store or the queue.
         let me = match (&identity, &run) {
-            (Some(identity), Some(run)) => Some(state.meetings.check_participant_token(&meeting, identity, run, epoch).await?.1),
+            (Some(identity), Some(run)) => Some(
+                state
+                    .meetings
+                    .check_participant_token(&meeting, identity, run, epoch)
+                    .await?
+                    .1,
+            ),
             _ => None,
         };
         let standing = me.as_ref().map(standing_of).unwrap_or(Standing::Admin);
@@ -149,24 +189,46 @@ impl Feed {
             None => {
                 let snapshot = feed.snapshot(&current, me.as_ref()).await?;
                 feed.backlog.push_back(snapshot);
-                feed.replay = Some(Replay { cursor: at, emit_after: at, fold_after: at });
+                feed.replay = Some(Replay {
+                    cursor: at,
+                    emit_after: at,
+                    fold_after: at,
+                });
             }
             Some(after) => {
                 feed.last_seq = after.max(at);
-                feed.replay = Some(Replay { cursor: after.min(at), emit_after: after, fold_after: at });
+                feed.replay = Some(Replay {
+                    cursor: after.min(at),
+                    emit_after: after,
+                    fold_after: at,
+                });
             }
         }
         Ok(feed)
     }
 
-    async fn snapshot(&self, meeting: &convene_core::meeting::Meeting, me: Option<&Participant>) -> ApiResult<Frame> {
+    async fn snapshot(
+        &self,
+        meeting: &convene_core::meeting::Meeting,
+        me: Option<&Participant>,
+    ) -> ApiResult<Frame> {
         let participants = match self.standing.class() {
             ViewerClass::Waiting => None,
             ViewerClass::Member => {
                 let present = [ParticipantState::Admitted, ParticipantState::Joined];
-                Some(self.state.meetings.participants(&self.meeting, Some(&present)).await?)
+                Some(
+                    self.state
+                        .meetings
+                        .participants(&self.meeting, Some(&present))
+                        .await?,
+                )
             }
-            ViewerClass::Host => Some(self.state.meetings.participants(&self.meeting, None).await?),
+            ViewerClass::Host => Some(
+                self.state
+                    .meetings
+                    .participants(&self.meeting, None)
+                    .await?,
+            ),
         };
         let body = json!({
             "type": "snapshot",
@@ -177,16 +239,24 @@ impl Feed {
                 "participants": participants.map(|ps| ps.iter().map(ParticipantView::from).collect::<Vec<_>>()),
             }
         });
-        Ok(Frame::Snapshot { seq: meeting.last_seq, json: body.to_string().into() })
+        Ok(Frame::Snapshot {
+            seq: meeting.last_seq,
+            json: body.to_string().into(),
+        })
     }
 
     fn visible(&self, event: &Event) -> bool {
-        event.audience.admits(self.standing.class(), self.identity.as_ref())
+        event
+            .audience
+            .admits(self.standing.class(), self.identity.as_ref())
     }
 
     /// Moves the caller's standing with an event; `true` when it changed.
     fn fold(&mut self, event: &Event) -> bool {
-        match self.standing.apply(self.identity.as_ref(), self.run.as_ref(), &event.kind) {
+        match self
+            .standing
+            .apply(self.identity.as_ref(), self.run.as_ref(), &event.kind)
+        {
             Step::Unchanged => false,
             Step::Changed => true,
             Step::Close(reason) => {
@@ -201,9 +271,15 @@ impl Feed {
         if self.identity.is_none() || self.closing.is_some() {
             return;
         }
-        if self.sub.settle(self.standing, self.last_seq) == Settle::Corrected && self.replay.is_none() {
+        if self.sub.settle(self.standing, self.last_seq) == Settle::Corrected
+            && self.replay.is_none()
+        {
             let at = self.last_seq;
-            self.replay = Some(Replay { cursor: at, emit_after: at, fold_after: at });
+            self.replay = Some(Replay {
+                cursor: at,
+                emit_after: at,
+                fold_after: at,
+            });
         }
     }
 
@@ -225,14 +301,20 @@ impl Feed {
             match self.sub.rx.try_recv() {
                 Ok(item) => self.accept(Some(item)),
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return,
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return self.accept(None),
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    return self.accept(None);
+                }
             }
         }
     }
 
     /// Why the stream must end, once the backlog is sent.
     pub fn closing(&self) -> Option<CloseReason> {
-        if self.backlog.is_empty() { self.closing } else { None }
+        if self.backlog.is_empty() {
+            self.closing
+        } else {
+            None
+        }
     }
 
     /// Whether [`Feed::fill`] has stored events to read.
@@ -242,8 +324,15 @@ impl Feed {
 
     /// Reads one page of the stored log into the backlog.
     pub async fn fill(&mut self) {
-        let Some(replay) = self.replay.take() else { return };
-        let page = match self.state.meetings.events_after(&self.meeting, replay.cursor, MAX_PAGE).await {
+        let Some(replay) = self.replay.take() else {
+            return;
+        };
+        let page = match self
+            .state
+            .meetings
+            .events_after(&self.meeting, replay.cursor, MAX_PAGE)
+            .await
+        {
             Ok(page) => page,
             Err(e) => {
                 tracing::warn!(meeting = %self.meeting, error = %e, "event replay failed");
@@ -255,7 +344,8 @@ impl Feed {
         for event in &page {
             cursor = event.seq;
             if event.seq > replay.emit_after && self.visible(event) {
-                self.backlog.push_back(Frame::Event(Arc::new(Published::new(event))));
+                self.backlog
+                    .push_back(Frame::Event(Arc::new(Published::new(event))));
             }
             if event.seq > replay.fold_after {
                 self.fold(event);
@@ -280,7 +370,11 @@ impl Feed {
     /// Takes one item from the live queue (`None`: the hub dropped this subscriber).
     pub fn accept(&mut self, item: Option<Arc<Published>>) {
         let Some(published) = item else {
-            let reason = if self.state.hub.is_closed() { CloseReason::Shutdown } else { CloseReason::Overflow };
+            let reason = if self.state.hub.is_closed() {
+                CloseReason::Shutdown
+            } else {
+                CloseReason::Overflow
+            };
             self.closing.get_or_insert(reason);
             return;
         };
@@ -325,17 +419,24 @@ pub async fn sse(state: AppState, opening: Opening, after: Option<u64>) -> ApiRe
         let mut feed = feed?;
         match feed.next().await {
             Some(frame) => {
-                let event = SseEvent::default().id(frame.seq().to_string()).event(frame.kind()).data(frame.json().as_str());
+                let event = SseEvent::default()
+                    .id(frame.seq().to_string())
+                    .event(frame.kind())
+                    .data(frame.json().as_str());
                 Some((Ok::<_, Infallible>(event), Some(feed)))
             }
             None => {
                 let reason = feed.closing.unwrap_or(CloseReason::Shutdown);
-                let event = SseEvent::default().event("close").data(json!({"reason": reason.as_str()}).to_string());
+                let event = SseEvent::default()
+                    .event("close")
+                    .data(json!({"reason": reason.as_str()}).to_string());
                 Some((Ok(event), None))
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEPALIVE)).into_response())
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEPALIVE))
+        .into_response())
 }
 
 // ----- WebSocket ---------------------------------------------------------------------------------
@@ -362,7 +463,12 @@ fn close_code(reason: CloseReason) -> u16 {
 }
 
 /// Accepts the upgrade with small buffers and client frame limits.
-pub fn websocket(upgrade: WebSocketUpgrade, state: AppState, opening: Opening, after: Option<u64>) -> Response {
+pub fn websocket(
+    upgrade: WebSocketUpgrade,
+    state: AppState,
+    opening: Opening,
+    after: Option<u64>,
+) -> Response {
     upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(16 * 1024)
@@ -376,7 +482,10 @@ pub fn websocket(upgrade: WebSocketUpgrade, state: AppState, opening: Opening, a
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }));
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(frame)).await;
 }
 
@@ -406,7 +515,11 @@ async fn session(mut socket: WebSocket, state: AppState, opening: Opening, after
     let mut feed = match Box::pin(Feed::open(state, opening, after)).await {
         Ok(feed) => feed,
         Err(e) => {
-            let code = if e.code.http_status() < 500 { code::POLICY_VIOLATION } else { code::INTERNAL_ERROR };
+            let code = if e.code.http_status() < 500 {
+                code::POLICY_VIOLATION
+            } else {
+                code::INTERNAL_ERROR
+            };
             close(&mut socket, code, "cannot open the stream").await;
             return;
         }
@@ -419,7 +532,12 @@ async fn session(mut socket: WebSocket, state: AppState, opening: Opening, after
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
                 Err(_) => {
-                    close(&mut socket, code::TRY_AGAIN_LATER, CloseReason::Overflow.as_str()).await;
+                    close(
+                        &mut socket,
+                        code::TRY_AGAIN_LATER,
+                        CloseReason::Overflow.as_str(),
+                    )
+                    .await;
                     return;
                 }
             }

@@ -34,16 +34,32 @@ struct Detail<'a> {
 }
 
 impl LiveStreamError {
-    pub fn new(status: StatusCode, message: impl Into<String>, explanation: impl Into<String>) -> Self {
-        Self { status, message: message.into(), explanation: explanation.into() }
+    pub fn new(
+        status: StatusCode,
+        message: impl Into<String>,
+        explanation: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            explanation: explanation.into(),
+        }
     }
 
     pub fn missing(name: &str) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, format!("missing {name}"), format!("The {name} parameter is required."))
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("missing {name}"),
+            format!("The {name} parameter is required."),
+        )
     }
 
     pub fn passcode() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "passcode incorrect", "The passcode used to validate application users is incorrect.")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "passcode incorrect",
+            "The passcode used to validate application users is incorrect.",
+        )
     }
 
     pub fn stream_not_found(explanation: impl Into<String>) -> Self {
@@ -51,13 +67,22 @@ impl LiveStreamError {
     }
 
     pub fn user_not_found(identity: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "user not found", format!("'{identity}' is not in this stream."))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "user not found",
+            format!("'{identity}' is not in this stream."),
+        )
     }
 
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::to_value(Body { error: Detail { message: &self.message, explanation: &self.explanation } })
-            .unwrap_or_default()
+        serde_json::to_value(Body {
+            error: Detail {
+                message: &self.message,
+                explanation: &self.explanation,
+            },
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -69,7 +94,10 @@ impl IntoResponse for LiveStreamError {
 
 fn sentence(text: &str) -> String {
     let mut chars = text.chars();
-    let mut out: String = chars.next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+    let mut out: String = chars
+        .next()
+        .map(|c| c.to_uppercase().collect())
+        .unwrap_or_default();
     out.push_str(chars.as_str());
     if !out.ends_with('.') {
         out.push('.');
@@ -81,8 +109,11 @@ impl From<ApiError> for LiveStreamError {
     fn from(error: ApiError) -> Self {
         let spec = error.code.spec();
         let status = match error.code {
-            ErrorCode::MeetingAccessDenied | ErrorCode::Unauthenticated | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
-            code => StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            ErrorCode::MeetingAccessDenied
+            | ErrorCode::Unauthenticated
+            | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+            code => StatusCode::from_u16(code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         };
         // Internal causes are logged where they arise and never shown.
         let explanation = match error.code {
@@ -101,7 +132,11 @@ impl From<ServiceError> for LiveStreamError {
 
 impl From<ValidationError> for LiveStreamError {
     fn from(error: ValidationError) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, format!("invalid {}", error.field), sentence(&error.to_string()))
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid {}", error.field),
+            sentence(&error.to_string()),
+        )
     }
 }
 
@@ -115,9 +150,21 @@ impl From<ParamsError> for LiveStreamError {
     fn from(error: ParamsError) -> Self {
         match &error {
             ParamsError::Missing(name) => Self::missing(name),
-            ParamsError::TooLarge => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "request too large", sentence(&error.to_string())),
-            ParamsError::Malformed(_) => Self::new(StatusCode::BAD_REQUEST, "invalid request", sentence(&error.to_string())),
-            ParamsError::Invalid { name, .. } => Self::new(StatusCode::BAD_REQUEST, format!("invalid {name}"), sentence(&error.to_string())),
+            ParamsError::TooLarge => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request too large",
+                sentence(&error.to_string()),
+            ),
+            ParamsError::Malformed(_) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid request",
+                sentence(&error.to_string()),
+            ),
+            ParamsError::Invalid { name, .. } => Self::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid {name}"),
+                sentence(&error.to_string()),
+            ),
         }
     }
 }
@@ -136,7 +183,10 @@ mod tests {
 
     #[test]
     fn internal_faults_are_opaque_500s() {
-        let error = LiveStreamError::from(ApiError::new(ErrorCode::Internal, "disk on fire at /var/lib"));
+        let error = LiveStreamError::from(ApiError::new(
+            ErrorCode::Internal,
+            "disk on fire at /var/lib",
+        ));
         assert_eq!(error.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!error.explanation.contains("disk"));
     }

@@ -26,11 +26,13 @@ use axum::routing::post;
 use axum::{Json, Router};
 use convene_api::AppState;
 use convene_api::auth::ClientAddr;
-use convene_core::{ErrorCode, ValidationError};
 use convene_core::ids::{DisplayName, Identity, RoomName};
-use convene_core::meeting::{Meeting, MeetingSettings, Metadata, Mode, QualityPreset, WaitingPolicy};
+use convene_core::meeting::{
+    Meeting, MeetingSettings, Metadata, Mode, QualityPreset, WaitingPolicy,
+};
 use convene_core::participant::{Participant, Role};
 use convene_core::service::{Caller, NewMeeting};
+use convene_core::{ErrorCode, ValidationError};
 use convene_token::ACCESS_TTL;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -53,7 +55,10 @@ pub struct LiveState {
 
 /// The surface's routes; every route answers `POST` and checks the passcode first.
 pub fn router(state: AppState, passcode: String) -> Router {
-    let state = LiveState { app: state, passcode: Arc::new(Sha256::digest(passcode.as_bytes()).into()) };
+    let state = LiveState {
+        app: state,
+        passcode: Arc::new(Sha256::digest(passcode.as_bytes()).into()),
+    };
     Router::new()
         .route("/verify-passcode", post(verify_passcode))
         .route("/create-stream", post(create_stream))
@@ -65,9 +70,19 @@ pub fn router(state: AppState, passcode: String) -> Router {
         .route("/remove-speaker", post(remove_speaker))
         .route("/delete-stream", post(delete_stream))
         .route("/stream-state", post(stream_state))
-        .fallback(|| async { LiveStreamError::new(axum::http::StatusCode::NOT_FOUND, "not found", "No such endpoint.") })
+        .fallback(|| async {
+            LiveStreamError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not found",
+                "No such endpoint.",
+            )
+        })
         .method_not_allowed_fallback(|| async {
-            LiveStreamError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed", "Use POST for every request.")
+            LiveStreamError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+                "Use POST for every request.",
+            )
         })
         .with_state(state)
 }
@@ -83,13 +98,24 @@ impl FromRequestParts<LiveState> for Passcode {
             Ok(client) => client,
             Err(never) => match never {},
         };
-        let given = parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or_default();
+        let given = parts
+            .headers
+            .get(AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
         // Digests have one length, so the comparison time says nothing about the passcode.
         let given: [u8; 32] = Sha256::digest(given).into();
         let correct = bool::from(given.ct_eq(state.passcode.as_ref()));
-        match state.app.meetings.check_guess(PASSCODE_KEY, &client.key(), correct).await {
+        match state
+            .app
+            .meetings
+            .check_guess(PASSCODE_KEY, &client.key(), correct)
+            .await
+        {
             Ok(()) => Ok(Self),
-            Err(e) if e.code() == ErrorCode::MeetingAccessDenied => Err(LiveStreamError::passcode()),
+            Err(e) if e.code() == ErrorCode::MeetingAccessDenied => {
+                Err(LiveStreamError::passcode())
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -107,7 +133,13 @@ impl FromRequest<LiveState> for Form {
 }
 
 fn is_own(meeting: &Meeting) -> bool {
-    meeting.settings.metadata.as_map().get("compat").and_then(|v| v.as_str()) == Some(SURFACE)
+    meeting
+        .settings
+        .metadata
+        .as_map()
+        .get("compat")
+        .and_then(|v| v.as_str())
+        == Some(SURFACE)
 }
 
 fn settings(name: &RoomName) -> Result<MeetingSettings> {
@@ -137,8 +169,12 @@ async fn live_stream(state: &AppState, parameter: &str, name: &str) -> Result<Me
     let room = RoomName::parse(name).map_err(|e| renamed(e, parameter))?;
     match state.meetings.meeting_by_room(&room).await? {
         Some(meeting) if is_own(&meeting) && meeting.is_live() => Ok(meeting),
-        Some(meeting) if is_own(&meeting) => Err(LiveStreamError::stream_not_found(format!("The stream '{name}' has ended."))),
-        _ => Err(LiveStreamError::stream_not_found(format!("No stream named '{name}' exists."))),
+        Some(meeting) if is_own(&meeting) => Err(LiveStreamError::stream_not_found(format!(
+            "The stream '{name}' has ended."
+        ))),
+        _ => Err(LiveStreamError::stream_not_found(format!(
+            "No stream named '{name}' exists."
+        ))),
     }
 }
 
@@ -146,7 +182,9 @@ async fn live_stream(state: &AppState, parameter: &str, name: &str) -> Result<Me
 async fn member(state: &AppState, meeting: &Meeting, identity: &Identity) -> Result<Participant> {
     let participant = match state.meetings.participant(&meeting.id, identity).await {
         Ok(p) => p,
-        Err(e) if e.code() == ErrorCode::ParticipantNotFound => return Err(LiveStreamError::user_not_found(identity.as_str())),
+        Err(e) if e.code() == ErrorCode::ParticipantNotFound => {
+            return Err(LiveStreamError::user_not_found(identity.as_str()));
+        }
         Err(e) => return Err(e.into()),
     };
     if !state::in_run(meeting, &participant) {
@@ -163,8 +201,15 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn token_response(state: &AppState, meeting: &Meeting, participant: &Participant) -> Result<Json<StreamToken>> {
-    let token = state.signer.access_token(meeting, participant, state.meetings.now(), ACCESS_TTL)?;
+fn token_response(
+    state: &AppState,
+    meeting: &Meeting,
+    participant: &Participant,
+) -> Result<Json<StreamToken>> {
+    let token =
+        state
+            .signer
+            .access_token(meeting, participant, state.meetings.now(), ACCESS_TTL)?;
     Ok(Json(StreamToken {
         token,
         identity: participant.identity.to_string(),
@@ -185,7 +230,11 @@ fn token_response(state: &AppState, meeting: &Meeting, participant: &Participant
 }
 
 /// Joins a participant (media presence), as the person themself.
-async fn join(state: &AppState, meeting: &Meeting, participant: &Participant) -> Result<(Meeting, Participant)> {
+async fn join(
+    state: &AppState,
+    meeting: &Meeting,
+    participant: &Participant,
+) -> Result<(Meeting, Participant)> {
     let caller = Caller::Participant {
         identity: participant.identity.clone(),
         instance: meeting.run.instance_id.clone(),
@@ -200,12 +249,22 @@ async fn verify_passcode(_passcode: Passcode) -> Json<Verified> {
 }
 
 /// `/create-stream` (`user_identity`, `stream_name`): a stream whose host is the caller.
-async fn create_stream(State(state): State<LiveState>, _passcode: Passcode, Form(params): Form) -> Result<Json<StreamToken>> {
+async fn create_stream(
+    State(state): State<LiveState>,
+    _passcode: Passcode,
+    Form(params): Form,
+) -> Result<Json<StreamToken>> {
     let state = state.app;
     let identity = identity_param(&params)?;
     let name = params.required("stream_name")?;
     let room = RoomName::parse(&name).map_err(|e| renamed(e, "stream_name"))?;
-    let exists = || LiveStreamError::new(axum::http::StatusCode::CONFLICT, "error creating room", "Room already exists.");
+    let exists = || {
+        LiveStreamError::new(
+            axum::http::StatusCode::CONFLICT,
+            "error creating room",
+            "Room already exists.",
+        )
+    };
     let meeting = match state.meetings.meeting_by_room(&room).await? {
         // An ended stream of this surface starts again (a new run) with the new host.
         Some(meeting) if is_own(&meeting) && !meeting.is_live() => meeting,
@@ -220,14 +279,21 @@ async fn create_stream(State(state): State<LiveState>, _passcode: Passcode, Form
                 participant_credential: None,
                 viewer_credential: None,
             };
-            state.meetings.create_meeting(request).await.map_err(|e| match e.code() {
-                ErrorCode::AlreadyExists => exists(),
-                _ => e.into(),
-            })?
+            state
+                .meetings
+                .create_meeting(request)
+                .await
+                .map_err(|e| match e.code() {
+                    ErrorCode::AlreadyExists => exists(),
+                    _ => e.into(),
+                })?
         }
     };
     let name = DisplayName::parse(identity.as_str())?;
-    let (meeting, host) = state.meetings.enter_trusted(&meeting.id, identity, name, Role::Host).await?;
+    let (meeting, host) = state
+        .meetings
+        .enter_trusted(&meeting.id, identity, name, Role::Host)
+        .await?;
     let (meeting, host) = join(&state, &meeting, &host).await?;
     token_response(&state, &meeting, &host)
 }
@@ -248,29 +314,54 @@ async fn join_as(state: &AppState, params: &Params, role: Role) -> Result<Json<S
     };
     let participant = match existing {
         Some(p) if state::in_run(&meeting, &p) && p.role == role => p,
-        Some(p) if state::in_run(&meeting, &p) => state.meetings.set_role(&meeting.id, &Caller::Admin, &p.identity, role).await?,
+        Some(p) if state::in_run(&meeting, &p) => {
+            state
+                .meetings
+                .set_role(&meeting.id, &Caller::Admin, &p.identity, role)
+                .await?
+        }
         _ => {
             let name = DisplayName::parse(identity.as_str())?;
-            state.meetings.enter_trusted(&meeting.id, identity, name, role).await?.1
+            state
+                .meetings
+                .enter_trusted(&meeting.id, identity, name, role)
+                .await?
+                .1
         }
     };
     let meeting = state.meetings.meeting(&meeting.id).await?;
-    let (meeting, participant) = if role.can_publish() { join(state, &meeting, &participant).await? } else { (meeting, participant) };
+    let (meeting, participant) = if role.can_publish() {
+        join(state, &meeting, &participant).await?
+    } else {
+        (meeting, participant)
+    };
     token_response(state, &meeting, &participant)
 }
 
 /// `/join-stream-as-speaker` (`user_identity`, `stream_name`) -> a token that may publish.
-async fn join_as_speaker(State(state): State<LiveState>, _passcode: Passcode, Form(params): Form) -> Result<Json<StreamToken>> {
+async fn join_as_speaker(
+    State(state): State<LiveState>,
+    _passcode: Passcode,
+    Form(params): Form,
+) -> Result<Json<StreamToken>> {
     join_as(&state.app, &params, Role::Speaker).await
 }
 
 /// `/join-stream-as-viewer` (`user_identity`, `stream_name`) -> a token that only subscribes.
-async fn join_as_viewer(State(state): State<LiveState>, _passcode: Passcode, Form(params): Form) -> Result<Json<StreamToken>> {
+async fn join_as_viewer(
+    State(state): State<LiveState>,
+    _passcode: Passcode,
+    Form(params): Form,
+) -> Result<Json<StreamToken>> {
     join_as(&state.app, &params, Role::Viewer).await
 }
 
 /// `/viewer-connected-to-player` (`user_identity`, `stream_name`): the viewer shows as connected.
-async fn viewer_connected(State(state): State<LiveState>, _passcode: Passcode, Form(params): Form) -> Result<Json<Success>> {
+async fn viewer_connected(
+    State(state): State<LiveState>,
+    _passcode: Passcode,
+    Form(params): Form,
+) -> Result<Json<Success>> {
     let state = state.app;
     let identity = identity_param(&params)?;
     let meeting = live_stream(&state, "stream_name", &params.required("stream_name")?).await?;
@@ -280,54 +371,97 @@ async fn viewer_connected(State(state): State<LiveState>, _passcode: Passcode, F
 }
 
 /// `/raise-hand` (`user_identity`, `stream_name`, `hand_raised`).
-async fn raise_hand(State(state): State<LiveState>, _passcode: Passcode, Form(params): Form) -> Result<Json<Sent>> {
+async fn raise_hand(
+    State(state): State<LiveState>,
+    _passcode: Passcode,
+    Form(params): Form,
+) -> Result<Json<Sent>> {
     let state = state.app;
     let identity = identity_param(&params)?;
     let name = params.required("stream_name")?;
-    let raised = params.boolean("hand_raised")?.ok_or_else(|| LiveStreamError::missing("hand_raised"))?;
+    let raised = params
+        .boolean("hand_raised")?
+        .ok_or_else(|| LiveStreamError::missing("hand_raised"))?;
     let meeting = live_stream(&state, "stream_name", &name).await?;
     member(&state, &meeting, &identity).await?;
-    state.meetings.set_hand(&meeting.id, &Caller::Admin, Some(&identity), raised).await?;
+    state
+        .meetings
+        .set_hand(&meeting.id, &Caller::Admin, Some(&identity), raised)
+        .await?;
     Ok(Json(Sent { sent: true }))
 }
 
 /// `/send-speaker-invite` (`user_identity`, `room_sid`): the viewer's own document shows the invitation.
-async fn send_speaker_invite(State(state): State<LiveState>, _passcode: Passcode, Form(params): Form) -> Result<Json<Sent>> {
+async fn send_speaker_invite(
+    State(state): State<LiveState>,
+    _passcode: Passcode,
+    Form(params): Form,
+) -> Result<Json<Sent>> {
     let state = state.app;
     let identity = identity_param(&params)?;
     let sid = params.required("room_sid")?;
     let meeting = state::resolve_room_sid(&state, &sid).await?;
     member(&state, &meeting, &identity).await?;
-    state.meetings.invite(&meeting.id, &Caller::Admin, &identity).await?;
+    state
+        .meetings
+        .invite(&meeting.id, &Caller::Admin, &identity)
+        .await?;
     Ok(Json(Sent { sent: true }))
 }
 
 /// `/remove-speaker` (`user_identity`, `room_name`): removes the user from the video room (they
 /// leave the stage and the media room; their tokens stop working; they may come back as a viewer).
-async fn remove_speaker(State(state): State<LiveState>, _passcode: Passcode, Form(params): Form) -> Result<Json<Removed>> {
+async fn remove_speaker(
+    State(state): State<LiveState>,
+    _passcode: Passcode,
+    Form(params): Form,
+) -> Result<Json<Removed>> {
     let state = state.app;
     let identity = identity_param(&params)?;
     let meeting = live_stream(&state, "room_name", &params.required("room_name")?).await?;
     let target = member(&state, &meeting, &identity).await?;
     if target.role == Role::Host {
-        return Err(LiveStreamError::new(axum::http::StatusCode::FORBIDDEN, "error removing speaker", "The host cannot be removed; delete the stream instead."));
+        return Err(LiveStreamError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "error removing speaker",
+            "The host cannot be removed; delete the stream instead.",
+        ));
     }
-    state.meetings.remove(&meeting.id, &Caller::Admin, &identity).await?;
+    state
+        .meetings
+        .remove(&meeting.id, &Caller::Admin, &identity)
+        .await?;
     Ok(Json(Removed { removed: true }))
 }
 
 /// `/delete-stream` (`stream_name`): ends the stream; everyone is disconnected.
-async fn delete_stream(State(state): State<LiveState>, _passcode: Passcode, Form(params): Form) -> Result<Json<Deleted>> {
+async fn delete_stream(
+    State(state): State<LiveState>,
+    _passcode: Passcode,
+    Form(params): Form,
+) -> Result<Json<Deleted>> {
     let state = state.app;
     let meeting = live_stream(&state, "stream_name", &params.required("stream_name")?).await?;
-    state.meetings.end_meeting(&meeting.id, &Caller::Admin).await?;
+    state
+        .meetings
+        .end_meeting(&meeting.id, &Caller::Admin)
+        .await?;
     Ok(Json(Deleted { deleted: true }))
 }
 
 /// `/stream-state` (`stream_name`, optional `user_identity`): every state document now.
-async fn stream_state(State(state): State<LiveState>, _passcode: Passcode, Form(params): Form) -> Result<Json<StreamState>> {
+async fn stream_state(
+    State(state): State<LiveState>,
+    _passcode: Passcode,
+    Form(params): Form,
+) -> Result<Json<StreamState>> {
     let state = state.app;
     let meeting = live_stream(&state, "stream_name", &params.required("stream_name")?).await?;
-    let user = params.text("user_identity")?.map(|u| Identity::parse(&u)).transpose()?;
-    Ok(Json(state::documents(&state, &meeting, user.as_ref()).await?))
+    let user = params
+        .text("user_identity")?
+        .map(|u| Identity::parse(&u))
+        .transpose()?;
+    Ok(Json(
+        state::documents(&state, &meeting, user.as_ref()).await?,
+    ))
 }

@@ -23,7 +23,9 @@ pub type Result<T, E = WaitingRoomError> = std::result::Result<T, E>;
 /// The seed lists only 400, 403, 404 and 500; every core code lands on one of them.
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::InvalidRequest | ErrorCode::PayloadTooLarge | ErrorCode::MethodNotAllowed => StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidRequest | ErrorCode::PayloadTooLarge | ErrorCode::MethodNotAllowed => {
+            StatusCode::BAD_REQUEST
+        }
         ErrorCode::Unauthenticated
         | ErrorCode::InvalidToken
         | ErrorCode::Forbidden
@@ -37,16 +39,22 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidState
         | ErrorCode::RateLimited
         | ErrorCode::LockedOut => StatusCode::FORBIDDEN,
-        ErrorCode::MeetingNotFound | ErrorCode::ParticipantNotFound | ErrorCode::ApiKeyNotFound | ErrorCode::NotFound => {
-            StatusCode::NOT_FOUND
+        ErrorCode::MeetingNotFound
+        | ErrorCode::ParticipantNotFound
+        | ErrorCode::ApiKeyNotFound
+        | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::AlreadyExists | ErrorCode::Busy | ErrorCode::Internal => {
+            StatusCode::INTERNAL_SERVER_ERROR
         }
-        ErrorCode::AlreadyExists | ErrorCode::Busy | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 impl WaitingRoomError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -118,15 +126,24 @@ mod tests {
     #[test]
     fn every_code_maps_to_a_status_the_seed_lists() {
         for code in ErrorCode::ALL {
-            assert!([400, 403, 404, 500].contains(&status_for(code).as_u16()), "{code}");
+            assert!(
+                [400, 403, 404, 500].contains(&status_for(code).as_u16()),
+                "{code}"
+            );
         }
     }
 
     #[test]
     fn bodies_are_json_strings_starting_with_error() {
         let error = WaitingRoomError::from(ParamsError::Missing("meeting_id".into()));
-        assert_eq!(serde_json::to_string(&error.body()).unwrap(), r#""Error: missing meeting_id""#);
-        let internal = WaitingRoomError::from(ApiError::new(ErrorCode::Internal, "db exploded at /secret/path"));
+        assert_eq!(
+            serde_json::to_string(&error.body()).unwrap(),
+            r#""Error: missing meeting_id""#
+        );
+        let internal = WaitingRoomError::from(ApiError::new(
+            ErrorCode::Internal,
+            "db exploded at /secret/path",
+        ));
         assert_eq!(internal.body(), "Error: internal server error");
         assert_eq!(internal.status, StatusCode::INTERNAL_SERVER_ERROR);
     }

@@ -27,7 +27,9 @@ use convene_api::AppState;
 use convene_api::auth::{Admin, ClientAddr, Principal};
 use convene_core::ErrorCode;
 use convene_core::ids::{DisplayName, Identity, MeetingId, MeetingIdDigits};
-use convene_core::meeting::{Meeting, MeetingSettings, MeetingStatus, Metadata, Mode, QualityPreset, WaitingPolicy};
+use convene_core::meeting::{
+    Meeting, MeetingSettings, MeetingStatus, Metadata, Mode, QualityPreset, WaitingPolicy,
+};
 use convene_core::participant::{Participant, ParticipantState, Role};
 use convene_core::service::{Caller, NewMeeting};
 use convene_token::{ACCESS_TTL, TokenKind, WAITING_TTL};
@@ -51,7 +53,9 @@ pub fn router(state: AppState) -> Router {
         .route("/user/join", post(user_join))
         .route("/user/waiting-room-state", post(waiting_room_state))
         .fallback(|| async { WaitingRoomError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async { WaitingRoomError::bad_request("this route answers POST only") })
+        .method_not_allowed_fallback(|| async {
+            WaitingRoomError::bad_request("this route answers POST only")
+        })
         .with_state(state)
 }
 
@@ -75,9 +79,11 @@ impl FromRequestParts<AppState> for AdminKey {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         match Admin::from_request_parts(parts, state).await {
             Ok(_) => Ok(Self),
-            Err(e) if matches!(e.code, ErrorCode::Unauthenticated | ErrorCode::InvalidToken) => Err(WaitingRoomError::forbidden(
-                "this call needs the admin API key (Authorization: Basic key:secret, or an admin JWT)",
-            )),
+            Err(e) if matches!(e.code, ErrorCode::Unauthenticated | ErrorCode::InvalidToken) => {
+                Err(WaitingRoomError::forbidden(
+                    "this call needs the admin API key (Authorization: Basic key:secret, or an admin JWT)",
+                ))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -89,10 +95,14 @@ fn meeting_id_param(params: &Params) -> Result<MeetingId> {
 
 /// A meeting this surface created, or 404 (the surface serves no other meetings).
 async fn own_meeting(state: &AppState, id: &MeetingId) -> Result<Meeting> {
-    let meeting = state.meetings.meeting(id).await.map_err(|e| match e.code() {
-        ErrorCode::MeetingNotFound => WaitingRoomError::not_found("meeting not found"),
-        _ => e.into(),
-    })?;
+    let meeting = state
+        .meetings
+        .meeting(id)
+        .await
+        .map_err(|e| match e.code() {
+            ErrorCode::MeetingNotFound => WaitingRoomError::not_found("meeting not found"),
+            _ => e.into(),
+        })?;
     if !is_own(&meeting) {
         return Err(WaitingRoomError::not_found("meeting not found"));
     }
@@ -100,7 +110,13 @@ async fn own_meeting(state: &AppState, id: &MeetingId) -> Result<Meeting> {
 }
 
 fn is_own(meeting: &Meeting) -> bool {
-    meeting.settings.metadata.as_map().get("compat").and_then(|v| v.as_str()) == Some(SURFACE)
+    meeting
+        .settings
+        .metadata
+        .as_map()
+        .get("compat")
+        .and_then(|v| v.as_str())
+        == Some(SURFACE)
 }
 
 fn settings() -> Result<MeetingSettings> {
@@ -136,8 +152,15 @@ pub fn document_state(meeting: &Meeting, participant: &Participant) -> WaitingRo
     }
 }
 
-fn join_response(state: &AppState, meeting: &Meeting, participant: &Participant) -> Result<Json<JoinResponse>> {
-    let token = state.signer.access_token(meeting, participant, state.meetings.now(), ACCESS_TTL)?;
+fn join_response(
+    state: &AppState,
+    meeting: &Meeting,
+    participant: &Participant,
+) -> Result<Json<JoinResponse>> {
+    let token =
+        state
+            .signer
+            .access_token(meeting, participant, state.meetings.now(), ACCESS_TTL)?;
     Ok(Json(JoinResponse {
         room_id: meeting.room_name.to_string(),
         identity: participant.identity.to_string(),
@@ -148,10 +171,15 @@ fn join_response(state: &AppState, meeting: &Meeting, participant: &Participant)
 
 /// A token from `Authorization: Bearer ...` or the `token` parameter.
 fn presented_token(headers: &HeaderMap, params: &Params) -> Result<Option<String>> {
-    let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-        let (scheme, rest) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_owned())
-    });
+    let header = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_owned())
+        });
     match header {
         Some(token) => Ok(Some(token)),
         None => Ok(params.text("token")?),
@@ -160,25 +188,40 @@ fn presented_token(headers: &HeaderMap, params: &Params) -> Result<Option<String
 
 /// A verified guest token (waiting-room or access) for this meeting.
 async fn guest_token(state: &AppState, token: &str) -> Result<convene_token::ParticipantToken> {
-    let principal = convene_api::auth::authenticate_token(state, token, &[TokenKind::Waiting, TokenKind::Access], state.meetings.now())
-        .await
-        .map_err(|e| match e.code {
-            ErrorCode::InvalidToken | ErrorCode::Unauthenticated => WaitingRoomError::forbidden(format!("invalid token: {}", e.message)),
-            _ => e.into(),
-        })?;
+    let principal = convene_api::auth::authenticate_token(
+        state,
+        token,
+        &[TokenKind::Waiting, TokenKind::Access],
+        state.meetings.now(),
+    )
+    .await
+    .map_err(|e| match e.code {
+        ErrorCode::InvalidToken | ErrorCode::Unauthenticated => {
+            WaitingRoomError::forbidden(format!("invalid token: {}", e.message))
+        }
+        _ => e.into(),
+    })?;
     match principal {
         Principal::Participant(token) => Ok(token),
-        Principal::Admin { .. } => Err(WaitingRoomError::forbidden("this call needs the guest's waiting-room token")),
+        Principal::Admin { .. } => Err(WaitingRoomError::forbidden(
+            "this call needs the guest's waiting-room token",
+        )),
     }
 }
 
 /// `POST /admin/create` (`n_digits` optional): a new meeting; guests wait until a host joins.
-async fn admin_create(State(state): State<AppState>, _admin: AdminKey, Form(params): Form) -> Result<Json<CreateResponse>> {
+async fn admin_create(
+    State(state): State<AppState>,
+    _admin: AdminKey,
+    Form(params): Form,
+) -> Result<Json<CreateResponse>> {
     let digits = match params.integer("n_digits")? {
         None => state.meetings.default_digits(),
         Some(n) if (MIN_DIGITS..=MAX_DIGITS).contains(&n) => MeetingIdDigits::new(n)?,
         Some(_) => {
-            return Err(WaitingRoomError::bad_request(format!("n_digits must be between {MIN_DIGITS} and {MAX_DIGITS}")));
+            return Err(WaitingRoomError::bad_request(format!(
+                "n_digits must be between {MIN_DIGITS} and {MAX_DIGITS}"
+            )));
         }
     };
     let request = NewMeeting {
@@ -192,32 +235,57 @@ async fn admin_create(State(state): State<AppState>, _admin: AdminKey, Form(para
     };
     let meeting = state.meetings.create_meeting(request).await.map_err(|e| {
         let inner = WaitingRoomError::from(e);
-        WaitingRoomError::new(inner.status, format!("couldn't create the new meeting: {}", inner.message))
+        WaitingRoomError::new(
+            inner.status,
+            format!("couldn't create the new meeting: {}", inner.message),
+        )
     })?;
-    Ok(Json(CreateResponse { meeting_id: meeting.id.as_u64() }))
+    Ok(Json(CreateResponse {
+        meeting_id: meeting.id.as_u64(),
+    }))
 }
 
 /// `POST /admin/join` (`meeting_id`): places a host and joins; the first join starts the meeting,
 /// which admits everyone waiting in the same change (so they are all told at once).
-async fn admin_join(State(state): State<AppState>, _admin: AdminKey, Form(params): Form) -> Result<Json<JoinResponse>> {
+async fn admin_join(
+    State(state): State<AppState>,
+    _admin: AdminKey,
+    Form(params): Form,
+) -> Result<Json<JoinResponse>> {
     let id = meeting_id_param(&params)?;
     own_meeting(&state, &id).await?;
     let generated = Identity::generate(&mut rand::rng());
     let identity = Identity::parse(&generated.as_str().replacen("guest-", "host-", 1))?;
-    let (meeting, host) = state.meetings.enter_trusted(&id, identity, DisplayName::parse("Host")?, Role::Host).await?;
-    let caller = Caller::Participant { identity: host.identity, instance: meeting.run.instance_id, epoch: host.epoch };
+    let (meeting, host) = state
+        .meetings
+        .enter_trusted(&id, identity, DisplayName::parse("Host")?, Role::Host)
+        .await?;
+    let caller = Caller::Participant {
+        identity: host.identity,
+        instance: meeting.run.instance_id,
+        epoch: host.epoch,
+    };
     let (meeting, host) = state.meetings.join(&id, &caller).await?;
     join_response(&state, &meeting, &host)
 }
 
 /// `POST /user/enter-waiting-room` (`meeting_id`): an anonymous guest enters the waiting room.
-async fn enter_waiting_room(State(state): State<AppState>, client: ClientAddr, Form(params): Form) -> Result<Json<EnterResponse>> {
+async fn enter_waiting_room(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    Form(params): Form,
+) -> Result<Json<EnterResponse>> {
     state.limits.check(client.0)?;
     let id = meeting_id_param(&params)?;
     own_meeting(&state, &id).await?;
     let identity = Identity::generate(&mut rand::rng());
-    let (meeting, guest) = state.meetings.enter_untrusted(&id, identity, DisplayName::parse("Guest")?, Role::Speaker).await?;
-    let token = state.signer.waiting_token(&meeting, &guest, state.meetings.now(), WAITING_TTL)?;
+    let (meeting, guest) = state
+        .meetings
+        .enter_untrusted(&id, identity, DisplayName::parse("Guest")?, Role::Speaker)
+        .await?;
+    let token = state
+        .signer
+        .waiting_token(&meeting, &guest, state.meetings.now(), WAITING_TTL)?;
     Ok(Json(EnterResponse {
         document: document_name(&meeting),
         identity: guest.identity.to_string(),
@@ -229,12 +297,22 @@ async fn enter_waiting_room(State(state): State<AppState>, client: ClientAddr, F
 
 /// `POST /user/waiting-room-state` (the guest's token as `Authorization: Bearer` or `token`): the
 /// waiting-room document's value now.
-async fn waiting_room_state(State(state): State<AppState>, headers: HeaderMap, Form(params): Form) -> Result<Json<DocumentResponse>> {
-    let token = presented_token(&headers, &params)?.ok_or_else(|| WaitingRoomError::bad_request("missing token"))?;
+async fn waiting_room_state(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(params): Form,
+) -> Result<Json<DocumentResponse>> {
+    let token = presented_token(&headers, &params)?
+        .ok_or_else(|| WaitingRoomError::bad_request("missing token"))?;
     let token = guest_token(&state, &token).await?;
     let (meeting, guest) = state
         .meetings
-        .check_participant_token(&token.meeting, &token.identity, &token.instance, token.epoch)
+        .check_participant_token(
+            &token.meeting,
+            &token.identity,
+            &token.instance,
+            token.epoch,
+        )
         .await
         .map_err(|e| match e.code() {
             ErrorCode::InvalidToken => WaitingRoomError::forbidden("the token is no longer valid"),
@@ -259,7 +337,12 @@ async fn waiting_room_state(State(state): State<AppState>, headers: HeaderMap, F
 /// the identity must be a guest of this meeting that has not joined yet. Generated identities
 /// carry 60 random bits and are known only to the guest and hosts until the guest joins; after
 /// that, they show in the room, so joining again needs the token.
-async fn user_join(State(state): State<AppState>, client: ClientAddr, headers: HeaderMap, Form(params): Form) -> Result<Json<JoinResponse>> {
+async fn user_join(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    headers: HeaderMap,
+    Form(params): Form,
+) -> Result<Json<JoinResponse>> {
     state.limits.check(client.0)?;
     let id = meeting_id_param(&params)?;
     let room_id = params.required("room_id")?;
@@ -268,26 +351,46 @@ async fn user_join(State(state): State<AppState>, client: ClientAddr, headers: H
     let meeting = own_meeting(&state, &id).await?;
     match meeting.status {
         MeetingStatus::Live => {}
-        MeetingStatus::Created => return Err(WaitingRoomError::forbidden("the meeting has not started yet; wait for the host")),
+        MeetingStatus::Created => {
+            return Err(WaitingRoomError::forbidden(
+                "the meeting has not started yet; wait for the host",
+            ));
+        }
         MeetingStatus::Ended => return Err(WaitingRoomError::forbidden("the meeting has ended")),
     }
     if room_id != meeting.room_name.as_str() {
-        return Err(WaitingRoomError::bad_request("room_id is not this meeting's current room"));
+        return Err(WaitingRoomError::bad_request(
+            "room_id is not this meeting's current room",
+        ));
     }
     let caller = match token {
         Some(token) => {
             let token = guest_token(&state, &token).await?;
             if token.meeting != id || token.identity != identity {
-                return Err(WaitingRoomError::forbidden("the token is for another meeting or identity"));
+                return Err(WaitingRoomError::forbidden(
+                    "the token is for another meeting or identity",
+                ));
             }
-            Caller::Participant { identity: token.identity, instance: token.instance, epoch: token.epoch }
+            Caller::Participant {
+                identity: token.identity,
+                instance: token.instance,
+                epoch: token.epoch,
+            }
         }
         None => {
-            let wrong = || WaitingRoomError::forbidden("this identity did not enter this meeting's waiting room");
-            let guest = state.meetings.participant(&id, &identity).await.map_err(|e| match e.code() {
-                ErrorCode::ParticipantNotFound => wrong(),
-                _ => e.into(),
-            })?;
+            let wrong = || {
+                WaitingRoomError::forbidden(
+                    "this identity did not enter this meeting's waiting room",
+                )
+            };
+            let guest = state
+                .meetings
+                .participant(&id, &identity)
+                .await
+                .map_err(|e| match e.code() {
+                    ErrorCode::ParticipantNotFound => wrong(),
+                    _ => e.into(),
+                })?;
             if guest.role == Role::Host {
                 return Err(wrong());
             }
@@ -296,13 +399,21 @@ async fn user_join(State(state): State<AppState>, client: ClientAddr, headers: H
                     "this identity has joined already; present its waiting-room token to join again",
                 ));
             }
-            Caller::Participant { identity: guest.identity, instance: meeting.run.instance_id.clone(), epoch: guest.epoch }
+            Caller::Participant {
+                identity: guest.identity,
+                instance: meeting.run.instance_id.clone(),
+                epoch: guest.epoch,
+            }
         }
     };
-    let (meeting, guest) = state.meetings.join(&id, &caller).await.map_err(|e| match e.code() {
-        ErrorCode::InvalidToken => WaitingRoomError::forbidden("the token is no longer valid"),
-        ErrorCode::NotAdmitted => WaitingRoomError::forbidden("this guest has not been let in"),
-        _ => e.into(),
-    })?;
+    let (meeting, guest) = state
+        .meetings
+        .join(&id, &caller)
+        .await
+        .map_err(|e| match e.code() {
+            ErrorCode::InvalidToken => WaitingRoomError::forbidden("the token is no longer valid"),
+            ErrorCode::NotAdmitted => WaitingRoomError::forbidden("this guest has not been let in"),
+            _ => e.into(),
+        })?;
     join_response(&state, &meeting, &guest)
 }

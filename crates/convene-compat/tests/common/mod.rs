@@ -10,11 +10,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine;
+use convene_api::hub::Hub;
 use convene_api::{AppState, Limits, PublicUrls};
 use convene_compat::CompatConfig;
 use convene_core::apikey::ApiSecret;
 use convene_core::ids::MeetingIdDigits;
-use convene_api::hub::Hub;
 use convene_core::ports::NoMedia;
 use convene_core::service::Meetings;
 use convene_core::time::{Clock, Timestamp};
@@ -41,7 +41,10 @@ struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis();
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis();
         Timestamp::from_millis(millis as i64)
     }
 }
@@ -66,7 +69,9 @@ impl TestApp {
 
     pub async fn start_with(live_passcode: Option<String>, limits: Limits) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqlStore::sqlite(&dir.path().join("convene.db")).await.expect("sqlite store");
+        let store = SqlStore::sqlite(&dir.path().join("convene.db"))
+            .await
+            .expect("sqlite store");
         store.migrate().await.expect("migrations");
         let hub = Hub::default();
         let meetings = Arc::new(Meetings::new(
@@ -77,36 +82,60 @@ impl TestApp {
             MeetingIdDigits::new(9).expect("9 digits"),
         ));
         let secret = ApiSecret::parse(SECRET).expect("secret");
-        let key = meetings.provision_api_key(KEY, secret).await.expect("API key");
+        let key = meetings
+            .provision_api_key(KEY, secret)
+            .await
+            .expect("API key");
         let state = AppState {
             meetings,
             signer: Signer::new(key.id.clone(), key.secret.clone()),
-            urls: PublicUrls { http: "http://convene.test".into(), rtc: "ws://convene.test".into() },
+            urls: PublicUrls {
+                http: "http://convene.test".into(),
+                rtc: "ws://convene.test".into(),
+            },
             limits: Arc::new(limits),
             hub,
         };
         let config = CompatConfig { live_passcode };
-        let app = convene_api::router(state.clone()).merge(convene_compat::router(state.clone(), &config));
-        Self { app, state, _dir: dir }
+        let app = convene_api::router(state.clone())
+            .merge(convene_compat::router(state.clone(), &config));
+        Self {
+            app,
+            state,
+            _dir: dir,
+        }
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
         let response = self.app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Reply { status, body }
     }
 
     /// POSTs `params` (a JSON object) to `path` as JSON or as a form, with an optional
     /// `Authorization` header value.
-    pub async fn post(&self, encoding: Encoding, path: &str, params: Value, authorization: Option<&str>) -> Reply {
+    pub async fn post(
+        &self,
+        encoding: Encoding,
+        path: &str,
+        params: Value,
+        authorization: Option<&str>,
+    ) -> Reply {
         let mut request = Request::post(path);
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);
         }
         let request = match encoding {
-            Encoding::Json => request.header(header::CONTENT_TYPE, "application/json").body(Body::from(params.to_string())),
+            Encoding::Json => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(params.to_string())),
             Encoding::Form => {
                 let mut form = url::form_urlencoded::Serializer::new(String::new());
                 for (key, value) in params.as_object().expect("params are an object") {
@@ -116,7 +145,9 @@ impl TestApp {
                     };
                     form.append_pair(key, &text);
                 }
-                request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(Body::from(form.finish()))
+                request
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Body::from(form.finish()))
             }
         };
         self.send(request.expect("request")).await
@@ -132,26 +163,41 @@ impl TestApp {
     }
 
     /// The event types in a page of events.
-    pub async fn event_types(&self, meeting_id: &str, token: &str, after: u64) -> Vec<(String, Value)> {
+    pub async fn event_types(
+        &self,
+        meeting_id: &str,
+        token: &str,
+        after: u64,
+    ) -> Vec<(String, Value)> {
         let reply = self.events(meeting_id, token, after).await;
         assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
         reply.body["events"]
             .as_array()
             .expect("events")
             .iter()
-            .map(|e| (e["type"].as_str().unwrap_or_default().to_owned(), e["data"].clone()))
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or_default().to_owned(),
+                    e["data"].clone(),
+                )
+            })
             .collect()
     }
 }
 
 /// `Authorization: Basic key:secret`.
 pub fn basic() -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}"))
+    )
 }
 
 /// The claims of a JWT, read without verifying (the tests check what the server signed).
 pub fn claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
     serde_json::from_slice(&bytes).expect("JSON claims")
 }

@@ -35,7 +35,8 @@ pub struct TestApp {
 }
 
 fn postgres_base_url() -> String {
-    std::env::var("CONVENE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("CONVENE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 async fn fresh_postgres_database() -> Option<PgDatabase> {
@@ -44,24 +45,38 @@ async fn fresh_postgres_database() -> Option<PgDatabase> {
         Ok(conn) => conn,
         Err(e) => {
             if std::env::var("CONVENE_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
-                eprintln!("PostgreSQL unreachable ({e}); skipped because CONVENE_TEST_SKIP_POSTGRES=1");
+                eprintln!(
+                    "PostgreSQL unreachable ({e}); skipped because CONVENE_TEST_SKIP_POSTGRES=1"
+                );
                 return None;
             }
-            panic!("PostgreSQL at {base} is unreachable ({e}); start it, set CONVENE_TEST_POSTGRES_URL, or set CONVENE_TEST_SKIP_POSTGRES=1");
+            panic!(
+                "PostgreSQL at {base} is unreachable ({e}); start it, set CONVENE_TEST_POSTGRES_URL, or set CONVENE_TEST_SKIP_POSTGRES=1"
+            );
         }
     };
     let name = format!("convene_e2e_{}", std::process::id()) + &format!("_{:x}", rand_suffix());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
     let url = match base.rfind('/') {
         Some(i) => format!("{}/{name}", &base[..i]),
         None => panic!("CONVENE_TEST_POSTGRES_URL needs a database path"),
     };
-    Some(PgDatabase { admin_url: base, name, url })
+    Some(PgDatabase {
+        admin_url: base,
+        name,
+        url,
+    })
 }
 
 fn rand_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     nanos ^ (COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 48)
 }
@@ -73,7 +88,13 @@ impl TestApp {
             StoreKind::Sqlite => None,
             StoreKind::Postgres => Some(fresh_postgres_database().await?),
         };
-        let mut app = Self { base: String::new(), client: reqwest::Client::new(), running: None, dir: tempfile::tempdir().unwrap(), pg };
+        let mut app = Self {
+            base: String::new(),
+            client: reqwest::Client::new(),
+            running: None,
+            dir: tempfile::tempdir().unwrap(),
+            pg,
+        };
         app.boot().await;
         Some(app)
     }
@@ -82,7 +103,10 @@ impl TestApp {
         let mut env: HashMap<String, String> = HashMap::new();
         env.insert("CONVENE_HTTP_ADDR".into(), "127.0.0.1:0".into());
         env.insert("CONVENE_RTC_UDP_PORT".into(), "0".into());
-        env.insert("CONVENE_DATA_DIR".into(), self.dir.path().display().to_string());
+        env.insert(
+            "CONVENE_DATA_DIR".into(),
+            self.dir.path().display().to_string(),
+        );
         env.insert("CONVENE_API_KEY".into(), KEY.into());
         env.insert("CONVENE_API_SECRET".into(), SECRET.into());
         if let Some(pg) = &self.pg {
@@ -109,7 +133,10 @@ impl TestApp {
         }
         if let Some(pg) = self.pg.take() {
             let mut conn = sqlx::PgConnection::connect(&pg.admin_url).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name)).execute(&mut conn).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name))
+                .execute(&mut conn)
+                .await
+                .unwrap();
         }
     }
 
@@ -126,8 +153,16 @@ impl TestApp {
     }
 
     /// Admin call with Basic key:secret.
-    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.client.request(method.parse().unwrap(), self.url(path)).basic_auth(KEY, Some(SECRET));
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method.parse().unwrap(), self.url(path))
+            .basic_auth(KEY, Some(SECRET));
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -135,15 +170,29 @@ impl TestApp {
     }
 
     /// Call with a bearer token.
-    pub async fn bearer(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.client.request(method.parse().unwrap(), self.url(path)).bearer_auth(token);
+    pub async fn bearer(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method.parse().unwrap(), self.url(path))
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
         self.send(request).await
     }
 
-    pub async fn anonymous(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn anonymous(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self.client.request(method.parse().unwrap(), self.url(path));
         if let Some(body) = body {
             request = request.json(&body);
@@ -161,14 +210,25 @@ impl TestApp {
     pub async fn enter(&self, meeting: &Value, credential: &str, identity: &str) -> Value {
         let id = meeting["meeting_id"].as_str().unwrap();
         let (status, body) = self
-            .anonymous("POST", &format!("/v1/meetings/{id}/enter"), Some(json!({"credential": credential, "name": identity, "identity": identity})))
+            .anonymous(
+                "POST",
+                &format!("/v1/meetings/{id}/enter"),
+                Some(json!({"credential": credential, "name": identity, "identity": identity})),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
 
     pub async fn events(&self, meeting_id: &str, token: &str, after: u64) -> Vec<Value> {
-        let (status, page) = self.bearer("GET", &format!("/v1/meetings/{meeting_id}/events?after={after}"), token, None).await;
+        let (status, page) = self
+            .bearer(
+                "GET",
+                &format!("/v1/meetings/{meeting_id}/events?after={after}"),
+                token,
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         page["events"].as_array().unwrap().clone()
     }
@@ -178,11 +238,19 @@ impl TestApp {
 pub fn claims(token: &str) -> Value {
     use base64::Engine;
     let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 pub fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Runs a scenario against SQLite and PostgreSQL.

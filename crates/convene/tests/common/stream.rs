@@ -43,8 +43,16 @@ pub struct WsClient {
     pub ended: Option<End>,
 }
 
-fn events_url(app: &TestApp, meeting_id: &str, auth: &Auth, after: Option<u64>, scheme: &str) -> String {
-    let mut url = app.url(&format!("/v1/meetings/{meeting_id}/events")).replacen("http", scheme, 1);
+fn events_url(
+    app: &TestApp,
+    meeting_id: &str,
+    auth: &Auth,
+    after: Option<u64>,
+    scheme: &str,
+) -> String {
+    let mut url = app
+        .url(&format!("/v1/meetings/{meeting_id}/events"))
+        .replacen("http", scheme, 1);
     let mut query = Vec::new();
     if let Some(after) = after {
         query.push(format!("after={after}"));
@@ -61,23 +69,39 @@ fn events_url(app: &TestApp, meeting_id: &str, auth: &Auth, after: Option<u64>, 
 fn authorization(auth: &Auth) -> Option<String> {
     use base64::Engine;
     match auth {
-        Auth::Admin => Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}")))),
+        Auth::Admin => Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}"))
+        )),
         Auth::Bearer(token) => Some(format!("Bearer {token}")),
         Auth::Query(_) | Auth::None => None,
     }
 }
 
 /// Opens a WebSocket; `Err(status)` when the server answered the handshake with an HTTP error.
-pub async fn ws_connect(app: &TestApp, meeting_id: &str, auth: Auth, after: Option<u64>) -> Result<WsClient, u16> {
+pub async fn ws_connect(
+    app: &TestApp,
+    meeting_id: &str,
+    auth: Auth,
+    after: Option<u64>,
+) -> Result<WsClient, u16> {
     ws_connect_with(app, meeting_id, auth, after, None).await
 }
 
 /// Like [`ws_connect`], with a small receive buffer on the client socket (a client that reads slowly).
-pub async fn ws_connect_with(app: &TestApp, meeting_id: &str, auth: Auth, after: Option<u64>, recv_buffer: Option<u32>) -> Result<WsClient, u16> {
+pub async fn ws_connect_with(
+    app: &TestApp,
+    meeting_id: &str,
+    auth: Auth,
+    after: Option<u64>,
+    recv_buffer: Option<u32>,
+) -> Result<WsClient, u16> {
     let url = events_url(app, meeting_id, &auth, after, "ws");
     let mut request = url.into_client_request().unwrap();
     if let Some(value) = authorization(&auth) {
-        request.headers_mut().insert("authorization", value.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("authorization", value.parse().unwrap());
     }
     let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -86,8 +110,14 @@ pub async fn ws_connect_with(app: &TestApp, meeting_id: &str, auth: Auth, after:
     }
     let tcp = socket.connect(addr).await.unwrap();
     match tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)).await {
-        Ok((socket, _)) => Ok(WsClient { socket, received: Vec::new(), ended: None }),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Ok((socket, _)) => Ok(WsClient {
+            socket,
+            received: Vec::new(),
+            ended: None,
+        }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
         Err(e) => panic!("WebSocket handshake failed: {e}"),
     }
 }
@@ -99,9 +129,13 @@ impl WsClient {
             return false;
         }
         loop {
-            match tokio::time::timeout(DEADLINE, self.socket.next()).await.expect("a frame or the end within the deadline") {
+            match tokio::time::timeout(DEADLINE, self.socket.next())
+                .await
+                .expect("a frame or the end within the deadline")
+            {
                 Some(Ok(Message::Text(text))) => {
-                    self.received.push(serde_json::from_str(text.as_str()).unwrap());
+                    self.received
+                        .push(serde_json::from_str(text.as_str()).unwrap());
                     return true;
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -121,14 +155,27 @@ impl WsClient {
     pub async fn read_until(&mut self, mut done: impl FnMut(&[Value]) -> bool) {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         while !done(&self.received) {
-            assert!(tokio::time::Instant::now() < deadline, "condition not met; received {:?}", self.types());
-            assert!(self.read_one().await, "stream ended ({:?}) before the condition; received {:?}", self.ended, self.types());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not met; received {:?}",
+                self.types()
+            );
+            assert!(
+                self.read_one().await,
+                "stream ended ({:?}) before the condition; received {:?}",
+                self.ended,
+                self.types()
+            );
         }
     }
 
     /// Reads until an event with this sequence number (or a later one) has arrived.
     pub async fn read_through(&mut self, seq: u64) {
-        self.read_until(|r| r.last().is_some_and(|e| e["seq"].as_u64().unwrap_or(0) >= seq)).await;
+        self.read_until(|r| {
+            r.last()
+                .is_some_and(|e| e["seq"].as_u64().unwrap_or(0) >= seq)
+        })
+        .await;
     }
 
     /// Reads until the stream ends; returns how.
@@ -143,11 +190,18 @@ impl WsClient {
 
     /// The event frames' sequence numbers (the snapshot excluded).
     pub fn seqs(&self) -> Vec<u64> {
-        self.received.iter().filter(|e| e["type"] != "snapshot").map(|e| e["seq"].as_u64().unwrap()).collect()
+        self.received
+            .iter()
+            .filter(|e| e["type"] != "snapshot")
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
     }
 
     pub fn types(&self) -> Vec<String> {
-        self.received.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect()
+        self.received
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 }
 
@@ -171,7 +225,13 @@ pub struct SseClient {
 }
 
 /// Opens an SSE stream; `Err((status, body))` on an HTTP error.
-pub async fn sse_connect(app: &TestApp, meeting_id: &str, auth: Auth, after: Option<u64>, last_event_id: Option<u64>) -> Result<SseClient, (u16, Value)> {
+pub async fn sse_connect(
+    app: &TestApp,
+    meeting_id: &str,
+    auth: Auth,
+    after: Option<u64>,
+    last_event_id: Option<u64>,
+) -> Result<SseClient, (u16, Value)> {
     let url = events_url(app, meeting_id, &auth, after, "http");
     let mut request = app.client.get(url).header("accept", "text/event-stream");
     if let Some(value) = authorization(&auth) {
@@ -185,17 +245,33 @@ pub async fn sse_connect(app: &TestApp, meeting_id: &str, auth: Auth, after: Opt
         let status = response.status().as_u16();
         return Err((status, response.json().await.unwrap_or(Value::Null)));
     }
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-    Ok(SseClient { response, buffer: String::new(), received: Vec::new() })
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    Ok(SseClient {
+        response,
+        buffer: String::new(),
+        received: Vec::new(),
+    })
 }
 
 impl SseClient {
     /// Reads until `done(received)` holds, within the deadline.
-    pub async fn read_until(&mut self, mut done: impl FnMut(&[(Option<String>, String, Value)]) -> bool) {
+    pub async fn read_until(
+        &mut self,
+        mut done: impl FnMut(&[(Option<String>, String, Value)]) -> bool,
+    ) {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         while !done(&self.received) {
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await.expect("SSE condition within the deadline");
-            let chunk = chunk.unwrap().expect("the SSE stream ended before the condition");
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("SSE condition within the deadline");
+            let chunk = chunk
+                .unwrap()
+                .expect("the SSE stream ended before the condition");
             self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
             while let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -210,13 +286,18 @@ impl SseClient {
                     }
                 }
                 if !data.is_empty() {
-                    self.received.push((id, event, serde_json::from_str(&data).unwrap()));
+                    self.received
+                        .push((id, event, serde_json::from_str(&data).unwrap()));
                 }
             }
         }
     }
 
     pub fn seqs(&self) -> Vec<u64> {
-        self.received.iter().filter(|(_, e, _)| e != "snapshot" && e != "close").map(|(_, _, d)| d["seq"].as_u64().unwrap()).collect()
+        self.received
+            .iter()
+            .filter(|(_, e, _)| e != "snapshot" && e != "close")
+            .map(|(_, _, d)| d["seq"].as_u64().unwrap())
+            .collect()
     }
 }
