@@ -27,7 +27,7 @@ pub use error::{ApiError, ErrorBody};
 pub use hub::{Hub, HubConfig};
 pub use state::{AppState, Limits, PublicUrls};
 
-use routes::{access, events, meetings, moderation, system};
+use routes::{access, events, meetings, moderation, system, webhooks};
 
 /// Largest JSON body the native API accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -43,6 +43,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         (name = "moderation", description = "Waiting room and moderation (hosts and admins)."),
         (name = "stage", description = "Raise hand, invitations, chat."),
         (name = "events", description = "The meeting's ordered event log."),
+        (name = "webhooks", description = "The webhook outbox: deliveries, their status and errors (API key)."),
         (name = "system", description = "Health."),
     )
 )]
@@ -134,6 +135,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(moderation::decline))
         .routes(routes!(moderation::chat))
         .routes(routes!(events::list))
+        .routes(routes!(webhooks::deliveries))
         .split_for_parts()
 }
 

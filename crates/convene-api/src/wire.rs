@@ -109,6 +109,10 @@ pub struct CreateMeetingRequest {
     pub quality: Option<WireQuality>,
     #[schema(max_length = 2048)]
     pub logout_url: Option<String>,
+    /// This meeting's events are POSTed here (signed as LiveKit signs webhooks), besides the
+    /// deployment-wide `CONVENE_WEBHOOK_URLS`.
+    #[schema(max_length = 2048)]
+    pub webhook_url: Option<String>,
     /// Free JSON object, at most 16 KiB.
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     pub schedule: Option<ScheduleWire>,
@@ -130,6 +134,10 @@ pub struct UpdateMeetingRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, max_length = 2048)]
     pub logout_url: Option<Option<String>>,
+    /// `null` removes it: pending deliveries to it are then failed.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, max_length = 2048)]
+    pub webhook_url: Option<Option<String>>,
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<ScheduleWire>)]
@@ -166,6 +174,7 @@ pub struct MeetingView {
     pub capacity: Option<u32>,
     pub quality: WireQuality,
     pub logout_url: Option<String>,
+    pub webhook_url: Option<String>,
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub schedule: Option<ScheduleWire>,
     pub credentials: CredentialsView,
@@ -190,6 +199,11 @@ impl From<&Meeting> for MeetingView {
             logout_url: m
                 .settings
                 .logout_url
+                .as_ref()
+                .map(|u| u.as_str().to_owned()),
+            webhook_url: m
+                .settings
+                .webhook_url
                 .as_ref()
                 .map(|u| u.as_str().to_owned()),
             metadata: m.settings.metadata.as_map().clone(),
@@ -436,6 +450,58 @@ pub struct EventPage {
     pub next_after: u64,
     /// The meeting's last sequence number when read; poll again with `after` = the last event's `seq`.
     pub last_seq: u64,
+}
+
+/// One webhook delivery: an event on its way to one endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDeliveryView {
+    pub meeting_id: String,
+    /// The event's sequence number.
+    pub seq: u64,
+    /// The event's type, e.g. `participant.admitted`.
+    pub event_type: String,
+    pub url: String,
+    /// `deployment` (`CONVENE_WEBHOOK_URLS`) or `meeting` (the meeting's `webhook_url`).
+    #[schema(value_type = String, example = "deployment")]
+    pub scope: convene_core::webhook::EndpointScope,
+    /// `pending`, `delivered` or `failed` (given up).
+    #[schema(value_type = String, example = "pending")]
+    pub status: convene_core::webhook::DeliveryStatus,
+    pub attempts: u32,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_at: Option<String>,
+    /// HTTP status of the last attempt, when the endpoint answered.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&convene_core::webhook::WebhookDelivery> for WebhookDeliveryView {
+    fn from(d: &convene_core::webhook::WebhookDelivery) -> Self {
+        Self {
+            meeting_id: d.meeting_id.to_string(),
+            seq: d.seq,
+            event_type: d.event_type.clone(),
+            url: d.url.clone(),
+            scope: d.scope,
+            status: d.status,
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at.map(rfc3339),
+            last_status: d.last_status,
+            last_error: d.last_error.clone(),
+            created_at: rfc3339(d.created_at),
+            updated_at: rfc3339(d.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDeliveryList {
+    pub deliveries: Vec<WebhookDeliveryView>,
+    /// With `meeting_id`: pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -16,6 +16,7 @@ pub mod participant;
 pub mod ports;
 pub mod service;
 pub mod time;
+pub mod webhook;
 
 pub use error::{DomainError, ErrorCode, ValidationError};
 pub use time::{Clock, Timestamp};

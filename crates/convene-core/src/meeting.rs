@@ -242,6 +242,18 @@ impl From<Metadata> for serde_json::Value {
     }
 }
 
+/// An absolute http(s) URL of at most 2 KiB, for the field `field`.
+pub(crate) fn http_url(field: &str, raw: &str) -> Result<Url, ValidationError> {
+    if raw.len() > 2048 {
+        return Err(ValidationError::new(field, "must be at most 2048 bytes"));
+    }
+    let url = Url::parse(raw).map_err(|e| ValidationError::new(field, e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ValidationError::new(field, "must be an http or https URL"));
+    }
+    Ok(url)
+}
+
 /// A logout URL: absolute http(s) only, at most 2 KiB.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -249,20 +261,7 @@ pub struct LogoutUrl(Url);
 
 impl LogoutUrl {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        if raw.len() > 2048 {
-            return Err(ValidationError::new(
-                "logout_url",
-                "must be at most 2048 bytes",
-            ));
-        }
-        let url = Url::parse(raw).map_err(|e| ValidationError::new("logout_url", e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ValidationError::new(
-                "logout_url",
-                "must be an http or https URL",
-            ));
-        }
-        Ok(Self(url))
+        http_url("logout_url", raw).map(Self)
     }
     pub fn as_str(&self) -> &str {
         self.0.as_str()
@@ -292,6 +291,9 @@ pub struct MeetingSettings {
     pub logout_url: Option<LogoutUrl>,
     pub metadata: Metadata,
     pub schedule: Option<Schedule>,
+    /// Where this meeting's events are POSTed, besides the deployment-wide webhook URLs.
+    #[serde(default)]
+    pub webhook_url: Option<crate::webhook::WebhookUrl>,
 }
 
 impl MeetingSettings {
@@ -307,6 +309,7 @@ impl MeetingSettings {
             logout_url: None,
             metadata: Metadata::default(),
             schedule: None,
+            webhook_url: None,
         }
     }
 }

@@ -37,6 +37,7 @@ impl World {
             logout_url: None,
             metadata: Metadata::default(),
             schedule: None,
+            webhook_url: None,
         };
         let credentials = Credentials::new(
             Some(Credential::parse("host-pin").unwrap()),

@@ -26,13 +26,15 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Persistent state. Implementations: SQLite and PostgreSQL in `convene-store`.
+/// Persistent state. Implementations: SQLite and PostgreSQL in `convene-store`. The webhook
+/// outbox is part of it: its rows are written in the same transactions as the events.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: crate::webhook::WebhookStore + Send + Sync + 'static {
     /// Inserts a new meeting with its first events. `Duplicate("meeting_id" | "room_name")` on a clash.
     async fn create_meeting(&self, change: &Change) -> Result<(), StoreError>;
     /// Atomically: the meeting's `last_seq` must still be `change.expected_seq` (else `Conflict`);
-    /// writes the meeting, upserts the participants, appends the events.
+    /// writes the meeting, upserts the participants, appends the events, and queues them for
+    /// the active webhook endpoints (the deployment's and the meeting's own `webhook_url`).
     async fn commit(&self, change: &Change) -> Result<(), StoreError>;
 
     async fn meeting(&self, id: &MeetingId) -> Result<Option<Meeting>, StoreError>;

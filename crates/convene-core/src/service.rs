@@ -261,6 +261,18 @@ impl Meetings {
             .ok_or_else(|| DomainError::code(ErrorCode::MeetingNotFound).into())
     }
 
+    /// Webhook deliveries (the outbox), for the API. A filter naming an unknown meeting is a 404.
+    pub async fn webhook_deliveries(
+        &self,
+        filter: &crate::webhook::DeliveryFilter,
+        limit: u32,
+    ) -> Result<Vec<crate::webhook::WebhookDelivery>> {
+        if let Some(id) = &filter.meeting {
+            self.meeting(id).await?;
+        }
+        Ok(self.store.webhook_deliveries(filter, limit).await?)
+    }
+
     pub async fn meeting_by_room(&self, room: &RoomName) -> Result<Option<Meeting>> {
         Ok(self.store.meeting_by_room(room).await?)
     }

@@ -49,6 +49,7 @@
 mod error;
 mod rows;
 mod store;
+mod webhooks;
 
 use std::path::Path;
 use std::time::Duration;
@@ -58,6 +59,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
 pub use convene_core::ports::Store;
+pub use convene_core::webhook::WebhookStore;
 pub use error::StoreFault;
 use error::backend;
 

@@ -10,6 +10,7 @@ use convene_core::lockout::FailureRecord;
 use convene_core::meeting::{Meeting, MeetingStatus, Run};
 use convene_core::participant::{Participant, ParticipantState, Role};
 use convene_core::ports::StoreError;
+use convene_core::webhook::{DeliveryStatus, DueDelivery, EndpointScope, Lane, WebhookDelivery};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::any::AnyRow;
@@ -152,6 +153,45 @@ pub(crate) fn api_key(row: &AnyRow) -> Result<ApiKey, StoreError> {
         description: text(row, "description")?,
         created_at: timestamp(row, "created_at")?,
         revoked_at: optional_timestamp(row, "revoked_at")?,
+    })
+}
+
+/// A delivery joined with its endpoint (`url`), event (`EVENT_COLUMNS`) and meeting (`room_name`).
+pub(crate) fn due_delivery(row: &AnyRow) -> Result<DueDelivery, StoreError> {
+    let event = event(row)?;
+    Ok(DueDelivery {
+        lane: Lane {
+            endpoint_id: text(row, "endpoint_id")?,
+            meeting_id: event.meeting_id.clone(),
+        },
+        url: text(row, "url")?,
+        attempts: uint(row, "attempts")?,
+        room_name: parsed(row, "room_name", RoomName::parse)?,
+        event,
+    })
+}
+
+/// A delivery joined with its endpoint (`url`) and its event's `type`.
+pub(crate) fn webhook_delivery(row: &AnyRow) -> Result<WebhookDelivery, StoreError> {
+    let endpoint_id = text(row, "endpoint_id")?;
+    let status = parsed(row, "status", DeliveryStatus::parse)?;
+    Ok(WebhookDelivery {
+        meeting_id: parsed(row, "meeting_id", MeetingId::parse)?,
+        seq: uint(row, "seq")?,
+        event_type: text(row, "type")?,
+        url: text(row, "url")?,
+        scope: EndpointScope::of_endpoint(&endpoint_id),
+        status,
+        attempts: uint(row, "attempts")?,
+        next_attempt_at: if status == DeliveryStatus::Pending {
+            Some(timestamp(row, "next_attempt_at")?)
+        } else {
+            None
+        },
+        last_status: get::<Option<i64>>(row, "last_status")?.and_then(|s| u16::try_from(s).ok()),
+        last_error: get(row, "last_error")?,
+        created_at: timestamp(row, "created_at")?,
+        updated_at: timestamp(row, "updated_at")?,
     })
 }
 

@@ -158,6 +158,26 @@ async fn insert_events(
     Ok(())
 }
 
+/// Inside a commit: the meeting's own webhook endpoint follows its settings, and the new events
+/// are queued for every active endpoint (see `webhooks.rs`).
+async fn webhook_outbox(connection: &mut AnyConnection, change: &Change) -> Result<(), StoreError> {
+    crate::webhooks::sync_meeting_endpoint(connection, &change.meeting)
+        .await
+        .map_err(backend)?;
+    let seqs = change.events.iter().map(|e| e.seq);
+    if let (Some(first), Some(last)) = (seqs.clone().min(), seqs.max()) {
+        crate::webhooks::enqueue(
+            connection,
+            &change.meeting.id,
+            rows::signed("seq", first)?,
+            rows::signed("seq", last)?,
+        )
+        .await
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
 fn meeting_duplicate(error: sqlx::Error) -> StoreError {
     match unique_violation(&error) {
         Some(text) if text.contains("room_name") => StoreError::Duplicate("room_name"),
@@ -199,6 +219,7 @@ impl Store for SqlStore {
         insert_events(&mut tx, &encoded.events, self.rows_per_statement())
             .await
             .map_err(meeting_duplicate)?;
+        webhook_outbox(&mut tx, change).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -248,6 +269,7 @@ impl Store for SqlStore {
                 Some(_) => StoreError::Conflict,
                 None => backend(e),
             })?;
+        webhook_outbox(&mut tx, change).await?;
         tx.commit().await.map_err(backend)
     }
 

@@ -20,6 +20,10 @@ use convene_core::meeting::{
 use convene_core::ops::{self, Actor, Change, Entry, Tx};
 use convene_core::participant::{Participant, ParticipantState, Role};
 use convene_core::ports::{Store, StoreError};
+use convene_core::webhook::{
+    Attempt, AttemptOutcome, DeliveryFilter, DeliveryStatus, EndpointScope, Lane, WebhookStore,
+    WebhookUrl, deployment_endpoint_id, meeting_endpoint_id,
+};
 use convene_store::SqlStore;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -205,6 +209,9 @@ conformance!(
     api_keys_insert_get_list_revoke,
     failure_counters_count_forget_and_clear,
     data_survives_closing_and_reopening,
+    webhook_deliveries_are_queued_with_the_events_and_sent_in_lane_order,
+    webhook_endpoints_follow_configuration_and_meeting_settings,
+    webhook_leases_keep_two_senders_apart,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -228,6 +235,7 @@ fn settings(policy: WaitingPolicy) -> MeetingSettings {
         metadata: Metadata::parse(serde_json::json!({"course": "bio-101", "tags": ["a", 1, null]}))
             .expect("meta"),
         schedule: Some(Schedule::new(at(1_000), Some(at(9_000))).expect("schedule")),
+        webhook_url: None,
     }
 }
 
@@ -1374,5 +1382,451 @@ async fn unsupported_targets_are_refused_clearly() {
     assert!(
         err.to_string().contains("unsupported database URL scheme"),
         "{err}"
+    );
+}
+
+// ----- webhooks --------------------------------------------------------------------------------
+
+fn hook(raw: &str) -> WebhookUrl {
+    WebhookUrl::parse(raw).expect("webhook url")
+}
+
+fn deployment_lane(url: &str, meeting: &str) -> Lane {
+    Lane {
+        endpoint_id: deployment_endpoint_id(&hook(url)),
+        meeting_id: mid(meeting),
+    }
+}
+
+fn attempt(outcome: AttemptOutcome, now: i64, status: Option<u16>, error: Option<&str>) -> Attempt {
+    Attempt {
+        outcome,
+        at: at(now),
+        status,
+        error: error.map(str::to_owned),
+    }
+}
+
+async fn deliveries(store: &SqlStore, meeting: &str) -> Vec<(u64, String, DeliveryStatus, u32)> {
+    let filter = DeliveryFilter {
+        meeting: Some(mid(meeting)),
+        ..DeliveryFilter::default()
+    };
+    store
+        .webhook_deliveries(&filter, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.seq, d.url, d.status, d.attempts))
+        .collect()
+}
+
+async fn webhook_deliveries_are_queued_with_the_events_and_sent_in_lane_order(db: &mut TestDb) {
+    let store = db.store();
+    let mut rng = StdRng::seed_from_u64(21);
+    // Events committed before any endpoint exists are not queued.
+    store
+        .create_meeting(&new_meeting("7001", None, WaitingPolicy::Open, &mut rng))
+        .await
+        .unwrap();
+    assert!(deliveries(store, "7001").await.is_empty());
+    store
+        .set_deployment_webhooks(&[hook("http://a.example/hook")], at(1_500))
+        .await
+        .unwrap();
+    let change = step(store, "7001", 2_000, |tx, _| {
+        ops::enter(tx, None, entry("ann", Role::Viewer)).unwrap();
+        ops::enter(tx, None, entry("bob", Role::Viewer)).unwrap();
+    })
+    .await;
+    let expected: Vec<u64> = change.events.iter().map(|e| e.seq).collect();
+    assert!(expected.len() >= 2);
+    let (first, second) = (expected[0], expected[1]);
+    let queued = deliveries(store, "7001").await;
+    assert_eq!(
+        queued.iter().map(|d| d.0).collect::<Vec<_>>(),
+        expected,
+        "one per new event"
+    );
+    assert!(
+        queued
+            .iter()
+            .all(|d| d.1 == "http://a.example/hook" && d.2 == DeliveryStatus::Pending && d.3 == 0)
+    );
+
+    // Only the lane's head is due; claiming takes the run from the head, in order, with the event.
+    let lane = deployment_lane("http://a.example/hook", "7001");
+    assert_eq!(
+        store.due_lanes(at(1_999), 10).await.unwrap(),
+        vec![],
+        "not due before the event's time"
+    );
+    assert_eq!(
+        store.due_lanes(at(2_000), 10).await.unwrap(),
+        vec![lane.clone()]
+    );
+    let claimed = store
+        .claim_lane(&lane, at(2_000), at(60_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|d| d.event.seq).collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(
+        claimed[0].event, change.events[0],
+        "the event itself comes with the delivery"
+    );
+    assert_eq!(claimed[0].url, "http://a.example/hook");
+    assert_eq!(claimed[0].room_name, change.meeting.room_name);
+    assert!(
+        store.due_lanes(at(2_001), 10).await.unwrap().is_empty(),
+        "a leased lane is not due"
+    );
+
+    // The head fails: it is retried later, and the next one waits behind it.
+    store
+        .record_attempt(
+            &lane,
+            first,
+            &attempt(
+                AttemptOutcome::RetryAt(at(5_000)),
+                2_100,
+                Some(500),
+                Some("HTTP 500"),
+            ),
+        )
+        .await
+        .unwrap();
+    store.release_lane(&lane).await.unwrap();
+    assert!(
+        store.due_lanes(at(4_999), 10).await.unwrap().is_empty(),
+        "the rest waits behind the failed head"
+    );
+    assert!(
+        store
+            .claim_lane(&lane, at(4_999), at(60_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let listed = store
+        .webhook_deliveries(
+            &DeliveryFilter {
+                meeting: Some(mid("7001")),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed[0].status, DeliveryStatus::Pending);
+    assert_eq!(listed[0].attempts, 1);
+    assert_eq!(listed[0].last_status, Some(500));
+    assert_eq!(listed[0].last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!(listed[0].next_attempt_at, Some(at(5_000)));
+    assert_eq!(listed[0].scope, EndpointScope::Deployment);
+    assert_eq!(listed[0].event_type, change.events[0].kind.type_name());
+
+    // Delivered on the second try; then the next one goes; a give-up also unblocks the lane.
+    assert_eq!(
+        store.due_lanes(at(5_000), 10).await.unwrap(),
+        vec![lane.clone()]
+    );
+    let claimed = store
+        .claim_lane(&lane, at(5_000), at(60_000), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|d| (d.event.seq, d.attempts))
+            .collect::<Vec<_>>(),
+        vec![(first, 1)]
+    );
+    store
+        .record_attempt(
+            &lane,
+            first,
+            &attempt(AttemptOutcome::Delivered, 5_100, Some(200), None),
+        )
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_lane(&lane, at(5_200), at(60_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|d| d.event.seq).collect::<Vec<_>>(),
+        expected[1..].to_vec()
+    );
+    store
+        .record_attempt(
+            &lane,
+            second,
+            &attempt(
+                AttemptOutcome::GaveUp,
+                5_300,
+                None,
+                Some("connection refused"),
+            ),
+        )
+        .await
+        .unwrap();
+    store.release_lane(&lane).await.unwrap();
+    let rest = expected[2..].to_vec();
+    let mut want = vec![
+        (
+            first,
+            "http://a.example/hook".to_owned(),
+            DeliveryStatus::Delivered,
+            2,
+        ),
+        (
+            second,
+            "http://a.example/hook".to_owned(),
+            DeliveryStatus::Failed,
+            1,
+        ),
+    ];
+    want.extend(rest.iter().map(|&seq| {
+        (
+            seq,
+            "http://a.example/hook".to_owned(),
+            DeliveryStatus::Pending,
+            0,
+        )
+    }));
+    assert_eq!(deliveries(store, "7001").await, want);
+    let due = store.due_lanes(at(5_400), 10).await.unwrap();
+    assert_eq!(
+        due.is_empty(),
+        rest.is_empty(),
+        "the lane goes on after a give-up"
+    );
+    let failed = DeliveryFilter {
+        status: Some(DeliveryStatus::Failed),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.webhook_deliveries(&failed, 10).await.unwrap().len(),
+        1
+    );
+    let after = DeliveryFilter {
+        meeting: Some(mid("7001")),
+        after_seq: Some(first),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .webhook_deliveries(&after, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.seq)
+            .collect::<Vec<_>>(),
+        expected[1..].to_vec()
+    );
+
+    // Finished deliveries are pruned by age; pending ones never are.
+    step(store, "7001", 6_000, |tx, _| {
+        ops::enter(tx, None, entry("cat", Role::Viewer)).unwrap();
+    })
+    .await;
+    assert_eq!(
+        store.prune_webhook_deliveries(at(5_250)).await.unwrap(),
+        1,
+        "only the delivered one is older"
+    );
+    assert_eq!(
+        store.prune_webhook_deliveries(at(1_000_000)).await.unwrap(),
+        1
+    );
+    let left = deliveries(store, "7001").await;
+    assert!(left.len() > rest.len() && left.iter().all(|d| d.2 == DeliveryStatus::Pending));
+}
+
+async fn webhook_endpoints_follow_configuration_and_meeting_settings(db: &mut TestDb) {
+    let store = db.store();
+    let mut rng = StdRng::seed_from_u64(22);
+    store
+        .set_deployment_webhooks(
+            &[hook("http://a.example/"), hook("http://b.example/")],
+            at(900),
+        )
+        .await
+        .unwrap();
+    // A meeting created with its own URL gets its creation event there too.
+    let mut change = new_meeting("7101", None, WaitingPolicy::Open, &mut rng);
+    change.meeting.settings.webhook_url = Some(hook("http://own.example/x"));
+    store.create_meeting(&change).await.unwrap();
+    let mut urls: Vec<String> = deliveries(store, "7101")
+        .await
+        .into_iter()
+        .map(|d| d.1)
+        .collect();
+    urls.sort();
+    assert_eq!(
+        urls,
+        vec![
+            "http://a.example/",
+            "http://b.example/",
+            "http://own.example/x"
+        ]
+    );
+    let own = DeliveryFilter {
+        meeting: Some(mid("7101")),
+        ..Default::default()
+    };
+    let scopes: BTreeSet<_> = store
+        .webhook_deliveries(&own, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| format!("{:?}", d.scope))
+        .collect();
+    assert_eq!(
+        scopes,
+        BTreeSet::from(["Deployment".to_owned(), "Meeting".to_owned()])
+    );
+
+    // b leaves the configuration: its pending deliveries fail, and it gets no new ones.
+    store
+        .set_deployment_webhooks(&[hook("http://a.example/")], at(1_100))
+        .await
+        .unwrap();
+    let b = deliveries(store, "7101")
+        .await
+        .into_iter()
+        .find(|d| d.1 == "http://b.example/")
+        .unwrap();
+    assert_eq!(b.2, DeliveryStatus::Failed);
+    let entered = step(store, "7101", 2_000, |tx, _| {
+        ops::enter(tx, None, entry("ann", Role::Viewer)).unwrap();
+    })
+    .await;
+    let seq2: Vec<String> = deliveries(store, "7101")
+        .await
+        .into_iter()
+        .filter(|d| d.0 == entered.events[0].seq)
+        .map(|d| d.1)
+        .collect();
+    assert_eq!(seq2.len(), 2, "a and the meeting's own URL: {seq2:?}");
+
+    // The meeting's URL changes: pending deliveries follow it. Then it is removed: they fail.
+    let moved = step(store, "7101", 3_000, |tx, _| {
+        let mut settings = tx.meeting().settings.clone();
+        settings.webhook_url = Some(hook("http://moved.example/y"));
+        ops::update_meeting(tx, &Actor::Admin, settings, None, Vec::new()).unwrap();
+    })
+    .await;
+    let own_lane = Lane {
+        endpoint_id: meeting_endpoint_id(&mid("7101")),
+        meeting_id: mid("7101"),
+    };
+    let claimed = store
+        .claim_lane(&own_lane, at(3_000), at(9_000), 100)
+        .await
+        .unwrap();
+    assert!(claimed.iter().all(|d| d.url == "http://moved.example/y"));
+    let last = moved.meeting.last_seq;
+    assert_eq!(
+        claimed.iter().map(|d| d.event.seq).collect::<Vec<_>>(),
+        (1..=last).collect::<Vec<_>>()
+    );
+    step(store, "7101", 4_000, |tx, _| {
+        let mut settings = tx.meeting().settings.clone();
+        settings.webhook_url = None;
+        ops::update_meeting(tx, &Actor::Admin, settings, None, Vec::new()).unwrap();
+    })
+    .await;
+    let own_rows: Vec<_> = store
+        .webhook_deliveries(&own, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.scope == EndpointScope::Meeting)
+        .collect();
+    assert_eq!(
+        own_rows.len() as u64,
+        last,
+        "no delivery for the event that removed the URL"
+    );
+    assert!(
+        own_rows
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Failed && d.last_error.is_some())
+    );
+
+    // Setting the same configuration again changes nothing; an empty one turns everything off.
+    store
+        .set_deployment_webhooks(&[hook("http://a.example/")], at(5_000))
+        .await
+        .unwrap();
+    let pending_a = deliveries(store, "7101")
+        .await
+        .into_iter()
+        .filter(|d| d.1 == "http://a.example/" && d.2 == DeliveryStatus::Pending)
+        .count();
+    assert_eq!(
+        pending_a as u64,
+        store.meeting(&mid("7101")).await.unwrap().unwrap().last_seq,
+        "every event, still pending"
+    );
+    store.set_deployment_webhooks(&[], at(6_000)).await.unwrap();
+    assert!(
+        deliveries(store, "7101")
+            .await
+            .iter()
+            .all(|d| d.2 == DeliveryStatus::Failed)
+    );
+}
+
+async fn webhook_leases_keep_two_senders_apart(db: &mut TestDb) {
+    let store = db.store();
+    let mut rng = StdRng::seed_from_u64(23);
+    store
+        .set_deployment_webhooks(&[hook("http://a.example/")], at(0))
+        .await
+        .unwrap();
+    store
+        .create_meeting(&new_meeting("7201", None, WaitingPolicy::Open, &mut rng))
+        .await
+        .unwrap();
+    let lane = deployment_lane("http://a.example/", "7201");
+    let (first, second) = tokio::join!(
+        store.claim_lane(&lane, at(1_000), at(30_000), 10),
+        store.claim_lane(&lane, at(1_000), at(30_000), 10),
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(
+        first.len() + second.len(),
+        1,
+        "exactly one sender holds the delivery"
+    );
+    // A lease that ran out (its sender died) is taken over; released leases are free at once.
+    assert!(
+        store
+            .claim_lane(&lane, at(29_999), at(60_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .claim_lane(&lane, at(30_000), at(60_000), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store.release_all_leases().await.unwrap();
+    assert_eq!(
+        store
+            .claim_lane(&lane, at(30_001), at(60_000), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
     );
 }

@@ -80,6 +80,7 @@ fn writer(path: &Path) {
                 logout_url: None,
                 metadata: Metadata::default(),
                 schedule: None,
+                webhook_url: None,
             };
             let credentials = Credentials::new(None, None, None, &mut rng).expect("credentials");
             let now = Timestamp::from_millis(1_000 + i64::from(n));

@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 pub const LEEWAY: Duration = Duration::from_secs(30);
 /// Default lifetime of a media access token.
 pub const ACCESS_TTL: Duration = Duration::from_secs(6 * 3600);
-/// Default lifetime of a waiting-room token.
+/// Lifetime of a webhook signature (LiveKit's own is five minutes).
+pub const WEBHOOK_TTL: Duration = Duration::from_secs(5 * 60);
+/// Lifetime of a waiting-room token.
 pub const WAITING_TTL: Duration = Duration::from_secs(2 * 3600);
 
 /// Why a token was refused. The message is safe to show to the caller.
@@ -265,6 +267,21 @@ impl Signer {
         self.sign(&AllClaims {
             livekit,
             convene: Some(convene),
+        })
+    }
+
+    /// The `Authorization` value of a webhook POST, as LiveKit signs its own: no grant, valid for
+    /// [`WEBHOOK_TTL`], claim `sha256` = base64 of the SHA-256 of the exact body bytes. LiveKit's
+    /// `WebhookReceiver`s (every server SDK has one) verify it with the same key pair.
+    pub fn webhook_token(&self, body: &[u8], now: Timestamp) -> Result<String, TokenError> {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let mut livekit = self.base("", "", now, WEBHOOK_TTL);
+        livekit.sha256 =
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body));
+        self.sign(&AllClaims {
+            livekit,
+            convene: None,
         })
     }
 

@@ -32,6 +32,7 @@ fn fixture(role: Role) -> (Meeting, Participant) {
         logout_url: None,
         metadata: Metadata::default(),
         schedule: None,
+        webhook_url: None,
     };
     let credentials = Credentials::new(
         Some(Credential::parse("hostpin1").unwrap()),

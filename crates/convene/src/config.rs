@@ -26,6 +26,10 @@ pub struct FileConfig {
     pub compat_live_passcode: Option<String>,
     pub rtc_udp_port: Option<u16>,
     pub rtc_node_ip: Option<String>,
+    pub webhook_urls: Option<String>,
+    pub webhook_max_attempts: Option<u32>,
+    pub webhook_first_retry_ms: Option<u64>,
+    pub webhook_timeout_ms: Option<u64>,
 }
 
 /// The validated configuration.
@@ -45,6 +49,27 @@ pub struct Config {
     pub rtc_udp_port: u16,
     /// Addresses advertised in SDP (servers behind 1:1 NAT); empty = local interface addresses.
     pub rtc_node_ips: Vec<std::net::IpAddr>,
+    /// Where every meeting's events are POSTed, and how.
+    pub webhooks: WebhookConfig,
+}
+
+/// Deployment-wide webhooks and the delivery rules for every endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookConfig {
+    pub urls: Vec<convene_core::webhook::WebhookUrl>,
+    pub retry: convene_core::webhook::RetryPolicy,
+    /// How long one POST may take before it counts as failed.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            retry: Default::default(),
+            timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -59,6 +84,7 @@ impl std::fmt::Debug for Config {
             .field("compat", &self.compat)
             .field("rtc_udp_port", &self.rtc_udp_port)
             .field("rtc_node_ips", &self.rtc_node_ips)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -102,7 +128,51 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "CONVENE_COMPAT_LIVE_PASSCODE",
         "turns on the seed 001 live-stream surface with this passcode",
     ),
+    (
+        "CONVENE_WEBHOOK_URLS",
+        "comma-separated URLs that receive every meeting's events (signed like LiveKit's webhooks)",
+    ),
+    (
+        "CONVENE_WEBHOOK_MAX_ATTEMPTS",
+        "attempts per webhook delivery before it is given up (default 10, 1 to 100)",
+    ),
+    (
+        "CONVENE_WEBHOOK_FIRST_RETRY_MS",
+        "delay before the first retry, doubling after each failure up to 5 minutes (default 1000)",
+    ),
+    (
+        "CONVENE_WEBHOOK_TIMEOUT_MS",
+        "time one webhook POST may take (default 10000)",
+    ),
 ];
+
+/// A whole number from the environment or the file, within `range`, or the default.
+fn number<T>(
+    name: &str,
+    env: Option<String>,
+    file: Option<T>,
+    range: std::ops::RangeInclusive<T>,
+    default: T,
+) -> anyhow::Result<T>
+where
+    T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display,
+{
+    let value = match env {
+        Some(text) => text
+            .trim()
+            .parse::<T>()
+            .map_err(|_| anyhow::anyhow!("{name}: {text:?} is not a whole number"))?,
+        None => file.unwrap_or(default),
+    };
+    if !range.contains(&value) {
+        bail!(
+            "{name} must be {} to {} (got {value})",
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(value)
+}
 
 impl Config {
     /// Loads defaults, then `file` (if given), then the environment `env`.
@@ -232,6 +302,45 @@ impl Config {
                 .collect::<anyhow::Result<Vec<_>>>()?,
             None => Vec::new(),
         };
+        let webhook_urls = match var("CONVENE_WEBHOOK_URLS").or(file.webhook_urls) {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|url| {
+                    convene_core::webhook::WebhookUrl::parse(url)
+                        .map_err(|e| anyhow::anyhow!("CONVENE_WEBHOOK_URLS: {url:?} {}", e.reason))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        let webhooks = WebhookConfig {
+            urls: webhook_urls,
+            retry: convene_core::webhook::RetryPolicy {
+                max_attempts: number(
+                    "CONVENE_WEBHOOK_MAX_ATTEMPTS",
+                    var("CONVENE_WEBHOOK_MAX_ATTEMPTS"),
+                    file.webhook_max_attempts,
+                    1..=100,
+                    10,
+                )?,
+                first_delay: std::time::Duration::from_millis(number(
+                    "CONVENE_WEBHOOK_FIRST_RETRY_MS",
+                    var("CONVENE_WEBHOOK_FIRST_RETRY_MS"),
+                    file.webhook_first_retry_ms,
+                    10..=3_600_000,
+                    1000,
+                )?),
+                max_delay: std::time::Duration::from_secs(300),
+            },
+            timeout: std::time::Duration::from_millis(number(
+                "CONVENE_WEBHOOK_TIMEOUT_MS",
+                var("CONVENE_WEBHOOK_TIMEOUT_MS"),
+                file.webhook_timeout_ms,
+                100..=120_000,
+                10_000,
+            )?),
+        };
         Ok(Self {
             http_addr,
             public_url,
@@ -242,6 +351,7 @@ impl Config {
             compat,
             rtc_udp_port,
             rtc_node_ips,
+            webhooks,
         })
     }
 
@@ -335,6 +445,46 @@ mod tests {
         .unwrap();
         assert!(err.to_string().contains("postgres://"));
         assert!(toml::from_str::<FileConfig>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn webhook_settings_are_read_and_checked() {
+        let c = Config::from_layers(
+            FileConfig::default(),
+            &env(&[
+                (
+                    "CONVENE_WEBHOOK_URLS",
+                    "https://a.example/hook, http://127.0.0.1:9/x,",
+                ),
+                ("CONVENE_WEBHOOK_MAX_ATTEMPTS", "3"),
+                ("CONVENE_WEBHOOK_FIRST_RETRY_MS", "200"),
+            ]),
+        )
+        .unwrap();
+        let urls: Vec<&str> = c.webhooks.urls.iter().map(|u| u.as_str()).collect();
+        assert_eq!(urls, vec!["https://a.example/hook", "http://127.0.0.1:9/x"]);
+        assert_eq!(c.webhooks.retry.max_attempts, 3);
+        assert_eq!(c.webhooks.retry.first_delay.as_millis(), 200);
+        assert_eq!(c.webhooks.timeout.as_secs(), 10);
+        let defaults = Config::from_layers(FileConfig::default(), &env(&[]))
+            .unwrap()
+            .webhooks;
+        assert_eq!(defaults, WebhookConfig::default());
+        let bad = |k: &str, v: &str| {
+            Config::from_layers(FileConfig::default(), &env(&[(k, v)]))
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            bad("CONVENE_WEBHOOK_URLS", "ftp://x/")
+                .starts_with("CONVENE_WEBHOOK_URLS: \"ftp://x/\"")
+        );
+        assert_eq!(
+            bad("CONVENE_WEBHOOK_MAX_ATTEMPTS", "0"),
+            "CONVENE_WEBHOOK_MAX_ATTEMPTS must be 1 to 100 (got 0)"
+        );
+        assert!(bad("CONVENE_WEBHOOK_TIMEOUT_MS", "soon").contains("not a whole number"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod config;
 pub mod media;
 pub mod twirp;
 pub mod web;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -147,15 +148,30 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         })?;
     let media = Arc::new(media::EmbeddedMedia::new(sfu.control()));
     let hub = Hub::default();
+    let wake = webhooks::Wake::default();
+    let sinks = webhooks::Sinks(vec![Arc::new(hub.clone()), Arc::new(wake.clone())]);
     let meetings = Arc::new(Meetings::new(
-        store,
+        store.clone(),
         Arc::new(SystemClock),
         media,
-        Arc::new(hub.clone()),
+        Arc::new(sinks),
         config.meeting_id_digits,
     ));
     admission.attach(meetings.clone());
     let (key, key_origin) = signing_key(&meetings, &config).await?;
+    let signer = Signer::new(key.id.clone(), key.secret.clone());
+    let shutdown = CancellationToken::new();
+    // SQLite is one node by construction; PostgreSQL may be shared by several.
+    let single_node = config.database_url.is_none();
+    webhooks::start(
+        store,
+        signer.clone(),
+        config.webhooks.clone(),
+        wake,
+        single_node,
+        shutdown.clone(),
+    )
+    .await?;
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
@@ -169,7 +185,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let rtc = public_url.replacen("http", "ws", 1);
     let state = AppState {
         meetings,
-        signer: Signer::new(key.id.clone(), key.secret.clone()),
+        signer,
         urls: PublicUrls {
             http: public_url,
             rtc,
@@ -185,7 +201,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .merge(room_service)
             .merge(web::router()),
     );
-    let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         // No Nagle delay on small event frames (and API answers).

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use convene_core::ids::{Credential, DisplayName, MeetingIdDigits, RoomName};
 use convene_core::meeting::{Credentials, LogoutUrl, MeetingSettings, Metadata, Schedule};
 use convene_core::service::NewMeeting;
+use convene_core::webhook::WebhookUrl;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -80,6 +81,11 @@ pub async fn create(
             request.metadata.unwrap_or_default(),
         ))?,
         schedule: request.schedule.map(schedule).transpose()?,
+        webhook_url: request
+            .webhook_url
+            .as_deref()
+            .map(WebhookUrl::parse)
+            .transpose()?,
     };
     let credentials = request.credentials.unwrap_or_default();
     let new = NewMeeting {
@@ -175,6 +181,9 @@ pub async fn update(
     }
     if let Some(url) = request.logout_url {
         settings.logout_url = url.as_deref().map(LogoutUrl::parse).transpose()?;
+    }
+    if let Some(url) = request.webhook_url {
+        settings.webhook_url = url.as_deref().map(WebhookUrl::parse).transpose()?;
     }
     if let Some(metadata) = request.metadata {
         settings.metadata = Metadata::parse(serde_json::Value::Object(metadata))?;

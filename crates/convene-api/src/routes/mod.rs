@@ -6,6 +6,7 @@ pub mod meetings;
 pub mod moderation;
 pub mod stream;
 pub mod system;
+pub mod webhooks;
 
 use convene_core::ids::{Identity, MeetingId};
 

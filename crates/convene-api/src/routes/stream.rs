@@ -144,6 +144,9 @@ pub struct Feed {
     backlog: VecDeque<Frame>,
     replay: Option<Replay>,
     closing: Option<CloseReason>,
+    /// The hub routes by the same standing as here; from then on both apply the same events in
+    /// the same order, so they stay in agreement without asking again.
+    settled: bool,
 }
 
 impl Feed {
@@ -184,6 +187,7 @@ impl Feed {
             backlog: VecDeque::new(),
             replay: None,
             closing: None,
+            settled: false,
         };
         match after {
             None => {
@@ -268,18 +272,22 @@ impl Feed {
 
     /// Tells the hub the exact standing; re-reads the store when the hub had routed by another.
     fn settle(&mut self) {
-        if self.identity.is_none() || self.closing.is_some() {
+        if self.identity.is_none() || self.closing.is_some() || self.settled {
             return;
         }
-        if self.sub.settle(self.standing, self.last_seq) == Settle::Corrected
-            && self.replay.is_none()
-        {
-            let at = self.last_seq;
-            self.replay = Some(Replay {
-                cursor: at,
-                emit_after: at,
-                fold_after: at,
-            });
+        match self.sub.settle(self.standing, self.last_seq) {
+            Settle::Settled => self.settled = true,
+            Settle::Later => {}
+            Settle::Corrected => {
+                if self.replay.is_none() {
+                    let at = self.last_seq;
+                    self.replay = Some(Replay {
+                        cursor: at,
+                        emit_after: at,
+                        fold_after: at,
+                    });
+                }
+            }
         }
     }
 
@@ -386,7 +394,7 @@ impl Feed {
         if self.visible(&published.event) {
             self.backlog.push_back(Frame::Event(published.clone()));
         }
-        if self.fold(&published.event) {
+        if self.fold(&published.event) || !self.settled {
             self.settle();
         }
     }
@@ -525,7 +533,9 @@ async fn session(mut socket: WebSocket, state: AppState, opening: Opening, after
         }
     };
     let mut last_heard = Instant::now();
-    let mut next_ping = Instant::now() + KEEPALIVE;
+    // One timer for the connection's life, reset rather than re-created at every wake-up.
+    let ping = tokio::time::sleep(KEEPALIVE);
+    tokio::pin!(ping);
     loop {
         if feed.has_frames() {
             match tokio::time::timeout(WRITE_TIMEOUT, write_all(&mut socket, &mut feed)).await {
@@ -569,12 +579,12 @@ async fn session(mut socket: WebSocket, state: AppState, opening: Opening, after
                     return;
                 }
             },
-            () = tokio::time::sleep_until(next_ping) => {
+            () = &mut ping => {
                 if last_heard.elapsed() >= DEAD_AFTER {
                     close(&mut socket, code::GOING_AWAY, "no answer to pings").await;
                     return;
                 }
-                next_ping = Instant::now() + KEEPALIVE;
+                ping.as_mut().reset(Instant::now() + KEEPALIVE);
                 if tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Ping(Default::default()))).await.is_err() {
                     return;
                 }

@@ -152,6 +152,7 @@ fn settings(name: &RoomName) -> Result<MeetingSettings> {
         logout_url: None,
         metadata: Metadata::parse(serde_json::json!({ "compat": SURFACE }))?,
         schedule: None,
+        webhook_url: None,
     })
 }
 

@@ -99,6 +99,7 @@ pub async fn documents(
         invitations: BTreeMap::new(),
         user: None,
         last_seq: meeting.last_seq,
+        events_url: state.urls.events(meeting.id.as_str()),
     };
     for p in present.iter().filter(|p| in_run(meeting, p)) {
         let key = p.identity.to_string();

@@ -104,4 +104,6 @@ pub struct StreamState {
     pub user: Option<UserDocument>,
     /// The meeting's last event sequence number: follow the event channel with `?after=` this.
     pub last_seq: u64,
+    /// The event channel to follow (with a speaker's or viewer's `token`).
+    pub events_url: String,
 }

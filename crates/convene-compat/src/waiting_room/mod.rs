@@ -129,6 +129,7 @@ fn settings() -> Result<MeetingSettings> {
         logout_url: None,
         metadata: Metadata::parse(serde_json::json!({ "compat": SURFACE }))?,
         schedule: None,
+        webhook_url: None,
     })
 }
 
@@ -166,6 +167,7 @@ fn join_response(
         identity: participant.identity.to_string(),
         token,
         url: state.urls.rtc.clone(),
+        events_url: state.urls.events(meeting.id.as_str()),
     }))
 }
 

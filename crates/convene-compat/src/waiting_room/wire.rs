@@ -18,6 +18,8 @@ pub struct JoinResponse {
     pub token: String,
     /// Where the LiveKit SDK connects (convene addition).
     pub url: String,
+    /// convene's event channel for the meeting, read with `token` (convene addition).
+    pub events_url: String,
 }
 
 /// The waiting-room document's value: whether the room is open to this guest, and which room.
