@@ -9,7 +9,7 @@ CARGO  ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check
+.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check bench-events
 
 run:
 	$(CARGO) run --release -p convene
@@ -54,3 +54,10 @@ web:
 # The committed bundle matches its source.
 web-check: web
 	git diff --exit-code -- crates/convene/assets/meeting.js
+
+# The realtime fan-out benchmark (docs/benchmarks.md): convene and a minimal Node.js `ws` server,
+# 1,000 and 10,000 waiting clients notified when the host starts the meeting.
+bench-events:
+	$(CARGO) build --release -p convene -p convene-bench
+	cd bench/node-ws && npm ci --no-audit --no-fund
+	ulimit -n "$$(ulimit -Hn)" && $(TARGET_DIR)/release/convene-bench --clients 1000,10000 --convene-bin $(TARGET_DIR)/release/convene

@@ -79,6 +79,8 @@ pub enum CloseReason {
     NewRun,
     /// The subscriber's queue overflowed (it did not read fast enough); reconnect with `after`.
     Overflow,
+    /// The token the stream was opened with expired; reconnect with a fresh one.
+    Expired,
 }
 
 impl CloseReason {
@@ -89,6 +91,7 @@ impl CloseReason {
             Self::Revoked => "token revoked",
             Self::NewRun => "the meeting started a new run",
             Self::Overflow => "too slow: reconnect with after=<last seq>",
+            Self::Expired => "token expired",
         }
     }
 }

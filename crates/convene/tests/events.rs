@@ -552,3 +552,54 @@ async fn the_json_page_accepts_access_token_too() {
     assert_eq!(sse.received[0].1, "participant.entered");
     app.stop().await;
 }
+
+/// A stream ends when the token it was opened with expires (the reader must come back with a
+/// fresh token): the SSE stream sends a `close` event saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_token_expires() {
+    use base64::Engine as _;
+    let app = sqlite().await;
+    let meeting = app
+        .create_meeting(json!({"name": "Clinic", "policy": "wait_for_host"}))
+        .await;
+    let id = id_of(&meeting);
+    let guest = app
+        .enter(&meeting, pin(&meeting, "participant"), "patient")
+        .await;
+    // The same token, re-signed to expire two seconds from now.
+    let original = token(&guest);
+    let payload = original.split('.').nth(1).unwrap();
+    let mut claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    claims["exp"] = json!(now + 2);
+    let short = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(common::SECRET.as_bytes()),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut sse = sse_connect(&app, &id, Auth::Bearer(short), None, None)
+        .await
+        .unwrap();
+    sse.read_until(|r| r.iter().any(|(_, event, _)| event == "close"))
+        .await;
+    let (_, _, data) = sse.received.last().unwrap();
+    assert_eq!(data["reason"], "token expired");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    // The original, longer-lived token still opens a stream.
+    assert!(
+        sse_connect(&app, &id, Auth::Bearer(original), None, None)
+            .await
+            .is_ok()
+    );
+    app.stop().await;
+}

@@ -47,6 +47,9 @@ pub struct Opening {
     run: Option<InstanceId>,
     epoch: u32,
     standing: Standing,
+    /// When the token the stream was opened with expires (participants' tokens): the stream
+    /// ends then, checked at each keep-alive.
+    expires_at: Option<convene_core::Timestamp>,
 }
 
 fn standing_of(participant: &Participant) -> Standing {
@@ -71,6 +74,7 @@ pub async fn authorize(
                 run: None,
                 epoch: 0,
                 standing: Standing::Admin,
+                expires_at: None,
             })
         }
         Caller::Participant {
@@ -89,6 +93,10 @@ pub async fn authorize(
                 run: Some(instance),
                 epoch,
                 standing,
+                expires_at: match principal {
+                    crate::auth::Principal::Participant(token) => Some(token.expires_at),
+                    _ => None,
+                },
             })
         }
     }
@@ -158,6 +166,7 @@ impl Feed {
             run,
             epoch,
             standing,
+            expires_at: _,
         } = opening;
         let sub = state
             .hub
@@ -422,10 +431,23 @@ impl Feed {
 
 /// Answers with an SSE stream.
 pub async fn sse(state: AppState, opening: Opening, after: Option<u64>) -> ApiResult<Response> {
+    let deadline = opening
+        .expires_at
+        .map(|at| tokio::time::Instant::now() + state.meetings.now().until(at));
     let feed = Feed::open(state, opening, after).await?;
-    let stream = futures::stream::unfold(Some(feed), |feed| async move {
+    let stream = futures::stream::unfold(Some(feed), move |feed| async move {
         let mut feed = feed?;
-        match feed.next().await {
+        let next = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, feed.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    feed.closing = Some(CloseReason::Expired);
+                    None
+                }
+            },
+            None => feed.next().await,
+        };
+        match next {
             Some(frame) => {
                 let event = SseEvent::default()
                     .id(frame.seq().to_string())
@@ -463,7 +485,7 @@ mod code {
 
 fn close_code(reason: CloseReason) -> u16 {
     match reason {
-        CloseReason::Revoked | CloseReason::NewRun => code::POLICY_VIOLATION,
+        CloseReason::Revoked | CloseReason::NewRun | CloseReason::Expired => code::POLICY_VIOLATION,
         CloseReason::Overflow => code::TRY_AGAIN_LATER,
         CloseReason::Shutdown => code::GOING_AWAY,
         CloseReason::Unavailable => code::INTERNAL_ERROR,
@@ -518,6 +540,8 @@ async fn write_all(socket: &mut WebSocket, feed: &mut Feed) -> Result<(), axum::
 }
 
 async fn session(mut socket: WebSocket, state: AppState, opening: Opening, after: Option<u64>) {
+    let expires_at = opening.expires_at;
+    let clock = state.meetings.clone();
     // Opening and replay await store queries whose futures are large: boxed, so the idle
     // session's future (and so each idle connection) stays small.
     let mut feed = match Box::pin(Feed::open(state, opening, after)).await {
@@ -580,6 +604,11 @@ async fn session(mut socket: WebSocket, state: AppState, opening: Opening, after
                 }
             },
             () = &mut ping => {
+                if expires_at.is_some_and(|at| clock.now() >= at) {
+                    let reason = CloseReason::Expired;
+                    close(&mut socket, close_code(reason), reason.as_str()).await;
+                    return;
+                }
                 if last_heard.elapsed() >= DEAD_AFTER {
                     close(&mut socket, code::GOING_AWAY, "no answer to pings").await;
                     return;
