@@ -45,6 +45,7 @@ class Server:
         )
         env.pop("CONVENE_DATABASE_URL", None)
         env.update(extra_env or {})
+        self.api_key, self.api_secret = env["CONVENE_API_KEY"], env["CONVENE_API_SECRET"]
         self.log = open(os.path.join(self.data_dir, "server.log"), "w")
         self.process = subprocess.Popen([convene_binary()], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
@@ -61,7 +62,7 @@ class Server:
             time.sleep(0.05)
 
     def admin(self, method, path, **kwargs):
-        return requests.request(method, self.base + path, auth=(API_KEY, API_SECRET), timeout=10, **kwargs)
+        return requests.request(method, self.base + path, auth=(self.api_key, self.api_secret), timeout=10, **kwargs)
 
     def post(self, path, **kwargs):
         return requests.post(self.base + path, timeout=10, **kwargs)

@@ -171,7 +171,8 @@ async function join() {
     show('prejoin');
     return;
   }
-  session.accessToken = joined.access_token;
+  // For convene's own API (events, admit...): with an external LiveKit, access_token is for LiveKit only.
+  session.accessToken = joined.api_token || joined.access_token;
   session.role = joined.role;
   session.meeting = joined.meeting;
   await connect(joined.url, joined.access_token);

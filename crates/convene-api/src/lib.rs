@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody};
 pub use hub::{Hub, HubConfig};
-pub use state::{AppState, Limits, PublicUrls};
+pub use state::{AppState, Limits, MediaTokens, PublicUrls};
 
 use routes::{access, events, meetings, moderation, system, webhooks};
 

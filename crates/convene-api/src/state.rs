@@ -3,10 +3,13 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use convene_core::ErrorCode;
+use convene_core::meeting::Meeting;
+use convene_core::participant::Participant;
 use convene_core::service::Meetings;
-use convene_token::Signer;
+use convene_token::{ACCESS_TTL, Signer};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::ApiError;
@@ -23,6 +26,52 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The realtime hub: the same one the meeting service publishes committed events to.
     pub hub: Hub,
+    /// How media access tokens are minted (follows the media engine in use).
+    pub media: MediaTokens,
+}
+
+/// How media access tokens are minted, following the media engine in use.
+#[derive(Clone, Debug)]
+pub enum MediaTokens {
+    /// The embedded SFU: convene's access token (it asks the core again at every join).
+    Embedded,
+    /// An external LiveKit deployment, which cannot ask convene: a plain LiveKit token signed
+    /// with its key pair, short-lived, and minted only for an admitted, non-banned person of a
+    /// live meeting. Removal, bans and the end of a meeting then act through its RoomService.
+    LiveKit { signer: Signer, ttl: Duration },
+}
+
+impl AppState {
+    /// The media access token for a joined person, for the media engine in use.
+    pub fn media_token(
+        &self,
+        meeting: &Meeting,
+        participant: &Participant,
+    ) -> Result<String, ApiError> {
+        let now = self.meetings.now();
+        match &self.media {
+            MediaTokens::Embedded => {
+                Ok(self
+                    .signer
+                    .access_token(meeting, participant, now, ACCESS_TTL)?)
+            }
+            MediaTokens::LiveKit { signer, ttl } => {
+                convene_core::service::may_connect_media(meeting, participant, now)?;
+                Ok(signer.livekit_access_token(meeting, participant, now, *ttl)?)
+            }
+        }
+    }
+
+    /// A convene access token for the person's own calls to convene (events, leave, hand...).
+    pub fn api_token(
+        &self,
+        meeting: &Meeting,
+        participant: &Participant,
+    ) -> Result<String, ApiError> {
+        Ok(self
+            .signer
+            .access_token(meeting, participant, self.meetings.now(), ACCESS_TTL)?)
+    }
 }
 
 /// Where clients reach this server.

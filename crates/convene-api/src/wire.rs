@@ -344,8 +344,12 @@ pub struct AddParticipantRequest {
 /// Media access for an admitted participant.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JoinResponse {
-    /// LiveKit access token for the meeting's room.
+    /// LiveKit access token for the meeting's room, for the media server at `url`.
     pub access_token: String,
+    /// convene token for this person's own calls to convene (events, leave, me, hand, and a
+    /// host's moderation). The same as `access_token` with the embedded media engine; with an
+    /// external LiveKit server, `access_token` is a short-lived token for that server only.
+    pub api_token: String,
     /// LiveKit signalling URL to connect to.
     pub url: String,
     pub room_name: String,

@@ -79,6 +79,31 @@ pub struct NewMeeting {
     pub viewer_credential: Option<Credential>,
 }
 
+/// Whether a person may be on the meeting's media now (capacity aside): the meeting is live, the
+/// person admitted in this run and not banned. The embedded engine asks this at every join; for an
+/// external LiveKit it gates minting a media token and is checked again when LiveKit reports a join.
+pub fn may_connect_media(
+    meeting: &Meeting,
+    participant: &Participant,
+    now: Timestamp,
+) -> std::result::Result<(), DomainError> {
+    if participant.is_banned_at(now) {
+        return Err(DomainError::code(ErrorCode::Banned));
+    }
+    if !meeting.is_live() {
+        return Err(DomainError::code(ErrorCode::MeetingNotLive));
+    }
+    let admitted = participant.admitted_in.as_ref() == Some(&meeting.run.instance_id)
+        && matches!(
+            participant.state,
+            ParticipantState::Admitted | ParticipantState::Joined | ParticipantState::Left
+        );
+    if !admitted {
+        return Err(DomainError::code(ErrorCode::NotAdmitted));
+    }
+    Ok(())
+}
+
 /// What the media engine reports.
 #[derive(Clone, Debug)]
 pub enum MediaReport {
@@ -762,17 +787,7 @@ impl Meetings {
         let (meeting, participant) = self
             .check_participant_token(id, identity, instance, epoch)
             .await?;
-        if !meeting.is_live() {
-            return Err(DomainError::code(ErrorCode::MeetingNotLive).into());
-        }
-        let admitted = participant.admitted_in.as_ref() == Some(&meeting.run.instance_id)
-            && matches!(
-                participant.state,
-                ParticipantState::Admitted | ParticipantState::Joined | ParticipantState::Left
-            );
-        if !admitted {
-            return Err(DomainError::code(ErrorCode::NotAdmitted).into());
-        }
+        may_connect_media(&meeting, &participant, self.now())?;
         if let Some(capacity) = meeting.settings.capacity
             && participant.role != Role::Host
             && !participant.media_connected

@@ -197,6 +197,31 @@ impl Signer {
         })
     }
 
+    /// A plain LiveKit access token (no `convene` claim) for an external LiveKit server, which
+    /// cannot ask convene before a join: the caller mints it only for an admitted person of a live
+    /// meeting, with a short `ttl`; grants follow the role as in [`Signer::access_token`].
+    pub fn livekit_access_token(
+        &self,
+        meeting: &Meeting,
+        participant: &Participant,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
+        let mut livekit = self.base(
+            participant.identity.as_str(),
+            participant.name.as_str(),
+            now,
+            ttl,
+        );
+        livekit.video = grants_for(participant.role, meeting.room_name.as_str());
+        livekit.metadata =
+            serde_json::json!({ "role": participant.role, "meeting_id": meeting.id }).to_string();
+        self.sign(&AllClaims {
+            livekit,
+            convene: None,
+        })
+    }
+
     /// A waiting-room token: no media grant; it reads the person's own waiting-room state.
     pub fn waiting_token(
         &self,

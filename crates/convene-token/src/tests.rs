@@ -312,3 +312,32 @@ fn plain_livekit_tokens_are_their_own_kind() {
         Err(TokenError::MissingGrant)
     );
 }
+
+#[test]
+fn tokens_for_an_external_livekit_are_plain_livekit_tokens_with_the_roles_grants() {
+    let (meeting, alice) = fixture(Role::Viewer);
+    let lk = Signer::new("lkkey", secret());
+    let now = Timestamp::from_millis(now_millis());
+    let token = lk
+        .livekit_access_token(&meeting, &alice, now, std::time::Duration::from_secs(600))
+        .unwrap();
+    // LiveKit's verifier accepts it; it carries no convene claim, so it is no convene token.
+    let claims = livekit_api::access_token::TokenVerifier::with_api_key("lkkey", secret().expose())
+        .verify(&token)
+        .unwrap();
+    assert_eq!(
+        (claims.sub.as_str(), claims.iss.as_str()),
+        ("alice", "lkkey")
+    );
+    assert!(claims.video.room_join && !claims.video.can_publish() && claims.video.can_subscribe());
+    assert_eq!(claims.video.room, meeting.room_name.as_str());
+    assert_eq!(claims.exp as i64 - now.as_secs(), 600);
+    assert_eq!(
+        verify_participant(&token, &secret(), now, &[TokenKind::Access]),
+        Err(TokenError::WrongKind)
+    );
+    assert_eq!(
+        verify_livekit(&token, &secret(), now).unwrap().identity,
+        "alice"
+    );
+}

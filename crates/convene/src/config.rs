@@ -30,6 +30,31 @@ pub struct FileConfig {
     pub webhook_max_attempts: Option<u32>,
     pub webhook_first_retry_ms: Option<u64>,
     pub webhook_timeout_ms: Option<u64>,
+    pub livekit_url: Option<String>,
+    pub livekit_ws_url: Option<String>,
+    pub livekit_api_key: Option<String>,
+    pub livekit_api_secret: Option<String>,
+    pub livekit_api_secret_file: Option<PathBuf>,
+}
+
+/// An external LiveKit deployment that carries the media instead of the embedded SFU.
+pub struct ExternalLiveKit {
+    /// Its server API (RoomService) base URL, `http://` or `https://`.
+    pub api_url: url::Url,
+    /// The signalling URL handed to clients, `ws://` or `wss://`.
+    pub ws_url: String,
+    /// The key pair LiveKit knows (`None` = convene's own signing key pair).
+    pub key: Option<(String, ApiSecret)>,
+}
+
+impl std::fmt::Debug for ExternalLiveKit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalLiveKit")
+            .field("api_url", &self.api_url.as_str())
+            .field("ws_url", &self.ws_url)
+            .field("api_key", &self.key.as_ref().map(|(id, _)| id))
+            .finish()
+    }
 }
 
 /// The validated configuration.
@@ -49,6 +74,8 @@ pub struct Config {
     pub rtc_udp_port: u16,
     /// Addresses advertised in SDP (servers behind 1:1 NAT); empty = local interface addresses.
     pub rtc_node_ips: Vec<std::net::IpAddr>,
+    /// `Some`: media runs on this external LiveKit deployment, not on the embedded SFU.
+    pub livekit: Option<ExternalLiveKit>,
     /// Where every meeting's events are POSTed, and how.
     pub webhooks: WebhookConfig,
 }
@@ -85,6 +112,7 @@ impl std::fmt::Debug for Config {
             .field("rtc_udp_port", &self.rtc_udp_port)
             .field("rtc_node_ips", &self.rtc_node_ips)
             .field("webhooks", &self.webhooks)
+            .field("livekit", &self.livekit)
             .finish()
     }
 }
@@ -123,6 +151,22 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_RTC_NODE_IP",
         "comma-separated IPs to advertise to clients (1:1 NAT); default local addresses",
+    ),
+    (
+        "CONVENE_LIVEKIT_URL",
+        "an external LiveKit server's API URL (http/https): media runs there instead of the embedded SFU",
+    ),
+    (
+        "CONVENE_LIVEKIT_WS_URL",
+        "the signalling URL clients get for it (default: CONVENE_LIVEKIT_URL with http->ws, https->wss)",
+    ),
+    (
+        "CONVENE_LIVEKIT_API_KEY",
+        "the key pair that LiveKit deployment knows (default: convene's own signing key pair)",
+    ),
+    (
+        "CONVENE_LIVEKIT_API_SECRET",
+        "its secret, at least 32 bytes (or CONVENE_LIVEKIT_API_SECRET_FILE)",
     ),
     (
         "CONVENE_COMPAT_LIVE_PASSCODE",
@@ -341,6 +385,15 @@ impl Config {
                 10_000,
             )?),
         };
+        let livekit = ExternalLiveKit::from_layers(
+            var("CONVENE_LIVEKIT_URL").or(file.livekit_url),
+            var("CONVENE_LIVEKIT_WS_URL").or(file.livekit_ws_url),
+            var("CONVENE_LIVEKIT_API_KEY").or(file.livekit_api_key),
+            var("CONVENE_LIVEKIT_API_SECRET").or(file.livekit_api_secret),
+            var("CONVENE_LIVEKIT_API_SECRET_FILE")
+                .map(PathBuf::from)
+                .or(file.livekit_api_secret_file),
+        )?;
         Ok(Self {
             http_addr,
             public_url,
@@ -352,7 +405,13 @@ impl Config {
             rtc_udp_port,
             rtc_node_ips,
             webhooks,
+            livekit,
         })
+    }
+
+    /// Whether media runs on an external LiveKit deployment.
+    pub fn external_media(&self) -> bool {
+        self.livekit.is_some()
     }
 
     /// Where the store is: the PostgreSQL URL, or the SQLite file under the data directory.
@@ -363,15 +422,105 @@ impl Config {
         }
     }
 
-    /// The LiveKit signalling URL clients connect to (ws:// or wss:// on the public URL).
+    /// The LiveKit signalling URL clients connect to: the external deployment's when one is
+    /// configured, else ws:// or wss:// on the public URL (the embedded SFU).
     pub fn rtc_url(&self) -> String {
-        if let Some(rest) = self.public_url.strip_prefix("https://") {
+        if let Some(livekit) = &self.livekit {
+            livekit.ws_url.clone()
+        } else if let Some(rest) = self.public_url.strip_prefix("https://") {
             format!("wss://{rest}")
         } else if let Some(rest) = self.public_url.strip_prefix("http://") {
             format!("ws://{rest}")
         } else {
             self.public_url.clone()
         }
+    }
+}
+
+impl ExternalLiveKit {
+    /// Validates the `CONVENE_LIVEKIT_*` settings; `None` when no URL is set (and nothing else is).
+    fn from_layers(
+        url: Option<String>,
+        ws_url: Option<String>,
+        key: Option<String>,
+        secret: Option<String>,
+        secret_file: Option<PathBuf>,
+    ) -> anyhow::Result<Option<Self>> {
+        let secret = match (secret, secret_file) {
+            (Some(secret), _) => Some(secret),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "cannot read CONVENE_LIVEKIT_API_SECRET_FILE {}",
+                            path.display()
+                        )
+                    })?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        let Some(url) = url else {
+            if ws_url.is_some() || key.is_some() || secret.is_some() {
+                bail!(
+                    "CONVENE_LIVEKIT_WS_URL / CONVENE_LIVEKIT_API_KEY / CONVENE_LIVEKIT_API_SECRET need CONVENE_LIVEKIT_URL (the LiveKit server's API URL)"
+                );
+            }
+            return Ok(None);
+        };
+        let api_url = url::Url::parse(url.trim())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()))
+            .with_context(|| format!("CONVENE_LIVEKIT_URL: {url:?} is not an http:// or https:// URL (the LiveKit server's API URL)"))?;
+        let ws_url = match ws_url {
+            Some(ws) => {
+                let parsed = url::Url::parse(ws.trim())
+                    .ok()
+                    .filter(|u| {
+                        matches!(u.scheme(), "ws" | "wss")
+                            && u.host_str().is_some_and(|h| !h.is_empty())
+                    })
+                    .with_context(|| {
+                        format!("CONVENE_LIVEKIT_WS_URL: {ws:?} is not a ws:// or wss:// URL")
+                    })?;
+                parsed.as_str().trim_end_matches('/').to_owned()
+            }
+            None => {
+                let base = api_url.as_str().trim_end_matches('/');
+                match base.strip_prefix("https://") {
+                    Some(rest) => format!("wss://{rest}"),
+                    None => format!("ws://{}", base.strip_prefix("http://").unwrap_or(base)),
+                }
+            }
+        };
+        let key = match (key, secret) {
+            (Some(key), Some(secret)) => {
+                let secret = ApiSecret::parse(&secret)
+                    .map_err(|e| anyhow::anyhow!("CONVENE_LIVEKIT_API_SECRET {}", e.reason))?;
+                if key.is_empty()
+                    || key.len() > 128
+                    || key.chars().any(|c| c.is_control() || c.is_whitespace())
+                {
+                    bail!(
+                        "CONVENE_LIVEKIT_API_KEY must be 1 to 128 printable characters without spaces"
+                    );
+                }
+                Some((key, secret))
+            }
+            (None, None) => None,
+            (Some(_), None) => bail!(
+                "CONVENE_LIVEKIT_API_KEY is set but CONVENE_LIVEKIT_API_SECRET is not: set both, or neither"
+            ),
+            (None, Some(_)) => bail!(
+                "CONVENE_LIVEKIT_API_SECRET is set but CONVENE_LIVEKIT_API_KEY is not: set both, or neither"
+            ),
+        };
+        Ok(Some(Self {
+            api_url,
+            ws_url,
+            key,
+        }))
     }
 }
 
@@ -503,5 +652,98 @@ mod tests {
         .unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("a-secret") && !shown.contains("pw@"));
+    }
+
+    #[test]
+    fn external_livekit_is_off_by_default_and_derives_the_signalling_url() {
+        let c = Config::from_layers(FileConfig::default(), &env(&[])).unwrap();
+        assert!(c.livekit.is_none() && !c.external_media());
+        let c = Config::from_layers(
+            FileConfig::default(),
+            &env(&[("CONVENE_LIVEKIT_URL", "https://lk.example.com/")]),
+        )
+        .unwrap();
+        let lk = c.livekit.unwrap();
+        assert_eq!(lk.api_url.as_str(), "https://lk.example.com/");
+        assert_eq!(lk.ws_url, "wss://lk.example.com");
+        assert!(lk.key.is_none());
+        let c = Config::from_layers(
+            FileConfig::default(),
+            &env(&[("CONVENE_LIVEKIT_URL", "http://10.0.0.5:7880")]),
+        )
+        .unwrap();
+        assert_eq!(c.livekit.unwrap().ws_url, "ws://10.0.0.5:7880");
+        let c = Config::from_layers(
+            FileConfig::default(),
+            &env(&[
+                ("CONVENE_LIVEKIT_URL", "http://livekit:7880"),
+                ("CONVENE_LIVEKIT_WS_URL", "wss://media.example.com"),
+                ("CONVENE_LIVEKIT_API_KEY", "lkkey"),
+                (
+                    "CONVENE_LIVEKIT_API_SECRET",
+                    "a-livekit-secret-that-is-long-enough-0123",
+                ),
+            ]),
+        )
+        .unwrap();
+        let lk = c.livekit.unwrap();
+        assert_eq!(lk.ws_url, "wss://media.example.com");
+        assert_eq!(lk.key.as_ref().map(|(id, _)| id.as_str()), Some("lkkey"));
+    }
+
+    #[test]
+    fn bad_external_livekit_settings_are_clear_startup_errors() {
+        let err = |pairs: &[(&str, &str)]| {
+            Config::from_layers(FileConfig::default(), &env(pairs))
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            err(&[("CONVENE_LIVEKIT_URL", "not a url")]).starts_with(
+                "CONVENE_LIVEKIT_URL: \"not a url\" is not an http:// or https:// URL"
+            )
+        );
+        assert!(err(&[("CONVENE_LIVEKIT_URL", "ws://lk:7880")]).starts_with("CONVENE_LIVEKIT_URL"));
+        assert!(
+            err(&[
+                ("CONVENE_LIVEKIT_URL", "http://lk"),
+                ("CONVENE_LIVEKIT_WS_URL", "http://lk")
+            ])
+            .starts_with("CONVENE_LIVEKIT_WS_URL")
+        );
+        assert!(err(&[("CONVENE_LIVEKIT_API_KEY", "k")]).contains("need CONVENE_LIVEKIT_URL"));
+        assert!(
+            err(&[
+                ("CONVENE_LIVEKIT_URL", "http://lk"),
+                ("CONVENE_LIVEKIT_API_KEY", "k")
+            ])
+            .contains("set both")
+        );
+        assert_eq!(
+            err(&[
+                ("CONVENE_LIVEKIT_URL", "http://lk"),
+                ("CONVENE_LIVEKIT_API_KEY", "k"),
+                ("CONVENE_LIVEKIT_API_SECRET", "short")
+            ]),
+            "CONVENE_LIVEKIT_API_SECRET must be at least 32 bytes (got 5)"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_the_livekit_secret() {
+        let c = Config::from_layers(
+            FileConfig::default(),
+            &env(&[
+                ("CONVENE_LIVEKIT_URL", "http://lk"),
+                ("CONVENE_LIVEKIT_API_KEY", "k"),
+                (
+                    "CONVENE_LIVEKIT_API_SECRET",
+                    "a-livekit-secret-that-is-long-enough-0123",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("a-livekit-secret"));
     }
 }

@@ -3,7 +3,9 @@
 //! same server on port 0.
 
 pub mod config;
+pub mod livekit_webhook;
 pub mod media;
+pub mod media_livekit;
 pub mod twirp;
 pub mod web;
 pub mod webhooks;
@@ -13,8 +15,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use convene_api::{AppState, Hub, Limits, PublicUrls};
+use convene_api::{AppState, Hub, Limits, MediaTokens, PublicUrls};
 use convene_core::apikey::ApiKey;
+use convene_core::ports::{NoMedia, NoSink};
 use convene_core::service::Meetings;
 use convene_core::time::{Clock, Timestamp};
 use convene_store::SqlStore;
@@ -98,11 +101,12 @@ pub struct Running {
     pub addr: SocketAddr,
     pub key: ApiKey,
     pub key_origin: KeyOrigin,
-    /// The media UDP addresses.
+    /// The media UDP addresses (none when media runs on an external LiveKit).
     pub rtc_udp_addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
-    sfu: convene_sfu::Sfu,
+    /// The embedded SFU (`None` when media runs on an external LiveKit).
+    sfu: Option<convene_sfu::Sfu>,
 }
 
 impl Running {
@@ -119,7 +123,9 @@ impl Running {
             .await
             .context("server task panicked")?
             .context("server failed");
-        self.sfu.shutdown().await;
+        if let Some(sfu) = self.sfu {
+            sfu.shutdown().await;
+        }
         served
     }
 
@@ -128,50 +134,29 @@ impl Running {
     }
 }
 
-/// Starts the server: opens and migrates the store, picks the signing key, binds the HTTP
+/// Starts the server: opens and migrates the store, picks the signing key, starts the media
+/// engine (the embedded SFU, or the client of an external LiveKit deployment), binds the HTTP
 /// listener and serves until shut down.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = open_store(&config).await?;
-    let admission = Arc::new(media::CoreAdmission::default());
-    let sfu_config = convene_sfu::SfuConfig {
-        udp_bind: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), config.rtc_udp_port),
-        advertise_ips: config.rtc_node_ips.clone(),
-        ..convene_sfu::SfuConfig::default()
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // The key is needed before the media engine (an external LiveKit defaults to this key pair),
+    // and the core service needs the media engine: pick it with a service that drives no media.
+    let (key, key_origin) = {
+        let bootstrap = Meetings::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(NoMedia),
+            Arc::new(NoSink),
+            config.meeting_id_digits,
+        );
+        signing_key(&bootstrap, &config).await?
     };
-    let sfu = convene_sfu::Sfu::start(sfu_config, admission.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot start the media engine on UDP port {} (CONVENE_RTC_UDP_PORT)",
-                config.rtc_udp_port
-            )
-        })?;
-    let media = Arc::new(media::EmbeddedMedia::new(sfu.control()));
     let hub = Hub::default();
     let wake = webhooks::Wake::default();
-    let sinks = webhooks::Sinks(vec![Arc::new(hub.clone()), Arc::new(wake.clone())]);
-    let meetings = Arc::new(Meetings::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        media,
-        Arc::new(sinks),
-        config.meeting_id_digits,
-    ));
-    admission.attach(meetings.clone());
-    let (key, key_origin) = signing_key(&meetings, &config).await?;
-    let signer = Signer::new(key.id.clone(), key.secret.clone());
+    let sink: Arc<dyn convene_core::ports::EventSink> =
+        Arc::new(webhooks::Sinks(vec![Arc::new(hub.clone()), Arc::new(wake.clone())]));
     let shutdown = CancellationToken::new();
-    // SQLite is one node by construction; PostgreSQL may be shared by several.
-    let single_node = config.database_url.is_none();
-    webhooks::start(
-        store,
-        signer.clone(),
-        config.webhooks.clone(),
-        wake,
-        single_node,
-        shutdown.clone(),
-    )
-    .await?;
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
@@ -182,7 +167,81 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         config.public_url.clone()
     };
-    let rtc = public_url.replacen("http", "ws", 1);
+    let signer = Signer::new(key.id.clone(), key.secret.clone());
+    let (meetings, engine_routes, sfu, media_tokens, rtc) = match &config.livekit {
+        None => {
+            let admission = Arc::new(media::CoreAdmission::default());
+            let sfu_config = convene_sfu::SfuConfig {
+                udp_bind: SocketAddr::new(
+                    std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    config.rtc_udp_port,
+                ),
+                advertise_ips: config.rtc_node_ips.clone(),
+                ..convene_sfu::SfuConfig::default()
+            };
+            let sfu = convene_sfu::Sfu::start(sfu_config, admission.clone())
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot start the media engine on UDP port {} (CONVENE_RTC_UDP_PORT)",
+                        config.rtc_udp_port
+                    )
+                })?;
+            let media = Arc::new(media::EmbeddedMedia::new(sfu.control()));
+            let meetings = Arc::new(Meetings::new(
+                store,
+                clock,
+                media,
+                sink.clone(),
+                config.meeting_id_digits,
+            ));
+            admission.attach(meetings.clone());
+            let routes = sfu
+                .router()
+                .merge(twirp::router(meetings.clone(), sfu.control()));
+            let rtc = public_url.replacen("http", "ws", 1);
+            (meetings, routes, Some(sfu), MediaTokens::Embedded, rtc)
+        }
+        Some(livekit) => {
+            // No embedded SFU: no UDP port, no /rtc signalling and no RoomService here; clients
+            // and LiveKit server SDKs talk to the LiveKit deployment itself.
+            let (lk_key, lk_secret) = livekit
+                .key
+                .clone()
+                .unwrap_or_else(|| (key.id.clone(), key.secret.clone()));
+            let media = Arc::new(media_livekit::LiveKitMedia::start(
+                &livekit.api_url,
+                &lk_key,
+                &lk_secret,
+            ));
+            let meetings = Arc::new(Meetings::new(
+                store,
+                clock,
+                media.clone(),
+                sink.clone(),
+                config.meeting_id_digits,
+            ));
+            let routes =
+                livekit_webhook::router(meetings.clone(), media, &lk_key, lk_secret.expose());
+            let tokens = MediaTokens::LiveKit {
+                signer: Signer::new(lk_key.clone(), lk_secret),
+                ttl: media_livekit::ACCESS_TTL,
+            };
+            tracing::info!(api = %livekit.api_url, signalling = %livekit.ws_url, key = %lk_key, "media runs on an external LiveKit deployment");
+            (meetings, routes, None, tokens, livekit.ws_url.clone())
+        }
+    };
+    // SQLite is one node by construction; PostgreSQL may be shared by several.
+    let single_node = config.database_url.is_none();
+    webhooks::start(
+        meetings.store().clone(),
+        signer.clone(),
+        config.webhooks.clone(),
+        wake,
+        single_node,
+        shutdown.clone(),
+    )
+    .await?;
     let state = AppState {
         meetings,
         signer,
@@ -192,13 +251,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         limits: Arc::new(Limits::default()),
         hub: hub.clone(),
+        media: media_tokens,
     };
-    let room_service = twirp::router(state.meetings.clone(), sfu.control());
     let app = convene_api::with_common_layers(
         convene_api::router(state.clone())
             .merge(convene_compat::router(state, &config.compat))
-            .merge(sfu.router())
-            .merge(room_service)
+            .merge(engine_routes)
             .merge(web::router()),
     );
     let token = shutdown.clone();
@@ -218,7 +276,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         })
         .await
     });
-    let rtc_udp_addrs = sfu.local_udp_addrs();
+    let rtc_udp_addrs = sfu
+        .as_ref()
+        .map(convene_sfu::Sfu::local_udp_addrs)
+        .unwrap_or_default();
     Ok(Running {
         addr,
         key,

@@ -7,13 +7,13 @@ use convene_core::ids::DisplayName;
 use convene_core::meeting::Meeting;
 use convene_core::participant::Participant;
 use convene_core::service::Caller;
-use convene_token::{ACCESS_TTL, WAITING_TTL};
+use convene_token::WAITING_TTL;
 
 use super::{identity, meeting_id};
 use crate::auth::{Admin, AnyCaller, ClientAddr};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
-use crate::state::AppState;
+use crate::state::{AppState, MediaTokens};
 use crate::wire::{
     AddParticipantRequest, EnterRequest, EnterResponse, JoinResponse, MeView, MeetingPublicView,
     Ok, ParticipantView,
@@ -45,12 +45,14 @@ pub fn join_response(
     meeting: &Meeting,
     participant: &Participant,
 ) -> ApiResult<JoinResponse> {
-    let access_token =
-        state
-            .signer
-            .access_token(meeting, participant, state.meetings.now(), ACCESS_TTL)?;
+    let access_token = state.media_token(meeting, participant)?;
+    let api_token = match state.media {
+        MediaTokens::Embedded => access_token.clone(),
+        MediaTokens::LiveKit { .. } => state.api_token(meeting, participant)?,
+    };
     Ok(JoinResponse {
         access_token,
+        api_token,
         url: state.urls.rtc.clone(),
         room_name: meeting.room_name.to_string(),
         identity: participant.identity.to_string(),

@@ -33,7 +33,6 @@ use convene_core::meeting::{
 use convene_core::participant::{Participant, Role};
 use convene_core::service::{Caller, NewMeeting};
 use convene_core::{ErrorCode, ValidationError};
-use convene_token::ACCESS_TTL;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -207,10 +206,7 @@ fn token_response(
     meeting: &Meeting,
     participant: &Participant,
 ) -> Result<Json<StreamToken>> {
-    let token =
-        state
-            .signer
-            .access_token(meeting, participant, state.meetings.now(), ACCESS_TTL)?;
+    let token = state.media_token(meeting, participant)?;
     Ok(Json(StreamToken {
         token,
         identity: participant.identity.to_string(),

@@ -32,7 +32,7 @@ use convene_core::meeting::{
 };
 use convene_core::participant::{Participant, ParticipantState, Role};
 use convene_core::service::{Caller, NewMeeting};
-use convene_token::{ACCESS_TTL, TokenKind, WAITING_TTL};
+use convene_token::{TokenKind, WAITING_TTL};
 
 use crate::params::Params;
 use error::{Result, WaitingRoomError};
@@ -158,10 +158,7 @@ fn join_response(
     meeting: &Meeting,
     participant: &Participant,
 ) -> Result<Json<JoinResponse>> {
-    let token =
-        state
-            .signer
-            .access_token(meeting, participant, state.meetings.now(), ACCESS_TTL)?;
+    let token = state.media_token(meeting, participant)?;
     Ok(Json(JoinResponse {
         room_id: meeting.room_name.to_string(),
         identity: participant.identity.to_string(),

@@ -95,6 +95,7 @@ impl TestApp {
             },
             limits: Arc::new(limits),
             hub,
+            media: convene_api::MediaTokens::Embedded,
         };
         let config = CompatConfig { live_passcode };
         let app = convene_api::router(state.clone())

@@ -1,0 +1,218 @@
+"""convene driving an external LiveKit deployment through LiveKit's server API.
+
+Server A is a plain convene (embedded SFU, RoomService) standing in for the LiveKit deployment,
+with the key pair K/S. Server B runs with CONVENE_LIVEKIT_URL pointing at A and K/S as its LiveKit
+key pair: B hands out A's signalling URL and LiveKit tokens signed with K/S, and its moderation acts
+on A through RoomService. Clients are the official LiveKit Python SDK; webhooks are signed as
+LiveKit signs them (a HS256 JWT whose sha256 claim is the body's digest)."""
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+
+import jwt
+import numpy as np
+import pytest
+import requests
+from livekit import rtc
+
+from convene_server import Server, wait_for
+
+LK_KEY = "APIlivekitdeploy"
+LK_SECRET = "livekit-deployment-secret-0123456789-abcdef"
+WIDTH, HEIGHT = 160, 120
+
+
+@pytest.fixture
+def pair():
+    a = Server(extra_env={"CONVENE_API_KEY": LK_KEY, "CONVENE_API_SECRET": LK_SECRET})
+    try:
+        b = Server(extra_env={"CONVENE_LIVEKIT_URL": a.base, "CONVENE_LIVEKIT_API_KEY": LK_KEY, "CONVENE_LIVEKIT_API_SECRET": LK_SECRET})
+    except Exception:
+        a.stop()
+        raise
+    yield a, b
+    b.stop()
+    a.stop()
+
+
+def enter_and_join(server, meeting, role, identity):
+    mid = meeting["meeting_id"]
+    entered = server.post(f"/v1/meetings/{mid}/enter", json={"credential": meeting["credentials"][role], "name": identity, "identity": identity})
+    assert entered.status_code == 200, entered.text
+    joined = server.post(f"/v1/meetings/{mid}/join", headers={"Authorization": "Bearer " + entered.json()["token"]})
+    assert joined.status_code == 200, joined.text
+    return joined.json()
+
+
+def call(server, mid, token, path, body=None):
+    response = requests.post(f"{server.base}/v1/meetings/{mid}{path}", json=body, headers={"Authorization": "Bearer " + token}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def connect(join):
+    room = rtc.Room()
+    await asyncio.wait_for(room.connect(join["url"], join["access_token"], rtc.RoomOptions(auto_subscribe=True)), timeout=20)
+    return room
+
+
+async def publish_video(room):
+    source = rtc.VideoSource(WIDTH, HEIGHT)
+    track = rtc.LocalVideoTrack.create_video_track("camera", source)
+    publication = await asyncio.wait_for(
+        room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)), timeout=15
+    )
+
+    async def pump():
+        n = 0
+        while True:
+            pixels = np.zeros((HEIGHT, WIDTH, 4), dtype=np.uint8)
+            pixels[:, :, 1] = (n * 4) % 256
+            pixels[:, :, 3] = 255
+            source.capture_frame(rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, pixels.tobytes()))
+            n += 1
+            await asyncio.sleep(1 / 30)
+
+    return publication, asyncio.create_task(pump())
+
+
+def sign_webhook(body: str, key=LK_KEY, secret=LK_SECRET) -> str:
+    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    now = int(time.time())
+    return jwt.encode({"iss": key, "nbf": now, "exp": now + 300, "sha256": digest}, secret, algorithm="HS256")
+
+
+def post_webhook(server, event: dict, token=None, raw=None):
+    body = raw if raw is not None else json.dumps(event)
+    token = token if token is not None else sign_webhook(body)
+    return requests.post(f"{server.base}/livekit/webhook", data=body, headers={"Authorization": token, "Content-Type": "application/webhook+json"}, timeout=10)
+
+
+def test_clients_get_the_external_signalling_url_and_short_lived_livekit_tokens(pair):
+    a, b = pair
+    meeting = b.admin("POST", "/v1/meetings", json={"name": "Ext", "policy": "open"}).json()
+    joined = enter_and_join(b, meeting, "host", "host")
+    assert joined["url"] == a.base.replace("http://", "ws://")
+    claims = jwt.decode(joined["access_token"], LK_SECRET, algorithms=["HS256"])
+    assert claims["iss"] == LK_KEY and claims["sub"] == "host"
+    assert claims["video"]["roomJoin"] and claims["video"]["room"] == joined["room_name"]
+    assert "convene" not in claims, "a plain LiveKit token"
+    assert claims["exp"] - claims["nbf"] <= 600
+    # The convene token for convene's own API still works there; the media token does not.
+    me = requests.get(f"{b.base}/v1/meetings/{meeting['meeting_id']}/me", headers={"Authorization": "Bearer " + joined["api_token"]}, timeout=10)
+    assert me.status_code == 200, me.text
+    assert requests.get(f"{b.base}/v1/meetings/{meeting['meeting_id']}/me", headers={"Authorization": "Bearer " + joined["access_token"]}, timeout=10).status_code == 401
+    # B runs no signalling and no RoomService of its own.
+    assert requests.get(f"{b.base}/rtc/validate", params={"access_token": joined["access_token"]}, timeout=5).status_code == 404
+    assert requests.post(f"{b.base}/twirp/livekit.RoomService/ListRooms", json={}, timeout=5).status_code == 404
+
+
+def test_moderation_on_convene_acts_on_the_livekit_deployment(pair):
+    a, b = pair
+    meeting = b.admin("POST", "/v1/meetings", json={"name": "Stage", "mode": "stream", "policy": "open"}).json()
+    mid = meeting["meeting_id"]
+    host_join = enter_and_join(b, meeting, "host", "host")
+    viewer_join = enter_and_join(b, meeting, "viewer", "viewer")
+    guest_join = enter_and_join(b, meeting, "viewer", "guest")
+    host_api = host_join["api_token"]
+
+    async def main():
+        host = await connect(host_join)
+        viewer = await connect(viewer_join)
+        guest = await connect(guest_join)
+        gone = {name: asyncio.Event() for name in ("host", "viewer", "guest")}
+        for name, room in (("host", host), ("viewer", viewer), ("guest", guest)):
+            room.on("disconnected", lambda *_, name=name: gone[name].set())
+        pumps = []
+        try:
+            assert not viewer.local_participant.permissions.can_publish
+
+            # Promotion on B: the same connection on A may publish, without rejoining.
+            call(b, mid, host_api, "/participants/viewer/role", {"role": "speaker"})
+            await wait_for(lambda: viewer.local_participant.permissions.can_publish, 5, "publish permission granted live")
+            publication, pump = await publish_video(viewer)
+            pumps.append(pump)
+
+            def host_sees():
+                remote = host.remote_participants.get("viewer")
+                return remote and remote.track_publications.get(publication.sid)
+
+            await wait_for(host_sees, 10, "host sees the promoted viewer's track")
+
+            # A host mute on B mutes the track on A; the host sees it muted.
+            call(b, mid, host_api, "/participants/viewer/mute", {"track": "video"})
+            await wait_for(lambda: host_sees().muted, 5, "the remote side sees the track muted")
+
+            # Remove on B: disconnected from A within 2 s.
+            call(b, mid, host_api, "/participants/viewer/remove")
+            await asyncio.wait_for(gone["viewer"].wait(), timeout=2)
+
+            # Ban on B: disconnected within 2 s, and B refuses it a fresh token.
+            call(b, mid, host_api, "/participants/guest/ban", {})
+            await asyncio.wait_for(gone["guest"].wait(), timeout=2)
+            again = b.post(f"/v1/meetings/{mid}/enter", json={"credential": meeting["credentials"]["viewer"], "name": "guest", "identity": "guest"})
+            assert again.status_code == 403 and again.json()["error"]["code"] == "banned", again.text
+
+            # A LiveKit server takes the old token again until it expires (A, standing in for one,
+            # does too); when LiveKit reports that join, B disconnects the banned person at once.
+            guest = await connect(guest_join)
+            regone = asyncio.Event()
+            guest.on("disconnected", lambda *_: regone.set())
+            joined = post_webhook(b, {"event": "participant_joined", "room": {"name": meeting["room_name"]}, "participant": {"identity": "guest"}})
+            assert joined.status_code == 200 and joined.json()["recorded"] is False, joined.text
+            await asyncio.wait_for(regone.wait(), timeout=2)
+
+            # Ending the meeting on B disconnects everyone on A.
+            call(b, mid, host_api, "/end")
+            await asyncio.wait_for(gone["host"].wait(), timeout=2)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            for room in (host, viewer, guest):
+                await room.disconnect()
+
+    asyncio.run(main())
+
+
+def test_livekit_webhooks_come_back_into_the_meetings_event_log(pair):
+    _, b = pair
+    meeting = b.admin("POST", "/v1/meetings", json={"name": "Hooks", "policy": "open"}).json()
+    mid = meeting["meeting_id"]
+    enter_and_join(b, meeting, "host", "host")
+    room = {"name": meeting["room_name"], "sid": "RM_x"}
+    track = {"sid": "TR_hook1", "type": "VIDEO", "source": "CAMERA"}
+
+    for event in (
+        {"event": "participant_joined", "room": room, "participant": {"identity": "host"}},
+        {"event": "track_published", "room": room, "participant": {"identity": "host"}, "track": track},
+        {"event": "track_unpublished", "room": room, "participant": {"identity": "host"}, "track": track},
+        {"event": "participant_left", "room": room, "participant": {"identity": "host"}},
+    ):
+        r = post_webhook(b, event)
+        assert r.status_code == 200 and r.json()["recorded"] is True, r.text
+
+    events = b.admin("GET", f"/v1/meetings/{mid}/events?limit=1000").json()["events"]
+    media = [(e["type"], e["data"]) for e in events if e["type"].startswith("media.")]
+    assert media == [
+        ("media.connected", {"identity": "host"}),
+        ("media.track_published", {"identity": "host", "track_sid": "TR_hook1", "kind": "video"}),
+        ("media.track_unpublished", {"identity": "host", "track_sid": "TR_hook1"}),
+        ("media.disconnected", {"identity": "host"}),
+    ], media
+
+    # Someone B never admitted is not recorded (and is told to leave).
+    r = post_webhook(b, {"event": "participant_joined", "room": room, "participant": {"identity": "intruder"}})
+    assert r.status_code == 200 and r.json()["recorded"] is False
+
+    # Bad signatures are 401, malformed bodies 400, in the native error shape.
+    body = json.dumps({"event": "participant_joined", "room": room, "participant": {"identity": "host"}})
+    for token in (sign_webhook(body, secret="another-secret-0123456789-0123456789-abc"), sign_webhook("{}"), "garbage"):
+        r = post_webhook(b, {}, token=token, raw=body)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated", r.text
+    r = requests.post(f"{b.base}/livekit/webhook", data=body, timeout=10)
+    assert r.status_code == 401
+    r = post_webhook(b, {}, raw='{"event": 5')
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", r.text
