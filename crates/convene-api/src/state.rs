@@ -5,6 +5,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use convene_core::ErrorCode;
+use convene_core::login::Logins;
 use convene_core::service::Meetings;
 use convene_token::Signer;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -23,6 +24,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The realtime hub: the same one the meeting service publishes committed events to.
     pub hub: Hub,
+    /// Email one-time-code login (user sessions; seeds 002 and 004).
+    pub logins: Arc<Logins>,
 }
 
 /// Where clients reach this server.

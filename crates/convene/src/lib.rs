@@ -3,6 +3,7 @@
 //! same server on port 0.
 
 pub mod config;
+pub mod mail;
 pub mod media;
 pub mod twirp;
 pub mod web;
@@ -14,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use convene_api::{AppState, Hub, Limits, PublicUrls};
 use convene_core::apikey::ApiKey;
+use convene_core::login::{Logins, Mailer};
 use convene_core::service::Meetings;
 use convene_core::time::{Clock, Timestamp};
 use convene_store::SqlStore;
@@ -147,6 +149,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         })?;
     let media = Arc::new(media::EmbeddedMedia::new(sfu.control()));
     let hub = Hub::default();
+    let mailer: Arc<dyn Mailer> = match &config.smtp {
+        Some(smtp) => Arc::new(mail::SmtpMailer::new(smtp)?),
+        None => {
+            mail::ConsoleMailer::announce();
+            Arc::new(mail::ConsoleMailer)
+        }
+    };
+    let logins = Arc::new(Logins::new(store.clone(), Arc::new(SystemClock), mailer));
     let meetings = Arc::new(Meetings::new(
         store,
         Arc::new(SystemClock),
@@ -176,6 +186,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         limits: Arc::new(Limits::default()),
         hub: hub.clone(),
+        logins,
     };
     let room_service = twirp::router(state.meetings.clone(), sfu.control());
     let app = convene_api::with_common_layers(
