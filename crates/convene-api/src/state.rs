@@ -8,6 +8,7 @@ use std::time::Duration;
 use convene_core::ErrorCode;
 use convene_core::meeting::Meeting;
 use convene_core::participant::Participant;
+use convene_core::login::Logins;
 use convene_core::service::Meetings;
 use convene_token::{ACCESS_TTL, Signer};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -26,6 +27,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The realtime hub: the same one the meeting service publishes committed events to.
     pub hub: Hub,
+    /// Email one-time-code login (user sessions; seeds 002 and 004).
+    pub logins: Arc<Logins>,
     /// How media access tokens are minted (follows the media engine in use).
     pub media: MediaTokens,
 }

@@ -117,6 +117,24 @@ impl Params {
 }
 
 impl Params {
+    /// Parameters from a URL query string (`a=1&b=x`).
+    pub fn from_query(query: &str) -> Self {
+        let mut map = Map::new();
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            map.insert(key.into_owned(), Value::String(value.into_owned()));
+        }
+        Self(map)
+    }
+
+    /// These parameters, with those of `fallback` that are not here (PHP's `$_REQUEST`: the body
+    /// wins over the query string).
+    pub fn or(mut self, fallback: Params) -> Self {
+        for (key, value) in fallback.0 {
+            self.0.entry(key).or_insert(value);
+        }
+        self
+    }
+
     /// Reads a request's body (each surface's extractor calls this and maps the error).
     pub async fn from_body(request: Request) -> Result<Self, ParamsError> {
         let content_type = request
@@ -156,6 +174,19 @@ mod tests {
                 ParamsError::Missing("c".into())
             );
         }
+    }
+
+    #[test]
+    fn query_parameters_fill_in_what_the_body_lacks() {
+        let body = Params::parse(
+            Some("application/x-www-form-urlencoded"),
+            b"op=login&name=Body",
+        )
+        .unwrap();
+        let merged = body.or(Params::from_query("op=setgroup&email=a%40b.com&name=Query"));
+        assert_eq!(merged.required("op").unwrap(), "login");
+        assert_eq!(merged.required("name").unwrap(), "Body");
+        assert_eq!(merged.required("email").unwrap(), "a@b.com");
     }
 
     #[test]

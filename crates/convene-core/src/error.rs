@@ -56,6 +56,10 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The store is busy with concurrent changes to the same meeting; retry.
     Busy,
+    /// A one-time login code is wrong, expired, used, or void after too many tries.
+    InvalidCode,
+    /// The mail server did not take a mail (one-time login code).
+    MailFailed,
     /// An unexpected server fault (logged with its cause; the answer is opaque).
     Internal,
 }
@@ -69,7 +73,7 @@ pub struct ErrorSpec {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::InvalidRequest,
         Self::PayloadTooLarge,
         Self::Unauthenticated,
@@ -92,6 +96,8 @@ impl ErrorCode {
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::Busy,
+        Self::InvalidCode,
+        Self::MailFailed,
         Self::Internal,
     ];
 
@@ -127,6 +133,12 @@ impl ErrorCode {
             Self::NotFound => ("not_found", 404, "no such route"),
             Self::MethodNotAllowed => ("method_not_allowed", 405, "method not allowed"),
             Self::Busy => ("busy", 503, "the meeting is busy; retry"),
+            Self::InvalidCode => ("invalid_code", 401, "wrong, expired or used one-time code"),
+            Self::MailFailed => (
+                "mail_failed",
+                502,
+                "the email could not be sent; try again later",
+            ),
             Self::Internal => ("internal", 500, "internal server error"),
         };
         ErrorSpec {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod lockout;
+pub mod login;
 pub mod meeting;
 pub mod ops;
 pub mod participant;

@@ -47,6 +47,7 @@
 //! not depend on the PostgreSQL database's collation.
 
 mod error;
+mod login;
 mod rows;
 mod store;
 mod webhooks;

@@ -27,18 +27,18 @@ pub(crate) const API_KEY_COLUMNS: &str = "id, secret, description, created_at, r
 
 // ----- reading ---------------------------------------------------------------------------------
 
-fn get<'r, T>(row: &'r AnyRow, column: &'static str) -> Result<T, StoreError>
+pub(crate) fn get<'r, T>(row: &'r AnyRow, column: &'static str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
 {
     row.try_get(column).map_err(backend)
 }
 
-fn text(row: &AnyRow, column: &'static str) -> Result<String, StoreError> {
+pub(crate) fn text(row: &AnyRow, column: &'static str) -> Result<String, StoreError> {
     get(row, column)
 }
 
-fn parsed<T, E: std::fmt::Display>(
+pub(crate) fn parsed<T, E: std::fmt::Display>(
     row: &AnyRow,
     column: &'static str,
     parse: impl FnOnce(&str) -> Result<T, E>,
@@ -62,12 +62,12 @@ fn int(row: &AnyRow, column: &'static str) -> Result<i64, StoreError> {
     get(row, column)
 }
 
-fn uint<T: TryFrom<i64>>(row: &AnyRow, column: &'static str) -> Result<T, StoreError> {
+pub(crate) fn uint<T: TryFrom<i64>>(row: &AnyRow, column: &'static str) -> Result<T, StoreError> {
     let value = int(row, column)?;
     T::try_from(value).map_err(|_| corrupt(column, format!("{value} is out of range")))
 }
 
-fn flag(row: &AnyRow, column: &'static str) -> Result<bool, StoreError> {
+pub(crate) fn flag(row: &AnyRow, column: &'static str) -> Result<bool, StoreError> {
     match int(row, column)? {
         0 => Ok(false),
         1 => Ok(true),
@@ -78,7 +78,7 @@ fn flag(row: &AnyRow, column: &'static str) -> Result<bool, StoreError> {
     }
 }
 
-fn timestamp(row: &AnyRow, column: &'static str) -> Result<Timestamp, StoreError> {
+pub(crate) fn timestamp(row: &AnyRow, column: &'static str) -> Result<Timestamp, StoreError> {
     int(row, column).map(Timestamp::from_millis)
 }
 

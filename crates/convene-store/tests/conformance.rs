@@ -13,6 +13,7 @@ use convene_core::apikey::ApiKey;
 use convene_core::event::{Audience, TrackSelector};
 use convene_core::ids::{ChatText, DisplayName, Identity, MeetingId, RoomName};
 use convene_core::lockout::{FailureRecord, FailureScope};
+use convene_core::login::{CodeRecord, Email, LoginCode, LoginStore, SendCount, User, UserId};
 use convene_core::meeting::{
     Credentials, LogoutUrl, Meeting, MeetingSettings, Metadata, Mode, QualityPreset, Schedule,
     WaitingPolicy,
@@ -212,6 +213,9 @@ conformance!(
     webhook_deliveries_are_queued_with_the_events_and_sent_in_lane_order,
     webhook_endpoints_follow_configuration_and_meeting_settings,
     webhook_leases_keep_two_senders_apart,
+    login_send_counters_count_in_fixed_windows,
+    login_codes_replace_and_update_only_from_the_version_read,
+    users_are_unique_by_id_and_email,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -1828,5 +1832,177 @@ async fn webhook_leases_keep_two_senders_apart(db: &mut TestDb) {
             .unwrap()
             .len(),
         1
+    );
+}
+
+// ----- logins (migration 0003) -------------------------------------------------------------------
+
+fn email(raw: &str) -> Email {
+    Email::parse(raw).unwrap()
+}
+
+async fn login_send_counters_count_in_fixed_windows(db: &mut TestDb) {
+    let store = db.store();
+    let window = Duration::from_secs(10);
+    let count = |count, started| SendCount {
+        count,
+        window_started_at: at(started),
+    };
+    assert_eq!(
+        store
+            .count_login_send("email:a@example.com", at(1_000), window)
+            .await
+            .unwrap(),
+        count(1, 1_000)
+    );
+    assert_eq!(
+        store
+            .count_login_send("email:a@example.com", at(5_000), window)
+            .await
+            .unwrap(),
+        count(2, 1_000)
+    );
+    assert_eq!(
+        store
+            .count_login_send("client:192.0.2.1", at(5_000), window)
+            .await
+            .unwrap(),
+        count(1, 5_000),
+        "subjects are separate"
+    );
+    assert_eq!(
+        store
+            .count_login_send("email:a@example.com", at(10_999), window)
+            .await
+            .unwrap(),
+        count(3, 1_000)
+    );
+    assert_eq!(
+        store
+            .count_login_send("email:a@example.com", at(11_000), window)
+            .await
+            .unwrap(),
+        count(1, 11_000),
+        "a new window"
+    );
+    let sends = (0..16).map(|n| store.count_login_send("client:busy", at(20_000 + n), window));
+    let results = futures_join_all(sends).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        store
+            .count_login_send("client:busy", at(20_100), window)
+            .await
+            .unwrap()
+            .count,
+        17,
+        "concurrent sends all counted"
+    );
+}
+
+async fn login_codes_replace_and_update_only_from_the_version_read(db: &mut TestDb) {
+    let mut rng = StdRng::seed_from_u64(11);
+    let ann = email("ann@example.com");
+    assert_eq!(db.store().login_code(&ann).await.unwrap(), None);
+    let code = LoginCode::generate(&mut rng);
+    let first = CodeRecord::issue(&ann, &code, at(1_000), &mut rng);
+    db.store().put_login_code(&first).await.unwrap();
+    assert_eq!(
+        db.store().login_code(&ann).await.unwrap().as_ref(),
+        Some(&first)
+    );
+
+    // A wrong try is stored from the version read; a second writer from the same version loses.
+    let (tried, outcome) = first.check("not-the-code", at(2_000));
+    assert!(outcome.is_err());
+    let tried = tried.unwrap();
+    db.store().update_login_code(&first, &tried).await.unwrap();
+    assert!(matches!(
+        db.store().update_login_code(&first, &tried).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(db.store().login_code(&ann).await.unwrap().unwrap().tries, 1);
+
+    // Used once: no further update succeeds.
+    let (used, outcome) = tried.check(code.reveal(), at(3_000));
+    assert_eq!(outcome, Ok(()));
+    let used = used.unwrap();
+    db.store().update_login_code(&tried, &used).await.unwrap();
+    assert!(db.store().login_code(&ann).await.unwrap().unwrap().used);
+    assert!(matches!(
+        db.store().update_login_code(&used, &used).await,
+        Err(StoreError::Conflict)
+    ));
+
+    // A new code replaces the old row; updates against the old salt are refused.
+    let second = CodeRecord::issue(&ann, &LoginCode::generate(&mut rng), at(4_000), &mut rng);
+    db.store().put_login_code(&second).await.unwrap();
+    assert_eq!(
+        db.store().login_code(&ann).await.unwrap().as_ref(),
+        Some(&second)
+    );
+    assert!(matches!(
+        db.store().update_login_code(&tried, &tried).await,
+        Err(StoreError::Conflict)
+    ));
+    db.reopen().await;
+    assert_eq!(
+        db.store().login_code(&ann).await.unwrap().as_ref(),
+        Some(&second),
+        "survives a restart"
+    );
+}
+
+async fn users_are_unique_by_id_and_email(db: &mut TestDb) {
+    let store = db.store();
+    let ann = User {
+        id: UserId::parse("100000000001").unwrap(),
+        email: email("ann@example.com"),
+        name: DisplayName::parse("Ann").unwrap(),
+        created_at: at(1_000),
+        updated_at: at(1_000),
+    };
+    store.insert_user(&ann).await.unwrap();
+    assert_eq!(store.user(&ann.id).await.unwrap().as_ref(), Some(&ann));
+    assert_eq!(
+        store.user_by_email(&ann.email).await.unwrap().as_ref(),
+        Some(&ann)
+    );
+    assert_eq!(
+        store
+            .user(&UserId::parse("100000000002").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+
+    let same_email = User {
+        id: UserId::parse("100000000002").unwrap(),
+        ..ann.clone()
+    };
+    assert!(matches!(
+        store.insert_user(&same_email).await,
+        Err(StoreError::Duplicate("email"))
+    ));
+    let same_id = User {
+        email: email("bob@example.com"),
+        ..ann.clone()
+    };
+    assert!(matches!(
+        store.insert_user(&same_id).await,
+        Err(StoreError::Duplicate("user_id"))
+    ));
+
+    store
+        .rename_user(&ann.id, &DisplayName::parse("Ann Lee").unwrap(), at(2_000))
+        .await
+        .unwrap();
+    let renamed = store.user(&ann.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            renamed.name.as_str(),
+            renamed.updated_at,
+            renamed.created_at
+        ),
+        ("Ann Lee", at(2_000), at(1_000))
     );
 }

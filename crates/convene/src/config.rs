@@ -35,6 +35,13 @@ pub struct FileConfig {
     pub livekit_api_key: Option<String>,
     pub livekit_api_secret: Option<String>,
     pub livekit_api_secret_file: Option<PathBuf>,
+    pub smtp_url: Option<String>,
+    pub smtp_from: Option<String>,
+    /// Seed 002's `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`, `LIVEKIT_SOCKET_URL` (in a file, named
+    /// apart from the external engine's `livekit_*` keys).
+    pub compat_livekit_api_key: Option<String>,
+    pub compat_livekit_api_secret: Option<String>,
+    pub compat_livekit_socket_url: Option<String>,
 }
 
 /// An external LiveKit deployment that carries the media instead of the embedded SFU.
@@ -74,6 +81,8 @@ pub struct Config {
     pub rtc_udp_port: u16,
     /// Addresses advertised in SDP (servers behind 1:1 NAT); empty = local interface addresses.
     pub rtc_node_ips: Vec<std::net::IpAddr>,
+    /// Where one-time login codes are mailed; `None` = development mode (codes in the log).
+    pub smtp: Option<crate::mail::SmtpConfig>,
     /// `Some`: media runs on this external LiveKit deployment, not on the embedded SFU.
     pub livekit: Option<ExternalLiveKit>,
     /// Where every meeting's events are POSTed, and how.
@@ -113,6 +122,7 @@ impl std::fmt::Debug for Config {
             .field("rtc_node_ips", &self.rtc_node_ips)
             .field("webhooks", &self.webhooks)
             .field("livekit", &self.livekit)
+            .field("smtp", &self.smtp)
             .finish()
     }
 }
@@ -187,6 +197,26 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_WEBHOOK_TIMEOUT_MS",
         "time one webhook POST may take (default 10000)",
+    ),
+    (
+        "CONVENE_SMTP_URL",
+        "SMTP server for one-time login codes, e.g. smtp://127.0.0.1:2525; unset = codes in the log (development)",
+    ),
+    (
+        "CONVENE_SMTP_FROM",
+        "sender of those mails, e.g. convene <noreply@example.com> (required with CONVENE_SMTP_URL)",
+    ),
+    (
+        "LIVEKIT_API_KEY",
+        "seed 002: sign its tokens with this external LiveKit key (with LIVEKIT_API_SECRET)",
+    ),
+    (
+        "LIVEKIT_API_SECRET",
+        "seed 002: the external LiveKit secret, at least 32 bytes",
+    ),
+    (
+        "LIVEKIT_SOCKET_URL",
+        "seed 002: the signalling URL it hands out (default: convene's own)",
     ),
 ];
 
@@ -325,7 +355,55 @@ impl Config {
         if live_passcode.as_ref().is_some_and(|p| p.len() > 256) {
             bail!("CONVENE_COMPAT_LIVE_PASSCODE must be at most 256 bytes");
         }
-        let compat = convene_compat::CompatConfig { live_passcode };
+        let livekit_api = match (
+            var("LIVEKIT_API_KEY").or(file.compat_livekit_api_key),
+            var("LIVEKIT_API_SECRET").or(file.compat_livekit_api_secret),
+        ) {
+            (Some(key), Some(secret)) => {
+                convene_core::apikey::ApiKey::parse_id(&key)
+                    .map_err(|e| anyhow::anyhow!("LIVEKIT_API_KEY {}", e.reason))?;
+                let secret = ApiSecret::parse(&secret)
+                    .map_err(|e| anyhow::anyhow!("LIVEKIT_API_SECRET {}", e.reason))?;
+                Some((key, secret))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                bail!("LIVEKIT_API_KEY is set but LIVEKIT_API_SECRET is not: set both, or neither")
+            }
+            (None, Some(_)) => {
+                bail!("LIVEKIT_API_SECRET is set but LIVEKIT_API_KEY is not: set both, or neither")
+            }
+        };
+        let livekit_socket_url = var("LIVEKIT_SOCKET_URL").or(file.compat_livekit_socket_url);
+        if let Some(url) = &livekit_socket_url {
+            let parsed = url::Url::parse(url)
+                .with_context(|| format!("LIVEKIT_SOCKET_URL: {url:?} is not a URL"))?;
+            if !matches!(parsed.scheme(), "ws" | "wss" | "http" | "https") {
+                bail!("LIVEKIT_SOCKET_URL must be a ws://, wss://, http:// or https:// URL");
+            }
+        }
+        let compat = convene_compat::CompatConfig {
+            live_passcode,
+            livekit_api,
+            livekit_socket_url,
+        };
+        let smtp = match (
+            var("CONVENE_SMTP_URL").or(file.smtp_url),
+            var("CONVENE_SMTP_FROM").or(file.smtp_from),
+        ) {
+            (Some(url), Some(from)) => {
+                let smtp = crate::mail::SmtpConfig { url, from };
+                smtp.validate()?;
+                Some(smtp)
+            }
+            (None, None) => None,
+            (Some(_), None) => bail!(
+                "CONVENE_SMTP_URL is set but CONVENE_SMTP_FROM is not: set the sender address too"
+            ),
+            (None, Some(_)) => bail!(
+                "CONVENE_SMTP_FROM is set but CONVENE_SMTP_URL is not: set the SMTP server too"
+            ),
+        };
         let rtc_udp_port = match var("CONVENE_RTC_UDP_PORT") {
             Some(text) => text
                 .trim()
@@ -406,6 +484,7 @@ impl Config {
             rtc_node_ips,
             webhooks,
             livekit,
+            smtp,
         })
     }
 
@@ -634,6 +713,61 @@ mod tests {
             "CONVENE_WEBHOOK_MAX_ATTEMPTS must be 1 to 100 (got 0)"
         );
         assert!(bad("CONVENE_WEBHOOK_TIMEOUT_MS", "soon").contains("not a whole number"));
+    }
+
+    #[test]
+    fn smtp_and_external_livekit_settings_are_checked() {
+        let c = Config::from_layers(
+            FileConfig::default(),
+            &env(&[
+                ("CONVENE_SMTP_URL", "smtp://mailer:pw-0123@127.0.0.1:2525"),
+                ("CONVENE_SMTP_FROM", "convene <noreply@example.com>"),
+                ("LIVEKIT_API_KEY", "APIexternal"),
+                (
+                    "LIVEKIT_API_SECRET",
+                    "external-livekit-secret-0123456789-abcdef",
+                ),
+                ("LIVEKIT_SOCKET_URL", "wss://media.example.com"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.smtp.as_ref().unwrap().from,
+            "convene <noreply@example.com>"
+        );
+        assert_eq!(c.compat.livekit_api.as_ref().unwrap().0, "APIexternal");
+        assert_eq!(
+            c.compat.livekit_socket_url.as_deref(),
+            Some("wss://media.example.com")
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("pw-0123") && !shown.contains("external-livekit-secret"),
+            "{shown}"
+        );
+
+        let half = |pairs: &[(&str, &str)]| {
+            Config::from_layers(FileConfig::default(), &env(pairs))
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            half(&[("CONVENE_SMTP_URL", "smtp://127.0.0.1:2525")]).contains("CONVENE_SMTP_FROM")
+        );
+        assert!(
+            half(&[
+                ("CONVENE_SMTP_URL", "imap://x"),
+                ("CONVENE_SMTP_FROM", "a@example.com")
+            ])
+            .contains("smtp://")
+        );
+        assert!(half(&[("LIVEKIT_API_KEY", "APIx")]).contains("set both"));
+        assert!(
+            half(&[("LIVEKIT_API_KEY", "APIx"), ("LIVEKIT_API_SECRET", "short")])
+                .starts_with("LIVEKIT_API_SECRET must be at least 32 bytes")
+        );
+        assert!(half(&[("LIVEKIT_SOCKET_URL", "ftp://x")]).contains("LIVEKIT_SOCKET_URL"));
     }
 
     #[test]

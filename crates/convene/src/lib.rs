@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod livekit_webhook;
+pub mod mail;
 pub mod media;
 pub mod media_livekit;
 pub mod twirp;
@@ -18,6 +19,7 @@ use anyhow::Context;
 use convene_api::{AppState, Hub, Limits, MediaTokens, PublicUrls};
 use convene_core::apikey::ApiKey;
 use convene_core::ports::{NoMedia, NoSink};
+use convene_core::login::{Logins, Mailer};
 use convene_core::service::Meetings;
 use convene_core::time::{Clock, Timestamp};
 use convene_store::SqlStore;
@@ -157,6 +159,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let sink: Arc<dyn convene_core::ports::EventSink> =
         Arc::new(webhooks::Sinks(vec![Arc::new(hub.clone()), Arc::new(wake.clone())]));
     let shutdown = CancellationToken::new();
+    let mailer: Arc<dyn Mailer> = match &config.smtp {
+        Some(smtp) => Arc::new(mail::SmtpMailer::new(smtp)?),
+        None => {
+            mail::ConsoleMailer::announce();
+            Arc::new(mail::ConsoleMailer)
+        }
+    };
+    let logins = Arc::new(Logins::new(store.clone(), Arc::new(SystemClock), mailer));
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
@@ -252,6 +262,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         limits: Arc::new(Limits::default()),
         hub: hub.clone(),
         media: media_tokens,
+        logins,
     };
     let app = convene_api::with_common_layers(
         convene_api::router(state.clone())

@@ -38,14 +38,16 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::NotAdmitted
         | ErrorCode::InvalidState
         | ErrorCode::RateLimited
-        | ErrorCode::LockedOut => StatusCode::FORBIDDEN,
+        | ErrorCode::LockedOut
+        | ErrorCode::InvalidCode => StatusCode::FORBIDDEN,
         ErrorCode::MeetingNotFound
         | ErrorCode::ParticipantNotFound
         | ErrorCode::ApiKeyNotFound
         | ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::AlreadyExists | ErrorCode::Busy | ErrorCode::Internal => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        ErrorCode::AlreadyExists
+        | ErrorCode::Busy
+        | ErrorCode::MailFailed
+        | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
@@ -15,6 +15,7 @@ use convene_api::{AppState, Limits, PublicUrls};
 use convene_compat::CompatConfig;
 use convene_core::apikey::ApiSecret;
 use convene_core::ids::MeetingIdDigits;
+use convene_core::login::{LoginCodeMail, Logins, MailError, Mailer};
 use convene_core::ports::NoMedia;
 use convene_core::service::Meetings;
 use convene_core::time::{Clock, Timestamp};
@@ -49,9 +50,39 @@ impl Clock for SystemClock {
     }
 }
 
+/// Keeps every login-code mail instead of sending it.
+#[derive(Default)]
+pub struct RecordingMailer(Mutex<Vec<LoginCodeMail>>);
+
+impl RecordingMailer {
+    /// The code of the last mail to `to`.
+    pub fn code_for(&self, to: &str) -> String {
+        let mails = self.0.lock().unwrap();
+        let mail = mails
+            .iter()
+            .rev()
+            .find(|m| m.to.as_str() == to)
+            .unwrap_or_else(|| panic!("no mail to {to}"));
+        mail.code.reveal().to_owned()
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+#[async_trait::async_trait]
+impl Mailer for RecordingMailer {
+    async fn send_login_code(&self, mail: &LoginCodeMail) -> Result<(), MailError> {
+        self.0.lock().unwrap().push(mail.clone());
+        Ok(())
+    }
+}
+
 pub struct TestApp {
     pub app: Router,
     pub state: AppState,
+    pub mailer: Arc<RecordingMailer>,
     _dir: tempfile::TempDir,
 }
 
@@ -74,8 +105,15 @@ impl TestApp {
             .expect("sqlite store");
         store.migrate().await.expect("migrations");
         let hub = Hub::default();
+        let store = Arc::new(store);
+        let mailer = Arc::new(RecordingMailer::default());
+        let logins = Arc::new(Logins::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            mailer.clone(),
+        ));
         let meetings = Arc::new(Meetings::new(
-            Arc::new(store),
+            store,
             Arc::new(SystemClock),
             Arc::new(NoMedia),
             Arc::new(hub.clone()),
@@ -96,15 +134,28 @@ impl TestApp {
             limits: Arc::new(limits),
             hub,
             media: convene_api::MediaTokens::Embedded,
+            logins,
         };
-        let config = CompatConfig { live_passcode };
+        let config = CompatConfig {
+            live_passcode,
+            ..CompatConfig::default()
+        };
         let app = convene_api::router(state.clone())
             .merge(convene_compat::router(state.clone(), &config));
         Self {
             app,
             state,
+            mailer,
             _dir: dir,
         }
+    }
+
+    /// Like [`TestApp::start`], with the seed 002 surface pointed at an external LiveKit.
+    pub async fn start_with_config(config: CompatConfig) -> Self {
+        let mut app = Self::start().await;
+        app.app = convene_api::router(app.state.clone())
+            .merge(convene_compat::router(app.state.clone(), &config));
+        app
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
