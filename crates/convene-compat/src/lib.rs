@@ -7,9 +7,11 @@
 //! |---|---|---|
 //! | [`waiting_room`] | `000` meeting with a waiting room (Twilio Video + Sync) | `/compat/waiting-room` |
 //! | [`live_stream`] | `001` interactive live stream (Twilio Live) | `/compat/live-stream` |
+//! | [`bbb`] | `003` BigBlueButton interface | `/compat/bbb` |
 //!
 //! [`params`] reads POST parameters as JSON or as a form for any surface that needs both.
 
+pub mod bbb;
 pub mod live_stream;
 pub mod params;
 pub mod waiting_room;
@@ -22,6 +24,8 @@ use convene_api::AppState;
 pub struct CompatConfig {
     /// `CONVENE_COMPAT_LIVE_PASSCODE`: turns on seed 001's surface.
     pub live_passcode: Option<String>,
+    /// `CONVENE_COMPAT_BBB_TOKEN`: turns on seed 003's surface.
+    pub bbb_token: Option<String>,
 }
 
 impl std::fmt::Debug for CompatConfig {
@@ -31,6 +35,7 @@ impl std::fmt::Debug for CompatConfig {
                 "live_passcode",
                 &self.live_passcode.as_ref().map(|_| "<set>"),
             )
+            .field("bbb_token", &self.bbb_token.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -39,6 +44,14 @@ impl std::fmt::Debug for CompatConfig {
 pub fn router(state: AppState, config: &CompatConfig) -> Router {
     let mut router =
         Router::new().nest("/compat/waiting-room", waiting_room::router(state.clone()));
+    match &config.bbb_token {
+        Some(token) => {
+            router = router.nest("/compat/bbb", bbb::router(state.clone(), token.clone()))
+        }
+        None => tracing::info!(
+            "seed 003 surface /compat/bbb is off: set CONVENE_COMPAT_BBB_TOKEN to turn it on"
+        ),
+    }
     match &config.live_passcode {
         Some(passcode) => {
             router = router.nest(

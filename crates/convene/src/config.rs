@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub api_secret_file: Option<PathBuf>,
     pub meeting_id_digits: Option<i64>,
     pub compat_live_passcode: Option<String>,
+    pub compat_bbb_token: Option<String>,
     pub rtc_udp_port: Option<u16>,
     pub rtc_node_ip: Option<String>,
 }
@@ -101,6 +102,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_COMPAT_LIVE_PASSCODE",
         "turns on the seed 001 live-stream surface with this passcode",
+    ),
+    (
+        "CONVENE_COMPAT_BBB_TOKEN",
+        "turns on the seed 003 BigBlueButton surface; clients send it as `Authorization`",
     ),
 ];
 
@@ -211,7 +216,20 @@ impl Config {
         if live_passcode.as_ref().is_some_and(|p| p.len() > 256) {
             bail!("CONVENE_COMPAT_LIVE_PASSCODE must be at most 256 bytes");
         }
-        let compat = convene_compat::CompatConfig { live_passcode };
+        let bbb_token = var("CONVENE_COMPAT_BBB_TOKEN").or(file.compat_bbb_token);
+        if bbb_token.as_ref().is_some_and(|t| t.len() > 256) {
+            bail!("CONVENE_COMPAT_BBB_TOKEN must be at most 256 bytes");
+        }
+        if bbb_token
+            .as_ref()
+            .is_some_and(|t| axum::http::HeaderValue::from_str(t).is_err())
+        {
+            bail!("CONVENE_COMPAT_BBB_TOKEN must be text a client can send in a header");
+        }
+        let compat = convene_compat::CompatConfig {
+            live_passcode,
+            bbb_token,
+        };
         let rtc_udp_port = match var("CONVENE_RTC_UDP_PORT") {
             Some(text) => text
                 .trim()

@@ -38,7 +38,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::NotAdmitted
         | ErrorCode::InvalidState
         | ErrorCode::RateLimited
-        | ErrorCode::LockedOut => StatusCode::FORBIDDEN,
+        | ErrorCode::LockedOut
+        | ErrorCode::JoinLinkUsed => StatusCode::FORBIDDEN,
         ErrorCode::MeetingNotFound
         | ErrorCode::ParticipantNotFound
         | ErrorCode::ApiKeyNotFound

@@ -27,6 +27,7 @@ use tower::ServiceExt;
 pub const KEY: &str = "APIcompattests";
 pub const SECRET: &str = "compat-test-secret-0123456789-0123456789";
 pub const PASSCODE: &str = "live-passcode-1234";
+pub const BBB_TOKEN: &str = "bbb-token-5678";
 
 /// How a request carries its parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +61,9 @@ pub struct TestApp {
 pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
+    /// The `Location` header, when there is one.
+    pub location: Option<String>,
+    pub headers: axum::http::HeaderMap,
 }
 
 impl TestApp {
@@ -68,6 +72,14 @@ impl TestApp {
     }
 
     pub async fn start_with(live_passcode: Option<String>, limits: Limits) -> Self {
+        Self::start_full(live_passcode, Some(BBB_TOKEN.to_owned()), limits).await
+    }
+
+    pub async fn start_full(
+        live_passcode: Option<String>,
+        bbb_token: Option<String>,
+        limits: Limits,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqlStore::sqlite(&dir.path().join("convene.db"))
             .await
@@ -96,7 +108,10 @@ impl TestApp {
             limits: Arc::new(limits),
             hub,
         };
-        let config = CompatConfig { live_passcode };
+        let config = CompatConfig {
+            live_passcode,
+            bbb_token,
+        };
         let app = convene_api::router(state.clone())
             .merge(convene_compat::router(state.clone(), &config));
         Self {
@@ -109,6 +124,11 @@ impl TestApp {
     pub async fn send(&self, request: Request<Body>) -> Reply {
         let response = self.app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
+        let headers = response.headers().clone();
+        let location = headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = response
             .into_body()
             .collect()
@@ -116,7 +136,12 @@ impl TestApp {
             .expect("body")
             .to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, body }
+        Reply {
+            status,
+            body,
+            location,
+            headers,
+        }
     }
 
     /// POSTs `params` (a JSON object) to `path` as JSON or as a form, with an optional
