@@ -1,4 +1,5 @@
-// The meeting page served at /meet: enter with a PIN, wait to be admitted, join the media room
+// The meeting page served at /meet: enter with a PIN (or a one-time `?join=` link from the
+// BigBlueButton surface), wait to be admitted, join the media room
 // with the official livekit-client, show a video grid, leave. Host controls: admit waiting guests.
 //
 // `window.__convene` is a small read-only hook for the browser interop test (phase, identity,
@@ -176,6 +177,37 @@ async function join() {
   session.role = joined.role;
   session.meeting = joined.meeting;
   await connect(joined.url, joined.access_token);
+}
+
+// ---- one-time join links (the BigBlueButton surface redirects here with ?join=...) ----
+
+async function enterWithJoinLink(link) {
+  // The link works once: take it out of the address bar and history before anything else.
+  const url = new URL(location.href);
+  url.searchParams.delete('join');
+  history.replaceState(null, '', url);
+  show('joining');
+  try {
+    const entered = await api('POST', '/v1/join-links/exchange', { body: { join_link: link } });
+    session.meetingId = entered.meeting.meeting_id;
+    session.identity = entered.identity;
+    session.role = entered.role;
+    session.waitingToken = entered.token;
+    session.meeting = entered.meeting;
+    $('meeting-title').textContent = entered.meeting.name || `Meeting ${entered.meeting.meeting_id}`;
+    if (entered.state === 'waiting') {
+      show('waiting');
+      waitForAdmission();
+    } else if (entered.join) {
+      session.accessToken = entered.join.api_token || entered.join.access_token;
+      await connect(entered.join.url, entered.join.access_token);
+    } else {
+      await join();
+    }
+  } catch (e) {
+    showError(e);
+    show('prejoin');
+  }
 }
 
 // ---- media ----
@@ -390,6 +422,7 @@ function start() {
   window.addEventListener('pagehide', () => session.room && session.room.disconnect());
   show('prejoin');
   (form.meeting.value ? form.credential : form.meeting).focus();
+  if (params.get('join')) enterWithJoinLink(params.get('join'));
 }
 
 start();

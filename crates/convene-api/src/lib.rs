@@ -120,6 +120,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(access::join))
         .routes(routes!(access::leave))
         .routes(routes!(access::me))
+        .routes(routes!(access::exchange_join_link))
         .routes(routes!(moderation::admit))
         .routes(routes!(moderation::deny))
         .routes(routes!(moderation::send_back))

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_core::ErrorCode;
+use convene_core::login::Logins;
 use convene_core::meeting::Meeting;
 use convene_core::participant::Participant;
-use convene_core::login::Logins;
 use convene_core::service::Meetings;
 use convene_token::{ACCESS_TTL, Signer};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};

@@ -359,6 +359,32 @@ pub struct JoinResponse {
     pub meeting: MeetingPublicView,
 }
 
+/// A one-time join link to exchange (the `join` query parameter of a BigBlueButton surface
+/// redirect to `/meet`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinLinkRequest {
+    #[schema(max_length = 8192)]
+    pub join_link: String,
+}
+
+/// The answer to a join-link exchange: the waiting-room answer of `enter` (state and a
+/// waiting-room token), plus the media answer of `join` when the person is in at once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinLinkResponse {
+    pub identity: String,
+    pub role: WireRole,
+    /// `joined` (then `join` is present) or `waiting` (a guest waiting for a host).
+    pub state: WireState,
+    /// Waiting-room token: reads your own state and the meeting's events; exchange it at `join`
+    /// once admitted.
+    pub token: String,
+    pub events_url: String,
+    pub meeting: MeetingPublicView,
+    /// Media access, when the person joined at once.
+    pub join: Option<JoinResponse>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MeView {
     pub participant: ParticipantView,

@@ -8,12 +8,14 @@
 //! | [`waiting_room`] | `000` meeting with a waiting room (Twilio Video + Sync) | `/compat/waiting-room` |
 //! | [`live_stream`] | `001` interactive live stream (Twilio Live) | `/compat/live-stream` |
 //! | [`livekit_join`] | `002` LiveKit room-join function (Appwrite) | `/compat/livekit-join` |
+//! | [`bbb`] | `003` BigBlueButton interface | `/compat/bbb` |
 //! | [`mesibo`] | `004` mesibo conferencing backend | `/compat/mesibo/api` |
 //!
 //! [`params`] reads POST parameters as JSON or as a form for any surface that needs both;
 //! [`session`] issues and checks the user sessions of the email one-time-code login (seed 004's
 //! `login`), which seed 002's surface accepts too.
 
+pub mod bbb;
 pub mod live_stream;
 pub mod livekit_join;
 pub mod mesibo;
@@ -36,6 +38,8 @@ pub struct CompatConfig {
     pub livekit_api: Option<(String, ApiSecret)>,
     /// `LIVEKIT_SOCKET_URL`: the URL seed 002 hands out instead of convene's signalling URL.
     pub livekit_socket_url: Option<String>,
+    /// `CONVENE_COMPAT_BBB_TOKEN`: turns on seed 003's surface.
+    pub bbb_token: Option<String>,
 }
 
 impl std::fmt::Debug for CompatConfig {
@@ -50,6 +54,7 @@ impl std::fmt::Debug for CompatConfig {
                 &self.livekit_api.as_ref().map(|(key, _)| key),
             )
             .field("livekit_socket_url", &self.livekit_socket_url)
+            .field("bbb_token", &self.bbb_token.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -67,6 +72,14 @@ pub fn router(state: AppState, config: &CompatConfig) -> Router {
         .nest("/compat/waiting-room", waiting_room::router(state.clone()))
         .nest("/compat/mesibo", mesibo::router(state.clone()))
         .merge(livekit_join::router(state.clone(), target));
+    match &config.bbb_token {
+        Some(token) => {
+            router = router.nest("/compat/bbb", bbb::router(state.clone(), token.clone()))
+        }
+        None => tracing::info!(
+            "seed 003 surface /compat/bbb is off: set CONVENE_COMPAT_BBB_TOKEN to turn it on"
+        ),
+    }
     match &config.live_passcode {
         Some(passcode) => {
             router = router.nest(

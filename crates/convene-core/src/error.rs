@@ -50,6 +50,8 @@ pub enum ErrorCode {
     RateLimited,
     /// Credential checks for this meeting are locked after too many failures; retry later.
     LockedOut,
+    /// A one-time join link was exchanged already.
+    JoinLinkUsed,
     /// A route that does not exist.
     NotFound,
     /// A method the route does not answer.
@@ -73,7 +75,7 @@ pub struct ErrorSpec {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         Self::InvalidRequest,
         Self::PayloadTooLarge,
         Self::Unauthenticated,
@@ -93,6 +95,7 @@ impl ErrorCode {
         Self::InvalidState,
         Self::RateLimited,
         Self::LockedOut,
+        Self::JoinLinkUsed,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::Busy,
@@ -130,6 +133,7 @@ impl ErrorCode {
             Self::InvalidState => ("invalid_state", 409, "not possible in the current state"),
             Self::RateLimited => ("rate_limited", 429, "too many requests; slow down"),
             Self::LockedOut => ("locked_out", 429, "too many failed attempts; retry later"),
+            Self::JoinLinkUsed => ("join_link_used", 409, "this join link was used already"),
             Self::NotFound => ("not_found", 404, "no such route"),
             Self::MethodNotAllowed => ("method_not_allowed", 405, "method not allowed"),
             Self::Busy => ("busy", 503, "the meeting is busy; retry"),

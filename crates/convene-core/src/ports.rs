@@ -91,6 +91,16 @@ pub trait Store: crate::webhook::WebhookStore + Send + Sync + 'static {
         forget_before: Option<Timestamp>,
     ) -> Result<FailureRecord, StoreError>;
     async fn clear_failures(&self, scope: FailureScope, subject: &str) -> Result<(), StoreError>;
+
+    /// Marks a one-time nonce (a join link's) used: `true` the first time, `false` when it was
+    /// used already. Atomic: of concurrent calls with one nonce, exactly one gets `true`, on every
+    /// node. Used nonces whose `expires_at` is before `forget_before` are dropped.
+    async fn use_nonce(
+        &self,
+        nonce: &str,
+        expires_at: Timestamp,
+        forget_before: Timestamp,
+    ) -> Result<bool, StoreError>;
 }
 
 /// The media engine, as the core drives it (embedded SFU or external LiveKit).

@@ -25,6 +25,8 @@ use crate::time::Timestamp;
 const MAX_ATTEMPTS: usize = 16;
 /// How many fresh ids are tried when a generated meeting id is taken.
 const MAX_ID_ATTEMPTS: usize = 8;
+/// How long past its expiry a used join-link nonce is kept (more than any token clock leeway).
+const JOIN_LINK_SKEW: Duration = Duration::from_secs(300);
 /// Largest page of events or meetings one call returns.
 pub const MAX_PAGE: u32 = 1000;
 
@@ -771,6 +773,53 @@ impl Meetings {
             return Err(DomainError::code(ErrorCode::Banned).into());
         }
         Ok((meeting, participant))
+    }
+
+    /// Redeems a one-time join link (the BigBlueButton surface's credential), whose signature
+    /// and expiry the caller has verified: the link must still stand like a participant token
+    /// (same run, same epoch, not banned), and its `nonce` is marked used in the store, so a
+    /// second redemption fails with `join_link_used` on every node, concurrent or after a restart.
+    /// An admitted person is joined at once (capacity applies); a waiting one stays waiting.
+    pub async fn redeem_join_link(
+        &self,
+        id: &MeetingId,
+        identity: &Identity,
+        instance: &InstanceId,
+        epoch: u32,
+        nonce: &str,
+        expires_at: Timestamp,
+    ) -> Result<(Meeting, Participant)> {
+        if nonce.is_empty() {
+            return Err(ServiceError::domain(
+                ErrorCode::InvalidToken,
+                "the join link has no nonce",
+            ));
+        }
+        let (meeting, participant) = self
+            .check_participant_token(id, identity, instance, epoch)
+            .await?;
+        // Used nonces are kept until their link has expired (allowing for clock skew).
+        let forget_before = Timestamp::from_millis(
+            self.now()
+                .as_millis()
+                .saturating_sub(JOIN_LINK_SKEW.as_millis() as i64),
+        );
+        if !self
+            .store
+            .use_nonce(nonce, expires_at, forget_before)
+            .await?
+        {
+            return Err(DomainError::code(ErrorCode::JoinLinkUsed).into());
+        }
+        if participant.state == ParticipantState::Waiting {
+            return Ok((meeting, participant));
+        }
+        let caller = Caller::Participant {
+            identity: identity.clone(),
+            instance: instance.clone(),
+            epoch,
+        };
+        self.join(id, &caller).await
     }
 
     // ----- media engine -----------------------------------------------------------------------

@@ -525,6 +525,27 @@ impl Store for SqlStore {
             .map_err(backend)?;
         Ok(())
     }
+
+    async fn use_nonce(
+        &self,
+        nonce: &str,
+        expires_at: Timestamp,
+        forget_before: Timestamp,
+    ) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM used_join_links WHERE expires_at < $1")
+            .bind(forget_before.as_millis())
+            .execute(self.pool())
+            .await
+            .map_err(backend)?;
+        // One statement decides: the primary key lets exactly one insert of a nonce through.
+        let inserted = sqlx::query("INSERT INTO used_join_links (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING")
+            .bind(nonce)
+            .bind(expires_at.as_millis())
+            .execute(self.pool())
+            .await
+            .map_err(backend)?;
+        Ok(inserted.rows_affected() == 1)
+    }
 }
 
 #[cfg(test)]

@@ -216,6 +216,7 @@ conformance!(
     login_send_counters_count_in_fixed_windows,
     login_codes_replace_and_update_only_from_the_version_read,
     users_are_unique_by_id_and_email,
+    nonces_are_used_once_even_concurrently_and_across_restarts,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -1326,6 +1327,54 @@ async fn data_survives_closing_and_reopening(db: &mut TestDb) {
             .unwrap()
     })
     .await;
+}
+
+async fn nonces_are_used_once_even_concurrently_and_across_restarts(db: &mut TestDb) {
+    let store = db.store();
+    assert!(
+        store.use_nonce("n1", at(10_000), at(1_000)).await.unwrap(),
+        "first use"
+    );
+    assert!(
+        !store.use_nonce("n1", at(10_000), at(1_000)).await.unwrap(),
+        "second use"
+    );
+    assert!(
+        store.use_nonce("n2", at(10_000), at(1_000)).await.unwrap(),
+        "another nonce is separate"
+    );
+
+    // Of many concurrent uses of one nonce, exactly one wins.
+    let attempts = (0..24).map(|_| store.use_nonce("raced", at(10_000), at(1_000)));
+    let results = futures_join_all(attempts).await;
+    let wins = results.iter().filter(|r| matches!(r, Ok(true))).count();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(wins, 1, "{results:?}");
+
+    // A used nonce stays used after a restart.
+    db.reopen().await;
+    let store = db.store();
+    assert!(!store.use_nonce("n1", at(10_000), at(2_000)).await.unwrap());
+
+    // Once past its expiry (before `forget_before`), the row is dropped: the nonce's link is
+    // refused by its expiry by then, so the table does not grow without end.
+    assert!(
+        store
+            .use_nonce("late", at(30_000), at(20_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.use_nonce("n1", at(40_000), at(20_000)).await.unwrap(),
+        "an expired row was forgotten"
+    );
+    assert!(
+        !store
+            .use_nonce("late", at(30_000), at(20_000))
+            .await
+            .unwrap(),
+        "an unexpired row is kept"
+    );
 }
 
 // ----- SQLite only -----------------------------------------------------------------------------

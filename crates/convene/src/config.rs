@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub api_secret_file: Option<PathBuf>,
     pub meeting_id_digits: Option<i64>,
     pub compat_live_passcode: Option<String>,
+    pub compat_bbb_token: Option<String>,
     pub rtc_udp_port: Option<u16>,
     pub rtc_node_ip: Option<String>,
     pub webhook_urls: Option<String>,
@@ -218,6 +219,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "LIVEKIT_SOCKET_URL",
         "seed 002: the signalling URL it hands out (default: convene's own)",
     ),
+    (
+        "CONVENE_COMPAT_BBB_TOKEN",
+        "turns on the seed 003 BigBlueButton surface; clients send it as `Authorization`",
+    ),
 ];
 
 /// A whole number from the environment or the file, within `range`, or the default.
@@ -382,10 +387,21 @@ impl Config {
                 bail!("LIVEKIT_SOCKET_URL must be a ws://, wss://, http:// or https:// URL");
             }
         }
+        let bbb_token = var("CONVENE_COMPAT_BBB_TOKEN").or(file.compat_bbb_token);
+        if bbb_token.as_ref().is_some_and(|t| t.len() > 256) {
+            bail!("CONVENE_COMPAT_BBB_TOKEN must be at most 256 bytes");
+        }
+        if bbb_token
+            .as_ref()
+            .is_some_and(|t| axum::http::HeaderValue::from_str(t).is_err())
+        {
+            bail!("CONVENE_COMPAT_BBB_TOKEN must be text a client can send in a header");
+        }
         let compat = convene_compat::CompatConfig {
             live_passcode,
             livekit_api,
             livekit_socket_url,
+            bbb_token,
         };
         let smtp = match (
             var("CONVENE_SMTP_URL").or(file.smtp_url),

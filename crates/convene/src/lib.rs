@@ -18,8 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use convene_api::{AppState, Hub, Limits, MediaTokens, PublicUrls};
 use convene_core::apikey::ApiKey;
-use convene_core::ports::{NoMedia, NoSink};
 use convene_core::login::{Logins, Mailer};
+use convene_core::ports::{NoMedia, NoSink};
 use convene_core::service::Meetings;
 use convene_core::time::{Clock, Timestamp};
 use convene_store::SqlStore;
@@ -156,8 +156,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let hub = Hub::default();
     let wake = webhooks::Wake::default();
-    let sink: Arc<dyn convene_core::ports::EventSink> =
-        Arc::new(webhooks::Sinks(vec![Arc::new(hub.clone()), Arc::new(wake.clone())]));
+    let sink: Arc<dyn convene_core::ports::EventSink> = Arc::new(webhooks::Sinks(vec![
+        Arc::new(hub.clone()),
+        Arc::new(wake.clone()),
+    ]));
     let shutdown = CancellationToken::new();
     let mailer: Arc<dyn Mailer> = match &config.smtp {
         Some(smtp) => Arc::new(mail::SmtpMailer::new(smtp)?),

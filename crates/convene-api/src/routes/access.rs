@@ -15,8 +15,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
 use crate::state::{AppState, MediaTokens};
 use crate::wire::{
-    AddParticipantRequest, EnterRequest, EnterResponse, JoinResponse, MeView, MeetingPublicView,
-    Ok, ParticipantView,
+    AddParticipantRequest, EnterRequest, EnterResponse, JoinLinkRequest, JoinLinkResponse,
+    JoinResponse, MeView, MeetingPublicView, Ok, ParticipantView,
 };
 
 /// The waiting-room answer for a person: their state and a waiting-room token.
@@ -186,5 +186,57 @@ pub async fn me(
     Ok(axum::Json(MeView {
         participant: ParticipantView::from(&participant),
         meeting: MeetingPublicView::from(&meeting),
+    }))
+}
+
+/// Exchange a one-time join link (issued by the BigBlueButton surface's `/compat/bbb/join`) for
+/// your way in: a waiting-room token, and a media access token when you are in at once (guests
+/// wait for a host; then `join` with the waiting-room token). A link works once: a second
+/// exchange, even a concurrent one, is refused with `join_link_used`; an expired link, or one
+/// for an earlier run of the meeting, with `invalid_token`.
+#[utoipa::path(post, path = "/v1/join-links/exchange", tag = "participants", request_body = JoinLinkRequest,
+    responses((status = 200, body = JoinLinkResponse)))]
+pub async fn exchange_join_link(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    Json(request): Json<JoinLinkRequest>,
+) -> ApiResult<axum::Json<JoinLinkResponse>> {
+    state.limits.check(client.0)?;
+    if request.join_link.len() > 8192 {
+        return Err(
+            convene_core::ValidationError::new("join_link", "must be at most 8192 bytes").into(),
+        );
+    }
+    let (link, nonce) = convene_token::verify_join_link(
+        &request.join_link,
+        state.signer.secret(),
+        state.meetings.now(),
+    )?;
+    let (meeting, participant) = state
+        .meetings
+        .redeem_join_link(
+            &link.meeting,
+            &link.identity,
+            &link.instance,
+            link.epoch,
+            &nonce,
+            link.expires_at,
+        )
+        .await?;
+    let entered = enter_response(&state, &meeting, &participant)?;
+    let join = match participant.state {
+        convene_core::participant::ParticipantState::Joined => {
+            Some(join_response(&state, &meeting, &participant)?)
+        }
+        _ => None,
+    };
+    Ok(axum::Json(JoinLinkResponse {
+        identity: entered.identity,
+        role: entered.role,
+        state: entered.state,
+        token: entered.token,
+        events_url: entered.events_url,
+        meeting: entered.meeting,
+        join,
     }))
 }

@@ -90,6 +90,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::MeetingLocked
         | ErrorCode::Banned
         | ErrorCode::NotAdmitted
+        | ErrorCode::JoinLinkUsed
         | ErrorCode::InvalidState => StatusCode::FORBIDDEN,
         ErrorCode::RateLimited | ErrorCode::LockedOut => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::ApiKeyNotFound

@@ -117,6 +117,7 @@ pub fn error_for(code: ErrorCode) -> &'static str {
         | ErrorCode::NotAdmitted
         | ErrorCode::MeetingNotLive
         | ErrorCode::MeetingEnded
+        | ErrorCode::JoinLinkUsed
         | ErrorCode::InvalidState => "BADGROUP",
         ErrorCode::RateLimited => "RATELIMITED",
         ErrorCode::LockedOut => "LOCKED",

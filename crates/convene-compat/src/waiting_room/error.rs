@@ -39,7 +39,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidState
         | ErrorCode::RateLimited
         | ErrorCode::LockedOut
-        | ErrorCode::InvalidCode => StatusCode::FORBIDDEN,
+        | ErrorCode::InvalidCode
+        | ErrorCode::JoinLinkUsed => StatusCode::FORBIDDEN,
         ErrorCode::MeetingNotFound
         | ErrorCode::ParticipantNotFound
         | ErrorCode::ApiKeyNotFound

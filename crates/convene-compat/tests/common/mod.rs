@@ -28,6 +28,7 @@ use tower::ServiceExt;
 pub const KEY: &str = "APIcompattests";
 pub const SECRET: &str = "compat-test-secret-0123456789-0123456789";
 pub const PASSCODE: &str = "live-passcode-1234";
+pub const BBB_TOKEN: &str = "bbb-token-5678";
 
 /// How a request carries its parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +92,9 @@ pub struct TestApp {
 pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
+    /// The `Location` header, when there is one.
+    pub location: Option<String>,
+    pub headers: axum::http::HeaderMap,
 }
 
 impl TestApp {
@@ -99,6 +103,14 @@ impl TestApp {
     }
 
     pub async fn start_with(live_passcode: Option<String>, limits: Limits) -> Self {
+        Self::start_full(live_passcode, Some(BBB_TOKEN.to_owned()), limits).await
+    }
+
+    pub async fn start_full(
+        live_passcode: Option<String>,
+        bbb_token: Option<String>,
+        limits: Limits,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqlStore::sqlite(&dir.path().join("convene.db"))
             .await
@@ -138,6 +150,7 @@ impl TestApp {
         };
         let config = CompatConfig {
             live_passcode,
+            bbb_token,
             ..CompatConfig::default()
         };
         let app = convene_api::router(state.clone())
@@ -161,6 +174,11 @@ impl TestApp {
     pub async fn send(&self, request: Request<Body>) -> Reply {
         let response = self.app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
+        let headers = response.headers().clone();
+        let location = headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = response
             .into_body()
             .collect()
@@ -168,7 +186,12 @@ impl TestApp {
             .expect("body")
             .to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, body }
+        Reply {
+            status,
+            body,
+            location,
+            headers,
+        }
     }
 
     /// POSTs `params` (a JSON object) to `path` as JSON or as a form, with an optional
