@@ -1,5 +1,6 @@
 # convene: automation lives here, not in anyone's memory.
 #   make run    the server (release build), SQLite under ./data, a development key printed at first start
+#   make bench-media  the media forwarding benchmark (docs/benchmarks.md): 1 publisher, N subscribers
 #   make test   every test: Rust (unit, integration, SQLite + PostgreSQL conformance) and the
 #               interop suites that drive the real binary with clients nobody here wrote
 
@@ -9,7 +10,7 @@ CARGO  ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check bench-events
+.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check bench-events bench-media
 
 run:
 	$(CARGO) run --release -p convene
@@ -61,3 +62,10 @@ bench-events:
 	$(CARGO) build --release -p convene -p convene-bench
 	cd bench/node-ws && npm ci --no-audit --no-fund
 	ulimit -n "$$(ulimit -Hn)" && $(TARGET_DIR)/release/convene-bench --clients 1000,10000 --convene-bin $(TARGET_DIR)/release/convene
+
+# Media forwarding through the embedded SFU (docs/benchmarks.md, "Media forwarding"): one publisher,
+# 10/50/100/200 str0m subscribers over loopback; prints server CPU per packet, loss and delay.
+BENCH_MEDIA_ARGS ?= --subscribers 10,50,100,200 --seconds 10
+bench-media:
+	$(CARGO) build --release -p convene -p convene-media-bench
+	$(TARGET_DIR)/release/convene-media-bench --convene-bin $(TARGET_DIR)/release/convene $(BENCH_MEDIA_ARGS)

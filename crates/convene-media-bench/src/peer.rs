@@ -1,0 +1,631 @@
+//! One bench participant, as a LiveKit client without a browser: the `/rtc` signalling WebSocket
+//! (protobuf `SignalRequest` / `SignalResponse`) and str0m peer connections, each on its own UDP
+//! socket on 127.0.0.1. The publisher offers a VP8 and an Opus track on its publisher peer
+//! connection and sends synthetic frames on a fixed schedule; every participant answers the
+//! server's offers on its subscriber peer connection, and subscribers record each frame they
+//! receive (counter, delay, RTP sequence numbers).
+//!
+//! Each participant is one tokio task that owns its `Rtc`s (no locks): it waits on its sockets,
+//! its WebSocket and the earliest timer, feeds str0m, and drains `poll_output` after every input.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use futures::{SinkExt, StreamExt};
+use livekit_protocol as proto;
+use prost::Message as _;
+use proto::signal_request::Message as Req;
+use proto::signal_response::Message as Resp;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::crypto::CryptoProvider;
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaData, MediaKind, MediaTime, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+
+use crate::payload::{self, Kind, Stamp};
+use crate::report::Received;
+
+const VIDEO_CID: &str = "bench-camera";
+const AUDIO_CID: &str = "bench-microphone";
+/// Extra datagrams read from a socket in one wake-up (each fed to str0m and drained in turn).
+const RECV_BATCH: usize = 64;
+
+/// State shared by the orchestrator and every participant task.
+pub struct Shared {
+    /// The clock the publisher stamps frames with (nanoseconds since this instant).
+    pub epoch: Instant,
+    pub crypto: Arc<CryptoProvider>,
+    pub stop: CancellationToken,
+    /// SO_RCVBUF asked for on every client socket.
+    pub recv_buffer: usize,
+    /// The local UDP ports of every client socket (for the kernel's drop counters).
+    pub ports: Mutex<Vec<u16>>,
+    /// Subscribers that have received both video and audio.
+    pub ready: AtomicUsize,
+    /// The publisher's peer connection is up and frames are flowing.
+    pub publishing: AtomicBool,
+    /// Frames sent so far per kind (= the counter of the next frame).
+    pub video_sent: AtomicU64,
+    pub audio_sent: AtomicU64,
+    /// Keyframes sent so far, and how many of them answered a keyframe request.
+    pub keyframes_sent: AtomicU64,
+    pub keyframes_requested: AtomicU64,
+    /// Subscribers record frames whose counter is at least this (per kind); u64::MAX = not yet.
+    pub record_video_from: AtomicU64,
+    pub record_audio_from: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(recv_buffer: usize) -> Shared {
+        Shared {
+            epoch: Instant::now(),
+            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            stop: CancellationToken::new(),
+            recv_buffer,
+            ports: Mutex::new(Vec::new()),
+            ready: AtomicUsize::new(0),
+            publishing: AtomicBool::new(false),
+            video_sent: AtomicU64::new(0),
+            audio_sent: AtomicU64::new(0),
+            keyframes_sent: AtomicU64::new(0),
+            keyframes_requested: AtomicU64::new(0),
+            record_video_from: AtomicU64::new(u64::MAX),
+            record_audio_from: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn nanos_since_epoch(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+}
+
+/// What the publisher sends.
+#[derive(Debug, Clone)]
+pub struct Publishing {
+    pub fps: u32,
+    /// A keyframe every `gop` frames (and whenever a keyframe is requested).
+    pub gop: u32,
+    pub keyframe_bytes: usize,
+    pub delta_bytes: usize,
+    /// Opus packets every 20 ms of this size.
+    pub audio_bytes: usize,
+}
+
+pub enum Role {
+    Publisher(Publishing),
+    Subscriber,
+}
+
+/// A str0m peer connection and its socket.
+struct Pc {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    next_timeout: Instant,
+    candidate_sent: bool,
+}
+
+impl Pc {
+    fn new(shared: &Shared, now: Instant) -> anyhow::Result<Pc> {
+        let socket = bind_udp(shared.recv_buffer)?;
+        let local = socket.local_addr()?;
+        shared.ports.lock().expect("ports lock").push(local.port());
+        let mut rtc = Rtc::builder()
+            .set_crypto_provider(shared.crypto.clone())
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(local, "udp")?);
+        Ok(Pc {
+            rtc,
+            socket,
+            local,
+            next_timeout: now,
+            candidate_sent: false,
+        })
+    }
+
+    fn receive(&mut self, bytes: &[u8], source: SocketAddr, now: Instant) -> anyhow::Result<()> {
+        // Anything that is not STUN, DTLS, RTP or RTCP is ignored.
+        if let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, bytes) {
+            self.rtc.handle_input(Input::Receive(now, receive))?;
+        }
+        Ok(())
+    }
+
+    /// Send what str0m has to send, collect its events, learn its next timeout.
+    fn drain(&mut self, events: &mut Vec<Event>) -> anyhow::Result<()> {
+        loop {
+            match self.rtc.poll_output()? {
+                Output::Timeout(at) => {
+                    self.next_timeout = at;
+                    return Ok(());
+                }
+                Output::Transmit(transmit) => {
+                    // A full socket buffer drops the datagram, as the network would.
+                    let _ = self
+                        .socket
+                        .try_send_to(&transmit.contents, transmit.destination);
+                }
+                Output::Event(event) => events.push(event),
+            }
+        }
+    }
+
+    /// Our one host candidate as LiveKit trickle JSON.
+    fn trickle(&mut self, target: proto::SignalTarget) -> anyhow::Result<Option<Req>> {
+        if self.candidate_sent {
+            return Ok(None);
+        }
+        self.candidate_sent = true;
+        let candidate = Candidate::host(self.local, "udp")?;
+        let init = serde_json::json!({"candidate": candidate.to_sdp_string(), "sdpMid": "0", "sdpMLineIndex": 0});
+        Ok(Some(Req::Trickle(proto::TrickleRequest {
+            candidate_init: init.to_string(),
+            target: target as i32,
+            r#final: false,
+        })))
+    }
+}
+
+/// A UDP socket on 127.0.0.1 with a receive buffer of `recv_buffer` bytes (as far as the
+/// kernel's rmem_max allows).
+fn bind_udp(recv_buffer: usize) -> anyhow::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = socket.set_recv_buffer_size(recv_buffer);
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
+    Ok(UdpSocket::from_std(socket.into())?)
+}
+
+async fn recv_on(pc: Option<&Pc>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match pc {
+        Some(pc) => pc.socket.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Feed one datagram, then whatever else is already queued on the socket (up to a batch).
+fn receive_batch(
+    pc: &mut Pc,
+    first: (usize, SocketAddr),
+    buf: &mut [u8],
+    events: &mut Vec<Event>,
+) -> anyhow::Result<()> {
+    let now = Instant::now();
+    pc.receive(&buf[..first.0], first.1, now)?;
+    pc.drain(events)?;
+    for _ in 0..RECV_BATCH {
+        match pc.socket.try_recv_from(buf) {
+            Ok((n, source)) => {
+                pc.receive(&buf[..n], source, now)?;
+                pc.drain(events)?;
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn send(ws: &mut Ws, message: Req) -> anyhow::Result<()> {
+    let request = proto::SignalRequest {
+        message: Some(message),
+    };
+    ws.send(WsMessage::Binary(request.encode_to_vec().into()))
+        .await
+        .context("signalling send")
+}
+
+/// The next SignalResponse, or None when the socket closed.
+fn decode(message: WsMessage) -> anyhow::Result<Option<Resp>> {
+    match message {
+        WsMessage::Binary(bytes) => Ok(proto::SignalResponse::decode(bytes.as_ref())?.message),
+        WsMessage::Close(frame) => bail!("the server closed the signalling connection: {frame:?}"),
+        _ => Ok(None),
+    }
+}
+
+/// The publisher's sending state.
+struct Sender {
+    config: Publishing,
+    video_mid: Mid,
+    audio_mid: Mid,
+    pending: Option<SdpPendingOffer>,
+    /// Payload types, known once the answer is in.
+    pts: Option<(Pt, Pt)>,
+    connected: bool,
+    started: Option<Instant>,
+    /// Schedules (shifted when the sender was starved), from `started`.
+    video_anchor: Option<Instant>,
+    audio_anchor: Option<Instant>,
+    next_video: u64,
+    next_audio: u64,
+    keyframe_requested: bool,
+}
+
+impl Sender {
+    fn frame_interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / f64::from(self.config.fps.max(1)))
+    }
+
+    /// When the next video and audio frames are due (None before the connection is up).
+    fn next_due(&self) -> Option<Instant> {
+        let started = self.started?;
+        let video =
+            self.video_anchor.unwrap_or(started) + self.frame_interval() * self.next_video as u32;
+        let audio = self.audio_anchor.unwrap_or(started)
+            + Duration::from_millis(20) * self.next_audio as u32;
+        Some(video.min(audio))
+    }
+
+    /// Write every frame that is due at `now`. A sender starved for more than one interval sends
+    /// the late frame and shifts its schedule rather than bursting; counters stay contiguous, so
+    /// every counter of the window is a frame that was really sent.
+    fn send_due(&mut self, pc: &mut Pc, shared: &Shared, now: Instant) -> anyhow::Result<()> {
+        let (Some(started), Some((video_pt, audio_pt))) = (self.started, self.pts) else {
+            return Ok(());
+        };
+        let video_anchor = *self.video_anchor.get_or_insert(started);
+        let audio_anchor = *self.audio_anchor.get_or_insert(started);
+        let interval = self.frame_interval();
+        loop {
+            let video_anchor = self.video_anchor.unwrap_or(video_anchor);
+            let due = video_anchor + interval * self.next_video as u32;
+            if due > now {
+                break;
+            }
+            let late = now.saturating_duration_since(due);
+            if late > interval {
+                // Starved: send this frame now and shift the schedule, never skip a counter.
+                self.video_anchor = Some(video_anchor + late);
+            }
+            let counter = self.next_video;
+            self.next_video += 1;
+            let keyframe =
+                counter % u64::from(self.config.gop.max(1)) == 0 || self.keyframe_requested;
+            if keyframe {
+                shared.keyframes_sent.fetch_add(1, Ordering::Relaxed);
+                if self.keyframe_requested {
+                    shared.keyframes_requested.fetch_add(1, Ordering::Relaxed);
+                }
+                self.keyframe_requested = false;
+            }
+            let size = if keyframe {
+                self.config.keyframe_bytes
+            } else {
+                self.config.delta_bytes
+            };
+            let stamp = Stamp {
+                kind: Kind::Video,
+                counter,
+                sent_ns: shared.nanos_since_epoch(Instant::now()),
+            };
+            let frame = payload::video_frame(stamp, keyframe, size);
+            let writer = pc
+                .rtc
+                .writer(self.video_mid)
+                .context("no writer for the video track")?;
+            writer.write(
+                video_pt,
+                now,
+                MediaTime::new(
+                    counter * 90_000 / u64::from(self.config.fps.max(1)),
+                    Frequency::NINETY_KHZ,
+                ),
+                frame,
+            )?;
+            shared.video_sent.store(counter + 1, Ordering::Release);
+        }
+        loop {
+            let audio_anchor = self.audio_anchor.unwrap_or(audio_anchor);
+            let due = audio_anchor + Duration::from_millis(20) * self.next_audio as u32;
+            if due > now {
+                break;
+            }
+            let late = now.saturating_duration_since(due);
+            if late > Duration::from_millis(20) {
+                self.audio_anchor = Some(audio_anchor + late);
+            }
+            let counter = self.next_audio;
+            self.next_audio += 1;
+            let stamp = Stamp {
+                kind: Kind::Audio,
+                counter,
+                sent_ns: shared.nanos_since_epoch(Instant::now()),
+            };
+            let frame = payload::audio_frame(stamp, self.config.audio_bytes);
+            let writer = pc
+                .rtc
+                .writer(self.audio_mid)
+                .context("no writer for the audio track")?;
+            writer.write(
+                audio_pt,
+                now,
+                MediaTime::new(counter * 960, Frequency::FORTY_EIGHT_KHZ),
+                frame,
+            )?;
+            shared.audio_sent.store(counter + 1, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+fn payload_type(rtc: &mut Rtc, mid: Mid, codec: Codec) -> anyhow::Result<Pt> {
+    let writer = rtc
+        .writer(mid)
+        .with_context(|| format!("no writer for {mid}"))?;
+    let pt = writer
+        .payload_params()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt());
+    pt.with_context(|| format!("{codec:?} was not negotiated"))
+}
+
+/// The subscriber's recording state.
+#[derive(Default)]
+struct Recorder {
+    records: Vec<Received>,
+    seen_video: bool,
+    seen_audio: bool,
+    counted_ready: bool,
+}
+
+impl Recorder {
+    fn on_media(&mut self, data: &MediaData, shared: &Shared) {
+        let now = Instant::now();
+        let kind = if data.params.spec().codec.is_audio() {
+            Kind::Audio
+        } else {
+            Kind::Video
+        };
+        let Some(stamp) = payload::parse(kind, &data.data) else {
+            return;
+        };
+        match kind {
+            Kind::Video => self.seen_video = true,
+            Kind::Audio => self.seen_audio = true,
+        }
+        if self.seen_video && self.seen_audio && !self.counted_ready {
+            self.counted_ready = true;
+            shared.ready.fetch_add(1, Ordering::AcqRel);
+        }
+        let from = match kind {
+            Kind::Video => shared.record_video_from.load(Ordering::Acquire),
+            Kind::Audio => shared.record_audio_from.load(Ordering::Acquire),
+        };
+        if stamp.counter < from {
+            return;
+        }
+        let sent = shared.epoch + Duration::from_nanos(stamp.sent_ns);
+        let first = **data.seq_range.start();
+        let last = **data.seq_range.end();
+        self.records.push(Received {
+            kind,
+            counter: stamp.counter,
+            delay_us: now
+                .saturating_duration_since(sent)
+                .as_micros()
+                .min(u128::from(u32::MAX)) as u32,
+            first_seq: first,
+            packets: (last.saturating_sub(first) + 1) as u32,
+        });
+    }
+}
+
+/// Join with `url`, play `role` until `shared.stop`, and return what was recorded.
+pub async fn run(url: String, role: Role, shared: Arc<Shared>) -> anyhow::Result<Vec<Received>> {
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::connect_async(url.as_str()),
+    )
+    .await
+    .context("signalling connect timed out")?
+    .context("signalling connect")?;
+    let join = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .context("no JoinResponse within 10 s")?;
+        let message = message.context("closed before the JoinResponse")??;
+        match decode(message)? {
+            Some(Resp::Join(join)) => break join,
+            Some(Resp::Leave(leave)) => bail!("refused: {leave:?}"),
+            _ => continue,
+        }
+    };
+    let ping_interval = Duration::from_secs(join.ping_interval.max(1) as u64);
+    let mut next_ping = Instant::now() + ping_interval;
+
+    let now = Instant::now();
+    let mut subscriber = Pc::new(&shared, now)?;
+    let mut publisher: Option<Pc> = None;
+    let mut sender: Option<Sender> = None;
+    if let Role::Publisher(config) = role {
+        let mut pc = Pc::new(&shared, now)?;
+        for (cid, kind, source) in [
+            (
+                VIDEO_CID,
+                proto::TrackType::Video,
+                proto::TrackSource::Camera,
+            ),
+            (
+                AUDIO_CID,
+                proto::TrackType::Audio,
+                proto::TrackSource::Microphone,
+            ),
+        ] {
+            let (width, height) = if kind == proto::TrackType::Video {
+                (640, 360)
+            } else {
+                (0, 0)
+            };
+            let add = proto::AddTrackRequest {
+                cid: cid.to_owned(),
+                name: cid.to_owned(),
+                r#type: kind as i32,
+                source: source as i32,
+                width,
+                height,
+                ..Default::default()
+            };
+            send(&mut ws, Req::AddTrack(add)).await?;
+        }
+        let mut api = pc.rtc.sdp_api();
+        let video_mid = api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            Some("bench".into()),
+            Some(VIDEO_CID.into()),
+            None,
+        );
+        let audio_mid = api.add_media(
+            MediaKind::Audio,
+            Direction::SendOnly,
+            Some("bench".into()),
+            Some(AUDIO_CID.into()),
+            None,
+        );
+        let (offer, pending) = api.apply().context("no publisher offer")?;
+        send(
+            &mut ws,
+            Req::Offer(proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer.to_sdp_string(),
+                id: 1,
+                ..Default::default()
+            }),
+        )
+        .await?;
+        if let Some(trickle) = pc.trickle(proto::SignalTarget::Publisher)? {
+            send(&mut ws, trickle).await?;
+        }
+        pc.drain(&mut Vec::new())?;
+        sender = Some(Sender {
+            config,
+            video_mid,
+            audio_mid,
+            pending: Some(pending),
+            pts: None,
+            connected: false,
+            started: None,
+            video_anchor: None,
+            audio_anchor: None,
+            next_video: 0,
+            next_audio: 0,
+            keyframe_requested: false,
+        });
+        publisher = Some(pc);
+    }
+
+    let mut recorder = Recorder::default();
+    let mut sub_buf = vec![0u8; 2048];
+    let mut pub_buf = vec![0u8; 2048];
+    let mut events = Vec::new();
+    let mut pub_events = Vec::new();
+    loop {
+        let mut deadline = subscriber.next_timeout.min(next_ping);
+        if let Some(pc) = &publisher {
+            deadline = deadline.min(pc.next_timeout);
+        }
+        if let Some(due) = sender.as_ref().and_then(Sender::next_due) {
+            deadline = deadline.min(due);
+        }
+        let mut outgoing: Vec<Req> = Vec::new();
+        tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            received = subscriber.socket.recv_from(&mut sub_buf) => {
+                receive_batch(&mut subscriber, received?, &mut sub_buf, &mut events)?;
+            }
+            received = recv_on(publisher.as_ref(), &mut pub_buf) => {
+                let pc = publisher.as_mut().expect("only polled with a publisher");
+                receive_batch(pc, received?, &mut pub_buf, &mut pub_events)?;
+            }
+            message = ws.next() => {
+                let message = message.context("the server closed the signalling connection")??;
+                match decode(message)? {
+                    Some(Resp::Offer(offer)) => {
+                        let parsed = SdpOffer::from_sdp_string(&offer.sdp)?;
+                        let answer = subscriber.rtc.sdp_api().accept_offer(parsed)?;
+                        outgoing.push(Req::Answer(proto::SessionDescription { r#type: "answer".into(), sdp: answer.to_sdp_string(), id: offer.id, ..Default::default() }));
+                        outgoing.extend(subscriber.trickle(proto::SignalTarget::Subscriber)?);
+                    }
+                    Some(Resp::Answer(answer)) => {
+                        let (Some(pc), Some(sender)) = (publisher.as_mut(), sender.as_mut()) else { bail!("an answer without an offer") };
+                        let pending = sender.pending.take().context("a second answer")?;
+                        pc.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer.sdp)?)?;
+                        sender.pts = Some((payload_type(&mut pc.rtc, sender.video_mid, Codec::Vp8)?, payload_type(&mut pc.rtc, sender.audio_mid, Codec::Opus)?));
+                    }
+                    Some(Resp::Leave(leave)) => bail!("the server sent leave: {leave:?}"),
+                    _ => {}
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        let now = Instant::now();
+        if now >= next_ping {
+            next_ping = now + ping_interval;
+            outgoing.push(Req::PingReq(proto::Ping {
+                timestamp: unix_ms(),
+                rtt: 0,
+            }));
+        }
+        if now >= subscriber.next_timeout {
+            subscriber.rtc.handle_input(Input::Timeout(now))?;
+        }
+        subscriber.drain(&mut events)?;
+        if let Some(pc) = publisher.as_mut() {
+            if now >= pc.next_timeout {
+                pc.rtc.handle_input(Input::Timeout(now))?;
+            }
+            pc.drain(&mut pub_events)?;
+            let sender = sender.as_mut().expect("a publisher has a sender");
+            for event in pub_events.drain(..) {
+                match event {
+                    Event::Connected => sender.connected = true,
+                    Event::KeyframeRequest(request) if request.mid == sender.video_mid => {
+                        sender.keyframe_requested = true
+                    }
+                    _ => {}
+                }
+            }
+            if sender.connected && sender.pts.is_some() && sender.started.is_none() {
+                sender.started = Some(now);
+                shared.publishing.store(true, Ordering::Release);
+            }
+            sender.send_due(pc, &shared, now)?;
+            pc.drain(&mut pub_events)?;
+        }
+        for event in events.drain(..) {
+            if let Event::MediaData(data) = event {
+                recorder.on_media(&data, &shared);
+            }
+        }
+        for request in outgoing {
+            send(&mut ws, request).await?;
+        }
+    }
+    let _ = send(&mut ws, Req::Leave(proto::LeaveRequest::default())).await;
+    let _ = ws.close(None).await;
+    Ok(recorder.records)
+}
