@@ -20,6 +20,7 @@ pub mod live_stream;
 pub mod livekit_join;
 pub mod mesibo;
 pub mod params;
+mod secret;
 pub mod session;
 pub mod waiting_room;
 

@@ -20,11 +20,10 @@
 pub mod error;
 pub mod wire;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, LOCATION, REFERRER_POLICY};
+use axum::http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -40,10 +39,9 @@ use convene_core::participant::{ParticipantState, Role};
 use convene_core::service::{Caller, NewMeeting};
 use convene_core::{ErrorCode, ValidationError};
 use rand::Rng;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::params::Params;
+use crate::secret::HeaderSecret;
 use error::{BbbError, Result};
 use wire::Created;
 
@@ -60,14 +58,14 @@ const PASSWORD_LEN: usize = 20;
 #[derive(Clone)]
 pub struct BbbState {
     pub app: AppState,
-    token: Arc<[u8; 32]>,
+    token: HeaderSecret,
 }
 
 /// The surface's routes.
 pub fn router(state: AppState, token: String) -> Router {
     let state = BbbState {
         app: state,
-        token: Arc::new(Sha256::digest(token.as_bytes()).into()),
+        token: HeaderSecret::new(TOKEN_KEY, &token),
     };
     Router::new()
         .route("/create", post(create))
@@ -86,26 +84,9 @@ impl FromRequestParts<BbbState> for Authorized {
     type Rejection = BbbError;
 
     async fn from_request_parts(parts: &mut Parts, state: &BbbState) -> Result<Self> {
-        let client = match ClientAddr::from_request_parts(parts, state).await {
-            Ok(client) => client,
-            Err(never) => match never {},
-        };
-        let given = parts
-            .headers
-            .get(AUTHORIZATION)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        // Digests have one length, so the comparison time says nothing about the token.
-        let given: [u8; 32] = Sha256::digest(given).into();
-        let correct = bool::from(given.ct_eq(state.token.as_ref()));
-        match state
-            .app
-            .meetings
-            .check_guess(TOKEN_KEY, &client.key(), correct)
-            .await
-        {
-            Ok(()) => Ok(Self),
-            Err(e) if e.code() == ErrorCode::MeetingAccessDenied => Err(BbbError::unauthorized()),
+        match state.token.check(&state.app, parts).await {
+            Ok(true) => Ok(Self),
+            Ok(false) => Err(BbbError::unauthorized()),
             Err(e) => Err(e.into()),
         }
     }

@@ -17,15 +17,11 @@ pub mod error;
 pub mod state;
 pub mod wire;
 
-use std::sync::Arc;
-
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::routing::post;
 use axum::{Json, Router};
 use convene_api::AppState;
-use convene_api::auth::ClientAddr;
 use convene_core::ids::{DisplayName, Identity, RoomName};
 use convene_core::meeting::{
     Meeting, MeetingSettings, Metadata, Mode, QualityPreset, WaitingPolicy,
@@ -33,10 +29,9 @@ use convene_core::meeting::{
 use convene_core::participant::{Participant, Role};
 use convene_core::service::{Caller, NewMeeting};
 use convene_core::{ErrorCode, ValidationError};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::params::Params;
+use crate::secret::HeaderSecret;
 use error::{LiveStreamError, Result};
 use wire::{Deleted, DocumentNames, Removed, Sent, StreamState, StreamToken, Success, Verified};
 
@@ -49,14 +44,14 @@ const PASSCODE_KEY: &str = "compat:live-stream:passcode";
 #[derive(Clone)]
 pub struct LiveState {
     pub app: AppState,
-    passcode: Arc<[u8; 32]>,
+    passcode: HeaderSecret,
 }
 
 /// The surface's routes; every route answers `POST` and checks the passcode first.
 pub fn router(state: AppState, passcode: String) -> Router {
     let state = LiveState {
         app: state,
-        passcode: Arc::new(Sha256::digest(passcode.as_bytes()).into()),
+        passcode: HeaderSecret::new(PASSCODE_KEY, &passcode),
     };
     Router::new()
         .route("/verify-passcode", post(verify_passcode))
@@ -93,28 +88,9 @@ impl FromRequestParts<LiveState> for Passcode {
     type Rejection = LiveStreamError;
 
     async fn from_request_parts(parts: &mut Parts, state: &LiveState) -> Result<Self> {
-        let client = match ClientAddr::from_request_parts(parts, state).await {
-            Ok(client) => client,
-            Err(never) => match never {},
-        };
-        let given = parts
-            .headers
-            .get(AUTHORIZATION)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        // Digests have one length, so the comparison time says nothing about the passcode.
-        let given: [u8; 32] = Sha256::digest(given).into();
-        let correct = bool::from(given.ct_eq(state.passcode.as_ref()));
-        match state
-            .app
-            .meetings
-            .check_guess(PASSCODE_KEY, &client.key(), correct)
-            .await
-        {
-            Ok(()) => Ok(Self),
-            Err(e) if e.code() == ErrorCode::MeetingAccessDenied => {
-                Err(LiveStreamError::passcode())
-            }
+        match state.passcode.check(&state.app, parts).await {
+            Ok(true) => Ok(Self),
+            Ok(false) => Err(LiveStreamError::passcode()),
             Err(e) => Err(e.into()),
         }
     }
