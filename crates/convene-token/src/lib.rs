@@ -182,15 +182,7 @@ impl Signer {
         now: Timestamp,
         ttl: Duration,
     ) -> Result<String, TokenError> {
-        let mut livekit = self.base(
-            participant.identity.as_str(),
-            participant.name.as_str(),
-            now,
-            ttl,
-        );
-        livekit.video = grants_for(participant.role, meeting.room_name.as_str());
-        livekit.metadata =
-            serde_json::json!({ "role": participant.role, "meeting_id": meeting.id }).to_string();
+        let livekit = self.media_claims(meeting, participant, now, ttl);
         self.sign(&AllClaims {
             livekit,
             convene: Some(participant_claim(TokenKind::Access, meeting, participant)),
@@ -207,6 +199,21 @@ impl Signer {
         now: Timestamp,
         ttl: Duration,
     ) -> Result<String, TokenError> {
+        let livekit = self.media_claims(meeting, participant, now, ttl);
+        self.sign(&AllClaims {
+            livekit,
+            convene: None,
+        })
+    }
+
+    /// The LiveKit claims of a media token: the person, grants by role, the meeting's room.
+    fn media_claims(
+        &self,
+        meeting: &Meeting,
+        participant: &Participant,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> LiveKitClaims {
         let mut livekit = self.base(
             participant.identity.as_str(),
             participant.name.as_str(),
@@ -216,10 +223,7 @@ impl Signer {
         livekit.video = grants_for(participant.role, meeting.room_name.as_str());
         livekit.metadata =
             serde_json::json!({ "role": participant.role, "meeting_id": meeting.id }).to_string();
-        self.sign(&AllClaims {
-            livekit,
-            convene: None,
-        })
+        livekit
     }
 
     /// A waiting-room token: no media grant; it reads the person's own waiting-room state.
