@@ -3,12 +3,13 @@ tokens from convene's API, roles and moderation from the core acting on live med
 
 import asyncio
 
-import numpy as np
 import pytest
 import requests
 from livekit import rtc
 
 from convene_server import Server, wait_for
+from media_helpers import connect
+from media_helpers import publish_video as camera
 
 WIDTH, HEIGHT = 320, 240
 
@@ -29,30 +30,8 @@ def enter_and_join(server, meeting, role, identity):
     return joined.json()
 
 
-async def connect(join):
-    room = rtc.Room()
-    await asyncio.wait_for(room.connect(join["url"], join["access_token"], rtc.RoomOptions(auto_subscribe=True)), timeout=20)
-    return room
-
-
 async def publish_video(room):
-    source = rtc.VideoSource(WIDTH, HEIGHT)
-    track = rtc.LocalVideoTrack.create_video_track("camera", source)
-    publication = await asyncio.wait_for(
-        room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)), timeout=15
-    )
-
-    async def pump():
-        n = 0
-        while True:
-            pixels = np.zeros((HEIGHT, WIDTH, 4), dtype=np.uint8)
-            pixels[:, :, 0] = (n * 4) % 256
-            pixels[:, :, 3] = 255
-            source.capture_frame(rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, pixels.tobytes()))
-            n += 1
-            await asyncio.sleep(1 / 30)
-
-    return publication, asyncio.create_task(pump())
+    return await camera(room, WIDTH, HEIGHT)
 
 
 def host_call(server, mid, host_token, path, body=None):

@@ -13,12 +13,13 @@ import json
 import time
 
 import jwt
-import numpy as np
 import pytest
 import requests
 from livekit import rtc
 
 from convene_server import Server, wait_for
+from media_helpers import connect
+from media_helpers import publish_video as camera
 
 LK_KEY = "APIlivekitdeploy"
 LK_SECRET = "livekit-deployment-secret-0123456789-abcdef"
@@ -53,30 +54,8 @@ def call(server, mid, token, path, body=None):
     return response.json()
 
 
-async def connect(join):
-    room = rtc.Room()
-    await asyncio.wait_for(room.connect(join["url"], join["access_token"], rtc.RoomOptions(auto_subscribe=True)), timeout=20)
-    return room
-
-
 async def publish_video(room):
-    source = rtc.VideoSource(WIDTH, HEIGHT)
-    track = rtc.LocalVideoTrack.create_video_track("camera", source)
-    publication = await asyncio.wait_for(
-        room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)), timeout=15
-    )
-
-    async def pump():
-        n = 0
-        while True:
-            pixels = np.zeros((HEIGHT, WIDTH, 4), dtype=np.uint8)
-            pixels[:, :, 1] = (n * 4) % 256
-            pixels[:, :, 3] = 255
-            source.capture_frame(rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, pixels.tobytes()))
-            n += 1
-            await asyncio.sleep(1 / 30)
-
-    return publication, asyncio.create_task(pump())
+    return await camera(room, WIDTH, HEIGHT, channel=1)
 
 
 def sign_webhook(body: str, key=LK_KEY, secret=LK_SECRET) -> str:
