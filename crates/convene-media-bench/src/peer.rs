@@ -303,8 +303,8 @@ impl Sender {
             }
             let counter = self.next_video;
             self.next_video += 1;
-            let keyframe =
-                counter % u64::from(self.config.gop.max(1)) == 0 || self.keyframe_requested;
+            let keyframe = counter.is_multiple_of(u64::from(self.config.gop.max(1)))
+                || self.keyframe_requested;
             if keyframe {
                 shared.keyframes_sent.fetch_add(1, Ordering::Relaxed);
                 if self.keyframe_requested {

@@ -14,6 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::batch::{Batcher, Run};
 use crate::engine::{ConnId, Engine, EngineConfig, Output};
 pub use crate::engine::{DataKind, RoomSummary};
 use crate::signal::JoinParams;
@@ -290,7 +291,7 @@ pub(crate) async fn start(
     admission: Arc<dyn Admission>,
 ) -> Result<DriverHandle, SfuError> {
     let bound = bind_sockets(&config)?;
-    let mut sockets: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let mut sockets: HashMap<SocketAddr, MediaSocket> = HashMap::new();
     let mut local_addrs = Vec::new();
     let (datagram_tx, datagram_rx) = mpsc::channel::<Datagram>(DATAGRAM_QUEUE);
     let mut readers = Vec::new();
@@ -307,7 +308,11 @@ pub(crate) async fn start(
                 source,
             })?,
         );
-        sockets.insert(advertised, socket.clone());
+        let media_socket = MediaSocket::new(socket.clone()).map_err(|source| SfuError::Bind {
+            addr: advertised,
+            source,
+        })?;
+        sockets.insert(advertised, media_socket);
         local_addrs.push(advertised);
         readers.push(tokio::spawn(read_socket(
             socket,
@@ -366,14 +371,55 @@ async fn read_socket(socket: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender
     }
 }
 
+/// One media socket with its sending state (GSO support, found when it was bound).
+struct MediaSocket {
+    socket: Arc<UdpSocket>,
+    state: quinn_udp::UdpSocketState,
+}
+
+impl MediaSocket {
+    fn new(socket: Arc<UdpSocket>) -> std::io::Result<Self> {
+        let state = quinn_udp::UdpSocketState::new((&*socket).into())?;
+        Ok(MediaSocket { socket, state })
+    }
+
+    /// Send one run of datagrams; a full socket buffer drops it, as the network would.
+    fn send(&self, run: &Run<'_>) {
+        let transmit = quinn_udp::Transmit {
+            destination: run.destination,
+            ecn: None,
+            contents: run.contents,
+            segment_size: run.segment,
+            src_ip: None,
+        };
+        let _ = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+            self.state.send((&*self.socket).into(), &transmit)
+        });
+    }
+}
+
 struct Io {
-    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    sockets: HashMap<SocketAddr, MediaSocket>,
+    batcher: Batcher,
     outboxes: HashMap<ConnId, mpsc::Sender<WsOut>>,
     admission: Arc<dyn Admission>,
 }
 
 impl Io {
-    /// Perform everything the engine queued.
+    fn send_run(&mut self) {
+        if let Some(run) = self.batcher.take() {
+            let socket = self
+                .sockets
+                .get(&run.source)
+                .or_else(|| self.sockets.values().next());
+            if let Some(socket) = socket {
+                socket.send(&run);
+            }
+        }
+    }
+
+    /// Perform everything the engine queued. Consecutive datagrams to one peer leave in one
+    /// GSO send ([`Batcher`]).
     fn flush(&mut self, engine: &mut Engine) {
         while let Some(output) = engine.poll_output() {
             match output {
@@ -382,13 +428,10 @@ impl Io {
                     destination,
                     contents,
                 } => {
-                    let socket = self
-                        .sockets
-                        .get(&source)
-                        .or_else(|| self.sockets.values().next());
-                    if let Some(socket) = socket {
-                        // A full socket buffer drops the datagram, as the network would.
-                        let _ = socket.try_send_to(&contents, destination);
+                    if !self.batcher.push(source, destination, &contents) {
+                        self.send_run();
+                        let taken = self.batcher.push(source, destination, &contents);
+                        debug_assert!(taken, "an empty batcher takes any datagram");
                     }
                 }
                 Output::Signal { conn, response } => {
@@ -419,23 +462,36 @@ impl Io {
                 Output::Event(event) => self.admission.on_event(event),
             }
         }
+        self.send_run();
     }
 }
+
+/// Datagrams handled in one turn of the engine loop before its outputs are sent.
+const DATAGRAMS_PER_TURN: usize = 64;
 
 async fn run(
     mut engine: Engine,
     mut commands: mpsc::Receiver<Command>,
     mut datagrams: mpsc::Receiver<Datagram>,
-    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    sockets: HashMap<SocketAddr, MediaSocket>,
     admission: Arc<dyn Admission>,
 ) {
+    let max_segments = sockets
+        .values()
+        .map(|s| s.state.max_gso_segments())
+        .min()
+        .unwrap_or(1);
+    tracing::debug!(max_segments, "media send batching");
     let mut io = Io {
         sockets,
+        batcher: Batcher::new(max_segments),
         outboxes: HashMap::new(),
         admission,
     };
+    let mut deadline = engine.poll_timeout();
+    let timer = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(timer);
     loop {
-        let deadline = engine.poll_timeout();
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { break };
@@ -462,13 +518,25 @@ async fn run(
             datagram = datagrams.recv() => {
                 let Some(datagram) = datagram else { break };
                 engine.handle_datagram(datagram.source, datagram.local, &datagram.bytes, Instant::now());
+                // Whatever else already arrived is handled in the same turn, so its outputs
+                // batch together and the timers are checked once.
+                for _ in 1..DATAGRAMS_PER_TURN {
+                    let Ok(datagram) = datagrams.try_recv() else { break };
+                    engine.handle_datagram(datagram.source, datagram.local, &datagram.bytes, Instant::now());
+                }
             }
-            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = &mut timer => {}
         }
         let now = Instant::now();
-        if engine.poll_timeout() <= now {
+        let mut next = engine.poll_timeout();
+        if next <= now {
             engine.handle_timeout(now);
+            next = engine.poll_timeout();
         }
         io.flush(&mut engine);
+        if next != deadline {
+            deadline = next;
+            timer.as_mut().reset(deadline.into());
+        }
     }
 }

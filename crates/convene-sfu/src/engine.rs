@@ -1186,7 +1186,7 @@ impl Engine {
                     Ok(RtcOutput::Transmit(transmit)) => outputs.push_back(Output::Transmit {
                         source: transmit.source,
                         destination: transmit.destination,
-                        contents: transmit.contents.to_vec(),
+                        contents: transmit.contents.into(),
                     }),
                     Ok(RtcOutput::Event(event)) => events.push_back((conn, pc, event)),
                     Err(e) => {

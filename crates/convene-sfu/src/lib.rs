@@ -44,6 +44,7 @@
 //! of an `Rtc` is followed by draining `poll_output` until it yields a
 //! timeout.
 
+pub mod batch;
 pub mod driver;
 pub mod engine;
 pub mod forward;
