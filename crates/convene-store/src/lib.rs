@@ -67,9 +67,9 @@ use error::backend;
 /// Rows per multi-row `INSERT` on PostgreSQL (13 columns x 500 rows stays far below its limit of
 /// 65,535 bound parameters, and few statements means few round trips to a remote server).
 pub const POSTGRES_ROWS_PER_STATEMENT: usize = 500;
-/// Rows per multi-row `INSERT` on SQLite. Measured: binding cost in sqlx-sqlite grows faster than
-/// linearly with the parameters of one statement (10,000 participants + 10,000 events took ~3 s
-/// at 500 rows and ~0.6 s at 50, debug build), and an embedded database has no round trips.
+/// Rows per multi-row `INSERT` on SQLite (an embedded database has no round trips, so a
+/// statement need not be large). Its parameters are anonymous (`?`): with numbered ones binding
+/// costs O(n^2) in the parameters of one statement (see `store::Params`).
 pub const SQLITE_ROWS_PER_STATEMENT: usize = 50;
 
 /// How long a SQLite writer waits for the database lock before failing.
@@ -281,10 +281,16 @@ impl SqlStore {
         }))
     }
 
-    pub(crate) fn rows_per_statement(&self) -> usize {
+    pub(crate) fn bulk(&self) -> store::Bulk {
         match self.backend {
-            Backend::Sqlite => SQLITE_ROWS_PER_STATEMENT,
-            Backend::Postgres => POSTGRES_ROWS_PER_STATEMENT,
+            Backend::Sqlite => store::Bulk {
+                rows: SQLITE_ROWS_PER_STATEMENT,
+                params: store::Params::Anonymous,
+            },
+            Backend::Postgres => store::Bulk {
+                rows: POSTGRES_ROWS_PER_STATEMENT,
+                params: store::Params::Numbered,
+            },
         }
     }
 

@@ -26,8 +26,26 @@ const PARTICIPANT_UPDATE: &str = "name = excluded.name, role = excluded.role, st
      banned_until = excluded.banned_until, epoch = excluded.epoch, created_at = excluded.created_at, \
      updated_at = excluded.updated_at";
 
-/// `($1, $2), ($3, $4)` for `rows` rows of `columns` columns.
-fn placeholders(rows: usize, columns: usize) -> String {
+/// How bound parameters are written in a statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Params {
+    /// `$1, $2, ...`: PostgreSQL's only form.
+    Numbered,
+    /// `?, ?, ...`: SQLite. sqlx-sqlite looks up the name of every numbered parameter, and
+    /// SQLite finds a parameter's name by a linear scan, so binding a statement of n numbered
+    /// parameters costs O(n^2); anonymous ones are bound in order at O(n).
+    Anonymous,
+}
+
+/// A multi-row statement's shape: rows per statement and parameter style.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bulk {
+    pub rows: usize,
+    pub params: Params,
+}
+
+/// `($1, $2), ($3, $4)` (or `(?, ?), (?, ?)`) for `rows` rows of `columns` columns.
+fn placeholders(rows: usize, columns: usize, params: Params) -> String {
     let mut sql = String::with_capacity(rows * columns * 6);
     for row in 0..rows {
         if row > 0 {
@@ -38,8 +56,13 @@ fn placeholders(rows: usize, columns: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(row * columns + column + 1).to_string());
+            match params {
+                Params::Numbered => {
+                    sql.push('$');
+                    sql.push_str(&(row * columns + column + 1).to_string());
+                }
+                Params::Anonymous => sql.push('?'),
+            }
         }
         sql.push(')');
     }
@@ -102,13 +125,13 @@ impl Encoded {
 async fn upsert_participants(
     connection: &mut AnyConnection,
     rows: &[ParticipantValues],
-    rows_per_statement: usize,
+    bulk: Bulk,
 ) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(rows_per_statement) {
+    for chunk in rows.chunks(bulk.rows) {
         let sql = format!(
             "INSERT INTO participants ({PARTICIPANT_COLUMNS}) VALUES {} \
              ON CONFLICT (meeting_id, identity) DO UPDATE SET {PARTICIPANT_UPDATE}",
-            placeholders(chunk.len(), ParticipantValues::COUNT)
+            placeholders(chunk.len(), ParticipantValues::COUNT, bulk.params)
         );
         let mut query = sqlx::query(&sql);
         for p in chunk {
@@ -135,12 +158,12 @@ async fn upsert_participants(
 async fn insert_events(
     connection: &mut AnyConnection,
     rows: &[EventValues],
-    rows_per_statement: usize,
+    bulk: Bulk,
 ) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(rows_per_statement) {
+    for chunk in rows.chunks(bulk.rows) {
         let sql = format!(
             "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
-            placeholders(chunk.len(), EventValues::COUNT)
+            placeholders(chunk.len(), EventValues::COUNT, bulk.params)
         );
         let mut query = sqlx::query(&sql);
         for e in chunk {
@@ -194,7 +217,7 @@ impl Store for SqlStore {
         let mut tx = self.pool().begin().await.map_err(backend)?;
         let sql = format!(
             "INSERT INTO meetings ({MEETING_COLUMNS}) VALUES {}",
-            placeholders(1, 13)
+            placeholders(1, 13, Params::Numbered)
         );
         sqlx::query(&sql)
             .bind(m.id.as_str())
@@ -213,10 +236,10 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(meeting_duplicate)?;
-        upsert_participants(&mut tx, &encoded.participants, self.rows_per_statement())
+        upsert_participants(&mut tx, &encoded.participants, self.bulk())
             .await
             .map_err(backend)?;
-        insert_events(&mut tx, &encoded.events, self.rows_per_statement())
+        insert_events(&mut tx, &encoded.events, self.bulk())
             .await
             .map_err(meeting_duplicate)?;
         webhook_outbox(&mut tx, change).await?;
@@ -259,10 +282,10 @@ impl Store for SqlStore {
         if updated.rows_affected() == 0 {
             return Err(StoreError::Conflict);
         }
-        upsert_participants(&mut tx, &encoded.participants, self.rows_per_statement())
+        upsert_participants(&mut tx, &encoded.participants, self.bulk())
             .await
             .map_err(backend)?;
-        insert_events(&mut tx, &encoded.events, self.rows_per_statement())
+        insert_events(&mut tx, &encoded.events, self.bulk())
             .await
             .map_err(|e| match unique_violation(&e) {
                 // An event with this (meeting, seq) exists: another writer appended first.
@@ -554,8 +577,12 @@ mod tests {
 
     #[test]
     fn placeholders_number_rows_then_columns() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders(1, 1), "($1)");
+        assert_eq!(
+            placeholders(2, 3, Params::Numbered),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(placeholders(1, 1, Params::Numbered), "($1)");
+        assert_eq!(placeholders(2, 2, Params::Anonymous), "(?, ?), (?, ?)");
         assert_eq!(list_placeholders(2, 3), "$2, $3, $4");
     }
 }

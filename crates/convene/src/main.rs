@@ -9,11 +9,6 @@ use clap::{Parser, Subcommand};
 use convene::{Config, KeyOrigin};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: the media engine and the event fan-out allocate and free many small buffers per
-/// packet and per frame; glibc's malloc spent over a tenth of the engine's CPU there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "convene",
