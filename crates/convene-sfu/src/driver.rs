@@ -291,7 +291,7 @@ pub(crate) async fn start(
     admission: Arc<dyn Admission>,
 ) -> Result<DriverHandle, SfuError> {
     let bound = bind_sockets(&config)?;
-    let mut sockets: HashMap<SocketAddr, MediaSocket> = HashMap::new();
+    let mut sockets: HashMap<SocketAddr, Arc<MediaSocket>> = HashMap::new();
     let mut local_addrs = Vec::new();
     let (datagram_tx, datagram_rx) = mpsc::channel::<Datagram>(DATAGRAM_QUEUE);
     let mut readers = Vec::new();
@@ -308,14 +308,14 @@ pub(crate) async fn start(
                 source,
             })?,
         );
-        let media_socket = MediaSocket::new(socket.clone()).map_err(|source| SfuError::Bind {
+        let media_socket = Arc::new(MediaSocket::new(socket).map_err(|source| SfuError::Bind {
             addr: advertised,
             source,
-        })?;
-        sockets.insert(advertised, media_socket);
+        })?);
+        sockets.insert(advertised, media_socket.clone());
         local_addrs.push(advertised);
         readers.push(tokio::spawn(read_socket(
-            socket,
+            media_socket,
             advertised,
             datagram_tx.clone(),
         )));
@@ -348,20 +348,45 @@ pub(crate) async fn start(
     })
 }
 
-async fn read_socket(socket: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Datagram>) {
-    let mut buf = vec![0u8; 2048];
+/// Largest datagram the media socket expects (one segment of a GRO read).
+const MAX_DATAGRAM: usize = 2048;
+
+/// Read datagrams until the engine goes away. `quinn-udp` enables UDP GRO where the kernel has
+/// it, so one read may return several datagrams from one sender coalesced, `stride` bytes each
+/// (the last may be shorter); they are split here, so the engine always sees single datagrams.
+async fn read_socket(media: Arc<MediaSocket>, local: SocketAddr, tx: mpsc::Sender<Datagram>) {
+    let segments = media.state.gro_segments().max(1);
+    let mut buf = vec![0u8; MAX_DATAGRAM * segments];
+    let mut meta = [quinn_udp::RecvMeta::default()];
     loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, source)) => {
-                let datagram = Datagram {
-                    local,
-                    source,
-                    bytes: buf[..n].to_vec(),
-                };
-                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(datagram) {
-                    return;
+        if let Err(e) = media.socket.readable().await {
+            tracing::trace!(%local, "udp readiness error: {e}");
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let received = media.socket.try_io(tokio::io::Interest::READABLE, || {
+            let mut bufs = [std::io::IoSliceMut::new(&mut buf)];
+            media
+                .state
+                .recv((&*media.socket).into(), &mut bufs, &mut meta)
+        });
+        match received {
+            Ok(count) => {
+                for m in &meta[..count] {
+                    let stride = if m.stride == 0 { m.len } else { m.stride };
+                    for bytes in buf[..m.len].chunks(stride.max(1)) {
+                        let datagram = Datagram {
+                            local,
+                            source: m.addr,
+                            bytes: bytes.to_vec(),
+                        };
+                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(datagram) {
+                            return;
+                        }
+                    }
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 // ICMP errors surface here on some systems; they do not stop the socket.
                 tracing::trace!(%local, "udp recv error: {e}");
@@ -371,7 +396,7 @@ async fn read_socket(socket: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender
     }
 }
 
-/// One media socket with its sending state (GSO support, found when it was bound).
+/// One media socket with its `quinn-udp` state (GSO and GRO support, found when it was bound).
 struct MediaSocket {
     socket: Arc<UdpSocket>,
     state: quinn_udp::UdpSocketState,
@@ -399,7 +424,7 @@ impl MediaSocket {
 }
 
 struct Io {
-    sockets: HashMap<SocketAddr, MediaSocket>,
+    sockets: HashMap<SocketAddr, Arc<MediaSocket>>,
     batcher: Batcher,
     outboxes: HashMap<ConnId, mpsc::Sender<WsOut>>,
     admission: Arc<dyn Admission>,
@@ -473,7 +498,7 @@ async fn run(
     mut engine: Engine,
     mut commands: mpsc::Receiver<Command>,
     mut datagrams: mpsc::Receiver<Datagram>,
-    sockets: HashMap<SocketAddr, MediaSocket>,
+    sockets: HashMap<SocketAddr, Arc<MediaSocket>>,
     admission: Arc<dyn Admission>,
 ) {
     let max_segments = sockets
@@ -538,5 +563,59 @@ async fn run(
             deadline = next;
             timer.as_mut().reset(deadline.into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn media_socket() -> (Arc<MediaSocket>, SocketAddr) {
+        let socket = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let socket = Arc::new(UdpSocket::from_std(socket).unwrap());
+        (Arc::new(MediaSocket::new(socket).unwrap()), addr)
+    }
+
+    /// A run sent as one GSO write reaches a socket with GRO on as one coalesced buffer (on
+    /// Linux over loopback); the reader hands the engine the original datagrams, in order.
+    #[tokio::test]
+    async fn batched_datagrams_arrive_one_by_one() {
+        let (receiver, local) = media_socket();
+        let (tx, mut rx) = mpsc::channel(16);
+        let reader = tokio::spawn(read_socket(receiver.clone(), local, tx));
+        let (sender, source) = media_socket();
+        eprintln!(
+            "gso segments {}, gro segments {}",
+            sender.state.max_gso_segments(),
+            receiver.state.gro_segments()
+        );
+
+        // As in the engine task, where sockets have long been registered: writable is known.
+        sender.socket.writable().await.unwrap();
+        let datagrams: Vec<Vec<u8>> = vec![vec![1; 100], vec![2; 100], vec![3; 100], vec![4; 40]];
+        let mut batcher = Batcher::new(sender.state.max_gso_segments());
+        for datagram in &datagrams {
+            if !batcher.push(source, local, datagram) {
+                sender.send(&batcher.take().unwrap());
+                assert!(batcher.push(source, local, datagram));
+            }
+        }
+        sender.send(&batcher.take().unwrap());
+
+        let mut received = Vec::new();
+        for _ in 0..datagrams.len() {
+            let datagram = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a datagram within 5 s")
+                .expect("reader alive");
+            assert_eq!((datagram.source, datagram.local), (source, local));
+            received.push(datagram.bytes);
+        }
+        assert_eq!(received, datagrams);
+        reader.abort();
     }
 }
