@@ -355,9 +355,10 @@ const MAX_DATAGRAM: usize = 2048;
 /// it, so one read may return several datagrams from one sender coalesced, `stride` bytes each
 /// (the last may be shorter); they are split here, so the engine always sees single datagrams.
 async fn read_socket(media: Arc<MediaSocket>, local: SocketAddr, tx: mpsc::Sender<Datagram>) {
-    let segments = media.state.gro_segments().max(1);
-    let mut buf = vec![0u8; MAX_DATAGRAM * segments];
-    let mut meta = [quinn_udp::RecvMeta::default()];
+    // One system call reads up to BATCH_SIZE buffers, each room for a full GRO read.
+    let slot = MAX_DATAGRAM * media.state.gro_segments().max(1);
+    let mut storage = vec![0u8; slot * quinn_udp::BATCH_SIZE];
+    let mut meta = [quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE];
     loop {
         if let Err(e) = media.socket.readable().await {
             tracing::trace!(%local, "udp readiness error: {e}");
@@ -365,14 +366,17 @@ async fn read_socket(media: Arc<MediaSocket>, local: SocketAddr, tx: mpsc::Sende
             continue;
         }
         let received = media.socket.try_io(tokio::io::Interest::READABLE, || {
-            let mut bufs = [std::io::IoSliceMut::new(&mut buf)];
+            let mut bufs: Vec<std::io::IoSliceMut<'_>> = storage
+                .chunks_mut(slot)
+                .map(std::io::IoSliceMut::new)
+                .collect();
             media
                 .state
                 .recv((&*media.socket).into(), &mut bufs, &mut meta)
         });
         match received {
             Ok(count) => {
-                for m in &meta[..count] {
+                for (m, buf) in meta[..count].iter().zip(storage.chunks(slot)) {
                     let stride = if m.stride == 0 { m.len } else { m.stride };
                     for bytes in buf[..m.len].chunks(stride.max(1)) {
                         let datagram = Datagram {
