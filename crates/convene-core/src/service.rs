@@ -837,25 +837,38 @@ impl Meetings {
             .check_participant_token(id, identity, instance, epoch)
             .await?;
         may_connect_media(&meeting, &participant, self.now())?;
-        if let Some(capacity) = meeting.settings.capacity
-            && participant.role != Role::Host
-            && !participant.media_connected
-        {
-            let connected = self
-                .store
-                .participants(id, Some(&[ParticipantState::Joined]))
-                .await?
-                .iter()
-                .filter(|p| p.media_connected && p.identity != participant.identity)
-                .count() as u64;
-            if connected >= u64::from(capacity) {
-                return Err(DomainError::code(ErrorCode::MeetingFull).into());
-            }
-        }
+        self.check_media_capacity(&meeting, &participant).await?;
         Ok(MediaAdmission {
             meeting,
             participant,
         })
+    }
+
+    /// Whether `participant` may take a media connection: in a meeting with a capacity, fails
+    /// with `meeting_full` when that many others already hold one. Hosts are never refused, and a
+    /// person already connected keeps their place.
+    pub async fn check_media_capacity(
+        &self,
+        meeting: &Meeting,
+        participant: &Participant,
+    ) -> Result<()> {
+        let Some(capacity) = meeting.settings.capacity else {
+            return Ok(());
+        };
+        if participant.role == Role::Host || participant.media_connected {
+            return Ok(());
+        }
+        let connected = self
+            .store
+            .participants(&meeting.id, Some(&[ParticipantState::Joined]))
+            .await?
+            .iter()
+            .filter(|p| p.media_connected && p.identity != participant.identity)
+            .count() as u64;
+        if connected >= u64::from(capacity) {
+            return Err(DomainError::code(ErrorCode::MeetingFull).into());
+        }
+        Ok(())
     }
 
     /// Records what the media engine saw (connections and tracks) in the meeting's log.

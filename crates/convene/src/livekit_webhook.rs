@@ -154,7 +154,9 @@ async fn receive(
 
 /// Whether a person LiveKit reports as joined may be there: rooms that are no convene meeting's
 /// are not convene's to police; in a meeting's room, only an admitted, non-banned person of the
-/// live run may stay.
+/// live run may stay, and only while the meeting's capacity has room for their connection (the
+/// same rule as the embedded engine's admission: someone who left and comes back with a token
+/// that has not expired yet does not push the room over its capacity).
 async fn may_stay(
     meetings: &Meetings,
     room: &RoomName,
@@ -168,7 +170,14 @@ async fn may_stay(
         Err(e) if e.code() == ErrorCode::ParticipantNotFound => return Ok(false),
         Err(e) => return Err(e.into()),
     };
-    Ok(may_connect_media(&meeting, &participant, meetings.now()).is_ok())
+    if may_connect_media(&meeting, &participant, meetings.now()).is_err() {
+        return Ok(false);
+    }
+    match meetings.check_media_capacity(&meeting, &participant).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == ErrorCode::MeetingFull => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

@@ -195,3 +195,46 @@ def test_livekit_webhooks_come_back_into_the_meetings_event_log(pair):
     assert r.status_code == 401
     r = post_webhook(b, {}, raw='{"event": 5')
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", r.text
+
+
+def test_capacity_holds_at_the_livekit_join_too(pair):
+    """Capacity is checked when B hands out a LiveKit token (join) and again when LiveKit
+    reports the connection: someone who left and comes back with a token that has not expired
+    yet is disconnected if the room is full by then."""
+    _, b = pair
+    meeting = b.admin("POST", "/v1/meetings", json={"name": "Small", "policy": "open", "capacity": 2}).json()
+    mid, room = meeting["meeting_id"], {"name": meeting["room_name"]}
+    enter_and_join(b, meeting, "host", "host")
+    first = enter_and_join(b, meeting, "participant", "first")
+
+    def joined_webhook(identity):
+        r = post_webhook(b, {"event": "participant_joined", "room": room, "participant": {"identity": identity}})
+        assert r.status_code == 200, r.text
+        return r.json()["recorded"]
+
+    assert joined_webhook("host") is True
+    assert joined_webhook("first") is True
+
+    # Full (host + first): a third person gets no LiveKit token.
+    entered = b.post(f"/v1/meetings/{mid}/enter", json={"credential": meeting["credentials"]["participant"], "name": "second", "identity": "second"})
+    assert entered.status_code == 200, entered.text
+    second_token = entered.json()["token"]
+    refused = b.post(f"/v1/meetings/{mid}/join", headers={"Authorization": "Bearer " + second_token})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "meeting_full", refused.text
+
+    # "first" leaves (convene, then LiveKit reports it); "second" now gets a place.
+    call(b, mid, first["api_token"], "/leave")
+    r = post_webhook(b, {"event": "participant_left", "room": room, "participant": {"identity": "first"}})
+    assert r.status_code == 200 and r.json()["recorded"] is True, r.text
+    joined = b.post(f"/v1/meetings/{mid}/join", headers={"Authorization": "Bearer " + second_token})
+    assert joined.status_code == 200, joined.text
+    assert joined_webhook("second") is True
+
+    # "first" reconnects to LiveKit with its old, unexpired token: the room is full, so B does not
+    # record it and removes the connection; through B's API it is refused as well.
+    assert joined_webhook("first") is False
+    again = b.post(f"/v1/meetings/{mid}/join", headers={"Authorization": "Bearer " + first["api_token"]})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "meeting_full", again.text
+    events = b.admin("GET", f"/v1/meetings/{mid}/events?limit=1000").json()["events"]
+    connected = [e["data"]["identity"] for e in events if e["type"] == "media.connected"]
+    assert connected == ["host", "first", "second"], connected
