@@ -65,6 +65,22 @@ impl AppState {
         }
     }
 
+    /// The media token and the convene token of a joined person: the same token with the
+    /// embedded engine (it is a convene token), two with an external LiveKit (whose plain tokens
+    /// convene does not take for its own API).
+    pub fn join_tokens(
+        &self,
+        meeting: &Meeting,
+        participant: &Participant,
+    ) -> Result<JoinTokens, ApiError> {
+        let media = self.media_token(meeting, participant)?;
+        let api = match self.media {
+            MediaTokens::Embedded => media.clone(),
+            MediaTokens::LiveKit { .. } => self.api_token(meeting, participant)?,
+        };
+        Ok(JoinTokens { media, api })
+    }
+
     /// A convene access token for the person's own calls to convene (events, leave, hand...).
     pub fn api_token(
         &self,
@@ -75,6 +91,15 @@ impl AppState {
             .signer
             .access_token(meeting, participant, self.meetings.now(), ACCESS_TTL)?)
     }
+}
+
+/// What [`AppState::join_tokens`] hands out.
+#[derive(Clone, Debug)]
+pub struct JoinTokens {
+    /// For the media engine (LiveKit signalling).
+    pub media: String,
+    /// For convene's own API: events, chat, leave, hand, moderation.
+    pub api: String,
 }
 
 /// Where clients reach this server.

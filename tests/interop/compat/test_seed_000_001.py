@@ -61,6 +61,7 @@ def test_waiting_room_tokens_verify(server, encoding):
     assert host.status_code == 200, host.text
     host = host.json()
     host_claims = verify(host["token"])
+    assert host["api_token"] == host["token"]  # the embedded engine's token is a convene token
     assert host_claims.identity == host["identity"]
     assert host_claims.video.room == host["room_id"]
     assert host_claims.video.can_publish is True
@@ -102,6 +103,7 @@ def test_live_stream_tokens_verify(server, encoding):
     host = host.json()
     claims = verify(host["token"])
     assert (claims.identity, claims.video.room, claims.video.can_publish) == ("Bob", stream, True)
+    assert host["api_token"] == host["token"]  # the embedded engine's token is a convene token
 
     viewer = post(server, LIVE + "/join-stream-as-viewer", {"user_identity": "Alice", "stream_name": stream},
                   encoding, headers=auth).json()

@@ -15,14 +15,15 @@ import time
 import jwt
 import pytest
 import requests
-from livekit import rtc
+from livekit import api, rtc
 
-from convene_server import Server, wait_for
+from convene_server import API_KEY, API_SECRET, Server, wait_for
 from media_helpers import connect
 from media_helpers import publish_video as camera
 
 LK_KEY = "APIlivekitdeploy"
 LK_SECRET = "livekit-deployment-secret-0123456789-abcdef"
+PASSCODE = "external-live-passcode"
 WIDTH, HEIGHT = 160, 120
 
 
@@ -30,7 +31,8 @@ WIDTH, HEIGHT = 160, 120
 def pair():
     a = Server(extra_env={"CONVENE_API_KEY": LK_KEY, "CONVENE_API_SECRET": LK_SECRET})
     try:
-        b = Server(extra_env={"CONVENE_LIVEKIT_URL": a.base, "CONVENE_LIVEKIT_API_KEY": LK_KEY, "CONVENE_LIVEKIT_API_SECRET": LK_SECRET})
+        b = Server(extra_env={"CONVENE_LIVEKIT_URL": a.base, "CONVENE_LIVEKIT_API_KEY": LK_KEY, "CONVENE_LIVEKIT_API_SECRET": LK_SECRET,
+                              "CONVENE_COMPAT_LIVE_PASSCODE": PASSCODE})
     except Exception:
         a.stop()
         raise
@@ -238,3 +240,39 @@ def test_capacity_holds_at_the_livekit_join_too(pair):
     events = b.admin("GET", f"/v1/meetings/{mid}/events?limit=1000").json()["events"]
     connected = [e["data"]["identity"] for e in events if e["type"] == "media.connected"]
     assert connected == ["host", "first", "second"], connected
+
+
+def test_compatibility_answers_carry_a_convene_token_for_events_and_chat(pair):
+    """With media on LiveKit, the seeds' `token` is a LiveKit token, which convene does not take
+    for its own API; the answers' `api_token` reads `events_url` and sends to `chat_url`."""
+    _, b = pair
+    live = "/compat/live-stream"
+    host = requests.post(f"{b.base}{live}/create-stream", json={"user_identity": "Bob", "stream_name": "talk"},
+                         headers={"Authorization": PASSCODE}, timeout=10)
+    assert host.status_code == 200, host.text
+    host = host.json()
+    claims = api.TokenVerifier(LK_KEY, LK_SECRET).verify(host["token"])
+    assert (claims.identity, claims.video.room, claims.video.can_publish) == ("Bob", "talk", True)
+    assert host["api_token"] != host["token"]
+
+    def bearer(token):
+        return {"Authorization": "Bearer " + token}
+
+    sent = requests.post(host["chat_url"], json={"text": "hello"}, headers=bearer(host["api_token"]), timeout=10)
+    assert sent.status_code == 200, sent.text
+    events = requests.get(host["events_url"], headers=bearer(host["api_token"]), timeout=10)
+    assert events.status_code == 200, events.text
+    assert "chat.message" in [e["type"] for e in events.json()["events"]]
+    refused = requests.get(host["events_url"], headers=bearer(host["token"]), timeout=10)
+    assert refused.status_code == 401, refused.text
+
+    waiting = "/compat/waiting-room"
+    created = requests.post(f"{b.base}{waiting}/admin/create", json={}, auth=(API_KEY, API_SECRET), timeout=10)
+    assert created.status_code == 200, created.text
+    joined = requests.post(f"{b.base}{waiting}/admin/join", json={"meeting_id": str(created.json()["meeting_id"])},
+                           auth=(API_KEY, API_SECRET), timeout=10)
+    assert joined.status_code == 200, joined.text
+    joined = joined.json()
+    assert api.TokenVerifier(LK_KEY, LK_SECRET).verify(joined["token"]).identity == joined["identity"]
+    events = requests.get(joined["events_url"], headers=bearer(joined["api_token"]), timeout=10)
+    assert events.status_code == 200, events.text

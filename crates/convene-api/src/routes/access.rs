@@ -13,7 +13,7 @@ use super::{identity, meeting_id};
 use crate::auth::{Admin, AnyCaller, ClientAddr};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
-use crate::state::{AppState, MediaTokens};
+use crate::state::AppState;
 use crate::wire::{
     AddParticipantRequest, EnterRequest, EnterResponse, JoinLinkRequest, JoinLinkResponse,
     JoinResponse, MeView, MeetingPublicView, Ok, ParticipantView,
@@ -45,14 +45,10 @@ pub fn join_response(
     meeting: &Meeting,
     participant: &Participant,
 ) -> ApiResult<JoinResponse> {
-    let access_token = state.media_token(meeting, participant)?;
-    let api_token = match state.media {
-        MediaTokens::Embedded => access_token.clone(),
-        MediaTokens::LiveKit { .. } => state.api_token(meeting, participant)?,
-    };
+    let tokens = state.join_tokens(meeting, participant)?;
     Ok(JoinResponse {
-        access_token,
-        api_token,
+        access_token: tokens.media,
+        api_token: tokens.api,
         url: state.urls.rtc.clone(),
         room_name: meeting.room_name.to_string(),
         identity: participant.identity.to_string(),

@@ -182,9 +182,10 @@ fn token_response(
     meeting: &Meeting,
     participant: &Participant,
 ) -> Result<Json<StreamToken>> {
-    let token = state.media_token(meeting, participant)?;
+    let tokens = state.join_tokens(meeting, participant)?;
     Ok(Json(StreamToken {
-        token,
+        token: tokens.media,
+        api_token: tokens.api,
         identity: participant.identity.to_string(),
         stream_name: meeting.room_name.to_string(),
         room_sid: state::room_sid(meeting),

@@ -44,9 +44,12 @@ pub struct DocumentNames {
 /// documented, and what a convene client needs besides.
 #[derive(Debug, Serialize)]
 pub struct StreamToken {
-    /// A LiveKit access token: a speaker (or the host) may publish, a viewer only subscribe. It
-    /// also reads the meeting's events and authorises its chat.
+    /// A LiveKit access token: a speaker (or the host) may publish, a viewer only subscribe.
     pub token: String,
+    /// The token for convene's events and chat (convene addition): the same as `token` with the
+    /// embedded media engine; a convene token when media runs on an external LiveKit, whose
+    /// plain tokens convene does not take.
+    pub api_token: String,
     pub identity: String,
     pub stream_name: String,
     /// `RM` + 32 hex digits, as `/send-speaker-invite` takes it.
@@ -57,9 +60,9 @@ pub struct StreamToken {
     pub url: String,
     /// convene's meeting id behind the stream.
     pub meeting_id: String,
-    /// convene's event channel (`GET`, `Authorization: Bearer <token>`, `?after=N`).
+    /// convene's event channel (`GET`, `Authorization: Bearer <api_token>`, `?after=N`).
     pub events_url: String,
-    /// The meeting chat (`POST {"text"}` with `Authorization: Bearer <token>`).
+    /// The meeting chat (`POST {"text"}` with `Authorization: Bearer <api_token>`).
     pub chat_url: String,
     pub documents: DocumentNames,
 }

@@ -158,11 +158,12 @@ fn join_response(
     meeting: &Meeting,
     participant: &Participant,
 ) -> Result<Json<JoinResponse>> {
-    let token = state.media_token(meeting, participant)?;
+    let tokens = state.join_tokens(meeting, participant)?;
     Ok(Json(JoinResponse {
         room_id: meeting.room_name.to_string(),
         identity: participant.identity.to_string(),
-        token,
+        token: tokens.media,
+        api_token: tokens.api,
         url: state.urls.rtc.clone(),
         events_url: state.urls.events(meeting.id.as_str()),
     }))

@@ -16,9 +16,13 @@ pub struct JoinResponse {
     pub identity: String,
     /// A LiveKit access token for `room_id`.
     pub token: String,
+    /// The token for convene's own API, `events_url` included (convene addition): the same as
+    /// `token` with the embedded media engine; a convene token when media runs on an external
+    /// LiveKit, whose plain tokens convene does not take.
+    pub api_token: String,
     /// Where the LiveKit SDK connects (convene addition).
     pub url: String,
-    /// convene's event channel for the meeting, read with `token` (convene addition).
+    /// convene's event channel for the meeting, read with `api_token` (convene addition).
     pub events_url: String,
 }
 
