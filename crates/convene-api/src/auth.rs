@@ -200,7 +200,9 @@ impl FromRequestParts<AppState> for AnyCaller {
     }
 }
 
-/// The client's address (from the connection; `0.0.0.0` when unknown, e.g. in-process tests).
+/// The client's address: the connection's, or, when that is a trusted reverse proxy, the one
+/// the proxies recorded in `X-Forwarded-For` (see [`TrustedProxies`]). `0.0.0.0` when unknown
+/// (in-process tests). Per-address limits and failure counters are keyed by it.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub IpAddr);
 
@@ -214,11 +216,160 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let ip = match parts.extensions.get::<TrustedProxies>() {
+            Some(trusted) => trusted.client(peer, &parts.headers),
+            None => peer.to_canonical(),
+        };
         Ok(Self(ip))
+    }
+}
+
+/// Reverse proxies (addresses or CIDR ranges, `CONVENE_TRUSTED_PROXIES`) whose
+/// `X-Forwarded-For` is believed. The server puts it in every request's extensions.
+///
+/// Each proxy appends the address it received the request from, so only the right-hand part of
+/// the header, written by the trusted chain, can be believed: the client is the right-most entry
+/// that is not itself a trusted proxy. What a client writes into the header itself lies to the
+/// left of that and is never used, so nobody picks their own rate-limit key; a request that did
+/// not come from a trusted proxy is keyed by its connection's address whatever it sends.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<ipnet::IpNet>) -> Self {
+        Self(nets)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client's address for a request that arrived from `peer` with `headers`.
+    pub fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        let mut client = peer.to_canonical();
+        if !self.trusts(client) {
+            return client;
+        }
+        let mut hops = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            match value.to_str() {
+                Ok(text) => hops.extend(text.split(',').map(|hop| parse_hop(hop.trim()))),
+                Err(_) => hops.push(None),
+            }
+        }
+        for hop in hops.into_iter().rev() {
+            match hop {
+                Some(ip) => {
+                    client = ip;
+                    if !self.trusts(ip) {
+                        break;
+                    }
+                }
+                // Not an address: nothing left of it can be believed; keep the last hop that was.
+                None => break,
+            }
+        }
+        client
+    }
+}
+
+/// One `X-Forwarded-For` entry: an IP address, or an address with a port (`1.2.3.4:5`,
+/// `[2001:db8::1]:5`), as some proxies write it.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|addr| addr.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    fn proxies(list: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(list.iter().map(|n| n.parse().unwrap()).collect())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_sends() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        let headers = forwarded(&["203.0.113.9"]);
+        assert_eq!(
+            trusted.client(ip("198.51.100.4"), &headers),
+            ip("198.51.100.4")
+        );
+        let nobody = TrustedProxies::default();
+        assert_eq!(nobody.client(ip("10.0.0.1"), &headers), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_rightmost_untrusted_hop_is_the_client() {
+        let trusted = proxies(&["10.0.0.0/8", "127.0.0.1/32"]);
+        // One proxy: it appended the client's address.
+        let one = forwarded(&["203.0.113.9"]);
+        assert_eq!(trusted.client(ip("127.0.0.1"), &one), ip("203.0.113.9"));
+        // A client that forges the header only adds entries to the left of the real one.
+        let forged = forwarded(&["1.1.1.1, 203.0.113.9"]);
+        assert_eq!(trusted.client(ip("127.0.0.1"), &forged), ip("203.0.113.9"));
+        // Two trusted proxies (CDN edge 10.1.2.3, then the local one); header split over lines.
+        let chain = forwarded(&["6.6.6.6, 203.0.113.9", "10.1.2.3"]);
+        assert_eq!(trusted.client(ip("127.0.0.1"), &chain), ip("203.0.113.9"));
+        // Ports and IPv6 in brackets, as some proxies write them.
+        let ported = forwarded(&["[2001:db8::7]:4711"]);
+        assert_eq!(trusted.client(ip("10.9.9.9"), &ported), ip("2001:db8::7"));
+        let v4_port = forwarded(&["203.0.113.10:5000"]);
+        assert_eq!(trusted.client(ip("10.9.9.9"), &v4_port), ip("203.0.113.10"));
+    }
+
+    #[test]
+    fn without_a_believable_hop_the_proxy_is_the_client() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        assert_eq!(
+            trusted.client(ip("10.0.0.2"), &HeaderMap::new()),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            trusted.client(ip("10.0.0.2"), &forwarded(&["unknown"])),
+            ip("10.0.0.2")
+        );
+        // Garbage stops the walk: the trusted hop to its right is used, not anything further left.
+        let garbage = forwarded(&["203.0.113.9, bogus, 10.0.0.5"]);
+        assert_eq!(trusted.client(ip("10.0.0.2"), &garbage), ip("10.0.0.5"));
+        // Only trusted hops: the left-most of them.
+        let all = forwarded(&["10.0.0.7, 10.0.0.5"]);
+        assert_eq!(trusted.client(ip("10.0.0.2"), &all), ip("10.0.0.7"));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_count_as_ipv4() {
+        let trusted = proxies(&["127.0.0.1/32"]);
+        let headers = forwarded(&["::ffff:203.0.113.9"]);
+        assert_eq!(
+            trusted.client(ip("::ffff:127.0.0.1"), &headers),
+            ip("203.0.113.9")
+        );
     }
 }

@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub compat_bbb_token: Option<String>,
     pub rtc_udp_port: Option<u16>,
     pub rtc_node_ip: Option<String>,
+    pub trusted_proxies: Option<String>,
     pub webhook_urls: Option<String>,
     pub webhook_max_attempts: Option<u32>,
     pub webhook_first_retry_ms: Option<u64>,
@@ -82,6 +83,8 @@ pub struct Config {
     pub rtc_udp_port: u16,
     /// Addresses advertised in SDP (servers behind 1:1 NAT); empty = local interface addresses.
     pub rtc_node_ips: Vec<std::net::IpAddr>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (empty = none).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where one-time login codes are mailed; `None` = development mode (codes in the log).
     pub smtp: Option<crate::mail::SmtpConfig>,
     /// `Some`: media runs on this external LiveKit deployment, not on the embedded SFU.
@@ -121,6 +124,7 @@ impl std::fmt::Debug for Config {
             .field("compat", &self.compat)
             .field("rtc_udp_port", &self.rtc_udp_port)
             .field("rtc_node_ips", &self.rtc_node_ips)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("webhooks", &self.webhooks)
             .field("livekit", &self.livekit)
             .field("smtp", &self.smtp)
@@ -162,6 +166,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_RTC_NODE_IP",
         "comma-separated IPs to advertise to clients (1:1 NAT); default local addresses",
+    ),
+    (
+        "CONVENE_TRUSTED_PROXIES",
+        "comma-separated addresses or CIDR ranges of reverse proxies whose X-Forwarded-For names the client",
     ),
     (
         "CONVENE_LIVEKIT_URL",
@@ -440,6 +448,24 @@ impl Config {
                 .collect::<anyhow::Result<Vec<_>>>()?,
             None => Vec::new(),
         };
+        let trusted_proxies = match var("CONVENE_TRUSTED_PROXIES").or(file.trusted_proxies) {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|entry| {
+                    entry
+                        .parse::<ipnet::IpNet>()
+                        .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "CONVENE_TRUSTED_PROXIES: {entry:?} is not an IP address or CIDR range"
+                            )
+                        })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
         let webhook_urls = match var("CONVENE_WEBHOOK_URLS").or(file.webhook_urls) {
             Some(list) => list
                 .split(',')
@@ -498,6 +524,7 @@ impl Config {
             compat,
             rtc_udp_port,
             rtc_node_ips,
+            trusted_proxies,
             webhooks,
             livekit,
             smtp,
@@ -689,6 +716,32 @@ mod tests {
         .unwrap();
         assert!(err.to_string().contains("postgres://"));
         assert!(toml::from_str::<FileConfig>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let c = Config::from_layers(
+            FileConfig::default(),
+            &env(&[("CONVENE_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8,::1,")]),
+        )
+        .unwrap();
+        let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, vec!["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        let none = Config::from_layers(FileConfig::default(), &env(&[])).unwrap();
+        assert!(none.trusted_proxies.is_empty());
+        let file: FileConfig = toml::from_str("trusted_proxies = \"192.168.0.0/16\"").unwrap();
+        let from_file = Config::from_layers(file, &env(&[])).unwrap();
+        assert_eq!(from_file.trusted_proxies[0].to_string(), "192.168.0.0/16");
+        let err = Config::from_layers(
+            FileConfig::default(),
+            &env(&[("CONVENE_TRUSTED_PROXIES", "10.0.0.0/8, proxy.local")]),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "CONVENE_TRUSTED_PROXIES: \"proxy.local\" is not an IP address or CIDR range"
+        );
     }
 
     #[test]

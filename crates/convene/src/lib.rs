@@ -270,7 +270,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         convene_api::router(state.clone())
             .merge(convene_compat::router(state, &config.compat))
             .merge(engine_routes)
-            .merge(web::router()),
+            .merge(web::router())
+            .layer(axum::Extension(convene_api::auth::TrustedProxies::new(
+                config.trusted_proxies.clone(),
+            ))),
     );
     let token = shutdown.clone();
     let task = tokio::spawn(async move {

@@ -445,3 +445,89 @@ async fn unauthenticated_lookups_are_rate_limited_in_memory_too() {
     assert!(limited, "60 rapid guesses from one address must be limited");
     app.stop().await;
 }
+
+/// Guess `/enter` from "one address" until the limit answers 429; `forwarded` is sent as
+/// `X-Forwarded-For`. Returns how many tries it took (None: never limited in 60).
+async fn tries_until_limited(app: &TestApp, forwarded: &str) -> Option<usize> {
+    for n in 1..=60 {
+        let response = app
+            .client
+            .post(format!("{}/v1/meetings/1234567890/enter", app.base))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"credential": "1", "name": "x"}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            return Some(n);
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_limits_apply_per_forwarded_client() {
+    // The test client connects from 127.0.0.1, standing in for the reverse proxy.
+    let app = TestApp::start_with(
+        StoreKind::Sqlite,
+        &[("CONVENE_TRUSTED_PROXIES", "127.0.0.1")],
+    )
+    .await
+    .unwrap();
+    assert!(tries_until_limited(&app, "203.0.113.1").await.is_some());
+    // Another client behind the same proxy is not held back by the first one's guesses...
+    let (status, body) = app
+        .anonymous(
+            "POST",
+            "/v1/meetings/1234567890/enter",
+            Some(json!({"credential": "1", "name": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}"); // no header: keyed by the proxy itself
+    let response = app
+        .client
+        .post(format!("{}/v1/meetings/1234567890/enter", app.base))
+        .header("x-forwarded-for", "203.0.113.2")
+        .json(&json!({"credential": "1", "name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // ...and the limited client cannot escape by prepending an address of its choosing.
+    let response = app
+        .client
+        .post(format!("{}/v1/meetings/1234567890/enter", app.base))
+        .header("x-forwarded-for", "198.51.100.77, 203.0.113.1")
+        .json(&json!({"credential": "1", "name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_x_forwarded_for_is_ignored() {
+    let app = app().await;
+    // A client rotating forged addresses is still one address.
+    let mut limited = false;
+    for n in 0..60 {
+        let response = app
+            .client
+            .post(format!("{}/v1/meetings/1234567890/enter", app.base))
+            .header("x-forwarded-for", format!("203.0.113.{n}"))
+            .json(&json!({"credential": "1", "name": "x"}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(
+        limited,
+        "forged X-Forwarded-For must not evade the per-address limit"
+    );
+    app.stop().await;
+}

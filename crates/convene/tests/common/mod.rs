@@ -32,6 +32,8 @@ pub struct TestApp {
     running: Option<Running>,
     dir: tempfile::TempDir,
     pg: Option<PgDatabase>,
+    /// Settings added to the test defaults (`CONVENE_*` variables).
+    extra_env: Vec<(String, String)>,
 }
 
 fn postgres_base_url() -> String {
@@ -84,6 +86,11 @@ fn rand_suffix() -> u64 {
 impl TestApp {
     /// `None` only when PostgreSQL is unreachable and CONVENE_TEST_SKIP_POSTGRES=1.
     pub async fn start(kind: StoreKind) -> Option<Self> {
+        Self::start_with(kind, &[]).await
+    }
+
+    /// Like [`TestApp::start`], with these settings on top of the test defaults.
+    pub async fn start_with(kind: StoreKind, extra_env: &[(&str, &str)]) -> Option<Self> {
         let pg = match kind {
             StoreKind::Sqlite => None,
             StoreKind::Postgres => Some(fresh_postgres_database().await?),
@@ -94,6 +101,10 @@ impl TestApp {
             running: None,
             dir: tempfile::tempdir().unwrap(),
             pg,
+            extra_env: extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         app.boot().await;
         Some(app)
@@ -112,6 +123,7 @@ impl TestApp {
         if let Some(pg) = &self.pg {
             env.insert("CONVENE_DATABASE_URL".into(), pg.url.clone());
         }
+        env.extend(self.extra_env.iter().cloned());
         Config::load(None, &env).unwrap()
     }
 
