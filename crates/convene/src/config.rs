@@ -436,10 +436,7 @@ impl Config {
             None => file.rtc_udp_port.unwrap_or(7882),
         };
         let rtc_node_ips = match var("CONVENE_RTC_NODE_IP").or(file.rtc_node_ip) {
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
+            Some(list) => comma_list(&list)
                 .map(|ip| {
                     ip.parse().with_context(|| {
                         format!("CONVENE_RTC_NODE_IP: {ip:?} is not an IP address")
@@ -449,10 +446,7 @@ impl Config {
             None => Vec::new(),
         };
         let trusted_proxies = match var("CONVENE_TRUSTED_PROXIES").or(file.trusted_proxies) {
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
+            Some(list) => comma_list(&list)
                 .map(|entry| {
                     entry
                         .parse::<ipnet::IpNet>()
@@ -467,10 +461,7 @@ impl Config {
             None => Vec::new(),
         };
         let webhook_urls = match var("CONVENE_WEBHOOK_URLS").or(file.webhook_urls) {
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
+            Some(list) => comma_list(&list)
                 .map(|url| {
                     convene_core::webhook::WebhookUrl::parse(url)
                         .map_err(|e| anyhow::anyhow!("CONVENE_WEBHOOK_URLS: {url:?} {}", e.reason))
@@ -644,6 +635,11 @@ impl ExternalLiveKit {
             key,
         }))
     }
+}
+
+/// The non-empty, trimmed entries of a comma-separated setting.
+fn comma_list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
