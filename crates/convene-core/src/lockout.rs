@@ -17,6 +17,9 @@ pub const MEETING_LOCK_THRESHOLD: u32 = 100;
 pub const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
 pub const ADDRESS_LIMIT: u32 = 30;
 pub const ADDRESS_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// A meeting's failure count is forgotten this long after its last failure (housekeeping), so
+/// the table of counters does not grow with every meeting id ever guessed.
+pub const MEETING_FORGET: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// What a failure counter is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -34,6 +37,12 @@ impl FailureScope {
             Self::Meeting => "meeting",
             Self::Address => "address",
         }
+    }
+
+    /// Counters whose last failure is before this are dropped by housekeeping: for an address
+    /// such a counter is already void (its window passed); for a meeting, [`MEETING_FORGET`].
+    pub fn stale_before(self, now: Timestamp) -> Timestamp {
+        now.minus(self.window().unwrap_or(MEETING_FORGET))
     }
 
     /// Failures older than this are forgotten when the next one is counted (`None` = consecutive until a success).
@@ -126,6 +135,24 @@ mod tests {
         assert!(
             record.check(FailureScope::Meeting, at(1000 + 900)).is_ok(),
             "capped at 15 min"
+        );
+    }
+
+    #[test]
+    fn housekeeping_drops_only_counters_that_no_longer_matter() {
+        let now = at(100 * 24 * 3600);
+        // An address counter is void once its window has passed: dropping it changes nothing.
+        let cut = FailureScope::Address.stale_before(now);
+        assert_eq!(cut, now.minus(ADDRESS_WINDOW));
+        let stale = FailureRecord {
+            failures: ADDRESS_LIMIT + 5,
+            last_failure_at: Some(at(cut.as_millis() / 1000 - 1)),
+        };
+        assert!(stale.check(FailureScope::Address, now).is_ok());
+        // A meeting's count is kept for 30 days after its last failure.
+        assert_eq!(
+            FailureScope::Meeting.stale_before(now),
+            at((100 - 30) * 24 * 3600)
         );
     }
 

@@ -425,6 +425,13 @@ pub trait LoginStore: Send + Sync + 'static {
         now: Timestamp,
         window: Duration,
     ) -> Result<SendCount, StoreError>;
+    /// Drops codes that expired before `codes_expired_before` and send counters whose window
+    /// started before `sends_started_before`; returns how many rows went.
+    async fn prune_logins(
+        &self,
+        codes_expired_before: Timestamp,
+        sends_started_before: Timestamp,
+    ) -> Result<u64, StoreError>;
     /// Stores a freshly sent code, replacing any code of the same address.
     async fn put_login_code(&self, record: &CodeRecord) -> Result<(), StoreError>;
     async fn login_code(&self, email: &Email) -> Result<Option<CodeRecord>, StoreError>;
@@ -547,6 +554,17 @@ impl Logins {
     pub async fn user(&self, id: &UserId) -> Result<Option<User>> {
         Ok(self.store.user(id).await?)
     }
+
+    /// Housekeeping: drops expired codes and send counters whose window has passed (neither
+    /// changes any answer), so the tables do not grow with every address ever tried.
+    pub async fn prune(&self) -> Result<u64> {
+        let now = self.clock.now();
+        let longest_window = ADDRESS_SEND_CAP.window.max(CLIENT_SEND_CAP.window);
+        Ok(self
+            .store
+            .prune_logins(now.minus(CODE_TTL), now.minus(longest_window))
+            .await?)
+    }
 }
 
 /// An in-memory [`LoginStore`], for tests of the rules and of the surfaces built on them.
@@ -589,6 +607,22 @@ impl LoginStore for MemoryLoginStore {
         }
         entry.count += 1;
         Ok(*entry)
+    }
+
+    async fn prune_logins(
+        &self,
+        codes_expired_before: Timestamp,
+        sends_started_before: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.codes.len() + inner.sends.len();
+        inner
+            .codes
+            .retain(|_, code| code.expires_at >= codes_expired_before);
+        inner
+            .sends
+            .retain(|_, send| send.window_started_at >= sends_started_before);
+        Ok((before - inner.codes.len() - inner.sends.len()) as u64)
     }
 
     async fn put_login_code(&self, record: &CodeRecord) -> Result<(), StoreError> {

@@ -871,6 +871,20 @@ impl Meetings {
         Ok(())
     }
 
+    /// Housekeeping: drops failure counters that no longer change any answer (an address's after
+    /// its window, a meeting's [`crate::lockout::MEETING_FORGET`] after its last failure).
+    pub async fn prune_failures(&self) -> Result<u64> {
+        let now = self.now();
+        let mut pruned = 0;
+        for scope in [FailureScope::Address, FailureScope::Meeting] {
+            pruned += self
+                .store
+                .prune_failures(scope, scope.stale_before(now))
+                .await?;
+        }
+        Ok(pruned)
+    }
+
     /// Records what the media engine saw (connections and tracks) in the meeting's log.
     pub async fn media_report(&self, room: &RoomName, report: MediaReport) -> Result<()> {
         let Some(meeting) = self.store.meeting_by_room(room).await? else {

@@ -22,6 +22,12 @@ impl Timestamp {
         self.0.div_euclid(1000)
     }
 
+    /// `duration` earlier (saturating at the earliest representable time).
+    pub fn minus(self, duration: Duration) -> Self {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        Self::from_millis(self.as_millis().saturating_sub(millis))
+    }
+
     pub fn plus(self, duration: Duration) -> Self {
         Self(
             self.0

@@ -71,6 +71,24 @@ impl LoginStore for SqlStore {
         })
     }
 
+    async fn prune_logins(
+        &self,
+        codes_expired_before: Timestamp,
+        sends_started_before: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let codes = sqlx::query("DELETE FROM login_codes WHERE expires_at < $1")
+            .bind(codes_expired_before.as_millis())
+            .execute(self.pool())
+            .await
+            .map_err(backend)?;
+        let sends = sqlx::query("DELETE FROM login_sends WHERE window_started_at < $1")
+            .bind(sends_started_before.as_millis())
+            .execute(self.pool())
+            .await
+            .map_err(backend)?;
+        Ok(codes.rows_affected() + sends.rows_affected())
+    }
+
     async fn put_login_code(&self, record: &CodeRecord) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO login_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \

@@ -539,6 +539,21 @@ impl Store for SqlStore {
         rows::failure_record(&row)
     }
 
+    async fn prune_failures(
+        &self,
+        scope: FailureScope,
+        last_before: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM auth_failures WHERE scope = $1 AND last_failure_at < $2")
+                .bind(scope.as_str())
+                .bind(last_before.as_millis())
+                .execute(self.pool())
+                .await
+                .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
     async fn clear_failures(&self, scope: FailureScope, subject: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM auth_failures WHERE scope = $1 AND subject = $2")
             .bind(scope.as_str())

@@ -217,6 +217,7 @@ conformance!(
     login_codes_replace_and_update_only_from_the_version_read,
     users_are_unique_by_id_and_email,
     nonces_are_used_once_even_concurrently_and_across_restarts,
+    housekeeping_drops_only_stale_counters_and_expired_codes,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -2053,5 +2054,96 @@ async fn users_are_unique_by_id_and_email(db: &mut TestDb) {
             renamed.created_at
         ),
         ("Ann Lee", at(2_000), at(1_000))
+    );
+}
+
+async fn housekeeping_drops_only_stale_counters_and_expired_codes(db: &mut TestDb) {
+    let store = db.store();
+    for (scope, subject, last) in [
+        (FailureScope::Address, "192.0.2.1", 1_000),
+        (FailureScope::Address, "192.0.2.2", 9_000),
+        (FailureScope::Meeting, "credential:1", 1_000),
+    ] {
+        store
+            .record_failure(scope, subject, at(last), None)
+            .await
+            .unwrap();
+    }
+    // Only counters of the scope, and only those whose last failure is before the cut.
+    assert_eq!(
+        store
+            .prune_failures(FailureScope::Address, at(5_000))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .failures(FailureScope::Address, "192.0.2.1")
+            .await
+            .unwrap(),
+        FailureRecord::default()
+    );
+    assert_eq!(
+        store
+            .failures(FailureScope::Address, "192.0.2.2")
+            .await
+            .unwrap()
+            .failures,
+        1
+    );
+    assert_eq!(
+        store
+            .failures(FailureScope::Meeting, "credential:1")
+            .await
+            .unwrap()
+            .failures,
+        1
+    );
+
+    let mut rng = StdRng::seed_from_u64(5);
+    let (old, new) = (email("old@example.com"), email("new@example.com"));
+    let old_code = CodeRecord::issue(&old, &LoginCode::generate(&mut rng), at(1_000), &mut rng);
+    let new_code = CodeRecord::issue(
+        &new,
+        &LoginCode::generate(&mut rng),
+        at(50_000_000),
+        &mut rng,
+    );
+    store.put_login_code(&old_code).await.unwrap();
+    store.put_login_code(&new_code).await.unwrap();
+    let window = std::time::Duration::from_secs(60);
+    store
+        .count_login_send("client:old", at(1_000), window)
+        .await
+        .unwrap();
+    store
+        .count_login_send("client:new", at(50_000_000), window)
+        .await
+        .unwrap();
+    let cut = at(40_000_000);
+    assert!(old_code.expires_at < cut && new_code.expires_at > cut);
+    assert_eq!(store.prune_logins(cut, cut).await.unwrap(), 2);
+    assert_eq!(store.login_code(&old).await.unwrap(), None);
+    assert_eq!(
+        store.login_code(&new).await.unwrap().as_ref(),
+        Some(&new_code)
+    );
+    // The surviving counter still counts on; the pruned one starts over.
+    assert_eq!(
+        store
+            .count_login_send("client:new", at(50_000_001), window)
+            .await
+            .unwrap()
+            .count,
+        2
+    );
+    assert_eq!(
+        store
+            .count_login_send("client:old", at(50_000_001), window)
+            .await
+            .unwrap()
+            .count,
+        1
     );
 }

@@ -266,6 +266,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         media: media_tokens,
         logins,
     };
+    tokio::spawn(housekeeping(
+        state.meetings.clone(),
+        state.logins.clone(),
+        shutdown.clone(),
+    ));
     let app = convene_api::with_common_layers(
         convene_api::router(state.clone())
             .merge(convene_compat::router(state, &config.compat))
@@ -305,4 +310,37 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         task,
         sfu,
     })
+}
+
+/// How often stale guessing counters and expired login codes are dropped.
+const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Drops store rows that no longer change any answer (see `Meetings::prune_failures` and
+/// `Logins::prune`), at start and then every [`HOUSEKEEPING_INTERVAL`], until shutdown.
+async fn housekeeping(
+    meetings: Arc<Meetings>,
+    logins: Arc<convene_core::login::Logins>,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match meetings.prune_failures().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "housekeeping: stale failure counters dropped"),
+            Err(e) => tracing::warn!(error = %e, "housekeeping: cannot prune failure counters"),
+        }
+        match logins.prune().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                pruned = n,
+                "housekeeping: expired login codes and send counters dropped"
+            ),
+            Err(e) => tracing::warn!(error = %e, "housekeeping: cannot prune login codes"),
+        }
+    }
 }
