@@ -27,7 +27,20 @@ pub mod waiting_room;
 use axum::Router;
 use convene_api::AppState;
 use convene_core::apikey::ApiSecret;
+use convene_core::meeting::Meeting;
 use convene_token::Signer;
+
+/// Whether `meeting` was created by the surface named `surface`: each surface records itself in
+/// its meetings' metadata as `{"compat": <surface>}` and acts only on its own meetings.
+pub(crate) fn created_by(meeting: &Meeting, surface: &str) -> bool {
+    meeting
+        .settings
+        .metadata
+        .as_map()
+        .get("compat")
+        .and_then(|v| v.as_str())
+        == Some(surface)
+}
 
 /// Settings of the compatibility surfaces (a surface whose secret is unset is off).
 #[derive(Clone, Default)]

@@ -40,6 +40,7 @@ use convene_core::service::{Caller, NewMeeting};
 use convene_core::{ErrorCode, ValidationError};
 use rand::Rng;
 
+use crate::created_by;
 use crate::params::Params;
 use crate::secret::HeaderSecret;
 use error::{BbbError, Result};
@@ -101,16 +102,6 @@ impl FromRequest<BbbState> for Form {
     async fn from_request(request: Request, _state: &BbbState) -> Result<Self> {
         Ok(Self(Params::from_body(request).await?))
     }
-}
-
-fn is_own(meeting: &Meeting) -> bool {
-    meeting
-        .settings
-        .metadata
-        .as_map()
-        .get("compat")
-        .and_then(|v| v.as_str())
-        == Some(SURFACE)
 }
 
 /// A validation error named after the parameter the client sent.
@@ -202,7 +193,7 @@ async fn create(
 async fn own_meeting(state: &AppState, raw: &str) -> Result<Meeting> {
     let id = MeetingId::parse(raw).map_err(|_| BbbError::meeting_not_found())?;
     match state.meetings.meeting(&id).await {
-        Ok(meeting) if is_own(&meeting) => Ok(meeting),
+        Ok(meeting) if created_by(&meeting, SURFACE) => Ok(meeting),
         Ok(_) => Err(BbbError::meeting_not_found()),
         Err(e) if e.code() == ErrorCode::MeetingNotFound => Err(BbbError::meeting_not_found()),
         Err(e) => Err(e.into()),

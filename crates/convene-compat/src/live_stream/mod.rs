@@ -30,6 +30,7 @@ use convene_core::participant::{Participant, Role};
 use convene_core::service::{Caller, NewMeeting};
 use convene_core::{ErrorCode, ValidationError};
 
+use crate::created_by;
 use crate::params::Params;
 use crate::secret::HeaderSecret;
 use error::{LiveStreamError, Result};
@@ -107,16 +108,6 @@ impl FromRequest<LiveState> for Form {
     }
 }
 
-fn is_own(meeting: &Meeting) -> bool {
-    meeting
-        .settings
-        .metadata
-        .as_map()
-        .get("compat")
-        .and_then(|v| v.as_str())
-        == Some(SURFACE)
-}
-
 fn settings(name: &RoomName) -> Result<MeetingSettings> {
     Ok(MeetingSettings {
         name: DisplayName::parse(name.as_str())?,
@@ -144,10 +135,10 @@ fn renamed(error: ValidationError, parameter: &str) -> LiveStreamError {
 async fn live_stream(state: &AppState, parameter: &str, name: &str) -> Result<Meeting> {
     let room = RoomName::parse(name).map_err(|e| renamed(e, parameter))?;
     match state.meetings.meeting_by_room(&room).await? {
-        Some(meeting) if is_own(&meeting) && meeting.is_live() => Ok(meeting),
-        Some(meeting) if is_own(&meeting) => Err(LiveStreamError::stream_not_found(format!(
-            "The stream '{name}' has ended."
-        ))),
+        Some(meeting) if created_by(&meeting, SURFACE) && meeting.is_live() => Ok(meeting),
+        Some(meeting) if created_by(&meeting, SURFACE) => Err(LiveStreamError::stream_not_found(
+            format!("The stream '{name}' has ended."),
+        )),
         _ => Err(LiveStreamError::stream_not_found(format!(
             "No stream named '{name}' exists."
         ))),
@@ -241,7 +232,7 @@ async fn create_stream(
     };
     let meeting = match state.meetings.meeting_by_room(&room).await? {
         // An ended stream of this surface starts again (a new run) with the new host.
-        Some(meeting) if is_own(&meeting) && !meeting.is_live() => meeting,
+        Some(meeting) if created_by(&meeting, SURFACE) && !meeting.is_live() => meeting,
         Some(_) => return Err(exists()),
         None => {
             let request = NewMeeting {

@@ -15,9 +15,10 @@ use convene_core::ids::{Identity, MeetingId};
 use convene_core::meeting::Meeting;
 use convene_core::participant::{Participant, ParticipantState, Role};
 
+use super::SURFACE;
 use super::error::{LiveStreamError, Result};
-use super::is_own;
 use super::wire::{RaisedHandItem, SpeakerItem, StreamState, UserDocument, ViewerItem};
+use crate::created_by;
 
 pub const SPEAKERS: &str = "speakers";
 pub const VIEWERS: &str = "viewers";
@@ -68,7 +69,7 @@ pub async fn resolve_room_sid(state: &AppState, sid: &str) -> Result<Meeting> {
         Err(e) if e.code() == convene_core::ErrorCode::MeetingNotFound => return Err(unknown()),
         Err(e) => return Err(e.into()),
     };
-    if !is_own(&meeting)
+    if !created_by(&meeting, SURFACE)
         || !meeting.is_live()
         || room_sid(&meeting) != format!("RM{}", hex.to_ascii_lowercase())
     {

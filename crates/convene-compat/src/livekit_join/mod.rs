@@ -28,13 +28,12 @@ use convene_api::auth::Principal;
 use convene_core::ErrorCode;
 use convene_core::ids::{DisplayName, Identity, RoomName};
 use convene_core::login::{User, UserId};
-use convene_core::meeting::{
-    Meeting, MeetingSettings, MeetingStatus, Metadata, Mode, WaitingPolicy,
-};
+use convene_core::meeting::{MeetingSettings, MeetingStatus, Metadata, Mode, WaitingPolicy};
 use convene_core::participant::Role;
 use convene_core::service::{Caller, NewMeeting};
 use convene_token::{ACCESS_TTL, Signer};
 
+use crate::created_by;
 use crate::params::Params;
 use crate::session::{self, SessionError};
 use error::{JoinError, Result};
@@ -109,16 +108,6 @@ async fn who(state: &AppState, headers: &HeaderMap) -> Result<Who> {
     }
 }
 
-fn is_own(meeting: &Meeting) -> bool {
-    meeting
-        .settings
-        .metadata
-        .as_map()
-        .get("compat")
-        .and_then(|v| v.as_str())
-        == Some(SURFACE)
-}
-
 fn new_room(room: &RoomName) -> Result<NewMeeting> {
     let name =
         DisplayName::parse(room.as_str()).map_err(|e| JoinError::invalid("roomName", &e.reason))?;
@@ -171,7 +160,7 @@ async fn join(
     };
     let request = new_room(&room)?;
     let meeting = app.meetings.ensure_room(&room, || request.clone()).await?;
-    if matches!(who, Who::User(_)) && !is_own(&meeting) {
+    if matches!(who, Who::User(_)) && !created_by(&meeting, SURFACE) {
         return Err(JoinError::new(
             axum::http::StatusCode::FORBIDDEN,
             "Error joining room: this room is not open to signed-in users",

@@ -42,6 +42,7 @@ use convene_core::participant::Role;
 use convene_core::service::{Caller, NewMeeting};
 use convene_token::ACCESS_TTL;
 
+use crate::created_by;
 use crate::params::Params;
 use crate::session;
 use error::{MesiboError, NoOp, Result};
@@ -141,16 +142,6 @@ async fn user(state: &AppState, params: &Params) -> Result<User> {
     Ok(session::verify(state, &token).await?)
 }
 
-fn is_own(meeting: &Meeting) -> bool {
-    meeting
-        .settings
-        .metadata
-        .as_map()
-        .get("compat")
-        .and_then(|v| v.as_str())
-        == Some(SURFACE)
-}
-
 fn owner(meeting: &Meeting) -> Option<&str> {
     meeting
         .settings
@@ -207,7 +198,7 @@ async fn set_group(state: &AppState, params: &Params, ts: i64) -> Result<Respons
         Some(gid) => {
             let id = MeetingId::parse(&gid).map_err(|_| MesiboError::bad_group())?;
             let meeting = match state.meetings.meeting(&id).await {
-                Ok(m) if is_own(&m) && owner(&m) == Some(user.id.as_str()) => m,
+                Ok(m) if created_by(&m, SURFACE) && owner(&m) == Some(user.id.as_str()) => m,
                 Ok(_) => return Err(MesiboError::bad_group()),
                 Err(e) if e.code() == ErrorCode::MeetingNotFound => {
                     return Err(MesiboError::bad_group());
@@ -272,7 +263,7 @@ async fn join_group(
     );
     let meeting = match MeetingId::parse(&gid) {
         Ok(id) => match state.meetings.meeting(&id).await {
-            Ok(m) if is_own(&m) => Some(m),
+            Ok(m) if created_by(&m, SURFACE) => Some(m),
             Ok(_) => None,
             Err(e) if e.code() == ErrorCode::MeetingNotFound => None,
             Err(e) => return Err(e.into()),

@@ -34,6 +34,7 @@ use convene_core::participant::{Participant, ParticipantState, Role};
 use convene_core::service::{Caller, NewMeeting};
 use convene_token::{TokenKind, WAITING_TTL};
 
+use crate::created_by;
 use crate::params::Params;
 use error::{Result, WaitingRoomError};
 use wire::{CreateResponse, DocumentResponse, EnterResponse, JoinResponse, WaitingRoomState};
@@ -103,20 +104,10 @@ async fn own_meeting(state: &AppState, id: &MeetingId) -> Result<Meeting> {
             ErrorCode::MeetingNotFound => WaitingRoomError::not_found("meeting not found"),
             _ => e.into(),
         })?;
-    if !is_own(&meeting) {
+    if !created_by(&meeting, SURFACE) {
         return Err(WaitingRoomError::not_found("meeting not found"));
     }
     Ok(meeting)
-}
-
-fn is_own(meeting: &Meeting) -> bool {
-    meeting
-        .settings
-        .metadata
-        .as_map()
-        .get("compat")
-        .and_then(|v| v.as_str())
-        == Some(SURFACE)
 }
 
 fn settings() -> Result<MeetingSettings> {
@@ -318,7 +309,7 @@ async fn waiting_room_state(
             ErrorCode::InvalidToken => WaitingRoomError::forbidden("the token is no longer valid"),
             _ => e.into(),
         })?;
-    if !is_own(&meeting) {
+    if !created_by(&meeting, SURFACE) {
         return Err(WaitingRoomError::not_found("meeting not found"));
     }
     Ok(Json(DocumentResponse {
