@@ -92,3 +92,16 @@ async def wait_for(predicate, timeout: float, what: str):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def wait_until(predicate, timeout: float, what: str):
+    """Poll `predicate` until it returns something true (and return that), or fail after
+    `timeout` seconds: the blocking twin of `wait_for`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)

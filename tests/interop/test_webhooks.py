@@ -16,7 +16,7 @@ import pytest
 import requests
 from livekit import api
 
-from convene_server import API_KEY, API_SECRET, Server, convene_binary
+from convene_server import API_KEY, API_SECRET, Server, convene_binary, wait_until
 
 
 class Receiver:
@@ -75,17 +75,6 @@ def receiver():
     r = Receiver()
     yield r
     r.close()
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def seqs(events, meeting_id):

@@ -567,7 +567,16 @@ async fn a_create_time_of_another_session_is_refused_so_old_links_stop_working()
         StatusCode::CONFLICT,
         "ended",
     );
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // The new run must open at a later millisecond than the old create_time.
+    let old_create_time: i64 = created["create_time"].as_str().unwrap().parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while app.state.meetings.now().as_millis() <= old_create_time {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock did not pass create_time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
     let restarted = app
         .state
         .meetings
