@@ -1,10 +1,28 @@
-"""Helpers for the media tests: join a room with the official LiveKit Python SDK and publish a
-synthetic camera."""
+"""Helpers for the media tests: enter and join a meeting through convene's API, call it as a
+participant, join the room with the official LiveKit Python SDK and publish a synthetic camera."""
 
 import asyncio
 
 import numpy as np
+import requests
 from livekit import rtc
+
+
+def enter_and_join(server, meeting, role, identity):
+    """Enter `meeting` with the `role`'s credential as `identity` and join: the join answer."""
+    mid = meeting["meeting_id"]
+    entered = server.post(f"/v1/meetings/{mid}/enter", json={"credential": meeting["credentials"][role], "name": identity, "identity": identity})
+    assert entered.status_code == 200, entered.text
+    joined = server.post(f"/v1/meetings/{mid}/join", headers={"Authorization": "Bearer " + entered.json()["token"]})
+    assert joined.status_code == 200, joined.text
+    return joined.json()
+
+
+def call(server, mid, token, path, body=None):
+    """POST `/v1/meetings/{mid}{path}` with a participant's token; expects 200, returns the body."""
+    response = requests.post(f"{server.base}/v1/meetings/{mid}{path}", json=body, headers={"Authorization": "Bearer " + token}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 async def connect(join):

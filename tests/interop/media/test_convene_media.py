@@ -8,7 +8,7 @@ import requests
 from livekit import rtc
 
 from convene_server import Server, wait_for
-from media_helpers import connect
+from media_helpers import call, connect, enter_and_join
 from media_helpers import publish_video as camera
 
 WIDTH, HEIGHT = 320, 240
@@ -21,23 +21,8 @@ def server():
     s.stop()
 
 
-def enter_and_join(server, meeting, role, identity):
-    mid = meeting["meeting_id"]
-    entered = server.post(f"/v1/meetings/{mid}/enter", json={"credential": meeting["credentials"][role], "name": identity, "identity": identity})
-    assert entered.status_code == 200, entered.text
-    joined = server.post(f"/v1/meetings/{mid}/join", headers={"Authorization": "Bearer " + entered.json()["token"]})
-    assert joined.status_code == 200, joined.text
-    return joined.json()
-
-
 async def publish_video(room):
     return await camera(room, WIDTH, HEIGHT)
-
-
-def host_call(server, mid, host_token, path, body=None):
-    response = requests.post(f"{server.base}/v1/meetings/{mid}{path}", json=body, headers={"Authorization": "Bearer " + host_token}, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def test_stage_flow_on_live_media(server):
@@ -73,7 +58,7 @@ def test_stage_flow_on_live_media(server):
             # Stage: raise hand, invite, accept -> the same connection may publish, live.
             viewer_token = viewer_join["access_token"]
             assert requests.post(f"{server.base}/v1/meetings/{mid}/hand", json={"raised": True}, headers={"Authorization": "Bearer " + viewer_token}, timeout=10).ok
-            host_call(server, mid, host_join["access_token"], "/participants/viewer/invite")
+            call(server, mid, host_join["access_token"], "/participants/viewer/invite")
             assert requests.post(f"{server.base}/v1/meetings/{mid}/invitation/accept", headers={"Authorization": "Bearer " + viewer_token}, timeout=10).ok
             await wait_for(lambda: viewer.local_participant.permissions.can_publish, 5, "publish permission granted live")
             publication, viewer_pump = await publish_video(viewer)
@@ -111,14 +96,14 @@ def test_remove_ban_and_end_act_on_media(server):
         host.on("disconnected", lambda *_: gone["host"].set())
 
         # Remove: disconnected within 2 s.
-        host_call(server, mid, host_join["access_token"], "/participants/student/remove")
+        call(server, mid, host_join["access_token"], "/participants/student/remove")
         await asyncio.wait_for(gone["student"].wait(), timeout=2)
         # Its old token no longer opens the room.
         with pytest.raises(Exception):
             await connect(student_join)
 
         # Ban: disconnected, and no fresh token either.
-        host_call(server, mid, host_join["access_token"], "/participants/other/ban", {})
+        call(server, mid, host_join["access_token"], "/participants/other/ban", {})
         await asyncio.wait_for(gone["other"].wait(), timeout=2)
         again = server.post(f"/v1/meetings/{mid}/enter", json={"credential": meeting["credentials"]["participant"], "name": "other", "identity": "other"})
         assert again.status_code == 403 and again.json()["error"]["code"] == "banned"
@@ -126,7 +111,7 @@ def test_remove_ban_and_end_act_on_media(server):
             await connect(other_join)
 
         # End: everyone is disconnected, nothing joins until a restart.
-        host_call(server, mid, host_join["access_token"], "/end")
+        call(server, mid, host_join["access_token"], "/end")
         await asyncio.wait_for(gone["host"].wait(), timeout=2)
         with pytest.raises(Exception):
             await connect(host_join)

@@ -18,7 +18,7 @@ import requests
 from livekit import api, rtc
 
 from convene_server import API_KEY, API_SECRET, Server, wait_for
-from media_helpers import connect
+from media_helpers import call, connect, enter_and_join
 from media_helpers import publish_video as camera
 
 LK_KEY = "APIlivekitdeploy"
@@ -39,21 +39,6 @@ def pair():
     yield a, b
     b.stop()
     a.stop()
-
-
-def enter_and_join(server, meeting, role, identity):
-    mid = meeting["meeting_id"]
-    entered = server.post(f"/v1/meetings/{mid}/enter", json={"credential": meeting["credentials"][role], "name": identity, "identity": identity})
-    assert entered.status_code == 200, entered.text
-    joined = server.post(f"/v1/meetings/{mid}/join", headers={"Authorization": "Bearer " + entered.json()["token"]})
-    assert joined.status_code == 200, joined.text
-    return joined.json()
-
-
-def call(server, mid, token, path, body=None):
-    response = requests.post(f"{server.base}/v1/meetings/{mid}{path}", json=body, headers={"Authorization": "Bearer " + token}, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 async def publish_video(room):
