@@ -6,7 +6,9 @@
 //!   queue is full is dropped on the spot (it reconnects with `after=N`; the log is in the store).
 //! - Routing is by audience through an index (per class and per identity): an event about one
 //!   guest costs work for the hosts and that guest only, not for every other waiting client.
-//! - Each event is serialized once, however many subscribers receive it.
+//! - Each event is serialized once, however many subscribers receive it. (The one exception is
+//!   rendered by each receiving stream: a guest let in with many others sees its own
+//!   `participant.admitted`, see `Event::view_for`.)
 //! - A subscriber's class follows its own events (admitted, sent back, role changed, ...) in the
 //!   order they are published; the stream task re-checks it against the store at its seam
 //!   ([`Subscription::settle`]) and re-reads the store when the hub had it wrong.
@@ -139,6 +141,11 @@ impl Standing {
                 *state = ParticipantState::Waiting;
             }
             EventKind::ParticipantAdmitted { identity, .. } if mine(identity) => {
+                *state = ParticipantState::Admitted
+            }
+            EventKind::ParticipantsAdmitted { .. }
+                if me.is_some_and(|me| kind.admits_in_bulk(me)) =>
+            {
                 *state = ParticipantState::Admitted
             }
             EventKind::ParticipantJoined {
@@ -317,10 +324,10 @@ impl Room {
     }
 
     /// The subscribers an event goes to, into `scratch`.
-    fn route(&mut self, audience: &Audience) {
+    fn route(&mut self, event: &Event) {
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
-        match audience {
+        match &event.audience {
             Audience::Everyone => out.extend(self.subs.keys()),
             Audience::Members => out.extend(self.hosts.iter().chain(self.members.iter())),
             Audience::Hosts => out.extend(self.hosts.iter()),
@@ -346,12 +353,24 @@ impl Room {
                     out.extend(self.identity_keys(to));
                 }
             }
+            Audience::Admitted => {
+                out.extend(self.hosts.iter());
+                if let EventKind::ParticipantsAdmitted { identities, .. } = &event.kind {
+                    for identity in identities {
+                        out.extend(
+                            self.identity_keys(identity)
+                                .iter()
+                                .filter(|k| !self.hosts.contains(k)),
+                        );
+                    }
+                }
+            }
         }
         self.scratch = out;
     }
 
     fn deliver(&mut self, event: &Event) {
-        self.route(&event.audience);
+        self.route(event);
         let recipients = std::mem::take(&mut self.scratch);
         let mut dropped = Vec::new();
         if !recipients.is_empty() {
@@ -376,6 +395,10 @@ impl Room {
     fn follow(&mut self, event: &Event) {
         let affected: Vec<Key> = match (&event.kind, subject(&event.kind)) {
             (_, Some(identity)) => self.identity_keys(identity).to_vec(),
+            (EventKind::ParticipantsAdmitted { identities, .. }, None) => identities
+                .iter()
+                .flat_map(|identity| self.identity_keys(identity).iter().copied())
+                .collect(),
             (EventKind::MeetingEnded { .. } | EventKind::MeetingStarted { .. }, None) => self
                 .subs
                 .iter()
@@ -630,6 +653,36 @@ mod tests {
         assert_eq!(drain(&mut alice), [1, 2]);
         assert_eq!(drain(&mut bob), Vec::<u64>::new());
         assert_eq!(drain(&mut admin), [1, 2]);
+    }
+
+    #[test]
+    fn a_bulk_admission_reaches_the_listed_guests_and_hosts_and_makes_them_members() {
+        let hub = Hub::default();
+        let r = run();
+        let mut alice = hub.subscribe(&meeting(), Some(id("alice")), Some(r.clone()), waiting());
+        let mut bob = hub.subscribe(&meeting(), Some(id("bob")), Some(r.clone()), waiting());
+        let mut carol = hub.subscribe(&meeting(), Some(id("carol")), Some(r.clone()), waiting());
+        let mut admin = hub.subscribe(&meeting(), None, None, Standing::Admin);
+        let kind = EventKind::ParticipantsAdmitted {
+            identities: vec![id("alice"), id("bob")],
+            room_name: "r".into(),
+            status: MeetingStatus::Live,
+        };
+        hub.publish(&[event(1, &r, Audience::Admitted, kind)]);
+        let members_only = EventKind::HandRaised {
+            identity: id("dave"),
+        };
+        hub.publish(&[event(2, &r, Audience::Members, members_only)]);
+        assert_eq!(drain(&mut alice), [1, 2], "let in, then a member");
+        assert_eq!(drain(&mut bob), [1, 2]);
+        assert_eq!(drain(&mut carol), Vec::<u64>::new(), "not in the list");
+        assert_eq!(drain(&mut admin), [1, 2]);
+        let member = Standing::Participant {
+            role: Role::Speaker,
+            state: ParticipantState::Admitted,
+        };
+        assert_eq!(alice.settle(member, 2), Settle::Settled);
+        assert_eq!(carol.settle(waiting(), 2), Settle::Settled);
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum Audience {
     MembersAndSubject { identity: Identity },
     /// Two people only (direct chat).
     Pair { from: Identity, to: Identity },
+    /// Hosts, and the people a [`EventKind::ParticipantsAdmitted`] lets in (the list is the
+    /// event's own, so it is stored once). Use [`Event::visible_to`], which reads it.
+    Admitted,
 }
 
 /// What a viewer of the log is, for [`Audience::admits`].
@@ -46,6 +49,8 @@ impl Audience {
                 matches!(class, ViewerClass::Host | ViewerClass::Member) || is(identity)
             }
             Self::Pair { from, to } => is(from) || is(to),
+            // Without the event, only the hosts are known to be in it.
+            Self::Admitted => class == ViewerClass::Host,
         }
     }
 }
@@ -94,6 +99,15 @@ pub enum EventKind {
     #[serde(rename = "participant.admitted")]
     ParticipantAdmitted {
         identity: Identity,
+        room_name: String,
+        status: MeetingStatus,
+    },
+    /// Everyone waiting let in at once (the meeting started, the policy opened, or a host's
+    /// "admit all"): one event however many people, sorted by identity. A person in the list
+    /// sees it as their own `participant.admitted` ([`Event::view_for`]).
+    #[serde(rename = "participants.admitted")]
+    ParticipantsAdmitted {
+        identities: Vec<Identity>,
         room_name: String,
         status: MeetingStatus,
     },
@@ -183,6 +197,51 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+impl EventKind {
+    /// Whether this event lets `identity` in at once with others.
+    pub fn admits_in_bulk(&self, identity: &Identity) -> bool {
+        match self {
+            Self::ParticipantsAdmitted { identities, .. } => {
+                identities.binary_search(identity).is_ok()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Event {
+    /// Whether a viewer of this class and identity may see the event.
+    pub fn visible_to(&self, class: ViewerClass, identity: Option<&Identity>) -> bool {
+        match self.audience {
+            Audience::Admitted => {
+                class == ViewerClass::Host
+                    || identity.is_some_and(|me| self.kind.admits_in_bulk(me))
+            }
+            ref audience => audience.admits(class, identity),
+        }
+    }
+
+    /// The event as a viewer who is not a host sees it, when that differs: a person let in with
+    /// others sees only their own `participant.admitted`, not who else came in.
+    pub fn view_for(&self, class: ViewerClass, identity: Option<&Identity>) -> Option<EventKind> {
+        match (&self.kind, identity) {
+            (
+                EventKind::ParticipantsAdmitted {
+                    room_name, status, ..
+                },
+                Some(me),
+            ) if class != ViewerClass::Host && self.kind.admits_in_bulk(me) => {
+                Some(EventKind::ParticipantAdmitted {
+                    identity: me.clone(),
+                    room_name: room_name.clone(),
+                    status: *status,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +270,39 @@ mod tests {
         };
         assert!(pair.admits(ViewerClass::Member, Some(&bob)));
         assert!(!pair.admits(ViewerClass::Host, Some(&id("carol"))));
+    }
+
+    #[test]
+    fn a_bulk_admission_shows_each_guest_only_its_own_admission() {
+        let (alice, bob, carol) = (id("alice"), id("bob"), id("carol"));
+        let event = Event {
+            meeting_id: MeetingId::parse("1234567890").unwrap(),
+            seq: 7,
+            at: Timestamp::from_millis(1),
+            instance_id: InstanceId::from_stored("run-1".into()),
+            audience: Audience::Admitted,
+            kind: EventKind::ParticipantsAdmitted {
+                identities: vec![alice.clone(), bob.clone()],
+                room_name: "room".into(),
+                status: MeetingStatus::Live,
+            },
+        };
+        assert!(event.visible_to(ViewerClass::Waiting, Some(&alice)));
+        assert!(event.visible_to(ViewerClass::Member, Some(&bob)));
+        assert!(!event.visible_to(ViewerClass::Waiting, Some(&carol)));
+        assert!(!event.visible_to(ViewerClass::Member, Some(&carol)));
+        assert!(!event.visible_to(ViewerClass::Waiting, None));
+        assert!(event.visible_to(ViewerClass::Host, Some(&carol)));
+        assert_eq!(
+            event.view_for(ViewerClass::Waiting, Some(&bob)),
+            Some(EventKind::ParticipantAdmitted {
+                identity: bob.clone(),
+                room_name: "room".into(),
+                status: MeetingStatus::Live,
+            })
+        );
+        assert_eq!(event.view_for(ViewerClass::Host, Some(&alice)), None);
+        assert_eq!(event.view_for(ViewerClass::Waiting, Some(&carol)), None);
     }
 
     #[test]

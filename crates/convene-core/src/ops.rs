@@ -46,6 +46,10 @@ pub struct Change {
     pub participants: Vec<Participant>,
     pub events: Vec<Event>,
     pub media: Vec<MediaCommand>,
+    /// Everyone the store holds as waiting in this meeting is admitted to the current run, in
+    /// one statement, before `participants` are written; the number is how many the operation
+    /// saw waiting (any other number means the state moved since: a conflict).
+    pub admit_waiting: Option<usize>,
 }
 
 /// Who is asking.
@@ -87,6 +91,7 @@ pub struct Tx {
     participants: BTreeMap<Identity, Participant>,
     events: Vec<Event>,
     media: Vec<MediaCommand>,
+    admit_waiting: Option<usize>,
     now: Timestamp,
 }
 
@@ -98,6 +103,7 @@ impl Tx {
             participants: BTreeMap::new(),
             events: Vec::new(),
             media: Vec::new(),
+            admit_waiting: None,
             now,
         }
     }
@@ -145,6 +151,7 @@ impl Tx {
             participants: self.participants.into_values().collect(),
             events: self.events,
             media: self.media,
+            admit_waiting: self.admit_waiting,
         })
     }
 }
@@ -193,7 +200,7 @@ pub fn update_meeting(
     actor: &Actor,
     settings: MeetingSettings,
     credentials: Option<Credentials>,
-    waiting: Vec<Participant>,
+    waiting: Vec<Identity>,
 ) -> Result<(), DomainError> {
     if !matches!(actor, Actor::Admin) {
         return Err(DomainError::new(
@@ -233,7 +240,7 @@ fn lets_waiting_in(policy: WaitingPolicy) -> bool {
 pub fn start_meeting(
     tx: &mut Tx,
     actor: &Actor,
-    waiting: Vec<Participant>,
+    waiting: Vec<Identity>,
     rng: &mut impl CryptoRng,
 ) -> Result<(), DomainError> {
     let starter_may = match actor {
@@ -446,13 +453,33 @@ fn admit_one(tx: &mut Tx, mut p: Participant) -> Participant {
     tx.put(p)
 }
 
-fn admit_many(tx: &mut Tx, waiting: Vec<Participant>) {
-    for p in waiting
-        .into_iter()
-        .filter(|p| p.state == ParticipantState::Waiting)
-    {
-        admit_one(tx, p);
+/// Everyone waiting comes in at once: one event and one store update, however many they are
+/// (a webinar's thousands are told in one fan-out, and a webhook endpoint gets one delivery).
+/// `waiting` is who the store holds as waiting; people this change already holds are included.
+fn admit_many(tx: &mut Tx, waiting: Vec<Identity>) {
+    let stored = waiting.len();
+    let mut identities = waiting;
+    let run = tx.meeting.run.instance_id.clone();
+    for p in tx.participants.values_mut() {
+        if p.state == ParticipantState::Waiting {
+            p.state = ParticipantState::Admitted;
+            p.admitted_in = Some(run.clone());
+            p.updated_at = tx.now;
+            identities.push(p.identity.clone());
+        }
     }
+    if identities.is_empty() {
+        return;
+    }
+    identities.sort();
+    identities.dedup();
+    tx.admit_waiting = Some(tx.admit_waiting.unwrap_or(0) + stored);
+    let kind = EventKind::ParticipantsAdmitted {
+        identities,
+        room_name: tx.meeting.room_name.to_string(),
+        status: tx.meeting.status,
+    };
+    tx.emit(Audience::Admitted, kind);
 }
 
 /// A host lets one waiting person in.
@@ -468,7 +495,7 @@ pub fn admit(tx: &mut Tx, actor: &Actor, target: Participant) -> Result<Particip
 }
 
 /// A host lets everyone waiting in.
-pub fn admit_all(tx: &mut Tx, actor: &Actor, waiting: Vec<Participant>) -> Result<(), DomainError> {
+pub fn admit_all(tx: &mut Tx, actor: &Actor, waiting: Vec<Identity>) -> Result<(), DomainError> {
     actor.require_host(tx.now)?;
     admit_many(tx, waiting);
     Ok(())
@@ -531,7 +558,7 @@ pub fn join(
     tx: &mut Tx,
     participant: Participant,
     joined_count: u64,
-    waiting: Vec<Participant>,
+    waiting: Vec<Identity>,
     rng: &mut impl CryptoRng,
 ) -> Result<Participant, DomainError> {
     let now = tx.now;

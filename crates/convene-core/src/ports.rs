@@ -57,6 +57,8 @@ pub trait Store: crate::webhook::WebhookStore + Send + Sync + 'static {
         meeting: &MeetingId,
         states: Option<&[ParticipantState]>,
     ) -> Result<Vec<Participant>, StoreError>;
+    /// The identities of everyone waiting in the meeting, in byte order.
+    async fn waiting_identities(&self, meeting: &MeetingId) -> Result<Vec<Identity>, StoreError>;
     async fn count_participants(
         &self,
         meeting: &MeetingId,

@@ -147,7 +147,7 @@ struct Loaded {
     actor: Actor,
     subject: Option<Participant>,
     target: Option<Participant>,
-    waiting: Vec<Participant>,
+    waiting: Vec<Identity>,
     present: Vec<Participant>,
     joined_count: u64,
 }
@@ -1032,9 +1032,7 @@ impl Meetings {
             None => None,
         };
         let waiting = if needs.waiting {
-            self.store
-                .participants(id, Some(&[ParticipantState::Waiting]))
-                .await?
+            self.store.waiting_identities(id).await?
         } else {
             Vec::new()
         };

@@ -236,6 +236,26 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(meeting_duplicate)?;
+        if let Some(waiting) = change.admit_waiting {
+            // Everyone waiting, in one statement; the participants the change holds are written
+            // after it, so their own state wins.
+            let admitted = sqlx::query(
+                "UPDATE participants SET state = $1, admitted_in = $2, updated_at = $3 \
+                 WHERE meeting_id = $4 AND state = $5",
+            )
+            .bind(ParticipantState::Admitted.as_str())
+            .bind(m.instance_id.as_str())
+            .bind(m.updated_at)
+            .bind(m.id.as_str())
+            .bind(ParticipantState::Waiting.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if usize::try_from(admitted.rows_affected()).ok() != Some(waiting) {
+                // Someone's state moved after the operation read who was waiting.
+                return Err(StoreError::Conflict);
+            }
+        }
         upsert_participants(&mut tx, &encoded.participants, self.bulk())
             .await
             .map_err(backend)?;
@@ -281,6 +301,26 @@ impl Store for SqlStore {
         .map_err(meeting_duplicate)?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::Conflict);
+        }
+        if let Some(waiting) = change.admit_waiting {
+            // Everyone waiting, in one statement; the participants the change holds are written
+            // after it, so their own state wins.
+            let admitted = sqlx::query(
+                "UPDATE participants SET state = $1, admitted_in = $2, updated_at = $3 \
+                 WHERE meeting_id = $4 AND state = $5",
+            )
+            .bind(ParticipantState::Admitted.as_str())
+            .bind(m.instance_id.as_str())
+            .bind(m.updated_at)
+            .bind(m.id.as_str())
+            .bind(ParticipantState::Waiting.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if usize::try_from(admitted.rows_affected()).ok() != Some(waiting) {
+                // Someone's state moved after the operation read who was waiting.
+                return Err(StoreError::Conflict);
+            }
         }
         upsert_participants(&mut tx, &encoded.participants, self.bulk())
             .await
@@ -392,6 +432,23 @@ impl Store for SqlStore {
         // Byte order of the identity, whatever the database's collation.
         participants.sort_by(|a, b| a.identity.cmp(&b.identity));
         Ok(participants)
+    }
+
+    async fn waiting_identities(&self, meeting: &MeetingId) -> Result<Vec<Identity>, StoreError> {
+        let found =
+            sqlx::query("SELECT identity FROM participants WHERE meeting_id = $1 AND state = $2")
+                .bind(meeting.as_str())
+                .bind(ParticipantState::Waiting.as_str())
+                .fetch_all(self.pool())
+                .await
+                .map_err(backend)?;
+        let mut identities = found
+            .iter()
+            .map(|row| rows::parsed(row, "identity", Identity::parse))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Byte order of the identity, whatever the database's collation.
+        identities.sort();
+        Ok(identities)
     }
 
     async fn count_participants(

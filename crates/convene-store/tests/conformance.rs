@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use convene_core::Timestamp;
 use convene_core::apikey::ApiKey;
-use convene_core::event::{Audience, TrackSelector};
+use convene_core::event::{Audience, EventKind, TrackSelector};
 use convene_core::ids::{ChatText, DisplayName, Identity, MeetingId, RoomName};
 use convene_core::lockout::{FailureRecord, FailureScope};
 use convene_core::login::{CodeRecord, Email, LoginCode, LoginStore, SendCount, User, UserId};
@@ -207,6 +207,7 @@ conformance!(
     events_page_in_order_without_gaps,
     participants_filter_by_state_and_count,
     ten_thousand_waiting_are_admitted_in_one_commit,
+    a_bulk_admission_that_saw_another_waiting_room_conflicts,
     api_keys_insert_get_list_revoke,
     failure_counters_count_forget_and_clear,
     data_survives_closing_and_reopening,
@@ -299,6 +300,25 @@ async fn step(store: &SqlStore, id: &str, now: i64, op: impl FnOnce(&mut Tx, &Ro
     let change = tx.finish().expect("the step emitted events");
     store.commit(&change).await.expect("commit");
     assert_round_trip(store, &change).await;
+    if change.admit_waiting.is_some() {
+        // Everyone who waited is now admitted to this run, as the change's event says.
+        let Some(EventKind::ParticipantsAdmitted { identities, .. }) = change
+            .events
+            .iter()
+            .map(|e| &e.kind)
+            .find(|k| matches!(k, EventKind::ParticipantsAdmitted { .. }))
+        else {
+            panic!("a bulk admission comes with its event")
+        };
+        for identity in identities {
+            let p = store.participant(&id, identity).await.unwrap().unwrap();
+            assert_eq!(p.state, ParticipantState::Admitted);
+            assert_eq!(
+                p.admitted_in.as_ref(),
+                Some(&change.meeting.run.instance_id)
+            );
+        }
+    }
     change
 }
 
@@ -326,12 +346,12 @@ async fn assert_round_trip(store: &SqlStore, change: &Change) {
     assert_eq!(events, change.events);
 }
 
-fn waiting_of(roster: &Roster) -> Vec<Participant> {
+fn waiting_of(roster: &Roster) -> Vec<Identity> {
     roster
         .0
         .values()
         .filter(|p| p.state == ParticipantState::Waiting)
-        .cloned()
+        .map(|p| p.identity.clone())
         .collect()
 }
 
@@ -453,13 +473,14 @@ async fn duplicate_ids_and_room_names_are_refused(db: &mut TestDb) {
     assert_round_trip(store, &first).await;
 }
 
-const ALL_EVENT_TYPES: [&str; 25] = [
+const ALL_EVENT_TYPES: [&str; 26] = [
     "meeting.created",
     "meeting.updated",
     "meeting.started",
     "meeting.ended",
     "participant.entered",
     "participant.admitted",
+    "participants.admitted",
     "participant.denied",
     "participant.sent_back",
     "participant.joined",
@@ -539,6 +560,20 @@ async fn commits_round_trip_meeting_participants_and_every_event_kind(db: &mut T
             changed.logout_url = None;
             changed.schedule = None;
             ops::update_meeting(tx, &admin, changed, None, waiting_of(r)).unwrap();
+        })
+        .await,
+    );
+    all.push(
+        step(store, m, next(), |tx, _| {
+            for name in ["hank", "ivy"] {
+                ops::enter(tx, None, entry(name, Role::Viewer)).unwrap();
+            }
+        })
+        .await,
+    );
+    all.push(
+        step(store, m, next(), |tx, r| {
+            ops::admit_all(tx, &admin, waiting_of(r)).unwrap();
         })
         .await,
     );
@@ -726,8 +761,17 @@ async fn commits_round_trip_meeting_participants_and_every_event_kind(db: &mut T
     assert_eq!(last.meeting.run.number, 2);
 
     // The latest version of every participant, as the changes wrote them.
-    let mut expected_participants = BTreeMap::new();
+    let mut expected_participants = BTreeMap::<Identity, Participant>::new();
     for change in &all {
+        if change.admit_waiting.is_some() {
+            for p in expected_participants.values_mut() {
+                if p.state == ParticipantState::Waiting {
+                    p.state = ParticipantState::Admitted;
+                    p.admitted_in = Some(change.meeting.run.instance_id.clone());
+                    p.updated_at = change.meeting.updated_at;
+                }
+            }
+        }
         for p in &change.participants {
             expected_participants.insert(p.identity.clone(), p.clone());
         }
@@ -1004,6 +1048,45 @@ async fn participants_filter_by_state_and_count(db: &mut TestDb) {
     assert_eq!(store.participant(&id, &who("nobody")).await.unwrap(), None);
 }
 
+async fn a_bulk_admission_that_saw_another_waiting_room_conflicts(db: &mut TestDb) {
+    let store = db.store();
+    let mut rng = StdRng::seed_from_u64(8);
+    let id = mid("5002");
+    store
+        .create_meeting(&new_meeting(
+            "5002",
+            None,
+            WaitingPolicy::WaitForHost,
+            &mut rng,
+        ))
+        .await
+        .unwrap();
+    step(store, "5002", 2_000, |tx, _| {
+        for name in ["ann", "ben", "cat"] {
+            ops::enter(tx, None, entry(name, Role::Viewer)).unwrap();
+        }
+    })
+    .await;
+    let before = store.meeting(&id).await.unwrap().unwrap();
+    let waiting = store.waiting_identities(&id).await.unwrap();
+    assert_eq!(waiting, [who("ann"), who("ben"), who("cat")]);
+    let mut tx = Tx::new(before.clone(), at(3_000));
+    ops::start_meeting(&mut tx, &Actor::Admin, waiting[..2].to_vec(), &mut rng).unwrap();
+    let change = tx.finish().unwrap();
+    assert_eq!(change.admit_waiting, Some(2));
+    // The operation saw two waiting, the store holds three: refused, and nothing is written.
+    assert!(matches!(
+        store.commit(&change).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.meeting(&id).await.unwrap().unwrap(), before);
+    assert_eq!(store.waiting_identities(&id).await.unwrap().len(), 3);
+    assert_eq!(
+        store.events_after(&id, before.last_seq, 10).await.unwrap(),
+        Vec::new()
+    );
+}
+
 async fn ten_thousand_waiting_are_admitted_in_one_commit(db: &mut TestDb) {
     const GUESTS: usize = 10_000;
     let backend = db.store().backend();
@@ -1033,12 +1116,9 @@ async fn ten_thousand_waiting_are_admitted_in_one_commit(db: &mut TestDb) {
 
     let meeting = store.meeting(&mid("5001")).await.unwrap().unwrap();
     let loaded = Instant::now();
-    let waiting = store
-        .participants(&mid("5001"), Some(&[ParticipantState::Waiting]))
-        .await
-        .unwrap();
+    let waiting = store.waiting_identities(&mid("5001")).await.unwrap();
     println!(
-        "[{backend:?}] load: {} waiting participants in {:?}",
+        "[{backend:?}] load: {} waiting identities in {:?}",
         waiting.len(),
         loaded.elapsed()
     );
@@ -1047,8 +1127,13 @@ async fn ten_thousand_waiting_are_admitted_in_one_commit(db: &mut TestDb) {
     ops::start_meeting(&mut tx, &Actor::Admin, waiting, &mut rng).unwrap();
     let admitted = tx.finish().unwrap();
     assert_eq!(
-        (admitted.participants.len(), admitted.events.len()),
-        (GUESTS, GUESTS + 1)
+        (
+            admitted.participants.len(),
+            admitted.events.len(),
+            admitted.admit_waiting
+        ),
+        (0, 2, Some(GUESTS)),
+        "one statement and one event for everyone"
     );
     let started = Instant::now();
     store.commit(&admitted).await.unwrap();
@@ -1078,18 +1163,22 @@ async fn ten_thousand_waiting_are_admitted_in_one_commit(db: &mut TestDb) {
         Some(&admitted.meeting)
     );
     let tail = store
-        .events_after(&id, admitted.meeting.last_seq - 3, 10)
+        .events_after(&id, admitted.expected_seq.unwrap(), 10)
         .await
         .unwrap();
-    assert_eq!(tail, admitted.events[admitted.events.len() - 3..]);
-    let sample = &admitted.participants[GUESTS / 2];
+    assert_eq!(tail, admitted.events);
+    let sample = store
+        .participant(&id, &who(&format!("guest-{:05}", GUESTS / 2)))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        store
-            .participant(&id, &sample.identity)
-            .await
-            .unwrap()
-            .as_ref(),
-        Some(sample)
+        (sample.state, sample.admitted_in.as_ref(), sample.updated_at),
+        (
+            ParticipantState::Admitted,
+            Some(&admitted.meeting.run.instance_id),
+            at(3_000)
+        )
     );
 }
 

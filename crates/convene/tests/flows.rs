@@ -97,6 +97,17 @@ async fn waiting_room_flow(app: common::TestApp) {
             "participant.joined"
         ]
     );
+    let guest_view = app.events(&id, &waiting_token, 0).await;
+    assert_eq!(guest_view[2]["data"]["identity"], "patient");
+    // The host sees everyone let in at once as one event listing them.
+    let host_view = app.events(&id, &host_token, 0).await;
+    let bulk: Vec<&Value> = host_view
+        .iter()
+        .filter(|e| e["type"] == "participants.admitted")
+        .collect();
+    assert_eq!(bulk.len(), 1, "{host_view:?}");
+    assert_eq!(bulk[0]["data"]["identities"], json!(["patient"]));
+    assert_eq!(bulk[0]["seq"], guest_view[2]["seq"], "one event, two views");
     let (_, me) = app
         .bearer(
             "GET",

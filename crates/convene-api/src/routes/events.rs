@@ -206,8 +206,13 @@ async fn page(
     let last_seq = state.meetings.meeting(&id).await?.last_seq;
     let visible = events
         .iter()
-        .filter(|e| e.audience.admits(viewer.class, viewer.identity.as_ref()))
-        .map(EventView::from)
+        .filter(|e| e.visible_to(viewer.class, viewer.identity.as_ref()))
+        .map(
+            |e| match e.view_for(viewer.class, viewer.identity.as_ref()) {
+                Some(kind) => EventView::of(e, &kind),
+                None => EventView::from(e),
+            },
+        )
         .collect();
     Ok(axum::Json(EventPage {
         events: visible,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use convene_core::event::{Event, ViewerClass};
+use convene_core::event::{Audience, Event, ViewerClass};
 use convene_core::ids::{Identity, InstanceId, MeetingId};
 use convene_core::participant::{Participant, ParticipantState};
 use convene_core::service::{Caller, MAX_PAGE};
@@ -259,9 +259,26 @@ impl Feed {
     }
 
     fn visible(&self, event: &Event) -> bool {
-        event
-            .audience
-            .admits(self.standing.class(), self.identity.as_ref())
+        event.visible_to(self.standing.class(), self.identity.as_ref())
+    }
+
+    /// The frame of an event this viewer sees in its own form ([`Event::view_for`]): a guest let
+    /// in with many others gets its own `participant.admitted`, rendered here rather than by the
+    /// hub, so the publisher does not render one per guest.
+    fn own_view(&self, event: &Event) -> Option<Frame> {
+        let identity = self.identity.as_ref()?;
+        let kind = event.view_for(self.standing.class(), Some(identity))?;
+        let own = Event {
+            meeting_id: event.meeting_id.clone(),
+            seq: event.seq,
+            at: event.at,
+            instance_id: event.instance_id.clone(),
+            audience: Audience::Subject {
+                identity: identity.clone(),
+            },
+            kind,
+        };
+        Some(Frame::Event(Arc::new(Published::new(&own))))
     }
 
     /// Moves the caller's standing with an event; `true` when it changed.
@@ -361,8 +378,10 @@ impl Feed {
         for event in &page {
             cursor = event.seq;
             if event.seq > replay.emit_after && self.visible(event) {
-                self.backlog
-                    .push_back(Frame::Event(Arc::new(Published::new(event))));
+                let frame = self
+                    .own_view(event)
+                    .unwrap_or_else(|| Frame::Event(Arc::new(Published::new(event))));
+                self.backlog.push_back(frame);
             }
             if event.seq > replay.fold_after {
                 self.fold(event);
@@ -401,7 +420,10 @@ impl Feed {
         }
         self.last_seq = seq;
         if self.visible(&published.event) {
-            self.backlog.push_back(Frame::Event(published.clone()));
+            let frame = self
+                .own_view(&published.event)
+                .unwrap_or_else(|| Frame::Event(published.clone()));
+            self.backlog.push_back(frame);
         }
         if self.fold(&published.event) || !self.settled {
             self.settle();
