@@ -281,10 +281,101 @@ async fn reconnecting_guest_learns_a_missed_admission(app: TestApp) {
     app.stop().await;
 }
 
+/// Everyone waiting let in at once is one event: hosts (and the admin) see the list; each guest,
+/// live on a WebSocket or SSE, or reading the JSON page, sees only its own `participant.admitted`
+/// at the same `seq`, never who else came in.
+async fn a_mass_admission_shows_each_guest_only_itself(app: TestApp) {
+    let meeting = app
+        .create_meeting(json!({"name": "Webinar", "policy": "wait_for_host"}))
+        .await;
+    let id = id_of(&meeting);
+    let mut guests = Vec::new();
+    for name in ["ann", "ben", "cat"] {
+        guests.push(
+            app.enter(&meeting, pin(&meeting, "participant"), name)
+                .await,
+        );
+    }
+    let identity = |g: &Value| g["identity"].as_str().unwrap().to_owned();
+    let mut ws = ws_connect(&app, &id, Auth::Query(token(&guests[0])), None)
+        .await
+        .unwrap();
+    let mut sse = sse_connect(&app, &id, Auth::Bearer(token(&guests[1])), None, None)
+        .await
+        .unwrap();
+    let mut admin = ws_connect(&app, &id, Auth::Admin, None).await.unwrap();
+    ws.read_until(|r| !r.is_empty()).await;
+    sse.read_until(|r| !r.is_empty()).await;
+    admin.read_until(|r| !r.is_empty()).await;
+
+    let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            &token(&host),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    admin
+        .read_until(|r| r.iter().any(|e| e["type"] == "participants.admitted"))
+        .await;
+    let bulk = admin
+        .received
+        .iter()
+        .find(|e| e["type"] == "participants.admitted")
+        .unwrap()
+        .clone();
+    let mut all: Vec<String> = guests.iter().map(identity).collect();
+    all.sort();
+    assert_eq!(bulk["data"]["identities"], json!(all));
+    let seq = bulk["seq"].clone();
+
+    ws.read_until(|r| r.iter().any(|e| e["type"] == "participant.admitted"))
+        .await;
+    sse.read_until(|r| r.iter().any(|(_, t, _)| t == "participant.admitted"))
+        .await;
+    let page = app.events(&id, &token(&guests[2]), 0).await;
+    let own: Vec<(String, Value)> = vec![
+        (identity(&guests[0]), ws.received.last().unwrap().clone()),
+        (identity(&guests[1]), sse.received.last().unwrap().2.clone()),
+        (
+            identity(&guests[2]),
+            page.iter()
+                .find(|e| e["type"] == "participant.admitted")
+                .unwrap()
+                .clone(),
+        ),
+    ];
+    for (me, event) in own {
+        assert_eq!(event["type"], "participant.admitted", "{event}");
+        assert_eq!(event["data"]["identity"], me.as_str());
+        assert_eq!(event["seq"], seq, "the same event");
+        let text = event.to_string();
+        for other in all.iter().filter(|o| **o != me) {
+            assert!(
+                !text.contains(other.as_str()),
+                "{me} must not learn of {other}: {text}"
+            );
+        }
+    }
+    assert!(
+        ws.received
+            .iter()
+            .chain(page.iter())
+            .all(|e| e["type"] != "participants.admitted"),
+        "guests never get the list"
+    );
+    app.stop().await;
+}
+
 on_both_stores!(
     each_role_sees_what_it_may,
     replay_then_live_has_no_gap_and_no_duplicate,
-    reconnecting_guest_learns_a_missed_admission
+    reconnecting_guest_learns_a_missed_admission,
+    a_mass_admission_shows_each_guest_only_itself
 );
 
 async fn sqlite() -> TestApp {
