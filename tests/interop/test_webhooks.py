@@ -100,6 +100,36 @@ def make_events(server, meeting):
     return last
 
 
+def test_a_mass_admission_is_one_signed_delivery_listing_everyone(receiver):
+    server = Server(extra_env={"CONVENE_WEBHOOK_URLS": receiver.url + "/bulk"})
+    try:
+        meeting = server.admin("POST", "/v1/meetings", json={"name": "Webinar", "policy": "wait_for_host"}).json()
+        mid = meeting["meeting_id"]
+        guests = ["guest-c", "guest-a", "guest-b"]
+        for identity in guests:
+            r = server.post(f"/v1/meetings/{mid}/enter", json={"credential": meeting["credentials"]["participant"], "name": identity, "identity": identity})
+            assert r.status_code == 200 and r.json()["state"] == "waiting", r.text
+        host = server.post(f"/v1/meetings/{mid}/enter", json={"credential": meeting["credentials"]["host"], "name": "Host", "identity": "host-1"})
+        assert server.post(f"/v1/meetings/{mid}/join", headers={"Authorization": "Bearer " + host.json()["token"]}).status_code == 200
+        last = server.admin("GET", f"/v1/meetings/{mid}").json()["last_seq"]
+        wait_until(lambda: len(seqs(receiver.events("/bulk"), mid)) >= last, 10, f"{last} events")
+
+        hooks = api.WebhookReceiver(api.TokenVerifier(API_KEY, API_SECRET))
+        admitted = []
+        for _, authorization, body in receiver.at("/bulk"):
+            event = hooks.receive(body, authorization)  # raises unless signed as LiveKit signs
+            if event.event in ("participant.admitted", "participants.admitted"):
+                admitted.append(json.loads(body)["convene"])
+        # The host is let in alone when it enters; the three waiting guests together, once.
+        assert [(a["type"], a["data"].get("identity")) for a in admitted][0] == ("participant.admitted", "host-1")
+        bulk = [a for a in admitted if a["type"] == "participants.admitted"]
+        assert len(bulk) == 1 and len(admitted) == 2, admitted
+        assert bulk[0]["data"]["identities"] == sorted(guests)
+        assert bulk[0]["data"]["status"] == "live"
+    finally:
+        server.stop()
+
+
 def test_events_arrive_in_order_signed_for_livekits_webhook_receiver(receiver):
     server = Server(extra_env={"CONVENE_WEBHOOK_URLS": receiver.url + "/all"})
     try:
