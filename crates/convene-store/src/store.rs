@@ -155,6 +155,32 @@ async fn upsert_participants(
     Ok(())
 }
 
+/// Everyone waiting in the meeting is admitted to its current run, in one statement (before the
+/// change's own participants are written, so their state wins). `expected` is how many the
+/// operation saw waiting; any other number means the state moved since: a conflict.
+async fn admit_waiting(
+    connection: &mut AnyConnection,
+    m: &MeetingValues,
+    expected: usize,
+) -> Result<(), StoreError> {
+    let admitted = sqlx::query(
+        "UPDATE participants SET state = $1, admitted_in = $2, updated_at = $3 \
+         WHERE meeting_id = $4 AND state = $5",
+    )
+    .bind(ParticipantState::Admitted.as_str())
+    .bind(m.instance_id.as_str())
+    .bind(m.updated_at)
+    .bind(m.id.as_str())
+    .bind(ParticipantState::Waiting.as_str())
+    .execute(&mut *connection)
+    .await
+    .map_err(backend)?;
+    if usize::try_from(admitted.rows_affected()).ok() != Some(expected) {
+        return Err(StoreError::Conflict);
+    }
+    Ok(())
+}
+
 async fn insert_events(
     connection: &mut AnyConnection,
     rows: &[EventValues],
@@ -236,26 +262,6 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(meeting_duplicate)?;
-        if let Some(waiting) = change.admit_waiting {
-            // Everyone waiting, in one statement; the participants the change holds are written
-            // after it, so their own state wins.
-            let admitted = sqlx::query(
-                "UPDATE participants SET state = $1, admitted_in = $2, updated_at = $3 \
-                 WHERE meeting_id = $4 AND state = $5",
-            )
-            .bind(ParticipantState::Admitted.as_str())
-            .bind(m.instance_id.as_str())
-            .bind(m.updated_at)
-            .bind(m.id.as_str())
-            .bind(ParticipantState::Waiting.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            if usize::try_from(admitted.rows_affected()).ok() != Some(waiting) {
-                // Someone's state moved after the operation read who was waiting.
-                return Err(StoreError::Conflict);
-            }
-        }
         upsert_participants(&mut tx, &encoded.participants, self.bulk())
             .await
             .map_err(backend)?;
@@ -303,24 +309,7 @@ impl Store for SqlStore {
             return Err(StoreError::Conflict);
         }
         if let Some(waiting) = change.admit_waiting {
-            // Everyone waiting, in one statement; the participants the change holds are written
-            // after it, so their own state wins.
-            let admitted = sqlx::query(
-                "UPDATE participants SET state = $1, admitted_in = $2, updated_at = $3 \
-                 WHERE meeting_id = $4 AND state = $5",
-            )
-            .bind(ParticipantState::Admitted.as_str())
-            .bind(m.instance_id.as_str())
-            .bind(m.updated_at)
-            .bind(m.id.as_str())
-            .bind(ParticipantState::Waiting.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            if usize::try_from(admitted.rows_affected()).ok() != Some(waiting) {
-                // Someone's state moved after the operation read who was waiting.
-                return Err(StoreError::Conflict);
-            }
+            admit_waiting(&mut tx, m, waiting).await?;
         }
         upsert_participants(&mut tx, &encoded.participants, self.bulk())
             .await

@@ -33,17 +33,23 @@ async fn live_meeting(app: &TestApp, policy: &str) -> (Value, String) {
     let meeting = app
         .create_meeting(json!({"name": "Stage", "policy": policy}))
         .await;
-    let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
+    let host_token = host_joins(app, &meeting, "host").await;
+    (meeting, host_token)
+}
+
+/// The host enters and joins (starting the meeting); returns its access token.
+async fn host_joins(app: &TestApp, meeting: &Value, name: &str) -> String {
+    let host = app.enter(meeting, pin(meeting, "host"), name).await;
     let (status, joined) = app
         .bearer(
             "POST",
-            &format!("/v1/meetings/{}/join", id_of(&meeting)),
+            &format!("/v1/meetings/{}/join", id_of(meeting)),
             &token(&host),
             None,
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{joined}");
-    (meeting, joined["access_token"].as_str().unwrap().to_owned())
+    joined["access_token"].as_str().unwrap().to_owned()
 }
 
 async fn chat(app: &TestApp, meeting_id: &str, token: &str, text: &str) -> u64 {
@@ -250,16 +256,7 @@ async fn reconnecting_guest_learns_a_missed_admission(app: TestApp) {
     let seen = first.received[0]["seq"].as_u64().unwrap();
     drop(first);
 
-    let host = app.enter(&meeting, pin(&meeting, "host"), "doctor").await;
-    let (status, _) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            &token(&host),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    host_joins(&app, &meeting, "doctor").await;
 
     let mut again = ws_connect(&app, &id, Auth::Query(token(&guest)), Some(seen))
         .await
@@ -308,16 +305,7 @@ async fn a_mass_admission_shows_each_guest_only_itself(app: TestApp) {
     sse.read_until(|r| !r.is_empty()).await;
     admin.read_until(|r| !r.is_empty()).await;
 
-    let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
-    let (status, _) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            &token(&host),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    host_joins(&app, &meeting, "host").await;
 
     admin
         .read_until(|r| r.iter().any(|e| e["type"] == "participants.admitted"))
