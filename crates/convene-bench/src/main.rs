@@ -9,12 +9,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use convene_bench::{ChildServer, convene_command, convene_missing};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -67,12 +68,6 @@ impl Figures {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Resident memory of a process, in KiB, from /proc/<pid>/status.
 fn rss_kb(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -89,66 +84,31 @@ fn rss_kb(pid: u32) -> anyhow::Result<u64> {
 
 struct Server {
     name: &'static str,
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    process: ChildServer,
 }
 
 async fn start_server(name: &'static str, args: &Args) -> anyhow::Result<Server> {
-    let port = free_port()?;
-    let dir = tempfile::tempdir()?;
-    let child = match name {
-        "convene" => Command::new(&args.convene_bin)
-            .env("CONVENE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("CONVENE_DATA_DIR", dir.path())
-            .env("CONVENE_API_KEY", KEY)
-            .env("CONVENE_API_SECRET", SECRET)
-            .env("CONVENE_RTC_UDP_PORT", "0")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (build it with cargo build --release -p convene)",
-                    args.convene_bin.display()
-                )
-            })?,
-        _ => Command::new("node")
-            .arg(format!("{}/server.js", args.node_dir))
-            .env("PORT", port.to_string())
-            .env("API_KEY", KEY)
-            .env("API_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .spawn()
-            .context("cannot start node (run npm ci in bench/node-ws)")?,
-    };
-    let base = format!("http://127.0.0.1:{port}");
-    let server = Server {
-        name,
-        child,
-        base,
-        _dir: dir,
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = client.get(format!("{}/healthz", server.base)).send().await
-            && response.status().is_success()
-        {
-            return Ok(server);
+    let process = match name {
+        "convene" => {
+            ChildServer::start(&convene_missing(&args.convene_bin), |port, dir| {
+                convene_command(&args.convene_bin, port, dir, KEY, SECRET)
+            })
+            .await?
         }
-        if Instant::now() > deadline {
-            bail!("{name} did not answer /healthz within 30 s");
+        _ => {
+            ChildServer::start("node (run npm ci in bench/node-ws)", |port, _| {
+                let mut command = Command::new("node");
+                command
+                    .arg(format!("{}/server.js", args.node_dir))
+                    .env("PORT", port.to_string())
+                    .env("API_KEY", KEY)
+                    .env("API_SECRET", SECRET);
+                command
+            })
+            .await?
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    Ok(Server { name, process })
 }
 
 /// The loopback source address of client `i`.
@@ -273,11 +233,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figures> {
     let server = start_server(name, args).await?;
-    let pid = server.child.id();
+    let pid = server.process.pid();
     let admin = reqwest::Client::new();
     let meeting = post(
         &admin,
-        &format!("{}/v1/meetings", server.base),
+        &format!("{}/v1/meetings", server.process.base),
         None,
         json!({"name": "bench", "policy": "wait_for_host"}),
     )
@@ -310,7 +270,7 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
     for i in 0..n {
         let (client, base, meeting_id, pin, limit) = (
             clients[i / PER_ADDRESS].clone(),
-            server.base.clone(),
+            server.process.base.clone(),
             meeting_id.clone(),
             guest_pin.clone(),
             limit.clone(),
@@ -333,7 +293,7 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
     let rss_base_kb = rss_kb(pid)?;
 
     // Connect every guest's stream.
-    let addr: SocketAddr = server.base.trim_start_matches("http://").parse()?;
+    let addr: SocketAddr = server.process.base.trim_start_matches("http://").parse()?;
     let (connected_tx, mut connected_rx) = tokio::sync::mpsc::channel(1024);
     let connecting = Arc::new(Semaphore::new(256));
     let (release, hold) = tokio::sync::watch::channel(false);
@@ -388,7 +348,7 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
     // The host enters and joins: the meeting starts and every waiting guest is admitted.
     // On its own thread and runtime, so the instant of the response is taken when it arrives,
     // not when this busy runtime (10,000 guest tasks) gets round to it.
-    let base = server.base.clone();
+    let base = server.process.base.clone();
     let (requested, responded) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<(Instant, Instant)> {
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -3,84 +3,39 @@
 //! process figures read from /proc: CPU time of a process and UDP receive-buffer drops per port.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use convene_bench::{ChildServer, convene_command, convene_missing};
 
 pub const KEY: &str = "APImediabench";
 pub const SECRET: &str = "media-bench-secret-0123456789-0123456789";
 
 pub struct Server {
-    pub child: Child,
-    /// `http://127.0.0.1:<port>`.
-    pub base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    process: ChildServer,
 }
 
 impl Server {
     pub async fn start(bin: &Path) -> anyhow::Result<Server> {
-        let port = free_port()?;
-        let dir = tempfile::tempdir()?;
-        let child = Command::new(bin)
-            .env("CONVENE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("CONVENE_DATA_DIR", dir.path())
-            .env("CONVENE_API_KEY", KEY)
-            .env("CONVENE_API_SECRET", SECRET)
-            .env("CONVENE_RTC_UDP_PORT", "0")
-            .env("CONVENE_RTC_NODE_IP", "127.0.0.1")
-            .env_remove("CONVENE_DATABASE_URL")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (build it with cargo build --release -p convene)",
-                    bin.display()
-                )
-            })?;
-        let server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = client.get(format!("{}/healthz", server.base)).send().await
-                && response.status().is_success()
-            {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                bail!("convene did not answer /healthz within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let process = ChildServer::start(&convene_missing(bin), |port, dir| {
+            let mut command = convene_command(bin, port, dir, KEY, SECRET);
+            command.env("CONVENE_RTC_NODE_IP", "127.0.0.1");
+            command
+        })
+        .await?;
+        Ok(Server { process })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// The WebSocket URL of `/rtc` for `token`.
     pub fn rtc_url(&self, token: &str) -> String {
         format!(
             "{}/rtc?access_token={token}&auto_subscribe=1&protocol=16&sdk=convene-media-bench",
-            self.base.replacen("http", "ws", 1)
+            self.process.base.replacen("http", "ws", 1)
         )
     }
 }

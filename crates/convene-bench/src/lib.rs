@@ -1,0 +1,91 @@
+//! What convene's load generators share: the server under test as a child process on a free
+//! loopback port, with its own temporary data directory, ready once `/healthz` answers.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The release `convene` binary on `port`, SQLite in `dir`, the bench's API key, media on an
+/// ephemeral UDP port, warnings only.
+pub fn convene_command(
+    bin: &std::path::Path,
+    port: u16,
+    dir: &std::path::Path,
+    key: &str,
+    secret: &str,
+) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .env("CONVENE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("CONVENE_DATA_DIR", dir)
+        .env_remove("CONVENE_DATABASE_URL")
+        .env("CONVENE_API_KEY", key)
+        .env("CONVENE_API_SECRET", secret)
+        .env("CONVENE_RTC_UDP_PORT", "0")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// What to build `bin` with, for error messages.
+pub fn convene_missing(bin: &std::path::Path) -> String {
+    format!(
+        "{} (build it with cargo build --release -p convene)",
+        bin.display()
+    )
+}
+
+/// A server process; killed when dropped.
+pub struct ChildServer {
+    pub child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ChildServer {
+    /// Starts the command `make` builds for a port and a data directory, and waits (up to 30 s)
+    /// until it answers `GET /healthz`. `what` names it in errors, e.g. how to build it.
+    pub async fn start(
+        what: &str,
+        make: impl FnOnce(u16, &std::path::Path) -> Command,
+    ) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = tempfile::tempdir()?;
+        let child = make(port, dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?;
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = client.get(format!("{}/healthz", server.base)).send().await
+                && response.status().is_success()
+            {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                bail!("{what} did not answer /healthz within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
