@@ -12,7 +12,6 @@ use livekit_protocol as proto;
 use prost::Message;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::batch::{Batcher, Run};
 use crate::engine::{ConnId, Engine, EngineConfig, Output};
@@ -198,8 +197,8 @@ impl SfuControl {
 pub(crate) struct DriverHandle {
     pub control: SfuControl,
     pub local_addrs: Vec<SocketAddr>,
-    task: JoinHandle<()>,
-    readers: Vec<JoinHandle<()>>,
+    /// Completes when the media thread has stopped (its runtime, with the socket readers, gone).
+    stopped: oneshot::Receiver<()>,
 }
 
 impl DriverHandle {
@@ -208,10 +207,7 @@ impl DriverHandle {
         if self.control.command(Command::Shutdown(done)).await.is_ok() {
             let _ = wait.await;
         }
-        for reader in &self.readers {
-            reader.abort();
-        }
-        let _ = self.task.await;
+        let _ = self.stopped.await;
     }
 }
 
@@ -286,42 +282,17 @@ fn bind_sockets(config: &SfuConfig) -> Result<Vec<(StdUdpSocket, SocketAddr)>, S
     }))
 }
 
+/// Binds the media sockets and starts the media thread: its own single-threaded tokio runtime
+/// runs the socket readers and the engine task, so media is not delayed by bursts of API work on
+/// the server's runtime (and the readers hand datagrams to the engine without waking another
+/// thread). Control and signalling reach it over channels, which work across runtimes.
 pub(crate) async fn start(
     config: SfuConfig,
     admission: Arc<dyn Admission>,
 ) -> Result<DriverHandle, SfuError> {
     let bound = bind_sockets(&config)?;
-    let mut sockets: HashMap<SocketAddr, Arc<MediaSocket>> = HashMap::new();
-    let mut local_addrs = Vec::new();
-    let (datagram_tx, datagram_rx) = mpsc::channel::<Datagram>(DATAGRAM_QUEUE);
-    let mut readers = Vec::new();
-    for (socket, advertised) in bound {
-        socket
-            .set_nonblocking(true)
-            .map_err(|source| SfuError::Bind {
-                addr: advertised,
-                source,
-            })?;
-        let socket = Arc::new(
-            UdpSocket::from_std(socket).map_err(|source| SfuError::Bind {
-                addr: advertised,
-                source,
-            })?,
-        );
-        let media_socket = Arc::new(MediaSocket::new(socket).map_err(|source| SfuError::Bind {
-            addr: advertised,
-            source,
-        })?);
-        sockets.insert(advertised, media_socket.clone());
-        local_addrs.push(advertised);
-        readers.push(tokio::spawn(read_socket(
-            media_socket,
-            advertised,
-            datagram_tx.clone(),
-        )));
-    }
+    let local_addrs: Vec<SocketAddr> = bound.iter().map(|(_, advertised)| *advertised).collect();
     tracing::info!(?local_addrs, "media UDP bound");
-
     let engine = Engine::new(
         EngineConfig {
             local_addrs: local_addrs.clone(),
@@ -339,13 +310,73 @@ pub(crate) async fn start(
         tx,
         next_conn: Arc::new(AtomicU64::new(1)),
     };
-    let task = tokio::spawn(run(engine, rx, datagram_rx, sockets, admission));
-    Ok(DriverHandle {
-        control,
-        local_addrs,
-        task,
-        readers,
-    })
+    let (started_tx, started) = oneshot::channel::<Result<(), SfuError>>();
+    let (stopped_tx, stopped) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("convene-media".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(source) => {
+                    let _ = started_tx.send(Err(SfuError::Thread(source)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let sockets = match register_sockets(bound) {
+                    Ok(sockets) => sockets,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let (datagram_tx, datagram_rx) = mpsc::channel::<Datagram>(DATAGRAM_QUEUE);
+                for (local, socket) in &sockets {
+                    tokio::spawn(read_socket(socket.clone(), *local, datagram_tx.clone()));
+                }
+                drop(datagram_tx);
+                let _ = started_tx.send(Ok(()));
+                run(engine, rx, datagram_rx, sockets, admission).await;
+            });
+            // Dropping the runtime ends the socket readers.
+            drop(runtime);
+            let _ = stopped_tx.send(());
+        })
+        .map_err(SfuError::Thread)?;
+    match started.await {
+        Ok(Ok(())) => Ok(DriverHandle {
+            control,
+            local_addrs,
+            stopped,
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            // The thread ended without a word: it panicked.
+            let _ = thread.join();
+            Err(SfuError::Stopped)
+        }
+    }
+}
+
+/// The bound sockets on the media thread's runtime, by advertised address.
+fn register_sockets(
+    bound: Vec<(StdUdpSocket, SocketAddr)>,
+) -> Result<HashMap<SocketAddr, Arc<MediaSocket>>, SfuError> {
+    let mut sockets = HashMap::new();
+    for (socket, advertised) in bound {
+        let bind_error = |source| SfuError::Bind {
+            addr: advertised,
+            source,
+        };
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        let socket = Arc::new(UdpSocket::from_std(socket).map_err(bind_error)?);
+        let media_socket = Arc::new(MediaSocket::new(socket).map_err(bind_error)?);
+        sockets.insert(advertised, media_socket);
+    }
+    Ok(sockets)
 }
 
 /// Largest datagram the media socket expects (one segment of a GRO read).

@@ -182,6 +182,8 @@ pub enum SfuError {
     Invalid(String),
     #[error("the media engine has stopped")]
     Stopped,
+    #[error("could not start the media thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// The running media engine: the engine task plus its HTTP front end.
