@@ -20,8 +20,9 @@ use rand::rngs::StdRng;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::crypto::CryptoProvider;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
 use crate::forward::{FrameMeta, LayerForwarder, LayerSet, Verdict};
@@ -163,6 +164,9 @@ struct DownTrack {
     kind: MediaKind,
     state: DownState,
     forwarder: LayerForwarder,
+    /// The publisher's payload type last written and the subscriber's matching one, so each
+    /// frame does not match codec parameters again; cleared when the subscriber renegotiates.
+    payload_types: Option<(Pt, Pt)>,
 }
 
 #[derive(Default)]
@@ -293,8 +297,13 @@ impl Engine {
         });
     }
 
-    fn new_rtc(&self, now: Instant) -> Rtc {
+    fn new_rtc(&self, now: Instant, pc: PcKind) -> Rtc {
+        let extensions = match pc {
+            PcKind::Publisher => ExtensionMap::standard(),
+            PcKind::Subscriber => subscriber_extensions(),
+        };
         let mut rtc = Rtc::builder()
+            .set_extension_map(extensions)
             .set_crypto_provider(self.crypto.clone())
             .clear_codecs()
             .enable_opus(true, false)
@@ -385,11 +394,11 @@ impl Engine {
             auto_subscribe: params.auto_subscribe,
             last_seen: now,
             publisher: Peer {
-                rtc: Some(self.new_rtc(now)),
+                rtc: Some(self.new_rtc(now, PcKind::Publisher)),
                 next_timeout: now,
             },
             subscriber: Peer {
-                rtc: Some(self.new_rtc(now)),
+                rtc: Some(self.new_rtc(now, PcKind::Subscriber)),
                 next_timeout: now,
             },
             published: Vec::new(),
@@ -638,6 +647,7 @@ impl Engine {
             return;
         }
         for down in &mut participant.down {
+            down.payload_types = None;
             if let DownState::Negotiating(mid) = down.state {
                 down.state = DownState::Open(mid);
                 down.forwarder.restart();
@@ -978,6 +988,7 @@ impl Engine {
                     kind,
                     state: DownState::ToOpen,
                     forwarder: LayerForwarder::new(kind == MediaKind::Video),
+                    payload_types: None,
                 });
             }
         }
@@ -1347,7 +1358,7 @@ impl Engine {
             let Some(down) = subscriber
                 .down
                 .iter_mut()
-                .find(|d| d.track_sid == track_sid && d.source == conn)
+                .find(|d| d.source == conn && d.track_sid == track_sid)
             else {
                 continue;
             };
@@ -1358,9 +1369,21 @@ impl Engine {
             tracing::trace!(?member, ?verdict, rid = ?frame.rid, keyframe = frame.keyframe, "frame");
             match verdict {
                 Verdict::Forward(time) => {
+                    let cached = down
+                        .payload_types
+                        .filter(|(incoming, _)| *incoming == data.pt)
+                        .map(|(_, outgoing)| outgoing);
+                    let payload_types = &mut down.payload_types;
                     let written = subscriber.subscriber.with(|rtc| {
                         let writer = rtc.writer(mid)?;
-                        let pt = writer.match_params(data.params)?;
+                        let pt = match cached {
+                            Some(pt) => pt,
+                            None => {
+                                let pt = writer.match_params(data.params)?;
+                                *payload_types = Some((data.pt, pt));
+                                pt
+                            }
+                        };
                         Some(writer.write(
                             pt,
                             data.network_time,
@@ -1373,7 +1396,10 @@ impl Engine {
                         Some(None) => tracing::debug!(?member, %mid, "no writer or matching codec"),
                         _ => {}
                     }
-                    self.drain(member, PcKind::Subscriber, now);
+                    // str0m packetizes written frames when its timers run: the subscriber is
+                    // due now, and every frame written to it this turn goes out in one timer
+                    // pass and one drain, instead of polling it after each write.
+                    subscriber.subscriber.next_timeout = now;
                 }
                 Verdict::NeedKeyframe(rid) => keyframe_wanted = Some(rid),
                 Verdict::Drop => {}
@@ -1751,6 +1777,25 @@ impl Engine {
     pub fn participant_count(&self) -> usize {
         self.participants.len()
     }
+}
+
+/// The RTP header extensions of a subscriber connection: str0m's standard set without the two
+/// that exist for the sender's bandwidth estimation (transport-wide sequence numbers and
+/// abs-send-time). convene estimates no downstream bandwidth, and with them every forwarded packet
+/// is numbered and every subscriber sends feedback that must be decrypted and parsed: about a
+/// tenth of the forwarding CPU for nothing. Publisher connections keep them: a browser's own
+/// upstream bandwidth estimation lives on the feedback convene sends.
+fn subscriber_extensions() -> ExtensionMap {
+    let mut extensions = ExtensionMap::empty();
+    for (id, extension) in ExtensionMap::standard().iter() {
+        if !matches!(
+            extension,
+            Extension::TransportSequenceNumber | Extension::AbsoluteSendTime
+        ) {
+            extensions.set(id, extension.clone());
+        }
+    }
+    extensions
 }
 
 #[cfg(test)]

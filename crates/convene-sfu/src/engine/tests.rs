@@ -376,3 +376,25 @@ fn hostile_input_does_not_crash() {
     engine.handle_timeout(now + Duration::from_secs(1));
     drain(&mut engine);
 }
+
+/// Subscriber connections offer no bandwidth-estimation extensions (convene estimates no
+/// downstream bandwidth); publisher connections keep them, for the browser's own estimation.
+#[test]
+fn only_publisher_connections_carry_bandwidth_estimation_extensions() {
+    let now = Instant::now();
+    let engine = engine(now);
+    let offer_of = |pc: PcKind| {
+        let mut rtc = engine.new_rtc(now, pc);
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, _pending) = api.apply().expect("an offer");
+        offer.to_sdp_string()
+    };
+    let subscriber = offer_of(PcKind::Subscriber);
+    assert!(subscriber.contains("a=extmap:"), "{subscriber}");
+    assert!(!subscriber.contains("transport-wide-cc"), "{subscriber}");
+    assert!(!subscriber.contains("abs-send-time"), "{subscriber}");
+    assert!(subscriber.contains("sdes:mid"), "{subscriber}");
+    let publisher = offer_of(PcKind::Publisher);
+    assert!(publisher.contains("transport-wide-cc"), "{publisher}");
+}
