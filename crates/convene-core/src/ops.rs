@@ -473,7 +473,7 @@ fn admit_many(tx: &mut Tx, waiting: Vec<Identity>) {
     }
     identities.sort();
     identities.dedup();
-    tx.admit_waiting = Some(tx.admit_waiting.unwrap_or(0) + stored);
+    tx.admit_waiting = Some(stored);
     let kind = EventKind::ParticipantsAdmitted {
         identities,
         room_name: tx.meeting.room_name.to_string(),

@@ -93,16 +93,16 @@ pub trait Store: crate::webhook::WebhookStore + Send + Sync + 'static {
         forget_before: Option<Timestamp>,
     ) -> Result<FailureRecord, StoreError>;
     async fn clear_failures(&self, scope: FailureScope, subject: &str) -> Result<(), StoreError>;
-
-    /// Marks a one-time nonce (a join link's) used: `true` the first time, `false` when it was
-    /// used already. Atomic: of concurrent calls with one nonce, exactly one gets `true`, on every
-    /// node. Used nonces whose `expires_at` is before `forget_before` are dropped.
     /// Drops the `scope` counters whose last failure was before `last_before`; returns how many.
     async fn prune_failures(
         &self,
         scope: FailureScope,
         last_before: Timestamp,
     ) -> Result<u64, StoreError>;
+
+    /// Marks a one-time nonce (a join link's) used: `true` the first time, `false` when it was
+    /// used already. Atomic: of concurrent calls with one nonce, exactly one gets `true`, on every
+    /// node. Used nonces whose `expires_at` is before `forget_before` are dropped.
     async fn use_nonce(
         &self,
         nonce: &str,
