@@ -452,15 +452,7 @@ pub struct EventView {
 
 impl From<&Event> for EventView {
     fn from(e: &Event) -> Self {
-        Self::of(e, &e.kind)
-    }
-}
-
-impl EventView {
-    /// The event's place in the log (`seq`, `at`, run) with `kind` as its content: the event as
-    /// one viewer sees it (see `Event::view_for`).
-    pub fn of(e: &Event, kind: &convene_core::event::EventKind) -> Self {
-        let mut body = serde_json::to_value(kind).unwrap_or_default();
+        let mut body = serde_json::to_value(&e.kind).unwrap_or_default();
         let kind = body
             .get("type")
             .and_then(|t| t.as_str())

@@ -240,6 +240,21 @@ impl Event {
             _ => None,
         }
     }
+
+    /// The event a viewer who is not a host receives in its place, when [`Event::view_for`]
+    /// differs: same place in the log, the viewer's own content, about the viewer alone.
+    pub fn seen_by(&self, class: ViewerClass, identity: Option<&Identity>) -> Option<Event> {
+        let kind = self.view_for(class, identity)?;
+        let identity = identity?.clone();
+        Some(Event {
+            meeting_id: self.meeting_id.clone(),
+            seq: self.seq,
+            at: self.at,
+            instance_id: self.instance_id.clone(),
+            audience: Audience::Subject { identity },
+            kind,
+        })
+    }
 }
 
 #[cfg(test)]

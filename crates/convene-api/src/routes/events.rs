@@ -208,8 +208,8 @@ async fn page(
         .iter()
         .filter(|e| e.visible_to(viewer.class, viewer.identity.as_ref()))
         .map(
-            |e| match e.view_for(viewer.class, viewer.identity.as_ref()) {
-                Some(kind) => EventView::of(e, &kind),
+            |e| match e.seen_by(viewer.class, viewer.identity.as_ref()) {
+                Some(own) => EventView::from(&own),
                 None => EventView::from(e),
             },
         )

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use convene_core::event::{Audience, Event, ViewerClass};
+use convene_core::event::{Event, ViewerClass};
 use convene_core::ids::{Identity, InstanceId, MeetingId};
 use convene_core::participant::{Participant, ParticipantState};
 use convene_core::service::{Caller, MAX_PAGE};
@@ -266,18 +266,7 @@ impl Feed {
     /// in with many others gets its own `participant.admitted`, rendered here rather than by the
     /// hub, so the publisher does not render one per guest.
     fn own_view(&self, event: &Event) -> Option<Frame> {
-        let identity = self.identity.as_ref()?;
-        let kind = event.view_for(self.standing.class(), Some(identity))?;
-        let own = Event {
-            meeting_id: event.meeting_id.clone(),
-            seq: event.seq,
-            at: event.at,
-            instance_id: event.instance_id.clone(),
-            audience: Audience::Subject {
-                identity: identity.clone(),
-            },
-            kind,
-        };
+        let own = event.seen_by(self.standing.class(), self.identity.as_ref())?;
         Some(Frame::Event(Arc::new(Published::new(&own))))
     }
 
