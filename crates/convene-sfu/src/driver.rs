@@ -609,10 +609,9 @@ mod tests {
 
     fn media_socket() -> (Arc<MediaSocket>, SocketAddr) {
         let socket = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        socket.set_nonblocking(true).unwrap();
         let addr = socket.local_addr().unwrap();
-        let socket = Arc::new(UdpSocket::from_std(socket).unwrap());
-        (Arc::new(MediaSocket::new(socket).unwrap()), addr)
+        let mut sockets = register_sockets(vec![(socket, addr)]).unwrap();
+        (sockets.remove(&addr).unwrap(), addr)
     }
 
     /// A run sent as one GSO write reaches a socket with GRO on as one coalesced buffer (on

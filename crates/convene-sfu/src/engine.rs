@@ -1369,18 +1369,13 @@ impl Engine {
             tracing::trace!(?member, ?verdict, rid = ?frame.rid, keyframe = frame.keyframe, "frame");
             match verdict {
                 Verdict::Forward(time) => {
-                    let cached = down
-                        .payload_types
-                        .filter(|(incoming, _)| *incoming == data.pt)
-                        .map(|(_, outgoing)| outgoing);
-                    let payload_types = &mut down.payload_types;
                     let written = subscriber.subscriber.with(|rtc| {
                         let writer = rtc.writer(mid)?;
-                        let pt = match cached {
-                            Some(pt) => pt,
-                            None => {
+                        let pt = match down.payload_types {
+                            Some((incoming, outgoing)) if incoming == data.pt => outgoing,
+                            _ => {
                                 let pt = writer.match_params(data.params)?;
-                                *payload_types = Some((data.pt, pt));
+                                down.payload_types = Some((data.pt, pt));
                                 pt
                             }
                         };
