@@ -424,38 +424,51 @@ async fn one_address_is_limited_across_meetings() {
 #[tokio::test]
 async fn unauthenticated_lookups_are_rate_limited_in_memory_too() {
     let app = app().await;
-    let mut limited = false;
-    for _ in 0..60 {
-        let (status, body) = app
-            .anonymous(
-                "POST",
-                "/v1/meetings/1234567890/enter",
-                Some(json!({"credential": "1", "name": "x"})),
-            )
-            .await;
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            assert!(matches!(
-                body["error"]["code"].as_str(),
-                Some("rate_limited")
-            ));
-            limited = true;
-            break;
-        }
+    let limited = guess_until_limited(&app, |_| None).await;
+    if let Some(body) = &limited {
+        assert!(matches!(
+            body["error"]["code"].as_str(),
+            Some("rate_limited")
+        ));
     }
-    assert!(limited, "60 rapid guesses from one address must be limited");
+    assert!(
+        limited.is_some(),
+        "60 rapid guesses from one address must be limited"
+    );
     app.stop().await;
 }
 
-/// One wrong guess at `/enter`, sent with this `X-Forwarded-For`.
-async fn guess_forwarded(app: &TestApp, forwarded: &str) -> StatusCode {
-    app.client
+/// One wrong guess at `/enter`, with this `X-Forwarded-For` if any.
+async fn guess(app: &TestApp, forwarded: Option<&str>) -> (StatusCode, Value) {
+    let mut request = app
+        .client
         .post(format!("{}/v1/meetings/1234567890/enter", app.base))
-        .header("x-forwarded-for", forwarded)
-        .json(&json!({"credential": "1", "name": "x"}))
-        .send()
-        .await
-        .unwrap()
-        .status()
+        .json(&json!({"credential": "1", "name": "x"}));
+    if let Some(forwarded) = forwarded {
+        request = request.header("x-forwarded-for", forwarded);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn guess_forwarded(app: &TestApp, forwarded: &str) -> StatusCode {
+    guess(app, Some(forwarded)).await.0
+}
+
+/// Up to 60 rapid wrong guesses, the n-th with `forwarded(n)` as `X-Forwarded-For`: the body of
+/// the first answer that is 429, if one is.
+async fn guess_until_limited(
+    app: &TestApp,
+    forwarded: impl Fn(usize) -> Option<String>,
+) -> Option<Value> {
+    for n in 0..60 {
+        let (status, body) = guess(app, forwarded(n).as_deref()).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Some(body);
+        }
+    }
+    None
 }
 
 #[tokio::test]
@@ -467,26 +480,14 @@ async fn behind_a_trusted_proxy_limits_apply_per_forwarded_client() {
     )
     .await
     .unwrap();
-    let mut limited = false;
-    for _ in 0..60 {
-        if guess_forwarded(&app, "203.0.113.1").await == StatusCode::TOO_MANY_REQUESTS {
-            limited = true;
-            break;
-        }
-    }
+    let limited = guess_until_limited(&app, |_| Some("203.0.113.1".into())).await;
     assert!(
-        limited,
+        limited.is_some(),
         "60 rapid guesses from one forwarded client must be limited"
     );
     // Other clients behind the same proxy are not held back by the first one's guesses (without
     // the header a request is the proxy's own)...
-    let (status, body) = app
-        .anonymous(
-            "POST",
-            "/v1/meetings/1234567890/enter",
-            Some(json!({"credential": "1", "name": "x"})),
-        )
-        .await;
+    let (status, body) = guess(&app, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(
         guess_forwarded(&app, "203.0.113.2").await,
@@ -504,15 +505,9 @@ async fn behind_a_trusted_proxy_limits_apply_per_forwarded_client() {
 async fn without_trusted_proxies_x_forwarded_for_is_ignored() {
     let app = app().await;
     // A client rotating forged addresses is still one address.
-    let mut limited = false;
-    for n in 0..60 {
-        if guess_forwarded(&app, &format!("203.0.113.{n}")).await == StatusCode::TOO_MANY_REQUESTS {
-            limited = true;
-            break;
-        }
-    }
+    let limited = guess_until_limited(&app, |n| Some(format!("203.0.113.{n}"))).await;
     assert!(
-        limited,
+        limited.is_some(),
         "forged X-Forwarded-For must not evade the per-address limit"
     );
     app.stop().await;
