@@ -105,6 +105,18 @@ struct Room {
 struct Peer {
     rtc: Option<Rtc>,
     next_timeout: Instant,
+    /// Listed in [`Engine::due`]: its timers run at the next [`Engine::handle_timeout`].
+    due: bool,
+}
+
+impl Peer {
+    fn new(rtc: Rtc, now: Instant) -> Peer {
+        Peer {
+            rtc: Some(rtc),
+            next_timeout: now,
+            due: false,
+        }
+    }
 }
 
 impl Peer {
@@ -246,6 +258,14 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     events: VecDeque<(ConnId, PcKind, Event)>,
     doomed: Vec<(ConnId, proto::DisconnectReason)>,
+    /// No peer's str0m timeout is earlier than this. A lower bound, kept as timeouts are set, so
+    /// that finding the next wake-up does not scan every peer each turn; it may be early (a
+    /// peer's timeout moved later, or the peer left), which costs one scan that resets it.
+    earliest_timeout: Instant,
+    /// Peers that frames were written to this turn: str0m packetizes them when its timers run.
+    due: Vec<(ConnId, PcKind)>,
+    /// When the first of `due` was listed.
+    due_at: Instant,
     rng: StdRng,
     epoch: Instant,
     epoch_unix_ms: i64,
@@ -264,6 +284,9 @@ impl Engine {
             outputs: VecDeque::new(),
             events: VecDeque::new(),
             doomed: Vec::new(),
+            earliest_timeout: now,
+            due: Vec::new(),
+            due_at: now,
             rng: StdRng::from_os_rng(),
             epoch: now,
             epoch_unix_ms: now_unix_ms,
@@ -282,12 +305,12 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Instant {
-        self.participants
-            .values()
-            .flat_map(|p| [&p.publisher, &p.subscriber])
-            .filter(|peer| peer.rtc.is_some())
-            .map(|peer| peer.next_timeout)
-            .fold(self.next_housekeeping, Instant::min)
+        let timers = self.earliest_timeout.min(self.next_housekeeping);
+        if self.due.is_empty() {
+            timers
+        } else {
+            timers.min(self.due_at)
+        }
     }
 
     fn send(&mut self, conn: ConnId, message: Resp) {
@@ -393,14 +416,8 @@ impl Engine {
             permission: admitted.permission,
             auto_subscribe: params.auto_subscribe,
             last_seen: now,
-            publisher: Peer {
-                rtc: Some(self.new_rtc(now, PcKind::Publisher)),
-                next_timeout: now,
-            },
-            subscriber: Peer {
-                rtc: Some(self.new_rtc(now, PcKind::Subscriber)),
-                next_timeout: now,
-            },
+            publisher: Peer::new(self.new_rtc(now, PcKind::Publisher), now),
+            subscriber: Peer::new(self.new_rtc(now, PcKind::Subscriber), now),
             published: Vec::new(),
             unbound_mids: Vec::new(),
             down: Vec::new(),
@@ -412,6 +429,8 @@ impl Engine {
             subscribed: HashSet::new(),
             unsubscribed: HashSet::new(),
         };
+        // Both new peers are due now.
+        self.earliest_timeout = self.earliest_timeout.min(now);
         self.participants.insert(conn, participant);
 
         if !admitted.permission.hidden {
@@ -1142,29 +1161,34 @@ impl Engine {
 
     /// Time passed: drive str0m timers, keepalive checks and housekeeping.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<(ConnId, PcKind)> = self
-            .participants
-            .iter()
-            .flat_map(|(conn, p)| {
-                [
+        for (conn, pc) in std::mem::take(&mut self.due) {
+            if let Some(participant) = self.participants.get_mut(&conn) {
+                participant.peer(pc).due = false;
+                self.run_timers(conn, pc, now);
+            }
+        }
+        if now >= self.earliest_timeout {
+            // A full pass: run what is due and find the exact earliest of the rest.
+            self.earliest_timeout = now + Duration::from_secs(3600);
+            let mut due = Vec::new();
+            for (conn, p) in &self.participants {
+                for (pc, peer) in [
                     (PcKind::Publisher, &p.publisher),
                     (PcKind::Subscriber, &p.subscriber),
-                ]
-                .into_iter()
-                .filter(|(_, peer)| peer.rtc.is_some() && peer.next_timeout <= now)
-                .map(|(pc, _)| (*conn, pc))
-            })
-            .collect();
-        for (conn, pc) in due {
-            if let Some(participant) = self.participants.get_mut(&conn) {
-                let result = participant
-                    .peer(pc)
-                    .with(|rtc| rtc.handle_input(Input::Timeout(now)));
-                if let Some(Err(e)) = result {
-                    tracing::debug!(?conn, ?pc, "timeout handling failed: {e}");
+                ] {
+                    if peer.rtc.is_none() {
+                        continue;
+                    }
+                    if peer.next_timeout <= now {
+                        due.push((*conn, pc));
+                    } else {
+                        self.earliest_timeout = self.earliest_timeout.min(peer.next_timeout);
+                    }
                 }
             }
-            self.drain(conn, pc, now);
+            for (conn, pc) in due {
+                self.run_timers(conn, pc, now);
+            }
         }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
@@ -1180,6 +1204,19 @@ impl Engine {
             }
         }
         self.process(now);
+    }
+
+    /// Let str0m's timers of `pc` of `conn` run, then poll it.
+    fn run_timers(&mut self, conn: ConnId, pc: PcKind, now: Instant) {
+        if let Some(participant) = self.participants.get_mut(&conn) {
+            let result = participant
+                .peer(pc)
+                .with(|rtc| rtc.handle_input(Input::Timeout(now)));
+            if let Some(Err(e)) = result {
+                tracing::debug!(?conn, ?pc, "timeout handling failed: {e}");
+            }
+        }
+        self.drain(conn, pc, now);
     }
 
     /// Poll `pc` of `conn` until str0m reports its next timeout.
@@ -1208,7 +1245,10 @@ impl Engine {
             }
         });
         match result {
-            Some(Ok(at)) => peer.next_timeout = at,
+            Some(Ok(at)) => {
+                peer.next_timeout = at;
+                self.earliest_timeout = self.earliest_timeout.min(at);
+            }
             Some(Err(e)) => {
                 tracing::info!(?conn, ?pc, "peer connection failed: {e}");
                 self.doomed
@@ -1394,7 +1434,13 @@ impl Engine {
                     // str0m packetizes written frames when its timers run: the subscriber is
                     // due now, and every frame written to it this turn goes out in one timer
                     // pass and one drain, instead of polling it after each write.
-                    subscriber.subscriber.next_timeout = now;
+                    if !subscriber.subscriber.due {
+                        subscriber.subscriber.due = true;
+                        if self.due.is_empty() {
+                            self.due_at = now;
+                        }
+                        self.due.push((member, PcKind::Subscriber));
+                    }
                 }
                 Verdict::NeedKeyframe(rid) => keyframe_wanted = Some(rid),
                 Verdict::Drop => {}

@@ -398,3 +398,61 @@ fn only_publisher_connections_carry_bandwidth_estimation_extensions() {
     let publisher = offer_of(PcKind::Publisher);
     assert!(publisher.contains("transport-wide-cc"), "{publisher}");
 }
+
+/// The engine keeps the earliest str0m timeout as it goes instead of scanning every peer per
+/// turn; whatever happens (peers alone, joining, leaving), its next wake-up is never later than a
+/// live peer's own timer.
+#[test]
+fn the_next_wake_up_is_never_later_than_any_peers_timer() {
+    let now = Instant::now();
+    let mut engine = engine(now);
+    let exact = |engine: &Engine| {
+        engine
+            .participants
+            .values()
+            .flat_map(|p| [&p.publisher, &p.subscriber])
+            .filter(|peer| peer.rtc.is_some())
+            .map(|peer| peer.next_timeout)
+            .min()
+    };
+    let joins = [(A, 0), (B, 700), (ConnId(3), 1400)];
+    let mut joined = 0;
+    let mut woke = 0;
+    let mut t = now;
+    while t < now + Duration::from_secs(4) {
+        t = engine.poll_timeout().max(t + Duration::from_millis(1));
+        while let Some(&(conn, at_ms)) = joins.get(joined)
+            && now + Duration::from_millis(at_ms) <= t
+        {
+            joined += 1;
+            let name = format!("p{joined}");
+            engine.join(
+                conn,
+                admitted(&name, Permission::default()),
+                JoinParams::default(),
+                t,
+            );
+            assert!(engine.poll_timeout() <= t, "a new peer is due at once");
+        }
+        if t >= now + Duration::from_secs(2) && engine.participants.contains_key(&B) {
+            engine.connection_closed(B, t);
+        }
+        engine.handle_timeout(t);
+        woke += 1;
+        drain(&mut engine);
+        let next = engine.poll_timeout();
+        let exact = exact(&engine).expect("live peers");
+        // The invariant itself (housekeeping every 500 ms could hide a broken one) and its use.
+        assert!(
+            engine.earliest_timeout <= exact,
+            "kept bound after a peer's timer"
+        );
+        assert!(
+            next <= exact,
+            "wake-up {next:?} after a peer's timer {exact:?}"
+        );
+        assert!(next > t, "nothing is left due after handle_timeout");
+    }
+    assert_eq!((joined, engine.participant_count()), (3, 2));
+    assert!(woke > 3, "str0m's timers ran ({woke} wake-ups)");
+}
