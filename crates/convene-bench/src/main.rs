@@ -1,5 +1,6 @@
 //! `convene-bench`: the waiting-room fan-out benchmark of docs/benchmarks.md. It starts a server
-//! (convene, or the minimal Node.js `ws` server in bench/node-ws), enters N guests into a
+//! (convene, the minimal Node.js `ws` server in bench/node-ws, or `rust-floor`, the cheapest
+//! fan-out in Rust, which is this binary's hidden `serve-floor` mode), enters N guests into a
 //! `wait_for_host` meeting, connects each one's WebSocket event stream, measures the server's
 //! resident memory with all of them idle, then has the host join and measures, per guest, the
 //! time from the host's API response to that guest receiving its `participant.admitted`.
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use convene_bench::{ChildServer, convene_command, convene_missing};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -23,14 +24,21 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+mod floor;
+
 const KEY: &str = "APIbench";
 const SECRET: &str = "bench-secret-0123456789-0123456789-abcdef";
 /// Requests per source address (the server allows a burst of 40 per address).
 const PER_ADDRESS: usize = 25;
 
 #[derive(Parser, Debug)]
-#[command(about = "Waiting-room fan-out: N WebSocket guests admitted at once by the host's join")]
+#[command(
+    about = "Waiting-room fan-out: N WebSocket guests admitted at once by the host's join",
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Client counts to run, e.g. 1000,10000.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     clients: Vec<usize>,
@@ -43,6 +51,19 @@ struct Args {
     /// Seconds to wait, all clients connected, before reading the server's memory.
     #[arg(long, default_value_t = 3)]
     idle_seconds: u64,
+    /// Skip rust-floor, the minimal Rust server run after convene and node-ws.
+    #[arg(long)]
+    no_floor: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// Serves rust-floor on 127.0.0.1:PORT (the benchmark starts it itself).
+    #[command(hide = true)]
+    ServeFloor {
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 /// What one run measured.
@@ -95,7 +116,19 @@ async fn start_server(name: &'static str, args: &Args) -> anyhow::Result<Server>
             })
             .await?
         }
-        _ => {
+        "rust-floor" => {
+            let exe = std::env::current_exe()?;
+            ChildServer::start("rust-floor (this binary's serve-floor mode)", |port, _| {
+                let mut command = Command::new(exe);
+                command
+                    .arg("serve-floor")
+                    .arg("--port")
+                    .arg(port.to_string());
+                command
+            })
+            .await?
+        }
+        "node-ws" => {
             ChildServer::start("node (run npm ci in bench/node-ws)", |port, _| {
                 let mut command = Command::new("node");
                 command
@@ -107,6 +140,7 @@ async fn start_server(name: &'static str, args: &Args) -> anyhow::Result<Server>
             })
             .await?
         }
+        other => bail!("unknown server {other}"),
     };
     Ok(Server { name, process })
 }
@@ -413,12 +447,24 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Mode::ServeFloor { port }) = args.mode {
+        return floor::serve(port);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(args))
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
     let mut servers = vec!["convene"];
     if !args.node_dir.is_empty() {
         servers.push("node-ws");
+    }
+    if !args.no_floor {
+        servers.push("rust-floor");
     }
     let mut all = Vec::new();
     for &n in &args.clients {
@@ -459,12 +505,26 @@ async fn main() -> anyhow::Result<()> {
         let convene = all.iter().find(|f| f.server == "convene" && f.clients == n);
         let node = all.iter().find(|f| f.server == "node-ws" && f.clients == n);
         if let (Some(c), Some(w)) = (convene, node) {
-            let ratio = c.p99.as_secs_f64() / w.p99.as_secs_f64().max(1e-6);
+            // Node answers the host after its send loop, so its p99 from the response is ~0 and
+            // a ratio of that figure means nothing: the request is the common starting line.
             let from_request = c.request_p99.as_secs_f64() / w.request_p99.as_secs_f64().max(1e-6);
             println!(
-                "n={n}: p99 convene / node-ws = {ratio:.2} from the response, {from_request:.2} from the request (target <= 0.5); memory per idle client {:.1} KiB vs {:.1} KiB",
+                "n={n}: p99 from the request convene / node-ws = {from_request:.2} ({} vs {}; target <= 0.5); memory per idle client {:.1} KiB vs {:.1} KiB",
+                ms(c.request_p99),
+                ms(w.request_p99),
                 c.per_client_kb(),
                 w.per_client_kb()
+            );
+        }
+        let floor = all
+            .iter()
+            .find(|f| f.server == "rust-floor" && f.clients == n);
+        if let (Some(f), Some(w)) = (floor, node) {
+            println!(
+                "n={n}: p99 from the request rust-floor / node-ws = {:.2} ({} vs {}): the floor, what any server can reach on this machine (convene's target: <= 0.5)",
+                f.request_p99.as_secs_f64() / w.request_p99.as_secs_f64().max(1e-6),
+                ms(f.request_p99),
+                ms(w.request_p99),
             );
         }
     }
