@@ -9,9 +9,6 @@ use clap::{Parser, Subcommand};
 use convene::{Config, KeyOrigin};
 use tracing_subscriber::EnvFilter;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "convene",
