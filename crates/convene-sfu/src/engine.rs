@@ -20,12 +20,15 @@ use rand::rngs::StdRng;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::crypto::CryptoProvider;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Rid};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{Extension, ExtensionMap};
+use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
-use crate::forward::{FrameMeta, LayerForwarder, LayerSet, Verdict};
+use crate::forward::{
+    FrameMeta, LayerForwarder, LayerSet, SeqRewriter, Verdict, Vp8Ids, Vp8Rewriter, starts_keyframe,
+};
 use crate::ids::{ParticipantSid, RoomSid, TrackSid};
 use crate::signal::{self, JoinParams};
 use crate::{Admitted, MediaEvent, Permission, SfuError};
@@ -176,8 +179,10 @@ struct DownTrack {
     kind: MediaKind,
     state: DownState,
     forwarder: LayerForwarder,
+    seq: SeqRewriter,
+    vp8: Vp8Rewriter,
     /// The publisher's payload type last written and the subscriber's matching one, so each
-    /// frame does not match codec parameters again; cleared when the subscriber renegotiates.
+    /// packet does not match codec parameters again; cleared when the subscriber renegotiates.
     payload_types: Option<(Pt, Pt)>,
 }
 
@@ -326,6 +331,9 @@ impl Engine {
             PcKind::Subscriber => subscriber_extensions(),
         };
         let mut rtc = Rtc::builder()
+            // Packets are forwarded as they come, rewritten, not reassembled into frames and
+            // packetized again for each subscriber.
+            .set_rtp_mode(true)
             .set_extension_map(extensions)
             .set_crypto_provider(self.crypto.clone())
             .clear_codecs()
@@ -1007,6 +1015,8 @@ impl Engine {
                     kind,
                     state: DownState::ToOpen,
                     forwarder: LayerForwarder::new(kind == MediaKind::Video),
+                    seq: SeqRewriter::default(),
+                    vp8: Vp8Rewriter::default(),
                     payload_types: None,
                 });
             }
@@ -1289,7 +1299,7 @@ impl Engine {
             (PcKind::Publisher, Event::MediaAdded(added)) if added.direction.is_receiving() => {
                 self.bind_media(conn, added.mid, added.kind, now)
             }
-            (PcKind::Publisher, Event::MediaData(data)) => self.on_media(conn, data, now),
+            (PcKind::Publisher, Event::RtpPacket(packet)) => self.on_rtp(conn, packet, now),
             (PcKind::Subscriber, Event::KeyframeRequest(request)) => {
                 let Some(participant) = self.participants.get(&conn) else {
                     return;
@@ -1364,28 +1374,59 @@ impl Engine {
     // Media forwarding
     // ------------------------------------------------------------------
 
-    fn on_media(&mut self, conn: ConnId, data: MediaData, now: Instant) {
+    fn on_rtp(&mut self, conn: ConnId, packet: RtpPacket, now: Instant) {
         let Some(participant) = self.participants.get_mut(&conn) else {
+            return;
+        };
+        // The receive stream it came on names its section and simulcast layer.
+        let ssrc = packet.header.ssrc;
+        let pt = packet.header.payload_type;
+        let found = participant.publisher.with(|rtc| {
+            let params = *rtc.codec_config().params().iter().find(|p| p.pt() == pt)?;
+            let mut api = rtc.direct_api();
+            let stream = api.stream_rx(&ssrc)?;
+            Some((stream.mid(), stream.rid(), params))
+        });
+        let Some(Some((mid, rid, params))) = found else {
             return;
         };
         let Some(track) = participant
             .published
             .iter_mut()
-            .find(|t| t.mid == Some(data.mid))
+            .find(|t| t.mid == Some(mid))
         else {
-            tracing::trace!(?conn, mid = %data.mid, "media for an unknown mid");
+            tracing::trace!(?conn, %mid, "media for an unknown mid");
             return;
         };
-        track.layers.saw(data.rid, now);
-        let target = track.layers.best(now).unwrap_or(data.rid);
+        track.layers.saw(rid, now);
+        let target = track.layers.best(now).unwrap_or(rid);
         let track_sid = track.sid.to_string();
         let room = participant.room.clone();
+        let video = track.kind == MediaKind::Video;
+        let payload = &packet.payload;
+        let vp8 = match params.spec().codec {
+            Codec::Vp8 => Vp8Descriptor::parse(payload).ok(),
+            _ => None,
+        };
+        let keyframe = starts_keyframe(params.spec().codec, payload, vp8.as_ref());
+        let ids = vp8.map(|d| Vp8Ids {
+            picture_id: d.picture_id(),
+            tl0_pic_idx: d.tl0_pic_idx(),
+        });
         let frame = FrameMeta {
-            rid: data.rid,
-            time: data.time.numer(),
-            clock_rate: data.time.frequency().get(),
-            wallclock: data.network_time,
-            keyframe: data.is_keyframe(),
+            rid,
+            time: packet.time.numer(),
+            clock_rate: packet.time.frequency().get(),
+            wallclock: packet.timestamp,
+            keyframe,
+        };
+        let seq = *packet.seq_no;
+        // What a subscriber may hear of the publisher's extensions (str0m adds its own).
+        let ext_vals = ExtensionValues {
+            audio_level: packet.header.ext_vals.audio_level,
+            voice_activity: packet.header.ext_vals.voice_activity,
+            video_orientation: packet.header.ext_vals.video_orientation,
+            ..Default::default()
         };
         let mut keyframe_wanted: Option<Option<Rid>> = None;
         for member in self.members(&room) {
@@ -1402,48 +1443,79 @@ impl Engine {
             else {
                 continue;
             };
-            let DownState::Open(mid) = down.state else {
+            let DownState::Open(out_mid) = down.state else {
                 continue;
             };
+            let before = down.forwarder.current();
             let verdict = down.forwarder.on_frame(frame, target);
-            tracing::trace!(?member, ?verdict, rid = ?frame.rid, keyframe = frame.keyframe, "frame");
-            match verdict {
-                Verdict::Forward(time) => {
-                    let written = subscriber.subscriber.with(|rtc| {
-                        let writer = rtc.writer(mid)?;
-                        let pt = match down.payload_types {
-                            Some((incoming, outgoing)) if incoming == data.pt => outgoing,
-                            _ => {
-                                let pt = writer.match_params(data.params)?;
-                                down.payload_types = Some((data.pt, pt));
-                                pt
-                            }
-                        };
-                        Some(writer.write(
-                            pt,
-                            data.network_time,
-                            MediaTime::new(time, data.time.frequency()),
-                            data.data.clone(),
-                        ))
-                    });
-                    match written {
-                        Some(Some(Err(e))) => tracing::debug!(?member, "write failed: {e}"),
-                        Some(None) => tracing::debug!(?member, %mid, "no writer or matching codec"),
-                        _ => {}
-                    }
-                    // str0m packetizes written frames when its timers run: the subscriber is
-                    // due now, and every frame written to it this turn goes out in one timer
-                    // pass and one drain, instead of polling it after each write.
-                    if !subscriber.subscriber.due {
-                        subscriber.subscriber.due = true;
-                        if self.due.is_empty() {
-                            self.due_at = now;
-                        }
-                        self.due.push((member, PcKind::Subscriber));
-                    }
+            let time = match verdict {
+                Verdict::Forward(time) => time,
+                Verdict::NeedKeyframe(rid) => {
+                    keyframe_wanted = Some(rid);
+                    continue;
                 }
-                Verdict::NeedKeyframe(rid) => keyframe_wanted = Some(rid),
-                Verdict::Drop => {}
+                Verdict::Drop => continue,
+            };
+            if down.forwarder.current() != before {
+                down.seq.start(seq);
+                if let Some(ids) = ids {
+                    down.vp8.start(ids);
+                }
+            }
+            let Some(out_seq) = down.seq.rewrite(seq) else {
+                continue;
+            };
+            let patch =
+                ids.and_then(|ids| down.vp8.rewrite(ids))
+                    .zip(vp8)
+                    .and_then(|(out, descriptor)| {
+                        let mut patch = descriptor.patch();
+                        if let Some(id) = out.picture_id {
+                            patch = patch.picture_id(id);
+                        }
+                        if let Some(idx) = out.tl0_pic_idx {
+                            patch = patch.tl0_pic_idx(idx);
+                        }
+                        patch.build().ok()
+                    });
+            let written = subscriber.subscriber.with(|rtc| {
+                let out_pt = match down.payload_types {
+                    Some((incoming, outgoing)) if incoming == pt => outgoing,
+                    _ => {
+                        let outgoing = rtc.codec_config().match_params(params)?.pt();
+                        down.payload_types = Some((pt, outgoing));
+                        outgoing
+                    }
+                };
+                let mut api = rtc.direct_api();
+                let stream = api.stream_tx_by_mid(out_mid, None)?;
+                let mut write = RtpWrite::new(
+                    out_pt,
+                    out_seq.into(),
+                    time as u32,
+                    packet.timestamp,
+                    payload.clone(),
+                )
+                .marker(packet.header.marker)
+                .ext_vals(ext_vals.clone())
+                .nackable(video);
+                if let Some(patch) = patch {
+                    write = write.vp8_patch(patch);
+                }
+                stream.write_rtp(write);
+                Some(())
+            });
+            if written == Some(None) {
+                tracing::debug!(?member, %out_mid, "no send stream or matching codec");
+            }
+            // str0m sends written packets when its timers run: the subscriber is due now, and
+            // every packet written to it this turn goes out in one timer pass and one drain.
+            if !subscriber.subscriber.due {
+                subscriber.subscriber.due = true;
+                if self.due.is_empty() {
+                    self.due_at = now;
+                }
+                self.due.push((member, PcKind::Subscriber));
             }
         }
         if let Some(rid) = keyframe_wanted {
@@ -1479,12 +1551,14 @@ impl Engine {
             Some((_, at)) => *at = now,
             None => track.keyframe_requests.push((rid, now)),
         }
-        let result = participant.publisher.with(|rtc| {
-            rtc.writer(mid)
-                .map(|mut writer| writer.request_keyframe(rid, KeyframeRequestKind::Pli))
+        let requested = participant.publisher.with(|rtc| {
+            rtc.direct_api()
+                .stream_rx_by_mid(mid, rid)
+                .map(|stream| stream.request_keyframe(KeyframeRequestKind::Pli))
+                .is_some()
         });
-        if let Some(Some(Err(e))) = result {
-            tracing::debug!(?source, "keyframe request failed: {e}");
+        if requested == Some(false) {
+            tracing::debug!(?source, %mid, ?rid, "keyframe request: no such stream");
         }
         self.drain(source, PcKind::Publisher, now);
     }

@@ -1,14 +1,17 @@
 //! Pure per-subscriber forwarding rules: which simulcast layer to send, when
 //! to switch (only on a keyframe of the new layer) and how to rewrite RTP
-//! timestamps so the subscriber sees one continuous stream.
+//! timestamps, sequence numbers and VP8 picture ids so the subscriber sees one
+//! continuous stream.
 //!
-//! Sequence numbers of the outgoing stream are assigned by str0m when it
-//! packetizes each forwarded frame, so they are continuous by construction;
-//! the timestamps come from the incoming layer and are rewritten here.
+//! The engine forwards RTP packets as they arrive (str0m's RTP mode), so each
+//! rule applies per packet: a "frame" here is one packet, and `keyframe` means
+//! the packet starts a keyframe.
 
 use std::time::{Duration, Instant};
 
+use str0m::format::{Codec, detect_h264_nalu};
 use str0m::media::Rid;
+use str0m::rtp::Vp8Descriptor;
 
 /// How long a simulcast layer counts as "available" after its last frame.
 pub const LAYER_WINDOW: Duration = Duration::from_millis(1500);
@@ -79,7 +82,109 @@ impl TimestampRewriter {
     }
 }
 
-/// One incoming frame as the forwarding rules see it.
+/// Whether an RTP payload of `codec` starts a keyframe, where a layer switch may happen. VP8: the
+/// first packet of a key picture (`vp8` is its parsed descriptor). H.264: the packet with the
+/// sequence parameter set a keyframe starts with (alone, in a STAP-A or a first FU-A fragment), or
+/// an IDR slice when the encoder sends none. Audio frames never wait.
+pub fn starts_keyframe(codec: Codec, payload: &[u8], vp8: Option<&Vp8Descriptor>) -> bool {
+    const H264_IDR: u8 = 5;
+    const H264_SPS: u8 = 7;
+    match codec {
+        Codec::Vp8 => vp8.is_some_and(|d| d.starts_keyframe(payload)),
+        Codec::H264 => detect_h264_nalu(payload, H264_SPS) || detect_h264_nalu(payload, H264_IDR),
+        _ => false,
+    }
+}
+
+/// Keeps outgoing RTP sequence numbers continuous when the forwarded layer changes: each layer
+/// (or restart) is a *segment* mapped by a fixed offset onto the numbers after the last one sent.
+#[derive(Debug, Default, Clone)]
+pub struct SeqRewriter {
+    offset: i64,
+    /// The first input number of the current segment; earlier packets belong to the previous.
+    start: u64,
+    last_out: Option<u64>,
+}
+
+impl SeqRewriter {
+    /// A segment starts at input `seq` (the first packet of a new layer). The first segment starts
+    /// at `seq`'s low 16 bits: a receiver assumes a rollover counter of 0.
+    pub fn start(&mut self, seq: u64) {
+        let next = match self.last_out {
+            Some(last) => last + 1,
+            None => seq & 0xFFFF,
+        };
+        self.offset = next as i64 - seq as i64;
+        self.start = seq;
+    }
+
+    /// The output number of input `seq`; `None` for a packet from before the segment began.
+    pub fn rewrite(&mut self, seq: u64) -> Option<u64> {
+        if seq < self.start {
+            return None;
+        }
+        let out = (seq as i64 + self.offset) as u64;
+        self.last_out = Some(self.last_out.map_or(out, |last| last.max(out)));
+        Some(out)
+    }
+}
+
+/// The VP8 payload descriptor fields that must stay continuous across layers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Ids {
+    /// 15-bit picture id.
+    pub picture_id: Option<u16>,
+    pub tl0_pic_idx: Option<u8>,
+}
+
+/// Keeps VP8 picture ids and TL0PICIDX continuous when the forwarded layer changes (each
+/// simulcast layer numbers its pictures on its own); a decoder treats a jump back as old frames.
+#[derive(Debug, Default, Clone)]
+pub struct Vp8Rewriter {
+    offset: Vp8Offsets,
+    last_out: Vp8Ids,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Vp8Offsets {
+    picture_id: u16,
+    tl0_pic_idx: u8,
+}
+
+const PICTURE_ID_MASK: u16 = 0x7FFF;
+
+impl Vp8Rewriter {
+    /// A segment starts with a packet carrying `ids`: its pictures follow the last one sent.
+    pub fn start(&mut self, ids: Vp8Ids) {
+        if let (Some(last), Some(first)) = (self.last_out.picture_id, ids.picture_id) {
+            self.offset.picture_id = last.wrapping_add(1).wrapping_sub(first) & PICTURE_ID_MASK;
+        }
+        if let (Some(last), Some(first)) = (self.last_out.tl0_pic_idx, ids.tl0_pic_idx) {
+            self.offset.tl0_pic_idx = last.wrapping_add(1).wrapping_sub(first);
+        }
+    }
+
+    /// The ids to send for a packet carrying `ids`, or `None` when they stay as they are.
+    pub fn rewrite(&mut self, ids: Vp8Ids) -> Option<Vp8Ids> {
+        let out = Vp8Ids {
+            picture_id: ids
+                .picture_id
+                .map(|id| id.wrapping_add(self.offset.picture_id) & PICTURE_ID_MASK),
+            tl0_pic_idx: ids
+                .tl0_pic_idx
+                .map(|idx| idx.wrapping_add(self.offset.tl0_pic_idx)),
+        };
+        if out.picture_id.is_some() {
+            self.last_out.picture_id = out.picture_id;
+        }
+        if out.tl0_pic_idx.is_some() {
+            self.last_out.tl0_pic_idx = out.tl0_pic_idx;
+        }
+        (out != ids).then_some(out)
+    }
+}
+
+/// One incoming RTP packet as the forwarding rules see it (`keyframe`: it starts a keyframe).
 #[derive(Debug, Clone, Copy)]
 pub struct FrameMeta {
     pub rid: Option<Rid>,
@@ -268,5 +373,70 @@ mod tests {
             keyframe: false,
         };
         assert_eq!(fwd.on_frame(f, None), Verdict::Forward(48_000));
+    }
+
+    #[test]
+    fn sequence_numbers_continue_across_segments_and_drop_what_came_before() {
+        let mut seq = SeqRewriter::default();
+        // A long-running source (extended numbers past 65,535) starts the receiver at its low bits.
+        seq.start(70_000);
+        assert_eq!(seq.rewrite(70_000), Some(70_000 & 0xFFFF));
+        assert_eq!(seq.rewrite(70_002), Some((70_000 & 0xFFFF) + 2));
+        assert_eq!(
+            seq.rewrite(70_001),
+            Some((70_000 & 0xFFFF) + 1),
+            "reordered"
+        );
+        assert_eq!(seq.rewrite(69_999), None, "from before the segment");
+        // Another layer with unrelated numbers continues after the highest sent.
+        seq.start(5);
+        assert_eq!(seq.rewrite(5), Some((70_000 & 0xFFFF) + 3));
+        assert_eq!(seq.rewrite(6), Some((70_000 & 0xFFFF) + 4));
+        assert_eq!(seq.rewrite(4), None);
+    }
+
+    #[test]
+    fn vp8_picture_ids_continue_across_layers() {
+        let mut vp8 = Vp8Rewriter::default();
+        let ids = |picture_id: u16, tl0: u8| Vp8Ids {
+            picture_id: Some(picture_id),
+            tl0_pic_idx: Some(tl0),
+        };
+        vp8.start(ids(32_000, 250));
+        assert_eq!(
+            vp8.rewrite(ids(32_000, 250)),
+            None,
+            "the first layer is sent as it is"
+        );
+        assert_eq!(vp8.rewrite(ids(32_767, 255)), None);
+        // A new layer numbering from 10: continues at 0 (15 bits wrap) and 0 (8 bits wrap).
+        vp8.start(ids(10, 3));
+        assert_eq!(vp8.rewrite(ids(10, 3)), Some(ids(0, 0)));
+        assert_eq!(vp8.rewrite(ids(11, 3)), Some(ids(1, 0)));
+        // Back to the first layer: continues after the last sent, not where that layer was.
+        vp8.start(ids(500, 7));
+        assert_eq!(vp8.rewrite(ids(500, 7)), Some(ids(2, 1)));
+        // Descriptors without the fields stay untouched.
+        assert_eq!(vp8.rewrite(Vp8Ids::default()), None);
+    }
+
+    #[test]
+    fn keyframes_are_found_in_vp8_and_h264_payloads() {
+        // VP8: descriptor with S=1, partition 0, then a payload header with P=0 (key) or 1.
+        let key = [0x10, 0x9c, 0x01, 0x2a];
+        let delta = [0x10, 0x9d, 0x01, 0x2a];
+        let continuation = [0x00, 0x9c, 0x01, 0x2a];
+        let parse = |p: &[u8]| Vp8Descriptor::parse(p).ok();
+        let vp8 = |p: &[u8]| starts_keyframe(Codec::Vp8, p, parse(p).as_ref());
+        assert!(vp8(&key));
+        assert!(!vp8(&delta));
+        assert!(!vp8(&continuation), "not the first packet of the picture");
+        // H.264: a STAP-A (24) holding SPS (0x67) and PPS (0x68); an IDR slice (0x65); a
+        // non-IDR slice (0x41).
+        let stap_a = [0x18, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce];
+        assert!(starts_keyframe(Codec::H264, &stap_a, None));
+        assert!(starts_keyframe(Codec::H264, &[0x65, 0x88], None));
+        assert!(!starts_keyframe(Codec::H264, &[0x41, 0x9a], None));
+        assert!(!starts_keyframe(Codec::Opus, &[0x78, 0x01], None));
     }
 }
