@@ -120,9 +120,7 @@ impl Peer {
             due: false,
         }
     }
-}
 
-impl Peer {
     /// Run `f` on the Rtc; a panic kills this peer (returns None from then on).
     fn with<R>(&mut self, f: impl FnOnce(&mut Rtc) -> R) -> Option<R> {
         let rtc = self.rtc.as_mut()?;
@@ -1465,19 +1463,10 @@ impl Engine {
             let Some(out_seq) = down.seq.rewrite(seq) else {
                 continue;
             };
-            let patch =
-                ids.and_then(|ids| down.vp8.rewrite(ids))
-                    .zip(vp8)
-                    .and_then(|(out, descriptor)| {
-                        let mut patch = descriptor.patch();
-                        if let Some(id) = out.picture_id {
-                            patch = patch.picture_id(id);
-                        }
-                        if let Some(idx) = out.tl0_pic_idx {
-                            patch = patch.tl0_pic_idx(idx);
-                        }
-                        patch.build().ok()
-                    });
+            let patch = ids
+                .and_then(|ids| down.vp8.rewrite(ids))
+                .zip(vp8)
+                .and_then(|(out, descriptor)| out.patch(&descriptor));
             let written = subscriber.subscriber.with(|rtc| {
                 let out_pt = match down.payload_types {
                     Some((incoming, outgoing)) if incoming == pt => outgoing,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use str0m::format::{Codec, detect_h264_nalu};
 use str0m::media::Rid;
-use str0m::rtp::Vp8Descriptor;
+use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 
 /// How long a simulcast layer counts as "available" after its last frame.
 pub const LAYER_WINDOW: Duration = Duration::from_millis(1500);
@@ -137,6 +137,21 @@ pub struct Vp8Ids {
     pub tl0_pic_idx: Option<u8>,
 }
 
+impl Vp8Ids {
+    /// The patch that writes these ids into a packet with `descriptor` as str0m serializes it;
+    /// `None` when they do not fit the descriptor's fields.
+    pub fn patch(self, descriptor: &Vp8Descriptor) -> Option<Vp8Patch> {
+        let mut patch = descriptor.patch();
+        if let Some(id) = self.picture_id {
+            patch = patch.picture_id(id);
+        }
+        if let Some(idx) = self.tl0_pic_idx {
+            patch = patch.tl0_pic_idx(idx);
+        }
+        patch.build().ok()
+    }
+}
+
 /// Keeps VP8 picture ids and TL0PICIDX continuous when the forwarded layer changes (each
 /// simulcast layer numbers its pictures on its own); a decoder treats a jump back as old frames.
 #[derive(Debug, Default, Clone)]
@@ -195,7 +210,7 @@ pub struct FrameMeta {
     pub keyframe: bool,
 }
 
-/// What to do with one incoming frame for one subscriber.
+/// What to do with one incoming packet for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Send it with this (rewritten) RTP time.
