@@ -81,6 +81,9 @@ struct Figures {
     api: Duration,
     rss_base_kb: u64,
     rss_idle_kb: u64,
+    /// CPU time the server used from the host's request until every guest was told: a
+    /// steadier figure than latency for comparing builds on a noisy machine.
+    server_cpu: Duration,
 }
 
 impl Figures {
@@ -101,6 +104,25 @@ fn rss_kb(pid: u32) -> anyhow::Result<u64> {
         .nth(1)
         .context("VmRSS value")?
         .parse()?)
+}
+
+/// CPU time used so far by every thread of a process, from /proc/<pid>/task/*/schedstat
+/// (nanoseconds on the CPU; exited threads are not counted).
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        total += stat
+            .split_whitespace()
+            .next()
+            .context("schedstat runtime")?
+            .parse::<u64>()?;
+    }
+    Ok(Duration::from_nanos(total))
 }
 
 struct Server {
@@ -383,8 +405,8 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
     // On its own thread and runtime, so the instant of the response is taken when it arrives,
     // not when this busy runtime (10,000 guest tasks) gets round to it.
     let base = server.process.base.clone();
-    let (requested, responded) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(Instant, Instant)> {
+    let (requested, responded, cpu_before) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Instant, Instant, Duration)> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -393,6 +415,7 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
                     .local_address(IpAddr::V4(Ipv4Addr::new(127, 2, 0, 1)))
                     .build()?;
                 let host_token = enter(&host, &base, &meeting_id, &host_pin, "host").await?;
+                let cpu_before = cpu_time(pid)?;
                 let requested = Instant::now();
                 post(
                     &host,
@@ -401,7 +424,7 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
                     json!({}),
                 )
                 .await?;
-                Ok((requested, Instant::now()))
+                Ok((requested, Instant::now(), cpu_before))
             })
         })
         .await??;
@@ -418,6 +441,7 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
             _ => break,
         }
     }
+    let server_cpu = cpu_time(pid)?.saturating_sub(cpu_before);
     let _ = release.send(true);
     for task in guests {
         match tokio::time::timeout(Duration::from_secs(10), task).await {
@@ -440,6 +464,7 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
         max: latencies.last().copied().unwrap_or_default(),
         rss_base_kb,
         rss_idle_kb,
+        server_cpu,
     })
 }
 
@@ -477,15 +502,15 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "Latency: from the host's join response (p50/p99/max), and from its request (p99/max)."
+        "Latency: from the host's join response (p50/p99/max), and from its request (p99/max); server CPU: all its threads, from the request until every guest was told."
     );
     println!(
-        "| server | clients | notified | missed | p50 | p99 | max | join call | p99 from request | max from request | RSS idle (base) | per idle client |"
+        "| server | clients | notified | missed | p50 | p99 | max | join call | p99 from request | max from request | RSS idle (base) | per idle client | server CPU |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for f in &all {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} MiB ({:.1} MiB) | {:.1} KiB |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} MiB ({:.1} MiB) | {:.1} KiB | {} |",
             f.server,
             f.clients,
             f.notified,
@@ -499,6 +524,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             f.rss_idle_kb as f64 / 1024.0,
             f.rss_base_kb as f64 / 1024.0,
             f.per_client_kb(),
+            ms(f.server_cpu),
         );
     }
     for &n in &args.clients {

@@ -208,6 +208,7 @@ conformance!(
     participants_filter_by_state_and_count,
     ten_thousand_waiting_are_admitted_in_one_commit,
     a_bulk_admission_that_saw_another_waiting_room_conflicts,
+    waiting_identities_come_back_exactly_and_in_byte_order,
     api_keys_insert_get_list_revoke,
     failure_counters_count_forget_and_clear,
     data_survives_closing_and_reopening,
@@ -1046,6 +1047,47 @@ async fn participants_filter_by_state_and_count(db: &mut TestDb) {
         0
     );
     assert_eq!(store.participant(&id, &who("nobody")).await.unwrap(), None);
+}
+
+async fn waiting_identities_come_back_exactly_and_in_byte_order(db: &mut TestDb) {
+    let store = db.store();
+    let mut rng = StdRng::seed_from_u64(9);
+    let id = mid("5003");
+    store
+        .create_meeting(&new_meeting(
+            "5003",
+            None,
+            WaitingPolicy::WaitForHost,
+            &mut rng,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.waiting_identities(&id).await.unwrap(), Vec::new());
+    // Separators a list could be joined with, quotes, spaces and non-ASCII: each comes back
+    // whole. One who was let in is not listed.
+    let names = [
+        "b, c",
+        "a;b",
+        "O'Neil",
+        "say \"hi\"",
+        "zoë",
+        "Émile",
+        "x y",
+        "in",
+    ];
+    step(store, "5003", 2_000, |tx, _| {
+        for name in names {
+            ops::enter(tx, None, entry(name, Role::Viewer)).unwrap();
+        }
+    })
+    .await;
+    step(store, "5003", 3_000, |tx, roster| {
+        ops::admit(tx, &Actor::Admin, roster.get("in")).unwrap();
+    })
+    .await;
+    let mut expected: Vec<Identity> = names[..names.len() - 1].iter().map(|n| who(n)).collect();
+    expected.sort_by(|a, b| a.as_str().as_bytes().cmp(b.as_str().as_bytes()));
+    assert_eq!(store.waiting_identities(&id).await.unwrap(), expected);
 }
 
 async fn a_bulk_admission_that_saw_another_waiting_room_conflicts(db: &mut TestDb) {
