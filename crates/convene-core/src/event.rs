@@ -221,6 +221,11 @@ impl Event {
         }
     }
 
+    /// Whether [`Event::view_for`] gives this viewer its own form of the event.
+    pub fn has_own_view(&self, class: ViewerClass, identity: Option<&Identity>) -> bool {
+        class != ViewerClass::Host && identity.is_some_and(|me| self.kind.admits_in_bulk(me))
+    }
+
     /// The event as a viewer who is not a host sees it, when that differs: a person let in with
     /// others sees only their own `participant.admitted`, not who else came in.
     pub fn view_for(&self, class: ViewerClass, identity: Option<&Identity>) -> Option<EventKind> {
@@ -230,13 +235,11 @@ impl Event {
                     room_name, status, ..
                 },
                 Some(me),
-            ) if class != ViewerClass::Host && self.kind.admits_in_bulk(me) => {
-                Some(EventKind::ParticipantAdmitted {
-                    identity: me.clone(),
-                    room_name: room_name.clone(),
-                    status: *status,
-                })
-            }
+            ) if self.has_own_view(class, identity) => Some(EventKind::ParticipantAdmitted {
+                identity: me.clone(),
+                room_name: room_name.clone(),
+                status: *status,
+            }),
             _ => None,
         }
     }

@@ -105,20 +105,30 @@ pub async fn authorize(
 /// One frame to send.
 pub enum Frame {
     Event(Arc<Published>),
-    Snapshot { seq: u64, json: Utf8Bytes },
+    /// An event in this viewer's own form ([`Published::own_view`]).
+    Own {
+        seq: u64,
+        kind: Box<str>,
+        json: Utf8Bytes,
+    },
+    Snapshot {
+        seq: u64,
+        json: Utf8Bytes,
+    },
 }
 
 impl Frame {
     fn seq(&self) -> u64 {
         match self {
             Self::Event(p) => p.event.seq,
-            Self::Snapshot { seq, .. } => *seq,
+            Self::Own { seq, .. } | Self::Snapshot { seq, .. } => *seq,
         }
     }
 
     fn kind(&self) -> &str {
         match self {
             Self::Event(p) => &p.kind,
+            Self::Own { kind, .. } => kind,
             Self::Snapshot { .. } => "snapshot",
         }
     }
@@ -126,7 +136,7 @@ impl Frame {
     fn json(&self) -> &Utf8Bytes {
         match self {
             Self::Event(p) => &p.json,
-            Self::Snapshot { json, .. } => json,
+            Self::Own { json, .. } | Self::Snapshot { json, .. } => json,
         }
     }
 }
@@ -270,6 +280,23 @@ impl Feed {
         Some(Frame::Event(Arc::new(Published::new(&own))))
     }
 
+    /// [`Feed::own_view`] from the form the hub rendered once for every receiver.
+    fn rendered_own_view(&self, published: &Published) -> Option<Frame> {
+        let identity = self.identity.as_ref()?;
+        if !published
+            .event
+            .has_own_view(self.standing.class(), Some(identity))
+        {
+            return None;
+        }
+        let (kind, json) = published.own_view(identity)?;
+        Some(Frame::Own {
+            seq: published.event.seq,
+            kind: kind.into(),
+            json,
+        })
+    }
+
     /// Moves the caller's standing with an event; `true` when it changed.
     fn fold(&mut self, event: &Event) -> bool {
         match self
@@ -410,7 +437,8 @@ impl Feed {
         self.last_seq = seq;
         if self.visible(&published.event) {
             let frame = self
-                .own_view(&published.event)
+                .rendered_own_view(&published)
+                .or_else(|| self.own_view(&published.event))
                 .unwrap_or_else(|| Frame::Event(published.clone()));
             self.backlog.push_back(frame);
         }
