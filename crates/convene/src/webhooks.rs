@@ -39,8 +39,23 @@ pub const MAX_LANES: usize = 64;
 pub const LANES_PER_ENDPOINT: usize = 4;
 /// Deliveries leased per claim (sent one after the other).
 const BATCH: u32 = 16;
-/// How often the outbox is looked at when nothing wakes the sender (retries coming due).
+/// How often the outbox is looked at when nothing wakes the sender (retries coming due) while
+/// it holds work; see [`next_poll`] for when it is empty.
 const POLL: Duration = Duration::from_millis(250);
+/// The longest wait between two looks at an empty outbox (commits wake the sender at once).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// The wait before the next look at the outbox: [`POLL`] while there is work, doubling while it
+/// stays empty up to [`IDLE_POLL`], or the first retry delay if that is shorter, so a retry is
+/// never later than its own delay again. An idle server then reads the outbox once a second,
+/// not four times.
+fn next_poll(previous: Duration, busy: bool, first_retry: Duration) -> Duration {
+    if busy {
+        return POLL;
+    }
+    let ceiling = IDLE_POLL.min(first_retry).max(POLL);
+    previous.saturating_mul(2).clamp(POLL, ceiling)
+}
 /// Finished deliveries are kept this long for the API, then pruned.
 const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -116,10 +131,13 @@ impl Sender {
         let mut running: HashSet<Lane> = HashSet::new();
         let mut per_endpoint: HashMap<String, usize> = HashMap::new();
         let mut next_prune = tokio::time::Instant::now();
+        let mut poll = POLL;
         loop {
             let now = SystemClock.now();
+            let mut found = false;
             match self.store.due_lanes(now, (MAX_LANES * 2) as u32).await {
                 Ok(lanes) => {
+                    found = !lanes.is_empty();
                     for lane in lanes {
                         let busy = per_endpoint.get(&lane.endpoint_id).copied().unwrap_or(0);
                         if running.len() >= MAX_LANES
@@ -154,16 +172,18 @@ impl Sender {
                     Err(e) => tracing::warn!(error = %e, "webhooks: cannot prune the outbox"),
                 }
             }
+            poll = next_poll(poll, found || !running.is_empty(), self.retry.first_delay);
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = wake.0.notified() => {}
+                // Events were committed: look at once, and keep looking often for a while.
+                () = wake.0.notified() => poll = POLL,
                 Some(lane) = done_rx.recv() => {
                     running.remove(&lane);
                     if let Some(n) = per_endpoint.get_mut(&lane.endpoint_id) {
                         *n = n.saturating_sub(1);
                     }
                 }
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(poll) => {}
             }
         }
     }
@@ -344,6 +364,24 @@ mod tests {
     use convene_core::time::Timestamp;
 
     use super::*;
+
+    #[test]
+    fn an_empty_outbox_is_read_less_and_less_often_but_never_later_than_the_first_retry() {
+        let second = Duration::from_secs(1);
+        let mut poll = POLL;
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            poll = next_poll(poll, false, second);
+            waits.push(poll.as_millis());
+        }
+        assert_eq!(waits, [500, 1000, 1000, 1000, 1000]);
+        assert_eq!(next_poll(IDLE_POLL, true, second), POLL, "work: look often");
+        // A first retry sooner than a second bounds the idle wait; never below POLL.
+        let short = Duration::from_millis(600);
+        assert_eq!(next_poll(second, false, short), short);
+        let tiny = Duration::from_millis(50);
+        assert_eq!(next_poll(POLL, false, tiny), POLL);
+    }
 
     fn delivery(kind: EventKind) -> DueDelivery {
         let meeting_id = MeetingId::parse("123456").unwrap();
