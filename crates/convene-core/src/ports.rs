@@ -64,6 +64,13 @@ pub trait Store: crate::webhook::WebhookStore + Send + Sync + 'static {
         meeting: &MeetingId,
         states: &[ParticipantState],
     ) -> Result<u64, StoreError>;
+    /// How many joined participants other than `except` are connected to media (the room's
+    /// occupancy, for its capacity).
+    async fn count_media_connected(
+        &self,
+        meeting: &MeetingId,
+        except: &Identity,
+    ) -> Result<u64, StoreError>;
 
     /// Events with `seq > after`, in order, at most `limit`.
     async fn events_after(

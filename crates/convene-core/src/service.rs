@@ -860,11 +860,8 @@ impl Meetings {
         }
         let connected = self
             .store
-            .participants(&meeting.id, Some(&[ParticipantState::Joined]))
-            .await?
-            .iter()
-            .filter(|p| p.media_connected && p.identity != participant.identity)
-            .count() as u64;
+            .count_media_connected(&meeting.id, &participant.identity)
+            .await?;
         if connected >= u64::from(capacity) {
             return Err(DomainError::code(ErrorCode::MeetingFull).into());
         }

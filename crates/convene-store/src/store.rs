@@ -476,6 +476,26 @@ impl Store for SqlStore {
             .map_err(|_| crate::error::corrupt("count", format!("negative count {count}")))
     }
 
+    async fn count_media_connected(
+        &self,
+        meeting: &MeetingId,
+        except: &Identity,
+    ) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM participants \
+             WHERE meeting_id = $1 AND state = $2 AND media_connected = 1 AND identity <> $3",
+        )
+        .bind(meeting.as_str())
+        .bind(ParticipantState::Joined.as_str())
+        .bind(except.as_str())
+        .fetch_one(self.pool())
+        .await
+        .map_err(backend)?;
+        let count: i64 = row.try_get("n").map_err(backend)?;
+        u64::try_from(count)
+            .map_err(|_| crate::error::corrupt("count", format!("negative count {count}")))
+    }
+
     async fn events_after(
         &self,
         meeting: &MeetingId,

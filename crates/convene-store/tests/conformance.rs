@@ -1047,6 +1047,40 @@ async fn participants_filter_by_state_and_count(db: &mut TestDb) {
         0
     );
     assert_eq!(store.participant(&id, &who("nobody")).await.unwrap(), None);
+
+    // Media occupancy: joined and connected, not counting the asker.
+    let mut more_rng = StdRng::seed_from_u64(62);
+    step(store, "6001", 6_000, |tx, r| {
+        ops::join(tx, r.get("alice"), 1, Vec::new(), &mut more_rng).unwrap();
+        ops::join(tx, r.get("Zed"), 2, Vec::new(), &mut more_rng).unwrap();
+    })
+    .await;
+    step(store, "6001", 7_000, |tx, r| {
+        ops::media_presence(tx, r.get("carol"), true);
+        ops::media_presence(tx, r.get("Zed"), true);
+    })
+    .await;
+    assert_eq!(
+        store
+            .count_media_connected(&id, &who("alice"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_media_connected(&id, &who("carol"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_media_connected(&mid("6002"), &who("alice"))
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 async fn waiting_identities_come_back_exactly_and_in_byte_order(db: &mut TestDb) {
