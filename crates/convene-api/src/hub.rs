@@ -59,16 +59,21 @@ impl Published {
         }
     }
 
-    /// The event in the form `identity` sees it, when it has its own form (see
-    /// [`Event::has_own_view`]): its `type` and JSON.
-    pub fn own_view(&self, identity: &Identity) -> Option<(&str, Utf8Bytes)> {
+    /// The event's JSON in the form `identity` sees it, when it has its own form (see
+    /// [`Event::has_own_view`]).
+    pub fn own_view(&self, identity: &Identity) -> Option<Utf8Bytes> {
         let own = self.own.as_ref()?;
         let name = serde_json::to_string(identity.as_str()).ok()?;
         let mut json = String::with_capacity(own.before.len() + name.len() + own.after.len());
         json.push_str(&own.before);
         json.push_str(&name);
         json.push_str(&own.after);
-        Some((&own.kind, json.into()))
+        Some(json.into())
+    }
+
+    /// The `type` of [`Published::own_view`]'s form (the event's own when it has none).
+    pub fn own_kind(&self) -> &str {
+        self.own.as_ref().map_or(&self.kind, |own| &own.kind)
     }
 }
 
@@ -756,8 +761,8 @@ mod tests {
                     .seen_by(ViewerClass::Waiting, Some(guest))
                     .expect("an own form"),
             );
-            let (kind, json) = published.own_view(guest).expect("rendered once");
-            assert_eq!(kind, &*alone.kind);
+            let json = published.own_view(guest).expect("rendered once");
+            assert_eq!(published.own_kind(), &*alone.kind);
             assert_eq!(json.as_str(), alone.json.as_str(), "for {guest:?}");
         }
         // An event without an own form has none to render.

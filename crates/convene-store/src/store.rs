@@ -471,9 +471,7 @@ impl Store for SqlStore {
             query = query.bind(state.as_str());
         }
         let row = query.fetch_one(self.pool()).await.map_err(backend)?;
-        let count: i64 = row.try_get("n").map_err(backend)?;
-        u64::try_from(count)
-            .map_err(|_| crate::error::corrupt("count", format!("negative count {count}")))
+        rows::uint(&row, "n")
     }
 
     async fn count_media_connected(
@@ -491,9 +489,7 @@ impl Store for SqlStore {
         .fetch_one(self.pool())
         .await
         .map_err(backend)?;
-        let count: i64 = row.try_get("n").map_err(backend)?;
-        u64::try_from(count)
-            .map_err(|_| crate::error::corrupt("count", format!("negative count {count}")))
+        rows::uint(&row, "n")
     }
 
     async fn events_after(

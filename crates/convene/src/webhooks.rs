@@ -44,11 +44,13 @@ const BATCH: u32 = 16;
 const POLL: Duration = Duration::from_millis(250);
 /// The longest wait between two looks at an empty outbox (commits wake the sender at once).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Finished deliveries are kept this long for the API, then pruned.
+const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The wait before the next look at the outbox: [`POLL`] while there is work, doubling while it
-/// stays empty up to [`IDLE_POLL`], or the first retry delay if that is shorter, so a retry is
-/// never later than its own delay again. An idle server then reads the outbox once a second,
-/// not four times.
+/// stays empty up to [`IDLE_POLL`], or the first retry delay if that is shorter, so a retry goes
+/// out at most that long after it comes due. An idle server then reads the outbox once a
+/// second, not four times.
 fn next_poll(previous: Duration, busy: bool, first_retry: Duration) -> Duration {
     if busy {
         return POLL;
@@ -56,8 +58,6 @@ fn next_poll(previous: Duration, busy: bool, first_retry: Duration) -> Duration 
     let ceiling = IDLE_POLL.min(first_retry).max(POLL);
     previous.saturating_mul(2).clamp(POLL, ceiling)
 }
-/// Finished deliveries are kept this long for the API, then pruned.
-const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The event sink that wakes the sender when events are committed.
 #[derive(Clone, Default)]
@@ -175,7 +175,7 @@ impl Sender {
             poll = next_poll(poll, found || !running.is_empty(), self.retry.first_delay);
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                // Events were committed: look at once, and keep looking often for a while.
+                // Events were committed: look at once, and start the back-off again.
                 () = wake.0.notified() => poll = POLL,
                 Some(lane) = done_rx.recv() => {
                     running.remove(&lane);

@@ -107,8 +107,7 @@ pub enum Frame {
     Event(Arc<Published>),
     /// An event in this viewer's own form ([`Published::own_view`]).
     Own {
-        seq: u64,
-        kind: Box<str>,
+        of: Arc<Published>,
         json: Utf8Bytes,
     },
     Snapshot {
@@ -120,15 +119,15 @@ pub enum Frame {
 impl Frame {
     fn seq(&self) -> u64 {
         match self {
-            Self::Event(p) => p.event.seq,
-            Self::Own { seq, .. } | Self::Snapshot { seq, .. } => *seq,
+            Self::Event(p) | Self::Own { of: p, .. } => p.event.seq,
+            Self::Snapshot { seq, .. } => *seq,
         }
     }
 
     fn kind(&self) -> &str {
         match self {
             Self::Event(p) => &p.kind,
-            Self::Own { kind, .. } => kind,
+            Self::Own { of, .. } => of.own_kind(),
             Self::Snapshot { .. } => "snapshot",
         }
     }
@@ -281,7 +280,7 @@ impl Feed {
     }
 
     /// [`Feed::own_view`] from the form the hub rendered once for every receiver.
-    fn rendered_own_view(&self, published: &Published) -> Option<Frame> {
+    fn rendered_own_view(&self, published: &Arc<Published>) -> Option<Frame> {
         let identity = self.identity.as_ref()?;
         if !published
             .event
@@ -289,10 +288,9 @@ impl Feed {
         {
             return None;
         }
-        let (kind, json) = published.own_view(identity)?;
+        let json = published.own_view(identity)?;
         Some(Frame::Own {
-            seq: published.event.seq,
-            kind: kind.into(),
+            of: published.clone(),
             json,
         })
     }
