@@ -14,7 +14,7 @@
 //!   ([`Subscription::settle`]) and re-reads the store when the hub had it wrong.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
@@ -24,6 +24,7 @@ use convene_core::participant::{ParticipantState, Role};
 use convene_core::ports::EventSink;
 use tokio::sync::mpsc;
 
+use crate::direct::{Conn, Inject, text_frame_header};
 use crate::wire::EventView;
 
 /// One committed event, with its wire JSON (an [`EventView`]) rendered once for all subscribers.
@@ -69,6 +70,13 @@ impl Published {
         json.push_str(&name);
         json.push_str(&own.after);
         Some(json.into())
+    }
+
+    /// [`Published::own_view`]'s JSON before and after the receiver's identity.
+    pub fn own_parts(&self) -> Option<(&str, &str)> {
+        self.own
+            .as_ref()
+            .map(|own| (own.before.as_str(), own.after.as_str()))
     }
 
     /// The `type` of [`Published::own_view`]'s form (the event's own when it has none).
@@ -287,11 +295,186 @@ type Key = u64;
 
 struct Sub {
     tx: mpsc::Sender<Arc<Published>>,
+    /// A WebSocket stream the hub may write into itself while it is idle.
+    direct: Option<Arc<Direct>>,
     identity: Option<Identity>,
     run: Option<InstanceId>,
     standing: Standing,
     /// Sequence number of the last own event the hub applied to `standing`.
     last_own_seq: u64,
+}
+
+/// Events the hub wrote straight into an idle stream's connection, for its task to take in (the
+/// task is not woken for them; see [`crate::direct`]).
+#[derive(Default)]
+pub struct Inbox {
+    /// The stream has nothing queued, unsent or being replayed: the hub may write its next
+    /// events itself. Set by the stream task, cleared by the hub when it queues an event.
+    open: bool,
+    /// The highest sequence number the stream has handled or the hub has taken to write.
+    after: u64,
+    /// What the hub wrote, in order, for the task to fold into its standing.
+    written: Vec<Arc<Published>>,
+    /// Taken to write at the end of the current publish, in order (one write for all of a
+    /// commit's events).
+    staged: Vec<(Arc<Published>, Form)>,
+}
+
+/// How a staged event is written.
+#[derive(Clone, Copy)]
+enum Form {
+    /// Its shared JSON.
+    Shared,
+    /// Its own form, around the receiver's identity ([`Published::own_parts`]).
+    Own,
+    /// Not at all: the stream would not show it (it still folds it).
+    Hidden,
+}
+
+/// Events written into one stream before its task must be woken to take them in.
+const INBOX_LIMIT: usize = 32;
+
+struct Direct {
+    conn: Arc<Conn>,
+    inbox: Arc<Mutex<Inbox>>,
+    /// The subscriber's identity as a JSON string, for its own form of an event.
+    name: Option<Box<str>>,
+}
+
+impl Direct {
+    /// Takes the event to write at the end of the publish if the stream is idle, deciding as the
+    /// stream would (same filter, same form). `Ok(true)`: the first staged in this publish.
+    /// `Err`: the stream task must get this event through its queue, after the events returned
+    /// (staged earlier in this publish, now not to be written here).
+    fn stage(
+        &self,
+        published: &Arc<Published>,
+        class: ViewerClass,
+        identity: Option<&Identity>,
+    ) -> Result<bool, Vec<Arc<Published>>> {
+        let mut inbox = lock(&self.inbox);
+        let event = &published.event;
+        let form = if !inbox.open
+            || event.seq <= inbox.after
+            || inbox.written.len() + inbox.staged.len() >= INBOX_LIMIT
+        {
+            None
+        } else if !event.visible_to(class, identity) {
+            Some(Form::Hidden)
+        } else if event.has_own_view(class, identity) {
+            // Without the hub's rendering, the stream renders this form itself.
+            (published.own_parts().is_some() && self.name.is_some()).then_some(Form::Own)
+        } else {
+            Some(Form::Shared)
+        };
+        let Some(form) = form else {
+            inbox.open = false;
+            return Err(inbox.staged.drain(..).map(|(p, _)| p).collect());
+        };
+        inbox.after = event.seq;
+        inbox.staged.push((published.clone(), form));
+        Ok(inbox.staged.len() == 1)
+    }
+
+    /// Writes what was staged in one go. Returns what the task must get through its queue
+    /// instead, in order: everything if the connection was busy, or the last event when part of
+    /// the write is left for the task to flush (it wakes, takes the events in as written, skips
+    /// that one in its queue).
+    fn flush(&self, buf: &mut Vec<u8>) -> Vec<Arc<Published>> {
+        let mut inbox = lock(&self.inbox);
+        if inbox.staged.is_empty() {
+            return Vec::new();
+        }
+        buf.clear();
+        for (published, form) in &inbox.staged {
+            match form {
+                Form::Hidden => {}
+                Form::Shared => frame(buf, &[published.json.as_str()]),
+                Form::Own => {
+                    if let (Some((before, after)), Some(name)) = (published.own_parts(), &self.name)
+                    {
+                        frame(buf, &[before, name, after]);
+                    }
+                }
+            }
+        }
+        let outcome = if buf.is_empty() {
+            Inject::Whole
+        } else {
+            self.conn.inject(&[buf])
+        };
+        let staged = std::mem::take(&mut inbox.staged);
+        match outcome {
+            Inject::Whole => {
+                inbox.written.extend(staged.into_iter().map(|(p, _)| p));
+                Vec::new()
+            }
+            Inject::Partial => {
+                let last = staged.last().map(|(p, _)| p.clone());
+                inbox.written.extend(staged.into_iter().map(|(p, _)| p));
+                inbox.open = false;
+                last.into_iter().collect()
+            }
+            Inject::Busy => {
+                inbox.open = false;
+                staged.into_iter().map(|(p, _)| p).collect()
+            }
+        }
+    }
+}
+
+/// From this many streams to write, a second thread writes too (both cores send, as the writes
+/// are about all the work of a large fan-out).
+const SPLIT_AT: usize = 512;
+/// Streams a thread takes at a time.
+const CHUNK: usize = 32;
+
+/// Writes the staged events of `targets` (see [`Room::flush_one`]); returns those whose queue
+/// overflowed. Two threads take chunks from a shared counter, so if the helper is late to get a
+/// core, this thread simply writes more.
+fn flush_all(targets: &[(Key, &Sub)], frames: &mut Vec<u8>, split_at: usize) -> Vec<Key> {
+    let next = AtomicUsize::new(0);
+    let work = |frames: &mut Vec<u8>| {
+        let mut dropped = Vec::new();
+        loop {
+            let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+            let Some(chunk) = targets.get(start..(start + CHUNK).min(targets.len())) else {
+                break;
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            for (key, sub) in chunk {
+                if !Room::flush_one(sub, frames) {
+                    dropped.push(*key);
+                }
+            }
+        }
+        dropped
+    };
+    if targets.len() < split_at {
+        return work(frames);
+    }
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("event-writer".into())
+            .spawn_scoped(scope, || work(&mut Vec::new()));
+        let mut dropped = work(frames);
+        if let Ok(helper) = helper {
+            dropped.extend(helper.join().unwrap_or_default());
+        }
+        dropped
+    })
+}
+
+/// Appends a WebSocket text frame of the concatenated `parts`.
+fn frame(buf: &mut Vec<u8>, parts: &[&str]) {
+    let len = parts.iter().map(|p| p.len()).sum();
+    let (header, used) = text_frame_header(len);
+    buf.extend_from_slice(&header[..used]);
+    for part in parts {
+        buf.extend_from_slice(part.as_bytes());
+    }
 }
 
 /// One meeting's subscribers, indexed by class and by identity.
@@ -304,6 +487,10 @@ struct Room {
     by_identity: HashMap<Identity, Vec<Key>>,
     /// Reused buffer of recipients.
     scratch: Vec<Key>,
+    /// Subscribers with events staged to write at the end of the current publish.
+    staged: Vec<Key>,
+    /// Reused buffer for those writes.
+    frames: Vec<u8>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -343,6 +530,10 @@ impl Room {
     }
 
     fn remove(&mut self, key: Key) {
+        // What was staged for it goes out first (e.g. the event that ends its stream).
+        if let Some(sub) = self.subs.get(&key) {
+            Self::flush_one(sub, &mut self.frames);
+        }
         let Some(sub) = self.subs.remove(&key) else {
             return;
         };
@@ -366,6 +557,36 @@ impl Room {
         if old != new {
             self.class_set(old).remove(&key);
             self.class_set(new).insert(key);
+        }
+    }
+
+    /// Writes a subscriber's staged events; `false` when its queue overflowed taking those
+    /// that could not be written.
+    fn flush_one(sub: &Sub, frames: &mut Vec<u8>) -> bool {
+        let Some(direct) = &sub.direct else {
+            return true;
+        };
+        direct
+            .flush(frames)
+            .into_iter()
+            .all(|p| sub.tx.try_send(p).is_ok())
+    }
+
+    /// Writes every staged event (the end of a publish).
+    fn flush_staged(&mut self) {
+        let mut staged = std::mem::take(&mut self.staged);
+        let mut frames = std::mem::take(&mut self.frames);
+        let targets: Vec<(Key, &Sub)> = staged
+            .iter()
+            .filter_map(|key| self.subs.get(key).map(|sub| (*key, sub)))
+            .collect();
+        let dropped = flush_all(&targets, &mut frames, SPLIT_AT);
+        self.frames = frames;
+        staged.clear();
+        self.staged = staged;
+        for key in dropped {
+            tracing::debug!("dropped a realtime subscriber whose queue was full");
+            self.remove(key);
         }
     }
 
@@ -429,9 +650,29 @@ impl Room {
         if !recipients.is_empty() {
             let published = Arc::new(Published::new(event));
             for key in &recipients {
-                if let Some(sub) = self.subs.get(key)
-                    && sub.tx.try_send(published.clone()).is_err()
-                {
+                let Some(sub) = self.subs.get(key) else {
+                    continue;
+                };
+                let earlier = match &sub.direct {
+                    Some(direct) => {
+                        match direct.stage(&published, sub.standing.class(), sub.identity.as_ref())
+                        {
+                            Ok(first) => {
+                                if first {
+                                    self.staged.push(*key);
+                                }
+                                continue;
+                            }
+                            Err(earlier) => earlier,
+                        }
+                    }
+                    None => Vec::new(),
+                };
+                let queued = earlier
+                    .into_iter()
+                    .chain(std::iter::once(published.clone()))
+                    .all(|p| sub.tx.try_send(p).is_ok());
+                if !queued {
                     dropped.push(*key);
                 }
             }
@@ -494,13 +735,15 @@ impl Hub {
     }
 
     /// Registers a subscriber with the standing known at authentication; it receives every event
-    /// published from now on that this standing may see.
+    /// published from now on that this standing may see. Given its connection (a WebSocket
+    /// stream's), the hub writes into it directly while the stream is idle ([`Inbox`]).
     pub fn subscribe(
         &self,
         meeting: &MeetingId,
         identity: Option<Identity>,
         run: Option<InstanceId>,
         standing: Standing,
+        conn: Option<Arc<Conn>>,
     ) -> Subscription {
         let capacity = match standing.class() {
             ViewerClass::Host => self.inner.config.host_queue,
@@ -516,11 +759,24 @@ impl Hub {
                 meeting: meeting.clone(),
                 key: u64::MAX,
                 rx,
+                inbox: None,
             };
         }
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
+        let direct = conn.map(|conn| {
+            Arc::new(Direct {
+                conn,
+                inbox: Arc::default(),
+                name: identity
+                    .as_ref()
+                    .and_then(|i| serde_json::to_string(i.as_str()).ok())
+                    .map(String::into_boxed_str),
+            })
+        });
+        let inbox = direct.as_ref().map(|d| d.inbox.clone());
         let sub = Sub {
             tx,
+            direct,
             identity,
             run,
             standing,
@@ -536,6 +792,7 @@ impl Hub {
             meeting: meeting.clone(),
             key,
             rx,
+            inbox,
         }
     }
 
@@ -582,7 +839,7 @@ impl Hub {
 impl EventSink for Hub {
     fn publish(&self, events: &[Event]) {
         let mut current: Option<(MeetingId, Arc<Mutex<Room>>)> = None;
-        for event in events {
+        for (index, event) in events.iter().enumerate() {
             if current
                 .as_ref()
                 .is_none_or(|(id, _)| id != &event.meeting_id)
@@ -592,7 +849,16 @@ impl EventSink for Hub {
                     .map(|room| (event.meeting_id.clone(), room));
             }
             if let Some((_, room)) = &current {
-                lock(room).deliver(event);
+                let mut room = lock(room);
+                room.deliver(event);
+                // A commit's events for one meeting come together: one write per stream for
+                // all of them, after the last.
+                if events
+                    .get(index + 1)
+                    .is_none_or(|next| next.meeting_id != event.meeting_id)
+                {
+                    room.flush_staged();
+                }
             }
         }
     }
@@ -604,9 +870,30 @@ pub struct Subscription {
     meeting: MeetingId,
     key: Key,
     pub rx: mpsc::Receiver<Arc<Published>>,
+    inbox: Option<Arc<Mutex<Inbox>>>,
 }
 
 impl Subscription {
+    /// The events the hub wrote into the connection since the last call, in order.
+    pub fn take_written(&self) -> Vec<Arc<Published>> {
+        self.inbox
+            .as_ref()
+            .map(|inbox| std::mem::take(&mut lock(inbox).written))
+            .unwrap_or_default()
+    }
+
+    /// The stream has sent and flushed everything up to `after` and holds nothing else: the
+    /// hub may write its next events itself, unless one is already queued.
+    pub fn idle(&self, after: u64) {
+        if let Some(inbox) = &self.inbox {
+            let mut inbox = lock(inbox);
+            if self.rx.is_empty() && inbox.written.is_empty() {
+                inbox.open = true;
+                inbox.after = inbox.after.max(after);
+            }
+        }
+    }
+
     /// Tells the hub the subscriber's exact standing as of sequence number `as_of` (worked out
     /// from the store and the events since). See [`Settle`].
     pub fn settle(&self, standing: Standing, as_of: u64) -> Settle {
@@ -691,9 +978,21 @@ mod tests {
     fn admission_reaches_the_guest_and_hosts_only_and_makes_the_guest_a_member() {
         let hub = Hub::default();
         let r = run();
-        let mut alice = hub.subscribe(&meeting(), Some(id("alice")), Some(r.clone()), waiting());
-        let mut bob = hub.subscribe(&meeting(), Some(id("bob")), Some(r.clone()), waiting());
-        let mut admin = hub.subscribe(&meeting(), None, None, Standing::Admin);
+        let mut alice = hub.subscribe(
+            &meeting(),
+            Some(id("alice")),
+            Some(r.clone()),
+            waiting(),
+            None,
+        );
+        let mut bob = hub.subscribe(
+            &meeting(),
+            Some(id("bob")),
+            Some(r.clone()),
+            waiting(),
+            None,
+        );
+        let mut admin = hub.subscribe(&meeting(), None, None, Standing::Admin, None);
         hub.publish(&[admitted(1, &r, "alice")]);
         hub.publish(&[event(
             2,
@@ -708,14 +1007,177 @@ mod tests {
         assert_eq!(drain(&mut admin), [1, 2]);
     }
 
+    /// Reads one unmasked text frame (as the hub writes them) from the client's socket.
+    async fn read_frame(client: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 2];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[0], 0x81, "a final text frame");
+        let len = match head[1] {
+            126 => client.read_u16().await.unwrap() as usize,
+            127 => client.read_u64().await.unwrap() as usize,
+            n => n as usize,
+        };
+        let mut body = vec![0u8; len];
+        client.read_exact(&mut body).await.unwrap();
+        String::from_utf8(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_gets_its_events_written_by_the_hub_as_it_would_send_them() {
+        let hub = Hub::default();
+        let r = run();
+        let (io, mut client) = crate::direct::pair().await;
+        let (other_io, _other_client) = crate::direct::pair().await;
+        let quoted = r#"al"ice"#;
+        let mut alice = hub.subscribe(
+            &meeting(),
+            Some(id(quoted)),
+            Some(r.clone()),
+            waiting(),
+            Some(io.conn()),
+        );
+        let mut bob = hub.subscribe(
+            &meeting(),
+            Some(id("bob")),
+            Some(r.clone()),
+            waiting(),
+            Some(other_io.conn()),
+        );
+        let started = event(
+            1,
+            &r,
+            Audience::Everyone,
+            EventKind::MeetingStarted {
+                instance_id: r.clone(),
+                run: 1,
+                room_name: "r".into(),
+            },
+        );
+        // Not idle yet: queued for the stream task.
+        hub.publish(std::slice::from_ref(&started));
+        assert_eq!(drain(&mut alice), [1]);
+        alice.idle(1);
+        let kind = EventKind::ParticipantsAdmitted {
+            identities: vec![id(quoted), id("bob")],
+            room_name: "r".into(),
+            status: MeetingStatus::Live,
+        };
+        let bulk = event(2, &r, Audience::Admitted, kind);
+        hub.publish(std::slice::from_ref(&bulk));
+        // Written, not queued: the task is not woken, and takes it in later.
+        assert_eq!(drain(&mut alice), Vec::<u64>::new());
+        let written: Vec<u64> = alice.take_written().iter().map(|p| p.event.seq).collect();
+        assert_eq!(written, [2]);
+        let expected = Published::new(&bulk).own_view(&id(quoted)).unwrap();
+        assert_eq!(read_frame(&mut client).await, expected.as_str());
+        // Bob's stream never said it was idle: his copy is queued.
+        assert_eq!(drain(&mut bob), [1, 2]);
+        // The hub moved Alice along (now a member): a members' event is written too, whole.
+        let raised = event(
+            3,
+            &r,
+            Audience::Members,
+            EventKind::HandRaised {
+                identity: id("bob"),
+            },
+        );
+        hub.publish(std::slice::from_ref(&raised));
+        assert_eq!(
+            read_frame(&mut client).await,
+            Published::new(&raised).json.as_str()
+        );
+        // An event at or below what the stream already handled is never written.
+        alice.take_written();
+        hub.publish(&[raised]);
+        assert_eq!(drain(&mut alice), [3], "queued, for the task to skip");
+        let member = Standing::Participant {
+            role: Role::Speaker,
+            state: ParticipantState::Admitted,
+        };
+        assert_eq!(alice.settle(member, 3), Settle::Settled);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_threads_write_every_staged_stream_once() {
+        let hub = Hub::default();
+        let r = run();
+        let mut clients = Vec::new();
+        let mut subs = Vec::new();
+        let names: Vec<String> = (0..100).map(|i| format!("guest-{i:03}")).collect();
+        for name in &names {
+            let (io, client) = crate::direct::pair().await;
+            let sub = hub.subscribe(
+                &meeting(),
+                Some(id(name)),
+                Some(r.clone()),
+                waiting(),
+                Some(io.conn()),
+            );
+            sub.idle(0);
+            clients.push((io, client));
+            subs.push(sub);
+        }
+        let kind = EventKind::ParticipantsAdmitted {
+            identities: names.iter().map(|n| id(n)).collect(),
+            room_name: "r".into(),
+            status: MeetingStatus::Live,
+        };
+        let bulk = event(1, &r, Audience::Admitted, kind);
+        let published = Arc::new(Published::new(&bulk));
+        // Stage as a publish does, then write with the split forced low.
+        {
+            let room = hub.room(&meeting()).unwrap();
+            let mut room = lock(&room);
+            let mut keys = Vec::new();
+            for (key, sub) in &room.subs {
+                let direct = sub.direct.as_ref().unwrap();
+                let staged = direct.stage(&published, sub.standing.class(), sub.identity.as_ref());
+                assert!(matches!(staged, Ok(true)), "staged first");
+                keys.push(*key);
+            }
+            let targets: Vec<(Key, &Sub)> = keys.iter().map(|k| (*k, &room.subs[k])).collect();
+            let mut frames = Vec::new();
+            assert!(
+                flush_all(&targets, &mut frames, 2).is_empty(),
+                "nothing dropped"
+            );
+            room.staged.clear();
+        }
+        for ((_, client), (name, sub)) in clients.iter_mut().zip(names.iter().zip(&mut subs)) {
+            let expected = published.own_view(&id(name)).unwrap();
+            assert_eq!(read_frame(client).await, expected.as_str());
+            assert_eq!(sub.take_written().len(), 1);
+            assert_eq!(drain(sub), Vec::<u64>::new());
+        }
+    }
+
     #[test]
     fn a_bulk_admission_reaches_the_listed_guests_and_hosts_and_makes_them_members() {
         let hub = Hub::default();
         let r = run();
-        let mut alice = hub.subscribe(&meeting(), Some(id("alice")), Some(r.clone()), waiting());
-        let mut bob = hub.subscribe(&meeting(), Some(id("bob")), Some(r.clone()), waiting());
-        let mut carol = hub.subscribe(&meeting(), Some(id("carol")), Some(r.clone()), waiting());
-        let mut admin = hub.subscribe(&meeting(), None, None, Standing::Admin);
+        let mut alice = hub.subscribe(
+            &meeting(),
+            Some(id("alice")),
+            Some(r.clone()),
+            waiting(),
+            None,
+        );
+        let mut bob = hub.subscribe(
+            &meeting(),
+            Some(id("bob")),
+            Some(r.clone()),
+            waiting(),
+            None,
+        );
+        let mut carol = hub.subscribe(
+            &meeting(),
+            Some(id("carol")),
+            Some(r.clone()),
+            waiting(),
+            None,
+        );
+        let mut admin = hub.subscribe(&meeting(), None, None, Standing::Admin, None);
         let kind = EventKind::ParticipantsAdmitted {
             identities: vec![id("alice"), id("bob")],
             room_name: "r".into(),
@@ -793,8 +1255,20 @@ mod tests {
             ..HubConfig::default()
         });
         let r = run();
-        let mut slow = hub.subscribe(&meeting(), Some(id("slow")), Some(r.clone()), waiting());
-        let mut fast = hub.subscribe(&meeting(), Some(id("fast")), Some(r.clone()), waiting());
+        let mut slow = hub.subscribe(
+            &meeting(),
+            Some(id("slow")),
+            Some(r.clone()),
+            waiting(),
+            None,
+        );
+        let mut fast = hub.subscribe(
+            &meeting(),
+            Some(id("fast")),
+            Some(r.clone()),
+            waiting(),
+            None,
+        );
         for seq in 1..=5 {
             hub.publish(&[event(
                 seq,
@@ -820,8 +1294,20 @@ mod tests {
     fn revocation_and_new_runs_close_the_stream_and_settle_corrects_a_stale_standing() {
         let hub = Hub::default();
         let r = run();
-        let alice = hub.subscribe(&meeting(), Some(id("alice")), Some(r.clone()), waiting());
-        let _bob = hub.subscribe(&meeting(), Some(id("bob")), Some(r.clone()), waiting());
+        let alice = hub.subscribe(
+            &meeting(),
+            Some(id("alice")),
+            Some(r.clone()),
+            waiting(),
+            None,
+        );
+        let _bob = hub.subscribe(
+            &meeting(),
+            Some(id("bob")),
+            Some(r.clone()),
+            waiting(),
+            None,
+        );
         let member = Standing::Participant {
             role: Role::Speaker,
             state: ParticipantState::Admitted,

@@ -282,13 +282,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
-        // No Nagle delay on small event frames (and API answers).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        // Connections whose write side the event hub can reach (convene_api::direct).
+        let listener = convene_api::direct::Listener::new(listener);
         axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app.into_make_service_with_connect_info::<convene_api::direct::Peer>(),
         )
         .with_graceful_shutdown(async move {
             token.cancelled().await;

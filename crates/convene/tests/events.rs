@@ -305,7 +305,7 @@ async fn a_mass_admission_shows_each_guest_only_itself(app: TestApp) {
     sse.read_until(|r| !r.is_empty()).await;
     admin.read_until(|r| !r.is_empty()).await;
 
-    host_joins(&app, &meeting, "host").await;
+    let host = host_joins(&app, &meeting, "host").await;
 
     admin
         .read_until(|r| r.iter().any(|e| e["type"] == "participants.admitted"))
@@ -356,6 +356,16 @@ async fn a_mass_admission_shows_each_guest_only_itself(app: TestApp) {
             .all(|e| e["type"] != "participants.admitted"),
         "guests never get the list"
     );
+    // The idle guest's admission was written by the hub, not its stream task: the stream goes on
+    // as a member's, each event once and in order.
+    let said = chat(&app, &id, &host, "welcome").await;
+    ws.read_through(said).await;
+    let seqs = ws.seqs();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "no duplicate, no reordering: {seqs:?}"
+    );
+    assert_eq!(ws.received.last().unwrap()["type"], "chat.message");
     app.stop().await;
 }
 

@@ -1,7 +1,9 @@
 //! Reading a meeting's event log, filtered to what the caller may see: a JSON page, or (with
 //! `Accept: text/event-stream` or a WebSocket upgrade) the live stream of [`super::stream`].
 
-use axum::extract::{FromRequestParts, State, WebSocketUpgrade};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +17,7 @@ use utoipa::IntoParams;
 use super::meeting_id;
 use super::stream;
 use crate::auth::{Principal, authenticate_request};
+use crate::direct::{Conn, Peer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
 use crate::state::AppState;
@@ -39,7 +42,8 @@ pub struct EventParams {
 pub enum Delivery {
     Page,
     ServerSentEvents,
-    WebSocket(WebSocketUpgrade),
+    /// With the connection, when the server's listener shares it ([`crate::direct::Peer`]).
+    WebSocket(WebSocketUpgrade, Option<Arc<Conn>>),
 }
 
 impl FromRequestParts<AppState> for Delivery {
@@ -55,9 +59,13 @@ impl FromRequestParts<AppState> for Delivery {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         if upgrade.eq_ignore_ascii_case("websocket") {
+            let conn = parts
+                .extensions
+                .get::<ConnectInfo<Peer>>()
+                .map(|ConnectInfo(peer)| peer.conn.clone());
             return WebSocketUpgrade::from_request_parts(parts, state)
                 .await
-                .map(Self::WebSocket)
+                .map(|upgrade| Self::WebSocket(upgrade, conn))
                 .map_err(|rejection| {
                     ApiError::new(
                         convene_core::ErrorCode::InvalidRequest,
@@ -182,9 +190,9 @@ pub async fn list(
             let opening = stream::authorize(&state, &principal, &id).await?;
             stream::sse(state, opening, after).await
         }
-        Delivery::WebSocket(upgrade) => {
+        Delivery::WebSocket(upgrade, conn) => {
             let opening = stream::authorize(&state, &principal, &id).await?;
-            Ok(stream::websocket(upgrade, state, opening, after))
+            Ok(stream::websocket(upgrade, state, opening, after, conn))
         }
     }
 }

@@ -24,6 +24,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::auth::Principal;
+use crate::direct::Conn;
 use crate::error::ApiResult;
 use crate::hub::{CloseReason, Published, Settle, Standing, Step, Subscription};
 use crate::state::AppState;
@@ -50,6 +51,8 @@ pub struct Opening {
     /// When the token the stream was opened with expires (participants' tokens): the stream
     /// ends then, checked at each keep-alive.
     expires_at: Option<convene_core::Timestamp>,
+    /// A WebSocket's connection, for the hub to write into while the stream is idle.
+    conn: Option<Arc<Conn>>,
 }
 
 fn standing_of(participant: &Participant) -> Standing {
@@ -75,6 +78,7 @@ pub async fn authorize(
                 epoch: 0,
                 standing: Standing::Admin,
                 expires_at: None,
+                conn: None,
             })
         }
         Caller::Participant {
@@ -97,6 +101,7 @@ pub async fn authorize(
                     crate::auth::Principal::Participant(token) => Some(token.expires_at),
                     _ => None,
                 },
+                conn: None,
             })
         }
     }
@@ -176,10 +181,11 @@ impl Feed {
             epoch,
             standing,
             expires_at: _,
+            conn,
         } = opening;
         let sub = state
             .hub
-            .subscribe(&meeting, identity.clone(), run.clone(), standing);
+            .subscribe(&meeting, identity.clone(), run.clone(), standing, conn);
         let current = state.meetings.meeting(&meeting).await?;
         let at = current.last_seq;
         // Read after subscribing: every own event after `at` is then in the store or the queue.
@@ -331,6 +337,33 @@ impl Feed {
         }
     }
 
+    /// Takes in the events the hub wrote into the connection itself (already sent): they move
+    /// the standing and the sequence number as if this feed had sent them.
+    pub fn take_written(&mut self) {
+        for published in self.sub.take_written() {
+            let seq = published.event.seq;
+            if seq <= self.last_seq {
+                continue;
+            }
+            self.last_seq = seq;
+            if self.fold(&published.event) || !self.settled {
+                self.settle();
+            }
+        }
+    }
+
+    /// Lets the hub write the next events into the connection itself when nothing is left to
+    /// send here (everything sent is flushed by then) and the hub routes by this standing.
+    pub fn idle(&self) {
+        if self.backlog.is_empty()
+            && self.replay.is_none()
+            && self.closing.is_none()
+            && self.settled
+        {
+            self.sub.idle(self.last_seq);
+        }
+    }
+
     /// The next frame ready to send, without waiting.
     pub fn pop(&mut self) -> Option<Frame> {
         self.backlog.pop_front()
@@ -417,8 +450,10 @@ impl Feed {
         self.sub.rx.recv().await
     }
 
-    /// Takes one item from the live queue (`None`: the hub dropped this subscriber).
+    /// Takes one item from the live queue (`None`: the hub dropped this subscriber), after
+    /// whatever the hub wrote itself before it.
     pub fn accept(&mut self, item: Option<Arc<Published>>) {
+        self.take_written();
         let Some(published) = item else {
             let reason = if self.state.hub.is_closed() {
                 CloseReason::Shutdown
@@ -535,7 +570,9 @@ pub fn websocket(
     state: AppState,
     opening: Opening,
     after: Option<u64>,
+    conn: Option<Arc<Conn>>,
 ) -> Response {
+    let opening = Opening { conn, ..opening };
     upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(16 * 1024)
@@ -578,6 +615,7 @@ async fn write_all(socket: &mut WebSocket, feed: &mut Feed) -> Result<(), axum::
 
 async fn session(mut socket: WebSocket, state: AppState, opening: Opening, after: Option<u64>) {
     let expires_at = opening.expires_at;
+    let conn = opening.conn.clone();
     let clock = state.meetings.clone();
     // Opening and replay await store queries whose futures are large: boxed, so the idle
     // session's future (and so each idle connection) stays small.
@@ -598,7 +636,7 @@ async fn session(mut socket: WebSocket, state: AppState, opening: Opening, after
     let ping = tokio::time::sleep(KEEPALIVE);
     tokio::pin!(ping);
     loop {
-        if feed.has_frames() {
+        if feed.has_frames() || conn.as_ref().is_some_and(|c| c.has_pending()) {
             match tokio::time::timeout(WRITE_TIMEOUT, write_all(&mut socket, &mut feed)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
@@ -621,6 +659,7 @@ async fn session(mut socket: WebSocket, state: AppState, opening: Opening, after
             Box::pin(feed.fill()).await;
             continue;
         }
+        feed.idle();
         tokio::select! {
             item = feed.recv() => {
                 feed.accept(item);
@@ -641,6 +680,7 @@ async fn session(mut socket: WebSocket, state: AppState, opening: Opening, after
                 }
             },
             () = &mut ping => {
+                feed.take_written();
                 if expires_at.is_some_and(|at| clock.now() >= at) {
                     let reason = CloseReason::Expired;
                     close(&mut socket, close_code(reason), reason.as_str()).await;
