@@ -11,6 +11,9 @@
 //! when the stack above has no frame of its own half-written (it flushed after its last write),
 //! and bytes an injection could not hand to the kernel at once go out, in
 //! [`ConnIo::poll_write`] and [`ConnIo::poll_flush`], before anything the stack writes next.
+//!
+//! Injected frames are plain WebSocket frames written to the TCP socket: this is only for a
+//! listener that serves plain TCP. One that terminates TLS itself must not hand out [`Peer`].
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
