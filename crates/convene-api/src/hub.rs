@@ -13,7 +13,7 @@
 //!   order they are published; the stream task re-checks it against the store at its seam
 //!   ([`Subscription::settle`]) and re-reads the store when the hub had it wrong.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -22,6 +22,7 @@ use convene_core::event::{Audience, Event, EventKind, ViewerClass};
 use convene_core::ids::{Identity, InstanceId, MeetingId};
 use convene_core::participant::{ParticipantState, Role};
 use convene_core::ports::EventSink;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::mpsc;
 
 use crate::direct::{Conn, Inject, text_frame_header};
@@ -480,10 +481,12 @@ fn frame(buf: &mut Vec<u8>, parts: &[&str]) {
 /// One meeting's subscribers, indexed by class and by identity.
 #[derive(Default)]
 struct Room {
-    subs: HashMap<Key, Sub>,
-    hosts: HashSet<Key>,
-    members: HashSet<Key>,
-    waiting: HashSet<Key>,
+    // Keys are the hub's own counter, so a fast hash is safe here; identities (chosen by
+    // clients) keep the standard, flood-resistant one.
+    subs: FxHashMap<Key, Sub>,
+    hosts: FxHashSet<Key>,
+    members: FxHashSet<Key>,
+    waiting: FxHashSet<Key>,
     by_identity: HashMap<Identity, Vec<Key>>,
     /// Reused buffer of recipients.
     scratch: Vec<Key>,
@@ -510,7 +513,7 @@ pub enum Settle {
 }
 
 impl Room {
-    fn class_set(&mut self, class: ViewerClass) -> &mut HashSet<Key> {
+    fn class_set(&mut self, class: ViewerClass) -> &mut FxHashSet<Key> {
         match class {
             ViewerClass::Host => &mut self.hosts,
             ViewerClass::Member => &mut self.members,
