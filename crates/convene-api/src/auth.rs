@@ -220,12 +220,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
             .extensions
             .get::<ConnectInfo<crate::direct::Peer>>()
             .map(|ConnectInfo(peer)| peer.addr.ip())
-            .or_else(|| {
-                parts
-                    .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|ConnectInfo(addr)| addr.ip())
-            })
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let ip = match parts.extensions.get::<TrustedProxies>() {
             Some(trusted) => trusted.client(peer, &parts.headers),

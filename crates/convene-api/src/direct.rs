@@ -91,7 +91,7 @@ struct Wire {
 /// What [`Conn::inject`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inject {
-    /// The kernel took the whole frame.
+    /// The kernel took all of it.
     Whole,
     /// The kernel took part of it (or none); the rest goes out at the stack's next write or
     /// flush, which the caller must see to.
@@ -110,36 +110,22 @@ impl Conn {
         self.wire.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes one whole frame, given in `parts`, unless the stack is mid-frame. Never waits.
-    pub fn inject(&self, parts: &[&[u8]]) -> Inject {
+    /// Writes whole frames (`bytes`) unless the stack is mid-frame. Never waits.
+    pub fn inject(&self, bytes: &[u8]) -> Inject {
         let mut wire = self.wire();
         if wire.dirty || !wire.pending.is_empty() {
             return Inject::Busy;
         }
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut slices = [IoSlice::new(&[]); 4];
-        for (slice, part) in slices.iter_mut().zip(parts) {
-            *slice = IoSlice::new(part);
-        }
-        // Parts past the fourth, if any, are kept as not written below.
-        let written = match self
-            .stream()
-            .try_write_vectored(&slices[..parts.len().min(4)])
-        {
+        let written = match self.stream().try_write(bytes) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             // A broken connection: its reader sees the error and ends the stream.
             Err(_) => return Inject::Busy,
         };
-        if written == total {
+        if written == bytes.len() {
             return Inject::Whole;
         }
-        let mut skip = written;
-        for part in parts {
-            let keep = part.get(skip..).unwrap_or_default();
-            skip = skip.saturating_sub(part.len());
-            wire.pending.extend_from_slice(keep);
-        }
+        wire.pending.extend_from_slice(&bytes[written..]);
         Inject::Partial
     }
 
@@ -312,13 +298,13 @@ mod tests {
     async fn nothing_is_injected_into_a_frame_the_stack_has_not_flushed() {
         let (mut io, mut client) = pair().await;
         let conn = io.conn.clone();
-        assert_eq!(conn.inject(&[b"<a>"]), Inject::Whole);
+        assert_eq!(conn.inject(b"<a>"), Inject::Whole);
         io.write_all(b"<b").await.unwrap();
         // Mid-frame: refused.
-        assert_eq!(conn.inject(&[b"<x>"]), Inject::Busy);
+        assert_eq!(conn.inject(b"<x>"), Inject::Busy);
         io.write_all(b">").await.unwrap();
         io.flush().await.unwrap();
-        assert_eq!(conn.inject(&[b"<c", b">"]), Inject::Whole);
+        assert_eq!(conn.inject(b"<c>"), Inject::Whole);
         let mut got = vec![0u8; 9];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(got, b"<a><b><c>");
@@ -330,16 +316,17 @@ mod tests {
         let conn = io.conn.clone();
         // Fill the socket's buffers (the client reads nothing yet).
         let chunk = vec![b'.'; 64 * 1024];
+        let frame = [&b"["[..], &chunk, b"]"].concat();
         let mut outcome = Inject::Whole;
         let mut sent = 0usize;
         while outcome == Inject::Whole {
-            outcome = conn.inject(&[b"[", &chunk, b"]"]);
+            outcome = conn.inject(&frame);
             sent += chunk.len() + 2;
             assert!(sent < 512 * 1024 * 1024, "the socket never filled");
         }
         assert_eq!(outcome, Inject::Partial);
         assert!(conn.has_pending());
-        assert_eq!(conn.inject(&[b"[x]"]), Inject::Busy);
+        assert_eq!(conn.inject(b"[x]"), Inject::Busy);
         let reader = tokio::spawn(async move {
             let mut all = Vec::new();
             client.read_to_end(&mut all).await.unwrap();

@@ -308,7 +308,7 @@ struct Sub {
 /// Events the hub wrote straight into an idle stream's connection, for its task to take in (the
 /// task is not woken for them; see [`crate::direct`]).
 #[derive(Default)]
-pub struct Inbox {
+struct Inbox {
     /// The stream has nothing queued, unsent or being replayed: the hub may write its next
     /// events itself. Set by the stream task, cleared by the hub when it queues an event.
     open: bool,
@@ -402,7 +402,7 @@ impl Direct {
         let outcome = if buf.is_empty() {
             Inject::Whole
         } else {
-            self.conn.inject(&[buf])
+            self.conn.inject(buf)
         };
         let staged = std::mem::take(&mut inbox.staged);
         match outcome {
@@ -439,13 +439,10 @@ fn flush_all(targets: &[(Key, &Sub)], frames: &mut Vec<u8>, split_at: usize) -> 
         let mut dropped = Vec::new();
         loop {
             let start = next.fetch_add(CHUNK, Ordering::Relaxed);
-            let Some(chunk) = targets.get(start..(start + CHUNK).min(targets.len())) else {
-                break;
-            };
-            if chunk.is_empty() {
+            if start >= targets.len() {
                 break;
             }
-            for (key, sub) in chunk {
+            for (key, sub) in &targets[start..(start + CHUNK).min(targets.len())] {
                 if !Room::flush_one(sub, frames) {
                     dropped.push(*key);
                 }
@@ -960,6 +957,17 @@ mod tests {
         }
     }
 
+    /// A waiting guest's subscription, written into directly when given its connection.
+    fn guest(hub: &Hub, name: &str, run: &InstanceId, conn: Option<Arc<Conn>>) -> Subscription {
+        hub.subscribe(
+            &meeting(),
+            Some(id(name)),
+            Some(run.clone()),
+            waiting(),
+            conn,
+        )
+    }
+
     fn drain(sub: &mut Subscription) -> Vec<u64> {
         let mut seqs = Vec::new();
         while let Ok(p) = sub.rx.try_recv() {
@@ -981,20 +989,8 @@ mod tests {
     fn admission_reaches_the_guest_and_hosts_only_and_makes_the_guest_a_member() {
         let hub = Hub::default();
         let r = run();
-        let mut alice = hub.subscribe(
-            &meeting(),
-            Some(id("alice")),
-            Some(r.clone()),
-            waiting(),
-            None,
-        );
-        let mut bob = hub.subscribe(
-            &meeting(),
-            Some(id("bob")),
-            Some(r.clone()),
-            waiting(),
-            None,
-        );
+        let mut alice = guest(&hub, "alice", &r, None);
+        let mut bob = guest(&hub, "bob", &r, None);
         let mut admin = hub.subscribe(&meeting(), None, None, Standing::Admin, None);
         hub.publish(&[admitted(1, &r, "alice")]);
         hub.publish(&[event(
@@ -1033,20 +1029,8 @@ mod tests {
         let (io, mut client) = crate::direct::pair().await;
         let (other_io, _other_client) = crate::direct::pair().await;
         let quoted = r#"al"ice"#;
-        let mut alice = hub.subscribe(
-            &meeting(),
-            Some(id(quoted)),
-            Some(r.clone()),
-            waiting(),
-            Some(io.conn()),
-        );
-        let mut bob = hub.subscribe(
-            &meeting(),
-            Some(id("bob")),
-            Some(r.clone()),
-            waiting(),
-            Some(other_io.conn()),
-        );
+        let mut alice = guest(&hub, quoted, &r, Some(io.conn()));
+        let mut bob = guest(&hub, "bob", &r, Some(other_io.conn()));
         let started = event(
             1,
             &r,
@@ -1110,13 +1094,7 @@ mod tests {
         let names: Vec<String> = (0..100).map(|i| format!("guest-{i:03}")).collect();
         for name in &names {
             let (io, client) = crate::direct::pair().await;
-            let sub = hub.subscribe(
-                &meeting(),
-                Some(id(name)),
-                Some(r.clone()),
-                waiting(),
-                Some(io.conn()),
-            );
+            let sub = guest(&hub, name, &r, Some(io.conn()));
             sub.idle(0);
             clients.push((io, client));
             subs.push(sub);
@@ -1159,27 +1137,9 @@ mod tests {
     fn a_bulk_admission_reaches_the_listed_guests_and_hosts_and_makes_them_members() {
         let hub = Hub::default();
         let r = run();
-        let mut alice = hub.subscribe(
-            &meeting(),
-            Some(id("alice")),
-            Some(r.clone()),
-            waiting(),
-            None,
-        );
-        let mut bob = hub.subscribe(
-            &meeting(),
-            Some(id("bob")),
-            Some(r.clone()),
-            waiting(),
-            None,
-        );
-        let mut carol = hub.subscribe(
-            &meeting(),
-            Some(id("carol")),
-            Some(r.clone()),
-            waiting(),
-            None,
-        );
+        let mut alice = guest(&hub, "alice", &r, None);
+        let mut bob = guest(&hub, "bob", &r, None);
+        let mut carol = guest(&hub, "carol", &r, None);
         let mut admin = hub.subscribe(&meeting(), None, None, Standing::Admin, None);
         let kind = EventKind::ParticipantsAdmitted {
             identities: vec![id("alice"), id("bob")],
@@ -1258,20 +1218,8 @@ mod tests {
             ..HubConfig::default()
         });
         let r = run();
-        let mut slow = hub.subscribe(
-            &meeting(),
-            Some(id("slow")),
-            Some(r.clone()),
-            waiting(),
-            None,
-        );
-        let mut fast = hub.subscribe(
-            &meeting(),
-            Some(id("fast")),
-            Some(r.clone()),
-            waiting(),
-            None,
-        );
+        let mut slow = guest(&hub, "slow", &r, None);
+        let mut fast = guest(&hub, "fast", &r, None);
         for seq in 1..=5 {
             hub.publish(&[event(
                 seq,
@@ -1297,20 +1245,8 @@ mod tests {
     fn revocation_and_new_runs_close_the_stream_and_settle_corrects_a_stale_standing() {
         let hub = Hub::default();
         let r = run();
-        let alice = hub.subscribe(
-            &meeting(),
-            Some(id("alice")),
-            Some(r.clone()),
-            waiting(),
-            None,
-        );
-        let _bob = hub.subscribe(
-            &meeting(),
-            Some(id("bob")),
-            Some(r.clone()),
-            waiting(),
-            None,
-        );
+        let alice = guest(&hub, "alice", &r, None);
+        let _bob = guest(&hub, "bob", &r, None);
         let member = Standing::Participant {
             role: Role::Speaker,
             state: ParticipantState::Admitted,

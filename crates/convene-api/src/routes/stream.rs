@@ -51,8 +51,6 @@ pub struct Opening {
     /// When the token the stream was opened with expires (participants' tokens): the stream
     /// ends then, checked at each keep-alive.
     expires_at: Option<convene_core::Timestamp>,
-    /// A WebSocket's connection, for the hub to write into while the stream is idle.
-    conn: Option<Arc<Conn>>,
 }
 
 fn standing_of(participant: &Participant) -> Standing {
@@ -78,7 +76,6 @@ pub async fn authorize(
                 epoch: 0,
                 standing: Standing::Admin,
                 expires_at: None,
-                conn: None,
             })
         }
         Caller::Participant {
@@ -101,7 +98,6 @@ pub async fn authorize(
                     crate::auth::Principal::Participant(token) => Some(token.expires_at),
                     _ => None,
                 },
-                conn: None,
             })
         }
     }
@@ -173,7 +169,13 @@ pub struct Feed {
 
 impl Feed {
     /// Subscribes, then reads the store: a snapshot (`after` = None) or a replay after `after`.
-    pub async fn open(state: AppState, opening: Opening, after: Option<u64>) -> ApiResult<Self> {
+    /// Given a WebSocket's connection, the hub writes into it while the stream is idle.
+    pub async fn open(
+        state: AppState,
+        opening: Opening,
+        after: Option<u64>,
+        conn: Option<Arc<Conn>>,
+    ) -> ApiResult<Self> {
         let Opening {
             meeting,
             identity,
@@ -181,7 +183,6 @@ impl Feed {
             epoch,
             standing,
             expires_at: _,
-            conn,
         } = opening;
         let sub = state
             .hub
@@ -506,7 +507,7 @@ pub async fn sse(state: AppState, opening: Opening, after: Option<u64>) -> ApiRe
     let deadline = opening
         .expires_at
         .map(|at| tokio::time::Instant::now() + state.meetings.now().until(at));
-    let feed = Feed::open(state, opening, after).await?;
+    let feed = Feed::open(state, opening, after, None).await?;
     let stream = futures::stream::unfold(Some(feed), move |feed| async move {
         let mut feed = feed?;
         let next = match deadline {
@@ -572,7 +573,6 @@ pub fn websocket(
     after: Option<u64>,
     conn: Option<Arc<Conn>>,
 ) -> Response {
-    let opening = Opening { conn, ..opening };
     upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(16 * 1024)
@@ -581,7 +581,7 @@ pub fn websocket(
         .max_frame_size(MAX_CLIENT_FRAME)
         .on_upgrade(move |socket| async move {
             // The session future is boxed so an idle connection's task stays small.
-            Box::pin(session(socket, state, opening, after)).await;
+            Box::pin(session(socket, state, opening, after, conn)).await;
         })
 }
 
@@ -613,13 +613,18 @@ async fn write_all(socket: &mut WebSocket, feed: &mut Feed) -> Result<(), axum::
     socket.flush().await
 }
 
-async fn session(mut socket: WebSocket, state: AppState, opening: Opening, after: Option<u64>) {
+async fn session(
+    mut socket: WebSocket,
+    state: AppState,
+    opening: Opening,
+    after: Option<u64>,
+    conn: Option<Arc<Conn>>,
+) {
     let expires_at = opening.expires_at;
-    let conn = opening.conn.clone();
     let clock = state.meetings.clone();
     // Opening and replay await store queries whose futures are large: boxed, so the idle
     // session's future (and so each idle connection) stays small.
-    let mut feed = match Box::pin(Feed::open(state, opening, after)).await {
+    let mut feed = match Box::pin(Feed::open(state, opening, after, conn.clone())).await {
         Ok(feed) => feed,
         Err(e) => {
             let code = if e.code.http_status() < 500 {
