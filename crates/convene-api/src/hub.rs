@@ -404,21 +404,22 @@ impl Direct {
         } else {
             self.conn.inject(buf)
         };
-        let staged = std::mem::take(&mut inbox.staged);
+        let staged = std::mem::take(&mut inbox.staged)
+            .into_iter()
+            .map(|(p, _)| p);
         match outcome {
             Inject::Whole => {
-                inbox.written.extend(staged.into_iter().map(|(p, _)| p));
+                inbox.written.extend(staged);
                 Vec::new()
             }
             Inject::Partial => {
-                let last = staged.last().map(|(p, _)| p.clone());
-                inbox.written.extend(staged.into_iter().map(|(p, _)| p));
+                inbox.written.extend(staged);
                 inbox.open = false;
-                last.into_iter().collect()
+                inbox.written.last().cloned().into_iter().collect()
             }
             Inject::Busy => {
                 inbox.open = false;
-                staged.into_iter().map(|(p, _)| p).collect()
+                staged.collect()
             }
         }
     }
@@ -535,20 +536,15 @@ impl Room {
     /// thread. (A second writer thread was measured: it made a 1,000-guest admission slower, by
     /// taking the core the guests' readers run on, and a 10,000-guest one no faster.)
     fn flush_staged(&mut self) {
-        let mut staged = std::mem::take(&mut self.staged);
-        let mut frames = std::mem::take(&mut self.frames);
-        let dropped: Vec<Key> = staged
-            .iter()
-            .filter(|key| {
-                self.subs
-                    .get(key)
-                    .is_some_and(|sub| !Self::flush_one(sub, &mut frames))
-            })
-            .copied()
-            .collect();
-        self.frames = frames;
-        staged.clear();
-        self.staged = staged;
+        let mut dropped = Vec::new();
+        for key in &self.staged {
+            if let Some(sub) = self.subs.get(key)
+                && !Self::flush_one(sub, &mut self.frames)
+            {
+                dropped.push(*key);
+            }
+        }
+        self.staged.clear();
         for key in dropped {
             tracing::debug!("dropped a realtime subscriber whose queue was full");
             self.remove(key);
@@ -618,19 +614,17 @@ impl Room {
                 let Some(sub) = self.subs.get(key) else {
                     continue;
                 };
-                let earlier = match &sub.direct {
-                    Some(direct) => {
-                        match direct.stage(&published, sub.standing.class(), sub.identity.as_ref())
-                        {
-                            Ok(first) => {
-                                if first {
-                                    self.staged.push(*key);
-                                }
-                                continue;
-                            }
-                            Err(earlier) => earlier,
+                let staged = sub.direct.as_ref().map(|direct| {
+                    direct.stage(&published, sub.standing.class(), sub.identity.as_ref())
+                });
+                let earlier = match staged {
+                    Some(Ok(first)) => {
+                        if first {
+                            self.staged.push(*key);
                         }
+                        continue;
                     }
+                    Some(Err(earlier)) => earlier,
                     None => Vec::new(),
                 };
                 let queued = earlier

@@ -342,14 +342,27 @@ impl Feed {
     /// the standing and the sequence number as if this feed had sent them.
     pub fn take_written(&mut self) {
         for published in self.sub.take_written() {
-            let seq = published.event.seq;
-            if seq <= self.last_seq {
-                continue;
-            }
-            self.last_seq = seq;
-            if self.fold(&published.event) || !self.settled {
-                self.settle();
-            }
+            self.take_in(&published, true);
+        }
+    }
+
+    /// Moves the sequence number and the standing past one live event, queueing its frame unless
+    /// it was `sent` already (by the hub) or this stream does not show it.
+    fn take_in(&mut self, published: &Arc<Published>, sent: bool) {
+        let seq = published.event.seq;
+        if seq <= self.last_seq {
+            return;
+        }
+        self.last_seq = seq;
+        if !sent && self.visible(&published.event) {
+            let frame = self
+                .rendered_own_view(published)
+                .or_else(|| self.own_view(&published.event))
+                .unwrap_or_else(|| Frame::Event(published.clone()));
+            self.backlog.push_back(frame);
+        }
+        if self.fold(&published.event) || !self.settled {
+            self.settle();
         }
     }
 
@@ -464,21 +477,7 @@ impl Feed {
             self.closing.get_or_insert(reason);
             return;
         };
-        let seq = published.event.seq;
-        if seq <= self.last_seq {
-            return;
-        }
-        self.last_seq = seq;
-        if self.visible(&published.event) {
-            let frame = self
-                .rendered_own_view(&published)
-                .or_else(|| self.own_view(&published.event))
-                .unwrap_or_else(|| Frame::Event(published.clone()));
-            self.backlog.push_back(frame);
-        }
-        if self.fold(&published.event) || !self.settled {
-            self.settle();
-        }
+        self.take_in(&published, false);
     }
 
     /// The next frame, waiting as needed; `None` when the stream ends (see [`Feed::closing`]).
