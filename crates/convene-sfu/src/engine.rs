@@ -17,6 +17,7 @@ use proto::signal_request::Message as Req;
 use proto::signal_response::Message as Resp;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rustc_hash::FxHashMap;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::crypto::CryptoProvider;
@@ -36,6 +37,10 @@ use crate::{Admitted, MediaEvent, Permission, SfuError};
 /// Identifies one signalling connection (one participant session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
+
+/// Names one published track inside the engine, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TrackKey(u64);
 
 /// Which of a participant's two peer connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,6 +146,8 @@ impl Peer {
 
 struct Published {
     sid: TrackSid,
+    /// Engine-unique, so forwarding matches a packet to its down tracks without comparing sids.
+    key: TrackKey,
     cid: String,
     kind: MediaKind,
     mid: Option<Mid>,
@@ -173,6 +180,7 @@ impl DownState {
 struct DownTrack {
     track_sid: String,
     source: ConnId,
+    source_key: TrackKey,
     source_sid: String,
     kind: MediaKind,
     state: DownState,
@@ -256,7 +264,8 @@ pub struct Engine {
     config: EngineConfig,
     crypto: Arc<CryptoProvider>,
     rooms: BTreeMap<String, Room>,
-    participants: HashMap<ConnId, Participant>,
+    /// Keyed by the engine's own sequential connection ids, so the fast hash is safe.
+    participants: FxHashMap<ConnId, Participant>,
     route_cache: HashMap<SocketAddr, (ConnId, PcKind)>,
     outputs: VecDeque<Output>,
     events: VecDeque<(ConnId, PcKind, Event)>,
@@ -273,6 +282,7 @@ pub struct Engine {
     epoch: Instant,
     epoch_unix_ms: i64,
     next_housekeeping: Instant,
+    next_track_key: u64,
 }
 
 impl Engine {
@@ -282,7 +292,7 @@ impl Engine {
             config,
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
             rooms: BTreeMap::new(),
-            participants: HashMap::new(),
+            participants: FxHashMap::default(),
             route_cache: HashMap::new(),
             outputs: VecDeque::new(),
             events: VecDeque::new(),
@@ -294,6 +304,7 @@ impl Engine {
             epoch: now,
             epoch_unix_ms: now_unix_ms,
             next_housekeeping: now,
+            next_track_key: 0,
         }
     }
 
@@ -747,8 +758,10 @@ impl Engine {
         };
         let sid = TrackSid::generate(&mut self.rng);
         let info = signal::track_info_from_request(&add, sid.as_str());
+        self.next_track_key += 1;
         participant.published.push(Published {
             sid,
+            key: TrackKey(self.next_track_key),
             cid: add.cid.chars().take(256).collect(),
             kind,
             mid: None,
@@ -962,7 +975,7 @@ impl Engine {
             return;
         };
         // Every announced track of the other members of the room.
-        let mut available: Vec<(String, ConnId, String, MediaKind)> = Vec::new();
+        let mut available: Vec<(String, TrackKey, ConnId, String, MediaKind)> = Vec::new();
         for member in self.members(&participant.room) {
             if member == conn {
                 continue;
@@ -971,6 +984,7 @@ impl Engine {
                 for track in other.published.iter().filter(|t| t.mid.is_some()) {
                     available.push((
                         track.sid.to_string(),
+                        track.key,
                         member,
                         other.info.sid.clone(),
                         track.kind,
@@ -997,7 +1011,7 @@ impl Engine {
                 DownState::ToStop(_) | DownState::NegotiatingStop(_) => true,
             }
         });
-        for (sid, source, source_sid, kind) in wanted {
+        for (sid, source_key, source, source_sid, kind) in wanted {
             let present = participant.down.iter().any(|d| {
                 d.track_sid == sid
                     && !matches!(
@@ -1009,6 +1023,7 @@ impl Engine {
                 participant.down.push(DownTrack {
                     track_sid: sid,
                     source,
+                    source_key,
                     source_sid,
                     kind,
                     state: DownState::ToOpen,
@@ -1398,8 +1413,7 @@ impl Engine {
         };
         track.layers.saw(rid, now);
         let target = track.layers.best(now).unwrap_or(rid);
-        let track_sid = track.sid.to_string();
-        let room = participant.room.clone();
+        let key = track.key;
         let video = track.kind == MediaKind::Video;
         let payload = &packet.payload;
         let vp8 = match params.spec().codec {
@@ -1426,8 +1440,11 @@ impl Engine {
             video_orientation: packet.header.ext_vals.video_orientation,
             ..Default::default()
         };
+        let Some(room) = self.rooms.get(&participant.room) else {
+            return;
+        };
         let mut keyframe_wanted: Option<Option<Rid>> = None;
-        for member in self.members(&room) {
+        for &member in &room.members {
             if member == conn {
                 continue;
             }
@@ -1437,7 +1454,7 @@ impl Engine {
             let Some(down) = subscriber
                 .down
                 .iter_mut()
-                .find(|d| d.source == conn && d.track_sid == track_sid)
+                .find(|d| d.source == conn && d.source_key == key)
             else {
                 continue;
             };
@@ -1508,7 +1525,13 @@ impl Engine {
             }
         }
         if let Some(rid) = keyframe_wanted {
-            self.request_keyframe(conn, &track_sid, rid, now);
+            let track_sid = self.participants.get(&conn).and_then(|p| {
+                let track = p.published.iter().find(|t| t.key == key)?;
+                Some(track.sid.to_string())
+            });
+            if let Some(track_sid) = track_sid {
+                self.request_keyframe(conn, &track_sid, rid, now);
+            }
         }
     }
 
