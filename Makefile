@@ -64,8 +64,9 @@ bench-events:
 	ulimit -n "$$(ulimit -Hn)" && $(TARGET_DIR)/release/convene-bench --clients 1000,10000 --convene-bin $(TARGET_DIR)/release/convene
 
 # Media forwarding through the embedded SFU (docs/benchmarks.md, "Media forwarding"): one publisher,
-# 10/50/100/200 str0m subscribers over loopback; prints server CPU per packet, loss and delay.
-BENCH_MEDIA_ARGS ?= --subscribers 10,50,100,200 --seconds 10
+# 10/50/100/200 str0m subscribers over loopback; prints server CPU per packet, loss and delay, and
+# after each count the str0m floor (the same packets through str0m and the kernel, no convene code).
+BENCH_MEDIA_ARGS ?= --subscribers 10,50,100,200 --seconds 10 --floor
 bench-media:
 	$(CARGO) build --release -p convene -p convene-media-bench
 	$(TARGET_DIR)/release/convene-media-bench --convene-bin $(TARGET_DIR)/release/convene $(BENCH_MEDIA_ARGS)

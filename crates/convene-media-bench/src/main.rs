@@ -9,6 +9,7 @@
 //! subscriber's reassembled frame. The load generator shares the machine with the server, so its
 //! own CPU is reported too.
 
+mod floor;
 mod payload;
 mod peer;
 mod report;
@@ -66,6 +67,10 @@ struct Args {
     /// SO_RCVBUF of each client socket, in bytes (capped by net.core.rmem_max).
     #[arg(long, default_value_t = 1 << 20)]
     recv_buffer: usize,
+    /// After each run, run the str0m floor with as many subscribers: the same packets sent
+    /// through str0m and the kernel as the engine sends them, with convene's own code taken out.
+    #[arg(long)]
+    floor: bool,
 }
 
 /// What one run measured.
@@ -347,6 +352,35 @@ fn print_table(all: &[Figures], args: &Args) {
     }
 }
 
+/// The floor's figures next to convene's, each floor run right after convene's at that count.
+fn print_floor(floors: &[(f64, floor::FloorFigures)]) {
+    println!();
+    println!(
+        "str0m floor (--floor): the same packets written to str0m connections configured as the engine's, timer pass per turn,"
+    );
+    println!(
+        "every datagram polled out and sent with the engine's GSO batching to real sockets; no signalling, routing or rewriting."
+    );
+    println!();
+    println!(
+        "| subscribers | window | packets delivered | floor CPU | floor CPU / packet | delivered / written | convene CPU / packet | convene / floor |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (convene, f) in floors {
+        println!(
+            "| {} | {:.1} s | {} | {:.0}% | {:.2} µs | {:.2}% | {:.2} µs | {:.2} |",
+            f.subscribers,
+            f.wall.as_secs_f64(),
+            f.delivered,
+            f.cpu_pct(),
+            f.us_per_packet(),
+            f.delivered_pct(),
+            convene,
+            convene / f.us_per_packet(),
+        );
+    }
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -364,6 +398,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let ticks = server::clock_ticks();
     let mut all = Vec::new();
+    let mut floors = Vec::new();
     for &n in &args.subscribers {
         let figures = run(n, &args, ticks)
             .await
@@ -375,8 +410,29 @@ async fn main() -> anyhow::Result<()> {
             ms(percentile(&figures.delivery.delays_us, 50.0)),
             ms(percentile(&figures.delivery.delays_us, 99.0)),
         );
+        if args.floor {
+            let floor = floor::run(
+                n,
+                publishing(&args),
+                Duration::from_secs(args.seconds),
+                Duration::from_secs(args.settle_seconds),
+                args.recv_buffer,
+                ticks,
+            )
+            .await
+            .with_context(|| format!("the floor with {n} subscribers"))?;
+            eprintln!(
+                "[n={n}] floor {:.2} µs CPU per packet; convene / floor {:.2}",
+                floor.us_per_packet(),
+                figures.server_us_per_packet() / floor.us_per_packet(),
+            );
+            floors.push((figures.server_us_per_packet(), floor));
+        }
         all.push(figures);
     }
     print_table(&all, &args);
+    if !floors.is_empty() {
+        print_floor(&floors);
+    }
     Ok(())
 }

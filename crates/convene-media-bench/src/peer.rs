@@ -176,9 +176,14 @@ impl Pc {
     }
 }
 
-/// A UDP socket on 127.0.0.1 with a receive buffer of `recv_buffer` bytes (as far as the
-/// kernel's rmem_max allows).
+/// A [`loopback_socket`] registered with tokio.
 fn bind_udp(recv_buffer: usize) -> anyhow::Result<UdpSocket> {
+    Ok(UdpSocket::from_std(loopback_socket(recv_buffer)?)?)
+}
+
+/// A non-blocking UDP socket on 127.0.0.1 with a receive buffer of `recv_buffer` bytes (as far
+/// as the kernel's rmem_max allows).
+pub fn loopback_socket(recv_buffer: usize) -> anyhow::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::DGRAM,
@@ -187,7 +192,7 @@ fn bind_udp(recv_buffer: usize) -> anyhow::Result<UdpSocket> {
     let _ = socket.set_recv_buffer_size(recv_buffer);
     socket.set_nonblocking(true)?;
     socket.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
-    Ok(UdpSocket::from_std(socket.into())?)
+    Ok(socket.into())
 }
 
 async fn recv_on(pc: Option<&Pc>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {

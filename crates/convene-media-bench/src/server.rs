@@ -61,7 +61,16 @@ pub fn token(room: &str, identity: &str, can_publish: bool) -> anyhow::Result<St
 
 /// User plus system CPU time of a process (all its threads), from /proc/<pid>/stat.
 pub fn cpu_time(pid: u32, ticks_per_second: u64) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu_time(&format!("/proc/{pid}/stat"), ticks_per_second)
+}
+
+/// User plus system CPU time of the calling thread, from /proc/thread-self/stat.
+pub fn thread_cpu_time(ticks_per_second: u64) -> anyhow::Result<Duration> {
+    stat_cpu_time("/proc/thread-self/stat", ticks_per_second)
+}
+
+fn stat_cpu_time(path: &str, ticks_per_second: u64) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(path)?;
     parse_cpu_ticks(&stat)
         .map(|ticks| Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64))
 }

@@ -22,6 +22,19 @@ pub struct Run<'a> {
     pub segment: Option<usize>,
 }
 
+impl<'a> Run<'a> {
+    /// The run as `quinn-udp` sends it: one GSO `sendmsg` when `segment` is set.
+    pub fn transmit(&self) -> quinn_udp::Transmit<'a> {
+        quinn_udp::Transmit {
+            destination: self.destination,
+            ecn: None,
+            contents: self.contents,
+            segment_size: self.segment,
+            src_ip: None,
+        }
+    }
+}
+
 /// Collects consecutive datagrams that can go out in one GSO send.
 #[derive(Debug)]
 pub struct Batcher {

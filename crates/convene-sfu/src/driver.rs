@@ -445,13 +445,7 @@ impl MediaSocket {
 
     /// Send one run of datagrams; a full socket buffer drops it, as the network would.
     fn send(&self, run: &Run<'_>) {
-        let transmit = quinn_udp::Transmit {
-            destination: run.destination,
-            ecn: None,
-            contents: run.contents,
-            segment_size: run.segment,
-            src_ip: None,
-        };
+        let transmit = run.transmit();
         let _ = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
             self.state.send((&*self.socket).into(), &transmit)
         });

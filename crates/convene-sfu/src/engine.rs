@@ -25,7 +25,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
-use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
+use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc, RtcConfig};
 
 use crate::forward::{
     FrameMeta, LayerForwarder, LayerSet, SeqRewriter, Verdict, Vp8Ids, Vp8Rewriter, starts_keyframe,
@@ -335,21 +335,7 @@ impl Engine {
     }
 
     fn new_rtc(&self, now: Instant, pc: PcKind) -> Rtc {
-        let extensions = match pc {
-            PcKind::Publisher => ExtensionMap::standard(),
-            PcKind::Subscriber => subscriber_extensions(),
-        };
-        let mut rtc = Rtc::builder()
-            // Packets are forwarded as they come, rewritten, not reassembled into frames and
-            // packetized again for each subscriber.
-            .set_rtp_mode(true)
-            .set_extension_map(extensions)
-            .set_crypto_provider(self.crypto.clone())
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .enable_h264(true)
-            .build(now);
+        let mut rtc = rtc_config(pc, self.crypto.clone()).build(now);
         for addr in &self.config.local_addrs {
             match Candidate::host(*addr, "udp") {
                 Ok(candidate) => {
@@ -1912,6 +1898,25 @@ impl Engine {
 /// is numbered and every subscriber sends feedback that must be decrypted and parsed: about a
 /// tenth of the forwarding CPU for nothing. Publisher connections keep them: a browser's own
 /// upstream bandwidth estimation lives on the feedback convene sends.
+/// The str0m configuration of a participant's publisher or subscriber connection (public so that
+/// the media benchmark's str0m floor runs exactly what the engine runs).
+pub fn rtc_config(pc: PcKind, crypto: Arc<CryptoProvider>) -> RtcConfig {
+    let extensions = match pc {
+        PcKind::Publisher => ExtensionMap::standard(),
+        PcKind::Subscriber => subscriber_extensions(),
+    };
+    Rtc::builder()
+        // Packets are forwarded as they come, rewritten, not reassembled into frames and
+        // packetized again for each subscriber.
+        .set_rtp_mode(true)
+        .set_extension_map(extensions)
+        .set_crypto_provider(crypto)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_h264(true)
+}
+
 fn subscriber_extensions() -> ExtensionMap {
     let mut extensions = ExtensionMap::empty();
     for (id, extension) in ExtensionMap::standard().iter() {

@@ -1,0 +1,481 @@
+//! `--floor`: the str0m floor, i.e. what forwarding costs on this machine with convene's own code
+//! taken out.
+//!
+//! One thread writes packets at the publisher's rate and sizes to N subscriber connections
+//! configured exactly as the engine configures them (`convene_sfu::engine::rtc_config`). For
+//! each connection it runs str0m's timer pass once per turn, polls every datagram out of str0m,
+//! and sends them with the engine's GSO batching (`convene_sfu::batch`) through `quinn-udp` to N
+//! real UDP sockets over loopback. There is no signalling, no publisher connection, no routing and
+//! no rewriting. The thread's CPU time per packet delivered is the floor: what any SFU that sends
+//! through str0m pays here before its own work.
+//!
+//! The connections are set up in memory: the offer and answer, then the ICE, DTLS and SCTP
+//! handshakes are handed between the two `Rtc`s directly. The server side is ICE-lite, so clients
+//! that only drain their sockets during the window do not time it out. A lite agent does less in
+//! each timer pass than the engine's full one, so this can only lower the floor.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use convene_sfu::batch::Batcher;
+use convene_sfu::engine::{PcKind, rtc_config};
+use str0m::channel::{ChannelConfig, Reliability};
+use str0m::crypto::CryptoProvider;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio_util::sync::CancellationToken;
+
+use crate::peer::{Publishing, loopback_socket};
+use crate::server;
+
+/// Largest payload of one synthetic RTP packet: a delta frame makes 6 packets and a keyframe 27,
+/// as the publisher's str0m packetizes them in the full benchmark.
+const MAX_PAYLOAD: usize = 1100;
+const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+
+/// What one floor run measured.
+pub struct FloorFigures {
+    pub subscribers: usize,
+    pub wall: Duration,
+    pub cpu: Duration,
+    /// RTP packets written to str0m, summed over subscribers.
+    pub written: u64,
+    /// RTP datagrams that reached the subscribers' sockets.
+    pub delivered: u64,
+}
+
+impl FloorFigures {
+    pub fn us_per_packet(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.delivered.max(1) as f64
+    }
+
+    pub fn cpu_pct(&self) -> f64 {
+        self.cpu.as_secs_f64() * 100.0 / self.wall.as_secs_f64()
+    }
+
+    pub fn delivered_pct(&self) -> f64 {
+        self.delivered as f64 * 100.0 / self.written.max(1) as f64
+    }
+}
+
+/// One subscriber connection as the engine holds it, and where its datagrams go.
+struct Sub {
+    server: Rtc,
+    client: Rtc,
+    audio: Mid,
+    video: Mid,
+    connected: bool,
+    channels_open: usize,
+    next_timeout: Instant,
+}
+
+impl Sub {
+    /// Offer and answer, as the engine offers a subscriber its two data channels and one audio
+    /// and one video track.
+    fn new(
+        server_addr: SocketAddr,
+        client_addr: SocketAddr,
+        crypto: &Arc<CryptoProvider>,
+        now: Instant,
+    ) -> anyhow::Result<Sub> {
+        let mut server = rtc_config(PcKind::Subscriber, crypto.clone())
+            .set_ice_lite(true)
+            .build(now);
+        server.add_local_candidate(Candidate::host(server_addr, "udp")?);
+        let mut client = Rtc::builder()
+            .set_crypto_provider(crypto.clone())
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        client.add_local_candidate(Candidate::host(client_addr, "udp")?);
+        let mut api = server.sdp_api();
+        for (label, ordered, reliability) in [
+            ("_reliable", true, Reliability::Reliable),
+            (
+                "_lossy",
+                false,
+                Reliability::MaxRetransmits { retransmits: 0 },
+            ),
+        ] {
+            api.add_channel_with_config(ChannelConfig {
+                label: label.to_owned(),
+                ordered,
+                reliability,
+                negotiated: None,
+                protocol: String::new(),
+            });
+        }
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().context("str0m made no offer")?;
+        let answer = client.sdp_api().accept_offer(offer)?;
+        server.sdp_api().accept_answer(pending, answer)?;
+        Ok(Sub {
+            server,
+            client,
+            audio,
+            video,
+            connected: false,
+            channels_open: 0,
+            next_timeout: now,
+        })
+    }
+
+    /// Run both sides' timers and hand each side's datagrams to the other until both are quiet.
+    fn handshake(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.server.handle_input(Input::Timeout(now))?;
+        self.client.handle_input(Input::Timeout(now))?;
+        loop {
+            let mut moved = relay(&mut self.client, &mut self.server, now, |_| {})?;
+            let (connected, channels_open) = (&mut self.connected, &mut self.channels_open);
+            moved |= relay(
+                &mut self.server,
+                &mut self.client,
+                now,
+                |event| match event {
+                    Event::Connected => *connected = true,
+                    Event::ChannelOpen(..) => *channels_open += 1,
+                    _ => {}
+                },
+            )?;
+            if !moved {
+                return Ok(());
+            }
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.connected && self.channels_open == 2
+    }
+}
+
+/// Deliver everything `from` transmits to `to`; true if anything moved.
+fn relay(
+    from: &mut Rtc,
+    to: &mut Rtc,
+    now: Instant,
+    mut on_event: impl FnMut(&Event),
+) -> anyhow::Result<bool> {
+    let mut moved = false;
+    loop {
+        match from.poll_output()? {
+            Output::Timeout(_) => return Ok(moved),
+            Output::Transmit(t) => {
+                let receive = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents)?;
+                to.handle_input(Input::Receive(now, receive))?;
+                moved = true;
+            }
+            Output::Event(event) => on_event(&event),
+        }
+    }
+}
+
+fn payload_type(rtc: &Rtc, codec: Codec) -> anyhow::Result<Pt> {
+    rtc.codec_config()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt())
+        .with_context(|| format!("no {codec:?} payload type"))
+}
+
+/// The synthetic packets of one frame of `bytes`, each at most [`MAX_PAYLOAD`].
+fn packets(bytes: usize) -> Vec<Arc<[u8]>> {
+    let frame: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
+    frame.chunks(MAX_PAYLOAD).map(Arc::from).collect()
+}
+
+/// The sending side: the subscriber connections, one UDP socket, the engine's batcher.
+struct Sender {
+    subs: Vec<Sub>,
+    socket: UdpSocket,
+    state: quinn_udp::UdpSocketState,
+    batcher: Batcher,
+    vp8: Pt,
+    opus: Pt,
+    publishing: Publishing,
+    frame: u64,
+    audio_packet: u64,
+    video_seq: u64,
+    audio_seq: u64,
+    keyframe: Vec<Arc<[u8]>>,
+    delta: Vec<Arc<[u8]>>,
+    audio: Arc<[u8]>,
+}
+
+impl Sender {
+    fn send_run(&mut self) {
+        if let Some(run) = self.batcher.take() {
+            // A full socket buffer drops the datagram, as in the engine.
+            let _ = self.state.send((&self.socket).into(), &run.transmit());
+        }
+    }
+
+    fn write(&mut self, video: bool, payload: &Arc<[u8]>, time: u32, marker: bool, now: Instant) {
+        let (pt, seq) = if video {
+            (self.vp8, self.video_seq)
+        } else {
+            (self.opus, self.audio_seq)
+        };
+        for sub in &mut self.subs {
+            let mid = if video { sub.video } else { sub.audio };
+            let mut api = sub.server.direct_api();
+            if let Some(stream) = api.stream_tx_by_mid(mid, None) {
+                stream.write_rtp(
+                    RtpWrite::new(pt, seq.into(), time, now, payload.clone())
+                        .marker(marker)
+                        .nackable(video),
+                );
+            }
+        }
+        if video {
+            self.video_seq += 1;
+        } else {
+            self.audio_seq += 1;
+        }
+    }
+
+    /// Forward until `until`; returns the RTP packets written, summed over subscribers.
+    fn forward(&mut self, until: Instant) -> anyhow::Result<u64> {
+        let frame_interval = Duration::from_secs_f64(1.0 / f64::from(self.publishing.fps));
+        let start = Instant::now();
+        let (mut next_video, mut next_audio) = (start, start);
+        let mut written = 0u64;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return Ok(written);
+            }
+            let mut wrote = false;
+            if now >= next_video {
+                let keyframe = self.frame.is_multiple_of(u64::from(self.publishing.gop));
+                let chunks = if keyframe {
+                    self.keyframe.clone()
+                } else {
+                    self.delta.clone()
+                };
+                let time = (self.frame * 90_000 / u64::from(self.publishing.fps)) as u32;
+                for (i, chunk) in chunks.iter().enumerate() {
+                    self.write(true, chunk, time, i + 1 == chunks.len(), now);
+                }
+                written += (chunks.len() * self.subs.len()) as u64;
+                self.frame += 1;
+                next_video += frame_interval;
+                wrote = true;
+            }
+            if now >= next_audio {
+                let audio = self.audio.clone();
+                self.write(false, &audio, (self.audio_packet * 960) as u32, true, now);
+                written += self.subs.len() as u64;
+                self.audio_packet += 1;
+                next_audio += AUDIO_INTERVAL;
+                wrote = true;
+            }
+            let mut next = next_video.min(next_audio);
+            for i in 0..self.subs.len() {
+                if !wrote && self.subs[i].next_timeout > now {
+                    next = next.min(self.subs[i].next_timeout);
+                    continue;
+                }
+                self.subs[i].server.handle_input(Input::Timeout(now))?;
+                let at = loop {
+                    match self.subs[i].server.poll_output()? {
+                        Output::Timeout(at) => break at,
+                        Output::Transmit(t) => {
+                            if !self.batcher.push(t.source, t.destination, &t.contents) {
+                                self.send_run();
+                                self.batcher.push(t.source, t.destination, &t.contents);
+                            }
+                        }
+                        Output::Event(_) => {}
+                    }
+                };
+                self.subs[i].next_timeout = at;
+                next = next.min(at);
+            }
+            self.send_run();
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+        }
+    }
+}
+
+/// Set up `n` connections, forward for `settle` unmeasured, then for `window` measured.
+fn run_sender(
+    n: usize,
+    publishing: Publishing,
+    clients: Vec<SocketAddr>,
+    window: Duration,
+    settle: Duration,
+    delivered: &AtomicU64,
+    ticks: u64,
+) -> anyhow::Result<FloorFigures> {
+    let socket = loopback_socket(1 << 20)?;
+    let server_addr = socket.local_addr()?;
+    let state = quinn_udp::UdpSocketState::new((&socket).into())?;
+    let crypto = Arc::new(str0m::crypto::from_feature_flags());
+    let now = Instant::now();
+    let mut subs = clients
+        .iter()
+        .map(|client| Sub::new(server_addr, *client, &crypto, now))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !subs.iter().all(Sub::ready) {
+        if Instant::now() > deadline {
+            bail!("the floor's connections did not come up within 120 s");
+        }
+        let now = Instant::now();
+        for sub in subs.iter_mut().filter(|s| !s.ready()) {
+            sub.handshake(now)?;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (vp8, opus) = (
+        payload_type(&subs[0].server, Codec::Vp8)?,
+        payload_type(&subs[0].server, Codec::Opus)?,
+    );
+    let mut sender = Sender {
+        subs,
+        socket,
+        batcher: Batcher::new(state.max_gso_segments()),
+        state,
+        vp8,
+        opus,
+        keyframe: packets(publishing.keyframe_bytes),
+        delta: packets(publishing.delta_bytes),
+        audio: Arc::from(vec![0xfc; publishing.audio_bytes]),
+        publishing,
+        frame: 0,
+        audio_packet: 0,
+        video_seq: 0,
+        audio_seq: 0,
+    };
+    sender.forward(Instant::now() + settle)?;
+    let delivered_start = delivered.load(Ordering::Acquire);
+    let cpu_start = server::thread_cpu_time(ticks)?;
+    let window_start = Instant::now();
+    let written = sender.forward(window_start + window)?;
+    let cpu = server::thread_cpu_time(ticks)?.saturating_sub(cpu_start);
+    let wall = window_start.elapsed();
+    // Let the last datagrams land.
+    std::thread::sleep(Duration::from_millis(200));
+    if let Some(lost) = sender.subs.iter().position(|s| !s.server.is_connected()) {
+        bail!("floor connection {lost} disconnected during the window");
+    }
+    Ok(FloorFigures {
+        subscribers: n,
+        wall,
+        cpu,
+        written,
+        delivered: delivered.load(Ordering::Acquire) - delivered_start,
+    })
+}
+
+/// An RTP (not RTCP) datagram: RTCP packet types 200-207 read as RTP payload types 72-79.
+fn is_rtp(datagram: &[u8]) -> bool {
+    datagram.len() >= 12 && !(72..=79).contains(&(datagram[1] & 0x7f))
+}
+
+/// Run the floor with `n` subscribers: their sockets drained on this runtime, the sender on its
+/// own thread (whose CPU time is the figure).
+pub async fn run(
+    n: usize,
+    publishing: Publishing,
+    window: Duration,
+    settle: Duration,
+    recv_buffer: usize,
+    ticks: u64,
+) -> anyhow::Result<FloorFigures> {
+    let delivered = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = tokio::net::UdpSocket::from_std(loopback_socket(recv_buffer)?)?;
+        clients.push(socket.local_addr()?);
+        let (delivered, stop) = (delivered.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                tokio::select! {
+                    received = socket.recv(&mut buf) => {
+                        if let Ok(len) = received && is_rtp(&buf[..len]) {
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+    let counter = delivered.clone();
+    let figures = tokio::task::spawn_blocking(move || {
+        run_sender(n, publishing, clients, window, settle, &counter, ticks)
+    })
+    .await
+    .context("the floor's sender panicked")?;
+    stop.cancel();
+    figures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_as_the_publisher_packetizes_them() {
+        assert_eq!(packets(5_859).len(), 6);
+        assert_eq!(packets(29_295).len(), 27);
+        assert!(packets(29_295).iter().all(|p| p.len() <= MAX_PAYLOAD));
+    }
+
+    /// Two connections come up in memory, and what is written to them reaches their sockets.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_floor_delivers_what_it_writes() {
+        let publishing = Publishing {
+            fps: 30,
+            gop: 60,
+            keyframe_bytes: 29_295,
+            delta_bytes: 5_859,
+            audio_bytes: 80,
+        };
+        let figures = run(
+            2,
+            publishing,
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+            1 << 20,
+            server::clock_ticks(),
+        )
+        .await
+        .unwrap();
+        // A second of 30 frames (6 packets each, a keyframe of 27 at most) and 50 audio packets.
+        assert!(figures.written >= 2 * (29 * 6 + 49), "{}", figures.written);
+        assert!(
+            figures.delivered_pct() > 90.0,
+            "{}",
+            figures.delivered_pct()
+        );
+    }
+
+    #[test]
+    fn rtcp_is_not_counted_as_media() {
+        let mut rtp = [0u8; 12];
+        rtp[0] = 0x80;
+        rtp[1] = 96;
+        assert!(is_rtp(&rtp));
+        rtp[1] = 0x80 | 96; // marker bit
+        assert!(is_rtp(&rtp));
+        rtp[1] = 200; // sender report
+        assert!(!is_rtp(&rtp));
+        rtp[1] = 205; // transport feedback
+        assert!(!is_rtp(&rtp));
+        assert!(!is_rtp(&[0x80, 96]));
+    }
+}
