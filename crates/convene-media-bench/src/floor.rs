@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use convene_sfu::batch::Batcher;
-use convene_sfu::engine::{PcKind, rtc_config};
-use str0m::channel::{ChannelConfig, Reliability};
+use convene_sfu::engine::{PcKind, rtc_config, subscriber_channels};
 use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
@@ -32,7 +31,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-use crate::peer::{Publishing, loopback_socket};
+use crate::peer::{Publishing, client_config, loopback_socket};
 use crate::server;
 
 /// Largest payload of one synthetic RTP packet: a delta frame makes 6 packets and a keyframe 27,
@@ -65,7 +64,7 @@ impl FloorFigures {
     }
 }
 
-/// One subscriber connection as the engine holds it, and where its datagrams go.
+/// One subscriber connection as the engine holds it, and the client it was set up with.
 struct Sub {
     server: Rtc,
     client: Rtc,
@@ -89,29 +88,11 @@ impl Sub {
             .set_ice_lite(true)
             .build(now);
         server.add_local_candidate(Candidate::host(server_addr, "udp")?);
-        let mut client = Rtc::builder()
-            .set_crypto_provider(crypto.clone())
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
+        let mut client = client_config(crypto.clone()).build(now);
         client.add_local_candidate(Candidate::host(client_addr, "udp")?);
         let mut api = server.sdp_api();
-        for (label, ordered, reliability) in [
-            ("_reliable", true, Reliability::Reliable),
-            (
-                "_lossy",
-                false,
-                Reliability::MaxRetransmits { retransmits: 0 },
-            ),
-        ] {
-            api.add_channel_with_config(ChannelConfig {
-                label: label.to_owned(),
-                ordered,
-                reliability,
-                negotiated: None,
-                protocol: String::new(),
-            });
+        for channel in subscriber_channels() {
+            api.add_channel_with_config(channel);
         }
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
@@ -186,7 +167,7 @@ fn payload_type(rtc: &Rtc, codec: Codec) -> anyhow::Result<Pt> {
 }
 
 /// The synthetic packets of one frame of `bytes`, each at most [`MAX_PAYLOAD`].
-fn packets(bytes: usize) -> Vec<Arc<[u8]>> {
+fn packets(bytes: usize) -> Arc<[Arc<[u8]>]> {
     let frame: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
     frame.chunks(MAX_PAYLOAD).map(Arc::from).collect()
 }
@@ -204,8 +185,8 @@ struct Sender {
     audio_packet: u64,
     video_seq: u64,
     audio_seq: u64,
-    keyframe: Vec<Arc<[u8]>>,
-    delta: Vec<Arc<[u8]>>,
+    keyframe: Arc<[Arc<[u8]>]>,
+    delta: Arc<[Arc<[u8]>]>,
     audio: Arc<[u8]>,
 }
 

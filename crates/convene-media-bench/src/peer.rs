@@ -24,7 +24,7 @@ use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaData, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
@@ -117,12 +117,7 @@ impl Pc {
         let socket = bind_udp(shared.recv_buffer)?;
         let local = socket.local_addr()?;
         shared.ports.lock().expect("ports lock").push(local.port());
-        let mut rtc = Rtc::builder()
-            .set_crypto_provider(shared.crypto.clone())
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
+        let mut rtc = client_config(shared.crypto.clone()).build(now);
         rtc.add_local_candidate(Candidate::host(local, "udp")?);
         Ok(Pc {
             rtc,
@@ -174,6 +169,15 @@ impl Pc {
             r#final: false,
         })))
     }
+}
+
+/// The str0m configuration of a benchmark client: Opus and VP8, str0m's default extensions.
+pub fn client_config(crypto: Arc<CryptoProvider>) -> RtcConfig {
+    Rtc::builder()
+        .set_crypto_provider(crypto)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
 }
 
 /// A [`loopback_socket`] registered with tokio.

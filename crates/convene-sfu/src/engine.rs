@@ -1040,20 +1040,9 @@ impl Engine {
         let applied = subscriber.with(|rtc| {
             let mut api = rtc.sdp_api();
             if first {
-                sub_channels.reliable = Some(api.add_channel_with_config(ChannelConfig {
-                    label: "_reliable".to_owned(),
-                    ordered: true,
-                    reliability: Reliability::Reliable,
-                    negotiated: None,
-                    protocol: String::new(),
-                }));
-                sub_channels.lossy = Some(api.add_channel_with_config(ChannelConfig {
-                    label: "_lossy".to_owned(),
-                    ordered: false,
-                    reliability: Reliability::MaxRetransmits { retransmits: 0 },
-                    negotiated: None,
-                    protocol: String::new(),
-                }));
+                let [reliable, lossy] = subscriber_channels();
+                sub_channels.reliable = Some(api.add_channel_with_config(reliable));
+                sub_channels.lossy = Some(api.add_channel_with_config(lossy));
             }
             for track in down.iter_mut() {
                 match track.state {
@@ -1311,8 +1300,8 @@ impl Engine {
                     return;
                 };
                 let rid = down.forwarder.current().flatten();
-                let (source, track_sid) = (down.source, down.track_sid.clone());
-                self.request_keyframe(source, &track_sid, rid, now);
+                let (source, key) = (down.source, down.source_key);
+                self.request_keyframe(source, key, rid, now);
             }
             (PcKind::Subscriber, Event::Connected) => {
                 let active = proto::participant_info::State::Active as i32;
@@ -1511,32 +1500,16 @@ impl Engine {
             }
         }
         if let Some(rid) = keyframe_wanted {
-            let track_sid = self.participants.get(&conn).and_then(|p| {
-                let track = p.published.iter().find(|t| t.key == key)?;
-                Some(track.sid.to_string())
-            });
-            if let Some(track_sid) = track_sid {
-                self.request_keyframe(conn, &track_sid, rid, now);
-            }
+            self.request_keyframe(conn, key, rid, now);
         }
     }
 
-    /// Ask the publisher of `track_sid` for a keyframe of layer `rid` (throttled).
-    fn request_keyframe(
-        &mut self,
-        source: ConnId,
-        track_sid: &str,
-        rid: Option<Rid>,
-        now: Instant,
-    ) {
+    /// Ask the publisher of track `key` for a keyframe of layer `rid` (throttled).
+    fn request_keyframe(&mut self, source: ConnId, key: TrackKey, rid: Option<Rid>, now: Instant) {
         let Some(participant) = self.participants.get_mut(&source) else {
             return;
         };
-        let Some(track) = participant
-            .published
-            .iter_mut()
-            .find(|t| t.sid.as_str() == track_sid)
-        else {
+        let Some(track) = participant.published.iter_mut().find(|t| t.key == key) else {
             return;
         };
         let (Some(mid), MediaKind::Video) = (track.mid, track.kind) else {
@@ -1892,12 +1865,6 @@ impl Engine {
     }
 }
 
-/// The RTP header extensions of a subscriber connection: str0m's standard set without the two
-/// that exist for the sender's bandwidth estimation (transport-wide sequence numbers and
-/// abs-send-time). convene estimates no downstream bandwidth, and with them every forwarded packet
-/// is numbered and every subscriber sends feedback that must be decrypted and parsed: about a
-/// tenth of the forwarding CPU for nothing. Publisher connections keep them: a browser's own
-/// upstream bandwidth estimation lives on the feedback convene sends.
 /// The str0m configuration of a participant's publisher or subscriber connection (public so that
 /// the media benchmark's str0m floor runs exactly what the engine runs).
 pub fn rtc_config(pc: PcKind, crypto: Arc<CryptoProvider>) -> RtcConfig {
@@ -1917,6 +1884,32 @@ pub fn rtc_config(pc: PcKind, crypto: Arc<CryptoProvider>) -> RtcConfig {
         .enable_h264(true)
 }
 
+/// The data channels convene opens on a subscriber connection, as LiveKit clients expect them:
+/// `_reliable` (ordered, retransmitted) and `_lossy` (unordered, never retransmitted).
+pub fn subscriber_channels() -> [ChannelConfig; 2] {
+    let channel = |label: &str, ordered, reliability| ChannelConfig {
+        label: label.to_owned(),
+        ordered,
+        reliability,
+        negotiated: None,
+        protocol: String::new(),
+    };
+    [
+        channel("_reliable", true, Reliability::Reliable),
+        channel(
+            "_lossy",
+            false,
+            Reliability::MaxRetransmits { retransmits: 0 },
+        ),
+    ]
+}
+
+/// The RTP header extensions of a subscriber connection: str0m's standard set without the two
+/// that exist for the sender's bandwidth estimation (transport-wide sequence numbers and
+/// abs-send-time). convene estimates no downstream bandwidth, and with them every forwarded packet
+/// is numbered and every subscriber sends feedback that must be decrypted and parsed: about a
+/// tenth of the forwarding CPU for nothing. Publisher connections keep them: a browser's own
+/// upstream bandwidth estimation lives on the feedback convene sends.
 fn subscriber_extensions() -> ExtensionMap {
     let mut extensions = ExtensionMap::empty();
     for (id, extension) in ExtensionMap::standard().iter() {
