@@ -1,5 +1,7 @@
-//! Who is calling: an admin (API key as Basic auth, or a LiveKit-style admin JWT), or a
-//! participant (its own convene token). Extractors turn headers into these, or a 401.
+//! Who is calling: an admin (API key as Basic auth, or an admin JWT: convene's own admin token,
+//! or a LiveKit server-API token with `roomCreate` / `roomList`), or a participant (its own convene
+//! token). No media token is ever an admin: the kind is read from what the token says
+//! (`convene_token::verify_admin`). Extractors turn headers into these, or a 401.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

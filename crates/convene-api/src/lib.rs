@@ -60,7 +60,7 @@ impl Modify for Security {
         components.add_security_scheme("api_key", SecurityScheme::Http(basic));
         let mut admin = Http::new(HttpAuthScheme::Bearer);
         admin.bearer_format = Some("JWT".into());
-        admin.description = Some("A JWT signed with the API secret, iss = API key, with roomCreate, roomList or roomAdmin (as LiveKit's server SDKs mint).".into());
+        admin.description = Some("A JWT signed with the API secret, iss = API key: an admin token from `convene api-key token`, or a LiveKit server-API token with roomCreate or roomList and no roomJoin (as LiveKit's server SDKs mint). No media token is an admin credential, a host's (roomAdmin) included.".into());
         components.add_security_scheme("admin_jwt", SecurityScheme::Http(admin));
         let mut participant = Http::new(HttpAuthScheme::Bearer);
         participant.bearer_format = Some("JWT".into());

@@ -2,10 +2,12 @@
 //! grant) with a `convene` claim that says which kind of token it is and which meeting run,
 //! person and epoch it is bound to.
 //!
-//! Kinds are never interchangeable (RFC 8725 3.11): a waiting-room token has no `roomJoin` and is
-//! refused where an access token is expected, and a token with any `convene` claim is refused as an
-//! admin token. Verification takes the time as a parameter and allows [`LEEWAY`] of clock skew;
-//! `alg: none` and every algorithm but HS256 are refused.
+//! Kinds are never interchangeable (RFC 8725 3.11), and a token's kind is read from what it says,
+//! never inferred from what it lacks: a waiting-room token has no `roomJoin` and is refused where
+//! an access token is expected; an admin credential is a token whose `convene` claim says `admin`,
+//! or a LiveKit server-API token (`roomCreate` or `roomList`, no `roomJoin`), never a media token
+//! (a host's `roomAdmin` included). Verification takes the time as a parameter and allows
+//! [`LEEWAY`] of clock skew; `alg: none` and every algorithm but HS256 are refused.
 
 use std::time::Duration;
 
@@ -61,6 +63,12 @@ pub enum TokenKind {
     Session,
     /// A one-time join link credential (BigBlueButton surface).
     JoinLink,
+    /// An admin credential for convene's API, minted only for an API key holder
+    /// (`convene api-key token`); bound to no meeting and carrying no media grant.
+    Admin,
+    /// The signature of a webhook convene sends (LiveKit's webhook format): proves a body came
+    /// from convene, and is nothing else anywhere, LiveKit's own webhook endpoint included.
+    Webhook,
 }
 
 /// convene's own claim, beside LiveKit's.
@@ -259,18 +267,12 @@ impl Signer {
         now: Timestamp,
         ttl: Duration,
     ) -> Result<String, TokenError> {
-        let livekit = self.base(user, name, now, ttl);
         let convene = ConveneClaim {
-            kind: TokenKind::Session,
-            meeting: String::new(),
-            instance: String::new(),
-            epoch: 0,
-            role: None,
-            events: false,
             nonce: nonce.to_owned(),
+            ..bare_claim(TokenKind::Session)
         };
         self.sign(&AllClaims {
-            livekit,
+            livekit: self.base(user, name, now, ttl),
             convene: Some(convene),
         })
     }
@@ -310,12 +312,13 @@ impl Signer {
             base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body));
         self.sign(&AllClaims {
             livekit,
-            convene: None,
+            convene: Some(bare_claim(TokenKind::Webhook)),
         })
     }
 
-    /// An admin token as LiveKit's server SDKs mint it (for tests and tools).
-    pub fn admin_token(
+    /// A LiveKit server-API token as LiveKit's server SDKs mint it (for tests and tools): the
+    /// given grants and no `convene` claim.
+    pub fn livekit_server_token(
         &self,
         grants: VideoGrants,
         now: Timestamp,
@@ -327,6 +330,28 @@ impl Signer {
             livekit,
             convene: None,
         })
+    }
+
+    /// An admin token for convene's API: its `convene` claim says `admin`; no media grant, no
+    /// meeting. Only an API key holder gets one (`convene api-key token`).
+    pub fn admin_token(&self, now: Timestamp, ttl: Duration) -> Result<String, TokenError> {
+        self.sign(&AllClaims {
+            livekit: self.base("", "", now, ttl),
+            convene: Some(bare_claim(TokenKind::Admin)),
+        })
+    }
+}
+
+/// A claim of `kind` bound to no meeting or person.
+fn bare_claim(kind: TokenKind) -> ConveneClaim {
+    ConveneClaim {
+        kind,
+        meeting: String::new(),
+        instance: String::new(),
+        epoch: 0,
+        role: None,
+        events: false,
+        nonce: String::new(),
     }
 }
 
@@ -359,6 +384,13 @@ pub fn issuer(token: &str) -> Result<String, TokenError> {
         .and_then(|v| v.as_str())
         .map(str::to_owned)
         .ok_or(TokenError::Malformed)
+}
+
+/// Whether a token carries a `convene` claim, read without verifying: a token convene minted for
+/// itself, which is never what another system (LiveKit's webhooks) signed.
+pub fn has_convene_claim(token: &str) -> bool {
+    jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
+        .is_ok_and(|data| data.claims.get("convene").is_some())
 }
 
 fn verify_all(token: &str, secret: &ApiSecret, now: Timestamp) -> Result<AllClaims, TokenError> {
@@ -423,16 +455,65 @@ pub fn verify_session(
     })
 }
 
-/// Verifies an admin token as LiveKit's server SDKs mint it: no `convene` claim, and at least one
-/// of `roomCreate`, `roomList`, `roomAdmin`. Returns its video grants.
+/// Every grant of LiveKit's server API: what a convene admin token stands for where LiveKit's
+/// grants are checked (RoomService).
+fn all_server_grants() -> VideoGrants {
+    VideoGrants {
+        room_create: true,
+        room_list: true,
+        room_admin: true,
+        room_record: true,
+        ..VideoGrants::default()
+    }
+}
+
+/// Verifies an admin credential for convene's own API. Two kinds say they are one:
+///
+/// - a token whose `convene` claim says `admin` ([`Signer::admin_token`]);
+/// - a LiveKit server-API token as LiveKit's server SDKs mint it: no `convene` claim, `roomCreate`
+///   or `roomList`, and no `roomJoin`.
+///
+/// Every other kind is refused with `WrongKind`: convene's participant tokens, and any media token
+/// (`roomJoin`), whatever else it grants: a host's media token carries `roomAdmin` for its room,
+/// and with an external LiveKit it is a plain LiveKit token signed with the same key. A room-scoped
+/// `roomAdmin` server token is no admin of convene either (`MissingGrant`).
 pub fn verify_admin(
     token: &str,
     secret: &ApiSecret,
     now: Timestamp,
 ) -> Result<VideoGrants, TokenError> {
     let claims = verify_all(token, secret, now)?;
-    if claims.convene.is_some() {
+    if let Some(convene) = claims.convene {
+        return match convene.kind {
+            TokenKind::Admin => Ok(all_server_grants()),
+            _ => Err(TokenError::WrongKind),
+        };
+    }
+    let video = claims.livekit.video;
+    if video.room_join {
         return Err(TokenError::WrongKind);
+    }
+    if !(video.room_create || video.room_list) {
+        return Err(TokenError::MissingGrant);
+    }
+    Ok(video)
+}
+
+/// Verifies a token for LiveKit's server API (RoomService) and returns the grants to check each
+/// method against, as LiveKit does: a convene admin token stands for every grant; a plain LiveKit
+/// token brings its own, and needs at least one of `roomCreate`, `roomList`, `roomAdmin`. convene's
+/// participant, session and join-link tokens are refused (`WrongKind`).
+pub fn verify_room_service(
+    token: &str,
+    secret: &ApiSecret,
+    now: Timestamp,
+) -> Result<VideoGrants, TokenError> {
+    let claims = verify_all(token, secret, now)?;
+    if let Some(convene) = claims.convene {
+        return match convene.kind {
+            TokenKind::Admin => Ok(all_server_grants()),
+            _ => Err(TokenError::WrongKind),
+        };
     }
     let video = claims.livekit.video;
     if !(video.room_create || video.room_list || video.room_admin) {

@@ -153,33 +153,106 @@ fn kinds_are_not_interchangeable() {
     );
 }
 
+/// A plain LiveKit token with these grants, as LiveKit's server SDKs mint it.
+fn livekit_with(grants: VideoGrants) -> String {
+    signer()
+        .livekit_server_token(grants, T0, ACCESS_TTL)
+        .unwrap()
+}
+
 #[test]
-fn admin_tokens_need_an_admin_grant() {
-    let with_grant = signer()
-        .admin_token(
-            VideoGrants {
-                room_create: true,
-                ..Default::default()
-            },
-            T0,
-            ACCESS_TTL,
-        )
+fn admin_credentials_say_so_and_no_media_token_is_one() {
+    // convene's own admin token, and a LiveKit server-API token (roomCreate or roomList).
+    let admin = signer().admin_token(T0, ACCESS_TTL).unwrap();
+    assert!(verify_admin(&admin, &secret(), T0).is_ok());
+    for grants in [
+        VideoGrants {
+            room_create: true,
+            ..Default::default()
+        },
+        VideoGrants {
+            room_list: true,
+            ..Default::default()
+        },
+    ] {
+        assert!(verify_admin(&livekit_with(grants), &secret(), T0).is_ok());
+    }
+    // A media token is never an admin credential, whatever it also grants: the host's (roomAdmin),
+    // in both of its forms (convene's access token; the plain token for an external LiveKit).
+    let (meeting, host) = fixture(Role::Host);
+    let convene_host = signer()
+        .access_token(&meeting, &host, T0, ACCESS_TTL)
         .unwrap();
-    assert!(verify_admin(&with_grant, &secret(), T0).is_ok());
-    let join_only = signer()
-        .admin_token(
-            VideoGrants {
-                room_join: true,
-                room: "x".into(),
-                ..Default::default()
-            },
-            T0,
-            ACCESS_TTL,
-        )
+    let plain_host = signer()
+        .livekit_access_token(&meeting, &host, T0, ACCESS_TTL)
         .unwrap();
+    for media in [&convene_host, &plain_host] {
+        assert_eq!(
+            verify_admin(media, &secret(), T0),
+            Err(TokenError::WrongKind)
+        );
+    }
+    let join_and_create = livekit_with(VideoGrants {
+        room_join: true,
+        room_create: true,
+        room: "x".into(),
+        ..Default::default()
+    });
     assert_eq!(
-        verify_admin(&join_only, &secret(), T0),
+        verify_admin(&join_and_create, &secret(), T0),
+        Err(TokenError::WrongKind)
+    );
+    // A room-scoped admin token (what a server SDK mints to moderate one room) administers only
+    // that room's RoomService, not convene.
+    let room_admin = livekit_with(VideoGrants {
+        room_admin: true,
+        room: "x".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        verify_admin(&room_admin, &secret(), T0),
         Err(TokenError::MissingGrant)
+    );
+    assert!(verify_room_service(&room_admin, &secret(), T0).is_ok());
+    // A webhook signature says it is one, and is nothing else.
+    let webhook = signer().webhook_token(b"{}", T0).unwrap();
+    assert!(has_convene_claim(&webhook));
+    assert_eq!(
+        verify_admin(&webhook, &secret(), T0),
+        Err(TokenError::WrongKind)
+    );
+    assert_eq!(
+        verify_room_service(&webhook, &secret(), T0),
+        Err(TokenError::WrongKind)
+    );
+    assert_eq!(
+        verify_livekit(&webhook, &secret(), T0),
+        Err(TokenError::WrongKind)
+    );
+    // convene's admin token is no participant, session or media token.
+    assert_eq!(
+        verify_participant(
+            &admin,
+            &secret(),
+            T0,
+            &[TokenKind::Access, TokenKind::Waiting, TokenKind::JoinLink]
+        ),
+        Err(TokenError::WrongKind)
+    );
+    assert_eq!(
+        verify_session(&admin, &secret(), T0),
+        Err(TokenError::WrongKind)
+    );
+    assert_eq!(
+        verify_livekit(&admin, &secret(), T0),
+        Err(TokenError::WrongKind)
+    );
+    // RoomService takes the admin token with every server grant, and no participant kind.
+    let grants = verify_room_service(&admin, &secret(), T0).unwrap();
+    assert!(grants.room_create && grants.room_list && grants.room_admin && !grants.room_join);
+    assert_eq!(
+        verify_room_service(&convene_host, &secret(), T0),
+        Err(TokenError::WrongKind)
     );
 }
 
@@ -297,16 +370,10 @@ fn plain_livekit_tokens_are_their_own_kind() {
         (verified.identity.as_str(), verified.video.room.as_str()),
         ("bob", "lobby")
     );
-    let admin = signer()
-        .admin_token(
-            VideoGrants {
-                room_list: true,
-                ..Default::default()
-            },
-            T0,
-            ACCESS_TTL,
-        )
-        .unwrap();
+    let admin = livekit_with(VideoGrants {
+        room_list: true,
+        ..Default::default()
+    });
     assert_eq!(
         verify_livekit(&admin, &secret(), T0),
         Err(TokenError::MissingGrant)

@@ -102,6 +102,11 @@ pub fn verify(
         .to_str()
         .map_err(|_| unauthenticated("malformed Authorization header"))?;
     let token = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+    // With the default key pair, convene signs its own webhooks with LiveKit's key: one of those,
+    // replayed here by an endpoint that received it, says it is convene's and is refused.
+    if convene_token::has_convene_claim(token) {
+        return Err(unauthenticated("a token convene signed is not LiveKit's"));
+    }
     let body = std::str::from_utf8(body).map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidRequest,
@@ -237,6 +242,13 @@ mod tests {
         );
     }
 
+    fn now_millis() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    }
+
     fn signed(body: &str, secret: &str) -> HeaderMap {
         let digest =
             base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body.as_bytes()));
@@ -289,6 +301,28 @@ mod tests {
         assert_eq!(
             status(verify(&receiver, &HeaderMap::new(), body.as_bytes()).unwrap_err()),
             401
+        );
+        // A webhook convene itself signed with the same key pair (the default), replayed here
+        // by an endpoint that received it: LiveKit's verifier alone would take it.
+        let ours = convene_token::Signer::new(
+            KEY,
+            convene_core::apikey::ApiSecret::parse(SECRET).unwrap(),
+        )
+        .webhook_token(
+            body.as_bytes(),
+            convene_core::Timestamp::from_millis(now_millis()),
+        )
+        .unwrap();
+        assert!(
+            receiver.receive(body, &ours).is_ok(),
+            "LiveKit's own receiver verifies convene's webhooks"
+        );
+        let mut replayed = HeaderMap::new();
+        replayed.insert(header::AUTHORIZATION, ours.parse().unwrap());
+        assert_eq!(
+            status(verify(&receiver, &replayed, body.as_bytes()).unwrap_err()),
+            401,
+            "convene's own webhook replayed as LiveKit's"
         );
         let malformed = r#"{"event": 5"#;
         assert_eq!(

@@ -50,6 +50,16 @@ enum ApiKeyCommand {
         /// The key id (APIxxxx).
         key: String,
     },
+    /// Print a short-lived admin token for convene's API (`Authorization: Bearer`), signed with
+    /// an active key: a credential that expires, instead of sending the secret with every call.
+    Token {
+        /// The key id (APIxxxx) to sign with; default: the oldest active key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Lifetime in seconds (60 to 86400).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=86_400))]
+        ttl_seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -210,6 +220,26 @@ async fn api_key(config: Config, command: ApiKeyCommand) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("cannot revoke {key}"))?;
             println!("revoked {key}");
+        }
+        ApiKeyCommand::Token { key, ttl_seconds } => {
+            let mut keys: Vec<_> = meetings
+                .api_keys()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .into_iter()
+                .filter(|k| k.is_active() && key.as_ref().is_none_or(|id| &k.id == id))
+                .collect();
+            keys.sort_by_key(|k| k.created_at);
+            let Some(key) = keys.into_iter().next() else {
+                anyhow::bail!(
+                    "no active API key{}",
+                    key.map(|id| format!(" {id}")).unwrap_or_default()
+                );
+            };
+            let token = convene_token::Signer::new(key.id, key.secret)
+                .admin_token(meetings.now(), std::time::Duration::from_secs(ttl_seconds))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{token}");
         }
     }
     Ok(())

@@ -204,7 +204,7 @@ async fn grants(state: &TwirpState, headers: &HeaderMap) -> Result<VideoGrants, 
         Some(key) if key.is_active() => key,
         _ => return Err(TwirpError::unauthenticated("unknown or revoked API key")),
     };
-    convene_token::verify_admin(token, &key.secret, state.meetings.now())
+    convene_token::verify_room_service(token, &key.secret, state.meetings.now())
         .map_err(|e| TwirpError::unauthenticated(e.to_string()))
 }
 

@@ -187,9 +187,15 @@ async fn join(
         epoch: participant.epoch,
     };
     let (meeting, participant) = app.meetings.join(&meeting.id, &caller).await?;
-    let signer = target.signer.as_ref().unwrap_or(&app.signer);
-    let access_token =
-        signer.access_token(&meeting, &participant, app.meetings.now(), ACCESS_TTL)?;
+    // The seed's own LiveKit key pair when configured; otherwise the token of convene's media
+    // engine (with an external LiveKit, the short-lived plain token minted only for someone who
+    // may connect: that deployment cannot ask convene before a join).
+    let access_token = match &target.signer {
+        Some(signer) => {
+            signer.access_token(&meeting, &participant, app.meetings.now(), ACCESS_TTL)?
+        }
+        None => app.media_token(&meeting, &participant)?,
+    };
     let livekit_socket_url = target
         .socket_url
         .clone()

@@ -40,7 +40,6 @@ use convene_core::meeting::{
 };
 use convene_core::participant::Role;
 use convene_core::service::{Caller, NewMeeting};
-use convene_token::ACCESS_TTL;
 
 use crate::created_by;
 use crate::params::Params;
@@ -305,10 +304,7 @@ async fn join_group(
         epoch: participant.epoch,
     };
     let (meeting, participant) = state.meetings.join(&meeting.id, &caller).await?;
-    let access_token =
-        state
-            .signer
-            .access_token(&meeting, &participant, state.meetings.now(), ACCESS_TTL)?;
+    let access_token = state.media_token(&meeting, &participant)?;
     Ok(Json(JoinGroupOk {
         op: "joingroup",
         ts,

@@ -111,6 +111,23 @@ impl TestApp {
         bbb_token: Option<String>,
         limits: Limits,
     ) -> Self {
+        Self::start_engine(
+            live_passcode,
+            bbb_token,
+            limits,
+            convene_api::MediaTokens::Embedded,
+        )
+        .await
+    }
+
+    /// Every surface on, with media tokens minted for `media` (the embedded engine, or an
+    /// external LiveKit).
+    pub async fn start_engine(
+        live_passcode: Option<String>,
+        bbb_token: Option<String>,
+        limits: Limits,
+        media: convene_api::MediaTokens,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqlStore::sqlite(&dir.path().join("convene.db"))
             .await
@@ -145,7 +162,7 @@ impl TestApp {
             },
             limits: Arc::new(limits),
             hub,
-            media: convene_api::MediaTokens::Embedded,
+            media,
             logins,
         };
         let config = CompatConfig {
