@@ -5,7 +5,8 @@
 //!
 //! - **header timeout**: a request head must arrive whole within it, counted from the accept (a
 //!   connection that sends nothing is closed then) or from the first byte of the next head;
-//! - **idle timeout**: a kept-alive connection with no request in flight is closed after it;
+//! - **idle timeout**: a kept-alive connection with no request in flight is closed after it, and
+//!   so is one whose response the client takes none of for as long (it does not read);
 //! - **body timeout**: a request body must arrive whole within it, counted from its head; a late
 //!   body is answered `408 request_timeout` in the native error shape and the connection closed;
 //! - **per-address cap**: one client address (an IPv6 client: its /64) holds at most
@@ -14,8 +15,9 @@
 //!   ([`max_connections_for`]), so the process never runs out of descriptors under load.
 //!
 //! A connection over either cap is closed at accept, before anything is read from it. A request
-//! in flight has no deadline but its body's: a response may stream as long as it lasts (server-sent
-//! events), and a connection upgraded to a WebSocket leaves this module's care at the upgrade
+//! in flight has no deadline but its body's and a stalled write's: a response may stream as long
+//! as the client reads it (server-sent events), and a connection upgraded to a WebSocket leaves
+//! this module's care at the upgrade
 //! (each WebSocket keeps its own ping/pong liveness and write timeout). Its place in the counts
 //! is held until its socket closes, upgraded or not.
 //!
@@ -59,7 +61,8 @@ use crate::error::ApiError;
 pub struct ConnectionRules {
     /// A request head must arrive whole within this.
     pub header_timeout: Duration,
-    /// A connection with no request in flight is closed after this.
+    /// A connection with no request in flight, or whose response the client does not read, is
+    /// closed after this.
     pub idle_timeout: Duration,
     /// A request body must arrive whole within this of its head.
     pub body_timeout: Duration,
@@ -324,6 +327,8 @@ struct Phase {
     served: bool,
     /// When the first bytes of the next request head arrived.
     head_since: Option<Instant>,
+    /// Since when a write waits for the client to read (none of it was taken).
+    stalled_since: Option<Instant>,
 }
 
 impl Activity {
@@ -334,6 +339,7 @@ impl Activity {
                 idle_since: Instant::now(),
                 served: false,
                 head_since: None,
+                stalled_since: None,
             }),
             changed: Notify::new(),
         }
@@ -343,12 +349,12 @@ impl Activity {
         self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// When the connection must be closed, unless something happens first; `None` while a
-    /// request is in flight.
+    /// When the connection must be closed, unless something happens first; while a request is in
+    /// flight, only when its response has stalled.
     fn deadline(&self, rules: &ConnectionRules) -> Option<Instant> {
         let phase = self.phase();
         if phase.in_flight > 0 {
-            return None;
+            return phase.stalled_since.map(|since| since + rules.idle_timeout);
         }
         if let Some(since) = phase.head_since {
             return Some(since + rules.header_timeout);
@@ -368,6 +374,20 @@ impl Activity {
             phase.head_since = Some(Instant::now());
             drop(phase);
             self.changed.notify_one();
+        }
+    }
+
+    /// A write could not go out (the client reads nothing); or, `moved`, it went out.
+    fn wrote(&self, moved: bool) {
+        let mut phase = self.phase();
+        match (moved, phase.stalled_since) {
+            (true, Some(_)) => phase.stalled_since = None,
+            (false, None) => {
+                phase.stalled_since = Some(Instant::now());
+                drop(phase);
+                self.changed.notify_one();
+            }
+            _ => {}
         }
     }
 
@@ -605,8 +625,9 @@ impl HttpBody for Answer {
     }
 }
 
-/// A connection's socket as hyper sees it: notes when a request head starts arriving, and holds
-/// the connection's place in the counts until the socket closes (after an upgrade too).
+/// A connection's socket as hyper sees it: notes when a request head starts arriving and when a
+/// write stalls, and holds the connection's place in the counts until the socket closes (after an
+/// upgrade too).
 struct Tracked {
     io: ConnIo,
     activity: Arc<Activity>,
@@ -628,13 +649,21 @@ impl AsyncRead for Tracked {
     }
 }
 
+impl Tracked {
+    fn note<T>(&self, polled: Poll<T>) -> Poll<T> {
+        self.activity.wrote(polled.is_ready());
+        polled
+    }
+}
+
 impl AsyncWrite for Tracked {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.note(polled)
     }
 
     fn poll_write_vectored(
@@ -642,7 +671,8 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.note(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -650,7 +680,8 @@ impl AsyncWrite for Tracked {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.note(polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -756,5 +787,75 @@ mod tests {
             activity.deadline(&rules),
             Some(head_since + rules.header_timeout)
         );
+        // In flight, a response the client does not read: the idle timeout from the stall.
+        let streaming = activity.begin();
+        activity.wrote(true);
+        assert_eq!(activity.deadline(&rules), None);
+        activity.wrote(false);
+        let stalled_since = activity.phase().stalled_since.unwrap();
+        assert_eq!(
+            activity.deadline(&rules),
+            Some(stalled_since + rules.idle_timeout)
+        );
+        activity.wrote(true);
+        assert_eq!(activity.deadline(&rules), None);
+        drop(streaming);
+    }
+
+    #[tokio::test]
+    async fn a_response_the_client_does_not_read_is_cut_after_the_idle_timeout() {
+        use axum::routing::get;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A stream that never ends, like an event stream with a lot to say.
+        let app = Router::new().route(
+            "/endless",
+            get(|| async {
+                let chunk = Bytes::from(vec![b'.'; 64 * 1024]);
+                Body::from_stream(futures::stream::repeat_with(move || {
+                    Ok::<_, Infallible>(chunk.clone())
+                }))
+            }),
+        );
+        let options = ServeOptions {
+            rules: ConnectionRules {
+                idle_timeout: Duration::from_secs(1),
+                ..ConnectionRules::default()
+            },
+            max_connections: 16,
+            exempt: TrustedProxies::default(),
+        };
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            options,
+            stop.clone().cancelled_owned(),
+        ));
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket.connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /endless HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        // Reading nothing for longer than the idle timeout: the server's writes stall.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // What the server had sent drains, then the stream ends: it gave up on this client.
+        let mut buf = vec![0u8; 64 * 1024];
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the endless response was never cut");
+        stop.cancel();
+        server.await.unwrap();
     }
 }

@@ -151,7 +151,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     (
         "CONVENE_HTTP_IDLE_TIMEOUT_SECONDS",
-        "a kept-alive connection with no request in flight is closed after this (default 60, 1 to 86400)",
+        "a kept-alive connection with no request in flight, or whose response the client does not read, is closed after this (default 60, 1 to 86400)",
     ),
     (
         "CONVENE_HTTP_BODY_TIMEOUT_SECONDS",
