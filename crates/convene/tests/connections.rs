@@ -483,9 +483,12 @@ async fn a_trusted_proxy_is_exempt_from_the_per_address_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_soft_descriptor_limit_is_raised_to_the_hard_one_at_start() {
     use rlimit::Resource;
-    let (_, hard) = rlimit::getrlimit(Resource::NOFILE).unwrap();
-    // Lowered first, so the test shows the raise whatever limits it runs under.
-    rlimit::setrlimit(Resource::NOFILE, (hard / 2).max(1), hard).unwrap();
+    let (soft, hard) = rlimit::getrlimit(Resource::NOFILE).unwrap();
+    // Lowered first where it is at the hard limit already, so the test shows the raise whatever
+    // limits it runs under (by one: tests beside it in the same process keep their sockets).
+    if soft == hard {
+        rlimit::setrlimit(Resource::NOFILE, hard - 1, hard).unwrap();
+    }
     let app = start(&[]).await;
     assert_eq!(rlimit::getrlimit(Resource::NOFILE).unwrap(), (hard, hard));
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
