@@ -2,8 +2,9 @@
 //!
 //! A waiting guest's stream is idle almost all its life; when the host lets everyone in, waking
 //! 10,000 stream tasks to each write one small frame costs more than the writes themselves. So
-//! the server accepts its TCP connections through [`Listener`], which keeps each socket's write
-//! side reachable ([`Conn`]) from outside the HTTP and WebSocket stack that owns the connection.
+//! the server ([`crate::server`]) serves each TCP connection as a [`ConnIo`], which keeps the
+//! socket's write side reachable ([`Conn`]) from outside the HTTP and WebSocket stack that owns
+//! the connection, and hands it to every request as [`Peer`].
 //! The hub then writes a frame straight into an idle stream's socket ([`Conn::inject`]), and
 //! the stream task only learns of it the next time it wakes (`crate::hub::Inbox`).
 //!
@@ -21,55 +22,16 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-/// The server's listener: TCP with `TCP_NODELAY` (event frames and API answers are small), each
-/// connection's write side shared through [`Peer`].
-pub struct Listener {
-    inner: tokio::net::TcpListener,
-}
-
-impl Listener {
-    pub fn new(inner: tokio::net::TcpListener) -> Self {
-        Self { inner }
-    }
-}
-
-impl axum::serve::Listener for Listener {
-    type Io = ConnIo;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (ConnIo, SocketAddr) {
-        // axum's own accept loop: it waits out errors such as running out of descriptors.
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        let _ = stream.set_nodelay(true);
-        (ConnIo::new(stream), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// The connect info of a request served through [`Listener`]: the peer's address and its
-/// connection's write side.
+/// The connect info of every request the server ([`crate::server`]) serves: the peer's address
+/// and its connection's write side.
 #[derive(Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     pub conn: Arc<Conn>,
-}
-
-impl Connected<IncomingStream<'_, Listener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, Listener>) -> Self {
-        Self {
-            addr: *stream.remote_addr(),
-            conn: stream.io().conn.clone(),
-        }
-    }
 }
 
 /// The write side of one connection, shared by the stack that owns it ([`ConnIo`]) and

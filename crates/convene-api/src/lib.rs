@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod hub;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod wire;
 

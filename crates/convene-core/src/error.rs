@@ -16,6 +16,8 @@ pub enum ErrorCode {
     InvalidRequest,
     /// The body is larger than the surface accepts.
     PayloadTooLarge,
+    /// The request body did not arrive within the server's body timeout.
+    RequestTimeout,
     /// No or unusable admin credentials.
     Unauthenticated,
     /// A token is missing, malformed, expired, of the wrong kind, or for another meeting or run.
@@ -75,9 +77,10 @@ pub struct ErrorSpec {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         Self::InvalidRequest,
         Self::PayloadTooLarge,
+        Self::RequestTimeout,
         Self::Unauthenticated,
         Self::InvalidToken,
         Self::Forbidden,
@@ -108,6 +111,11 @@ impl ErrorCode {
         let (code, http_status, message) = match self {
             Self::InvalidRequest => ("invalid_request", 400, "the request is malformed"),
             Self::PayloadTooLarge => ("payload_too_large", 413, "the request body is too large"),
+            Self::RequestTimeout => (
+                "request_timeout",
+                408,
+                "the request body did not arrive in time",
+            ),
             Self::Unauthenticated => ("unauthenticated", 401, "missing or invalid API credentials"),
             Self::InvalidToken => ("invalid_token", 401, "missing, invalid or expired token"),
             Self::Forbidden => ("forbidden", 403, "not allowed"),

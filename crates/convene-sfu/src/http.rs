@@ -1,9 +1,15 @@
 //! HTTP front end: `/rtc` (token check, then WebSocket upgrade),
 //! `/rtc/validate`, and the `/rtc/v1` 404s that make clients fall back to
 //! the two-peer-connection protocol. Each WebSocket runs in its own task.
+//!
+//! Liveness: clients ping in the signalling protocol, and the engine drops one
+//! silent for its `ping_timeout`; every write to the client is bounded by
+//! [`WRITE_TIMEOUT`], so a client that neither pings nor reads is
+//! disconnected too, even when the engine's last words cannot reach it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -12,7 +18,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use futures::{SinkExt, StreamExt};
+use futures::{Sink, SinkExt, StreamExt};
 use livekit_protocol as proto;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -23,6 +29,10 @@ use crate::{Admission, Admitted, MAX_SIGNAL_MESSAGE_BYTES};
 
 /// Undecodable frames tolerated from one client before it is disconnected.
 const MAX_GARBAGE_FRAMES: u32 = 64;
+
+/// How long one write to a client may wait: a client that takes none of it
+/// (it does not read) is disconnected.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub(crate) struct HttpState {
@@ -115,6 +125,31 @@ async fn rtc(
         .on_upgrade(move |socket| session(socket, state.control, admitted, params))
 }
 
+/// Writes what the engine sends this connection until it closes the connection
+/// or drops its outbox; gives up at once on a client that takes none of a
+/// write for `write_timeout` ([`WRITE_TIMEOUT`]).
+async fn write_out<S>(mut sink: S, mut outgoing: mpsc::Receiver<WsOut>, write_timeout: Duration)
+where
+    S: Sink<WsMessage> + Unpin,
+{
+    while let Some(out) = outgoing.recv().await {
+        let (message, last) = match out {
+            WsOut::Frame(bytes) => (WsMessage::Binary(bytes.into()), false),
+            WsOut::Close => (WsMessage::Close(None), true),
+        };
+        match tokio::time::timeout(write_timeout, sink.send(message)).await {
+            Ok(Ok(())) if !last => {}
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::debug!("signalling client does not read; disconnected");
+                return;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+}
+
 async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, params: JoinParams) {
     let (mut sink, mut stream) = socket.split();
     if params.reconnect {
@@ -123,14 +158,16 @@ async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, par
             proto::DisconnectReason::StateMismatch,
             proto::leave_request::Action::Reconnect,
         );
-        let _ = sink
-            .send(WsMessage::Binary(leave.encode_to_vec().into()))
-            .await;
-        let _ = sink.send(WsMessage::Close(None)).await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+            sink.send(WsMessage::Binary(leave.encode_to_vec().into()))
+                .await?;
+            sink.send(WsMessage::Close(None)).await
+        })
+        .await;
         return;
     }
     let conn = control.next_conn_id();
-    let (outbox, mut outgoing) = mpsc::channel::<WsOut>(OUTBOX_QUEUE);
+    let (outbox, outgoing) = mpsc::channel::<WsOut>(OUTBOX_QUEUE);
     if control
         .command(Command::Join {
             conn,
@@ -143,22 +180,7 @@ async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, par
     {
         return;
     }
-    let mut writer = tokio::spawn(async move {
-        while let Some(out) = outgoing.recv().await {
-            match out {
-                WsOut::Frame(bytes) => {
-                    if sink.send(WsMessage::Binary(bytes.into())).await.is_err() {
-                        break;
-                    }
-                }
-                WsOut::Close => {
-                    let _ = sink.send(WsMessage::Close(None)).await;
-                    break;
-                }
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let mut writer = tokio::spawn(write_out(sink, outgoing, WRITE_TIMEOUT));
     let mut garbage = 0u32;
     let mut writer_done = false;
     loop {
@@ -194,5 +216,62 @@ async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, par
     // The writer ends when the engine drops this connection's outbox.
     if !writer_done {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A client that reads nothing: no write ever completes.
+    struct Unread;
+
+    impl Sink<WsMessage> for Unread {
+        type Error = axum::Error;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+
+        fn start_send(self: Pin<&mut Self>, _: WsMessage) -> Result<(), Self::Error> {
+            Ok(())
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+    }
+
+    /// A short write timeout for the tests; the bound below only catches a writer that never
+    /// gives up (or gives up once per queued frame: 512 of them), it times nothing.
+    const SHORT: Duration = Duration::from_millis(20);
+    const HANGS: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_is_given_up_at_the_first_stalled_write() {
+        let (outbox, outgoing) = mpsc::channel(OUTBOX_QUEUE);
+        while outbox.try_send(WsOut::Frame(vec![0; 16])).is_ok() {}
+        // The engine still holds the outbox: only the write timeout can end the writer.
+        tokio::time::timeout(HANGS, write_out(Unread, outgoing, SHORT))
+            .await
+            .expect("the writer gives up on a client that does not read");
+        drop(outbox);
+    }
+
+    #[tokio::test]
+    async fn the_engines_close_is_not_waited_on_forever() {
+        let (outbox, outgoing) = mpsc::channel(OUTBOX_QUEUE);
+        outbox.try_send(WsOut::Close).unwrap();
+        tokio::time::timeout(HANGS, write_out(Unread, outgoing, SHORT))
+            .await
+            .expect("the close frame's write is bounded");
+        drop(outbox);
     }
 }

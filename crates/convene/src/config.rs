@@ -16,6 +16,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub http_addr: Option<String>,
+    pub http_header_timeout_seconds: Option<u64>,
+    pub http_idle_timeout_seconds: Option<u64>,
+    pub http_body_timeout_seconds: Option<u64>,
+    pub http_max_connections_per_address: Option<u32>,
     pub public_url: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
@@ -69,6 +73,8 @@ impl std::fmt::Debug for ExternalLiveKit {
 /// The validated configuration.
 pub struct Config {
     pub http_addr: SocketAddr,
+    /// Every HTTP connection's deadlines and the per-address cap.
+    pub connections: convene_api::server::ConnectionRules,
     /// Base URL clients use to reach this server (events URLs, signalling URL).
     pub public_url: String,
     pub data_dir: PathBuf,
@@ -116,6 +122,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("http_addr", &self.http_addr)
+            .field("connections", &self.connections)
             .field("public_url", &self.public_url)
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
@@ -137,6 +144,22 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_HTTP_ADDR",
         "listen address (default 127.0.0.1:7880)",
+    ),
+    (
+        "CONVENE_HTTP_HEADER_TIMEOUT_SECONDS",
+        "a request head must arrive within this, else the connection is closed (default 10, 1 to 3600)",
+    ),
+    (
+        "CONVENE_HTTP_IDLE_TIMEOUT_SECONDS",
+        "a kept-alive connection with no request in flight, or whose response the client does not read, is closed after this (default 60, 1 to 86400)",
+    ),
+    (
+        "CONVENE_HTTP_BODY_TIMEOUT_SECONDS",
+        "a request body must arrive within this of its head, else 408 (default 30, 1 to 3600)",
+    ),
+    (
+        "CONVENE_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+        "open connections one client address may hold; trusted proxies exempt (default 512, 1 to 1000000)",
     ),
     (
         "CONVENE_PUBLIC_URL",
@@ -284,6 +307,37 @@ impl Config {
         let http_addr: SocketAddr = http_addr_text.parse().with_context(|| {
             format!("CONVENE_HTTP_ADDR: {http_addr_text:?} is not an address like 127.0.0.1:7880")
         })?;
+        let seconds = |name: &str, file: Option<u64>, max: u64, default: u64| {
+            number(name, var(name), file, 1..=max, default).map(std::time::Duration::from_secs)
+        };
+        let defaults = convene_api::server::ConnectionRules::default();
+        let connections = convene_api::server::ConnectionRules {
+            header_timeout: seconds(
+                "CONVENE_HTTP_HEADER_TIMEOUT_SECONDS",
+                file.http_header_timeout_seconds,
+                3600,
+                defaults.header_timeout.as_secs(),
+            )?,
+            idle_timeout: seconds(
+                "CONVENE_HTTP_IDLE_TIMEOUT_SECONDS",
+                file.http_idle_timeout_seconds,
+                86_400,
+                defaults.idle_timeout.as_secs(),
+            )?,
+            body_timeout: seconds(
+                "CONVENE_HTTP_BODY_TIMEOUT_SECONDS",
+                file.http_body_timeout_seconds,
+                3600,
+                defaults.body_timeout.as_secs(),
+            )?,
+            max_per_address: number(
+                "CONVENE_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+                var("CONVENE_HTTP_MAX_CONNECTIONS_PER_ADDRESS"),
+                file.http_max_connections_per_address,
+                1..=1_000_000,
+                defaults.max_per_address,
+            )?,
+        };
         let public_url = var("CONVENE_PUBLIC_URL")
             .or(file.public_url)
             .unwrap_or_else(|| {
@@ -507,6 +561,7 @@ impl Config {
         )?;
         Ok(Self {
             http_addr,
+            connections,
             public_url,
             data_dir,
             database_url,
@@ -778,6 +833,59 @@ mod tests {
             "CONVENE_WEBHOOK_MAX_ATTEMPTS must be 1 to 100 (got 0)"
         );
         assert!(bad("CONVENE_WEBHOOK_TIMEOUT_MS", "soon").contains("not a whole number"));
+    }
+
+    #[test]
+    fn connection_deadlines_and_the_address_cap_are_read_and_checked() {
+        let defaults = Config::from_layers(FileConfig::default(), &env(&[]))
+            .unwrap()
+            .connections;
+        assert_eq!(defaults, convene_api::server::ConnectionRules::default());
+        assert_eq!(
+            (
+                defaults.header_timeout.as_secs(),
+                defaults.idle_timeout.as_secs(),
+                defaults.body_timeout.as_secs(),
+                defaults.max_per_address
+            ),
+            (10, 60, 30, 512)
+        );
+        let file: FileConfig =
+            toml::from_str("http_idle_timeout_seconds = 120\nhttp_body_timeout_seconds = 5\n")
+                .unwrap();
+        let c = Config::from_layers(
+            file,
+            &env(&[
+                ("CONVENE_HTTP_HEADER_TIMEOUT_SECONDS", "2"),
+                ("CONVENE_HTTP_BODY_TIMEOUT_SECONDS", "7"),
+                ("CONVENE_HTTP_MAX_CONNECTIONS_PER_ADDRESS", "64"),
+            ]),
+        )
+        .unwrap()
+        .connections;
+        assert_eq!(c.header_timeout.as_secs(), 2);
+        assert_eq!(c.idle_timeout.as_secs(), 120);
+        assert_eq!(c.body_timeout.as_secs(), 7);
+        assert_eq!(c.max_per_address, 64);
+        let bad = |k: &str, v: &str| {
+            Config::from_layers(FileConfig::default(), &env(&[(k, v)]))
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            bad("CONVENE_HTTP_HEADER_TIMEOUT_SECONDS", "0"),
+            "CONVENE_HTTP_HEADER_TIMEOUT_SECONDS must be 1 to 3600 (got 0)"
+        );
+        assert_eq!(
+            bad("CONVENE_HTTP_IDLE_TIMEOUT_SECONDS", "86401"),
+            "CONVENE_HTTP_IDLE_TIMEOUT_SECONDS must be 1 to 86400 (got 86401)"
+        );
+        assert!(bad("CONVENE_HTTP_BODY_TIMEOUT_SECONDS", "1.5").contains("not a whole number"));
+        assert_eq!(
+            bad("CONVENE_HTTP_MAX_CONNECTIONS_PER_ADDRESS", "0"),
+            "CONVENE_HTTP_MAX_CONNECTIONS_PER_ADDRESS must be 1 to 1000000 (got 0)"
+        );
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub struct Running {
     /// The media UDP addresses (none when media runs on an external LiveKit).
     pub rtc_udp_addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<()>,
     /// The embedded SFU (`None` when media runs on an external LiveKit).
     sfu: Option<convene_sfu::Sfu>,
 }
@@ -120,11 +120,7 @@ impl Running {
 
     /// Waits until the server ends (after `shutdown_token().cancel()`), then stops the media engine.
     pub async fn wait(self) -> anyhow::Result<()> {
-        let served = self
-            .task
-            .await
-            .context("server task panicked")?
-            .context("server failed");
+        let served = self.task.await.context("server task panicked");
         if let Some(sfu) = self.sfu {
             sfu.shutdown().await;
         }
@@ -140,6 +136,7 @@ impl Running {
 /// engine (the embedded SFU, or the client of an external LiveKit deployment), binds the HTTP
 /// listener and serves until shut down.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let descriptors = raise_descriptor_limit();
     let store = open_store(&config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // The key is needed before the media engine (an external LiveKit defaults to this key pair),
@@ -271,30 +268,38 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         state.logins.clone(),
         shutdown.clone(),
     ));
+    let trusted_proxies = convene_api::auth::TrustedProxies::new(config.trusted_proxies.clone());
     let app = convene_api::with_common_layers(
         convene_api::router(state.clone())
             .merge(convene_compat::router(state, &config.compat))
             .merge(engine_routes)
             .merge(web::router())
-            .layer(axum::Extension(convene_api::auth::TrustedProxies::new(
-                config.trusted_proxies.clone(),
-            ))),
+            .layer(axum::Extension(trusted_proxies.clone())),
+    );
+    let options = convene_api::server::ServeOptions {
+        rules: config.connections.clone(),
+        max_connections: convene_api::server::max_connections_for(descriptors),
+        exempt: trusted_proxies,
+    };
+    tracing::info!(
+        open_files = descriptors,
+        max_connections = options.max_connections,
+        per_address = options.rules.max_per_address,
+        "connection limits"
     );
     let token = shutdown.clone();
-    let task = tokio::spawn(async move {
-        // Connections whose write side the event hub can reach (convene_api::direct).
-        let listener = convene_api::direct::Listener::new(listener);
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<convene_api::direct::Peer>(),
-        )
-        .with_graceful_shutdown(async move {
+    // Every connection with deadlines and caps, its write side reachable by the event hub
+    // (convene_api::server, convene_api::direct).
+    let task = tokio::spawn(convene_api::server::serve(
+        listener,
+        app,
+        options,
+        async move {
             token.cancelled().await;
             // Live event streams end, so graceful shutdown does not wait on them.
             hub.close_all();
-        })
-        .await
-    });
+        },
+    ));
     let rtc_udp_addrs = sfu
         .as_ref()
         .map(convene_sfu::Sfu::local_udp_addrs)
@@ -308,6 +313,35 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         task,
         sfu,
     })
+}
+
+/// Raises the soft limit on open files to the hard one, so that the server's connection caps, not
+/// the descriptor limit, are what turn clients away; returns the limit in force.
+fn raise_descriptor_limit() -> u64 {
+    let (soft, hard) = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok(limits) => limits,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit; assuming 1024");
+            return 1024;
+        }
+    };
+    if soft >= hard {
+        return soft;
+    }
+    match rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::info!(
+                from = soft,
+                to = hard,
+                "open-file limit raised to the hard limit"
+            );
+            hard
+        }
+        Err(error) => {
+            tracing::warn!(%error, soft, hard, "cannot raise the open-file limit");
+            soft
+        }
+    }
 }
 
 /// How often stale guessing counters and expired login codes are dropped.

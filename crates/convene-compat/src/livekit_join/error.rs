@@ -75,6 +75,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::InvalidRequest
         | ErrorCode::PayloadTooLarge
+        | ErrorCode::RequestTimeout
         | ErrorCode::MethodNotAllowed
         | ErrorCode::NotFound => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthenticated | ErrorCode::InvalidToken | ErrorCode::InvalidCode => {

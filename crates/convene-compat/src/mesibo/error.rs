@@ -105,6 +105,7 @@ pub fn error_for(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::InvalidRequest
         | ErrorCode::PayloadTooLarge
+        | ErrorCode::RequestTimeout
         | ErrorCode::MethodNotAllowed
         | ErrorCode::NotFound => "BADPARA",
         ErrorCode::Unauthenticated | ErrorCode::InvalidToken => "AUTHFAIL",
