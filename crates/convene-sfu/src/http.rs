@@ -1,13 +1,17 @@
-//! HTTP front end: `/rtc` (token check, then WebSocket upgrade),
-//! `/rtc/validate`, and the `/rtc/v1` 404s that make clients fall back to
-//! the two-peer-connection protocol. Each WebSocket runs in its own task.
+//! HTTP front end: `/rtc` (token check and the identity's connect budget, then WebSocket
+//! upgrade), `/rtc/validate`, and the `/rtc/v1` 404s that make clients fall back to the
+//! two-peer-connection protocol. Each WebSocket runs in its own task, which spends the
+//! connection's request budget on every frame before anything reaches the engine task.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{
+    CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade, close_code,
+};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,8 +19,9 @@ use axum::routing::any;
 use futures::{SinkExt, StreamExt};
 use livekit_protocol as proto;
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::budget::{Bucket, Budgets, Rate};
 use crate::driver::{Command, OUTBOX_QUEUE, SfuControl, WsOut};
 use crate::signal::{self, JoinParams};
 use crate::{Admission, Admitted, MAX_SIGNAL_MESSAGE_BYTES};
@@ -24,10 +29,25 @@ use crate::{Admission, Admitted, MAX_SIGNAL_MESSAGE_BYTES};
 /// Undecodable frames tolerated from one client before it is disconnected.
 const MAX_GARBAGE_FRAMES: u32 = 64;
 
+/// How long a closing connection's writer (and, over budget, its reader) may take.
+const CLOSING_TIME: Duration = Duration::from_secs(2);
+
+/// Frames read (and dropped) after an over-budget goodbye while waiting for the client's close.
+const MAX_FRAMES_AFTER_GOODBYE: u32 = 64;
+
+/// The close reason of a connection that spent its request budget.
+pub const SIGNAL_BUDGET_CLOSE_REASON: &str = "signalling request budget exceeded";
+
+/// Connects by identity and room: `(room, identity)`.
+pub(crate) type JoinBudgets = Arc<Mutex<Budgets<(String, String)>>>;
+
 #[derive(Clone)]
 pub(crate) struct HttpState {
     pub admission: Arc<dyn Admission>,
     pub control: SfuControl,
+    pub joins: JoinBudgets,
+    /// Each connection's budget of signalling requests.
+    pub signal_rate: Rate,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
@@ -83,14 +103,43 @@ async fn authorize(
     })
 }
 
+/// A connect refused for the identity's budget: 429 with `Retry-After` (whole seconds, rounded
+/// up) and a message saying when to come back; `/rtc/validate` gives clients the same answer.
+fn too_many_joins(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many connections for this identity in this room; try again in {seconds} s"),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    with_cors(response)
+}
+
+fn join_key(admitted: &Admitted) -> (String, String) {
+    (admitted.room.clone(), admitted.identity.clone())
+}
+
 async fn validate(
     State(state): State<HttpState>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    match authorize(&state, &query, &headers).await {
-        Ok(_) => with_cors((StatusCode::OK, "success").into_response()),
-        Err(response) => response,
+    let admitted = match authorize(&state, &query, &headers).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    // Said, not spent: clients ask here why `/rtc` refused them.
+    let budget = state
+        .joins
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .check(&join_key(&admitted), Instant::now());
+    match budget {
+        Ok(()) => with_cors((StatusCode::OK, "success").into_response()),
+        Err(wait) => too_many_joins(wait),
     }
 }
 
@@ -108,14 +157,34 @@ async fn rtc(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    let budget = state
+        .joins
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take(join_key(&admitted), Instant::now());
+    if let Err(wait) = budget {
+        tracing::info!(
+            room = admitted.room,
+            identity = admitted.identity,
+            "signalling connect refused: the identity's connect budget is spent"
+        );
+        return too_many_joins(wait);
+    }
     let params = JoinParams::from_query(&query);
+    let rate = state.signal_rate;
     upgrade
         .max_message_size(MAX_SIGNAL_MESSAGE_BYTES)
         .max_frame_size(MAX_SIGNAL_MESSAGE_BYTES)
-        .on_upgrade(move |socket| session(socket, state.control, admitted, params))
+        .on_upgrade(move |socket| session(socket, state.control, admitted, params, rate))
 }
 
-async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, params: JoinParams) {
+async fn session(
+    socket: WebSocket,
+    control: SfuControl,
+    admitted: Admitted,
+    params: JoinParams,
+    rate: Rate,
+) {
     let (mut sink, mut stream) = socket.split();
     if params.reconnect {
         // No session resumption: tell the client to rejoin from scratch.
@@ -130,6 +199,7 @@ async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, par
         return;
     }
     let conn = control.next_conn_id();
+    let identity = admitted.identity.clone();
     let (outbox, mut outgoing) = mpsc::channel::<WsOut>(OUTBOX_QUEUE);
     if control
         .command(Command::Join {
@@ -143,24 +213,51 @@ async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, par
     {
         return;
     }
+    // Over budget, the writer skips whatever is queued and says goodbye at once.
+    let (over_budget, mut spent) = oneshot::channel::<()>();
     let mut writer = tokio::spawn(async move {
-        while let Some(out) = outgoing.recv().await {
-            match out {
-                WsOut::Frame(bytes) => {
-                    if sink.send(WsMessage::Binary(bytes.into())).await.is_err() {
-                        break;
+        loop {
+            tokio::select! {
+                biased;
+                spent = &mut spent => {
+                    if spent.is_ok() {
+                        let leave = signal::leave(
+                            proto::DisconnectReason::UnknownReason,
+                            proto::leave_request::Action::Disconnect,
+                        );
+                        let _ = sink.send(WsMessage::Binary(leave.encode_to_vec().into())).await;
+                        let close = CloseFrame {
+                            code: close_code::POLICY,
+                            reason: SIGNAL_BUDGET_CLOSE_REASON.into(),
+                        };
+                        let _ = sink.send(WsMessage::Close(Some(close))).await;
                     }
-                }
-                WsOut::Close => {
-                    let _ = sink.send(WsMessage::Close(None)).await;
                     break;
                 }
+                out = outgoing.recv() => match out {
+                    Some(WsOut::Frame(bytes)) => {
+                        if sink.send(WsMessage::Binary(bytes.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(WsOut::Close) => {
+                        let _ = sink.send(WsMessage::Close(None)).await;
+                        break;
+                    }
+                    None => break,
+                },
             }
         }
         let _ = sink.close().await;
     });
     let mut garbage = 0u32;
     let mut writer_done = false;
+    let mut spent_budget = false;
+    // Every frame the client sends (pings and undecodable ones too) spends from this bucket
+    // before it is decoded; spent, the connection is closed.
+    let mut budget = Bucket::full(Instant::now());
+    let mut requests = 0u64;
+    let mut least_left = rate.burst;
     loop {
         tokio::select! {
             _ = &mut writer => {
@@ -168,10 +265,26 @@ async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, par
                 break;
             }
             frame = stream.next() => {
-                let bytes = match frame {
-                    Some(Ok(WsMessage::Binary(bytes))) => bytes,
+                let message = match frame {
                     Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => continue, // text, ping, pong
+                    Some(Ok(message)) => message,
+                };
+                let now = Instant::now();
+                if budget.take(rate, now).is_err() {
+                    tracing::info!(
+                        ?conn,
+                        identity,
+                        requests,
+                        "signalling request budget spent; closing the connection"
+                    );
+                    let _ = over_budget.send(());
+                    spent_budget = true;
+                    break;
+                }
+                requests += 1;
+                least_left = least_left.min(budget.available(rate, now));
+                let WsMessage::Binary(bytes) = message else {
+                    continue; // text, ping, pong
                 };
                 match proto::SignalRequest::decode(bytes.as_ref()) {
                     Ok(request) => {
@@ -190,9 +303,35 @@ async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, par
             }
         }
     }
+    tracing::debug!(
+        ?conn,
+        identity,
+        requests,
+        most_of_burst_used = rate.burst - least_left,
+        "signalling connection ended"
+    );
     let _ = control.command(Command::Closed { conn }).await;
+    if spent_budget {
+        // The goodbye is on its way. A socket dropped with unread input is reset, and a reset
+        // loses the goodbye if the client has not read it yet: so what the client still sends
+        // is read and dropped until it closes too, but only a few frames of it; then nothing
+        // more is read (the client's sends stall) until the closing time is up.
+        let _ = tokio::time::timeout(CLOSING_TIME, async {
+            let mut dropped = 0;
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, WsMessage::Close(_)) {
+                    return;
+                }
+                dropped += 1;
+                if dropped >= MAX_FRAMES_AFTER_GOODBYE {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await;
+    }
     // The writer ends when the engine drops this connection's outbox.
     if !writer_done {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+        let _ = tokio::time::timeout(CLOSING_TIME, writer).await;
     }
 }
