@@ -1,19 +1,21 @@
-//! HTTP front end: `/rtc` (token check, then WebSocket upgrade),
-//! `/rtc/validate`, and the `/rtc/v1` 404s that make clients fall back to
-//! the two-peer-connection protocol. Each WebSocket runs in its own task.
+//! HTTP front end: `/rtc` (token check and the identity's connect budget, then WebSocket
+//! upgrade), `/rtc/validate`, and the `/rtc/v1` 404s that make clients fall back to the
+//! two-peer-connection protocol. Each WebSocket runs in its own task, which spends the
+//! connection's request budget on every frame before anything reaches the engine task.
 //!
-//! Liveness: clients ping in the signalling protocol, and the engine drops one
-//! silent for its `ping_timeout`; every write to the client is bounded by
-//! [`WRITE_TIMEOUT`], so a client that neither pings nor reads is
-//! disconnected too, even when the engine's last words cannot reach it.
+//! Liveness: clients ping in the signalling protocol, and the engine drops one silent for its
+//! `ping_timeout`; every write to the client is bounded by [`WRITE_TIMEOUT`], so a client that
+//! neither pings nor reads is disconnected too, even when the engine's last words cannot reach it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{
+    CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade, close_code,
+};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,8 +23,9 @@ use axum::routing::any;
 use futures::{Sink, SinkExt, StreamExt};
 use livekit_protocol as proto;
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::budget::{Bucket, Budgets, Rate};
 use crate::driver::{Command, OUTBOX_QUEUE, SfuControl, WsOut};
 use crate::signal::{self, JoinParams};
 use crate::{Admission, Admitted, MAX_SIGNAL_MESSAGE_BYTES};
@@ -34,10 +37,25 @@ const MAX_GARBAGE_FRAMES: u32 = 64;
 /// (it does not read) is disconnected.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a closing connection's writer (and, over budget, its reader) may take.
+const CLOSING_TIME: Duration = Duration::from_secs(2);
+
+/// Frames read (and dropped) after an over-budget goodbye while waiting for the client's close.
+const MAX_FRAMES_AFTER_GOODBYE: u32 = 64;
+
+/// The close reason of a connection that spent its request budget.
+pub const SIGNAL_BUDGET_CLOSE_REASON: &str = "signalling request budget exceeded";
+
+/// Connects by identity and room: `(room, identity)`.
+pub(crate) type JoinBudgets = Arc<Mutex<Budgets<(String, String)>>>;
+
 #[derive(Clone)]
 pub(crate) struct HttpState {
     pub admission: Arc<dyn Admission>,
     pub control: SfuControl,
+    pub joins: JoinBudgets,
+    /// Each connection's budget of signalling requests.
+    pub signal_rate: Rate,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
@@ -93,14 +111,43 @@ async fn authorize(
     })
 }
 
+/// A connect refused for the identity's budget: 429 with `Retry-After` (whole seconds, rounded
+/// up) and a message saying when to come back; `/rtc/validate` gives clients the same answer.
+fn too_many_joins(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many connections for this identity in this room; try again in {seconds} s"),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    with_cors(response)
+}
+
+fn join_key(admitted: &Admitted) -> (String, String) {
+    (admitted.room.clone(), admitted.identity.clone())
+}
+
 async fn validate(
     State(state): State<HttpState>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    match authorize(&state, &query, &headers).await {
-        Ok(_) => with_cors((StatusCode::OK, "success").into_response()),
-        Err(response) => response,
+    let admitted = match authorize(&state, &query, &headers).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    // Said, not spent: clients ask here why `/rtc` refused them.
+    let budget = state
+        .joins
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .check(&join_key(&admitted), Instant::now());
+    match budget {
+        Ok(()) => with_cors((StatusCode::OK, "success").into_response()),
+        Err(wait) => too_many_joins(wait),
     }
 }
 
@@ -118,24 +165,65 @@ async fn rtc(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    let budget = state
+        .joins
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take(join_key(&admitted), Instant::now());
+    if let Err(wait) = budget {
+        tracing::info!(
+            room = admitted.room,
+            identity = admitted.identity,
+            "signalling connect refused: the identity's connect budget is spent"
+        );
+        return too_many_joins(wait);
+    }
     let params = JoinParams::from_query(&query);
+    let rate = state.signal_rate;
     upgrade
         .max_message_size(MAX_SIGNAL_MESSAGE_BYTES)
         .max_frame_size(MAX_SIGNAL_MESSAGE_BYTES)
-        .on_upgrade(move |socket| session(socket, state.control, admitted, params))
+        .on_upgrade(move |socket| session(socket, state.control, admitted, params, rate))
 }
 
-/// Writes what the engine sends this connection until it closes the connection
-/// or drops its outbox; gives up at once on a client that takes none of a
-/// write for `write_timeout` ([`WRITE_TIMEOUT`]).
-async fn write_out<S>(mut sink: S, mut outgoing: mpsc::Receiver<WsOut>, write_timeout: Duration)
-where
+/// Writes what the engine sends this connection until it closes the connection or drops its
+/// outbox; gives up at once on a client that takes none of a write for `write_timeout`
+/// ([`WRITE_TIMEOUT`]). When `spent` fires (the request budget is spent), whatever is queued is
+/// skipped and the client gets a goodbye: a `LeaveRequest` and a close frame with the reason.
+async fn write_out<S>(
+    mut sink: S,
+    mut outgoing: mpsc::Receiver<WsOut>,
+    mut spent: oneshot::Receiver<()>,
+    write_timeout: Duration,
+) where
     S: Sink<WsMessage> + Unpin,
 {
-    while let Some(out) = outgoing.recv().await {
-        let (message, last) = match out {
-            WsOut::Frame(bytes) => (WsMessage::Binary(bytes.into()), false),
-            WsOut::Close => (WsMessage::Close(None), true),
+    loop {
+        let (message, last) = tokio::select! {
+            biased;
+            spent = &mut spent => {
+                if spent.is_ok() {
+                    let leave = signal::leave(
+                        proto::DisconnectReason::UnknownReason,
+                        proto::leave_request::Action::Disconnect,
+                    );
+                    let close = CloseFrame {
+                        code: close_code::POLICY,
+                        reason: SIGNAL_BUDGET_CLOSE_REASON.into(),
+                    };
+                    let _ = tokio::time::timeout(write_timeout, async {
+                        sink.send(WsMessage::Binary(leave.encode_to_vec().into())).await?;
+                        sink.send(WsMessage::Close(Some(close))).await
+                    })
+                    .await;
+                }
+                break;
+            }
+            out = outgoing.recv() => match out {
+                Some(WsOut::Frame(bytes)) => (WsMessage::Binary(bytes.into()), false),
+                Some(WsOut::Close) => (WsMessage::Close(None), true),
+                None => break,
+            },
         };
         match tokio::time::timeout(write_timeout, sink.send(message)).await {
             Ok(Ok(())) if !last => {}
@@ -150,7 +238,13 @@ where
     let _ = tokio::time::timeout(write_timeout, sink.close()).await;
 }
 
-async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, params: JoinParams) {
+async fn session(
+    socket: WebSocket,
+    control: SfuControl,
+    admitted: Admitted,
+    params: JoinParams,
+    rate: Rate,
+) {
     let (mut sink, mut stream) = socket.split();
     if params.reconnect {
         // No session resumption: tell the client to rejoin from scratch.
@@ -167,6 +261,7 @@ async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, par
         return;
     }
     let conn = control.next_conn_id();
+    let identity = admitted.identity.clone();
     let (outbox, outgoing) = mpsc::channel::<WsOut>(OUTBOX_QUEUE);
     if control
         .command(Command::Join {
@@ -180,9 +275,17 @@ async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, par
     {
         return;
     }
-    let mut writer = tokio::spawn(write_out(sink, outgoing, WRITE_TIMEOUT));
+    // Over budget, the writer skips whatever is queued and says goodbye at once.
+    let (over_budget, spent) = oneshot::channel::<()>();
+    let mut writer = tokio::spawn(write_out(sink, outgoing, spent, WRITE_TIMEOUT));
     let mut garbage = 0u32;
     let mut writer_done = false;
+    let mut spent_budget = false;
+    // Every frame the client sends (pings and undecodable ones too) spends from this bucket
+    // before it is decoded; spent, the connection is closed.
+    let mut budget = Bucket::full(Instant::now());
+    let mut requests = 0u64;
+    let mut least_left = rate.burst;
     loop {
         tokio::select! {
             _ = &mut writer => {
@@ -190,10 +293,26 @@ async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, par
                 break;
             }
             frame = stream.next() => {
-                let bytes = match frame {
-                    Some(Ok(WsMessage::Binary(bytes))) => bytes,
+                let message = match frame {
                     Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => continue, // text, ping, pong
+                    Some(Ok(message)) => message,
+                };
+                let now = Instant::now();
+                if budget.take(rate, now).is_err() {
+                    tracing::info!(
+                        ?conn,
+                        identity,
+                        requests,
+                        "signalling request budget spent; closing the connection"
+                    );
+                    let _ = over_budget.send(());
+                    spent_budget = true;
+                    break;
+                }
+                requests += 1;
+                least_left = least_left.min(budget.available(rate, now));
+                let WsMessage::Binary(bytes) = message else {
+                    continue; // text, ping, pong
                 };
                 match proto::SignalRequest::decode(bytes.as_ref()) {
                     Ok(request) => {
@@ -212,10 +331,36 @@ async fn session(socket: WebSocket, control: SfuControl, admitted: Admitted, par
             }
         }
     }
+    tracing::debug!(
+        ?conn,
+        identity,
+        requests,
+        most_of_burst_used = rate.burst - least_left,
+        "signalling connection ended"
+    );
     let _ = control.command(Command::Closed { conn }).await;
+    if spent_budget {
+        // The goodbye is on its way. A socket dropped with unread input is reset, and a reset
+        // loses the goodbye if the client has not read it yet: so what the client still sends
+        // is read and dropped until it closes too, but only a few frames of it; then nothing
+        // more is read (the client's sends stall) until the closing time is up.
+        let _ = tokio::time::timeout(CLOSING_TIME, async {
+            let mut dropped = 0;
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, WsMessage::Close(_)) {
+                    return;
+                }
+                dropped += 1;
+                if dropped >= MAX_FRAMES_AFTER_GOODBYE {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await;
+    }
     // The writer ends when the engine drops this connection's outbox.
     if !writer_done {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+        let _ = tokio::time::timeout(CLOSING_TIME, writer).await;
     }
 }
 
@@ -259,7 +404,8 @@ mod tests {
         let (outbox, outgoing) = mpsc::channel(OUTBOX_QUEUE);
         while outbox.try_send(WsOut::Frame(vec![0; 16])).is_ok() {}
         // The engine still holds the outbox: only the write timeout can end the writer.
-        tokio::time::timeout(HANGS, write_out(Unread, outgoing, SHORT))
+        let (_budget_left, spent) = oneshot::channel();
+        tokio::time::timeout(HANGS, write_out(Unread, outgoing, spent, SHORT))
             .await
             .expect("the writer gives up on a client that does not read");
         drop(outbox);
@@ -269,7 +415,8 @@ mod tests {
     async fn the_engines_close_is_not_waited_on_forever() {
         let (outbox, outgoing) = mpsc::channel(OUTBOX_QUEUE);
         outbox.try_send(WsOut::Close).unwrap();
-        tokio::time::timeout(HANGS, write_out(Unread, outgoing, SHORT))
+        let (_budget_left, spent) = oneshot::channel();
+        tokio::time::timeout(HANGS, write_out(Unread, outgoing, spent, SHORT))
             .await
             .expect("the close frame's write is bounded");
         drop(outbox);

@@ -18,6 +18,8 @@
 //!   the command channel feeding the engine.
 //! * [`http`] is the axum router (`/rtc`, `/rtc/validate`, the `/rtc/v1`
 //!   404s) and the per-WebSocket tasks.
+//! * [`budget`] holds the token buckets (pure) behind the connect budget per
+//!   identity and room and the request budget per signalling connection.
 //!
 //! # Threading model
 //!
@@ -45,6 +47,7 @@
 //! timeout.
 
 pub mod batch;
+pub mod budget;
 pub mod driver;
 pub mod engine;
 pub mod forward;
@@ -53,10 +56,12 @@ pub mod ids;
 pub mod signal;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub use budget::Rate;
 pub use driver::{DataKind, RoomSummary, SfuControl};
 pub use ids::{ParticipantSid, RoomSid, TrackSid};
 
@@ -78,7 +83,26 @@ pub struct SfuConfig {
     pub ping_interval_secs: u32,
     /// Seconds of signalling silence after which a participant is dropped.
     pub ping_timeout_secs: u32,
+    /// Signalling connects one identity may make to one room (refused beyond with 429).
+    pub join_rate: Rate,
+    /// Signalling requests (WebSocket frames) one connection may send; beyond, it is closed.
+    pub signal_rate: Rate,
 }
+
+/// The default connect budget of an identity in a room: 10 at once, then one every 6 seconds.
+/// A client that reconnects after a network change spends one or two; a loop is stopped.
+pub const JOIN_RATE: Rate = Rate {
+    burst: 10,
+    period: Duration::from_secs(6),
+};
+
+/// The default request budget of a signalling connection: 200 at once, then 50 a second. Real
+/// clients stay far below (docs in ARCHITECTURE.md, "Invariants"): a ping every few seconds,
+/// their candidates and offers in a burst at the start, updates on user actions.
+pub const SIGNAL_RATE: Rate = Rate {
+    burst: 200,
+    period: Duration::from_millis(20),
+};
 
 impl Default for SfuConfig {
     fn default() -> Self {
@@ -87,6 +111,8 @@ impl Default for SfuConfig {
             advertise_ips: Vec::new(),
             ping_interval_secs: 5,
             ping_timeout_secs: 15,
+            join_rate: JOIN_RATE,
+            signal_rate: SIGNAL_RATE,
         }
     }
 }
@@ -190,20 +216,32 @@ pub enum SfuError {
 pub struct Sfu {
     driver: driver::DriverHandle,
     admission: Arc<dyn Admission>,
+    joins: http::JoinBudgets,
+    signal_rate: Rate,
 }
 
 impl Sfu {
     /// Bind the UDP sockets and start the engine task.
     pub async fn start(config: SfuConfig, admission: Arc<dyn Admission>) -> Result<Sfu, SfuError> {
+        let joins = Arc::new(Mutex::new(budget::Budgets::new(config.join_rate)));
+        let signal_rate = config.signal_rate;
         let driver = driver::start(config, admission.clone()).await?;
-        Ok(Sfu { driver, admission })
+        Ok(Sfu {
+            driver,
+            admission,
+            joins,
+            signal_rate,
+        })
     }
 
-    /// `/rtc`, `/rtc/validate` and CORS-carrying 404s on `/rtc/v1*`.
+    /// `/rtc`, `/rtc/validate` and CORS-carrying 404s on `/rtc/v1*`. Every router made here
+    /// shares the one connect budget.
     pub fn router(&self) -> axum::Router {
         http::router(http::HttpState {
             admission: self.admission.clone(),
             control: self.driver.control.clone(),
+            joins: self.joins.clone(),
+            signal_rate: self.signal_rate,
         })
     }
 

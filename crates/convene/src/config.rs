@@ -31,6 +31,7 @@ pub struct FileConfig {
     pub compat_bbb_token: Option<String>,
     pub rtc_udp_port: Option<u16>,
     pub rtc_node_ip: Option<String>,
+    pub rtc_reconnect_grace_ms: Option<u64>,
     pub trusted_proxies: Option<String>,
     pub webhook_urls: Option<String>,
     pub webhook_max_attempts: Option<u32>,
@@ -89,6 +90,8 @@ pub struct Config {
     pub rtc_udp_port: u16,
     /// Addresses advertised in SDP (servers behind 1:1 NAT); empty = local interface addresses.
     pub rtc_node_ips: Vec<std::net::IpAddr>,
+    /// How long a media departure waits for the same person to come back before it is recorded.
+    pub rtc_reconnect_grace: std::time::Duration,
     /// Reverse proxies whose `X-Forwarded-For` names the client (empty = none).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where one-time login codes are mailed; `None` = development mode (codes in the log).
@@ -131,6 +134,7 @@ impl std::fmt::Debug for Config {
             .field("compat", &self.compat)
             .field("rtc_udp_port", &self.rtc_udp_port)
             .field("rtc_node_ips", &self.rtc_node_ips)
+            .field("rtc_reconnect_grace", &self.rtc_reconnect_grace)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("webhooks", &self.webhooks)
             .field("livekit", &self.livekit)
@@ -189,6 +193,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_RTC_NODE_IP",
         "comma-separated IPs to advertise to clients (1:1 NAT); default local addresses",
+    ),
+    (
+        "CONVENE_RTC_RECONNECT_GRACE_MS",
+        "how long a media departure waits for the person to reconnect before it is recorded (default 5000, 100 to 60000)",
     ),
     (
         "CONVENE_TRUSTED_PROXIES",
@@ -499,6 +507,13 @@ impl Config {
                 .collect::<anyhow::Result<Vec<_>>>()?,
             None => Vec::new(),
         };
+        let rtc_reconnect_grace = std::time::Duration::from_millis(number(
+            "CONVENE_RTC_RECONNECT_GRACE_MS",
+            var("CONVENE_RTC_RECONNECT_GRACE_MS"),
+            file.rtc_reconnect_grace_ms,
+            100..=60_000,
+            crate::media::RECONNECT_GRACE.as_millis() as u64,
+        )?);
         let trusted_proxies = match var("CONVENE_TRUSTED_PROXIES").or(file.trusted_proxies) {
             Some(list) => comma_list(&list)
                 .map(|entry| {
@@ -570,6 +585,7 @@ impl Config {
             compat,
             rtc_udp_port,
             rtc_node_ips,
+            rtc_reconnect_grace,
             trusted_proxies,
             webhooks,
             livekit,
@@ -885,6 +901,41 @@ mod tests {
         assert_eq!(
             bad("CONVENE_HTTP_MAX_CONNECTIONS_PER_ADDRESS", "0"),
             "CONVENE_HTTP_MAX_CONNECTIONS_PER_ADDRESS must be 1 to 1000000 (got 0)"
+        );
+    }
+
+    #[test]
+    fn the_reconnect_grace_is_read_and_checked() {
+        let grace = |pairs: &[(&str, &str)], file: FileConfig| {
+            Config::from_layers(file, &env(pairs)).map(|c| c.rtc_reconnect_grace)
+        };
+        assert_eq!(
+            grace(&[], FileConfig::default()).unwrap(),
+            std::time::Duration::from_secs(5)
+        );
+        let file = FileConfig {
+            rtc_reconnect_grace_ms: Some(8000),
+            ..FileConfig::default()
+        };
+        assert_eq!(grace(&[], file).unwrap().as_millis(), 8000);
+        assert_eq!(
+            grace(
+                &[("CONVENE_RTC_RECONNECT_GRACE_MS", "250")],
+                FileConfig::default()
+            )
+            .unwrap()
+            .as_millis(),
+            250
+        );
+        let error = grace(
+            &[("CONVENE_RTC_RECONNECT_GRACE_MS", "0")],
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            error,
+            "CONVENE_RTC_RECONNECT_GRACE_MS must be 100 to 60000 (got 0)"
         );
     }
 

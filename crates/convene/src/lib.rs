@@ -108,7 +108,13 @@ pub struct Running {
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     /// The embedded SFU (`None` when media runs on an external LiveKit).
-    sfu: Option<convene_sfu::Sfu>,
+    sfu: Option<EmbeddedSfu>,
+}
+
+/// The embedded SFU and the seam that records its reports.
+struct EmbeddedSfu {
+    sfu: convene_sfu::Sfu,
+    admission: Arc<media::CoreAdmission>,
 }
 
 impl Running {
@@ -121,8 +127,11 @@ impl Running {
     /// Waits until the server ends (after `shutdown_token().cancel()`), then stops the media engine.
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.task.await.context("server task panicked");
-        if let Some(sfu) = self.sfu {
+        if let Some(EmbeddedSfu { sfu, admission }) = self.sfu {
+            // Everyone still connected is reported gone; departures still in their reconnect
+            // grace are recorded now, so the log does not show them connected after the stop.
             sfu.shutdown().await;
+            admission.finish().await;
         }
         served
     }
@@ -179,7 +188,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let signer = Signer::new(key.id.clone(), key.secret.clone());
     let (meetings, engine_routes, sfu, media_tokens, rtc) = match &config.livekit {
         None => {
-            let admission = Arc::new(media::CoreAdmission::default());
+            let admission = Arc::new(media::CoreAdmission::new(config.rtc_reconnect_grace));
             let sfu_config = convene_sfu::SfuConfig {
                 udp_bind: SocketAddr::new(
                     std::net::Ipv4Addr::UNSPECIFIED.into(),
@@ -209,6 +218,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .router()
                 .merge(twirp::router(meetings.clone(), sfu.control()));
             let rtc = public_url.replacen("http", "ws", 1);
+            let sfu = EmbeddedSfu { sfu, admission };
             (meetings, routes, Some(sfu), MediaTokens::Embedded, rtc)
         }
         Some(livekit) => {
@@ -302,7 +312,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     let rtc_udp_addrs = sfu
         .as_ref()
-        .map(convene_sfu::Sfu::local_udp_addrs)
+        .map(|embedded| embedded.sfu.local_udp_addrs())
         .unwrap_or_default();
     Ok(Running {
         addr,

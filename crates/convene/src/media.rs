@@ -1,9 +1,12 @@
 //! The seam between the core and the embedded media engine: the core's [`MediaEngine`] port
 //! carried out on the SFU, and the SFU's [`Admission`] answered by the core (a token is not
 //! enough: the meeting must be live, the person admitted in this run, not banned, under capacity).
-//! Media events come back into the meeting's event log.
+//! Media events come back into the meeting's event log, a reconnect's departure and return folded
+//! into nothing ([`Coalescer`]).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use convene_core::ErrorCode;
@@ -113,29 +116,240 @@ impl MediaEngine for EmbeddedMedia {
 /// How many media reports may wait to be recorded before new ones are dropped (and logged).
 const REPORT_QUEUE: usize = 4096;
 
+/// How long the shutdown waits for the media events still to be recorded.
+const FINISH_TIME: Duration = Duration::from_secs(10);
+
+/// How long a departure waits for the same person to come back before it is recorded
+/// (`CONVENE_RTC_RECONNECT_GRACE_MS`).
+pub const RECONNECT_GRACE: Duration = Duration::from_secs(5);
+
+/// One person in one room.
+type Person = (RoomName, Identity);
+
+fn reported_identity(report: &MediaReport) -> &Identity {
+    match report {
+        MediaReport::Connected { identity }
+        | MediaReport::Disconnected { identity }
+        | MediaReport::TrackPublished { identity, .. }
+        | MediaReport::TrackUnpublished { identity, .. } => identity,
+    }
+}
+
+/// Media reports on their way to the meetings' logs, with a reconnect folded away: a departure
+/// waits `grace` and is dropped if the same person connects again meanwhile, so a client that
+/// reconnects (or loops connect and disconnect) writes nothing for it. Pure: time is passed in.
+///
+/// Order: a person's reports keep their order (any other report of someone whose departure
+/// waits records the departure first); a departure that is recorded lands after what others
+/// did during its grace. A return is always passed on: the core records nothing when the log
+/// already shows the person connected, and records it if something else (a meeting's end)
+/// marked them disconnected meanwhile.
+#[derive(Debug)]
+pub struct Coalescer {
+    grace: Duration,
+    /// Departures waiting for their grace to end, by person, with the entry's number.
+    waiting: HashMap<Person, u64>,
+    /// The same, in the order they are due; an entry whose number no longer matches was dropped.
+    due: VecDeque<(Instant, Person, u64)>,
+    next_entry: u64,
+}
+
+impl Coalescer {
+    pub fn new(grace: Duration) -> Self {
+        Coalescer {
+            grace,
+            waiting: HashMap::new(),
+            due: VecDeque::new(),
+            next_entry: 0,
+        }
+    }
+
+    /// Takes in one report; returns what to record now, in order.
+    pub fn report(
+        &mut self,
+        room: RoomName,
+        report: MediaReport,
+        now: Instant,
+    ) -> Vec<(RoomName, MediaReport)> {
+        let person = (room, reported_identity(&report).clone());
+        match report {
+            MediaReport::Disconnected { .. } => {
+                if !self.waiting.contains_key(&person) {
+                    self.next_entry += 1;
+                    self.waiting.insert(person.clone(), self.next_entry);
+                    self.due
+                        .push_back((now + self.grace, person, self.next_entry));
+                }
+                Vec::new()
+            }
+            MediaReport::Connected { .. } => {
+                self.waiting.remove(&person);
+                vec![(person.0, report)]
+            }
+            MediaReport::TrackPublished { .. } | MediaReport::TrackUnpublished { .. } => {
+                let mut out = Vec::with_capacity(2);
+                if self.waiting.remove(&person).is_some() {
+                    out.push(departure(&person));
+                }
+                out.push((person.0, report));
+                out
+            }
+        }
+    }
+
+    /// When the earliest waiting departure is due (maybe one dropped since: then nothing is).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.due.front().map(|(at, _, _)| *at)
+    }
+
+    /// The departures whose grace ended by `now`, in the order they happened.
+    pub fn due(&mut self, now: Instant) -> Vec<(RoomName, MediaReport)> {
+        let mut out = Vec::new();
+        while let Some((at, _, _)) = self.due.front() {
+            if *at > now {
+                break;
+            }
+            let Some((_, person, entry)) = self.due.pop_front() else {
+                break;
+            };
+            if self.waiting.get(&person) == Some(&entry) {
+                self.waiting.remove(&person);
+                out.push(departure(&person));
+            }
+        }
+        out
+    }
+
+    /// Every waiting departure, now (at shutdown), in the order they happened.
+    pub fn flush(&mut self) -> Vec<(RoomName, MediaReport)> {
+        let mut out = Vec::new();
+        for (_, person, entry) in self.due.drain(..) {
+            if self.waiting.get(&person) == Some(&entry) {
+                out.push(departure(&person));
+            }
+        }
+        self.waiting.clear();
+        out
+    }
+
+    /// Departures waiting now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+fn departure((room, identity): &Person) -> (RoomName, MediaReport) {
+    (
+        room.clone(),
+        MediaReport::Disconnected {
+            identity: identity.clone(),
+        },
+    )
+}
+
+/// What reaches the recording task: a report, or (at shutdown) the word to record every
+/// waiting departure now and stop.
+enum ToRecorder {
+    Report(RoomName, MediaReport),
+    Finish(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Records media reports one at a time, in order, through the coalescer.
+async fn record(
+    meetings: Arc<Meetings>,
+    mut receiver: tokio::sync::mpsc::Receiver<ToRecorder>,
+    grace: Duration,
+) {
+    let mut coalescer = Coalescer::new(grace);
+    loop {
+        let next_due = coalescer.next_due();
+        let due = async {
+            match next_due {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let message = tokio::select! {
+            message = receiver.recv() => message,
+            () = due => {
+                for (room, report) in coalescer.due(Instant::now()) {
+                    write(&meetings, &room, report).await;
+                }
+                continue;
+            }
+        };
+        match message {
+            Some(ToRecorder::Report(room, report)) => {
+                for (room, report) in coalescer.report(room, report, Instant::now()) {
+                    write(&meetings, &room, report).await;
+                }
+            }
+            Some(ToRecorder::Finish(done)) => {
+                for (room, report) in coalescer.flush() {
+                    write(&meetings, &room, report).await;
+                }
+                let _ = done.send(());
+                return;
+            }
+            None => {
+                for (room, report) in coalescer.flush() {
+                    write(&meetings, &room, report).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn write(meetings: &Meetings, room: &RoomName, report: MediaReport) {
+    if let Err(e) = meetings.media_report(room, report).await {
+        tracing::warn!(error = %e, room = %room, "could not record a media event");
+    }
+}
+
 /// Answers the SFU's admission questions from the core.
-#[derive(Default)]
 pub struct CoreAdmission {
     meetings: OnceLock<Arc<Meetings>>,
-    reports: OnceLock<tokio::sync::mpsc::Sender<(RoomName, MediaReport)>>,
+    reports: OnceLock<tokio::sync::mpsc::Sender<ToRecorder>>,
+    /// How long a departure waits for a return before it is recorded.
+    grace: Duration,
 }
 
 impl CoreAdmission {
+    pub fn new(grace: Duration) -> Self {
+        CoreAdmission {
+            meetings: OnceLock::new(),
+            reports: OnceLock::new(),
+            grace,
+        }
+    }
+
     /// Completes the wiring once the core service exists (it needs the SFU's control handle
     /// first), and starts the task that records media reports in order, off the engine's task.
     pub fn attach(&self, meetings: Arc<Meetings>) {
-        let (sender, mut receiver) =
-            tokio::sync::mpsc::channel::<(RoomName, MediaReport)>(REPORT_QUEUE);
-        let recorder = meetings.clone();
-        tokio::spawn(async move {
-            while let Some((room, report)) = receiver.recv().await {
-                if let Err(e) = recorder.media_report(&room, report).await {
-                    tracing::warn!(error = %e, room = %room, "could not record a media event");
-                }
-            }
-        });
+        let (sender, receiver) = tokio::sync::mpsc::channel::<ToRecorder>(REPORT_QUEUE);
+        tokio::spawn(record(meetings.clone(), receiver, self.grace));
         let _ = self.reports.set(sender);
         let _ = self.meetings.set(meetings);
+    }
+
+    /// At shutdown, after the media engine has stopped (and reported everyone's departure):
+    /// records every departure still in its grace, and waits until it is written (at most
+    /// [`FINISH_TIME`]: a store that hangs does not hold the shutdown). Reports after this are
+    /// not recorded.
+    pub async fn finish(&self) {
+        let Some(reports) = self.reports.get() else {
+            return;
+        };
+        let finished = async {
+            let (done, written) = tokio::sync::oneshot::channel();
+            if reports.send(ToRecorder::Finish(done)).await.is_ok() {
+                let _ = written.await;
+            }
+        };
+        if tokio::time::timeout(FINISH_TIME, finished).await.is_err() {
+            tracing::warn!("media events still being recorded at shutdown were given up");
+        }
     }
 
     async fn decide(&self, token: &str) -> Result<Admitted, Refusal> {
@@ -351,8 +565,216 @@ impl Admission for CoreAdmission {
         let (Ok(room), Ok(report)) = (RoomName::parse(&room), report) else {
             return;
         };
-        if reports.try_send((room, report)).is_err() {
-            tracing::warn!("media report queue full: a media event was not recorded");
+        match reports.try_send(ToRecorder::Report(room, report)) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("media report queue full: a media event was not recorded");
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("a media event after shutdown was not recorded");
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(5);
+
+    fn room() -> RoomName {
+        RoomName::parse("room-1").unwrap()
+    }
+
+    fn id(name: &str) -> Identity {
+        Identity::parse(name).unwrap()
+    }
+
+    fn connected(name: &str) -> MediaReport {
+        MediaReport::Connected { identity: id(name) }
+    }
+
+    fn disconnected(name: &str) -> MediaReport {
+        MediaReport::Disconnected { identity: id(name) }
+    }
+
+    fn published(name: &str, sid: &str) -> MediaReport {
+        MediaReport::TrackPublished {
+            identity: id(name),
+            track_sid: sid.into(),
+            kind: "audio".into(),
+        }
+    }
+
+    fn unpublished(name: &str, sid: &str) -> MediaReport {
+        MediaReport::TrackUnpublished {
+            identity: id(name),
+            track_sid: sid.into(),
+        }
+    }
+
+    /// The reports as `kind identity [track]` lines, to compare whole sequences.
+    fn lines(reports: &[(RoomName, MediaReport)]) -> Vec<String> {
+        reports
+            .iter()
+            .map(|(room, report)| {
+                let what = match report {
+                    MediaReport::Connected { identity } => format!("connected {identity}"),
+                    MediaReport::Disconnected { identity } => format!("disconnected {identity}"),
+                    MediaReport::TrackPublished {
+                        identity,
+                        track_sid,
+                        ..
+                    } => format!("published {identity} {track_sid}"),
+                    MediaReport::TrackUnpublished {
+                        identity,
+                        track_sid,
+                    } => format!("unpublished {identity} {track_sid}"),
+                };
+                format!("{room} {what}")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reconnect_within_the_grace_writes_no_departure() {
+        let t0 = Instant::now();
+        let mut coalescer = Coalescer::new(GRACE);
+        assert_eq!(
+            lines(&coalescer.report(room(), connected("ann"), t0)),
+            ["room-1 connected ann"]
+        );
+        assert!(coalescer.report(room(), disconnected("ann"), t0).is_empty());
+        assert_eq!(coalescer.next_due(), Some(t0 + GRACE));
+        // Back before the grace ends: the return is passed on (the core writes nothing for a
+        // person it already shows connected), the departure is gone for good.
+        let back = t0 + GRACE - Duration::from_millis(1);
+        assert_eq!(
+            lines(&coalescer.report(room(), connected("ann"), back)),
+            ["room-1 connected ann"]
+        );
+        assert_eq!(coalescer.waiting(), 0);
+        assert!(coalescer.due(t0 + GRACE * 10).is_empty());
+        assert!(coalescer.flush().is_empty());
+    }
+
+    #[test]
+    fn a_departure_without_return_is_written_once_when_its_grace_ends() {
+        let t0 = Instant::now();
+        let mut coalescer = Coalescer::new(GRACE);
+        coalescer.report(room(), connected("ann"), t0);
+        coalescer.report(room(), disconnected("ann"), t0);
+        // A second report of the same departure changes nothing.
+        coalescer.report(room(), disconnected("ann"), t0 + Duration::from_secs(1));
+        assert!(
+            coalescer
+                .due(t0 + GRACE - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(
+            lines(&coalescer.due(t0 + GRACE)),
+            ["room-1 disconnected ann"]
+        );
+        assert!(coalescer.due(t0 + GRACE * 10).is_empty());
+        assert_eq!(coalescer.next_due(), None);
+        // Coming back after that is a new connection.
+        assert_eq!(
+            lines(&coalescer.report(room(), connected("ann"), t0 + GRACE * 2)),
+            ["room-1 connected ann"]
+        );
+    }
+
+    #[test]
+    fn a_connect_loop_writes_one_connection_and_one_departure() {
+        let t0 = Instant::now();
+        let mut coalescer = Coalescer::new(GRACE);
+        let mut written = Vec::new();
+        let mut now = t0;
+        for _ in 0..200 {
+            written.extend(coalescer.report(room(), connected("ann"), now));
+            now += Duration::from_millis(10);
+            written.extend(coalescer.report(room(), disconnected("ann"), now));
+            written.extend(coalescer.due(now));
+            now += Duration::from_millis(10);
+        }
+        written.extend(coalescer.due(now + GRACE));
+        let departures = lines(&written)
+            .into_iter()
+            .filter(|line| line.contains("disconnected"))
+            .count();
+        assert_eq!(departures, 1);
+        assert_eq!(
+            lines(&written).last().map(String::as_str),
+            Some("room-1 disconnected ann")
+        );
+    }
+
+    #[test]
+    fn a_persons_reports_keep_their_order_and_departures_come_in_theirs() {
+        let t0 = Instant::now();
+        let second = t0 + Duration::from_secs(1);
+        let mut coalescer = Coalescer::new(GRACE);
+        let mut written = Vec::new();
+        for name in ["ann", "bob", "cy"] {
+            written.extend(coalescer.report(room(), connected(name), t0));
+        }
+        written.extend(coalescer.report(room(), published("ann", "TR_a"), t0));
+        // The engine reports a leaver's tracks before the leaver.
+        written.extend(coalescer.report(room(), unpublished("ann", "TR_a"), t0));
+        written.extend(coalescer.report(room(), disconnected("ann"), t0));
+        written.extend(coalescer.report(room(), disconnected("bob"), t0));
+        written.extend(coalescer.report(room(), disconnected("cy"), second));
+        // Anything else of a person whose departure waits writes the departure first.
+        written.extend(coalescer.report(room(), published("bob", "TR_b"), second));
+        written.extend(coalescer.due(second + GRACE));
+        assert_eq!(
+            lines(&written),
+            [
+                "room-1 connected ann",
+                "room-1 connected bob",
+                "room-1 connected cy",
+                "room-1 published ann TR_a",
+                "room-1 unpublished ann TR_a",
+                "room-1 disconnected bob",
+                "room-1 published bob TR_b",
+                "room-1 disconnected ann",
+                "room-1 disconnected cy",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_identity_in_two_rooms_is_two_people() {
+        let t0 = Instant::now();
+        let other = RoomName::parse("room-2").unwrap();
+        let mut coalescer = Coalescer::new(GRACE);
+        coalescer.report(room(), disconnected("ann"), t0);
+        coalescer.report(other.clone(), connected("ann"), t0);
+        assert_eq!(
+            lines(&coalescer.due(t0 + GRACE)),
+            ["room-1 disconnected ann"]
+        );
+    }
+
+    #[test]
+    fn at_shutdown_every_waiting_departure_is_written_in_order() {
+        let t0 = Instant::now();
+        let mut coalescer = Coalescer::new(GRACE);
+        coalescer.report(room(), disconnected("ann"), t0);
+        coalescer.report(room(), disconnected("bob"), t0 + Duration::from_secs(1));
+        coalescer.report(room(), connected("ann"), t0 + Duration::from_secs(2));
+        coalescer.report(room(), disconnected("ann"), t0 + Duration::from_secs(3));
+        coalescer.report(room(), disconnected("cy"), t0 + Duration::from_secs(4));
+        assert_eq!(
+            lines(&coalescer.flush()),
+            [
+                "room-1 disconnected bob",
+                "room-1 disconnected ann",
+                "room-1 disconnected cy",
+            ]
+        );
+        assert_eq!(coalescer.waiting(), 0);
+        assert_eq!(coalescer.next_due(), None);
     }
 }

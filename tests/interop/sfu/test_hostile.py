@@ -97,3 +97,33 @@ def test_reconnect_is_answered_with_leave_reconnect(sfu, room_name):
         assert response.leave.action == 2  # RECONNECT
 
     asyncio.run(main())
+
+
+def test_a_connect_loop_is_refused_and_the_official_client_says_why(sfu, room_name):
+    """An identity's connects beyond its budget (10 at once) are refused before the upgrade with
+    429; LiveKit's client asks /rtc/validate why and reports the server's message."""
+
+    async def main():
+        token = sfu.token("looper", room_name)
+        for _ in range(10):
+            async with websockets.connect(f"{sfu.ws_url}/rtc?access_token={token}") as ws:
+                await asyncio.wait_for(ws.recv(), timeout=5)
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            async with websockets.connect(f"{sfu.ws_url}/rtc?access_token={token}"):
+                pass
+        assert refused.value.response.status_code == 429
+        assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 6
+        validate = requests.get(f"{sfu.http_url}/rtc/validate", params={"access_token": token}, timeout=5)
+        assert validate.status_code == 429 and validate.text.startswith("too many connections for this identity"), validate.text
+
+        client = rtc.Room()
+        with pytest.raises(rtc.ConnectError) as error:
+            await asyncio.wait_for(client.connect(sfu.ws_url, token), timeout=20)
+        assert "429" in str(error.value) and "too many connections for this identity in this room" in str(error.value)
+
+        # Another identity in the room is not affected.
+        other = await connect(sfu, "other", room_name)
+        assert other.connection_state == rtc.ConnectionState.CONN_CONNECTED
+        await other.disconnect()
+
+    asyncio.run(main())
