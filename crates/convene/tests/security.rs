@@ -395,6 +395,108 @@ async fn a_hundred_consecutive_failures_lock_the_meetings_credential_checks() {
     assert_eq!(ErrorCode::LockedOut.http_status(), 429);
 }
 
+/// A clock the test moves by hand.
+struct StepClock(std::sync::atomic::AtomicI64);
+
+impl convene_core::time::Clock for StepClock {
+    fn now(&self) -> convene_core::time::Timestamp {
+        convene_core::time::Timestamp::from_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+impl StepClock {
+    fn advance_millis(&self, millis: i64) {
+        self.0
+            .fetch_add(millis, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn the_host_credential_still_enters_a_meeting_locked_by_wrong_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = convene_store::SqlStore::sqlite(&dir.path().join("t.db"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let clock = Arc::new(StepClock(1_800_000_000_000.into()));
+    let meetings = Meetings::new(
+        Arc::new(store),
+        clock.clone(),
+        Arc::new(NoMedia),
+        Arc::new(NoSink),
+        Default::default(),
+    );
+    let meeting = meetings
+        .create_meeting(NewMeeting {
+            id: None,
+            digits: None,
+            room_name: None,
+            settings: settings(),
+            host_credential: None,
+            participant_credential: None,
+            viewer_credential: None,
+        })
+        .await
+        .unwrap();
+    let id = meeting.id.to_string();
+    let host = meeting.credentials.host.reveal().to_owned();
+    let guest = meeting.credentials.participant.reveal().to_owned();
+    let viewer = meeting.credentials.viewer.reveal().to_owned();
+    let name = || DisplayName::parse("x").unwrap();
+    let mut addresses = (0..).map(|n: u32| format!("10.2.{}.{}", n / 250, n % 250));
+    let mut enter = async |credential: &str| {
+        let address = addresses.next().unwrap();
+        meetings
+            .enter(&id, credential, name(), None, &address)
+            .await
+            .map(|(_, p)| p.role)
+            .map_err(|e| e.code())
+    };
+    // An attacker locks the meeting's PIN checks with 100 wrong PINs.
+    for _ in 0..100 {
+        assert_eq!(enter("wrong").await, Err(ErrorCode::MeetingAccessDenied));
+    }
+    assert_eq!(enter(&guest).await, Err(ErrorCode::LockedOut));
+    assert_eq!(enter(&viewer).await, Err(ErrorCode::LockedOut));
+    assert_eq!(enter("wrong").await, Err(ErrorCode::LockedOut));
+    // The host still gets in.
+    assert_eq!(
+        enter(&host).await,
+        Ok(convene_core::participant::Role::Host)
+    );
+    // Guesses go on while the PIN checks are locked: they can only be meant for the host
+    // credential, so they count against it, and after 100 it locks too.
+    clock.advance_millis(500);
+    for _ in 0..100 {
+        assert_eq!(enter("wrong").await, Err(ErrorCode::LockedOut));
+    }
+    assert_eq!(enter(&host).await, Err(ErrorCode::LockedOut));
+    // The API key is never locked out.
+    let (_, placed) = meetings
+        .enter_trusted(
+            &meeting.id,
+            convene_core::ids::Identity::parse("by-admin").unwrap(),
+            name(),
+            convene_core::participant::Role::Host,
+        )
+        .await
+        .unwrap();
+    assert_eq!(placed.role, convene_core::participant::Role::Host);
+    // Each lock lasts 1 s after its 100th failure: the PIN checks' runs out first, and the host's
+    // failures did not extend it.
+    clock.advance_millis(700);
+    assert_eq!(
+        enter(&guest).await,
+        Ok(convene_core::participant::Role::Speaker)
+    );
+    assert_eq!(enter(&host).await, Err(ErrorCode::LockedOut));
+    clock.advance_millis(400);
+    assert_eq!(
+        enter(&host).await,
+        Ok(convene_core::participant::Role::Host)
+    );
+}
+
 #[tokio::test]
 async fn one_address_is_limited_across_meetings() {
     let (meetings, _dir) = service().await;

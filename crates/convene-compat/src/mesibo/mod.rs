@@ -16,11 +16,11 @@
 //! its creator's user id in the metadata; `pin` is the meeting's speaker credential, `spin` its
 //! viewer credential, and `resolution` its quality preset. Everyone enters under their user id
 //! as identity. `joingroup` checks the pin through the core's guessing limits
-//! ([`Meetings::check_guess`]): an unknown group and a wrong pin get the same answer, failures
+//! ([`Meetings::check_credential`]): an unknown group and a wrong pin get the same answer, failures
 //! are counted per group and per client address in the store. The creator enters as host with
 //! any pin but `spin` (which makes them a viewer), as in the original.
 //!
-//! [`Meetings::check_guess`]: convene_core::service::Meetings::check_guess
+//! [`Meetings::check_credential`]: convene_core::service::Meetings::check_credential
 
 pub mod error;
 pub mod wire;
@@ -283,7 +283,7 @@ async fn join_group(
             let role = meeting.as_ref().and_then(|m| m.credentials.role_for(pin));
             state
                 .meetings
-                .check_guess(&guess_key, &client.key(), role.is_some())
+                .check_credential(&guess_key, &client.key(), role)
                 .await
                 .map_err(|e| match e.code() {
                     ErrorCode::MeetingAccessDenied => MesiboError::bad_group(),
