@@ -325,6 +325,7 @@ pub struct EnterResponse {
     /// `waiting` or `admitted`.
     pub state: WireState,
     /// Waiting-room token: reads your own state and the meeting's events; exchange it at `join`.
+    /// It never moderates, a host's included: hosts moderate with the token `join` answers.
     pub token: String,
     pub events_url: String,
     pub meeting: MeetingPublicView,

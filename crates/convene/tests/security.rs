@@ -257,6 +257,121 @@ async fn tokens_are_checked_strictly() {
 }
 
 #[tokio::test]
+async fn a_waiting_room_token_is_only_a_ticket_even_a_hosts() {
+    let app = app().await;
+    let meeting = app
+        .create_meeting(json!({"name": "m", "policy": "ask_host", "mode": "stream"}))
+        .await;
+    let id = meeting["meeting_id"].as_str().unwrap();
+    let host_pin = meeting["credentials"]["host"].as_str().unwrap();
+    let guest_pin = meeting["credentials"]["participant"].as_str().unwrap();
+    let guest = app.enter(&meeting, guest_pin, "pat").await;
+    assert_eq!(guest["state"], "waiting");
+    let other = app.enter(&meeting, guest_pin, "sam").await;
+    let host = app.enter(&meeting, host_pin, "dr-lee").await;
+    assert_eq!(host["role"], "host");
+    let waiting = host["token"].as_str().unwrap();
+    let base = format!("/v1/meetings/{id}");
+    let host_calls: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", format!("{base}/participants"), None),
+        ("GET", format!("{base}/participants/pat"), None),
+        ("POST", format!("{base}/participants/pat/admit"), None),
+        ("POST", format!("{base}/admit-all"), None),
+        ("POST", format!("{base}/participants/pat/deny"), None),
+        ("POST", format!("{base}/participants/pat/send-back"), None),
+        ("POST", format!("{base}/participants/pat/invite"), None),
+        ("POST", format!("{base}/participants/pat/remove"), None),
+        (
+            "POST",
+            format!("{base}/participants/pat/ban"),
+            Some(json!({})),
+        ),
+        ("POST", format!("{base}/participants/pat/unban"), None),
+        (
+            "POST",
+            format!("{base}/participants/pat/role"),
+            Some(json!({"role": "viewer"})),
+        ),
+        (
+            "POST",
+            format!("{base}/participants/pat/mute"),
+            Some(json!({"track": "audio"})),
+        ),
+        ("POST", format!("{base}/start"), None),
+        ("POST", format!("{base}/end"), None),
+    ];
+    for (method, path, body) in &host_calls {
+        let (status, answer) = app.bearer(method, path, waiting, body.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], "forbidden", "{method} {path}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("join"),
+            "{answer}"
+        );
+    }
+    // Nothing happened: the guest still waits, the meeting has not started.
+    let (_, me) = app
+        .bearer(
+            "GET",
+            &format!("{base}/me"),
+            guest["token"].as_str().unwrap(),
+            None,
+        )
+        .await;
+    assert_eq!(me["participant"]["state"], "waiting");
+    assert_eq!(me["meeting"]["status"], "created");
+    // The ticket's own uses still work: its holder's state, and joining.
+    let (status, _) = app
+        .bearer("GET", &format!("{base}/me"), waiting, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, joined) = app
+        .bearer("POST", &format!("{base}/join"), waiting, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    // Joined, the host moderates with the access token the join answered.
+    let access = joined["api_token"].as_str().unwrap();
+    let (status, list) = app
+        .bearer(
+            "GET",
+            &format!("{base}/participants?state=waiting"),
+            access,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["participants"].as_array().unwrap().len(), 2);
+    let (status, answer) = app
+        .bearer(
+            "POST",
+            &format!("{base}/participants/pat/admit"),
+            access,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // The waiting token stays a ticket after its holder joined.
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("{base}/participants/sam/admit"),
+            waiting,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // The API key always works.
+    let (status, answer) = app
+        .admin("POST", &format!("{base}/participants/sam/admit"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer} {other}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn admin_credentials_are_checked_in_full() {
     let app = app().await;
     let response = app

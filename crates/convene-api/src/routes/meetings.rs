@@ -9,7 +9,7 @@ use convene_core::webhook::WebhookUrl;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::meeting_id;
+use super::{host_caller, meeting_id};
 use crate::auth::{Admin, AnyCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
@@ -211,7 +211,7 @@ pub async fn update(
     Ok(axum::Json(MeetingView::from(&meeting)))
 }
 
-/// Start the meeting (a new run if it had ended). Admins, or a host's own token.
+/// Start the meeting (a new run if it had ended). Admins, or a joined host's access token.
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/start", tag = "meetings",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = MeetingView)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
@@ -223,7 +223,7 @@ pub async fn start(
     let id = meeting_id(&id)?;
     let meeting = state
         .meetings
-        .start_meeting(&id, &principal.caller_for(&id)?)
+        .start_meeting(&id, &host_caller(&principal, &id)?)
         .await?;
     Ok(axum::Json(MeetingView::from(&meeting)))
 }
@@ -240,7 +240,7 @@ pub async fn end(
     let id = meeting_id(&id)?;
     let meeting = state
         .meetings
-        .end_meeting(&id, &principal.caller_for(&id)?)
+        .end_meeting(&id, &host_caller(&principal, &id)?)
         .await?;
     Ok(axum::Json(MeetingView::from(&meeting)))
 }
