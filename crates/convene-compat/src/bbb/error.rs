@@ -126,7 +126,7 @@ impl From<ParamsError> for BbbError {
         match &error {
             ParamsError::Missing(name) => Self::missing(name),
             ParamsError::TooLarge => Self::new(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
-            ParamsError::Malformed(_) | ParamsError::Invalid { .. } => {
+            ParamsError::Malformed(_) | ParamsError::Invalid { .. } | ParamsError::NotUtf8(_) => {
                 Self::new(StatusCode::BAD_REQUEST, error.to_string())
             }
         }

@@ -160,7 +160,7 @@ impl From<ParamsError> for LiveStreamError {
                 "invalid request",
                 sentence(&error.to_string()),
             ),
-            ParamsError::Invalid { name, .. } => Self::new(
+            ParamsError::Invalid { name, .. } | ParamsError::NotUtf8(name) => Self::new(
                 StatusCode::BAD_REQUEST,
                 format!("invalid {name}"),
                 sentence(&error.to_string()),

@@ -64,13 +64,16 @@ pub fn router(state: AppState) -> Router {
 
 /// The one endpoint: reads the parameters, dispatches on `op`, renders success or failure.
 async fn api(State(state): State<AppState>, client: ClientAddr, request: Request) -> Response {
-    let query = Params::from_query(request.uri().query().unwrap_or_default());
+    let ts = state.meetings.now().as_secs();
+    let query = match Params::from_query(request.uri().query().unwrap_or_default()) {
+        Ok(query) => query,
+        Err(e) => return MesiboError::from(e).render("", ts),
+    };
     let body = if request.method() == Method::POST {
         Params::from_body(request).await
     } else {
         Ok(Params::default())
     };
-    let ts = state.meetings.now().as_secs();
     let op = query.text("op").ok().flatten();
     let params = match body {
         Ok(body) => body.or(query),
