@@ -14,6 +14,9 @@ use serde::Serialize;
 pub enum ErrorCode {
     /// The body or a parameter is malformed or fails validation.
     InvalidRequest,
+    /// Each value is well-formed, but they contradict each other (credentials that are not
+    /// distinct, a schedule that ends before it starts): what a schema cannot say.
+    InvalidCombination,
     /// The body is larger than the surface accepts.
     PayloadTooLarge,
     /// No or unusable admin credentials.
@@ -75,8 +78,9 @@ pub struct ErrorSpec {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         Self::InvalidRequest,
+        Self::InvalidCombination,
         Self::PayloadTooLarge,
         Self::Unauthenticated,
         Self::InvalidToken,
@@ -107,6 +111,11 @@ impl ErrorCode {
     pub const fn spec(self) -> ErrorSpec {
         let (code, http_status, message) = match self {
             Self::InvalidRequest => ("invalid_request", 400, "the request is malformed"),
+            Self::InvalidCombination => (
+                "invalid_combination",
+                422,
+                "the values are well-formed but contradict each other",
+            ),
             Self::PayloadTooLarge => ("payload_too_large", 413, "the request body is too large"),
             Self::Unauthenticated => ("unauthenticated", 401, "missing or invalid API credentials"),
             Self::InvalidToken => ("invalid_token", 401, "missing, invalid or expired token"),

@@ -231,8 +231,8 @@ impl Meetings {
             request.viewer_credential,
             &mut rand::rng(),
         )
-        .map_err(DomainError::from)?;
-        credentials.check_distinct().map_err(DomainError::from)?;
+        .and_then(|credentials| credentials.check_distinct().map(|()| credentials))
+        .map_err(|e| DomainError::new(ErrorCode::InvalidCombination, e.to_string()))?;
         let digits = request.digits.unwrap_or(self.default_digits);
         for _ in 0..MAX_ID_ATTEMPTS {
             let id = request

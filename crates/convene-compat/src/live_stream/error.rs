@@ -112,6 +112,8 @@ impl From<ApiError> for LiveStreamError {
             ErrorCode::MeetingAccessDenied
             | ErrorCode::Unauthenticated
             | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+            // The seed lists no 422: contradicting values are a bad request here.
+            ErrorCode::InvalidCombination => StatusCode::BAD_REQUEST,
             code => StatusCode::from_u16(code.http_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         };

@@ -23,9 +23,10 @@ pub type Result<T, E = WaitingRoomError> = std::result::Result<T, E>;
 /// The seed lists only 400, 403, 404 and 500; every core code lands on one of them.
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::InvalidRequest | ErrorCode::PayloadTooLarge | ErrorCode::MethodNotAllowed => {
-            StatusCode::BAD_REQUEST
-        }
+        ErrorCode::InvalidRequest
+        | ErrorCode::InvalidCombination
+        | ErrorCode::PayloadTooLarge
+        | ErrorCode::MethodNotAllowed => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthenticated
         | ErrorCode::InvalidToken
         | ErrorCode::Forbidden
