@@ -106,6 +106,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = routes();
     // After the paths are merged in: every operation documents the error shape.
     ErrorResponses.modify(&mut doc);
+    // The patterns attributes cannot state (see `wire`), so the document is exact.
+    wire::Exact.modify(&mut doc);
     (router, doc)
 }
 

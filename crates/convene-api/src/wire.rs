@@ -1,14 +1,23 @@
 //! Wire types of the native API: what goes over HTTP, with OpenAPI schemas, mapped to and from
 //! the core's domain types. The core never sees these.
+//!
+//! The schemas say exactly what the server takes, in both directions: a request the schema
+//! allows is not refused as malformed, and one it forbids is refused. What `#[schema]`
+//! attributes cannot say (the patterns of names, identities, meeting ids, credentials and URLs,
+//! built from the core's rules) [`Exact`] writes into the document; [`check_http_url`] makes the
+//! server hold URLs to the same pattern.
 
 use convene_core::event::Event;
 use convene_core::meeting::{Meeting, MeetingStatus, Mode, QualityPreset, WaitingPolicy};
 use convene_core::participant::{Participant, ParticipantState, Role};
 use convene_core::time::Timestamp;
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{Modify, ToSchema};
 
 /// RFC 3339 text for a timestamp.
 pub fn rfc3339(at: Timestamp) -> String {
@@ -31,6 +40,49 @@ pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// A JSON integer as JSON Schema counts integers: `11`, or `11.0` (a number whose fraction is
+/// zero), which serde would refuse for an integer type. Out of `T`'s range is an error.
+fn whole<T: TryFrom<i128>, E: serde::de::Error>(value: serde_json::Value) -> Result<T, E> {
+    let whole = match &value {
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e38)
+                    .map(|f| f as i128)
+            }),
+        _ => None,
+    };
+    let Some(whole) = whole else {
+        return Err(E::custom(format!(
+            "invalid type: {value}, expected an integer"
+        )));
+    };
+    T::try_from(whole).map_err(|_| E::custom(format!("{whole} is out of range")))
+}
+
+/// An optional integer field, read as [`whole`] reads it.
+pub fn optional_integer<'de, T: TryFrom<i128>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value) => whole(value).map(Some),
+    }
+}
+
+/// A PATCH integer field (absent, `null`, or an integer), read as [`whole`] reads it.
+pub fn double_option_integer<'de, T: TryFrom<i128>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(Some(None)),
+        value => whole(value).map(|v| Some(Some(v))),
+    }
 }
 
 macro_rules! wire_enum {
@@ -67,7 +119,8 @@ wire_enum!(
     /// A participant's state.
     WireState <=> ParticipantState { Waiting, Admitted, Joined, Left, Removed, Banned });
 
-/// Credentials to set; each absent one is generated as an 8-digit PIN.
+/// Credentials to set; each absent one is generated as an 8-digit PIN. 1 to 128 characters, no
+/// control characters; the three must differ (else 422 `invalid_combination`).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsInput {
@@ -83,8 +136,10 @@ pub struct CredentialsInput {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleWire {
     /// RFC 3339 date-time.
+    #[schema(format = DateTime)]
     pub starts_at: String,
-    /// RFC 3339 date-time, after `starts_at`.
+    /// RFC 3339 date-time, after `starts_at` (else 422 `invalid_combination`).
+    #[schema(format = DateTime)]
     pub ends_at: Option<String>,
 }
 
@@ -98,13 +153,15 @@ pub struct CreateMeetingRequest {
     /// Default `wait_for_host`.
     pub policy: Option<WirePolicy>,
     /// Length of the generated meeting id (4 to 18; default `MEETING_ID_DIGITS`).
+    #[serde(default, deserialize_with = "optional_integer")]
     #[schema(minimum = 4, maximum = 18)]
     pub n_digits: Option<i64>,
     /// Media room name; default the meeting id.
     #[schema(min_length = 1, max_length = 128)]
     pub room_name: Option<String>,
-    /// Most people joined at once (hosts always get in).
-    #[schema(minimum = 1)]
+    /// Most people joined at once (hosts always get in), 1 to 1,000,000.
+    #[serde(default, deserialize_with = "optional_integer")]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub capacity: Option<u32>,
     pub quality: Option<WireQuality>,
     #[schema(max_length = 2048)]
@@ -127,8 +184,9 @@ pub struct UpdateMeetingRequest {
     pub name: Option<String>,
     pub mode: Option<WireMode>,
     pub policy: Option<WirePolicy>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u32>, minimum = 1)]
+    /// 1 to 1,000,000; `null` removes the limit.
+    #[serde(default, deserialize_with = "double_option_integer")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000000)]
     pub capacity: Option<Option<u32>>,
     pub quality: Option<WireQuality>,
     #[serde(default, deserialize_with = "double_option")]
@@ -325,6 +383,7 @@ pub struct EnterResponse {
     /// `waiting` or `admitted`.
     pub state: WireState,
     /// Waiting-room token: reads your own state and the meeting's events; exchange it at `join`.
+    /// It never moderates, a host's included: hosts moderate with the token `join` answers.
     pub token: String,
     pub events_url: String,
     pub meeting: MeetingPublicView,
@@ -407,6 +466,7 @@ pub struct RoleRequest {
 #[serde(deny_unknown_fields)]
 pub struct BanRequest {
     /// Ban for this long; absent = until lifted.
+    #[serde(default, deserialize_with = "optional_integer")]
     #[schema(minimum = 1, maximum = 315360000)]
     pub duration_seconds: Option<u64>,
 }
@@ -414,8 +474,8 @@ pub struct BanRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MuteRequest {
-    /// `audio`, `video`, or a track sid (`TR_...`).
-    #[schema(min_length = 1, max_length = 64)]
+    /// `audio`, `video`, or a track sid (`TR_...`, at most 64 characters).
+    #[schema(pattern = "^(audio|video|TR_[A-Za-z0-9_]{0,61})$")]
     pub track: String,
     /// Default true.
     pub muted: Option<bool>,
@@ -543,4 +603,432 @@ pub struct Health {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Ok {
     pub ok: bool,
+}
+
+// ----- exactness: the patterns the schema states and the server holds -----------------------
+
+/// What `str::trim` removes (Unicode White_Space), as the inside of a regex class.
+const TRIMMED: &str = r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+/// One character that is neither a control character nor trimmed whitespace.
+const VISIBLE: &str = r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+/// One character that is not a control character (Unicode Cc, as `char::is_control`).
+const NOT_CONTROL: &str = r"[^\x00-\x1f\x7f-\x9f]";
+
+/// A text the core trims and then takes when it is 1 to `max` characters without control
+/// characters (`DisplayName`, `Identity`, `RoomName`, `ChatText`): whitespace around is allowed,
+/// since it is trimmed away.
+pub fn text_pattern(max: usize) -> String {
+    format!(
+        "^[{TRIMMED}]*{VISIBLE}(?:{NOT_CONTROL}{{0,{}}}{VISIBLE})?[{TRIMMED}]*$",
+        max - 2
+    )
+}
+
+/// A meeting id as `MeetingId::parse` takes it: 4 to 18 digits, not starting with 0, trimmed.
+pub fn meeting_id_pattern() -> String {
+    format!("^[{TRIMMED}]*[1-9][0-9]{{3,17}}[{TRIMMED}]*$")
+}
+
+/// A credential as `Credential::parse` takes it (not trimmed).
+pub const CREDENTIAL_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]{1,128}$";
+
+/// The absolute http(s) URLs convene takes (`logout_url`, `webhook_url`): a host name (dotted
+/// labels of letters and digits with single inner hyphens, the last starting with a letter, so
+/// it is never read as an IPv4 number, and no `xn--` label) or a dotted-quad IPv4 address, an
+/// optional port up to 65535, then printable ASCII but for the characters a URL parser
+/// percent-encodes (`"` `'` `<` `>` `` ` `` `{` `}`: encode them, and everything else). No user
+/// information, no IPv6 literal. Every URL that matches is one the `url` crate parses, at most
+/// one character longer (a `/` after a bare host), so at most [`HTTP_URL_MAX`] + 1 bytes stored.
+pub const HTTP_URL_PATTERN: &str = concat!(
+    r"^[hH][tT][tT][pP][sS]?://",
+    r"(?:(?:[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\.)*[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*",
+    r"|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
+    r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0))?",
+    r"(?:[/?#][!#-&(-;=?-_a-z|~]*)?$",
+);
+
+/// Longest URL, in characters (the pattern allows ASCII only, so bytes too): one under the core's
+/// 2048-byte limit on the parsed URL, which may gain a `/`.
+pub const HTTP_URL_MAX: usize = 2047;
+
+static HTTP_URL: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(HTTP_URL_PATTERN).expect("a valid pattern"));
+
+/// Holds a URL field to [`HTTP_URL_PATTERN`], as the schema states it; the core parses it after.
+pub fn check_http_url(field: &str, raw: &str) -> Result<(), convene_core::ValidationError> {
+    if raw.len() > HTTP_URL_MAX {
+        return Err(convene_core::ValidationError::new(
+            field,
+            format!("must be at most {HTTP_URL_MAX} characters"),
+        ));
+    }
+    if !HTTP_URL.is_match(raw) {
+        return Err(convene_core::ValidationError::new(
+            field,
+            "must be an absolute http or https URL: a host name or IPv4 address, an optional \
+             port, then printable ASCII (no user information, no IPv6 literal)",
+        ));
+    }
+    Ok(())
+}
+
+/// Writes into the OpenAPI document the constraints `#[schema]` attributes cannot say: the
+/// patterns of texts, meeting ids, credentials and URLs (lengths come with them, so the
+/// attributes' `maxLength`/`minLength`, which would forbid the whitespace the server trims
+/// away, are dropped). Applied by [`crate::api`].
+pub struct Exact;
+
+impl Exact {
+    /// Request body properties: (schema, property, pattern, `maxLength`).
+    fn properties() -> Vec<(&'static str, &'static str, String, Option<usize>)> {
+        let name = text_pattern(convene_core::ids::DisplayName::MAX_LEN);
+        let identity = text_pattern(convene_core::ids::Identity::MAX_LEN);
+        let room = text_pattern(convene_core::ids::RoomName::MAX_LEN);
+        let text = text_pattern(convene_core::ids::ChatText::MAX_LEN);
+        let url = || (HTTP_URL_PATTERN.to_owned(), Some(HTTP_URL_MAX));
+        let mut list = Vec::new();
+        for schema in ["CreateMeetingRequest", "UpdateMeetingRequest"] {
+            list.push((schema, "name", name.clone(), None));
+            let (pattern, max) = url();
+            list.push((schema, "logout_url", pattern, max));
+            let (pattern, max) = url();
+            list.push((schema, "webhook_url", pattern, max));
+        }
+        list.push(("CreateMeetingRequest", "room_name", room, None));
+        for who in ["host", "participant", "viewer"] {
+            list.push(("CredentialsInput", who, CREDENTIAL_PATTERN.to_owned(), None));
+        }
+        list.push(("EnterRequest", "name", name.clone(), None));
+        list.push(("EnterRequest", "identity", identity.clone(), None));
+        list.push(("AddParticipantRequest", "identity", identity.clone(), None));
+        list.push(("AddParticipantRequest", "name", name, None));
+        list.push(("ChatRequest", "text", text, None));
+        list.push(("ChatRequest", "to", identity, None));
+        list
+    }
+}
+
+fn object(schema: &mut RefOr<Schema>) -> Option<&mut utoipa::openapi::schema::Object> {
+    match schema {
+        RefOr::T(Schema::Object(object)) => Some(object),
+        _ => None,
+    }
+}
+
+fn is_string(object: &utoipa::openapi::schema::Object) -> bool {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    match &object.schema_type {
+        SchemaType::Type(Type::String) => true,
+        SchemaType::Array(types) => types.contains(&Type::String),
+        _ => false,
+    }
+}
+
+impl Modify for Exact {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (schema, property, pattern, max_length) in Self::properties() {
+            let Some(target) = components
+                .schemas
+                .get_mut(schema)
+                .and_then(object)
+                .and_then(|o| o.properties.get_mut(property))
+                .and_then(object)
+            else {
+                panic!("the OpenAPI document has no {schema}.{property}");
+            };
+            target.pattern = Some(pattern);
+            target.min_length = None;
+            target.max_length = max_length;
+        }
+        let meeting_id = meeting_id_pattern();
+        let identity = text_pattern(convene_core::ids::Identity::MAX_LEN);
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let Some(schema) = parameter.schema.as_mut().and_then(object) else {
+                        continue;
+                    };
+                    let pattern = match parameter.name.as_str() {
+                        // The meetings list's `after` is a meeting id too.
+                        "meeting_id" | "after" if is_string(schema) => &meeting_id,
+                        "identity" => &identity,
+                        _ => continue,
+                    };
+                    schema.pattern = Some(pattern.clone());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use convene_core::ids::{ChatText, Credential, DisplayName, Identity, MeetingId, RoomName};
+    use convene_core::meeting::LogoutUrl;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn regex(pattern: &str) -> regex::Regex {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(1 << 30)
+            .build()
+            .unwrap()
+    }
+
+    /// Random strings over the characters where the rules differ: ASCII, control characters
+    /// (some of them whitespace), every kind of whitespace `trim` removes, and wider characters.
+    fn corpus(max_len: usize, seed: u64) -> Vec<String> {
+        const CHARS: &[char] = &[
+            'a', 'Z', '0', '9', '-', '_', ' ', '.', '/', ':', '\t', '\n', '\r', '\u{0b}', '\u{0c}',
+            '\u{00}', '\u{01}', '\u{1f}', '\u{7f}', '\u{85}', '\u{9f}', '\u{a0}', '\u{a1}',
+            '\u{1680}', '\u{2000}', '\u{200a}', '\u{200b}', '\u{2028}', '\u{2029}', '\u{202f}',
+            '\u{205f}', '\u{3000}', '\u{feff}', 'é', '中', '😀',
+        ];
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut out = vec![String::new()];
+        for _ in 0..4000 {
+            let len = match rng.random_range(0..4) {
+                0 => rng.random_range(0..4),
+                1 => rng.random_range(max_len.saturating_sub(3)..max_len + 4),
+                _ => rng.random_range(0..max_len + 4),
+            };
+            // Mostly plain text with a few odd characters, so long valid values occur too.
+            let odd = rng.random_range(0..6);
+            out.push(
+                (0..len)
+                    .map(|i| {
+                        if i < 2 || i + 2 >= len || rng.random_range(0..len.max(1)) < odd {
+                            CHARS[rng.random_range(0..CHARS.len())]
+                        } else {
+                            CHARS[rng.random_range(0..4)]
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    fn agree(pattern: &str, max: usize, parse: impl Fn(&str) -> bool) {
+        let re = regex(pattern);
+        for (n, text) in corpus(max, max as u64).iter().enumerate() {
+            assert_eq!(
+                re.is_match(text),
+                parse(text),
+                "case {n}: {text:?} ({} chars)",
+                text.chars().count()
+            );
+        }
+    }
+
+    #[test]
+    fn text_patterns_say_what_the_core_takes() {
+        agree(&text_pattern(DisplayName::MAX_LEN), 200, |t| {
+            DisplayName::parse(t).is_ok()
+        });
+        agree(&text_pattern(Identity::MAX_LEN), 128, |t| {
+            Identity::parse(t).is_ok()
+        });
+        agree(&text_pattern(RoomName::MAX_LEN), 128, |t| {
+            RoomName::parse(t).is_ok()
+        });
+        agree(&text_pattern(ChatText::MAX_LEN), 4096, |t| {
+            ChatText::parse(t).is_ok()
+        });
+        agree(CREDENTIAL_PATTERN, 128, |t| Credential::parse(t).is_ok());
+    }
+
+    #[test]
+    fn the_meeting_id_pattern_says_what_the_core_takes() {
+        let re = regex(&meeting_id_pattern());
+        let mut cases: Vec<String> = [
+            "1234",
+            "123",
+            "0123",
+            "123456789012345678",
+            "1234567890123456789",
+            " 1234",
+            "1234\u{3000}",
+            "\t1234\n",
+            "12 34",
+            "12a4",
+            "",
+            "１２３４",
+            "1234\u{feff}",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..2000 {
+            let len = rng.random_range(0..22);
+            cases.push(
+                (0..len)
+                    .map(|_| ['0', '1', '9', ' ', '\t', 'x', '\u{a0}'][rng.random_range(0..7)])
+                    .collect(),
+            );
+        }
+        for case in &cases {
+            assert_eq!(
+                re.is_match(case),
+                MeetingId::parse(case).is_ok(),
+                "{case:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_that_match_the_pattern_are_taken_and_the_rest_refused() {
+        let taken = [
+            "http://a",
+            "https://example.com/bye?x=1#top",
+            "HTTPS://Example.COM:443/",
+            "http://127.0.0.1:8080/hook",
+            "http://255.255.255.255:65535",
+            "http://host:0",
+            "http://a-b.c-d.example/~p/%zz/\\x",
+            "http://x1.y2/|^[]@!$&()*+,;=:?/#?",
+        ];
+        let refused = [
+            "",
+            "ftp://example.com",
+            "javascript:alert(1)",
+            "http://",
+            "http:/a",
+            "http:a",
+            "//example.com",
+            "http://user:pw@example.com",
+            "http://[::1]:8080/",
+            "http://a.1",
+            "http://a.0x1",
+            "http://1.2.3",
+            "http://256.1.1.1",
+            "http://01.1.1.1",
+            "http://xn--nxasmq6b.example",
+            "http://-a.example",
+            "http://a-.example",
+            "http://a..b",
+            "http://a_b.example",
+            "http://exämple.com",
+            "http://a:65536",
+            "http://a:080",
+            "http://a:",
+            "http://a/b c",
+            "http://a/é",
+            "http://a/\"",
+            "http://a/'",
+            "http://a/<>",
+            "http://a/`",
+            "http://a/{}",
+            " http://a",
+            "http://a\n",
+        ];
+        for url in taken {
+            assert!(check_http_url("logout_url", url).is_ok(), "{url}");
+            assert!(LogoutUrl::parse(url).is_ok(), "{url}");
+        }
+        for url in refused {
+            assert!(check_http_url("logout_url", url).is_err(), "{url:?}");
+        }
+        let long = format!("http://a/{}", "x".repeat(HTTP_URL_MAX - 9));
+        assert!(check_http_url("logout_url", &long).is_ok());
+        assert!(check_http_url("logout_url", &format!("{long}x")).is_err());
+        // Whatever matches, the url crate parses as an http(s) URL.
+        let mut rng = StdRng::seed_from_u64(11);
+        let pieces = [
+            "http://", "https://", "a", "b1", "-", ".", "1", "25", "0", ":", "/", "?", "#", "%",
+            "x", "Z", "9", "255", "\\", "..", "\"", "{", "@", "'",
+        ];
+        for _ in 0..20_000 {
+            let url: String = (0..rng.random_range(1..12))
+                .map(|_| pieces[rng.random_range(0..pieces.len())])
+                .collect();
+            if check_http_url("u", &url).is_ok() {
+                let parsed = LogoutUrl::parse(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+                assert!(parsed.as_str().len() <= url.len() + 1, "{url}");
+            }
+        }
+    }
+
+    #[test]
+    fn integers_are_read_as_json_schema_counts_them() {
+        let read = |text: &str| {
+            serde_json::from_str::<BanRequest>(&format!(r#"{{"duration_seconds": {text}}}"#))
+                .map(|r| r.duration_seconds)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(read("60"), Ok(Some(60)));
+        assert_eq!(read("60.0"), Ok(Some(60)));
+        assert_eq!(read("6e1"), Ok(Some(60)));
+        assert_eq!(read("null"), Ok(None));
+        for bad in ["60.5", "-1", "\"60\"", "true", "1e300"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        let patch = |text: &str| {
+            serde_json::from_str::<UpdateMeetingRequest>(text)
+                .map(|r| r.capacity)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(patch("{}"), Ok(None));
+        assert_eq!(patch(r#"{"capacity": null}"#), Ok(Some(None)));
+        assert_eq!(patch(r#"{"capacity": 3.0}"#), Ok(Some(Some(3))));
+        assert!(patch(r#"{"capacity": 4294967296}"#).is_err());
+    }
+
+    #[test]
+    fn every_request_string_is_constrained() {
+        let doc = serde_json::to_value(crate::openapi()).unwrap();
+        // Secrets to check are any text up to a length: a wrong one is refused with 401 or 403.
+        let free = [
+            ("JoinLinkRequest", "join_link"),
+            ("EnterRequest", "credential"),
+        ];
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for (name, schema) in schemas {
+            if !(name.ends_with("Request") || name.ends_with("Input") || name == "ScheduleWire") {
+                continue;
+            }
+            for (property, spec) in schema["properties"].as_object().unwrap() {
+                let is_string = spec["type"] == "string"
+                    || spec["type"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().any(|t| t == "string"));
+                if !is_string {
+                    continue;
+                }
+                if free.contains(&(name.as_str(), property.as_str())) {
+                    assert!(spec.get("maxLength").is_some(), "{name}.{property}");
+                    continue;
+                }
+                assert!(
+                    spec.get("pattern").is_some() || spec.get("format").is_some(),
+                    "{name}.{property} has no pattern or format: {spec}"
+                );
+            }
+        }
+        for (path, operations) in doc["paths"].as_object().unwrap() {
+            for operation in operations.as_object().unwrap().values() {
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    let name = parameter["name"].as_str().unwrap();
+                    if ["meeting_id", "identity"].contains(&name) {
+                        assert!(
+                            parameter["schema"].get("pattern").is_some(),
+                            "{path} {name}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -24,6 +24,9 @@ pub enum ParamsError {
     Missing(String),
     #[error("{name} {reason}")]
     Invalid { name: String, reason: String },
+    /// A form or query string whose text, once percent-decoded, is not UTF-8.
+    #[error("{0} is not UTF-8 text")]
+    NotUtf8(String),
 }
 
 impl ParamsError {
@@ -65,11 +68,7 @@ impl Params {
                 _ => Err(ParamsError::Malformed("a JSON object")),
             }
         } else {
-            let mut map = Map::new();
-            for (key, value) in url::form_urlencoded::parse(trimmed) {
-                map.insert(key.into_owned(), Value::String(value.into_owned()));
-            }
-            Ok(Self(map))
+            form(trimmed)
         }
     }
 
@@ -118,12 +117,8 @@ impl Params {
 
 impl Params {
     /// Parameters from a URL query string (`a=1&b=x`).
-    pub fn from_query(query: &str) -> Self {
-        let mut map = Map::new();
-        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            map.insert(key.into_owned(), Value::String(value.into_owned()));
-        }
-        Self(map)
+    pub fn from_query(query: &str) -> Result<Self, ParamsError> {
+        form(query.as_bytes())
     }
 
     /// These parameters, with those of `fallback` that are not here (PHP's `$_REQUEST`: the body
@@ -147,6 +142,37 @@ impl Params {
             .map_err(|_| ParamsError::TooLarge)?;
         Self::parse(content_type.as_deref(), &body)
     }
+}
+
+/// An `application/x-www-form-urlencoded` text (a body or a query string) into parameters (the
+/// last of repeated names wins). Unlike `url::form_urlencoded::parse`, which replaces what is not
+/// UTF-8 with U+FFFD, text that is not UTF-8 once percent-decoded is refused, so a parameter never
+/// means something other than what was sent.
+fn form(input: &[u8]) -> Result<Params, ParamsError> {
+    let mut map = Map::new();
+    for pair in input.split(|b| *b == b'&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let name =
+            form_text(name).ok_or_else(|| ParamsError::NotUtf8("a parameter name".into()))?;
+        let value = form_text(value).ok_or_else(|| ParamsError::NotUtf8(name.clone()))?;
+        map.insert(name, Value::String(value));
+    }
+    Ok(Params(map))
+}
+
+/// One form-encoded name or value: `+` is a space, `%XX` a byte; `None` when not UTF-8.
+fn form_text(raw: &[u8]) -> Option<String> {
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|text| text.into_owned())
 }
 
 #[cfg(test)]
@@ -183,7 +209,7 @@ mod tests {
             b"op=login&name=Body",
         )
         .unwrap();
-        let merged = body.or(Params::from_query("op=setgroup&email=a%40b.com&name=Query"));
+        let merged = body.or(Params::from_query("op=setgroup&email=a%40b.com&name=Query").unwrap());
         assert_eq!(merged.required("op").unwrap(), "login");
         assert_eq!(merged.required("name").unwrap(), "Body");
         assert_eq!(merged.required("email").unwrap(), "a@b.com");
@@ -222,5 +248,36 @@ mod tests {
             p.boolean("b").unwrap_err(),
             ParamsError::Invalid { .. }
         ));
+    }
+
+    #[test]
+    fn forms_and_queries_that_are_not_utf8_are_refused() {
+        let form = Some("application/x-www-form-urlencoded");
+        assert_eq!(
+            Params::parse(form, b"email=%ff@x.com").unwrap_err(),
+            ParamsError::NotUtf8("email".into())
+        );
+        assert_eq!(
+            Params::parse(form, b"email=\xff@x.com").unwrap_err(),
+            ParamsError::NotUtf8("email".into())
+        );
+        assert_eq!(
+            Params::parse(None, b"%c3%28=1").unwrap_err(),
+            ParamsError::NotUtf8("a parameter name".into())
+        );
+        assert_eq!(
+            Params::from_query("op=login&name=%e2%82").unwrap_err(),
+            ParamsError::NotUtf8("name".into())
+        );
+        assert_eq!(
+            Params::parse(Some("application/json"), b"{\"a\": \"\xff\"}").unwrap_err(),
+            ParamsError::Malformed("a JSON object")
+        );
+        // UTF-8, plus signs, percent signs that encode nothing and bare names read as sent.
+        let ok = Params::parse(form, b"name=J%C3%BCrgen+M&note=100%&flag&a=1&a=2").unwrap();
+        assert_eq!(ok.required("name").unwrap(), "Jürgen M");
+        assert_eq!(ok.required("note").unwrap(), "100%");
+        assert_eq!(ok.text("flag").unwrap(), None);
+        assert_eq!(ok.required("a").unwrap(), "2");
     }
 }

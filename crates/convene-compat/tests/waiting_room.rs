@@ -61,11 +61,12 @@ async fn documented_flow_as_json_and_as_form() {
     for encoding in BOTH {
         let app = TestApp::start().await;
 
-        // /admin/create: exactly n_digits digits; the default is the server's MEETING_ID_DIGITS (9 here).
-        let six = create(&app, encoding, json!({ "n_digits": 6 })).await;
-        assert_eq!(six.len(), 6);
+        // /admin/create: exactly n_digits digits; the default is the server's MEETING_ID_DIGITS,
+        // brought up to the surface's minimum of 10 (the server's is 9 here).
+        let twelve = create(&app, encoding, json!({ "n_digits": 12 })).await;
+        assert_eq!(twelve.len(), 12);
         let meeting_id = create(&app, encoding, json!({})).await;
-        assert_eq!(meeting_id.len(), 9);
+        assert_eq!(meeting_id.len(), 10);
 
         // /user/enter-waiting-room: document, identity, token (+ events_url and the document's state).
         let guest = enter(&app, encoding, &meeting_id).await;
@@ -213,7 +214,7 @@ async fn documented_flow_as_json_and_as_form() {
 #[tokio::test]
 async fn all_waiting_guests_are_let_in_by_the_first_admin_join() {
     let app = TestApp::start().await;
-    let meeting_id = create(&app, Encoding::Json, json!({ "n_digits": 8 })).await;
+    let meeting_id = create(&app, Encoding::Json, json!({ "n_digits": 11 })).await;
     let mut guests = Vec::new();
     for _ in 0..5 {
         guests.push(enter(&app, Encoding::Form, &meeting_id).await);
@@ -309,7 +310,7 @@ async fn missing_and_malformed_parameters_are_400s() {
             )
             .await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "meeting_id");
-        for digits in [json!(3), json!(16), json!("six")] {
+        for digits in [json!(3), json!(9), json!(16), json!("six")] {
             let reply = app
                 .post(
                     encoding,
@@ -534,6 +535,148 @@ async fn enter_waiting_room_is_rate_limited() {
     }
     let limited = limited.expect("the per-address limit (1/s, burst 2) stops ten calls in a row");
     assert_error(&limited, StatusCode::FORBIDDEN, "too many requests");
+}
+
+#[tokio::test]
+async fn n_digits_below_the_minimum_are_refused() {
+    let app = TestApp::start().await;
+    for encoding in BOTH {
+        for digits in [4, 6, 9] {
+            let reply = app
+                .post(
+                    encoding,
+                    &path("/admin/create"),
+                    json!({ "n_digits": digits }),
+                    Some(&basic()),
+                )
+                .await;
+            assert_error(
+                &reply,
+                StatusCode::BAD_REQUEST,
+                "n_digits must be between 10 and 15",
+            );
+        }
+        assert_eq!(
+            create(&app, encoding, json!({ "n_digits": 10 }))
+                .await
+                .len(),
+            10
+        );
+        assert_eq!(
+            create(&app, encoding, json!({ "n_digits": 15 }))
+                .await
+                .len(),
+            15
+        );
+    }
+}
+
+/// Anonymous calls of the surface, from `client`, for `meeting_id`.
+async fn guess(app: &TestApp, client: &str, route: &str, meeting_id: &str) -> Reply {
+    app.post_from(
+        Some(client),
+        Encoding::Form,
+        &path(route),
+        json!({ "meeting_id": meeting_id, "room_id": meeting_id, "identity": "guest-abcdefghijkm" }),
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn guessing_meeting_ids_locks_the_address_out() {
+    let app = TestApp::start().await;
+    let known = create(&app, Encoding::Json, json!({})).await;
+    let attacker = "203.0.113.7";
+    // Unknown ids answer the documented 404 while the address is not locked, on both
+    // anonymous routes, and each counts against the address.
+    for n in 0..30u64 {
+        let route = if n % 2 == 0 {
+            "/user/enter-waiting-room"
+        } else {
+            "/user/join"
+        };
+        let unknown = (4_000_000_000u64 + n).to_string();
+        assert_error(
+            &guess(&app, attacker, route, &unknown).await,
+            StatusCode::NOT_FOUND,
+            "meeting not found",
+        );
+    }
+    // Now even a known id is refused with the lock answer, so the lock hides which ids exist.
+    for route in ["/user/enter-waiting-room", "/user/join"] {
+        assert_error(
+            &guess(&app, attacker, route, &known).await,
+            StatusCode::FORBIDDEN,
+            "too many requests",
+        );
+    }
+    assert_error(
+        &guess(&app, attacker, "/user/enter-waiting-room", "4000000000").await,
+        StatusCode::FORBIDDEN,
+        "too many requests",
+    );
+    // Other addresses are not held back.
+    let other = guess(&app, "198.51.100.20", "/user/enter-waiting-room", &known).await;
+    assert_eq!(other.status, StatusCode::OK, "{:?}", other.body);
+    // The lock lasts the window (10 minutes after the last failure), then the address may try again.
+    app.advance(std::time::Duration::from_secs(9 * 60));
+    assert_error(
+        &guess(&app, attacker, "/user/enter-waiting-room", &known).await,
+        StatusCode::FORBIDDEN,
+        "too many requests",
+    );
+    app.advance(std::time::Duration::from_secs(61));
+    let again = guess(&app, attacker, "/user/enter-waiting-room", &known).await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.body);
+}
+
+#[tokio::test]
+async fn guessing_guest_identities_on_user_join_counts_too() {
+    let app = TestApp::start().await;
+    let meeting_id = create(&app, Encoding::Json, json!({})).await;
+    let guest = app
+        .post_from(
+            Some("198.51.100.30"),
+            Encoding::Form,
+            &path("/user/enter-waiting-room"),
+            json!({ "meeting_id": meeting_id }),
+            None,
+        )
+        .await;
+    assert_eq!(guest.status, StatusCode::OK, "{:?}", guest.body);
+    let admin = app
+        .post(
+            Encoding::Json,
+            &path("/admin/join"),
+            json!({ "meeting_id": meeting_id }),
+            Some(&basic()),
+        )
+        .await;
+    let room_id = admin.body["room_id"].as_str().unwrap().to_owned();
+    let join_path = path("/user/join");
+    let join = |identity: String| {
+        app.post_from(
+            Some("203.0.113.8"),
+            Encoding::Form,
+            &join_path,
+            json!({ "meeting_id": meeting_id, "room_id": room_id, "identity": identity }),
+            None,
+        )
+    };
+    for n in 0..30 {
+        assert_error(
+            &join(format!("guest-guess{n:07}")).await,
+            StatusCode::FORBIDDEN,
+            "did not enter",
+        );
+    }
+    // Locked out: even the guest's real identity is refused from this address.
+    assert_error(
+        &join(guest.body["identity"].as_str().unwrap().to_owned()).await,
+        StatusCode::FORBIDDEN,
+        "too many requests",
+    );
 }
 
 #[tokio::test]

@@ -14,6 +14,9 @@ use serde::Serialize;
 pub enum ErrorCode {
     /// The body or a parameter is malformed or fails validation.
     InvalidRequest,
+    /// Each value is well-formed, but they contradict each other (credentials that are not
+    /// distinct, a schedule that ends before it starts): what a schema cannot say.
+    InvalidCombination,
     /// The body is larger than the surface accepts.
     PayloadTooLarge,
     /// The request body did not arrive within the server's body timeout.
@@ -77,8 +80,9 @@ pub struct ErrorSpec {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         Self::InvalidRequest,
+        Self::InvalidCombination,
         Self::PayloadTooLarge,
         Self::RequestTimeout,
         Self::Unauthenticated,
@@ -110,6 +114,11 @@ impl ErrorCode {
     pub const fn spec(self) -> ErrorSpec {
         let (code, http_status, message) = match self {
             Self::InvalidRequest => ("invalid_request", 400, "the request is malformed"),
+            Self::InvalidCombination => (
+                "invalid_combination",
+                422,
+                "the values are well-formed but contradict each other",
+            ),
             Self::PayloadTooLarge => ("payload_too_large", 413, "the request body is too large"),
             Self::RequestTimeout => (
                 "request_timeout",

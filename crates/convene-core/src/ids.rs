@@ -115,7 +115,8 @@ macro_rules! text_newtype {
         pub struct $name(String);
 
         impl $name {
-            /// Longest accepted value, in bytes.
+            /// Longest accepted value, in characters (Unicode scalar values, as JSON Schema's
+            /// `maxLength` counts them), once trimmed.
             pub const MAX_LEN: usize = $max;
 
             pub fn parse(raw: &str) -> Result<Self, ValidationError> {
@@ -123,10 +124,10 @@ macro_rules! text_newtype {
                 if value.is_empty() {
                     return Err(ValidationError::new($field, "must not be empty"));
                 }
-                if value.len() > Self::MAX_LEN {
+                if value.chars().count() > Self::MAX_LEN {
                     return Err(ValidationError::new(
                         $field,
-                        format!("must be at most {} bytes", Self::MAX_LEN),
+                        format!("must be at most {} characters", Self::MAX_LEN),
                     ));
                 }
                 if value.chars().any(char::is_control) {
@@ -243,10 +244,10 @@ impl Credential {
         if raw.is_empty() {
             return Err(ValidationError::new("credential", "must not be empty"));
         }
-        if raw.len() > Self::MAX_LEN {
+        if raw.chars().count() > Self::MAX_LEN {
             return Err(ValidationError::new(
                 "credential",
-                format!("must be at most {} bytes", Self::MAX_LEN),
+                format!("must be at most {} characters", Self::MAX_LEN),
             ));
         }
         if raw.chars().any(char::is_control) {

@@ -4,7 +4,18 @@
 //! - Per meeting: after [`MEETING_LOCK_THRESHOLD`] consecutive failures, checks are locked with a
 //!   delay that doubles with each further failure, up to [`MAX_LOCK`] (NIST SP 800-63B 5.2.2).
 //!   A success resets the count.
+//!   A meeting's host credential has a counter of its own (see
+//!   [`crate::service::Meetings::check_credential`]).
 //! - Per client address: at most [`ADDRESS_LIMIT`] failures in [`ADDRESS_WINDOW`].
+//!
+//! Every surface that takes a secret without the API key counts here: the native `enter`
+//! (meeting id + credential), seed 003's meeting passwords and seed 004's pins (per meeting, host
+//! credential apart), seed 001's passcode and seed 003's token (one counter each), and seed 000's
+//! anonymous routes, where the meeting id (and on `/user/join` the guest identity) is the only
+//! secret, so an unknown one is an address failure ([`crate::service::Meetings::check_id_lookup`]).
+//! Names that are not secrets are not counted: seed 001's stream names and seed 002's room names
+//! (their callers hold the passcode or a signed-in session, and may create any name), and
+//! meeting ids behind seed 003's token (the app's own backend).
 
 use std::time::Duration;
 

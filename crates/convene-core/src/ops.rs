@@ -215,7 +215,9 @@ pub fn update_meeting(
         ));
     }
     if let Some(credentials) = credentials {
-        credentials.check_distinct()?;
+        credentials
+            .check_distinct()
+            .map_err(|e| DomainError::new(ErrorCode::InvalidCombination, e.to_string()))?;
         tx.meeting.credentials = credentials;
     }
     tx.meeting.settings = settings;

@@ -133,6 +133,16 @@ pub struct MediaAdmission {
     pub participant: Participant,
 }
 
+/// What a presented secret turned out to be, for the guessing limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Presented {
+    Wrong,
+    /// A right credential that is not the host's (or a deployment-wide secret).
+    Credential,
+    /// The meeting's host credential.
+    Host,
+}
+
 #[derive(Default)]
 struct Needs {
     target: Option<Identity>,
@@ -221,8 +231,8 @@ impl Meetings {
             request.viewer_credential,
             &mut rand::rng(),
         )
-        .map_err(DomainError::from)?;
-        credentials.check_distinct().map_err(DomainError::from)?;
+        .and_then(|credentials| credentials.check_distinct().map(|()| credentials))
+        .map_err(|e| DomainError::new(ErrorCode::InvalidCombination, e.to_string()))?;
         let digits = request.digits.unwrap_or(self.default_digits);
         for _ in 0..MAX_ID_ATTEMPTS {
             let id = request
@@ -367,7 +377,8 @@ impl Meetings {
     // ----- entering and joining ---------------------------------------------------------------
 
     /// Someone enters with a meeting id and a credential. Unknown meeting and wrong credential
-    /// answer alike; failures are counted per meeting and per client address in the store.
+    /// answer alike; failures are counted per meeting and per client address in the store (see
+    /// [`Meetings::check_credential`]: the host credential has its own counter).
     pub async fn enter(
         &self,
         raw_meeting_id: &str,
@@ -376,16 +387,6 @@ impl Meetings {
         identity: Option<Identity>,
         client: &str,
     ) -> Result<(Meeting, Participant)> {
-        let now = self.now();
-        self.store
-            .failures(FailureScope::Address, client)
-            .await?
-            .check(FailureScope::Address, now)?;
-        let meeting_key = format!("credential:{raw_meeting_id}");
-        self.store
-            .failures(FailureScope::Meeting, &meeting_key)
-            .await?
-            .check(FailureScope::Meeting, now)?;
         let meeting = match MeetingId::parse(raw_meeting_id) {
             Ok(id) => self.store.meeting(&id).await?,
             Err(_) => None,
@@ -393,16 +394,11 @@ impl Meetings {
         let role = meeting
             .as_ref()
             .and_then(|m| m.credentials.role_for(credential));
+        self.check_credential(&format!("credential:{raw_meeting_id}"), client, role)
+            .await?;
         let (Some(meeting), Some(role)) = (meeting, role) else {
-            self.count_failure(FailureScope::Meeting, &meeting_key, now)
-                .await?;
-            self.count_failure(FailureScope::Address, client, now)
-                .await?;
             return Err(DomainError::code(ErrorCode::MeetingAccessDenied).into());
         };
-        self.store
-            .clear_failures(FailureScope::Meeting, &meeting_key)
-            .await?;
         let identity = identity.unwrap_or_else(|| Identity::generate(&mut rand::rng()));
         let entry = Entry {
             identity,
@@ -466,29 +462,112 @@ impl Meetings {
         .await
     }
 
-    /// Credential checks a compatibility surface makes itself (passcodes, PINs): the same counters.
-    pub async fn check_guess(&self, surface_key: &str, client: &str, correct: bool) -> Result<()> {
+    /// A deployment-wide secret a compatibility surface checks itself (seed 001's passcode, seed
+    /// 003's token): one counter under `key` (consecutive failures, with the doubling lock) and
+    /// the client address's. `MeetingAccessDenied` when wrong.
+    pub async fn check_guess(&self, key: &str, client: &str, correct: bool) -> Result<()> {
+        let presented = if correct {
+            Presented::Credential
+        } else {
+            Presented::Wrong
+        };
+        self.check_presented(key, client, presented).await
+    }
+
+    /// The guessing limits around one meeting credential check (NIST SP 800-63B 5.2.2), for the
+    /// native `enter` and the surfaces that check PINs and passwords themselves. `granted` is the
+    /// role the presented credential grants (`None`: wrong, or no such meeting; both answer
+    /// `MeetingAccessDenied` and count alike).
+    ///
+    /// Two counters per meeting `key`, both in the store: the participant and viewer
+    /// credentials' (`key`), and the host credential's (`key#host`). A wrong guess counts against
+    /// the first while it is open; while it is locked, a wrong guess could only have been meant
+    /// for the host credential, so it counts against the host's, and is answered with the same
+    /// lock. So an attacker who locks a meeting's PIN checks does not lock out its host, who gets
+    /// in until the host credential itself is attacked; then it locks with the same doubling
+    /// delay. Each success clears its own counter. The client address's counter (30 failures in
+    /// 10 minutes) is checked first and counts every failure. The API key is never counted.
+    pub async fn check_credential(
+        &self,
+        key: &str,
+        client: &str,
+        granted: Option<Role>,
+    ) -> Result<()> {
+        let presented = match granted {
+            None => Presented::Wrong,
+            Some(Role::Host) => Presented::Host,
+            Some(_) => Presented::Credential,
+        };
+        self.check_presented(key, client, presented).await
+    }
+
+    async fn check_presented(&self, key: &str, client: &str, presented: Presented) -> Result<()> {
         let now = self.now();
         self.store
             .failures(FailureScope::Address, client)
             .await?
             .check(FailureScope::Address, now)?;
-        self.store
-            .failures(FailureScope::Meeting, surface_key)
+        let host_key = format!("{key}#host");
+        let shared = self
+            .store
+            .failures(FailureScope::Meeting, key)
             .await?
-            .check(FailureScope::Meeting, now)?;
-        if correct {
-            self.store
-                .clear_failures(FailureScope::Meeting, surface_key)
-                .await?;
-            Ok(())
-        } else {
-            self.count_failure(FailureScope::Meeting, surface_key, now)
-                .await?;
-            self.count_failure(FailureScope::Address, client, now)
-                .await?;
-            Err(DomainError::code(ErrorCode::MeetingAccessDenied).into())
+            .check(FailureScope::Meeting, now);
+        match (presented, shared) {
+            (Presented::Host, _) => {
+                self.store
+                    .failures(FailureScope::Meeting, &host_key)
+                    .await?
+                    .check(FailureScope::Meeting, now)?;
+                self.store
+                    .clear_failures(FailureScope::Meeting, &host_key)
+                    .await?;
+                Ok(())
+            }
+            (Presented::Credential, shared) => {
+                shared?;
+                self.store
+                    .clear_failures(FailureScope::Meeting, key)
+                    .await?;
+                Ok(())
+            }
+            (Presented::Wrong, Ok(())) => {
+                self.count_failure(FailureScope::Meeting, key, now).await?;
+                self.count_failure(FailureScope::Address, client, now)
+                    .await?;
+                Err(DomainError::code(ErrorCode::MeetingAccessDenied).into())
+            }
+            (Presented::Wrong, Err(locked)) => {
+                self.store
+                    .failures(FailureScope::Meeting, &host_key)
+                    .await?
+                    .check(FailureScope::Meeting, now)?;
+                self.count_failure(FailureScope::Meeting, &host_key, now)
+                    .await?;
+                self.count_failure(FailureScope::Address, client, now)
+                    .await?;
+                Err(locked.into())
+            }
         }
+    }
+
+    /// A look-up by meeting id alone, where the id is the only secret (seed 000's anonymous
+    /// guests): `found` says whether the id named a meeting. The client address's failure
+    /// counter is checked first, so a locked-out address learns nothing, not even about an id
+    /// that exists (`RateLimited`); an unknown id counts as a failure (`MeetingNotFound`). With
+    /// at most 30 failures per address in 10 minutes, an address tries at most 4,320 ids a day.
+    pub async fn check_id_lookup(&self, client: &str, found: bool) -> Result<()> {
+        let now = self.now();
+        self.store
+            .failures(FailureScope::Address, client)
+            .await?
+            .check(FailureScope::Address, now)?;
+        if found {
+            return Ok(());
+        }
+        self.count_failure(FailureScope::Address, client, now)
+            .await?;
+        Err(DomainError::code(ErrorCode::MeetingNotFound).into())
     }
 
     async fn count_failure(

@@ -81,11 +81,25 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field() {
             json!({"name": "m", "credentials": {"host": "x".repeat(129)}}),
             "credentials.host",
         ),
-        (
-            json!({"name": "m", "credentials": {"host": "same", "participant": "same"}}),
-            "credentials",
-        ),
         (json!({"name": "m", "surprise": true}), "surprise"),
+        // What the OpenAPI document forbids, the server refuses (schemathesis checks the rest).
+        (
+            json!({"name": "m", "capacity": 4_294_967_295u64}),
+            "capacity",
+        ),
+        (json!({"name": "m", "capacity": 1_000_001}), "capacity"),
+        (json!({"name": "m", "capacity": 2.5}), "capacity"),
+        (json!({"name": "m", "logout_url": ""}), "logout_url"),
+        (
+            json!({"name": "m", "logout_url": "https://user:pw@lms.example/"}),
+            "logout_url",
+        ),
+        (
+            json!({"name": "m", "webhook_url": format!("http://a/{}", "\"".repeat(1000))}),
+            "webhook_url",
+        ),
+        (json!({"name": "m", "room_name": "a\u{7}b"}), "room_name"),
+        (json!({"name": "\u{85}"}), "name"),
     ];
     for (body, field) in cases {
         let (status, answer) = app.admin("POST", "/v1/meetings", Some(body.clone())).await;
@@ -96,6 +110,59 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field() {
             "{field} named in {answer}"
         );
     }
+    // Values that are each valid but contradict each other: 422, naming the field.
+    for (body, field) in [
+        (
+            json!({"name": "m", "credentials": {"host": "same", "participant": "same"}}),
+            "credentials",
+        ),
+        (
+            json!({"name": "m", "schedule": {"starts_at": "2030-01-01T10:00:00Z", "ends_at": "2030-01-01T10:00:00Z"}}),
+            "schedule.ends_at",
+        ),
+    ] {
+        let (status, answer) = app.admin("POST", "/v1/meetings", Some(body.clone())).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} -> {answer}"
+        );
+        assert_eq!(answer["error"]["code"], "invalid_combination");
+        assert!(answer["error"]["message"].as_str().unwrap().contains(field));
+    }
+    // An integer is an integer however JSON writes it (as JSON Schema counts them), and text
+    // limits count characters, not bytes.
+    let (status, answer) = app
+        .admin(
+            "POST",
+            "/v1/meetings",
+            Some(
+                json!({"name": "é".repeat(200), "n_digits": 11.0, "capacity": 5.0,
+                        "logout_url": "HTTPS://LMS.example:8443/bye?x=1#top"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["meeting_id"].as_str().unwrap().len(), 11);
+    assert_eq!(answer["capacity"], 5);
+    let id = answer["meeting_id"].as_str().unwrap().to_owned();
+    let (status, answer) = app
+        .admin(
+            "PATCH",
+            &format!("/v1/meetings/{id}"),
+            Some(json!({"capacity": 7.0})),
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["capacity"]),
+        (StatusCode::OK, &json!(7)),
+        "{answer}"
+    );
+    // `after` alone filters the webhook outbox (it no longer needs `meeting_id`).
+    let (status, answer) = app
+        .admin("GET", "/v1/webhooks/deliveries?after=3", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
     // Malformed JSON and a missing content type.
     let response = app
         .client
@@ -143,7 +210,7 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field() {
     );
     // Nothing stored was lost along the way.
     let (_, list) = app.admin("GET", "/v1/meetings", None).await;
-    assert_eq!(list["meetings"].as_array().unwrap().len(), 0);
+    assert_eq!(list["meetings"].as_array().unwrap().len(), 1);
     app.stop().await;
 }
 
@@ -253,6 +320,121 @@ async fn tokens_are_checked_strictly() {
         StatusCode::UNAUTHORIZED,
         "an access token with roomAdmin is still not an admin token"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_waiting_room_token_is_only_a_ticket_even_a_hosts() {
+    let app = app().await;
+    let meeting = app
+        .create_meeting(json!({"name": "m", "policy": "ask_host", "mode": "stream"}))
+        .await;
+    let id = meeting["meeting_id"].as_str().unwrap();
+    let host_pin = meeting["credentials"]["host"].as_str().unwrap();
+    let guest_pin = meeting["credentials"]["participant"].as_str().unwrap();
+    let guest = app.enter(&meeting, guest_pin, "pat").await;
+    assert_eq!(guest["state"], "waiting");
+    let other = app.enter(&meeting, guest_pin, "sam").await;
+    let host = app.enter(&meeting, host_pin, "dr-lee").await;
+    assert_eq!(host["role"], "host");
+    let waiting = host["token"].as_str().unwrap();
+    let base = format!("/v1/meetings/{id}");
+    let host_calls: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", format!("{base}/participants"), None),
+        ("GET", format!("{base}/participants/pat"), None),
+        ("POST", format!("{base}/participants/pat/admit"), None),
+        ("POST", format!("{base}/admit-all"), None),
+        ("POST", format!("{base}/participants/pat/deny"), None),
+        ("POST", format!("{base}/participants/pat/send-back"), None),
+        ("POST", format!("{base}/participants/pat/invite"), None),
+        ("POST", format!("{base}/participants/pat/remove"), None),
+        (
+            "POST",
+            format!("{base}/participants/pat/ban"),
+            Some(json!({})),
+        ),
+        ("POST", format!("{base}/participants/pat/unban"), None),
+        (
+            "POST",
+            format!("{base}/participants/pat/role"),
+            Some(json!({"role": "viewer"})),
+        ),
+        (
+            "POST",
+            format!("{base}/participants/pat/mute"),
+            Some(json!({"track": "audio"})),
+        ),
+        ("POST", format!("{base}/start"), None),
+        ("POST", format!("{base}/end"), None),
+    ];
+    for (method, path, body) in &host_calls {
+        let (status, answer) = app.bearer(method, path, waiting, body.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], "forbidden", "{method} {path}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("join"),
+            "{answer}"
+        );
+    }
+    // Nothing happened: the guest still waits, the meeting has not started.
+    let (_, me) = app
+        .bearer(
+            "GET",
+            &format!("{base}/me"),
+            guest["token"].as_str().unwrap(),
+            None,
+        )
+        .await;
+    assert_eq!(me["participant"]["state"], "waiting");
+    assert_eq!(me["meeting"]["status"], "created");
+    // The ticket's own uses still work: its holder's state, and joining.
+    let (status, _) = app
+        .bearer("GET", &format!("{base}/me"), waiting, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, joined) = app
+        .bearer("POST", &format!("{base}/join"), waiting, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    // Joined, the host moderates with the access token the join answered.
+    let access = joined["api_token"].as_str().unwrap();
+    let (status, list) = app
+        .bearer(
+            "GET",
+            &format!("{base}/participants?state=waiting"),
+            access,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["participants"].as_array().unwrap().len(), 2);
+    let (status, answer) = app
+        .bearer(
+            "POST",
+            &format!("{base}/participants/pat/admit"),
+            access,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // The waiting token stays a ticket after its holder joined.
+    let (status, _) = app
+        .bearer(
+            "POST",
+            &format!("{base}/participants/sam/admit"),
+            waiting,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // The API key always works.
+    let (status, answer) = app
+        .admin("POST", &format!("{base}/participants/sam/admit"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer} {other}");
     app.stop().await;
 }
 
@@ -393,6 +575,108 @@ async fn a_hundred_consecutive_failures_lock_the_meetings_credential_checks() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::LockedOut);
     assert_eq!(ErrorCode::LockedOut.http_status(), 429);
+}
+
+/// A clock the test moves by hand.
+struct StepClock(std::sync::atomic::AtomicI64);
+
+impl convene_core::time::Clock for StepClock {
+    fn now(&self) -> convene_core::time::Timestamp {
+        convene_core::time::Timestamp::from_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+impl StepClock {
+    fn advance_millis(&self, millis: i64) {
+        self.0
+            .fetch_add(millis, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn the_host_credential_still_enters_a_meeting_locked_by_wrong_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = convene_store::SqlStore::sqlite(&dir.path().join("t.db"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let clock = Arc::new(StepClock(1_800_000_000_000.into()));
+    let meetings = Meetings::new(
+        Arc::new(store),
+        clock.clone(),
+        Arc::new(NoMedia),
+        Arc::new(NoSink),
+        Default::default(),
+    );
+    let meeting = meetings
+        .create_meeting(NewMeeting {
+            id: None,
+            digits: None,
+            room_name: None,
+            settings: settings(),
+            host_credential: None,
+            participant_credential: None,
+            viewer_credential: None,
+        })
+        .await
+        .unwrap();
+    let id = meeting.id.to_string();
+    let host = meeting.credentials.host.reveal().to_owned();
+    let guest = meeting.credentials.participant.reveal().to_owned();
+    let viewer = meeting.credentials.viewer.reveal().to_owned();
+    let name = || DisplayName::parse("x").unwrap();
+    let mut addresses = (0..).map(|n: u32| format!("10.2.{}.{}", n / 250, n % 250));
+    let mut enter = async |credential: &str| {
+        let address = addresses.next().unwrap();
+        meetings
+            .enter(&id, credential, name(), None, &address)
+            .await
+            .map(|(_, p)| p.role)
+            .map_err(|e| e.code())
+    };
+    // An attacker locks the meeting's PIN checks with 100 wrong PINs.
+    for _ in 0..100 {
+        assert_eq!(enter("wrong").await, Err(ErrorCode::MeetingAccessDenied));
+    }
+    assert_eq!(enter(&guest).await, Err(ErrorCode::LockedOut));
+    assert_eq!(enter(&viewer).await, Err(ErrorCode::LockedOut));
+    assert_eq!(enter("wrong").await, Err(ErrorCode::LockedOut));
+    // The host still gets in.
+    assert_eq!(
+        enter(&host).await,
+        Ok(convene_core::participant::Role::Host)
+    );
+    // Guesses go on while the PIN checks are locked: they can only be meant for the host
+    // credential, so they count against it, and after 100 it locks too.
+    clock.advance_millis(500);
+    for _ in 0..100 {
+        assert_eq!(enter("wrong").await, Err(ErrorCode::LockedOut));
+    }
+    assert_eq!(enter(&host).await, Err(ErrorCode::LockedOut));
+    // The API key is never locked out.
+    let (_, placed) = meetings
+        .enter_trusted(
+            &meeting.id,
+            convene_core::ids::Identity::parse("by-admin").unwrap(),
+            name(),
+            convene_core::participant::Role::Host,
+        )
+        .await
+        .unwrap();
+    assert_eq!(placed.role, convene_core::participant::Role::Host);
+    // Each lock lasts 1 s after its 100th failure: the PIN checks' runs out first, and the host's
+    // failures did not extend it.
+    clock.advance_millis(700);
+    assert_eq!(
+        enter(&guest).await,
+        Ok(convene_core::participant::Role::Speaker)
+    );
+    assert_eq!(enter(&host).await, Err(ErrorCode::LockedOut));
+    clock.advance_millis(400);
+    assert_eq!(
+        enter(&host).await,
+        Ok(convene_core::participant::Role::Host)
+    );
 }
 
 #[tokio::test]

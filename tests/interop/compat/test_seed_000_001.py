@@ -36,12 +36,15 @@ def post(server, path, params, encoding, **kwargs):
 @pytest.mark.parametrize("encoding", ["json", "form"])
 def test_waiting_room_tokens_verify(server, encoding):
     admin = (API_KEY, API_SECRET)
-    created = post(server, WAITING + "/admin/create", {"n_digits": 7}, encoding, auth=admin)
+    created = post(server, WAITING + "/admin/create", {"n_digits": 12}, encoding, auth=admin)
     assert created.status_code == 200, created.text
     meeting_id = created.json()["meeting_id"]
-    assert isinstance(meeting_id, int) and len(str(meeting_id)) == 7
+    assert isinstance(meeting_id, int) and len(str(meeting_id)) == 12
+    # The server's MEETING_ID_DIGITS (9) is brought up to the surface's minimum of 10.
     default = post(server, WAITING + "/admin/create", {}, encoding, auth=admin)
-    assert len(str(default.json()["meeting_id"])) == 9
+    assert len(str(default.json()["meeting_id"])) == 10
+    short = post(server, WAITING + "/admin/create", {"n_digits": 9}, encoding, auth=admin)
+    assert short.status_code == 400 and "n_digits" in short.json()
 
     guest = post(server, WAITING + "/user/enter-waiting-room", {"meeting_id": str(meeting_id)}, encoding)
     assert guest.status_code == 200, guest.text

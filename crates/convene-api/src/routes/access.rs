@@ -72,10 +72,12 @@ pub async fn enter(
     state.limits.check(client.0)?;
     let name = DisplayName::parse(&request.name)?;
     let who = request.identity.as_deref().map(identity).transpose()?;
-    if request.credential.len() > convene_core::ids::Credential::MAX_LEN {
-        return Err(
-            convene_core::ValidationError::new("credential", "must be at most 128 bytes").into(),
-        );
+    if request.credential.chars().count() > convene_core::ids::Credential::MAX_LEN {
+        return Err(convene_core::ValidationError::new(
+            "credential",
+            "must be at most 128 characters",
+        )
+        .into());
     }
     let (meeting, participant) = state
         .meetings
@@ -198,10 +200,12 @@ pub async fn exchange_join_link(
     Json(request): Json<JoinLinkRequest>,
 ) -> ApiResult<axum::Json<JoinLinkResponse>> {
     state.limits.check(client.0)?;
-    if request.join_link.len() > 8192 {
-        return Err(
-            convene_core::ValidationError::new("join_link", "must be at most 8192 bytes").into(),
-        );
+    if request.join_link.chars().count() > 8192 {
+        return Err(convene_core::ValidationError::new(
+            "join_link",
+            "must be at most 8192 characters",
+        )
+        .into());
     }
     let (link, nonce) = convene_token::verify_join_link(
         &request.join_link,

@@ -161,10 +161,14 @@ pub async fn list(
     Query(params): Query<EventParams>,
 ) -> ApiResult<Response> {
     let id = meeting_id(&id)?;
-    if params.access_token.as_ref().is_some_and(|t| t.len() > 4096) {
+    if params
+        .access_token
+        .as_ref()
+        .is_some_and(|t| t.chars().count() > 4096)
+    {
         return Err(convene_core::ValidationError::new(
             "access_token",
-            "must be at most 4096 bytes",
+            "must be at most 4096 characters",
         )
         .into());
     }

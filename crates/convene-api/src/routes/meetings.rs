@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use convene_core::ErrorCode;
 use convene_core::ids::{Credential, DisplayName, MeetingIdDigits, RoomName};
 use convene_core::meeting::{Credentials, LogoutUrl, MeetingSettings, Metadata, Schedule};
 use convene_core::service::NewMeeting;
@@ -9,14 +10,14 @@ use convene_core::webhook::WebhookUrl;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::meeting_id;
+use super::{host_caller, meeting_id};
 use crate::auth::{Admin, AnyCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use crate::wire::{
     CreateMeetingRequest, CredentialsInput, MeetingList, MeetingView, ScheduleWire,
-    UpdateMeetingRequest, parse_rfc3339,
+    UpdateMeetingRequest, check_http_url, parse_rfc3339,
 };
 
 fn credential(field: &str, raw: Option<String>) -> ApiResult<Option<Credential>> {
@@ -37,18 +38,34 @@ fn schedule(wire: ScheduleWire) -> ApiResult<Schedule> {
         .ends_at
         .map(|e| parse_rfc3339("schedule.ends_at", &e))
         .transpose()?;
-    Ok(Schedule::new(starts_at, ends_at)?)
+    Schedule::new(starts_at, ends_at)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidCombination, e.to_string()))
 }
 
+/// Largest capacity a meeting may have (the schema's `maximum`).
+const MAX_CAPACITY: u32 = 1_000_000;
+
 fn capacity(value: Option<u32>) -> ApiResult<Option<u32>> {
-    if value == Some(0) {
+    if value.is_some_and(|c| !(1..=MAX_CAPACITY).contains(&c)) {
         return Err(convene_core::ValidationError::new(
             "capacity",
-            "must be at least 1 (omit it for no limit)",
+            format!("must be 1 to {MAX_CAPACITY} (omit it for no limit)"),
         )
         .into());
     }
     Ok(value)
+}
+
+/// A `logout_url` as the schema states it ([`check_http_url`]), then as the core takes it.
+fn logout_url(raw: &str) -> ApiResult<LogoutUrl> {
+    check_http_url("logout_url", raw)?;
+    Ok(LogoutUrl::parse(raw)?)
+}
+
+/// A `webhook_url` as the schema states it ([`check_http_url`]), then as the core takes it.
+fn webhook_url(raw: &str) -> ApiResult<WebhookUrl> {
+    check_http_url("webhook_url", raw)?;
+    Ok(WebhookUrl::parse(raw)?)
 }
 
 /// Create a meeting.
@@ -72,11 +89,7 @@ pub async fn create(
             .unwrap_or(convene_core::meeting::WaitingPolicy::WaitForHost),
         capacity: capacity(request.capacity)?,
         quality: request.quality.map(Into::into).unwrap_or_default(),
-        logout_url: request
-            .logout_url
-            .as_deref()
-            .map(LogoutUrl::parse)
-            .transpose()?,
+        logout_url: request.logout_url.as_deref().map(logout_url).transpose()?,
         metadata: Metadata::parse(serde_json::Value::Object(
             request.metadata.unwrap_or_default(),
         ))?,
@@ -84,7 +97,7 @@ pub async fn create(
         webhook_url: request
             .webhook_url
             .as_deref()
-            .map(WebhookUrl::parse)
+            .map(webhook_url)
             .transpose()?,
     };
     let credentials = request.credentials.unwrap_or_default();
@@ -180,10 +193,10 @@ pub async fn update(
         settings.quality = quality.into();
     }
     if let Some(url) = request.logout_url {
-        settings.logout_url = url.as_deref().map(LogoutUrl::parse).transpose()?;
+        settings.logout_url = url.as_deref().map(logout_url).transpose()?;
     }
     if let Some(url) = request.webhook_url {
-        settings.webhook_url = url.as_deref().map(WebhookUrl::parse).transpose()?;
+        settings.webhook_url = url.as_deref().map(webhook_url).transpose()?;
     }
     if let Some(metadata) = request.metadata {
         settings.metadata = Metadata::parse(serde_json::Value::Object(metadata))?;
@@ -211,7 +224,7 @@ pub async fn update(
     Ok(axum::Json(MeetingView::from(&meeting)))
 }
 
-/// Start the meeting (a new run if it had ended). Admins, or a host's own token.
+/// Start the meeting (a new run if it had ended). Admins, or a joined host's access token.
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/start", tag = "meetings",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = MeetingView)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
@@ -223,7 +236,7 @@ pub async fn start(
     let id = meeting_id(&id)?;
     let meeting = state
         .meetings
-        .start_meeting(&id, &principal.caller_for(&id)?)
+        .start_meeting(&id, &host_caller(&principal, &id)?)
         .await?;
     Ok(axum::Json(MeetingView::from(&meeting)))
 }
@@ -240,7 +253,7 @@ pub async fn end(
     let id = meeting_id(&id)?;
     let meeting = state
         .meetings
-        .end_meeting(&id, &principal.caller_for(&id)?)
+        .end_meeting(&id, &host_caller(&principal, &id)?)
         .await?;
     Ok(axum::Json(MeetingView::from(&meeting)))
 }

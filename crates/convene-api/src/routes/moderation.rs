@@ -1,5 +1,6 @@
 //! The waiting room, the stage, moderation and chat. Host calls accept an API key or a host's
-//! own access token; self-service calls (hand, invitation answer, chat) the participant's token.
+//! own access token, never a waiting-room token ([`super::host_caller`]); self-service calls
+//! (hand, invitation answer, chat) the participant's token.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use convene_core::participant::ParticipantState;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{identity, meeting_id};
+use super::{host_caller, identity, meeting_id};
 use crate::auth::AnyCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
@@ -74,7 +75,7 @@ pub(crate) async fn require_host(
     principal: &crate::auth::Principal,
     id: &convene_core::ids::MeetingId,
 ) -> ApiResult<()> {
-    match principal.caller_for(id)? {
+    match host_caller(principal, id)? {
         convene_core::service::Caller::Admin => Ok(()),
         convene_core::service::Caller::Participant {
             identity,
@@ -106,7 +107,7 @@ macro_rules! target_action {
             responses((status = 200, body = Ok)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
         pub async fn $name(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path((id, who)): Target) -> ApiResult<axum::Json<Ok>> {
             let id = meeting_id(&id)?;
-            let caller = principal.caller_for(&id)?;
+            let caller = host_caller(&principal, &id)?;
             state.meetings.$method(&id, &caller, &identity(&who)?).await?;
             Ok(ok())
         }
@@ -144,7 +145,7 @@ pub async fn admit_all(
     let id = meeting_id(&id)?;
     state
         .meetings
-        .admit_all(&id, &principal.caller_for(&id)?)
+        .admit_all(&id, &host_caller(&principal, &id)?)
         .await?;
     Ok(ok())
 }
@@ -172,7 +173,12 @@ pub async fn ban(
     };
     state
         .meetings
-        .ban(&id, &principal.caller_for(&id)?, &identity(&who)?, duration)
+        .ban(
+            &id,
+            &host_caller(&principal, &id)?,
+            &identity(&who)?,
+            duration,
+        )
         .await?;
     Ok(ok())
 }
@@ -192,7 +198,7 @@ pub async fn role(
         .meetings
         .set_role(
             &id,
-            &principal.caller_for(&id)?,
+            &host_caller(&principal, &id)?,
             &identity(&who)?,
             request.role.into(),
         )
@@ -232,7 +238,7 @@ pub async fn mute(
         .meetings
         .mute(
             &id,
-            &principal.caller_for(&id)?,
+            &host_caller(&principal, &id)?,
             &identity(&who)?,
             track,
             request.muted.unwrap_or(true),

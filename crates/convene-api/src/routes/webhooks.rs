@@ -18,8 +18,10 @@ pub struct DeliveryParams {
     /// Only this meeting's deliveries.
     pub meeting_id: Option<String>,
     /// `pending`, `delivered` or `failed`.
+    #[param(pattern = "^(pending|delivered|failed)$")]
     pub status: Option<String>,
-    /// With `meeting_id`: only events after this sequence number (the previous page's `next_after`).
+    /// Only deliveries of events after this sequence number; with `meeting_id`, the previous
+    /// page's `next_after`.
     #[param(minimum = 0)]
     pub after: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
@@ -40,16 +42,13 @@ pub async fn deliveries(
         return Err(convene_core::ValidationError::new("limit", "must be 1 to 1000").into());
     }
     let meeting = params.meeting_id.as_deref().map(meeting_id).transpose()?;
-    let after_seq = match params.after {
-        None => None,
-        Some(_) if meeting.is_none() => {
-            return Err(convene_core::ValidationError::new("after", "needs meeting_id").into());
-        }
-        Some(after) => Some(
+    let after_seq = params
+        .after
+        .map(|after| {
             u64::try_from(after)
-                .map_err(|_| convene_core::ValidationError::new("after", "must be at least 0"))?,
-        ),
-    };
+                .map_err(|_| convene_core::ValidationError::new("after", "must be at least 0"))
+        })
+        .transpose()?;
     let status = params
         .status
         .as_deref()

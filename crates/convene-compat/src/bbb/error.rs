@@ -89,8 +89,12 @@ impl IntoResponse for BbbError {
 
 impl From<ApiError> for BbbError {
     fn from(error: ApiError) -> Self {
-        let status = StatusCode::from_u16(error.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = match error.code {
+            // The surface answers contradicting values as a bad request, like its own checks.
+            ErrorCode::InvalidCombination => StatusCode::BAD_REQUEST,
+            code => StatusCode::from_u16(code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        };
         // Internal causes are logged where they arise and never shown.
         let message = match error.code {
             ErrorCode::Internal | ErrorCode::Busy => error.code.spec().message.to_owned(),
@@ -126,7 +130,7 @@ impl From<ParamsError> for BbbError {
         match &error {
             ParamsError::Missing(name) => Self::missing(name),
             ParamsError::TooLarge => Self::new(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
-            ParamsError::Malformed(_) | ParamsError::Invalid { .. } => {
+            ParamsError::Malformed(_) | ParamsError::Invalid { .. } | ParamsError::NotUtf8(_) => {
                 Self::new(StatusCode::BAD_REQUEST, error.to_string())
             }
         }

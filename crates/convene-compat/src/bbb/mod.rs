@@ -4,6 +4,8 @@
 //! Every route answers `POST` with parameters as JSON or a form, and needs
 //! `Authorization: <token>` (the bare token, compared in constant time; failures counted per
 //! client address through [`Meetings::check_guess`]). Errors are `{"message"}` ([`error`]).
+//! Meeting passwords are checked through [`Meetings::check_credential`] (the moderator
+//! password, the host credential, has its own counter).
 //!
 //! * `/create` makes a convene meeting (policy `ask_host`, so guests wait for a moderator) and
 //!   opens it at once, as BigBlueButton does: `moderator_pass` is the host credential,
@@ -16,6 +18,7 @@
 //!   `POST /v1/join-links/exchange` for its tokens.
 //!
 //! [`Meetings::check_guess`]: convene_core::service::Meetings::check_guess
+//! [`Meetings::check_credential`]: convene_core::service::Meetings::check_credential
 
 pub mod error;
 pub mod wire;
@@ -232,7 +235,7 @@ async fn join(
     let guess_key = format!("compat:bbb:password:{}", meeting.id);
     match state
         .meetings
-        .check_guess(&guess_key, &client.key(), role.is_some())
+        .check_credential(&guess_key, &client.key(), role)
         .await
     {
         Ok(()) => {}

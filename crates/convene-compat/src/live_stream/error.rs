@@ -112,6 +112,8 @@ impl From<ApiError> for LiveStreamError {
             ErrorCode::MeetingAccessDenied
             | ErrorCode::Unauthenticated
             | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+            // The seed lists no 422: contradicting values are a bad request here.
+            ErrorCode::InvalidCombination => StatusCode::BAD_REQUEST,
             code => StatusCode::from_u16(code.http_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         };
@@ -160,7 +162,7 @@ impl From<ParamsError> for LiveStreamError {
                 "invalid request",
                 sentence(&error.to_string()),
             ),
-            ParamsError::Invalid { name, .. } => Self::new(
+            ParamsError::Invalid { name, .. } | ParamsError::NotUtf8(name) => Self::new(
                 StatusCode::BAD_REQUEST,
                 format!("invalid {name}"),
                 sentence(&error.to_string()),

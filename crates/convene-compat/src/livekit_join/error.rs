@@ -74,6 +74,7 @@ impl IntoResponse for JoinError {
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::InvalidRequest
+        | ErrorCode::InvalidCombination
         | ErrorCode::PayloadTooLarge
         | ErrorCode::RequestTimeout
         | ErrorCode::MethodNotAllowed

@@ -104,6 +104,7 @@ impl MesiboError {
 pub fn error_for(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::InvalidRequest
+        | ErrorCode::InvalidCombination
         | ErrorCode::PayloadTooLarge
         | ErrorCode::RequestTimeout
         | ErrorCode::MethodNotAllowed

@@ -16,11 +16,11 @@
 //! its creator's user id in the metadata; `pin` is the meeting's speaker credential, `spin` its
 //! viewer credential, and `resolution` its quality preset. Everyone enters under their user id
 //! as identity. `joingroup` checks the pin through the core's guessing limits
-//! ([`Meetings::check_guess`]): an unknown group and a wrong pin get the same answer, failures
+//! ([`Meetings::check_credential`]): an unknown group and a wrong pin get the same answer, failures
 //! are counted per group and per client address in the store. The creator enters as host with
 //! any pin but `spin` (which makes them a viewer), as in the original.
 //!
-//! [`Meetings::check_guess`]: convene_core::service::Meetings::check_guess
+//! [`Meetings::check_credential`]: convene_core::service::Meetings::check_credential
 
 pub mod error;
 pub mod wire;
@@ -64,13 +64,16 @@ pub fn router(state: AppState) -> Router {
 
 /// The one endpoint: reads the parameters, dispatches on `op`, renders success or failure.
 async fn api(State(state): State<AppState>, client: ClientAddr, request: Request) -> Response {
-    let query = Params::from_query(request.uri().query().unwrap_or_default());
+    let ts = state.meetings.now().as_secs();
+    let query = match Params::from_query(request.uri().query().unwrap_or_default()) {
+        Ok(query) => query,
+        Err(e) => return MesiboError::from(e).render("", ts),
+    };
     let body = if request.method() == Method::POST {
         Params::from_body(request).await
     } else {
         Ok(Params::default())
     };
-    let ts = state.meetings.now().as_secs();
     let op = query.text("op").ok().flatten();
     let params = match body {
         Ok(body) => body.or(query),
@@ -283,7 +286,7 @@ async fn join_group(
             let role = meeting.as_ref().and_then(|m| m.credentials.role_for(pin));
             state
                 .meetings
-                .check_guess(&guess_key, &client.key(), role.is_some())
+                .check_credential(&guess_key, &client.key(), role)
                 .await
                 .map_err(|e| match e.code() {
                     ErrorCode::MeetingAccessDenied => MesiboError::bad_group(),

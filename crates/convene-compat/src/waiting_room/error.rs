@@ -24,6 +24,7 @@ pub type Result<T, E = WaitingRoomError> = std::result::Result<T, E>;
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::InvalidRequest
+        | ErrorCode::InvalidCombination
         | ErrorCode::PayloadTooLarge
         | ErrorCode::RequestTimeout
         | ErrorCode::MethodNotAllowed => StatusCode::BAD_REQUEST,

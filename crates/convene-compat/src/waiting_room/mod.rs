@@ -13,6 +13,13 @@
 //! `participant.admitted` events on convene's event channel, which the guest reads with its
 //! waiting-room token. Parameters come as JSON or as a form ([`crate::params`]); errors are the
 //! seed's `"Error: ..."` strings ([`error`]).
+//!
+//! The meeting id is the only secret a guest needs, so the anonymous routes count every unknown
+//! id (and, on `/user/join`, every identity nobody handed out) as a failure of the client's
+//! address in the store ([`Meetings::check_id_lookup`]), and check that counter before they
+//! answer anything about a meeting; ids have at least [`MIN_DIGITS`] digits.
+//!
+//! [`Meetings::check_id_lookup`]: convene_core::service::Meetings::check_id_lookup
 
 pub mod error;
 pub mod wire;
@@ -41,9 +48,13 @@ use wire::{CreateResponse, DocumentResponse, EnterResponse, JoinResponse, Waitin
 
 /// The metadata mark of meetings this surface created; it serves no other meetings.
 const SURFACE: &str = "waiting-room";
-/// `n_digits` bounds: the id is answered as a JSON number, exact in JavaScript up to 15 digits.
-const MIN_DIGITS: i64 = 4;
-const MAX_DIGITS: i64 = 15;
+/// `n_digits` bounds. The id is the only secret a guest needs, so it must be too long to guess:
+/// with unknown ids counted against the address (at most 4,320 a day), 10 digits keep one
+/// address's chance of finding one of 10,000 open meetings under 0.5% a day (the arithmetic is
+/// in `docs/compat/seed-000-waiting-room.md`). The id is answered as a JSON number, exact in
+/// JavaScript up to 15 digits.
+pub const MIN_DIGITS: i64 = 10;
+pub const MAX_DIGITS: i64 = 15;
 
 /// The surface's routes; every route answers `POST`.
 pub fn router(state: AppState) -> Router {
@@ -94,20 +105,54 @@ fn meeting_id_param(params: &Params) -> Result<MeetingId> {
     Ok(MeetingId::parse(&params.required("meeting_id")?)?)
 }
 
-/// A meeting this surface created, or 404 (the surface serves no other meetings).
+fn meeting_not_found() -> WaitingRoomError {
+    WaitingRoomError::not_found("meeting not found")
+}
+
+/// A meeting this surface created, if `id` names one (the surface serves no other meetings).
+async fn find_own_meeting(state: &AppState, id: &MeetingId) -> Result<Option<Meeting>> {
+    match state.meetings.meeting(id).await {
+        Ok(meeting) if created_by(&meeting, SURFACE) => Ok(Some(meeting)),
+        Ok(_) => Ok(None),
+        Err(e) if e.code() == ErrorCode::MeetingNotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A meeting this surface created, or 404 (for the admin, who needs no guessing limit).
 async fn own_meeting(state: &AppState, id: &MeetingId) -> Result<Meeting> {
-    let meeting = state
+    find_own_meeting(state, id)
+        .await?
+        .ok_or_else(meeting_not_found)
+}
+
+/// A meeting named by an anonymous caller, for whom the id is the secret: refused with the lock
+/// answer (403 `too many requests`) while the caller's address is locked out, even for an id that
+/// exists; an unknown id is a 404 that counts against the address.
+async fn guessed_meeting(state: &AppState, client: &ClientAddr, id: &MeetingId) -> Result<Meeting> {
+    let meeting = find_own_meeting(state, id).await?;
+    state
         .meetings
-        .meeting(id)
+        .check_id_lookup(&client.key(), meeting.is_some())
         .await
         .map_err(|e| match e.code() {
-            ErrorCode::MeetingNotFound => WaitingRoomError::not_found("meeting not found"),
+            ErrorCode::MeetingNotFound => meeting_not_found(),
             _ => e.into(),
         })?;
-    if !created_by(&meeting, SURFACE) {
-        return Err(WaitingRoomError::not_found("meeting not found"));
+    meeting.ok_or_else(meeting_not_found)
+}
+
+/// Counts a miss by an anonymous caller (an identity nobody handed out) against its address:
+/// `answer`, or the lock answer when the address is locked out.
+async fn missed(
+    state: &AppState,
+    client: &ClientAddr,
+    answer: WaitingRoomError,
+) -> WaitingRoomError {
+    match state.meetings.check_id_lookup(&client.key(), false).await {
+        Err(e) if e.code() != ErrorCode::MeetingNotFound => e.into(),
+        _ => answer,
     }
-    Ok(meeting)
 }
 
 fn settings() -> Result<MeetingSettings> {
@@ -207,7 +252,10 @@ async fn admin_create(
     Form(params): Form,
 ) -> Result<Json<CreateResponse>> {
     let digits = match params.integer("n_digits")? {
-        None => state.meetings.default_digits(),
+        // A server default outside the surface's bounds is brought into them.
+        None => MeetingIdDigits::new(
+            i64::from(state.meetings.default_digits().get()).clamp(MIN_DIGITS, MAX_DIGITS),
+        )?,
         Some(n) if (MIN_DIGITS..=MAX_DIGITS).contains(&n) => MeetingIdDigits::new(n)?,
         Some(_) => {
             return Err(WaitingRoomError::bad_request(format!(
@@ -268,7 +316,7 @@ async fn enter_waiting_room(
 ) -> Result<Json<EnterResponse>> {
     state.limits.check(client.0)?;
     let id = meeting_id_param(&params)?;
-    own_meeting(&state, &id).await?;
+    guessed_meeting(&state, &client, &id).await?;
     let identity = Identity::generate(&mut rand::rng());
     let (meeting, guest) = state
         .meetings
@@ -339,7 +387,7 @@ async fn user_join(
     let room_id = params.required("room_id")?;
     let identity = Identity::parse(&params.required("identity")?)?;
     let token = presented_token(&headers, &params)?;
-    let meeting = own_meeting(&state, &id).await?;
+    let meeting = guessed_meeting(&state, &client, &id).await?;
     match meeting.status {
         MeetingStatus::Live => {}
         MeetingStatus::Created => {
@@ -374,17 +422,14 @@ async fn user_join(
                     "this identity did not enter this meeting's waiting room",
                 )
             };
-            let guest = state
-                .meetings
-                .participant(&id, &identity)
-                .await
-                .map_err(|e| match e.code() {
-                    ErrorCode::ParticipantNotFound => wrong(),
-                    _ => e.into(),
-                })?;
-            if guest.role == Role::Host {
-                return Err(wrong());
-            }
+            let guest = match state.meetings.participant(&id, &identity).await {
+                Ok(guest) if guest.role != Role::Host => guest,
+                Ok(_) => return Err(missed(&state, &client, wrong()).await),
+                Err(e) if e.code() == ErrorCode::ParticipantNotFound => {
+                    return Err(missed(&state, &client, wrong()).await);
+                }
+                Err(e) => return Err(e.into()),
+            };
             if guest.state == ParticipantState::Joined {
                 return Err(WaitingRoomError::forbidden(
                     "this identity has joined already; present its waiting-room token to join again",

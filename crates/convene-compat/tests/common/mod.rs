@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -39,15 +41,19 @@ pub enum Encoding {
 
 pub const BOTH: [Encoding; 2] = [Encoding::Json, Encoding::Form];
 
-struct SystemClock;
+/// The system's clock, moved forward by what a test asks ([`TestApp::advance`]).
+#[derive(Default)]
+pub struct TestClock {
+    ahead_millis: AtomicI64,
+}
 
-impl Clock for SystemClock {
+impl Clock for TestClock {
     fn now(&self) -> Timestamp {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("after 1970")
             .as_millis();
-        Timestamp::from_millis(millis as i64)
+        Timestamp::from_millis(millis as i64 + self.ahead_millis.load(Ordering::SeqCst))
     }
 }
 
@@ -84,6 +90,7 @@ pub struct TestApp {
     pub app: Router,
     pub state: AppState,
     pub mailer: Arc<RecordingMailer>,
+    pub clock: Arc<TestClock>,
     _dir: tempfile::TempDir,
 }
 
@@ -136,14 +143,11 @@ impl TestApp {
         let hub = Hub::default();
         let store = Arc::new(store);
         let mailer = Arc::new(RecordingMailer::default());
-        let logins = Arc::new(Logins::new(
-            store.clone(),
-            Arc::new(SystemClock),
-            mailer.clone(),
-        ));
+        let clock = Arc::new(TestClock::default());
+        let logins = Arc::new(Logins::new(store.clone(), clock.clone(), mailer.clone()));
         let meetings = Arc::new(Meetings::new(
             store,
-            Arc::new(SystemClock),
+            clock.clone(),
             Arc::new(NoMedia),
             Arc::new(hub.clone()),
             MeetingIdDigits::new(9).expect("9 digits"),
@@ -176,8 +180,16 @@ impl TestApp {
             app,
             state,
             mailer,
+            clock,
             _dir: dir,
         }
+    }
+
+    /// Moves the server's clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.clock
+            .ahead_millis
+            .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
     }
 
     /// Like [`TestApp::start`], with the seed 002 surface pointed at an external LiveKit.
@@ -220,7 +232,29 @@ impl TestApp {
         params: Value,
         authorization: Option<&str>,
     ) -> Reply {
+        self.post_from(None, encoding, path, params, authorization)
+            .await
+    }
+
+    /// Like [`TestApp::post`], from the client address `client` (as a trusted proxy would name
+    /// it in `X-Forwarded-For`), or from the one address requests have without it.
+    pub async fn post_from(
+        &self,
+        client: Option<&str>,
+        encoding: Encoding,
+        path: &str,
+        params: Value,
+        authorization: Option<&str>,
+    ) -> Reply {
         let mut request = Request::post(path);
+        if let Some(client) = client {
+            // Requests sent in-process come from 0.0.0.0; trusting it makes the header count.
+            request = request.header("x-forwarded-for", client).extension(
+                convene_api::auth::TrustedProxies::new(vec![
+                    "0.0.0.0/32".parse().expect("a network"),
+                ]),
+            );
+        }
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);
         }
