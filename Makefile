@@ -10,12 +10,12 @@ CARGO  ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check bench-events bench-media
+.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check bench-events bench-media bench-web
 
 run:
 	$(CARGO) run --release -p convene
 
-test: test-rust test-interop
+test: web-check test-rust test-interop
 
 test-rust:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -47,14 +47,15 @@ clippy:
 fmt:
 	$(CARGO) fmt --all
 
-# The meeting page: web/src bundled with livekit-client into crates/convene/assets/meeting.js
-# (committed, so building the binary needs no Node).
+# The web app (meeting page, stage, admin console): web/src type-checked and bundled with React and
+# LiveKit's components into crates/convene/assets/app/ (committed, so building the binary needs no Node).
 web:
-	cd web && npm ci && npm run build
+	cd web && npm ci --no-audit --no-fund && npm run build
 
-# The committed bundle matches its source.
+# The committed bundle is exactly what its source builds to (no changed, missing or extra file).
 web-check: web
-	git diff --exit-code -- crates/convene/assets/meeting.js
+	git diff --exit-code -- crates/convene/assets/app
+	@test -z "$$(git status --porcelain -- crates/convene/assets/app)" || { git status --porcelain -- crates/convene/assets/app; echo "crates/convene/assets/app is stale: run make web and commit it"; exit 1; }
 
 # The realtime fan-out benchmark (docs/benchmarks.md): convene and a minimal Node.js `ws` server,
 # 1,000 and 10,000 waiting clients notified when the host starts the meeting.
