@@ -22,6 +22,7 @@ export const ARGS = [
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
+  // Fake camera and microphones (three of them, to switch between).
   '--use-fake-device-for-media-stream',
   // Pages in the background must keep decoding.
   '--disable-background-timer-throttling',
@@ -116,6 +117,7 @@ export async function snapshot(page) {
       people: Object.fromEntries(Object.entries(s.people).map(([k, p]) => [k, { role: p.role, state: p.state, hand: p.hand_raised, invited: p.invited }])),
       chat: s.chat.map((l) => ({ from: l.from, to: l.to, text: l.text, waitingRoom: l.waitingRoom })),
       video: await c.videoStats(),
+      audio: await c.audioStats(),
       remote: c.remote(),
     };
   });
@@ -123,6 +125,9 @@ export async function snapshot(page) {
 
 /** Whether `page` decodes video from `identity` (`source` camera or screen_share). */
 export const decodes = (identity, source = 'camera') => (s) => (s.video || []).some((v) => v.identity === identity && v.source === source && v.framesDecoded > 0 && v.videoWidth > 0);
+
+/** Whether `page` receives more audio from `identity` than `packets`. */
+export const hears = (identity, packets = 0) => (s) => (s.audio || []).some((a) => a.identity === identity && a.packetsReceived > packets);
 
 /** axe-core on the page as it is: serious and critical violations, one line each. */
 export async function axe(page, screen) {
@@ -159,7 +164,9 @@ export async function run(seconds, body, { fakeUi = true } = {}) {
   const browser = await launch({ fakeUi });
   const [base] = process.argv.slice(2);
   const pages = new Pages(browser, base, limit);
-  const result = { ok: false, failure: null, axe: [], details: {} };
+  const started = Date.now();
+  const result = { ok: false, failure: null, axe: [], details: {}, steps: [] };
+  result.step = (name) => result.steps.push([name, Date.now() - started]);
   try {
     await body({ pages, base, limit, result });
     result.ok = result.axe.length === 0;

@@ -3,15 +3,16 @@
 // hands in order, invitations). Every action calls the native API through the session; a refusal
 // shows the server's message.
 
-import { useParticipants } from '@livekit/components-react';
+import { useLocalParticipantPermissions, useParticipants } from '@livekit/components-react';
 import { type FormEvent, useEffect, useId, useRef, useState } from 'react';
 import type { Participant, Policy, Role } from '../shared/api';
 import { t } from '../shared/strings';
+import { DeviceSelect } from './Room';
 import type { ChatLine, Session, SessionState } from './session';
 
-export type PanelName = 'people' | 'chat' | 'stage';
+export type PanelName = 'people' | 'chat' | 'stage' | 'settings';
 
-const titles: Record<PanelName, string> = { people: t.people.title, chat: t.chat.title, stage: t.stage.title };
+const titles: Record<PanelName, string> = { people: t.people.title, chat: t.chat.title, stage: t.stage.title, settings: t.room.settings };
 const roleOrder: Record<Role, number> = { host: 0, speaker: 1, viewer: 2 };
 
 export function Panels({ session, state, panel, onPanel }: { session: Session; state: SessionState; panel: PanelName; onPanel(panel: PanelName | null): void }) {
@@ -27,6 +28,7 @@ export function Panels({ session, state, panel, onPanel }: { session: Session; s
         {panel === 'people' && <People session={session} state={state} />}
         {panel === 'chat' && <Chat session={session} state={state} />}
         {panel === 'stage' && <Stage session={session} state={state} />}
+        {panel === 'settings' && <Settings />}
       </div>
     </aside>
   );
@@ -113,59 +115,71 @@ export function People({ session, state }: { session: Session; state: SessionSta
 const canPublishRole = (role: Role) => role === 'host' || role === 'speaker';
 
 function PersonActions({ session, state, person }: { session: Session; state: SessionState; person: Participant }) {
+  const [open, setOpen] = useState(false);
   const [banFor, setBanFor] = useState('3600');
-  const details = useRef<HTMLDetailsElement>(null);
+  const menuId = useId();
   const selectId = useId();
+  const root = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    if (!open) return;
+    const onDown = (e: MouseEvent) => {
+      if (root.current && !root.current.contains(e.target as Node)) setOpen(false);
+    };
+    document.addEventListener('mousedown', onDown);
+    return () => document.removeEventListener('mousedown', onDown);
+  }, [open]);
   const act = (action: () => Promise<boolean>) => async () => {
-    if (await action()) details.current?.removeAttribute('open');
+    if (await action()) setOpen(false);
   };
   const stage = state.meeting?.mode === 'stream';
   return (
-    <details className="cv-menu" ref={details}>
-      <summary className="lk-button cv-small" aria-label={t.people.actionsFor(person.name)}>
+    <div className="cv-menu" ref={root} onKeyDown={(e) => e.key === 'Escape' && setOpen(false)}>
+      <button type="button" className="lk-button cv-small" aria-expanded={open} aria-controls={menuId} aria-label={t.people.actionsFor(person.name)} onClick={() => setOpen(!open)}>
         ⋯
-      </summary>
-      <div className="cv-menu-body">
-        {canPublishRole(person.role) && (
-          <>
-            <button type="button" className="lk-button cv-small" onClick={act(() => session.mute(person.identity, 'audio'))}>
-              {t.people.muteMic}
-            </button>
-            <button type="button" className="lk-button cv-small" onClick={act(() => session.mute(person.identity, 'video'))}>
-              {t.people.muteCam}
-            </button>
-          </>
-        )}
-        {(['viewer', 'speaker', 'host'] as Role[])
-          .filter((role) => role !== person.role)
-          .map((role) => (
-            <button key={role} type="button" className="lk-button cv-small" onClick={act(() => session.setRole(person.identity, role))}>
-              {stage && role === 'viewer' ? t.stage.toAudience : t.people.makeRole(t.role(role))}
-            </button>
-          ))}
-        {person.role !== 'host' && (
-          <button type="button" className="lk-button cv-small" onClick={act(() => session.sendBack(person.identity))}>
-            {t.people.sendBack}
-          </button>
-        )}
-        <button type="button" className="lk-button cv-small" onClick={act(() => session.remove(person.identity))}>
-          {t.people.remove}
-        </button>
-        <div className="cv-ban">
-          <label htmlFor={selectId}>{t.people.banFor}</label>
-          <select id={selectId} className="lk-form-control cv-select" value={banFor} onChange={(e) => setBanFor(e.target.value)}>
-            {Object.entries(t.people.banDurations).map(([value, label]) => (
-              <option key={value} value={value}>
-                {label}
-              </option>
+      </button>
+      {open && (
+        <div className="cv-menu-body" id={menuId}>
+          {canPublishRole(person.role) && (
+            <>
+              <button type="button" className="lk-button cv-small" onClick={act(() => session.mute(person.identity, 'audio'))}>
+                {t.people.muteMic}
+              </button>
+              <button type="button" className="lk-button cv-small" onClick={act(() => session.mute(person.identity, 'video'))}>
+                {t.people.muteCam}
+              </button>
+            </>
+          )}
+          {(['viewer', 'speaker', 'host'] as Role[])
+            .filter((role) => role !== person.role)
+            .map((role) => (
+              <button key={role} type="button" className="lk-button cv-small" onClick={act(() => session.setRole(person.identity, role))}>
+                {stage && role === 'viewer' ? t.stage.toAudience : t.people.makeRole(t.role(role))}
+              </button>
             ))}
-          </select>
-          <button type="button" className="lk-button cv-small cv-danger" onClick={act(() => session.ban(person.identity, banFor === 'forever' ? null : Number(banFor)))}>
-            {t.people.ban}
+          {person.role !== 'host' && (
+            <button type="button" className="lk-button cv-small" onClick={act(() => session.sendBack(person.identity))}>
+              {t.people.sendBack}
+            </button>
+          )}
+          <button type="button" className="lk-button cv-small" onClick={act(() => session.remove(person.identity))}>
+            {t.people.remove}
           </button>
+          <div className="cv-ban">
+            <label htmlFor={selectId}>{t.people.banFor}</label>
+            <select id={selectId} className="lk-form-control cv-select" value={banFor} onChange={(e) => setBanFor(e.target.value)}>
+              {Object.entries(t.people.banDurations).map(([value, label]) => (
+                <option key={value} value={value}>
+                  {label}
+                </option>
+              ))}
+            </select>
+            <button type="button" className="lk-button cv-small cv-danger" onClick={act(() => session.ban(person.identity, banFor === 'forever' ? null : Number(banFor)))}>
+              {t.people.ban}
+            </button>
+          </div>
         </div>
-      </div>
-    </details>
+      )}
+    </div>
   );
 }
 
@@ -211,6 +225,32 @@ function HostControls({ session, state }: { session: Session; state: SessionStat
   );
 }
 
+// ----- devices ---------------------------------------------------------------------------------
+
+function Settings() {
+  const permissions = useLocalParticipantPermissions();
+  return (
+    <div className="cv-settings">
+      {permissions?.canPublish && (
+        <>
+          <label className="cv-setting">
+            {t.room.microphoneDevice}
+            <DeviceSelect kind="audioinput" label={t.room.microphoneDevice} labelled />
+          </label>
+          <label className="cv-setting">
+            {t.room.cameraDevice}
+            <DeviceSelect kind="videoinput" label={t.room.cameraDevice} labelled />
+          </label>
+        </>
+      )}
+      <label className="cv-setting">
+        {t.room.speakerDevice}
+        <DeviceSelect kind="audiooutput" label={t.room.speakerDevice} labelled />
+      </label>
+    </div>
+  );
+}
+
 // ----- chat ------------------------------------------------------------------------------------
 
 function chatHeading(state: SessionState, line: ChatLine): string {
@@ -229,14 +269,16 @@ export function ChatLog({ state }: { state: SessionState }) {
   }, [state.chat.length]);
   if (state.chat.length === 0) return <p className="cv-hint">{t.chat.empty}</p>;
   return (
-    <ol className="cv-chat-log" role="log" aria-label={t.chat.log} aria-live="polite" data-testid="chat-log">
+    <div className="cv-chat-log" role="log" aria-label={t.chat.log} aria-live="polite" data-testid="chat-log">
+      <ol className="cv-list">
       {state.chat.map((line, i) => (
         <li key={line.seq} ref={i === state.chat.length - 1 ? end : undefined} className={line.from === state.identity ? 'cv-chat-line cv-mine' : 'cv-chat-line'} data-seq={line.seq}>
           <span className="cv-chat-from">{chatHeading(state, line)}</span>
           <span className="cv-chat-text">{line.text}</span>
         </li>
       ))}
-    </ol>
+      </ol>
+    </div>
   );
 }
 

@@ -6,10 +6,9 @@
 import {
   CarouselLayout,
   ChatIcon,
-  FocusLayout,
   FocusLayoutContainer,
   FocusToggleIcon,
-  GridLayout,
+  GearIcon,
   LayoutContextProvider,
   LeaveIcon,
   ParticipantName,
@@ -23,7 +22,9 @@ import {
   ScreenShareIcon,
   ScreenShareStopIcon,
   StartAudio,
+  TrackLoop,
   TrackMutedIndicator,
+  TrackRefContext,
   TrackToggle,
   UnfocusToggleIcon,
   VideoTrack,
@@ -32,11 +33,14 @@ import {
   useCreateLayoutContext,
   useEnsureTrackRef,
   useFocusToggle,
+  useGridLayout,
   useIsSpeaking,
   useLocalParticipantPermissions,
   useMediaDeviceSelect,
   useParticipantTile,
+  usePagination,
   usePinnedTracks,
+  useSwipe,
   useTracks,
 } from '@livekit/components-react';
 import type { TrackReferenceOrPlaceholder } from '@livekit/components-core';
@@ -45,6 +49,7 @@ import { useEffect, useMemo, useRef, useState } from 'react';
 import { ApiError } from '../shared/api';
 import { t } from '../shared/strings';
 import { Banner } from '../shared/ui';
+import { HandIcon, PeopleIcon, SpeakerIcon, StageIcon } from './icons';
 import { Invitation, Panels, type PanelName } from './Panels';
 import type { DeviceChoices } from './PreJoin';
 import type { Session, SessionState } from './session';
@@ -249,9 +254,7 @@ function VideoArea({ state, layout }: { state: SessionState; layout: 'grid' | 's
   if (!focus) {
     return (
       <div className="lk-grid-layout-wrapper">
-        <GridLayout tracks={tracks}>
-          <Tile />
-        </GridLayout>
+        <Grid tracks={tracks} />
       </div>
     );
   }
@@ -262,10 +265,36 @@ function VideoArea({ state, layout }: { state: SessionState; layout: 'grid' | 's
         <CarouselLayout tracks={others}>
           <Tile />
         </CarouselLayout>
-        <FocusLayout trackRef={focus}>
+        <TrackRefContext.Provider value={focus}>
           <Tile />
-        </FocusLayout>
+        </TrackRefContext.Provider>
       </FocusLayoutContainer>
+    </div>
+  );
+}
+
+/** LiveKit's grid (its layout and pagination hooks), with page buttons that say what they do. */
+function Grid({ tracks }: { tracks: TrackReferenceOrPlaceholder[] }) {
+  const grid = useRef<HTMLDivElement>(null);
+  const { layout } = useGridLayout(grid as React.RefObject<HTMLDivElement>, tracks.length);
+  const pagination = usePagination(layout.maxTiles, tracks);
+  useSwipe(grid as React.RefObject<HTMLDivElement>, { onLeftSwipe: pagination.nextPage, onRightSwipe: pagination.prevPage });
+  return (
+    <div ref={grid} className="lk-grid-layout" data-lk-pagination={pagination.totalPageCount > 1}>
+      <TrackLoop tracks={pagination.tracks}>
+        <Tile />
+      </TrackLoop>
+      {pagination.totalPageCount > 1 && (
+        <div className="lk-pagination-control" data-lk-user-interaction="true">
+          <button type="button" className="lk-button" onClick={pagination.prevPage} aria-label={t.room.previousPage}>
+            ‹
+          </button>
+          <span className="lk-pagination-count">{t.room.pageOf(pagination.currentPage, pagination.totalPageCount)}</span>
+          <button type="button" className="lk-button" onClick={pagination.nextPage} aria-label={t.room.nextPage}>
+            ›
+          </button>
+        </div>
+      )}
     </div>
   );
 }
@@ -331,11 +360,13 @@ function PinButton({ trackRef, label }: { trackRef: TrackReferenceOrPlaceholder;
   );
 }
 
-function DeviceSelect({ kind, label }: { kind: MediaDeviceKind; label: string }) {
+/** A device list (LiveKit's device-select hook) as a plain select: keyboard and screen-reader
+ *  friendly. `labelled`: a visible label wraps it. */
+export function DeviceSelect({ kind, label, labelled = false }: { kind: MediaDeviceKind; label: string; labelled?: boolean }) {
   const { devices, activeDeviceId, setActiveMediaDevice } = useMediaDeviceSelect({ kind });
   if (devices.length < 1) return null;
   return (
-    <select className="lk-form-control cv-select cv-device-select" aria-label={label} value={activeDeviceId} onChange={(e) => void setActiveMediaDevice(e.target.value)}>
+    <select className={labelled ? 'lk-form-control cv-select' : 'lk-form-control cv-select cv-device-select'} aria-label={labelled ? undefined : label} value={activeDeviceId} onChange={(e) => void setActiveMediaDevice(e.target.value)}>
       {devices.map((d) => (
         <option key={d.deviceId} value={d.deviceId}>
           {d.label || d.deviceId}
@@ -368,17 +399,15 @@ function ControlBar(props: {
       {publishing && (
         <div className="lk-button-group">
           <TrackToggle source={Track.Source.Microphone} showIcon onChange={(on, byUser) => byUser && (wanted.current.audio = on)} onDeviceError={(e) => session.fail({ code: 'devices', message: t.errors.deviceFailed(t.room.microphone, e.message) })}>
-            {t.room.microphone}
+            <span className="cv-label">{t.room.microphone}</span>
           </TrackToggle>
-          <DeviceSelect kind="audioinput" label={t.room.microphoneDevice} />
         </div>
       )}
       {publishing && (
         <div className="lk-button-group">
           <TrackToggle source={Track.Source.Camera} showIcon onChange={(on, byUser) => byUser && (wanted.current.video = on)} onDeviceError={(e) => session.fail({ code: 'devices', message: t.errors.deviceFailed(t.room.camera, e.message) })}>
-            {t.room.camera}
+            <span className="cv-label">{t.room.camera}</span>
           </TrackToggle>
-          <DeviceSelect kind="videoinput" label={t.room.cameraDevice} />
         </div>
       )}
       {publishing && 'getDisplayMedia' in (navigator.mediaDevices ?? {}) && (
@@ -390,35 +419,48 @@ function ControlBar(props: {
           onDeviceError={(e) => session.fail({ code: 'screen_share', message: t.errors.screenShare(e.message) })}
         >
           {sharing ? <ScreenShareStopIcon /> : <ScreenShareIcon />}
-          {sharing ? t.room.stopShare : t.room.shareScreen}
+          <span className="cv-label">{sharing ? t.room.stopShare : t.room.shareScreen}</span>
         </TrackToggle>
       )}
       {stage && me && me.role === 'viewer' && (
         <button type="button" className="lk-button" aria-pressed={me.hand_raised} onClick={() => void session.raiseHand(!me.hand_raised)}>
-          {me.hand_raised ? t.stage.lower : t.stage.raise}
+          <HandIcon />
+          <span className="cv-label">{me.hand_raised ? t.stage.lower : t.stage.raise}</span>
         </button>
       )}
       <button type="button" className="lk-button" aria-pressed={layout === 'speaker'} onClick={() => onLayout(layout === 'grid' ? 'speaker' : 'grid')}>
-        {layout === 'grid' ? t.room.layoutSpeaker : t.room.layoutGrid}
+        <SpeakerIcon />
+        <span className="cv-label">{t.room.layoutSpeaker}</span>
       </button>
       <button type="button" className="lk-button" aria-expanded={panel === 'people'} aria-controls="cv-panel" onClick={() => toggle('people')}>
-        {t.room.people}
+        <PeopleIcon />
+        <span className="cv-label">{t.room.people}</span>
       </button>
       {stage && (
         <button type="button" className="lk-button" aria-expanded={panel === 'stage'} aria-controls="cv-panel" onClick={() => toggle('stage')}>
-          {t.room.stage}
+          <StageIcon />
+          <span className="cv-label">{t.room.stage}</span>
           {state.role === 'host' && state.hands.length > 0 && <span className="cv-badge">{state.hands.length}</span>}
         </button>
       )}
       <button type="button" className="lk-button" aria-expanded={panel === 'chat'} aria-controls="cv-panel" onClick={() => toggle('chat')}>
         <ChatIcon />
-        {t.room.chat}
-        {unread > 0 && <span className="cv-badge" aria-label={`${unread} unread`}>{unread}</span>}
+        <span className="cv-label">{t.room.chat}</span>
+        {unread > 0 && (
+          <span className="cv-badge">
+            <span aria-hidden="true">{unread}</span>
+            <span className="cv-visually-hidden">{t.room.unread(unread)}</span>
+          </span>
+        )}
+      </button>
+      <button type="button" className="lk-button" aria-expanded={panel === 'settings'} aria-controls="cv-panel" onClick={() => toggle('settings')}>
+        <GearIcon />
+        <span className="cv-label">{t.room.settings}</span>
       </button>
       <StartAudio label={t.room.startAudio} className="lk-button" />
       <button type="button" className="lk-button lk-disconnect-button" onClick={onLeave}>
         <LeaveIcon />
-        {t.room.leave}
+        <span className="cv-label">{t.room.leave}</span>
       </button>
     </nav>
   );

@@ -8,7 +8,7 @@
 
 import '@livekit/components-styles';
 import '../shared/theme.css';
-import type { RemoteVideoTrack, Room } from 'livekit-client';
+import type { RemoteAudioTrack, RemoteVideoTrack, Room } from 'livekit-client';
 import { StrictMode, useState, useSyncExternalStore } from 'react';
 import { createRoot } from 'react-dom/client';
 import { t } from '../shared/strings';
@@ -131,6 +131,24 @@ async function videoStats() {
   return out;
 }
 
+async function audioStats() {
+  const room = (window as unknown as { __conveneRoom?: Room }).__conveneRoom;
+  if (!room) return [];
+  const out = [];
+  for (const participant of room.remoteParticipants.values()) {
+    for (const publication of participant.audioTrackPublications.values()) {
+      const track = publication.audioTrack as RemoteAudioTrack | undefined;
+      if (!track?.receiver) continue;
+      let packetsReceived = 0;
+      (await track.receiver.getStats()).forEach((s: { type: string; kind?: string; packetsReceived?: number }) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') packetsReceived += s.packetsReceived ?? 0;
+      });
+      out.push({ identity: participant.identity, source: publication.source, muted: publication.isMuted, packetsReceived });
+    }
+  }
+  return out;
+}
+
 function remote() {
   const room = (window as unknown as { __conveneRoom?: Room }).__conveneRoom;
   if (!room) return [];
@@ -160,6 +178,7 @@ function remote() {
     return session.getState().error;
   },
   videoStats,
+  audioStats,
   remote,
 };
 

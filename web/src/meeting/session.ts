@@ -157,7 +157,17 @@ export class Session {
   async enter(meetingId: string, credential: string, name: string): Promise<void> {
     this.set({ phase: 'entering', error: null, end: null, meetingId });
     try {
-      const entered = await api<EnterResponse>('POST', meetingPath(meetingId, '/enter'), null, { credential, name });
+      // The same person comes back as the same identity (roles and bans follow it).
+      const known = rememberedIdentity(meetingId);
+      let entered: EnterResponse;
+      try {
+        entered = await api<EnterResponse>('POST', meetingPath(meetingId, '/enter'), null, { credential, name, ...(known ? { identity: known } : {}) });
+      } catch (e) {
+        // Another role's identity on this browser (a host's, say): enter as a new person.
+        if (!(known && e instanceof ApiError && e.code === 'forbidden')) throw e;
+        entered = await api<EnterResponse>('POST', meetingPath(meetingId, '/enter'), null, { credential, name });
+      }
+      remember(meetingId, entered.identity);
       this.credential = credential;
       this.name = name;
       await this.entered(entered);
@@ -539,6 +549,24 @@ export class Session {
   admitAll = () => this.call('POST', '/admit-all');
   setPolicy = (policy: Policy) => this.call('POST', '/policy', { policy });
   endMeeting = () => this.call('POST', '/end');
+}
+
+const identityKey = (meetingId: string) => `convene-identity:${meetingId}`;
+
+function rememberedIdentity(meetingId: string): string | null {
+  try {
+    return localStorage.getItem(identityKey(meetingId));
+  } catch {
+    return null;
+  }
+}
+
+function remember(meetingId: string, identity: string): void {
+  try {
+    localStorage.setItem(identityKey(meetingId), identity);
+  } catch {
+    // Private modes may refuse storage: the person is then new at each visit.
+  }
 }
 
 function chatLine(e: EventView): ChatLine {

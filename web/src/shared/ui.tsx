@@ -50,7 +50,8 @@ export interface BannerMessage {
 /** An error (role alert) or a notice (status), dismissable. */
 export function Banner({ error, notice, onDismiss }: { error?: BannerMessage | null; notice?: string | null; onDismiss?: () => void }) {
   if (!error && !notice) return null;
-  const text = error ? (error.code && error.code !== 'error' ? t.errors.withCode(error.message, error.code) : error.message) : notice;
+  const message = error ? error.message.charAt(0).toUpperCase() + error.message.slice(1) : '';
+  const text = error ? (error.code && error.code !== 'error' ? t.errors.withCode(message, error.code) : message) : notice;
   return (
     <div className={error ? 'cv-banner cv-banner-error' : 'cv-banner cv-banner-notice'} role={error ? 'alert' : 'status'} data-code={error?.code}>
       <span>{text}</span>
