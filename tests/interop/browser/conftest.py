@@ -18,6 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 APT_LINE = "apt-get update && apt-get install -y chromium chromium-driver"
 LIVE_PASSCODE = "browser-live-passcode"
+BBB_TOKEN = "browser-bbb-token"
 
 
 def require_chromium() -> str:
@@ -44,7 +45,8 @@ def node_script_env():
 
 
 class WebServer:
-    """The convene binary with the live-stream surface on; restartable on the same port and data."""
+    """The convene binary with the live-stream and BigBlueButton surfaces on; restartable on the same
+    port and data."""
 
     def __init__(self):
         self.port = free_port()
@@ -58,6 +60,7 @@ class WebServer:
             CONVENE_API_KEY=API_KEY,
             CONVENE_API_SECRET=API_SECRET,
             CONVENE_COMPAT_LIVE_PASSCODE=LIVE_PASSCODE,
+            CONVENE_COMPAT_BBB_TOKEN=BBB_TOKEN,
             RUST_LOG=os.environ.get("RUST_LOG", "warn"),
         )
         self.env.pop("CONVENE_DATABASE_URL", None)

@@ -7,7 +7,7 @@ import gzip
 import pytest
 import requests
 
-from conftest import LIVE_PASSCODE, WebServer, run_scenario
+from conftest import BBB_TOKEN, LIVE_PASSCODE, WebServer, run_scenario
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,10 @@ def test_stage_hands_invitation_publishing_and_seed_001_viewers(server, node_scr
 
 def test_admin_console_creates_links_and_ends_the_meeting(server, node_script_env):
     run_scenario("scenario_admin.mjs", server, node_script_env)
+
+
+def test_one_time_join_links_from_the_bigbluebutton_surface(server, node_script_env):
+    run_scenario("scenario_links.mjs", server, node_script_env, BBB_TOKEN)
 
 
 def test_denied_camera_and_microphone_still_join(server, node_script_env):
