@@ -1,6 +1,7 @@
 # convene: automation lives here, not in anyone's memory.
 #   make run    the server (release build), SQLite under ./data, a development key printed at first start
 #   make bench-media  the media forwarding benchmark (docs/benchmarks.md): 1 publisher, N subscribers
+#   make bench-web    the web app's join time: click on Join to the first decoded remote frame
 #   make test   every test: Rust (unit, integration, SQLite + PostgreSQL conformance) and the
 #               interop suites that drive the real binary with clients nobody here wrote
 
@@ -63,6 +64,13 @@ bench-events:
 	$(CARGO) build --release -p convene -p convene-bench
 	cd bench/node-ws && npm ci --no-audit --no-fund
 	ulimit -n "$$(ulimit -Hn)" && $(TARGET_DIR)/release/convene-bench --clients 1000,10000 --convene-bin $(TARGET_DIR)/release/convene
+
+# The web app's join time (docs/web-app.md): ten joins through /meet in headless Chromium, from the
+# click on Join to the first decoded remote frame (p50), and the meeting page's download size.
+BENCH_WEB_BIN ?= $(TARGET_DIR)/release/convene
+bench-web:
+	$(CARGO) build --release -p convene
+	cd tests/interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund && node bench_join.mjs $(BENCH_WEB_BIN) 10
 
 # Media forwarding through the embedded SFU (docs/benchmarks.md, "Media forwarding"): one publisher,
 # 10/50/100/200 str0m subscribers over loopback; prints server CPU per packet, loss and delay, and

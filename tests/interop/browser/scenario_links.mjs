@@ -1,7 +1,7 @@
 // One-time join links (the BigBlueButton surface's `/join` redirects to `/meet?join=...`): the
 // page takes the link out of the address bar, asks only for the devices, and lets the person in;
 // a guest waits until the moderator admits them; a link used twice is refused with the server's
-// message.
+// message; leaving goes to the meeting's logout URL (`redirect_at_logout`).
 //
 // usage: node scenario_links.mjs <base-url> <api-key> <api-secret> <bbb token>
 
@@ -16,7 +16,7 @@ await run(120, async ({ pages, base, limit, result }) => {
     if (!response.ok) throw new Error(`${route}: ${response.status} ${await response.text()}`);
     return response.json();
   };
-  const meeting = await bbb('create', { name: 'Lecture' });
+  const meeting = await bbb('create', { name: 'Lecture', redirect_at_logout: `${base}/?from=lecture` });
   const link = (name, password, extra = {}) => bbb('join', { name, password, meeting_id: meeting.meeting_id, create_time: meeting.create_time, ...extra }, 'manual');
   const viaLink = async (who, location) => {
     const page = await pages.open(who, { path: null });
@@ -40,4 +40,8 @@ await run(120, async ({ pages, base, limit, result }) => {
   const refused = await until(again, (s) => s.phase === 'prejoin' && s.error, 'the second use refused', limit);
   if (refused.error.code !== 'join_link_used') throw new Error(`unexpected answer ${JSON.stringify(refused.error)}`);
   result.details.refused = refused.error;
+
+  // Leaving goes to the meeting's logout URL.
+  await student.getByRole('button', { name: 'Leave' }).click();
+  await student.waitForURL(`${base}/?from=lecture`);
 });

@@ -81,6 +81,9 @@ export function MeetingRoom({ session, state, devices }: { session: Session; sta
       new Room({
         adaptiveStream: false,
         dynacast: false,
+        // convene's SFU speaks the two-connection protocol: asking for it at once saves trying
+        // the single-connection path first.
+        singlePeerConnection: false,
         videoCaptureDefaults: { resolution: VideoPresets.h720.resolution },
         audioCaptureDefaults: devices.audioDeviceId ? { deviceId: devices.audioDeviceId } : undefined,
       }),

@@ -22,6 +22,7 @@ import {
 } from '../shared/api';
 import { EventStream, type Frame, type StreamEnd, type StreamStatus, isSnapshot } from '../shared/events';
 import { applyEvent } from '../shared/roster';
+import { t } from '../shared/strings';
 
 export type Phase = 'prejoin' | 'entering' | 'waiting' | 'joining' | 'live' | 'ended';
 
@@ -90,7 +91,7 @@ const POSITION_REFRESH_MS = 10_000;
 const RENEW_BEFORE_S = 300;
 
 function problem(e: unknown): Problem {
-  if (e instanceof ApiError) return { code: e.code, message: e.message };
+  if (e instanceof ApiError) return { code: e.code, message: e.code === 'network' ? t.errors.network : e.message };
   const known = e as Partial<Problem> | null;
   if (known && typeof known.code === 'string' && typeof known.message === 'string') return { code: known.code, message: known.message };
   return { code: 'error', message: e instanceof Error ? e.message : String(e) };
@@ -307,12 +308,15 @@ export class Session {
     if (token) await api('POST', meetingPath(meetingId, '/leave'), { token }).catch(() => undefined);
   }
 
-  /** Ends the session on this page. */
+  /** Ends the session on this page; someone who left or whose meeting ended goes to the
+   *  meeting's logout URL when it has one (the BigBlueButton surface's `redirect_at_logout`). */
   finish(kind: EndKind, detail?: string): void {
     this.closeStream();
     this.stopPositionTimer();
     if (this.renewTimer) clearTimeout(this.renewTimer);
     this.set({ phase: 'ended', end: { kind, detail }, media: null, invited: false });
+    const logout = this.state.meeting?.logout_url;
+    if ((kind === 'left' || kind === 'ended') && logout && /^https?:\/\//i.test(logout)) location.assign(logout);
   }
 
   /** Back to the form (e.g. "join again"). */
