@@ -407,7 +407,7 @@ function MeetingDetail({ auth, meetingId, onBack, onError, onNotice }: { auth: A
   const link = (pin: string) => `${location.origin}/meet?meeting=${encodeURIComponent(meeting.meeting_id)}#pin=${encodeURIComponent(pin)}`;
   const roles: [keyof MeetingView['credentials'], string][] = [
     ['host', t.role('host')],
-    ['participant', meeting.mode === 'stream' ? t.role('speaker') : 'Participant'],
+    ['participant', meeting.mode === 'stream' ? t.role('speaker') : t.admin.participantRole],
     ['viewer', t.role('viewer')],
   ];
   return (
@@ -458,7 +458,7 @@ function MeetingDetail({ auth, meetingId, onBack, onError, onNotice }: { auth: A
         </section>
         <section className="cv-card" aria-labelledby="people-title">
           <h3 id="people-title">
-            {t.admin.peopleNow} <span className="cv-tag" data-live={live}>{live === 'open' ? t.admin.live : live}</span>
+            {t.admin.peopleNow} <span className="cv-tag" data-live={live}>{live === 'open' ? t.admin.live : (t.admin.streamStatus[live] ?? live)}</span>
           </h3>
           {present.length === 0 ? (
             <p className="cv-hint">{t.admin.nobody}</p>

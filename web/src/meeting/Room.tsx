@@ -302,18 +302,11 @@ function Grid({ tracks }: { tracks: TrackReferenceOrPlaceholder[] }) {
   );
 }
 
-const qualityNames: Record<string, string> = {
-  [ConnectionQuality.Excellent]: 'excellent',
-  [ConnectionQuality.Good]: 'good',
-  [ConnectionQuality.Poor]: 'poor',
-  [ConnectionQuality.Lost]: 'lost',
-  [ConnectionQuality.Unknown]: 'unknown',
-};
 
 function Quality({ participant }: { participant: LkParticipant }) {
   const { quality } = useConnectionQualityIndicator({ participant });
   return (
-    <span role="img" aria-label={`Connection: ${qualityNames[quality] ?? 'unknown'}`} className="cv-quality">
+    <span role="img" aria-label={t.room.quality(quality)} className="cv-quality">
       <span className="lk-participant-metadata-item lk-connection-quality" data-lk-quality={quality}>
         {quality === ConnectionQuality.Excellent ? <QualityExcellentIcon /> : quality === ConnectionQuality.Good ? <QualityGoodIcon /> : quality === ConnectionQuality.Poor ? <QualityPoorIcon /> : <QualityUnknownIcon />}
       </span>
@@ -398,7 +391,7 @@ function ControlBar(props: {
   const toggle = (name: PanelName) => onPanel(panel === name ? null : name);
   const [sharing, setSharing] = useState(false);
   return (
-    <nav className="lk-control-bar cv-control-bar" aria-label="Meeting controls">
+    <nav className="lk-control-bar cv-control-bar" aria-label={t.room.controls}>
       {publishing && (
         <div className="lk-button-group">
           <TrackToggle source={Track.Source.Microphone} showIcon onChange={(on, byUser) => byUser && (wanted.current.audio = on)} onDeviceError={(e) => session.fail({ code: 'devices', message: t.errors.deviceFailed(t.room.microphone, e.message) })}>

@@ -76,7 +76,11 @@ function App() {
       body = <WaitingRoom session={session} state={state} />;
       break;
     case 'joining':
-      body = state.media ? null : <WaitingRoom session={session} state={state} />;
+      body = (
+        <main className="cv-page">
+          <p role="status">{t.prejoin.joining}</p>
+        </main>
+      );
       break;
     case 'live':
       body = <MeetingRoom session={session} state={state} devices={devices} />;

@@ -99,6 +99,8 @@ export const en = {
     stopShare: 'Stop sharing',
     layoutSpeaker: 'Speaker layout',
     layout: 'Layout',
+    controls: 'Meeting controls',
+    quality: (quality: string) => `Connection: ${({ excellent: 'excellent', good: 'good', poor: 'poor', lost: 'lost' } as Record<string, string>)[quality] ?? 'unknown'}`,
     people: 'People',
     chat: 'Chat',
     stage: 'Stage',
@@ -231,6 +233,8 @@ export const en = {
     webhookColumns: { seq: 'Event', type: 'Type', url: 'URL', status: 'Status', attempts: 'Attempts', last: 'Last result' },
     details: 'Settings',
     live: 'Live updates',
+    streamStatus: { connecting: 'Connecting…', reconnecting: 'Reconnecting…', closed: 'Not live' } as Record<string, string>,
+    participantRole: 'Participant',
     schedule: 'Schedule',
   },
 };
