@@ -1,5 +1,5 @@
 // Four people in one meeting through /meet: each decodes the others; a microphone and a camera
-// turned off are seen by the others; a microphone switched to another device is still heard; a screen
+// turned off (by their owner or by the host) are seen by the others; a microphone switched to another device is still heard; a screen
 // share is decoded by the others and takes the focus; chat is sent and received, and a late
 // joiner reads the history. axe-core on every screen, screenshots at 375 and 1280 px.
 //
@@ -88,6 +88,14 @@ await run(180, async ({ pages, base, limit, result }) => {
   await ann.locator(`[data-testid=people-list] [data-identity="${ids.bob}"][data-mic=off][data-camera=off]`).waitFor();
   result.axe.push(...(await axe(ann, 'people-panel')));
   await shot(ann, 'host-people');
+
+  // The host turns off Cy's microphone: Cy is told, the others see it off.
+  result.step('host mute');
+  await ann.getByRole('button', { name: 'Actions for Cy' }).click();
+  result.axe.push(...(await axe(ann, 'person-actions')));
+  await ann.getByRole('button', { name: 'Turn off microphone' }).click();
+  await until(cy, (s) => s.notice === 'A host turned off your microphone.', 'cy told of the mute', limit);
+  await until(dee, (s) => s.remote.some((r) => r.identity === ids.cy && r.microphone === false), 'dee seeing cy muted by the host', limit);
 
   // A screen share: decoded by the others, in focus.
   result.step('A screen share: decoded by the others, i');
