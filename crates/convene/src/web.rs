@@ -34,9 +34,18 @@ const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 
 /// The routes of the web app; stateless, merged into the app beside the API.
 pub fn router() -> Router {
     Router::new()
-        .route("/", get(|h: HeaderMap| async move { page("index.html", &h, false) }))
-        .route("/meet", get(|h: HeaderMap| async move { page("meet.html", &h, false) }))
-        .route("/admin", get(|h: HeaderMap| async move { page("admin.html", &h, true) }))
+        .route(
+            "/",
+            get(|h: HeaderMap| async move { page("index.html", &h, false) }),
+        )
+        .route(
+            "/meet",
+            get(|h: HeaderMap| async move { page("meet.html", &h, false) }),
+        )
+        .route(
+            "/admin",
+            get(|h: HeaderMap| async move { page("admin.html", &h, true) }),
+        )
         .route("/assets/{name}", get(asset))
 }
 
@@ -181,13 +190,22 @@ mod tests {
                 .skip(1)
                 .map(|rest| rest.split('"').next().unwrap())
             {
-                assert!(find(name).is_some(), "{page} names {name}, which is embedded");
+                assert!(
+                    find(name).is_some(),
+                    "{page} names {name}, which is embedded"
+                );
             }
         }
         for asset in ASSETS {
             assert!(asset.gzip.is_some(), "{} has a .gz twin", asset.name);
         }
-        assert!(find("meet.html").unwrap().body.windows(8).any(|w| w == b"/assets/"));
+        assert!(
+            find("meet.html")
+                .unwrap()
+                .body
+                .windows(8)
+                .any(|w| w == b"/assets/")
+        );
     }
 
     #[tokio::test]
@@ -217,7 +235,11 @@ mod tests {
         let cached = asset(Path(script.name.to_owned()), again).await;
         assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
         let missing = asset(Path("meet.html".to_owned()), HeaderMap::new()).await;
-        assert_eq!(missing.status(), StatusCode::NOT_FOUND, "pages are not assets");
+        assert_eq!(
+            missing.status(),
+            StatusCode::NOT_FOUND,
+            "pages are not assets"
+        );
         let page = page("admin.html", &HeaderMap::new(), true);
         assert_eq!(page.headers()[header::CACHE_CONTROL], "no-cache");
         assert!(
