@@ -107,6 +107,14 @@ await run(180, async ({ pages, base, limit, result }) => {
   result.axe.push(...(await axe(ann, 'screen-share-focus')));
   await shot(ann, 'screen-share');
 
+  // Pinning a tile (by keyboard) puts it in focus; unpinning returns to the screen share.
+  result.step('pin');
+  await bob.getByRole('button', { name: 'Pin Ann' }).focus();
+  await bob.keyboard.press('Enter');
+  await bob.locator(`.lk-focus-layout > [data-identity="${ids.ann}"][data-source=camera]`).waitFor();
+  await bob.getByRole('button', { name: 'Pin Ann' }).press('Enter');
+  await bob.locator(`.lk-focus-layout > [data-identity="${ids.dee}"][data-source=screen_share]`).waitFor();
+
   // Layouts: speaker focus and back.
   result.step('Layouts: speaker focus and back.');
   await bob.getByRole('button', { name: 'Speaker layout' }).click();
