@@ -1,6 +1,7 @@
 # convene: automation lives here, not in anyone's memory.
 #   make run    the server (release build), SQLite under ./data, a development key printed at first start
 #   make bench-media  the media forwarding benchmark (docs/benchmarks.md): 1 publisher, N subscribers
+#   make bench-web    the web app's join time: click on Join to the first decoded remote frame
 #   make test   every test: Rust (unit, integration, SQLite + PostgreSQL conformance) and the
 #               interop suites that drive the real binary with clients nobody here wrote
 
@@ -10,12 +11,12 @@ CARGO  ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check bench-events bench-media
+.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check bench-events bench-media bench-web
 
 run:
 	$(CARGO) run --release -p convene
 
-test: test-rust test-interop
+test: web-check test-rust test-interop
 
 test-rust:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -47,14 +48,15 @@ clippy:
 fmt:
 	$(CARGO) fmt --all
 
-# The meeting page: web/src bundled with livekit-client into crates/convene/assets/meeting.js
-# (committed, so building the binary needs no Node).
+# The web app (meeting page, stage, admin console): web/src type-checked and bundled with React and
+# LiveKit's components into crates/convene/assets/app/ (committed, so building the binary needs no Node).
 web:
-	cd web && npm ci && npm run build
+	cd web && npm ci --no-audit --no-fund && npm run build
 
-# The committed bundle matches its source.
+# The committed bundle is exactly what its source builds to (no changed, missing or extra file).
 web-check: web
-	git diff --exit-code -- crates/convene/assets/meeting.js
+	git diff --exit-code -- crates/convene/assets/app
+	@test -z "$$(git status --porcelain -- crates/convene/assets/app)" || { git status --porcelain -- crates/convene/assets/app; echo "crates/convene/assets/app is stale: run make web and commit it"; exit 1; }
 
 # The realtime fan-out benchmark (docs/benchmarks.md): convene and a minimal Node.js `ws` server,
 # 1,000 and 10,000 waiting clients notified when the host starts the meeting.
@@ -62,6 +64,13 @@ bench-events:
 	$(CARGO) build --release -p convene -p convene-bench
 	cd bench/node-ws && npm ci --no-audit --no-fund
 	ulimit -n "$$(ulimit -Hn)" && $(TARGET_DIR)/release/convene-bench --clients 1000,10000 --convene-bin $(TARGET_DIR)/release/convene
+
+# The web app's join time (docs/web-app.md): ten joins through /meet in headless Chromium, from the
+# click on Join to the first decoded remote frame (p50), and the meeting page's download size.
+BENCH_WEB_BIN ?= $(TARGET_DIR)/release/convene
+bench-web:
+	$(CARGO) build --release -p convene
+	cd tests/interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund && node bench_join.mjs $(BENCH_WEB_BIN) 10
 
 # Media forwarding through the embedded SFU (docs/benchmarks.md, "Media forwarding"): one publisher,
 # 10/50/100/200 str0m subscribers over loopback; prints server CPU per packet, loss and delay, and

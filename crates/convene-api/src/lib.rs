@@ -118,6 +118,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(meetings::get, meetings::update))
         .routes(routes!(meetings::start))
         .routes(routes!(meetings::end))
+        .routes(routes!(meetings::policy))
         .routes(routes!(access::enter))
         .routes(routes!(access::add, moderation::list))
         .routes(routes!(moderation::get))

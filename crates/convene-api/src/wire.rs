@@ -174,6 +174,8 @@ pub struct CreateMeetingRequest {
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     pub schedule: Option<ScheduleWire>,
     pub credentials: Option<CredentialsInput>,
+    /// Let people in the waiting room chat with the hosts (default false).
+    pub waiting_room_chat: Option<bool>,
 }
 
 /// Changes a meeting's settings; absent fields stay, `null` clears optional ones.
@@ -201,6 +203,7 @@ pub struct UpdateMeetingRequest {
     #[schema(value_type = Option<ScheduleWire>)]
     pub schedule: Option<Option<ScheduleWire>>,
     pub credentials: Option<CredentialsInput>,
+    pub waiting_room_chat: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -241,6 +244,32 @@ pub struct MeetingView {
     pub updated_at: String,
     /// Sequence number of the meeting's last event.
     pub last_seq: u64,
+    /// People in the waiting room may chat with the hosts.
+    pub waiting_room_chat: bool,
+    /// How many people are in the meeting now (in the meeting list only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub people: Option<PeopleCountView>,
+}
+
+/// How many people are in a meeting now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PeopleCountView {
+    /// In the waiting room.
+    pub waiting: u64,
+    /// Let in, not (or no longer) on the call.
+    pub admitted: u64,
+    /// In the meeting now.
+    pub joined: u64,
+}
+
+impl From<convene_core::ports::PeopleCount> for PeopleCountView {
+    fn from(c: convene_core::ports::PeopleCount) -> Self {
+        Self {
+            waiting: c.waiting,
+            admitted: c.admitted,
+            joined: c.joined,
+        }
+    }
 }
 
 impl From<&Meeting> for MeetingView {
@@ -284,6 +313,8 @@ impl From<&Meeting> for MeetingView {
             created_at: rfc3339(m.created_at),
             updated_at: rfc3339(m.updated_at),
             last_seq: m.last_seq,
+            waiting_room_chat: m.settings.waiting_room_chat,
+            people: None,
         }
     }
 }
@@ -296,8 +327,12 @@ pub struct MeetingPublicView {
     pub name: String,
     pub mode: WireMode,
     pub status: WireStatus,
+    /// Who gets in: what a waiting guest waits for.
+    pub policy: WirePolicy,
     pub quality: WireQuality,
     pub logout_url: Option<String>,
+    /// People in the waiting room may chat with the hosts.
+    pub waiting_room_chat: bool,
 }
 
 impl From<&Meeting> for MeetingPublicView {
@@ -308,12 +343,14 @@ impl From<&Meeting> for MeetingPublicView {
             name: m.settings.name.to_string(),
             mode: m.settings.mode.into(),
             status: m.status.into(),
+            policy: m.settings.policy.into(),
             quality: m.settings.quality.into(),
             logout_url: m
                 .settings
                 .logout_url
                 .as_ref()
                 .map(|u| u.as_str().to_owned()),
+            waiting_room_chat: m.settings.waiting_room_chat,
         }
     }
 }
@@ -448,12 +485,24 @@ pub struct JoinLinkResponse {
 pub struct MeView {
     pub participant: ParticipantView,
     pub meeting: MeetingPublicView,
+    /// While you wait where hosts admit one by one (`ask_host`, or a meeting locked while you
+    /// waited): your place in the queue, 1 = next. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub position: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandRequest {
     pub raised: bool,
+}
+
+/// Who gets in from now on.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    pub policy: WirePolicy,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

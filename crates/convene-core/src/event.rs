@@ -150,11 +150,16 @@ pub enum EventKind {
     InviteAccepted { identity: Identity },
     #[serde(rename = "stage.invite_declined")]
     InviteDeclined { identity: Identity },
+    /// A chat message: to the members (`to` absent), or to one person. In a waiting-room
+    /// conversation (`waiting_room`), between a waiting guest and the hosts: `to` is absent
+    /// when the guest writes (to every host), the guest when a host does.
     #[serde(rename = "chat.message")]
     ChatMessage {
         from: Identity,
         text: String,
         to: Option<Identity>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        waiting_room: bool,
     },
     #[serde(rename = "media.connected")]
     MediaConnected { identity: Identity },

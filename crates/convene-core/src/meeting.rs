@@ -301,6 +301,9 @@ pub struct MeetingSettings {
     /// Where this meeting's events are POSTed, besides the deployment-wide webhook URLs.
     #[serde(default)]
     pub webhook_url: Option<crate::webhook::WebhookUrl>,
+    /// People in the waiting room may chat with the hosts (and only with them).
+    #[serde(default)]
+    pub waiting_room_chat: bool,
 }
 
 impl MeetingSettings {
@@ -317,6 +320,7 @@ impl MeetingSettings {
             metadata: Metadata::default(),
             schedule: None,
             webhook_url: None,
+            waiting_room_chat: false,
         }
     }
 }

@@ -221,6 +221,29 @@ pub fn update_meeting(
         tx.meeting.credentials = credentials;
     }
     tx.meeting.settings = settings;
+    settings_changed(tx, waiting);
+    Ok(())
+}
+
+/// A host (or an admin) changes who gets in: `deny` locks the meeting, `open` or
+/// `wait_for_host` on a live meeting lets everyone waiting in, as a settings update does.
+pub fn set_policy(
+    tx: &mut Tx,
+    actor: &Actor,
+    policy: WaitingPolicy,
+    waiting: Vec<Identity>,
+) -> Result<(), DomainError> {
+    actor.require_host(tx.now)?;
+    if tx.meeting.settings.policy == policy {
+        return Ok(());
+    }
+    tx.meeting.settings.policy = policy;
+    settings_changed(tx, waiting);
+    Ok(())
+}
+
+/// Tells everyone the settings changed, and lets the waiting in when the new policy does.
+fn settings_changed(tx: &mut Tx, waiting: Vec<Identity>) {
     let kind = EventKind::MeetingUpdated {
         name: tx.meeting.settings.name.to_string(),
         policy: tx.meeting.settings.policy,
@@ -230,7 +253,6 @@ pub fn update_meeting(
     if tx.meeting.is_live() && lets_waiting_in(tx.meeting.settings.policy) {
         admit_many(tx, waiting);
     }
-    Ok(())
 }
 
 fn lets_waiting_in(policy: WaitingPolicy) -> bool {
@@ -908,7 +930,9 @@ pub fn mute(
     Ok(())
 }
 
-/// A member (or a host) sends a chat message to everyone or to one person.
+/// A member (or a host) sends a chat message to everyone or to one person. Where the meeting
+/// has `waiting_room_chat`, a waiting guest writes to the hosts (and reads only its own
+/// conversation), and a host writes to a waiting guest; every host sees those conversations.
 pub fn chat(
     tx: &mut Tx,
     sender: &Participant,
@@ -916,6 +940,15 @@ pub fn chat(
     to: Option<Participant>,
 ) -> Result<(), DomainError> {
     let host = Actor::Participant(sender.clone()).is_host(tx.now);
+    if !host && sender.state == ParticipantState::Waiting {
+        return waiting_room_chat(tx, sender, text, to);
+    }
+    if let Some(target) = to.as_ref().filter(|t| t.state == ParticipantState::Waiting)
+        && host
+    {
+        let target = target.identity.clone();
+        return host_to_waiting_guest(tx, sender, text, target);
+    }
     if !host {
         require_member(sender, tx)?;
     }
@@ -953,6 +986,74 @@ pub fn chat(
             from,
             text: text.to_string(),
             to,
+            waiting_room: false,
+        },
+    );
+    Ok(())
+}
+
+fn require_waiting_room_chat(tx: &Tx) -> Result<(), DomainError> {
+    if tx.meeting.settings.waiting_room_chat {
+        Ok(())
+    } else {
+        Err(DomainError::new(
+            ErrorCode::NotAdmitted,
+            "this meeting has no chat in the waiting room; wait to be admitted",
+        ))
+    }
+}
+
+/// A waiting guest writes to the hosts: seen by the hosts and the guest alone.
+fn waiting_room_chat(
+    tx: &mut Tx,
+    sender: &Participant,
+    text: ChatText,
+    to: Option<Participant>,
+) -> Result<(), DomainError> {
+    require_waiting_room_chat(tx)?;
+    if to.is_some_and(|t| t.role != Role::Host) {
+        return Err(DomainError::new(
+            ErrorCode::Forbidden,
+            "in the waiting room you can write to the hosts only",
+        ));
+    }
+    let from = sender.identity.clone();
+    tx.emit(
+        Audience::Subject {
+            identity: from.clone(),
+        },
+        EventKind::ChatMessage {
+            from,
+            text: text.to_string(),
+            to: None,
+            waiting_room: true,
+        },
+    );
+    Ok(())
+}
+
+/// A host writes to a waiting guest: seen by the guest and every host.
+fn host_to_waiting_guest(
+    tx: &mut Tx,
+    sender: &Participant,
+    text: ChatText,
+    target: Identity,
+) -> Result<(), DomainError> {
+    require_waiting_room_chat(tx).map_err(|_| {
+        DomainError::new(
+            ErrorCode::InvalidState,
+            "this meeting has no chat in the waiting room; turn on waiting_room_chat",
+        )
+    })?;
+    tx.emit(
+        Audience::Subject {
+            identity: target.clone(),
+        },
+        EventKind::ChatMessage {
+            from: sender.identity.clone(),
+            text: text.to_string(),
+            to: Some(target),
+            waiting_room: true,
         },
     );
     Ok(())

@@ -38,6 +38,7 @@ impl World {
             metadata: Metadata::default(),
             schedule: None,
             webhook_url: None,
+            waiting_room_chat: false,
         };
         let credentials = Credentials::new(
             Some(Credential::parse("host-pin").unwrap()),
@@ -498,4 +499,121 @@ fn a_trusted_reentry_that_changes_the_role_is_recorded() {
         identity: who("v1"),
         role: Role::Speaker
     }));
+}
+
+#[test]
+fn waiting_room_chat_is_between_a_guest_and_the_hosts_where_the_meeting_allows_it() {
+    let mut w = World::new(Mode::Meeting, WaitingPolicy::AskHost, None);
+    w.enter("host", Role::Host).unwrap();
+    w.join("host").unwrap();
+    w.enter("g1", Role::Speaker).unwrap();
+    w.enter("g2", Role::Speaker).unwrap();
+    let text = ChatText::parse("may I come in?").unwrap();
+    let (g1, host) = (w.p("g1"), w.p("host"));
+    let off = w
+        .apply(|tx, _| chat(tx, &g1, text.clone(), None))
+        .unwrap_err();
+    assert_eq!(off.code, ErrorCode::NotAdmitted, "off by default");
+    assert_eq!(
+        w.apply(|tx, _| chat(tx, &host, text.clone(), Some(g1.clone())))
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidState,
+        "a host cannot write into a waiting room without chat"
+    );
+
+    w.meeting.settings.waiting_room_chat = true;
+    w.apply(|tx, _| chat(tx, &g1, text.clone(), None)).unwrap();
+    let asked = w.log.last().unwrap().clone();
+    assert_eq!(
+        asked.kind,
+        EventKind::ChatMessage {
+            from: who("g1"),
+            text: "may I come in?".into(),
+            to: None,
+            waiting_room: true
+        }
+    );
+    assert!(asked.visible_to(ViewerClass::Host, Some(&who("host"))));
+    assert!(asked.visible_to(ViewerClass::Waiting, Some(&who("g1"))));
+    assert!(!asked.visible_to(ViewerClass::Waiting, Some(&who("g2"))));
+    assert!(
+        !asked.visible_to(ViewerClass::Member, Some(&who("m1"))),
+        "members do not read the waiting room"
+    );
+
+    w.apply(|tx, _| chat(tx, &host, text.clone(), Some(g1.clone())))
+        .unwrap();
+    let answer = w.log.last().unwrap().clone();
+    assert!(matches!(
+        &answer.kind,
+        EventKind::ChatMessage { to: Some(to), waiting_room: true, .. } if *to == who("g1")
+    ));
+    assert!(answer.visible_to(ViewerClass::Host, Some(&who("cohost"))));
+    assert!(answer.visible_to(ViewerClass::Waiting, Some(&who("g1"))));
+    assert!(!answer.visible_to(ViewerClass::Waiting, Some(&who("g2"))));
+
+    // A waiting guest writes to the hosts only, never to another guest.
+    let g2 = w.p("g2");
+    assert_eq!(
+        w.apply(|tx, _| chat(tx, &g1, text.clone(), Some(g2)))
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
+    // Members' chat stays with the members.
+    let g2 = w.p("g2");
+    w.apply(|tx, _| admit(tx, &w_host(&host), g2)).unwrap();
+    let g2 = w.p("g2");
+    w.apply(|tx, _| chat(tx, &g2, text.clone(), None)).unwrap();
+    assert!(
+        !w.log
+            .last()
+            .unwrap()
+            .visible_to(ViewerClass::Waiting, Some(&who("g1")))
+    );
+}
+
+fn w_host(host: &Participant) -> Actor {
+    Actor::Participant(host.clone())
+}
+
+#[test]
+fn a_host_locks_and_opens_the_meeting() {
+    let mut w = World::new(Mode::Meeting, WaitingPolicy::AskHost, None);
+    w.enter("host", Role::Host).unwrap();
+    w.join("host").unwrap();
+    w.enter("g1", Role::Speaker).unwrap();
+    w.enter("g2", Role::Speaker).unwrap();
+    let g1 = Actor::Participant(w.p("g1"));
+    let waiting = w.waiting();
+    assert_eq!(
+        w.apply(|tx, _| set_policy(tx, &g1, WaitingPolicy::Deny, waiting))
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden,
+        "guests cannot lock"
+    );
+    let host = w.host("host");
+    let waiting = w.waiting();
+    w.apply(|tx, _| set_policy(tx, &host, WaitingPolicy::Deny, waiting))
+        .unwrap();
+    assert_eq!(w.meeting.settings.policy, WaitingPolicy::Deny);
+    assert_eq!(w.types().last().unwrap(), "meeting.updated");
+    assert_eq!(
+        w.enter("late", Role::Speaker).unwrap_err().code,
+        ErrorCode::MeetingLocked
+    );
+    let before = w.meeting.last_seq;
+    let waiting = w.waiting();
+    w.apply(|tx, _| set_policy(tx, &host, WaitingPolicy::Deny, waiting))
+        .unwrap();
+    assert_eq!(w.meeting.last_seq, before, "no change, no event");
+    // Opening a live meeting lets everyone waiting in, in one event.
+    let waiting = w.waiting();
+    w.apply(|tx, _| set_policy(tx, &host, WaitingPolicy::Open, waiting))
+        .unwrap();
+    assert_eq!(w.types().last().unwrap(), "participants.admitted");
+    assert_eq!(w.p("g1").state, ParticipantState::Admitted);
+    assert_eq!(w.p("g2").state, ParticipantState::Admitted);
 }

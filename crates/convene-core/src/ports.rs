@@ -1,6 +1,8 @@
 //! Ports: what the core needs from the outside world, as traits. The store, media engine and
 //! event sink are implemented by other crates; tests use in-memory ones.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use crate::apikey::ApiKey;
@@ -24,6 +26,14 @@ pub enum StoreError {
     /// Anything else (connection, disk, corrupt row), with its cause.
     #[error("store failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// How many people are in a meeting now, by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeopleCount {
+    pub waiting: u64,
+    pub admitted: u64,
+    pub joined: u64,
 }
 
 /// Persistent state. Implementations: SQLite and PostgreSQL in `convene-store`. The webhook
@@ -63,6 +73,20 @@ pub trait Store: crate::webhook::WebhookStore + Send + Sync + 'static {
         &self,
         meeting: &MeetingId,
         states: &[ParticipantState],
+    ) -> Result<u64, StoreError>;
+    /// How many people wait, are admitted and have joined, per meeting, for the given meetings
+    /// (one query); meetings with nobody present may be absent.
+    async fn people_counts(
+        &self,
+        meetings: &[MeetingId],
+    ) -> Result<HashMap<MeetingId, PeopleCount>, StoreError>;
+    /// How many people wait in the meeting who entered the waiting room before `since` (by
+    /// `updated_at`; ties by identity before `identity`): a waiting guest's place in the queue.
+    async fn count_waiting_before(
+        &self,
+        meeting: &MeetingId,
+        since: Timestamp,
+        identity: &Identity,
     ) -> Result<u64, StoreError>;
     /// How many joined participants other than `except` are connected to media (the room's
     /// occupancy, for its capacity).

@@ -17,7 +17,7 @@ use crate::lockout::FailureScope;
 use crate::meeting::{Credentials, Meeting, MeetingSettings};
 use crate::ops::{self, Actor, Change, Entry, Tx};
 use crate::participant::{Participant, ParticipantState, Role};
-use crate::ports::{EventSink, MediaEngine, Store, StoreError};
+use crate::ports::{EventSink, MediaEngine, PeopleCount, Store, StoreError};
 use crate::time::Clock;
 use crate::time::Timestamp;
 
@@ -340,6 +340,96 @@ impl Meetings {
             })
             .await?;
         Ok(meeting)
+    }
+
+    /// A host (or an admin) changes who gets in (`deny` locks the meeting).
+    pub async fn set_policy(
+        &self,
+        id: &MeetingId,
+        caller: &Caller,
+        policy: crate::meeting::WaitingPolicy,
+    ) -> Result<Meeting> {
+        let needs = Needs {
+            waiting: true,
+            ..Needs::default()
+        };
+        let (meeting, ()) = self
+            .mutate(id, caller, needs, |tx, loaded| {
+                ops::set_policy(tx, &loaded.actor, policy, loaded.waiting)
+            })
+            .await?;
+        Ok(meeting)
+    }
+
+    /// Meetings ordered by id, after `after`, with how many people are in each now. With
+    /// `search`, only those whose id or name contains it (case-insensitive): the store is read
+    /// page by page until `limit` match, so a search reads every meeting at worst (an admin's
+    /// look-up, not a hot path).
+    pub async fn meeting_summaries(
+        &self,
+        search: Option<&str>,
+        after: Option<&MeetingId>,
+        limit: u32,
+    ) -> Result<Vec<(Meeting, PeopleCount)>> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
+        let mut found = Vec::new();
+        let mut cursor = after.cloned();
+        loop {
+            let page_size = if needle.is_some() { MAX_PAGE } else { limit };
+            let page = self.store.meetings(cursor.as_ref(), page_size).await?;
+            let last_page = (page.len() as u32) < page_size;
+            cursor = page.last().map(|m| m.id.clone());
+            for meeting in page {
+                let matches = needle.as_deref().is_none_or(|needle| {
+                    meeting.id.as_str().contains(needle)
+                        || meeting
+                            .settings
+                            .name
+                            .as_str()
+                            .to_lowercase()
+                            .contains(needle)
+                });
+                if matches && (found.len() as u32) < limit {
+                    found.push(meeting);
+                }
+            }
+            if last_page || found.len() as u32 >= limit {
+                break;
+            }
+        }
+        let ids: Vec<MeetingId> = found.iter().map(|m| m.id.clone()).collect();
+        let mut counts = self.store.people_counts(&ids).await?;
+        Ok(found
+            .into_iter()
+            .map(|m| {
+                let count = counts.remove(&m.id).unwrap_or_default();
+                (m, count)
+            })
+            .collect())
+    }
+
+    /// A waiting guest's place in the queue (1 = next) where hosts admit one by one (`ask_host`,
+    /// or `deny` for those who were waiting before the lock); `None` otherwise. The queue is in
+    /// the order people entered the waiting room.
+    pub async fn waiting_position(
+        &self,
+        meeting: &Meeting,
+        participant: &Participant,
+    ) -> Result<Option<u64>> {
+        use crate::meeting::WaitingPolicy;
+        let one_by_one = matches!(
+            meeting.settings.policy,
+            WaitingPolicy::AskHost | WaitingPolicy::Deny
+        );
+        if participant.state != ParticipantState::Waiting || !one_by_one {
+            return Ok(None);
+        }
+        let ahead = self
+            .store
+            .count_waiting_before(&meeting.id, participant.updated_at, &participant.identity)
+            .await?;
+        Ok(Some(ahead + 1))
     }
 
     pub async fn start_meeting(&self, id: &MeetingId, caller: &Caller) -> Result<Meeting> {

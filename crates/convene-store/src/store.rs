@@ -1,5 +1,7 @@
 //! `impl Store for SqlStore`: the queries, written once for SQLite and PostgreSQL.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use convene_core::Timestamp;
 use convene_core::apikey::ApiKey;
@@ -9,7 +11,7 @@ use convene_core::lockout::{FailureRecord, FailureScope};
 use convene_core::meeting::Meeting;
 use convene_core::ops::Change;
 use convene_core::participant::{Participant, ParticipantState};
-use convene_core::ports::{Store, StoreError};
+use convene_core::ports::{PeopleCount, Store, StoreError};
 use sqlx::{AnyConnection, Row};
 
 use crate::SqlStore;
@@ -471,6 +473,66 @@ impl Store for SqlStore {
             query = query.bind(state.as_str());
         }
         let row = query.fetch_one(self.pool()).await.map_err(backend)?;
+        rows::uint(&row, "n")
+    }
+
+    async fn people_counts(
+        &self,
+        meetings: &[MeetingId],
+    ) -> Result<HashMap<MeetingId, PeopleCount>, StoreError> {
+        let mut counts: HashMap<MeetingId, PeopleCount> = HashMap::new();
+        if meetings.is_empty() {
+            return Ok(counts);
+        }
+        let present = [
+            ParticipantState::Waiting,
+            ParticipantState::Admitted,
+            ParticipantState::Joined,
+        ];
+        let sql = format!(
+            "SELECT meeting_id, state, COUNT(*) AS n FROM participants \
+             WHERE meeting_id IN ({}) AND state IN ({}) GROUP BY meeting_id, state",
+            list_placeholders(1, meetings.len()),
+            list_placeholders(1 + meetings.len(), present.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in meetings {
+            query = query.bind(id.as_str());
+        }
+        for state in present {
+            query = query.bind(state.as_str());
+        }
+        for row in query.fetch_all(self.pool()).await.map_err(backend)? {
+            let id = rows::parsed(&row, "meeting_id", MeetingId::parse)?;
+            let n: u64 = rows::uint(&row, "n")?;
+            let count = counts.entry(id).or_default();
+            match ParticipantState::parse(&rows::text(&row, "state")?) {
+                Some(ParticipantState::Waiting) => count.waiting = n,
+                Some(ParticipantState::Admitted) => count.admitted = n,
+                Some(ParticipantState::Joined) => count.joined = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn count_waiting_before(
+        &self,
+        meeting: &MeetingId,
+        since: Timestamp,
+        identity: &Identity,
+    ) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM participants WHERE meeting_id = $1 AND state = $2 \
+             AND (updated_at < $3 OR (updated_at = $3 AND identity < $4))",
+        )
+        .bind(meeting.as_str())
+        .bind(ParticipantState::Waiting.as_str())
+        .bind(since.as_millis())
+        .bind(identity.as_str())
+        .fetch_one(self.pool())
+        .await
+        .map_err(backend)?;
         rows::uint(&row, "n")
     }
 

@@ -20,7 +20,7 @@ use convene_core::meeting::{
 };
 use convene_core::ops::{self, Actor, Change, Entry, Tx};
 use convene_core::participant::{Participant, ParticipantState, Role};
-use convene_core::ports::{Store, StoreError};
+use convene_core::ports::{PeopleCount, Store, StoreError};
 use convene_core::webhook::{
     Attempt, AttemptOutcome, DeliveryFilter, DeliveryStatus, EndpointScope, Lane, WebhookStore,
     WebhookUrl, deployment_endpoint_id, meeting_endpoint_id,
@@ -206,6 +206,7 @@ conformance!(
     concurrent_commits_from_one_version_let_exactly_one_win,
     events_page_in_order_without_gaps,
     participants_filter_by_state_and_count,
+    people_are_counted_per_meeting_and_the_queue_is_in_entry_order,
     ten_thousand_waiting_are_admitted_in_one_commit,
     a_bulk_admission_that_saw_another_waiting_room_conflicts,
     waiting_identities_come_back_exactly_and_in_byte_order,
@@ -221,6 +222,85 @@ conformance!(
     nonces_are_used_once_even_concurrently_and_across_restarts,
     housekeeping_drops_only_stale_counters_and_expired_codes,
 );
+
+async fn people_are_counted_per_meeting_and_the_queue_is_in_entry_order(db: &mut TestDb) {
+    let store = db.store();
+    let mut rng = StdRng::seed_from_u64(16);
+    for id in ["7001", "7002", "7003"] {
+        store
+            .create_meeting(&new_meeting(id, None, WaitingPolicy::AskHost, &mut rng))
+            .await
+            .unwrap();
+    }
+    // 7001: b and a enter at one time, c later; d is admitted and joins, e admitted only.
+    step(store, "7001", 2_000, |tx, _| {
+        for name in ["b", "a", "d", "e"] {
+            ops::enter(tx, None, entry(name, Role::Speaker)).unwrap();
+        }
+    })
+    .await;
+    step(store, "7001", 3_000, |tx, _| {
+        ops::enter(tx, None, entry("c", Role::Speaker)).unwrap();
+    })
+    .await;
+    let mut start_rng = StdRng::seed_from_u64(160);
+    step(store, "7001", 4_000, |tx, r| {
+        ops::start_meeting(tx, &Actor::Admin, Vec::new(), &mut start_rng).unwrap();
+        ops::admit(tx, &Actor::Admin, r.get("d")).unwrap();
+        ops::admit(tx, &Actor::Admin, r.get("e")).unwrap();
+    })
+    .await;
+    let mut join_rng = StdRng::seed_from_u64(161);
+    step(store, "7001", 5_000, |tx, r| {
+        ops::join(tx, r.get("d"), 0, Vec::new(), &mut join_rng).unwrap();
+    })
+    .await;
+    // 7002: one waiting guest who then leaves (no longer counted).
+    step(store, "7002", 2_000, |tx, _| {
+        ops::enter(tx, None, entry("gone", Role::Speaker)).unwrap();
+    })
+    .await;
+    step(store, "7002", 3_000, |tx, r| {
+        ops::leave(tx, r.get("gone")).unwrap();
+    })
+    .await;
+
+    let counts = store
+        .people_counts(&[mid("7001"), mid("7002"), mid("7003"), mid("7999")])
+        .await
+        .unwrap();
+    assert_eq!(
+        counts.get(&mid("7001")).copied(),
+        Some(PeopleCount {
+            waiting: 3,
+            admitted: 1,
+            joined: 1
+        })
+    );
+    assert_eq!(
+        counts.get(&mid("7002")).copied().unwrap_or_default(),
+        PeopleCount::default()
+    );
+    assert_eq!(
+        counts.get(&mid("7003")).copied().unwrap_or_default(),
+        PeopleCount::default()
+    );
+    assert!(store.people_counts(&[]).await.unwrap().is_empty());
+
+    // The queue: a and b entered together (ties by identity), c after them.
+    let id = mid("7001");
+    let mut queue = Vec::new();
+    for name in ["a", "b", "c"] {
+        let p = store.participant(&id, &who(name)).await.unwrap().unwrap();
+        queue.push(
+            store
+                .count_waiting_before(&id, p.updated_at, &p.identity)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(queue, [0, 1, 2]);
+}
 
 // ----- helpers ---------------------------------------------------------------------------------
 
@@ -244,6 +324,7 @@ fn settings(policy: WaitingPolicy) -> MeetingSettings {
             .expect("meta"),
         schedule: Some(Schedule::new(at(1_000), Some(at(9_000))).expect("schedule")),
         webhook_url: None,
+        waiting_room_chat: false,
     }
 }
 

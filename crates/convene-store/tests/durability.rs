@@ -81,6 +81,7 @@ fn writer(path: &Path) {
                 metadata: Metadata::default(),
                 schedule: None,
                 webhook_url: None,
+                waiting_room_chat: false,
             };
             let credentials = Credentials::new(None, None, None, &mut rng).expect("credentials");
             let now = Timestamp::from_millis(1_000 + i64::from(n));

@@ -33,6 +33,7 @@ fn fixture(role: Role) -> (Meeting, Participant) {
         metadata: Metadata::default(),
         schedule: None,
         webhook_url: None,
+        waiting_room_chat: false,
     };
     let credentials = Credentials::new(
         Some(Credential::parse("hostpin1").unwrap()),

@@ -669,7 +669,205 @@ async fn restart_keeps_everything(mut app: common::TestApp) {
     app.stop().await;
 }
 
+/// What the web app needs: the waiting room's queue position and chat with the hosts, a host
+/// locking the meeting, and the admin's meeting list with search and head counts.
+async fn web_app_flow(app: common::TestApp) {
+    let meeting = app
+        .create_meeting(
+            json!({"name": "Office Hours", "policy": "ask_host", "waiting_room_chat": true}),
+        )
+        .await;
+    assert_eq!(meeting["waiting_room_chat"], true);
+    let id = id_of(&meeting);
+    let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
+    let (_, host_join) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/join"),
+            host["token"].as_str().unwrap(),
+            None,
+        )
+        .await;
+    let host_token = host_join["access_token"].as_str().unwrap().to_owned();
+    let g1 = app
+        .enter(&meeting, pin(&meeting, "participant"), "g1")
+        .await;
+    let g2 = app
+        .enter(&meeting, pin(&meeting, "participant"), "g2")
+        .await;
+    let (g1, g2) = (g1["token"].as_str().unwrap(), g2["token"].as_str().unwrap());
+    let me = |token: &str| {
+        let token = token.to_owned();
+        let app = &app;
+        let id = id.clone();
+        async move {
+            app.bearer("GET", &format!("/v1/meetings/{id}/me"), &token, None)
+                .await
+                .1
+        }
+    };
+    let first = me(g1).await;
+    assert_eq!(first["position"], 1, "{first}");
+    assert_eq!(first["meeting"]["policy"], "ask_host");
+    assert_eq!(first["meeting"]["waiting_room_chat"], true);
+    assert_eq!(me(g2).await["position"], 2);
+    assert!(
+        me(&host_token).await.get("position").is_none(),
+        "only while waiting"
+    );
+
+    // The waiting guest writes to the hosts; a host answers; the other guest sees neither.
+    let chat = format!("/v1/meetings/{id}/chat");
+    let (status, body) = app
+        .bearer("POST", &chat, g1, Some(json!({"text": "may I come in?"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .bearer(
+            "POST",
+            &chat,
+            &host_token,
+            Some(json!({"text": "one minute", "to": "g1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .bearer("POST", &chat, g1, Some(json!({"text": "hi", "to": "g2"})))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let texts = |events: Vec<Value>| {
+        events
+            .into_iter()
+            .filter(|e| e["type"] == "chat.message")
+            .map(|e| {
+                (
+                    e["data"]["from"].as_str().unwrap().to_owned(),
+                    e["data"]["text"].as_str().unwrap().to_owned(),
+                    e["data"]["waiting_room"] == true,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let conversation = vec![
+        ("g1".to_owned(), "may I come in?".to_owned(), true),
+        ("host".to_owned(), "one minute".to_owned(), true),
+    ];
+    assert_eq!(texts(app.events(&id, g1, 0).await), conversation);
+    assert_eq!(texts(app.events(&id, &host_token, 0).await), conversation);
+    assert!(texts(app.events(&id, g2, 0).await).is_empty());
+
+    // Admitting the first guest moves the second up.
+    app.bearer(
+        "POST",
+        &format!("/v1/meetings/{id}/participants/g1/admit"),
+        &host_token,
+        None,
+    )
+    .await;
+    assert_eq!(me(g2).await["position"], 1);
+
+    // The admin's list: search by name or id, with head counts.
+    let (status, list) = app.admin("GET", "/v1/meetings?q=office", None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let found = list["meetings"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{list}");
+    assert_eq!(found[0]["meeting_id"], id.as_str());
+    assert_eq!(
+        found[0]["people"],
+        json!({"waiting": 1, "admitted": 1, "joined": 1})
+    );
+    let (_, by_id) = app
+        .admin("GET", &format!("/v1/meetings?q={}", &id[2..7]), None)
+        .await;
+    assert!(
+        by_id["meetings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["meeting_id"] == id.as_str())
+    );
+    let (_, none) = app
+        .admin("GET", "/v1/meetings?q=no-such-meeting", None)
+        .await;
+    assert_eq!(none["meetings"], json!([]));
+    let long = "x".repeat(201);
+    let (status, _) = app
+        .admin("GET", &format!("/v1/meetings?q={long}"), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, one) = app.admin("GET", &format!("/v1/meetings/{id}"), None).await;
+    assert!(one.get("people").is_none(), "head counts are for the list");
+
+    // A host locks the meeting; a guest may not; a locked meeting takes nobody new.
+    let policy = format!("/v1/meetings/{id}/policy");
+    let (status, _) = app
+        .bearer("POST", &policy, g2, Some(json!({"policy": "deny"})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, locked) = app
+        .bearer(
+            "POST",
+            &policy,
+            &host_token,
+            Some(json!({"policy": "deny"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{locked}");
+    assert_eq!(locked["policy"], "deny");
+    assert!(
+        locked.get("credentials").is_none(),
+        "a host's answer has no credentials"
+    );
+    assert_eq!(
+        me(g2).await["position"],
+        1,
+        "those waiting before the lock still queue"
+    );
+    let (status, body) = app
+        .anonymous(
+            "POST",
+            &format!("/v1/meetings/{id}/enter"),
+            Some(json!({"credential": pin(&meeting, "participant"), "name": "late"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("meeting_locked"))
+    );
+    let (status, body) = app
+        .bearer(
+            "POST",
+            &policy,
+            &host_token,
+            Some(json!({"policy": "lock"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Opening it lets the waiting in; the waiting-room chat can be turned off.
+    app.bearer(
+        "POST",
+        &policy,
+        &host_token,
+        Some(json!({"policy": "open"})),
+    )
+    .await;
+    assert_eq!(me(g2).await["participant"]["state"], "admitted");
+    let (_, patched) = app
+        .admin(
+            "PATCH",
+            &format!("/v1/meetings/{id}"),
+            Some(json!({"waiting_room_chat": false})),
+        )
+        .await;
+    assert_eq!(patched["waiting_room_chat"], false);
+    app.stop().await;
+}
+
 on_both_stores!(
+    web_app_flow,
     waiting_room_flow,
     ask_host_flow,
     stage_flow,

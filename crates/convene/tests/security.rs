@@ -364,6 +364,11 @@ async fn a_waiting_room_token_is_only_a_ticket_even_a_hosts() {
             format!("{base}/participants/pat/mute"),
             Some(json!({"track": "audio"})),
         ),
+        (
+            "POST",
+            format!("{base}/policy"),
+            Some(json!({"policy": "deny"})),
+        ),
         ("POST", format!("{base}/start"), None),
         ("POST", format!("{base}/end"), None),
     ];

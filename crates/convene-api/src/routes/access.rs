@@ -159,7 +159,8 @@ pub async fn leave(
     Ok(axum::Json(Ok { ok: true }))
 }
 
-/// Your own state in the meeting (for a waiting guest: whether you are admitted yet).
+/// Your own state in the meeting (for a waiting guest: whether you are admitted yet, and where
+/// hosts admit one by one, your place in the queue).
 #[utoipa::path(get, path = "/v1/meetings/{meeting_id}/me", tag = "participants",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = MeView)), security(("participant_token" = [])))]
@@ -181,9 +182,14 @@ pub async fn me(
         .meetings
         .check_participant_token(&id, &identity, &instance, epoch)
         .await?;
+    let position = state
+        .meetings
+        .waiting_position(&meeting, &participant)
+        .await?;
     Ok(axum::Json(MeView {
         participant: ParticipantView::from(&participant),
         meeting: MeetingPublicView::from(&meeting),
+        position,
     }))
 }
 

@@ -1,4 +1,5 @@
-//! Admin calls on meetings: create, list, get, update, start, end.
+//! Admin calls on meetings: create, list (with search and head counts), get, update, start,
+//! end; and the policy, which a host may change too.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,8 +17,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use crate::wire::{
-    CreateMeetingRequest, CredentialsInput, MeetingList, MeetingView, ScheduleWire,
-    UpdateMeetingRequest, check_http_url, parse_rfc3339,
+    CreateMeetingRequest, CredentialsInput, MeetingList, MeetingPublicView, MeetingView,
+    PolicyRequest, ScheduleWire, UpdateMeetingRequest, check_http_url, parse_rfc3339,
 };
 
 fn credential(field: &str, raw: Option<String>) -> ApiResult<Option<Credential>> {
@@ -78,6 +79,7 @@ pub async fn create(
     Json(request): Json<CreateMeetingRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<MeetingView>)> {
     let settings = MeetingSettings {
+        waiting_room_chat: request.waiting_room_chat.unwrap_or(false),
         name: DisplayName::parse(&request.name)?,
         mode: request
             .mode
@@ -123,12 +125,15 @@ pub async fn create(
 pub struct ListParams {
     /// Return meetings after this meeting id.
     pub after: Option<String>,
+    /// Only meetings whose id or name contains this text (case-insensitive).
+    #[param(max_length = 200)]
+    pub q: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
-/// List meetings, ordered by id.
+/// List meetings, ordered by id, each with how many people are in it now (`people`).
 #[utoipa::path(get, path = "/v1/meetings", tag = "meetings", params(ListParams),
     responses((status = 200, body = MeetingList)), security(("api_key" = []), ("admin_jwt" = [])))]
 pub async fn list(
@@ -141,12 +146,25 @@ pub async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(convene_core::ValidationError::new("limit", "must be 1 to 1000").into());
     }
-    let meetings = state.meetings.meetings(after.as_ref(), limit).await?;
+    let search = params.q.as_deref().map(str::trim);
+    if search.is_some_and(|q| q.len() > 200) {
+        return Err(convene_core::ValidationError::new("q", "must be at most 200 bytes").into());
+    }
+    let meetings = state
+        .meetings
+        .meeting_summaries(search, after.as_ref(), limit)
+        .await?;
     let next = (meetings.len() == limit as usize)
-        .then(|| meetings.last().map(|m| m.id.to_string()))
+        .then(|| meetings.last().map(|(m, _)| m.id.to_string()))
         .flatten();
     Ok(axum::Json(MeetingList {
-        meetings: meetings.iter().map(MeetingView::from).collect(),
+        meetings: meetings
+            .iter()
+            .map(|(meeting, people)| MeetingView {
+                people: Some((*people).into()),
+                ..MeetingView::from(meeting)
+            })
+            .collect(),
         next,
     }))
 }
@@ -204,6 +222,9 @@ pub async fn update(
     if let Some(value) = request.schedule {
         settings.schedule = value.map(schedule).transpose()?;
     }
+    if let Some(on) = request.waiting_room_chat {
+        settings.waiting_room_chat = on;
+    }
     let credentials = match request.credentials {
         Some(CredentialsInput {
             host,
@@ -256,4 +277,23 @@ pub async fn end(
         .end_meeting(&id, &host_caller(&principal, &id)?)
         .await?;
     Ok(axum::Json(MeetingView::from(&meeting)))
+}
+
+/// Change who gets in (`deny` locks the meeting; `open` or `wait_for_host` on a live meeting
+/// lets everyone waiting in). Admins, or a host's own token.
+#[utoipa::path(post, path = "/v1/meetings/{meeting_id}/policy", tag = "moderation", request_body = PolicyRequest,
+    params(("meeting_id" = String, Path)),
+    responses((status = 200, body = MeetingPublicView)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
+pub async fn policy(
+    State(state): State<AppState>,
+    AnyCaller(principal): AnyCaller,
+    Path(id): Path<String>,
+    Json(request): Json<PolicyRequest>,
+) -> ApiResult<axum::Json<MeetingPublicView>> {
+    let id = meeting_id(&id)?;
+    let meeting = state
+        .meetings
+        .set_policy(&id, &host_caller(&principal, &id)?, request.policy.into())
+        .await?;
+    Ok(axum::Json(MeetingPublicView::from(&meeting)))
 }

@@ -119,6 +119,7 @@ fn settings(name: &RoomName) -> Result<MeetingSettings> {
         metadata: Metadata::parse(serde_json::json!({ "compat": SURFACE }))?,
         schedule: None,
         webhook_url: None,
+        waiting_room_chat: false,
     })
 }
 

@@ -166,6 +166,7 @@ fn settings() -> Result<MeetingSettings> {
         metadata: Metadata::parse(serde_json::json!({ "compat": SURFACE }))?,
         schedule: None,
         webhook_url: None,
+        waiting_room_chat: false,
     })
 }
 
