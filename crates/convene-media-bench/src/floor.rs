@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use convene_sfu::batch::Batcher;
+use convene_sfu::batch::{Batcher, transmit};
 use convene_sfu::engine::{PcKind, rtc_config, subscriber_channels};
 use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
@@ -194,7 +194,7 @@ impl Sender {
     fn send_run(&mut self) {
         if let Some(run) = self.batcher.take() {
             // A full socket buffer drops the datagram, as in the engine.
-            let _ = self.state.send((&self.socket).into(), &run.transmit());
+            let _ = self.state.send((&self.socket).into(), &transmit(&run));
         }
     }
 

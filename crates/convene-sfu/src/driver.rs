@@ -10,11 +10,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as proto;
 use prost::Message;
+use rand::TryRngCore;
+use rand::rngs::OsRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{Batcher, Run};
-use crate::engine::{ConnId, Engine, EngineConfig, Output};
+use crate::engine::{Answer, ConnId, Engine, EngineConfig, Input, Output};
 pub use crate::engine::{DataKind, RoomSummary};
 use crate::signal::JoinParams;
 use crate::{Admission, Admitted, Permission, SfuConfig, SfuError};
@@ -31,10 +33,9 @@ pub enum WsOut {
     Close,
 }
 
-type ControlFn = Box<dyn FnOnce(&mut Engine, Instant) + Send>;
-
 #[allow(clippy::large_enum_variant)] // short-lived queue items
 pub(crate) enum Command {
+    /// A new connection: its outbox, then [`Input::Join`].
     Join {
         conn: ConnId,
         admitted: Admitted,
@@ -45,10 +46,15 @@ pub(crate) enum Command {
         conn: ConnId,
         request: proto::SignalRequest,
     },
+    /// The connection's task ended: its outbox goes, then [`Input::ConnectionClosed`].
     Closed {
         conn: ConnId,
     },
-    Control(ControlFn),
+    /// A control command or query, and where its answer goes.
+    Control {
+        input: Input,
+        reply: oneshot::Sender<Result<Answer, SfuError>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -58,11 +64,30 @@ struct Datagram {
     bytes: Vec<u8>,
 }
 
+impl Datagram {
+    fn input(self) -> Input {
+        Input::Datagram {
+            source: self.source,
+            destination: self.local,
+            bytes: self.bytes,
+        }
+    }
+}
+
 /// Cloneable handle to the engine task, for moderation and the RoomService API.
 #[derive(Clone)]
 pub struct SfuControl {
     tx: mpsc::Sender<Command>,
     next_conn: Arc<AtomicU64>,
+}
+
+/// An answer of another kind than the input asks for: a bug in the engine's dispatch.
+fn unexpected(answer: Answer) -> SfuError {
+    tracing::error!(
+        ?answer,
+        "the media engine answered a control command with the wrong kind"
+    );
+    SfuError::Internal("the media engine gave an unexpected answer".to_owned())
 }
 
 impl SfuControl {
@@ -74,16 +99,19 @@ impl SfuControl {
         self.tx.send(command).await.map_err(|_| SfuError::Stopped)
     }
 
-    async fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Engine, Instant) -> Result<R, SfuError> + Send + 'static,
-    ) -> Result<R, SfuError> {
-        let (reply, result) = oneshot::channel();
-        self.command(Command::Control(Box::new(move |engine, now| {
-            let _ = reply.send(f(engine, now));
-        })))
-        .await?;
-        result.await.map_err(|_| SfuError::Stopped)?
+    /// Hand `input` to the engine task and wait for its answer.
+    async fn call(&self, input: Input) -> Result<Answer, SfuError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Control { input, reply }).await?;
+        answer.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// `input`, whose answer is [`Answer::Done`].
+    async fn done(&self, input: Input) -> Result<(), SfuError> {
+        match self.call(input).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Send `leave{DISCONNECT}` to the participant and close its session.
@@ -93,11 +121,14 @@ impl SfuControl {
         identity: &str,
         reason: &str,
     ) -> Result<(), SfuError> {
-        let (room, identity) = (room.to_owned(), identity.to_owned());
         let reason = proto::DisconnectReason::from_str_name(reason)
             .unwrap_or(proto::DisconnectReason::ParticipantRemoved);
-        self.call(move |engine, now| engine.remove_participant(&room, &identity, reason, now))
-            .await
+        self.done(Input::RemoveParticipant {
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+            reason,
+        })
+        .await
     }
 
     /// Change what a connected participant may do; takes effect at once.
@@ -107,9 +138,12 @@ impl SfuControl {
         identity: &str,
         permission: Permission,
     ) -> Result<(), SfuError> {
-        let (room, identity) = (room.to_owned(), identity.to_owned());
-        self.call(move |engine, now| engine.update_permission(&room, &identity, permission, now))
-            .await
+        self.done(Input::UpdatePermission {
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+            permission,
+        })
+        .await
     }
 
     /// Server-initiated mute (or unmute) of a published track.
@@ -120,32 +154,44 @@ impl SfuControl {
         track_sid: &str,
         muted: bool,
     ) -> Result<proto::TrackInfo, SfuError> {
-        let (room, identity, track_sid) =
-            (room.to_owned(), identity.to_owned(), track_sid.to_owned());
-        self.call(move |engine, now| {
-            engine.mute_published_track(&room, &identity, &track_sid, muted, now)
-        })
-        .await
+        let input = Input::MutePublishedTrack {
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+            track_sid: track_sid.to_owned(),
+            muted,
+        };
+        match self.call(input).await? {
+            Answer::Track(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Disconnect everyone in the room.
     pub async fn close_room(&self, room: &str) -> Result<(), SfuError> {
-        let room = room.to_owned();
-        self.call(move |engine, now| engine.close_room(&room, now))
-            .await
+        self.done(Input::CloseRoom {
+            room: room.to_owned(),
+        })
+        .await
     }
 
     pub async fn list_rooms(&self) -> Result<Vec<RoomSummary>, SfuError> {
-        self.call(|engine, _| Ok(engine.list_rooms())).await
+        match self.call(Input::ListRooms).await? {
+            Answer::Rooms(rooms) => Ok(rooms),
+            other => Err(unexpected(other)),
+        }
     }
 
     pub async fn list_participants(
         &self,
         room: &str,
     ) -> Result<Vec<proto::ParticipantInfo>, SfuError> {
-        let room = room.to_owned();
-        self.call(move |engine, _| engine.list_participants(&room))
-            .await
+        let input = Input::ListParticipants {
+            room: room.to_owned(),
+        };
+        match self.call(input).await? {
+            Answer::Participants(participants) => Ok(participants),
+            other => Err(unexpected(other)),
+        }
     }
 
     pub async fn get_participant(
@@ -153,9 +199,14 @@ impl SfuControl {
         room: &str,
         identity: &str,
     ) -> Result<proto::ParticipantInfo, SfuError> {
-        let (room, identity) = (room.to_owned(), identity.to_owned());
-        self.call(move |engine, _| engine.get_participant(&room, &identity))
-            .await
+        let input = Input::GetParticipant {
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+        };
+        match self.call(input).await? {
+            Answer::Participant(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Change name, metadata, attributes (empty value deletes) and/or permission.
@@ -168,13 +219,18 @@ impl SfuControl {
         attributes: Option<HashMap<String, String>>,
         permission: Option<Permission>,
     ) -> Result<proto::ParticipantInfo, SfuError> {
-        let (room, identity) = (room.to_owned(), identity.to_owned());
-        self.call(move |engine, now| {
-            engine.update_participant(
-                &room, &identity, name, metadata, attributes, permission, now,
-            )
-        })
-        .await
+        let input = Input::UpdateParticipant {
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+            name,
+            metadata,
+            attributes,
+            permission,
+        };
+        match self.call(input).await? {
+            Answer::Participant(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Server-originated user data to a room (everyone, or only `destination_identities`).
@@ -186,9 +242,12 @@ impl SfuControl {
         destination_identities: Vec<String>,
         topic: Option<String>,
     ) -> Result<(), SfuError> {
-        let room = room.to_owned();
-        self.call(move |engine, now| {
-            engine.send_data(&room, payload, kind, destination_identities, topic, now)
+        self.done(Input::SendData {
+            room: room.to_owned(),
+            payload,
+            kind,
+            destination_identities,
+            topic,
         })
         .await
     }
@@ -298,6 +357,7 @@ pub(crate) async fn start(
             local_addrs: local_addrs.clone(),
             ping_interval_secs: config.ping_interval_secs,
             ping_timeout_secs: config.ping_timeout_secs,
+            seed: OsRng.try_next_u64().map_err(SfuError::Entropy)?,
         },
         Instant::now(),
         SystemTime::now()
@@ -445,7 +505,7 @@ impl MediaSocket {
 
     /// Send one run of datagrams; a full socket buffer drops it, as the network would.
     fn send(&self, run: &Run<'_>) {
-        let transmit = run.transmit();
+        let transmit = crate::batch::transmit(run);
         let _ = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
             self.state.send((&*self.socket).into(), &transmit)
         });
@@ -500,11 +560,11 @@ impl Io {
                                 "client does not read its signalling; disconnecting"
                             );
                             self.outboxes.remove(&conn);
-                            engine.connection_closed(conn, Instant::now());
+                            feed(engine, Input::ConnectionClosed { conn }, Instant::now());
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => {
                             self.outboxes.remove(&conn);
-                            engine.connection_closed(conn, Instant::now());
+                            feed(engine, Input::ConnectionClosed { conn }, Instant::now());
                         }
                     }
                 }
@@ -517,6 +577,13 @@ impl Io {
             }
         }
         self.send_run();
+    }
+}
+
+/// An input from a peer or from time, which answers nothing but the outputs it queues.
+fn feed(engine: &mut Engine, input: Input, now: Instant) {
+    if let Err(e) = engine.handle(input, now) {
+        tracing::debug!("media input refused: {e}");
     }
 }
 
@@ -553,16 +620,21 @@ async fn run(
                 match command {
                     Command::Join { conn, admitted, params, outbox } => {
                         io.outboxes.insert(conn, outbox);
-                        engine.join(conn, admitted, params, now);
+                        feed(&mut engine, Input::Join { conn, admitted, params }, now);
                     }
-                    Command::Signal { conn, request } => engine.handle_signal(conn, request, now),
+                    Command::Signal { conn, request } => {
+                        feed(&mut engine, Input::Signal { conn, request }, now);
+                    }
                     Command::Closed { conn } => {
                         io.outboxes.remove(&conn);
-                        engine.connection_closed(conn, now);
+                        feed(&mut engine, Input::ConnectionClosed { conn }, now);
                     }
-                    Command::Control(f) => f(&mut engine, now),
+                    Command::Control { input, reply } => {
+                        tracing::debug!(?input, "media control");
+                        let _ = reply.send(engine.handle(input, now).map_err(SfuError::from));
+                    }
                     Command::Shutdown(done) => {
-                        engine.close_all(now);
+                        feed(&mut engine, Input::CloseAll, now);
                         io.flush(&mut engine);
                         let _ = done.send(());
                         break;
@@ -571,12 +643,12 @@ async fn run(
             }
             datagram = datagrams.recv() => {
                 let Some(datagram) = datagram else { break };
-                engine.handle_datagram(datagram.source, datagram.local, &datagram.bytes, Instant::now());
+                feed(&mut engine, datagram.input(), Instant::now());
                 // Whatever else already arrived is handled in the same turn, so its outputs
                 // batch together and the timers are checked once.
                 for _ in 1..DATAGRAMS_PER_TURN {
                     let Ok(datagram) = datagrams.try_recv() else { break };
-                    engine.handle_datagram(datagram.source, datagram.local, &datagram.bytes, Instant::now());
+                    feed(&mut engine, datagram.input(), Instant::now());
                 }
             }
             _ = &mut timer => {}
@@ -584,7 +656,7 @@ async fn run(
         let now = Instant::now();
         let mut next = engine.poll_timeout();
         if next <= now {
-            engine.handle_timeout(now);
+            feed(&mut engine, Input::Timeout, now);
             next = engine.poll_timeout();
         }
         io.flush(&mut engine);

@@ -1,21 +1,19 @@
-//! convene-sfu: the embedded media engine. It speaks the LiveKit client
-//! signalling protocol (legacy `/rtc`, two peer connections per participant)
-//! and forwards media and data between participants with str0m.
+//! convene-sfu: the embedded media engine's IO. The engine itself (rooms, participants, str0m
+//! peer connections, LiveKit signalling, forwarding) is `convene-sfu-core`, which does no IO;
+//! this crate feeds it and carries out what it asks for.
 //!
 //! # Shape
 //!
-//! * [`engine`] is the sans-IO core. [`engine::Engine`] owns every room,
-//!   participant and str0m `Rtc`. It takes inputs (a join, a decoded
-//!   `SignalRequest`, a UDP datagram, a control command, the current time)
-//!   and queues outputs (datagrams to send, `SignalResponse`s for a
-//!   connection, connection closes, [`MediaEvent`]s). It never touches a
-//!   socket or a clock; tests drive it with time passed in.
-//! * [`forward`] holds the pure per-subscriber forwarding rules: simulcast
-//!   layer choice, switching on keyframes and RTP timestamp rewriting.
-//! * [`signal`] builds LiveKit protocol messages (JoinResponse,
-//!   ParticipantInfo, TrackInfo), parses trickle JSON and routes data packets.
-//! * [`driver`] is the thin tokio IO layer: the UDP sockets, the timer and
-//!   the command channel feeding the engine.
+//! * [`engine`] (from `convene-sfu-core`, re-exported with [`forward`], [`signal`] and [`ids`])
+//!   is the sans-IO core. [`engine::Engine`] owns every room, participant and str0m `Rtc`. It
+//!   takes named inputs ([`engine::Input`]: a join, a decoded `SignalRequest`, a UDP datagram,
+//!   time, a control command) through [`engine::Engine::handle`] and queues outputs (datagrams
+//!   to send, `SignalResponse`s for a connection, connection closes, [`MediaEvent`]s). It never
+//!   touches a socket or a clock; tests drive it with time passed in.
+//! * [`driver`] is the thin tokio IO layer: the UDP sockets, the timer and the command channel
+//!   feeding the engine; it draws the engine's seed from the OS.
+//! * [`batch`] sends the engine's datagrams, grouped into GSO runs by the core's
+//!   [`batch::Batcher`], through `quinn-udp`.
 //! * [`http`] is the axum router (`/rtc`, `/rtc/validate`, the `/rtc/v1`
 //!   404s) and the per-WebSocket tasks.
 //! * [`budget`] holds the token buckets (pure) behind the connect budget per
@@ -40,20 +38,11 @@
 //! and ownership trivial and is plenty for meetings of tens of participants;
 //! sharding rooms over several engine tasks is the way to scale further and
 //! needs no change to the sans-IO core.
-//!
-//! Every call into a participant's `Rtc` runs behind `catch_unwind`: a
-//! panic caused by hostile input ends that participant only. Every mutation
-//! of an `Rtc` is followed by draining `poll_output` until it yields a
-//! timeout.
 
 pub mod batch;
 pub mod budget;
 pub mod driver;
-pub mod engine;
-pub mod forward;
 pub mod http;
-pub mod ids;
-pub mod signal;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -62,14 +51,14 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use budget::Rate;
-pub use driver::{DataKind, RoomSummary, SfuControl};
-pub use ids::{ParticipantSid, RoomSid, TrackSid};
+pub use convene_sfu_core::{
+    Admitted, DataKind, EngineError, MediaEvent, ParticipantSid, Permission, RoomSid, RoomSummary,
+    SERVER_VERSION, TrackSid, engine, forward, ids, signal,
+};
+pub use driver::SfuControl;
 
 /// Largest signalling message accepted from a client (bytes).
 pub const MAX_SIGNAL_MESSAGE_BYTES: usize = 1024 * 1024;
-
-/// The version reported to clients in `ServerInfo.version` (must be semver).
-pub const SERVER_VERSION: &str = "1.9.0";
 
 /// Configuration of the media engine.
 #[derive(Debug, Clone)]
@@ -117,72 +106,12 @@ impl Default for SfuConfig {
     }
 }
 
-/// What a participant may do in a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Permission {
-    pub can_publish: bool,
-    pub can_subscribe: bool,
-    pub can_publish_data: bool,
-    pub hidden: bool,
-    pub room_admin: bool,
-}
-
-impl Default for Permission {
-    fn default() -> Self {
-        Permission {
-            can_publish: true,
-            can_subscribe: true,
-            can_publish_data: true,
-            hidden: false,
-            room_admin: false,
-        }
-    }
-}
-
-/// A join that [`Admission::admit`] accepted.
-#[derive(Debug, Clone)]
-pub struct Admitted {
-    pub room: String,
-    pub identity: String,
-    pub name: String,
-    pub metadata: String,
-    pub permission: Permission,
-}
-
 /// A join that [`Admission::admit`] refused; answered as plain HTTP.
 #[derive(Debug, Clone)]
 pub struct Refusal {
     /// 401 (bad credentials) or 403 (not allowed).
     pub status: u16,
     pub message: String,
-}
-
-/// Media-side events reported to the rest of convene.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaEvent {
-    ParticipantJoined {
-        room: String,
-        identity: String,
-        sid: String,
-    },
-    ParticipantLeft {
-        room: String,
-        identity: String,
-        sid: String,
-        reason: String,
-    },
-    TrackPublished {
-        room: String,
-        identity: String,
-        track_sid: String,
-        kind: String,
-        source: String,
-    },
-    TrackUnpublished {
-        room: String,
-        identity: String,
-        track_sid: String,
-    },
 }
 
 /// Decides who may join. Implemented by convene's core wiring.
@@ -210,6 +139,18 @@ pub enum SfuError {
     Stopped,
     #[error("could not start the media thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("internal error in the media engine: {0}")]
+    Internal(String),
+    #[error("could not seed the media engine from the operating system's RNG: {0}")]
+    Entropy(#[source] rand::rand_core::OsError),
+}
+
+impl From<EngineError> for SfuError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound(what) => SfuError::NotFound(what),
+        }
+    }
 }
 
 /// The running media engine: the engine task plus its HTTP front end.

@@ -58,11 +58,14 @@ sid_type!(TrackSid, "TR_", "A published track id (`TR_...`).");
 
 #[cfg(test)]
 mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
     use super::*;
 
     #[test]
     fn generated_ids_have_prefix_and_base62_suffix() {
-        let mut rng = rand::rng();
+        let mut rng = StdRng::seed_from_u64(1);
         let room = RoomSid::generate(&mut rng);
         let participant = ParticipantSid::generate(&mut rng);
         let track = TrackSid::generate(&mut rng);
@@ -75,6 +78,19 @@ mod tests {
         }
         assert_eq!(TrackSid::parse(track.as_str()), Some(track));
         assert_ne!(ParticipantSid::generate(&mut rng), participant);
+    }
+
+    /// Ids come from the generator they are given: one seed, one sequence of ids.
+    #[test]
+    fn the_same_seed_gives_the_same_ids() {
+        let ids = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..3)
+                .map(|_| RoomSid::generate(&mut rng).to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(7), ids(7));
+        assert_ne!(ids(7), ids(8));
     }
 
     #[test]

@@ -1,0 +1,219 @@
+//! Joining and leaving: a participant's arrival (with the eviction of an older session of the
+//! same identity), its removal, and telling the room (`ParticipantUpdate` broadcasts).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+use livekit_protocol as proto;
+use proto::signal_response::Message as Resp;
+
+use crate::ids::{ParticipantSid, RoomSid};
+use crate::signal::{self, JoinParams};
+use crate::{Admitted, MediaEvent};
+
+use super::state::{Channels, Participant, Peer, Room};
+use super::{ConnId, Engine, Output, PcKind};
+
+impl Engine {
+    /// A new, admitted signalling connection.
+    pub(super) fn join(
+        &mut self,
+        conn: ConnId,
+        admitted: Admitted,
+        params: JoinParams,
+        now: Instant,
+    ) {
+        let unix_ms = self.unix_ms(now);
+        // A new session with the same identity evicts the old one.
+        let previous = self.rooms.get(&admitted.room).and_then(|room| {
+            room.members.iter().copied().find(|c| {
+                self.participants
+                    .get(c)
+                    .is_some_and(|p| p.identity() == admitted.identity)
+            })
+        });
+        if let Some(old) = previous {
+            self.outputs.push_back(Output::Signal {
+                conn: old,
+                response: signal::leave(
+                    proto::DisconnectReason::DuplicateIdentity,
+                    proto::leave_request::Action::Disconnect,
+                ),
+            });
+            self.remove(old, proto::DisconnectReason::DuplicateIdentity, now);
+        }
+
+        let room_sid = RoomSid::generate(&mut self.rng);
+        let room = self
+            .rooms
+            .entry(admitted.room.clone())
+            .or_insert_with(|| Room {
+                sid: room_sid,
+                creation_ms: unix_ms,
+                members: Vec::new(),
+            });
+        room.members.push(conn);
+        let room_proto = proto::Room {
+            sid: room.sid.to_string(),
+            name: admitted.room.clone(),
+            creation_time: room.creation_ms / 1000,
+            creation_time_ms: room.creation_ms,
+            num_participants: room.members.len() as u32,
+            empty_timeout: 300,
+            departure_timeout: 20,
+            ..Default::default()
+        };
+        let members = room.members.clone();
+
+        let sid = ParticipantSid::generate(&mut self.rng);
+        let info = signal::new_participant_info(sid.as_str(), &admitted, unix_ms, &params);
+        let others: Vec<proto::ParticipantInfo> = members
+            .iter()
+            .filter(|c| **c != conn)
+            .filter_map(|c| self.participants.get(c))
+            .filter(|p| !p.permission.hidden)
+            .map(Participant::snapshot)
+            .collect();
+        let join = signal::join_response(
+            room_proto,
+            info.clone(),
+            others,
+            self.config.ping_interval_secs,
+            self.config.ping_timeout_secs,
+        );
+        self.send(conn, Resp::Join(join));
+
+        let participant = Participant {
+            room: admitted.room.clone(),
+            info: info.clone(),
+            permission: admitted.permission,
+            auto_subscribe: params.auto_subscribe,
+            last_seen: now,
+            publisher: Peer::new(self.new_rtc(now, PcKind::Publisher), now),
+            subscriber: Peer::new(self.new_rtc(now, PcKind::Subscriber), now),
+            published: Vec::new(),
+            unbound_mids: Vec::new(),
+            down: Vec::new(),
+            sub_offer_id: 0,
+            sub_pending: None,
+            sub_channels: Channels::default(),
+            pub_channels: HashMap::new(),
+            reliable_backlog: VecDeque::new(),
+            subscribed: HashSet::new(),
+            unsubscribed: HashSet::new(),
+        };
+        // Both new peers are due now.
+        self.earliest_timeout = self.earliest_timeout.min(now);
+        self.participants.insert(conn, participant);
+
+        if !admitted.permission.hidden {
+            self.broadcast(&admitted.room, vec![info], Some(conn));
+        }
+        self.outputs
+            .push_back(Output::Event(MediaEvent::ParticipantJoined {
+                room: admitted.room.clone(),
+                identity: admitted.identity.clone(),
+                sid: sid.to_string(),
+            }));
+        self.reconcile(conn);
+        self.negotiate_subscriber(conn, now);
+        self.process(now);
+    }
+
+    /// The signalling connection closed (or failed).
+    pub(super) fn connection_closed(&mut self, conn: ConnId, now: Instant) {
+        if self.participants.contains_key(&conn) {
+            self.remove(conn, proto::DisconnectReason::SignalClose, now);
+            self.process(now);
+        }
+    }
+
+    /// Remove a participant, tell the room, and close its connection.
+    pub(super) fn remove(&mut self, conn: ConnId, reason: proto::DisconnectReason, now: Instant) {
+        let Some(mut participant) = self.participants.remove(&conn) else {
+            return;
+        };
+        for pc in [PcKind::Publisher, PcKind::Subscriber] {
+            participant.peer(pc).with(|rtc| rtc.disconnect());
+        }
+        self.route_cache.retain(|_, (c, _)| *c != conn);
+        let room_name = participant.room.clone();
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            room.members.retain(|c| *c != conn);
+            if room.members.is_empty() {
+                self.rooms.remove(&room_name);
+            }
+        }
+        let mut info = participant.snapshot();
+        for track in info.tracks.drain(..) {
+            self.outputs
+                .push_back(Output::Event(MediaEvent::TrackUnpublished {
+                    room: room_name.clone(),
+                    identity: info.identity.clone(),
+                    track_sid: track.sid,
+                }));
+        }
+        info.state = proto::participant_info::State::Disconnected as i32;
+        info.disconnect_reason = reason as i32;
+        info.version += 1;
+        if !participant.permission.hidden {
+            self.broadcast(&room_name, vec![info.clone()], None);
+        }
+        self.outputs
+            .push_back(Output::Event(MediaEvent::ParticipantLeft {
+                room: room_name.clone(),
+                identity: info.identity.clone(),
+                sid: info.sid.clone(),
+                reason: reason.as_str_name().to_owned(),
+            }));
+        self.outputs.push_back(Output::Close { conn });
+        self.reconcile_room(&room_name, now);
+    }
+
+    pub(super) fn members(&self, room: &str) -> Vec<ConnId> {
+        self.rooms
+            .get(room)
+            .map(|r| r.members.clone())
+            .unwrap_or_default()
+    }
+
+    /// Send a ParticipantUpdate to every member of `room` (but `except`).
+    pub(super) fn broadcast(
+        &mut self,
+        room: &str,
+        participants: Vec<proto::ParticipantInfo>,
+        except: Option<ConnId>,
+    ) {
+        for member in self.members(room) {
+            if Some(member) == except {
+                continue;
+            }
+            self.send(
+                member,
+                Resp::Update(proto::ParticipantUpdate {
+                    participants: participants.clone(),
+                }),
+            );
+        }
+    }
+
+    /// Bump a participant's version and tell the room (hidden: only itself).
+    pub(super) fn announce(&mut self, conn: ConnId) {
+        let Some(participant) = self.participants.get_mut(&conn) else {
+            return;
+        };
+        participant.info.version += 1;
+        let snapshot = participant.snapshot();
+        let room = participant.room.clone();
+        if participant.permission.hidden {
+            self.send(
+                conn,
+                Resp::Update(proto::ParticipantUpdate {
+                    participants: vec![snapshot],
+                }),
+            );
+        } else {
+            self.broadcast(&room, vec![snapshot], None);
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The sans-IO core: rooms, participants, their two str0m peer connections,
+//! subscriptions, media and data forwarding. Inputs ([`Input`]) come in with
+//! the current time through [`Engine::handle`]; outputs (datagrams,
+//! signalling responses, closes, events) queue up for the driver to perform.
+//!
+//! This file holds [`Engine`] and the types of its interface; `input` the
+//! named inputs and their dispatch; the engine's
+//! methods live by concern: `state` (rooms, participants, peers, tracks),
+//! `membership` (join, leave, announce), `signalling` (a client's requests),
+//! `subscriptions` (publishing, down tracks, subscriber offers), `network`
+//! (datagrams, timers, str0m events), `forwarding` (media and keyframes),
+//! `data` (data packets), `control` (moderation and RoomService) and `rtc`
+//! (the str0m configuration).
+// Deprecated protocol fields are still read by the clients we serve.
+#![allow(deprecated)]
+
+mod control;
+mod data;
+mod forwarding;
+mod input;
+mod membership;
+mod network;
+mod rtc;
+mod signalling;
+mod state;
+mod subscriptions;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use livekit_protocol as proto;
+use proto::signal_response::Message as Resp;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rustc_hash::FxHashMap;
+use str0m::Event;
+use str0m::crypto::CryptoProvider;
+
+use crate::MediaEvent;
+use crate::signal;
+
+use state::{Participant, Room};
+
+pub use input::{Answer, Input};
+pub use rtc::{rtc_config, subscriber_channels};
+
+/// Identifies one signalling connection (one participant session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Which of a participant's two peer connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PcKind {
+    /// The client offers, sends media and data.
+    Publisher,
+    /// The server offers, sends media and data to the client.
+    Subscriber,
+}
+
+/// Work for the IO driver. (Variants differ in size; outputs are short-lived queue items.)
+#[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Output {
+    Transmit {
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    Signal {
+        conn: ConnId,
+        response: proto::SignalResponse,
+    },
+    /// Close this connection's WebSocket (after sending queued signals).
+    Close {
+        conn: ConnId,
+    },
+    Event(MediaEvent),
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Local media addresses, each advertised as a host candidate.
+    pub local_addrs: Vec<SocketAddr>,
+    pub ping_interval_secs: u32,
+    pub ping_timeout_secs: u32,
+    /// Seeds every id the engine generates (room, participant and track sids), so an engine is
+    /// a function of its config and inputs. The IO layer draws it from the operating system's
+    /// RNG; tests fix it.
+    pub seed: u64,
+}
+
+/// A room as listed by [`Input::ListRooms`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub name: String,
+    pub sid: String,
+    pub num_participants: u32,
+    pub num_publishers: u32,
+    pub creation_time_ms: i64,
+}
+
+/// Kind of a data packet, by the channel it travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    Reliable,
+    Lossy,
+}
+
+/// The sans-IO media engine. `convene-sfu`'s crate docs describe the task that drives it.
+pub struct Engine {
+    config: EngineConfig,
+    crypto: Arc<CryptoProvider>,
+    rooms: BTreeMap<String, Room>,
+    /// Keyed by the engine's own sequential connection ids, so the fast hash is safe.
+    participants: FxHashMap<ConnId, Participant>,
+    route_cache: HashMap<SocketAddr, (ConnId, PcKind)>,
+    outputs: VecDeque<Output>,
+    events: VecDeque<(ConnId, PcKind, Event)>,
+    doomed: Vec<(ConnId, proto::DisconnectReason)>,
+    /// No peer's str0m timeout is earlier than this. A lower bound, kept as timeouts are set, so
+    /// that finding the next wake-up does not scan every peer each turn; it may be early (a
+    /// peer's timeout moved later, or the peer left), which costs one scan that resets it.
+    earliest_timeout: Instant,
+    /// Peers that frames were written to this turn: str0m packetizes them when its timers run.
+    due: Vec<(ConnId, PcKind)>,
+    /// When the first of `due` was listed.
+    due_at: Instant,
+    /// Seeded from [`EngineConfig::seed`]: every id the engine makes comes from here. (str0m draws
+    /// its own ICE credentials, DTLS keys and SSRCs inside each `Rtc`.)
+    rng: StdRng,
+    epoch: Instant,
+    epoch_unix_ms: i64,
+    next_housekeeping: Instant,
+    next_track_key: u64,
+}
+
+impl Engine {
+    /// A new engine; `now` and `now_unix_ms` anchor the wall-clock used in messages.
+    pub fn new(config: EngineConfig, now: Instant, now_unix_ms: i64) -> Engine {
+        Engine {
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            rooms: BTreeMap::new(),
+            participants: FxHashMap::default(),
+            route_cache: HashMap::new(),
+            outputs: VecDeque::new(),
+            events: VecDeque::new(),
+            doomed: Vec::new(),
+            earliest_timeout: now,
+            due: Vec::new(),
+            due_at: now,
+            epoch: now,
+            epoch_unix_ms: now_unix_ms,
+            next_housekeeping: now,
+            next_track_key: 0,
+        }
+    }
+
+    fn unix_ms(&self, now: Instant) -> i64 {
+        self.epoch_unix_ms + now.saturating_duration_since(self.epoch).as_millis() as i64
+    }
+
+    /// The next queued output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Input::Timeout`] is next due.
+    pub fn poll_timeout(&self) -> Instant {
+        let timers = self.earliest_timeout.min(self.next_housekeeping);
+        if self.due.is_empty() {
+            timers
+        } else {
+            timers.min(self.due_at)
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, message: Resp) {
+        self.outputs.push_back(Output::Signal {
+            conn,
+            response: signal::response(message),
+        });
+    }
+
+    /// Number of participants across all rooms (tests, metrics).
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+}

@@ -1,0 +1,86 @@
+//! The str0m configuration of a participant's two peer connections: codecs, RTP mode, header
+//! extensions, data channels and local candidates.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::channel::{ChannelConfig, Reliability};
+use str0m::crypto::CryptoProvider;
+use str0m::rtp::{Extension, ExtensionMap};
+use str0m::{Candidate, Rtc, RtcConfig};
+
+use super::{Engine, PcKind};
+
+impl Engine {
+    /// A new peer connection of kind `pc`, with the engine's local addresses as host candidates.
+    pub(super) fn new_rtc(&self, now: Instant, pc: PcKind) -> Rtc {
+        let mut rtc = rtc_config(pc, self.crypto.clone()).build(now);
+        for addr in &self.config.local_addrs {
+            match Candidate::host(*addr, "udp") {
+                Ok(candidate) => {
+                    rtc.add_local_candidate(candidate);
+                }
+                Err(e) => tracing::warn!(%addr, "unusable local candidate: {e}"),
+            }
+        }
+        rtc
+    }
+}
+
+/// The str0m configuration of a participant's publisher or subscriber connection (public so that
+/// the media benchmark's str0m floor runs exactly what the engine runs).
+pub fn rtc_config(pc: PcKind, crypto: Arc<CryptoProvider>) -> RtcConfig {
+    let extensions = match pc {
+        PcKind::Publisher => ExtensionMap::standard(),
+        PcKind::Subscriber => subscriber_extensions(),
+    };
+    Rtc::builder()
+        // Packets are forwarded as they come, rewritten, not reassembled into frames and
+        // packetized again for each subscriber.
+        .set_rtp_mode(true)
+        .set_extension_map(extensions)
+        .set_crypto_provider(crypto)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_h264(true)
+}
+
+/// The data channels convene opens on a subscriber connection, as LiveKit clients expect them:
+/// `_reliable` (ordered, retransmitted) and `_lossy` (unordered, never retransmitted).
+pub fn subscriber_channels() -> [ChannelConfig; 2] {
+    let channel = |label: &str, ordered, reliability| ChannelConfig {
+        label: label.to_owned(),
+        ordered,
+        reliability,
+        negotiated: None,
+        protocol: String::new(),
+    };
+    [
+        channel("_reliable", true, Reliability::Reliable),
+        channel(
+            "_lossy",
+            false,
+            Reliability::MaxRetransmits { retransmits: 0 },
+        ),
+    ]
+}
+
+/// The RTP header extensions of a subscriber connection: str0m's standard set without the two
+/// that exist for the sender's bandwidth estimation (transport-wide sequence numbers and
+/// abs-send-time). convene estimates no downstream bandwidth, and with them every forwarded packet
+/// is numbered and every subscriber sends feedback that must be decrypted and parsed: about a
+/// tenth of the forwarding CPU for nothing. Publisher connections keep them: a browser's own
+/// upstream bandwidth estimation lives on the feedback convene sends.
+fn subscriber_extensions() -> ExtensionMap {
+    let mut extensions = ExtensionMap::empty();
+    for (id, extension) in ExtensionMap::standard().iter() {
+        if !matches!(
+            extension,
+            Extension::TransportSequenceNumber | Extension::AbsoluteSendTime
+        ) {
+            extensions.set(id, extension.clone());
+        }
+    }
+    extensions
+}

@@ -1,0 +1,178 @@
+//! The engine's state: rooms, participants, their peer connections (behind the panic boundary),
+//! published tracks and the down tracks that carry them to subscribers.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use livekit_protocol as proto;
+use str0m::Rtc;
+use str0m::change::SdpPendingOffer;
+use str0m::channel::ChannelId;
+use str0m::media::{MediaKind, Mid, Pt, Rid};
+
+use crate::Permission;
+use crate::forward::{LayerForwarder, LayerSet, SeqRewriter, Vp8Rewriter};
+use crate::ids::{RoomSid, TrackSid};
+
+use super::{ConnId, PcKind};
+
+/// Names one published track inside the engine, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TrackKey(pub(super) u64);
+
+pub(super) struct Room {
+    pub(super) sid: RoomSid,
+    pub(super) creation_ms: i64,
+    pub(super) members: Vec<ConnId>,
+}
+
+/// One str0m peer connection behind a panic boundary.
+pub(super) struct Peer {
+    pub(super) rtc: Option<Rtc>,
+    pub(super) next_timeout: Instant,
+    /// Listed in `Engine::due`: its timers run at the next `Engine::handle_timeout`.
+    pub(super) due: bool,
+}
+
+impl Peer {
+    pub(super) fn new(rtc: Rtc, now: Instant) -> Peer {
+        Peer {
+            rtc: Some(rtc),
+            next_timeout: now,
+            due: false,
+        }
+    }
+
+    /// Run `f` on the Rtc; a panic kills this peer (returns None from then on).
+    pub(super) fn with<R>(&mut self, f: impl FnOnce(&mut Rtc) -> R) -> Option<R> {
+        let rtc = self.rtc.as_mut()?;
+        match catch_unwind(AssertUnwindSafe(|| f(rtc))) {
+            Ok(result) => Some(result),
+            Err(_) => {
+                tracing::warn!("peer connection panicked; dropping it");
+                self.rtc = None;
+                None
+            }
+        }
+    }
+
+    pub(super) fn alive(&self) -> bool {
+        self.rtc.as_ref().is_some_and(|rtc| rtc.is_alive())
+    }
+}
+
+pub(super) struct Published {
+    pub(super) sid: TrackSid,
+    /// Engine-unique, so forwarding matches a packet to its down tracks without comparing sids.
+    pub(super) key: TrackKey,
+    pub(super) cid: String,
+    pub(super) kind: MediaKind,
+    pub(super) mid: Option<Mid>,
+    pub(super) info: proto::TrackInfo,
+    pub(super) layers: LayerSet,
+    pub(super) keyframe_requests: Vec<(Option<Rid>, Instant)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DownState {
+    ToOpen,
+    Negotiating(Mid),
+    Open(Mid),
+    ToStop(Mid),
+    NegotiatingStop(Mid),
+}
+
+impl DownState {
+    pub(super) fn mid(self) -> Option<Mid> {
+        match self {
+            DownState::ToOpen => None,
+            DownState::Negotiating(m)
+            | DownState::Open(m)
+            | DownState::ToStop(m)
+            | DownState::NegotiatingStop(m) => Some(m),
+        }
+    }
+}
+
+pub(super) struct DownTrack {
+    pub(super) track_sid: String,
+    pub(super) source: ConnId,
+    pub(super) source_key: TrackKey,
+    pub(super) source_sid: String,
+    pub(super) kind: MediaKind,
+    pub(super) state: DownState,
+    pub(super) forwarder: LayerForwarder,
+    pub(super) seq: SeqRewriter,
+    pub(super) vp8: Vp8Rewriter,
+    /// The publisher's payload type last written and the subscriber's matching one, so each
+    /// packet does not match codec parameters again; cleared when the subscriber renegotiates.
+    pub(super) payload_types: Option<(Pt, Pt)>,
+}
+
+#[derive(Default)]
+pub(super) struct Channels {
+    pub(super) reliable: Option<ChannelId>,
+    pub(super) lossy: Option<ChannelId>,
+    pub(super) reliable_open: bool,
+    pub(super) lossy_open: bool,
+}
+
+pub(super) struct Participant {
+    pub(super) room: String,
+    pub(super) info: proto::ParticipantInfo,
+    pub(super) permission: Permission,
+    pub(super) auto_subscribe: bool,
+    pub(super) last_seen: Instant,
+    pub(super) publisher: Peer,
+    pub(super) subscriber: Peer,
+    pub(super) published: Vec<Published>,
+    pub(super) unbound_mids: Vec<(Mid, MediaKind)>,
+    pub(super) down: Vec<DownTrack>,
+    pub(super) sub_offer_id: u32,
+    pub(super) sub_pending: Option<SdpPendingOffer>,
+    pub(super) sub_channels: Channels,
+    pub(super) pub_channels: HashMap<ChannelId, String>,
+    pub(super) reliable_backlog: VecDeque<Vec<u8>>,
+    pub(super) subscribed: HashSet<String>,
+    pub(super) unsubscribed: HashSet<String>,
+}
+
+impl Participant {
+    pub(super) fn peer(&mut self, pc: PcKind) -> &mut Peer {
+        match pc {
+            PcKind::Publisher => &mut self.publisher,
+            PcKind::Subscriber => &mut self.subscriber,
+        }
+    }
+
+    pub(super) fn identity(&self) -> &str {
+        &self.info.identity
+    }
+
+    pub(super) fn sid(&self) -> &str {
+        &self.info.sid
+    }
+
+    /// The full ParticipantInfo as clients see it.
+    pub(super) fn snapshot(&self) -> proto::ParticipantInfo {
+        let mut info = self.info.clone();
+        info.tracks = self
+            .published
+            .iter()
+            .filter(|t| t.mid.is_some())
+            .map(|t| t.info.clone())
+            .collect();
+        info.is_publisher = !info.tracks.is_empty();
+        info
+    }
+
+    pub(super) fn wants(&self, track_sid: &str) -> bool {
+        self.permission.can_subscribe
+            && if self.auto_subscribe {
+                !self.unsubscribed.contains(track_sid)
+            } else {
+                self.subscribed.contains(track_sid)
+            }
+    }
+}
