@@ -204,13 +204,30 @@ impl FromRequestParts<AppState> for AnyCaller {
 
 /// The client's address: the connection's, or, when that is a trusted reverse proxy, the one
 /// the proxies recorded in `X-Forwarded-For` (see [`TrustedProxies`]). `0.0.0.0` when unknown
-/// (in-process tests). Per-address limits and failure counters are keyed by it.
+/// (in-process tests). Per-address limits and failure counters are keyed by its
+/// [`ClientAddr::network`].
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub IpAddr);
 
 impl ClientAddr {
+    /// What one client is counted under: its IPv4 address, or its IPv6 /64 (the smallest network
+    /// a subscriber is given, so a client cannot escape a limit by changing its address's host
+    /// part). Connection caps, request-rate limits and failure counters all use it.
+    pub fn network(ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => IpAddr::V4(v4),
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        }
+    }
+
+    /// The failure counters' key: the [`ClientAddr::network`], an IPv6 one written with `/64`.
     pub fn key(&self) -> String {
-        self.0.to_string()
+        match Self::network(self.0) {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("{v6}/64"),
+        }
     }
 }
 
@@ -310,6 +327,23 @@ mod tests {
             headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
         }
         headers
+    }
+
+    #[test]
+    fn a_client_is_counted_by_its_ipv4_address_or_its_ipv6_64() {
+        let a = ClientAddr(ip("2001:db8:1:2:aaaa::1"));
+        let b = ClientAddr(ip("2001:db8:1:2:bbbb::2"));
+        let other = ClientAddr(ip("2001:db8:1:3::1"));
+        assert_eq!(a.key(), "2001:db8:1:2::/64");
+        assert_eq!(a.key(), b.key());
+        assert_ne!(a.key(), other.key());
+        assert_eq!(ClientAddr(ip("192.0.2.7")).key(), "192.0.2.7");
+        // An IPv4 client seen through an IPv6 socket is the IPv4 client.
+        assert_eq!(ClientAddr(ip("::ffff:192.0.2.7")).key(), "192.0.2.7");
+        assert_ne!(
+            ClientAddr(ip("192.0.2.7")).key(),
+            ClientAddr(ip("192.0.2.8")).key()
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::collections::hash_map::Entry;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -227,21 +227,14 @@ enum Refusal {
     AddressFull,
 }
 
-/// What one client's connections are counted under: its IPv4 address, or its IPv6 /64 (the
-/// smallest network a subscriber is given, so a client cannot escape the cap by changing the
-/// address's host part).
+/// What one client's connections are counted under: [`ClientAddr::network`] (its IPv4 address
+/// or its IPv6 /64), as every other per-address limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum AddressKey {
-    V4(Ipv4Addr),
-    V6(u64),
-}
+struct AddressKey(IpAddr);
 
 impl AddressKey {
     fn of(ip: IpAddr) -> Self {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => Self::V4(v4),
-            IpAddr::V6(v6) => Self::V6((v6.to_bits() >> 64) as u64),
-        }
+        Self(crate::auth::ClientAddr::network(ip))
     }
 }
 

@@ -143,6 +143,7 @@ impl Limits {
         if self.per_address.len() > 100_000 {
             self.per_address.retain_recent();
         }
+        let client = crate::auth::ClientAddr::network(client);
         if self.per_address.check_key(&client).is_err() || self.global.check().is_err() {
             return Err(ApiError::code(ErrorCode::RateLimited));
         }

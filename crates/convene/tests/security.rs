@@ -791,6 +791,29 @@ async fn behind_a_trusted_proxy_limits_apply_per_forwarded_client() {
 }
 
 #[tokio::test]
+async fn an_ipv6_client_is_one_client_across_its_64() {
+    let app = TestApp::start_with(
+        StoreKind::Sqlite,
+        &[("CONVENE_TRUSTED_PROXIES", "127.0.0.1")],
+    )
+    .await
+    .unwrap();
+    // A client that owns a /64 rotates the host part on every guess: the limits still hold it,
+    // the in-memory rate limit and the store's failure counter alike...
+    let limited = guess_until_limited(&app, |n| Some(format!("2001:db8:7:7::{:x}", n + 1))).await;
+    assert!(
+        limited.is_some(),
+        "rotating addresses inside one /64 must not evade the per-address limit"
+    );
+    // ...while a neighbouring /64 is another client.
+    assert_eq!(
+        guess_forwarded(&app, "2001:db8:7:8::1").await,
+        StatusCode::FORBIDDEN
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn without_trusted_proxies_x_forwarded_for_is_ignored() {
     let app = app().await;
     // A client rotating forged addresses is still one address.
