@@ -6,6 +6,7 @@
 //! (store, media engine, event sink) that other crates implement.
 
 pub mod apikey;
+pub mod change;
 pub mod error;
 pub mod event;
 pub mod ids;

@@ -1,7 +1,9 @@
 //! Flow tests of the pure operations: every product flow as state transitions and events.
 
+use std::collections::BTreeMap;
+
 use super::*;
-use crate::event::{Audience, ViewerClass};
+use crate::event::{Audience, Event, ViewerClass};
 use crate::ids::{Credential, MeetingIdDigits};
 use crate::meeting::{Metadata, QualityPreset};
 use rand::SeedableRng;

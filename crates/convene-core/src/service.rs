@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::apikey::{ApiKey, ApiSecret};
+use crate::error::StoreError;
 use crate::error::{DomainError, ErrorCode};
 use crate::event::{Event, TrackSelector};
 use crate::ids::{
@@ -17,7 +18,7 @@ use crate::lockout::FailureScope;
 use crate::meeting::{Credentials, Meeting, MeetingSettings};
 use crate::ops::{self, Actor, Change, Entry, Tx};
 use crate::participant::{Participant, ParticipantState, Role};
-use crate::ports::{EventSink, MediaEngine, PeopleCount, Store, StoreError};
+use crate::ports::{EventSink, MediaEngine, PeopleCount, Store};
 use crate::time::Clock;
 use crate::time::Timestamp;
 
@@ -30,31 +31,7 @@ const JOIN_LINK_SKEW: Duration = Duration::from_secs(300);
 /// Largest page of events or meetings one call returns.
 pub const MAX_PAGE: u32 = 1000;
 
-/// A failure of a service call: a domain rule, or the store.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl ServiceError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::Domain(e) => e.code,
-            Self::Store(StoreError::Conflict) => ErrorCode::Busy,
-            Self::Store(StoreError::Duplicate(_)) => ErrorCode::AlreadyExists,
-            Self::Store(StoreError::Backend(_)) => ErrorCode::Internal,
-        }
-    }
-
-    fn domain(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Domain(DomainError::new(code, message))
-    }
-}
-
-pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+pub use crate::error::{Result, ServiceError};
 
 /// Who calls, as established by the transport layer (API key, or a verified participant token).
 #[derive(Clone, Debug)]
