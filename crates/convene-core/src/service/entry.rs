@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::access::{TokenRuns, check_token};
 use crate::error::{DomainError, ErrorCode};
 use crate::ids::{DisplayName, Identity, InstanceId, MeetingId};
 use crate::meeting::Meeting;
@@ -131,7 +132,7 @@ impl Meetings {
         let needs = Needs {
             waiting: true,
             joined_count: true,
-            stale_run_ok_for_host: true,
+            token_runs: TokenRuns::OrEarlierForHostOfEndedMeeting,
             ..Needs::default()
         };
         self.mutate(id, caller, needs, |tx, loaded| {
@@ -214,18 +215,7 @@ impl Meetings {
             .participant(id, identity)
             .await?
             .ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
-        if &meeting.run.instance_id != instance {
-            return Err(ServiceError::domain(
-                ErrorCode::InvalidToken,
-                "the token is for an earlier run of this meeting",
-            ));
-        }
-        if participant.epoch != epoch {
-            return Err(ServiceError::domain(
-                ErrorCode::InvalidToken,
-                "the token has been revoked",
-            ));
-        }
+        check_token(&meeting, &participant, instance, epoch, TokenRuns::Current)?;
         if participant.is_banned_at(self.now()) {
             return Err(DomainError::code(ErrorCode::Banned).into());
         }

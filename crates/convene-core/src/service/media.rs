@@ -1,39 +1,14 @@
 //! The media engine's side of the service: admission before every join (a token is not enough),
 //! the room's capacity, and what the engine reports coming back into the meeting's log.
 
+use crate::access::may_connect_media;
 use crate::error::{DomainError, ErrorCode};
 use crate::ids::{Identity, InstanceId, MeetingId, RoomName};
 use crate::meeting::Meeting;
 use crate::ops;
-use crate::participant::{Participant, ParticipantState, Role};
-use crate::time::Timestamp;
+use crate::participant::{Participant, Role};
 
 use super::{Caller, Meetings, Needs, Result};
-
-/// Whether a person may be on the meeting's media now (capacity aside): the meeting is live, the
-/// person admitted in this run and not banned. The embedded engine asks this at every join; for an
-/// external LiveKit it gates minting a media token and is checked again when LiveKit reports a join.
-pub fn may_connect_media(
-    meeting: &Meeting,
-    participant: &Participant,
-    now: Timestamp,
-) -> std::result::Result<(), DomainError> {
-    if participant.is_banned_at(now) {
-        return Err(DomainError::code(ErrorCode::Banned));
-    }
-    if !meeting.is_live() {
-        return Err(DomainError::code(ErrorCode::MeetingNotLive));
-    }
-    let admitted = participant.admitted_in.as_ref() == Some(&meeting.run.instance_id)
-        && matches!(
-            participant.state,
-            ParticipantState::Admitted | ParticipantState::Joined | ParticipantState::Left
-        );
-    if !admitted {
-        return Err(DomainError::code(ErrorCode::NotAdmitted));
-    }
-    Ok(())
-}
 
 /// What the media engine reports.
 #[derive(Clone, Debug)]

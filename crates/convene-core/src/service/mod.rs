@@ -21,11 +21,12 @@ mod moderation;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::access::{TokenRuns, check_token};
 use crate::error::{DomainError, ErrorCode, StoreError};
 use crate::ids::{Identity, InstanceId, MeetingId, MeetingIdDigits};
 use crate::meeting::Meeting;
 use crate::ops::{Actor, Change, Tx};
-use crate::participant::{Participant, ParticipantState, Role};
+use crate::participant::{Participant, ParticipantState};
 use crate::ports::{EventSink, MediaEngine, Store};
 use crate::time::{Clock, Timestamp};
 
@@ -34,8 +35,10 @@ const MAX_ATTEMPTS: usize = 16;
 /// Largest page of events or meetings one call returns.
 pub const MAX_PAGE: u32 = 1000;
 
+/// The rule lives in [`crate::access`]; other crates use it from here too.
+pub use crate::access::may_connect_media;
 pub use crate::error::{Result, ServiceError};
-pub use media::{MediaAdmission, MediaReport, may_connect_media};
+pub use media::{MediaAdmission, MediaReport};
 pub use meetings::NewMeeting;
 
 /// Who calls, as established by the transport layer (API key, or a verified participant token).
@@ -56,8 +59,9 @@ struct Needs {
     waiting: bool,
     present: bool,
     joined_count: bool,
-    /// A host may present a token of an ended run to start the next one.
-    stale_run_ok_for_host: bool,
+    /// The runs a participant token may be of (a host may present a token of an ended run to
+    /// start the next one).
+    token_runs: TokenRuns,
 }
 
 struct Loaded {
@@ -164,21 +168,7 @@ impl Meetings {
                     .participant(id, identity)
                     .await?
                     .ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
-                let stale_ok = needs.stale_run_ok_for_host
-                    && participant.role == Role::Host
-                    && meeting.status == crate::meeting::MeetingStatus::Ended;
-                if &meeting.run.instance_id != instance && !stale_ok {
-                    return Err(ServiceError::domain(
-                        ErrorCode::InvalidToken,
-                        "the token is for an earlier run of this meeting",
-                    ));
-                }
-                if participant.epoch != *epoch {
-                    return Err(ServiceError::domain(
-                        ErrorCode::InvalidToken,
-                        "the token has been revoked",
-                    ));
-                }
+                check_token(meeting, &participant, instance, *epoch, needs.token_runs)?;
                 (Actor::Participant(participant.clone()), Some(participant))
             }
         };
