@@ -1,7 +1,8 @@
 //! Who may act and connect, as pure rules over stored state: whether a participant token still
-//! stands for its holder ([`check_token`]: its run and epoch), and whether a person may be on the
-//! meeting's media ([`may_connect_media`]). The service applies them to what it loads; none of
-//! them reads a store or a clock.
+//! stands for its holder ([`check_token`]: its run and epoch), whether a person may be on the
+//! meeting's media ([`may_connect_media`]), and what their role lets them do there
+//! ([`MediaRights`]). The service applies them to what it loads; none of them reads a store or a
+//! clock.
 
 use crate::error::{DomainError, ErrorCode};
 use crate::ids::InstanceId;
@@ -74,6 +75,35 @@ pub fn may_connect_media(
         return Err(DomainError::code(ErrorCode::NotAdmitted));
     }
     Ok(())
+}
+
+/// What a person may do on the meeting's media: the one rule behind a media token's grants
+/// (`convene-token`), the embedded engine's permission on a live connection and an external
+/// LiveKit's `UpdateParticipant` permission (both in the binary).
+///
+/// It follows the person's role alone. Hosts and speakers publish media and data, everyone
+/// subscribes, and hosts administer the room. The stage acts through the role: a viewer invited to
+/// speak keeps a viewer's rights until accepting makes them a speaker, and a host who takes a
+/// speaker back to viewer (`set_role`) takes publishing with it; each role change reaches a live
+/// connection as a `MediaCommand::SetRole`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaRights {
+    pub publish: bool,
+    pub subscribe: bool,
+    pub publish_data: bool,
+    pub room_admin: bool,
+}
+
+impl MediaRights {
+    pub fn of(role: Role) -> Self {
+        let publish = role.can_publish();
+        Self {
+            publish,
+            subscribe: true,
+            publish_data: publish,
+            room_admin: role == Role::Host,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -335,5 +365,24 @@ mod tests {
                 "{status:?}"
             );
         }
+    }
+
+    #[test]
+    fn media_rights_follow_the_role() {
+        let rights = |publish, subscribe, publish_data, room_admin| MediaRights {
+            publish,
+            subscribe,
+            publish_data,
+            room_admin,
+        };
+        assert_eq!(MediaRights::of(Role::Host), rights(true, true, true, true));
+        assert_eq!(
+            MediaRights::of(Role::Speaker),
+            rights(true, true, true, false)
+        );
+        assert_eq!(
+            MediaRights::of(Role::Viewer),
+            rights(false, true, false, false)
+        );
     }
 }
