@@ -35,7 +35,7 @@ const MAX_ATTEMPTS: usize = 16;
 /// Largest page of events or meetings one call returns.
 pub const MAX_PAGE: u32 = 1000;
 
-/// The rule lives in [`crate::access`]; other crates use it from here too.
+// The rule lives in `crate::access`; other crates use it from here too.
 pub use crate::access::may_connect_media;
 pub use crate::error::{Result, ServiceError};
 pub use media::{MediaAdmission, MediaReport};
