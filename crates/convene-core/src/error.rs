@@ -1,4 +1,5 @@
-//! The one error-code table behind every error response, and the core's error types.
+//! The one error-code table behind every error response, and the core's error types (a
+//! validation, a domain rule, the store, a service call).
 //!
 //! Each [`ErrorCode`] has a fixed code string, HTTP status and default message; the native API
 //! renders `{"error": {"code", "message"}}` from it and each compatibility surface maps the same
@@ -230,6 +231,47 @@ impl From<ValidationError> for DomainError {
         Self::new(ErrorCode::InvalidRequest, value.to_string())
     }
 }
+
+/// Why the store could not do what was asked (the [`crate::ports::Store`] port's error).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The meeting changed since it was read (optimistic concurrency); reload and retry.
+    #[error("the meeting changed concurrently")]
+    Conflict,
+    /// A unique key (meeting id, room name, API key id) exists already.
+    #[error("already exists: {0}")]
+    Duplicate(&'static str),
+    /// Anything else (connection, disk, corrupt row), with its cause.
+    #[error("store failure: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A failure of a service call: a domain rule, or the store.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Domain(e) => e.code,
+            Self::Store(StoreError::Conflict) => ErrorCode::Busy,
+            Self::Store(StoreError::Duplicate(_)) => ErrorCode::AlreadyExists,
+            Self::Store(StoreError::Backend(_)) => ErrorCode::Internal,
+        }
+    }
+
+    pub(crate) fn domain(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Domain(DomainError::new(code, message))
+    }
+}
+
+/// The result of a service call (`crate::service::Result`, the login service's too).
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {

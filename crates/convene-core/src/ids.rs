@@ -1,10 +1,12 @@
-//! Validated identifiers and values, parsed once at the edge (`MeetingId::parse`, `Identity::parse`, ...).
+//! Validated identifiers and values, parsed once at the edge (`MeetingId::parse`, `Identity::parse`,
+//! `WebhookUrl::parse`, ...).
 
 use std::fmt;
 
 use rand::{CryptoRng, Rng};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use url::Url;
 
 use crate::error::ValidationError;
 
@@ -301,6 +303,50 @@ impl PartialEq for Credential {
     }
 }
 impl Eq for Credential {}
+
+/// An absolute http(s) URL of at most 2 KiB, for the field `field`.
+pub(crate) fn http_url(field: &str, raw: &str) -> Result<Url, ValidationError> {
+    if raw.len() > 2048 {
+        return Err(ValidationError::new(field, "must be at most 2048 bytes"));
+    }
+    let url = Url::parse(raw).map_err(|e| ValidationError::new(field, e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ValidationError::new(field, "must be an http or https URL"));
+    }
+    // Parsing may lengthen it (percent-encoding, a trailing `/`); what is stored must read back.
+    if url.as_str().len() > 2048 {
+        return Err(ValidationError::new(
+            field,
+            "must be at most 2048 bytes, once percent-encoded",
+        ));
+    }
+    Ok(url)
+}
+
+/// A webhook target: an absolute http(s) URL of at most 2 KiB.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WebhookUrl(Url);
+
+impl WebhookUrl {
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        http_url("webhook_url", raw).map(Self)
+    }
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+impl TryFrom<String> for WebhookUrl {
+    type Error = ValidationError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+impl From<WebhookUrl> for String {
+    fn from(value: WebhookUrl) -> Self {
+        value.0.into()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,9 @@
 //! time and return a [`ops::Change`]; [`service::Meetings`] runs them against the [`ports`]
 //! (store, media engine, event sink) that other crates implement.
 
+pub mod access;
 pub mod apikey;
+pub mod change;
 pub mod error;
 pub mod event;
 pub mod ids;

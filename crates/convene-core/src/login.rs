@@ -27,9 +27,8 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::error::{DomainError, ErrorCode, ValidationError};
+use crate::error::{Result, StoreError};
 use crate::ids::DisplayName;
-use crate::ports::StoreError;
-use crate::service::Result;
 use crate::time::{Clock, Timestamp};
 
 /// Digits in a one-time code.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::ValidationError;
-use crate::ids::{Credential, DisplayName, InstanceId, MeetingId, RoomName};
+use crate::ids::{Credential, DisplayName, InstanceId, MeetingId, RoomName, WebhookUrl, http_url};
 use crate::participant::Role;
 use crate::time::Timestamp;
 
@@ -242,25 +242,6 @@ impl From<Metadata> for serde_json::Value {
     }
 }
 
-/// An absolute http(s) URL of at most 2 KiB, for the field `field`.
-pub(crate) fn http_url(field: &str, raw: &str) -> Result<Url, ValidationError> {
-    if raw.len() > 2048 {
-        return Err(ValidationError::new(field, "must be at most 2048 bytes"));
-    }
-    let url = Url::parse(raw).map_err(|e| ValidationError::new(field, e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ValidationError::new(field, "must be an http or https URL"));
-    }
-    // Parsing may lengthen it (percent-encoding, a trailing `/`); what is stored must read back.
-    if url.as_str().len() > 2048 {
-        return Err(ValidationError::new(
-            field,
-            "must be at most 2048 bytes, once percent-encoded",
-        ));
-    }
-    Ok(url)
-}
-
 /// A logout URL: absolute http(s) only, at most 2 KiB.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -300,7 +281,7 @@ pub struct MeetingSettings {
     pub schedule: Option<Schedule>,
     /// Where this meeting's events are POSTed, besides the deployment-wide webhook URLs.
     #[serde(default)]
-    pub webhook_url: Option<crate::webhook::WebhookUrl>,
+    pub webhook_url: Option<WebhookUrl>,
     /// People in the waiting room may chat with the hosts (and only with them).
     #[serde(default)]
     pub waiting_room_chat: bool,

@@ -1,13 +1,12 @@
 //! The meeting operations as pure functions: state and time in, a [`Change`] (new state, events,
 //! media commands) out. The service loads what an operation needs, runs it, and commits the change.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand::CryptoRng;
 
 use crate::error::{DomainError, ErrorCode};
-use crate::event::{Audience, Event, EventKind, TrackSelector};
+use crate::event::{Audience, EventKind, TrackSelector};
 use crate::ids::{ChatText, DisplayName, Identity, InstanceId, MeetingId, RoomName};
 use crate::meeting::{
     Credentials, Meeting, MeetingSettings, MeetingStatus, Mode, Run, WaitingPolicy,
@@ -15,146 +14,7 @@ use crate::meeting::{
 use crate::participant::{Participant, ParticipantState, Role};
 use crate::time::Timestamp;
 
-/// What the media engine must do after a change is committed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MediaCommand {
-    /// Disconnect one person from the media room now.
-    Disconnect { room: RoomName, identity: Identity },
-    /// Apply a person's (new) role to their live connection.
-    SetRole {
-        room: RoomName,
-        identity: Identity,
-        role: Role,
-    },
-    /// Mute one of a person's tracks.
-    Mute {
-        room: RoomName,
-        identity: Identity,
-        track: TrackSelector,
-        muted: bool,
-    },
-    /// Disconnect everyone and close the room.
-    CloseRoom { room: RoomName },
-}
-
-/// The outcome of an operation, to be committed atomically.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Change {
-    /// The meeting's `last_seq` the change was computed from (`None` for a new meeting).
-    pub expected_seq: Option<u64>,
-    pub meeting: Meeting,
-    pub participants: Vec<Participant>,
-    pub events: Vec<Event>,
-    pub media: Vec<MediaCommand>,
-    /// Everyone the store holds as waiting in this meeting is admitted to the current run, in
-    /// one statement, before `participants` are written; the number is how many the operation
-    /// saw waiting (any other number means the state moved since: a conflict).
-    pub admit_waiting: Option<usize>,
-}
-
-/// Who is asking.
-#[derive(Clone, Debug)]
-pub enum Actor {
-    /// A holder of an API key.
-    Admin,
-    /// A participant of this meeting, loaded from the store.
-    Participant(Participant),
-}
-
-impl Actor {
-    /// Admins, and hosts still in the meeting, may moderate.
-    pub fn is_host(&self, now: Timestamp) -> bool {
-        match self {
-            Self::Admin => true,
-            Self::Participant(p) => {
-                p.role == Role::Host && p.state.is_present() && !p.is_banned_at(now)
-            }
-        }
-    }
-
-    fn require_host(&self, now: Timestamp) -> Result<(), DomainError> {
-        if self.is_host(now) {
-            Ok(())
-        } else {
-            Err(DomainError::new(
-                ErrorCode::Forbidden,
-                "only a host may do this",
-            ))
-        }
-    }
-}
-
-/// Accumulates one operation's changes.
-pub struct Tx {
-    expected_seq: Option<u64>,
-    meeting: Meeting,
-    participants: BTreeMap<Identity, Participant>,
-    events: Vec<Event>,
-    media: Vec<MediaCommand>,
-    admit_waiting: Option<usize>,
-    now: Timestamp,
-}
-
-impl Tx {
-    pub fn new(meeting: Meeting, now: Timestamp) -> Self {
-        Self {
-            expected_seq: Some(meeting.last_seq),
-            meeting,
-            participants: BTreeMap::new(),
-            events: Vec::new(),
-            media: Vec::new(),
-            admit_waiting: None,
-            now,
-        }
-    }
-
-    pub fn meeting(&self) -> &Meeting {
-        &self.meeting
-    }
-
-    pub fn now(&self) -> Timestamp {
-        self.now
-    }
-
-    fn emit(&mut self, audience: Audience, kind: EventKind) {
-        self.meeting.last_seq += 1;
-        self.meeting.updated_at = self.now;
-        self.events.push(Event {
-            meeting_id: self.meeting.id.clone(),
-            seq: self.meeting.last_seq,
-            at: self.now,
-            instance_id: self.meeting.run.instance_id.clone(),
-            audience,
-            kind,
-        });
-    }
-
-    fn put(&mut self, mut participant: Participant) -> Participant {
-        participant.updated_at = self.now;
-        self.participants
-            .insert(participant.identity.clone(), participant.clone());
-        participant
-    }
-
-    fn command(&mut self, command: MediaCommand) {
-        self.media.push(command);
-    }
-
-    /// The change to commit, or `None` when nothing changed (no event).
-    pub fn finish(self) -> Option<Change> {
-        if self.events.is_empty() {
-            return None;
-        }
-        Some(Change {
-            expected_seq: self.expected_seq,
-            meeting: self.meeting,
-            participants: self.participants.into_values().collect(),
-            events: self.events,
-            media: self.media,
-            admit_waiting: self.admit_waiting,
-        })
-    }
-}
+pub use crate::change::{Actor, Change, MediaCommand, Tx};
 
 /// Creates a meeting and its first run.
 pub fn create_meeting(

@@ -1,7 +1,9 @@
 //! Flow tests of the pure operations: every product flow as state transitions and events.
 
+use std::collections::BTreeMap;
+
 use super::*;
-use crate::event::{Audience, ViewerClass};
+use crate::event::{Audience, Event, ViewerClass};
 use crate::ids::{Credential, MeetingIdDigits};
 use crate::meeting::{Metadata, QualityPreset};
 use rand::SeedableRng;
@@ -310,6 +312,57 @@ fn the_stage_flow_promotes_a_viewer_live() {
         ErrorCode::InvalidState
     );
     assert!(w.types().contains(&"stage.invite_accepted".to_string()));
+}
+
+/// The media rights of a person through the stage: what a fresh token grants (their stored role)
+/// and what their live connection was last told (the last `SetRole`), both by `MediaRights`.
+#[test]
+fn media_rights_follow_the_stage() {
+    use crate::access::MediaRights;
+    let mut w = World::new(Mode::Stream, WaitingPolicy::Open, None);
+    w.enter("host", Role::Host).unwrap();
+    w.join("host").unwrap();
+    w.enter("v1", Role::Viewer).unwrap();
+    w.join("v1").unwrap();
+    let host = w.host("host");
+    let live_role = |w: &World| {
+        w.media.iter().rev().find_map(|command| match command {
+            MediaCommand::SetRole { identity, role, .. } if *identity == who("v1") => Some(*role),
+            _ => None,
+        })
+    };
+    let viewer = MediaRights::of(Role::Viewer);
+    assert!(!viewer.publish && viewer.subscribe);
+    assert_eq!(MediaRights::of(w.p("v1").role), viewer);
+
+    // A raised hand and an invitation grant nothing yet; declining leaves it so.
+    let v1 = w.p("v1");
+    w.apply(|tx, _| set_hand(tx, v1, true)).unwrap();
+    let v1 = w.p("v1");
+    w.apply(|tx, _| invite(tx, &host, v1)).unwrap();
+    assert_eq!(MediaRights::of(w.p("v1").role), viewer);
+    assert_eq!(live_role(&w), None);
+    let v1 = w.p("v1");
+    w.apply(|tx, _| answer_invite(tx, v1, false)).unwrap();
+    assert_eq!(MediaRights::of(w.p("v1").role), viewer);
+    assert_eq!(live_role(&w), None);
+
+    // Accepting makes a speaker, on the live connection too.
+    let v1 = w.p("v1");
+    w.apply(|tx, _| invite(tx, &host, v1)).unwrap();
+    let v1 = w.p("v1");
+    w.apply(|tx, _| answer_invite(tx, v1, true)).unwrap();
+    let speaker = MediaRights::of(Role::Speaker);
+    assert!(speaker.publish && speaker.publish_data && !speaker.room_admin);
+    assert_eq!(MediaRights::of(w.p("v1").role), speaker);
+    assert_eq!(live_role(&w).map(MediaRights::of), Some(speaker));
+
+    // Taken back to viewer, publishing goes with it.
+    let v1 = w.p("v1");
+    w.apply(|tx, _| set_role(tx, &host, v1, Role::Viewer))
+        .unwrap();
+    assert_eq!(MediaRights::of(w.p("v1").role), viewer);
+    assert_eq!(live_role(&w).map(MediaRights::of), Some(viewer));
 }
 
 #[test]

@@ -6,27 +6,16 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use crate::apikey::ApiKey;
+use crate::change::{Change, MediaCommand};
 use crate::event::Event;
 use crate::ids::{Identity, MeetingId, RoomName};
 use crate::lockout::{FailureRecord, FailureScope};
 use crate::meeting::Meeting;
-use crate::ops::{Change, MediaCommand};
 use crate::participant::{Participant, ParticipantState};
 use crate::time::Timestamp;
 
-/// Why the store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The meeting changed since it was read (optimistic concurrency); reload and retry.
-    #[error("the meeting changed concurrently")]
-    Conflict,
-    /// A unique key (meeting id, room name, API key id) exists already.
-    #[error("already exists: {0}")]
-    Duplicate(&'static str),
-    /// Anything else (connection, disk, corrupt row), with its cause.
-    #[error("store failure: {0}")]
-    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
+/// The store's error lives with the other errors; re-exported where the port is.
+pub use crate::error::StoreError;
 
 /// How many people are in a meeting now, by state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

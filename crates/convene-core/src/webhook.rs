@@ -14,39 +14,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use url::Url;
 
+use crate::error::StoreError;
 use crate::error::ValidationError;
 use crate::event::Event;
 use crate::ids::{MeetingId, RoomName};
-use crate::meeting::http_url;
-use crate::ports::StoreError;
 use crate::time::Timestamp;
 
-/// A webhook target: an absolute http(s) URL of at most 2 KiB.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct WebhookUrl(Url);
-
-impl WebhookUrl {
-    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        http_url("webhook_url", raw).map(Self)
-    }
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-}
-impl TryFrom<String> for WebhookUrl {
-    type Error = ValidationError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-impl From<WebhookUrl> for String {
-    fn from(value: WebhookUrl) -> Self {
-        value.0.into()
-    }
-}
+/// A webhook target is a validated value, kept with the others; re-exported here.
+pub use crate::ids::WebhookUrl;
 
 /// Whose endpoint it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use convene_core::access::MediaRights;
 use convene_core::apikey::ApiSecret;
 use convene_core::ids::{Identity, InstanceId, MeetingId};
 use convene_core::meeting::Meeting;
@@ -131,16 +132,16 @@ pub struct SessionToken {
     pub expires_at: Timestamp,
 }
 
-/// The grants a role carries in a media access token.
+/// The grants a role carries in a media access token: the core's [`MediaRights`] of the role.
 pub fn grants_for(role: Role, room: &str) -> VideoGrants {
-    let publish = role.can_publish();
+    let rights = MediaRights::of(role);
     VideoGrants {
         room_join: true,
         room: room.to_owned(),
-        room_admin: role == Role::Host,
-        can_publish: Some(publish),
-        can_subscribe: Some(true),
-        can_publish_data: Some(publish),
+        room_admin: rights.room_admin,
+        can_publish: Some(rights.publish),
+        can_subscribe: Some(rights.subscribe),
+        can_publish_data: Some(rights.publish_data),
         ..VideoGrants::default()
     }
 }

@@ -108,6 +108,30 @@ fn grants_follow_roles() {
 }
 
 #[test]
+fn grants_are_the_cores_media_rights_for_every_role() {
+    for role in [Role::Host, Role::Speaker, Role::Viewer] {
+        let grants = grants_for(role, "r");
+        let rights = MediaRights::of(role);
+        assert_eq!(
+            (
+                grants.can_publish(),
+                grants.can_subscribe(),
+                grants.can_publish_data(),
+                grants.room_admin
+            ),
+            (
+                rights.publish,
+                rights.subscribe,
+                rights.publish_data,
+                rights.room_admin
+            ),
+            "{role:?}"
+        );
+        assert!(grants.room_join && grants.room == "r");
+    }
+}
+
+#[test]
 fn kinds_are_not_interchangeable() {
     let (meeting, alice) = fixture(Role::Speaker);
     let waiting = signer()

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use convene_core::ErrorCode;
+use convene_core::access::MediaRights;
 use convene_core::event::TrackSelector;
 use convene_core::ids::{DisplayName, Identity, RoomName};
 use convene_core::meeting::{MeetingSettings, MeetingStatus, Mode, WaitingPolicy};
@@ -21,14 +22,16 @@ use convene_sfu::{Admission, Admitted, MediaEvent, Permission, Refusal, SfuContr
 use futures::future::BoxFuture;
 use livekit_protocol as proto;
 
-/// The media permissions a role carries (the same as its token's grants).
+/// The media permissions a role carries: the core's [`MediaRights`] of the role, as its token's
+/// grants are.
 pub fn permission_for(role: Role) -> Permission {
+    let rights = MediaRights::of(role);
     Permission {
-        can_publish: role.can_publish(),
-        can_subscribe: true,
-        can_publish_data: role.can_publish(),
+        can_publish: rights.publish,
+        can_subscribe: rights.subscribe,
+        can_publish_data: rights.publish_data,
         hidden: false,
-        room_admin: role == Role::Host,
+        room_admin: rights.room_admin,
     }
 }
 
@@ -582,6 +585,31 @@ mod tests {
     use super::*;
 
     const GRACE: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_live_connections_permission_is_the_cores_media_rights_for_every_role() {
+        for role in [Role::Host, Role::Speaker, Role::Viewer] {
+            let permission = permission_for(role);
+            let rights = MediaRights::of(role);
+            assert_eq!(
+                (
+                    permission.can_publish,
+                    permission.can_subscribe,
+                    permission.can_publish_data,
+                    permission.room_admin,
+                    permission.hidden
+                ),
+                (
+                    rights.publish,
+                    rights.subscribe,
+                    rights.publish_data,
+                    rights.room_admin,
+                    false
+                ),
+                "{role:?}"
+            );
+        }
+    }
 
     fn room() -> RoomName {
         RoomName::parse("room-1").unwrap()

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use convene_core::access::MediaRights;
 use convene_core::apikey::ApiSecret;
 use convene_core::event::TrackSelector;
 use convene_core::ops::MediaCommand;
@@ -163,12 +164,14 @@ impl RoomApi for RoomClient {
     }
 }
 
-/// The media permissions a role carries on LiveKit (the same as its token's grants).
+/// The media permissions a role carries on LiveKit: the core's [`MediaRights`] of the role, as its
+/// token's grants are (LiveKit's permission has no room admin; that is a token grant only).
 pub fn permission_for(role: Role) -> proto::ParticipantPermission {
+    let rights = MediaRights::of(role);
     proto::ParticipantPermission {
-        can_subscribe: true,
-        can_publish: role.can_publish(),
-        can_publish_data: role.can_publish(),
+        can_subscribe: rights.subscribe,
+        can_publish: rights.publish,
+        can_publish_data: rights.publish_data,
         hidden: false,
         ..proto::ParticipantPermission::default()
     }
@@ -408,6 +411,24 @@ mod tests {
     use livekit_api::services::ServerErrorCode;
 
     use super::*;
+
+    #[test]
+    fn update_participant_carries_the_cores_media_rights_for_every_role() {
+        for role in [Role::Host, Role::Speaker, Role::Viewer] {
+            let permission = permission_for(role);
+            let rights = MediaRights::of(role);
+            assert_eq!(
+                (
+                    permission.can_publish,
+                    permission.can_subscribe,
+                    permission.can_publish_data,
+                    permission.hidden
+                ),
+                (rights.publish, rights.subscribe, rights.publish_data, false),
+                "{role:?}"
+            );
+        }
+    }
 
     fn room() -> RoomName {
         RoomName::parse("standup").unwrap()
