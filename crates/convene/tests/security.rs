@@ -304,9 +304,7 @@ async fn tokens_are_checked_strictly() {
     // A participant token is not an admin token.
     let (status, _) = app.bearer("GET", "/v1/meetings", token, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (_, joined) = app
-        .bearer("POST", &format!("/v1/meetings/{id}/join"), token, None)
-        .await;
+    let (_, joined) = app.try_join(&id, token).await;
     let (status, _) = app
         .bearer(
             "POST",
