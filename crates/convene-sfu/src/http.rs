@@ -85,10 +85,13 @@ fn token(query: &HashMap<String, String>, headers: &HeaderMap) -> Option<String>
         return Some(token.clone());
     }
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?
-        .trim();
+    // The scheme in any case (RFC 7235), as convene's own surfaces read it
+    // (`convene_api::auth::bearer`; this crate stands alone and does not depend on them).
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
     (!token.is_empty()).then(|| token.to_owned())
 }
 
@@ -370,6 +373,28 @@ mod tests {
     use std::task::{Context, Poll};
 
     use super::*;
+
+    #[test]
+    fn the_token_is_read_from_a_bearer_scheme_in_any_case_or_the_query() {
+        let none = HashMap::new();
+        for value in ["Bearer tok", "bearer tok", "BEARER tok", "Bearer  tok "] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            assert_eq!(token(&none, &headers).as_deref(), Some("tok"), "{value}");
+        }
+        for value in ["Basic dG9r", "Bearer ", "tok"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            assert_eq!(token(&none, &headers), None, "{value}");
+        }
+        let query = HashMap::from([("access_token".to_owned(), "q".to_owned())]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer tok"),
+        );
+        assert_eq!(token(&query, &headers).as_deref(), Some("q"));
+    }
 
     /// A client that reads nothing: no write ever completes.
     struct Unread;

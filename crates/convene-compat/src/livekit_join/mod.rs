@@ -89,10 +89,8 @@ async fn who(state: &AppState, headers: &HeaderMap) -> Result<Who> {
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(JoinError::unauthorized)?;
-    if let Some((scheme, token)) = header.split_once(' ')
-        && scheme.eq_ignore_ascii_case("bearer")
-    {
-        match session::verify(state, token.trim()).await {
+    if let Some(token) = convene_api::auth::bearer(header) {
+        match session::verify(state, token).await {
             Ok(user) => return Ok(Who::User(user)),
             Err(SessionError::Failed(e)) => return Err(e.into()),
             Err(SessionError::Invalid(_)) => {}

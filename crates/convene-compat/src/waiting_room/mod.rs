@@ -211,12 +211,8 @@ fn presented_token(headers: &HeaderMap, params: &Params) -> Result<Option<String
     let header = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| rest.trim().to_owned())
-        });
+        .and_then(convene_api::auth::bearer)
+        .map(str::to_owned);
     match header {
         Some(token) => Ok(Some(token)),
         None => Ok(params.text("token")?),
