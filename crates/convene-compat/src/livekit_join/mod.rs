@@ -18,7 +18,7 @@
 pub mod error;
 pub mod wire;
 
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::routing::post;
@@ -34,7 +34,6 @@ use convene_core::service::{Caller, NewMeeting};
 use convene_token::{ACCESS_TTL, Signer};
 
 use crate::created_by;
-use crate::params::Params;
 use crate::session::{self, SessionError};
 use error::{JoinError, Result};
 use wire::Joined;
@@ -67,15 +66,7 @@ pub fn router(state: AppState, target: Target) -> Router {
 }
 
 /// The request's parameters (JSON or form), failures in this surface's shape.
-struct Form(Params);
-
-impl FromRequest<JoinState> for Form {
-    type Rejection = JoinError;
-
-    async fn from_request(request: Request, _state: &JoinState) -> Result<Self> {
-        Ok(Self(Params::from_body(request).await?))
-    }
-}
+type Form = crate::params::Form<JoinError>;
 
 /// Who calls.
 enum Who {
@@ -129,7 +120,7 @@ fn new_room(room: &RoomName) -> Result<NewMeeting> {
 async fn join(
     State(state): State<JoinState>,
     headers: HeaderMap,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<Joined>> {
     let JoinState { app, target } = state;
     let who = who(&app, &headers).await?;
