@@ -769,3 +769,70 @@ on_both_stores!(
     end_and_restart_flow,
     restart_keeps_everything
 );
+
+/// How long the slow webhook endpoint below takes to answer its first delivery.
+const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A graceful shutdown finishes the background tasks' work: a webhook delivery in flight is
+/// answered and recorded as delivered before the server's `stop` returns (the sender and its
+/// lanes are joined), so the next start does not send it again.
+#[tokio::test]
+async fn a_graceful_shutdown_finishes_the_webhook_delivery_in_flight() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    #[derive(Clone, Default)]
+    struct Endpoint {
+        requests: Arc<AtomicUsize>,
+        in_flight: Arc<tokio::sync::Notify>,
+        answered: Arc<AtomicBool>,
+    }
+    // The first delivery is answered 200 after SLOW_ANSWER; any later one (a delivery sent
+    // again) 500, so it would not show as delivered.
+    async fn receive(
+        axum::extract::State(endpoint): axum::extract::State<Endpoint>,
+    ) -> axum::http::StatusCode {
+        if endpoint.requests.fetch_add(1, Ordering::SeqCst) > 0 {
+            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        endpoint.in_flight.notify_one();
+        tokio::time::sleep(SLOW_ANSWER).await;
+        endpoint.answered.store(true, Ordering::SeqCst);
+        axum::http::StatusCode::OK
+    }
+    let endpoint = Endpoint::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let router = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(endpoint.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut app = common::TestApp::start_with(
+        common::StoreKind::Sqlite,
+        &[("CONVENE_WEBHOOK_URLS", url.as_str())],
+    )
+    .await
+    .unwrap();
+    let meeting = app.create_meeting(json!({"name": "Hooked"})).await;
+    endpoint.in_flight.notified().await;
+    // Stopped while the endpoint has the delivery (and started again on the same database).
+    app.restart().await;
+    assert!(
+        endpoint.answered.load(Ordering::SeqCst),
+        "the shutdown waited for the delivery in flight"
+    );
+    let (status, page) = app
+        .admin(
+            "GET",
+            &format!("/v1/webhooks/deliveries?meeting_id={}", id_of(&meeting)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let first = &page["deliveries"][0];
+    assert_eq!(first["event_type"], "meeting.created", "{page}");
+    assert_eq!(first["status"], "delivered", "{page}");
+    assert_eq!(first["attempts"], 1, "{page}");
+    app.stop().await;
+}
