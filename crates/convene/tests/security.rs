@@ -304,7 +304,7 @@ async fn tokens_are_checked_strictly() {
     // A participant token is not an admin token.
     let (status, _) = app.bearer("GET", "/v1/meetings", token, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (_, joined) = app.try_join(&id, token).await;
+    let (_, joined) = app.try_join(id, token).await;
     let (status, _) = app
         .bearer(
             "POST",
