@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use convene_core::ErrorCode;
 use convene_core::apikey::ApiKey;
 use convene_core::ids::MeetingId;
-use convene_core::service::Caller;
+use convene_core::service::{Caller, Meetings, ServiceError};
 use convene_token::{ParticipantToken, TokenKind};
 use subtle::ConstantTimeEq;
 
@@ -86,9 +86,9 @@ pub async fn authenticate(
         }
         return Ok(Principal::Admin { key_id: key.id });
     }
-    let token = strip_scheme(authorization, "Bearer")
+    let token = bearer(authorization)
         .ok_or_else(|| unauthenticated("expected Authorization: Basic or Bearer"))?;
-    authenticate_token(state, token.trim(), kinds, now).await
+    authenticate_token(state, token, kinds, now).await
 }
 
 /// Authenticates a bare token (from a header or an `access_token` query parameter).
@@ -98,23 +98,58 @@ pub async fn authenticate_token(
     kinds: &[TokenKind],
     now: convene_core::Timestamp,
 ) -> ApiResult<Principal> {
-    let issuer = convene_token::issuer(token)?;
-    let key = match state.meetings.api_key(&issuer).await? {
-        Some(key) if key.is_active() => key,
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidToken,
-                "unknown or revoked API key",
-            ));
+    verify_with_stored_key(&state.meetings, token, |key| {
+        match convene_token::verify_admin(token, &key.secret, now) {
+            Ok(_) => return Ok(Principal::Admin { key_id: key.id }),
+            Err(convene_token::TokenError::WrongKind) => {}
+            Err(e) => return Err(e),
         }
-    };
-    match convene_token::verify_admin(token, &key.secret, now) {
-        Ok(_) => return Ok(Principal::Admin { key_id: key.id }),
-        Err(convene_token::TokenError::WrongKind) => {}
-        Err(e) => return Err(e.into()),
+        convene_token::verify_participant(token, &key.secret, now, kinds)
+            .map(Principal::Participant)
+    })
+    .await
+    .map_err(|e| match e {
+        StoredKeyError::Token(e) => e.into(),
+        StoredKeyError::UnknownKey => ApiError::new(ErrorCode::InvalidToken, e.to_string()),
+        StoredKeyError::Store(e) => e.into(),
+    })
+}
+
+/// Why a token was not verified with the key it names.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredKeyError {
+    /// Malformed, or refused by the verification (expired, wrong signature, wrong kind...).
+    #[error(transparent)]
+    Token(#[from] convene_token::TokenError),
+    /// The issuer names no key, or a revoked one.
+    #[error("unknown or revoked API key")]
+    UnknownKey,
+    /// The store failed while reading the key.
+    #[error(transparent)]
+    Store(#[from] ServiceError),
+}
+
+/// Verifies a token with the stored key it names as its issuer (`iss`), which must be active:
+/// `verify` is given that key and says which kind of token it accepts. Every surface that takes
+/// a token signed with an API key (native API, compatibility sessions, RoomService, `/rtc`
+/// admission) looks its key up here.
+pub async fn verify_with_stored_key<T>(
+    meetings: &Meetings,
+    token: &str,
+    verify: impl FnOnce(ApiKey) -> Result<T, convene_token::TokenError>,
+) -> Result<T, StoredKeyError> {
+    let issuer = convene_token::issuer(token)?;
+    match meetings.api_key(&issuer).await? {
+        Some(key) if key.is_active() => Ok(verify(key)?),
+        _ => Err(StoredKeyError::UnknownKey),
     }
-    let verified = convene_token::verify_participant(token, &key.secret, now, kinds)?;
-    Ok(Principal::Participant(verified))
+}
+
+/// The token of an `Authorization` header value with the `Bearer` scheme, trimmed; the scheme is
+/// matched without regard to case (RFC 7235: `Bearer`, `bearer` and `BEARER` are one). `None`
+/// for another scheme or a value without one. Every surface reads Bearer tokens here.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    strip_scheme(authorization, "Bearer").map(str::trim)
 }
 
 fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
@@ -344,6 +379,17 @@ mod tests {
             ClientAddr(ip("192.0.2.7")).key(),
             ClientAddr(ip("192.0.2.8")).key()
         );
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        for value in ["Bearer tok", "bearer tok", "BEARER tok", "bEaReR  tok "] {
+            assert_eq!(bearer(value), Some("tok"), "{value}");
+        }
+        assert_eq!(bearer("Bearer "), Some(""));
+        assert_eq!(bearer("Basic dG9r"), None);
+        assert_eq!(bearer("Bearertok"), None);
+        assert_eq!(bearer("tok"), None);
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! The seed backends ran on Twilio Functions, which accept `application/json` and
 //! `application/x-www-form-urlencoded` alike, so clients send either. [`Params`] reads the body by
 //! its `Content-Type` (without one: JSON when it looks like a JSON object, a form otherwise) into
-//! one flat map, and its typed getters name the parameter that is missing or malformed. Each
-//! surface wraps it in its own extractor that maps [`ParamsError`] into the surface's error shape.
+//! one flat map, and its typed getters name the parameter that is missing or malformed. A surface
+//! takes them with [`Form`], which answers a [`ParamsError`] in the surface's own error shape.
 
-use axum::extract::Request;
+use std::marker::PhantomData;
+
+use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
 use serde_json::{Map, Value};
 
 /// Largest body a compatibility surface reads.
@@ -35,6 +38,28 @@ impl ParamsError {
             name: name.to_owned(),
             reason: reason.into(),
         }
+    }
+}
+
+/// The extractor of a surface's parameters: the request body as [`Params`], a failure answered
+/// as the surface's error `E` (each surface names it once, `type Form = params::Form<ItsError>`).
+pub struct Form<E> {
+    pub params: Params,
+    error: PhantomData<fn() -> E>,
+}
+
+impl<S, E> FromRequest<S> for Form<E>
+where
+    S: Send + Sync,
+    E: From<ParamsError> + IntoResponse,
+{
+    type Rejection = E;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, E> {
+        Ok(Self {
+            params: Params::from_body(request).await?,
+            error: PhantomData,
+        })
     }
 }
 

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use convene_api::AppState;
+use convene_api::auth::{StoredKeyError, verify_with_stored_key};
 use convene_core::login::{User, UserId};
 use convene_core::service::ServiceError;
 use convene_token::TokenError;
@@ -41,14 +42,17 @@ pub fn issue(state: &AppState, user: &User) -> Result<String, TokenError> {
 
 /// The signed-in user a session token names.
 pub async fn verify(state: &AppState, token: &str) -> Result<User, SessionError> {
-    let invalid = |e: TokenError| SessionError::Invalid(e.to_string());
-    let issuer = convene_token::issuer(token).map_err(invalid)?;
-    let key = match state.meetings.api_key(&issuer).await? {
-        Some(key) if key.is_active() => key,
-        _ => return Err(SessionError::Invalid("unknown or revoked API key".into())),
-    };
-    let session =
-        convene_token::verify_session(token, &key.secret, state.meetings.now()).map_err(invalid)?;
+    let now = state.meetings.now();
+    let session = verify_with_stored_key(&state.meetings, token, |key| {
+        convene_token::verify_session(token, &key.secret, now)
+    })
+    .await
+    .map_err(|e| match e {
+        StoredKeyError::Store(e) => SessionError::Failed(e),
+        StoredKeyError::Token(_) | StoredKeyError::UnknownKey => {
+            SessionError::Invalid(e.to_string())
+        }
+    })?;
     let id = UserId::parse(&session.user)
         .map_err(|_| SessionError::Invalid("malformed token".into()))?;
     state

@@ -330,3 +330,19 @@ async fn an_external_livekit_signs_and_is_named() {
         "signed with the external secret: {verified:?}"
     );
 }
+
+#[tokio::test]
+async fn a_session_is_read_from_a_bearer_scheme_in_any_case() {
+    let app = TestApp::start().await;
+    let (token, uid) = session(&app, "cas@example.com", "Cas").await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let reply = join(
+            &app,
+            Encoding::Json,
+            json!({"roomName": "any-case", "uid": uid}),
+            Some(&format!("{scheme} {token}")),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{scheme}: {:?}", reply.body);
+    }
+}

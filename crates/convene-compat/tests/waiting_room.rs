@@ -692,3 +692,23 @@ async fn the_live_stream_surface_is_off_without_a_passcode() {
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_guests_token_is_read_from_a_bearer_scheme_in_any_case() {
+    let app = TestApp::start().await;
+    let meeting_id = create(&app, Encoding::Json, json!({})).await;
+    let guest = enter(&app, Encoding::Json, &meeting_id).await;
+    let waiting_token = guest["token"].as_str().unwrap();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let state = app
+            .post(
+                Encoding::Json,
+                &path("/user/waiting-room-state"),
+                json!({}),
+                Some(&format!("{scheme} {waiting_token}")),
+            )
+            .await;
+        assert_eq!(state.status, StatusCode::OK, "{scheme}: {:?}", state.body);
+        assert_eq!(state.body["identity"], guest["identity"], "{scheme}");
+    }
+}

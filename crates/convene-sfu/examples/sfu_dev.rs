@@ -30,14 +30,10 @@ struct TokenAdmission {
 impl Admission for TokenAdmission {
     fn admit(&self, token: &str) -> BoxFuture<'_, Result<Admitted, Refusal>> {
         let result = match self.verifier.verify(token) {
-            Err(e) => Err(Refusal {
-                status: 401,
-                message: format!("invalid token: {e}"),
-            }),
-            Ok(claims) if !claims.video.room_join || claims.video.room.is_empty() => Err(Refusal {
-                status: 403,
-                message: "token does not grant roomJoin for a room".to_owned(),
-            }),
+            Err(e) => Err(Refusal::Unauthenticated(format!("invalid token: {e}"))),
+            Ok(claims) if !claims.video.room_join || claims.video.room.is_empty() => Err(
+                Refusal::Forbidden("token does not grant roomJoin for a room".to_owned()),
+            ),
             Ok(claims) => Ok(Admitted {
                 room: claims.video.room.clone(),
                 identity: claims.sub.clone(),

@@ -341,82 +341,120 @@ fn bind_sockets(config: &SfuConfig) -> Result<Vec<(StdUdpSocket, SocketAddr)>, S
     }))
 }
 
-/// Binds the media sockets and starts the media thread: its own single-threaded tokio runtime
-/// runs the socket readers and the engine task, so media is not delayed by bursts of API work on
-/// the server's runtime (and the readers hand datagrams to the engine without waking another
-/// thread). Control and signalling reach it over channels, which work across runtimes.
-pub(crate) async fn start(
+/// The media sockets, bound, and the control handle that reaches the engine once it runs
+/// (commands sent before [`Bound::start`] wait in the queue).
+pub(crate) struct Bound {
     config: SfuConfig,
-    admission: Arc<dyn Admission>,
-) -> Result<DriverHandle, SfuError> {
-    let bound = bind_sockets(&config)?;
-    let local_addrs: Vec<SocketAddr> = bound.iter().map(|(_, advertised)| *advertised).collect();
+    sockets: Vec<(StdUdpSocket, SocketAddr)>,
+    local_addrs: Vec<SocketAddr>,
+    control: SfuControl,
+    rx: mpsc::Receiver<Command>,
+}
+
+/// Binds the media sockets and makes the control handle; nothing runs yet.
+pub(crate) fn bind(config: SfuConfig) -> Result<Bound, SfuError> {
+    let sockets = bind_sockets(&config)?;
+    let local_addrs: Vec<SocketAddr> = sockets.iter().map(|(_, advertised)| *advertised).collect();
     tracing::info!(?local_addrs, "media UDP bound");
-    let engine = Engine::new(
-        EngineConfig {
-            local_addrs: local_addrs.clone(),
-            ping_interval_secs: config.ping_interval_secs,
-            ping_timeout_secs: config.ping_timeout_secs,
-            seed: OsRng.try_next_u64().map_err(SfuError::Entropy)?,
-        },
-        Instant::now(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-    );
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let control = SfuControl {
         tx,
         next_conn: Arc::new(AtomicU64::new(1)),
     };
-    let (started_tx, started) = oneshot::channel::<Result<(), SfuError>>();
-    let (stopped_tx, stopped) = oneshot::channel();
-    let thread = std::thread::Builder::new()
-        .name("convene-media".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(source) => {
-                    let _ = started_tx.send(Err(SfuError::Thread(source)));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let sockets = match register_sockets(bound) {
-                    Ok(sockets) => sockets,
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e));
+    Ok(Bound {
+        config,
+        sockets,
+        local_addrs,
+        control,
+        rx,
+    })
+}
+
+impl Bound {
+    pub(crate) fn control(&self) -> &SfuControl {
+        &self.control
+    }
+
+    pub(crate) fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Starts the media thread: its own single-threaded tokio runtime runs the socket readers and
+    /// the engine task, so media is not delayed by bursts of API work on the server's runtime (and
+    /// the readers hand datagrams to the engine without waking another thread). Control and
+    /// signalling reach it over channels, which work across runtimes.
+    pub(crate) async fn start(
+        self,
+        admission: Arc<dyn Admission>,
+    ) -> Result<DriverHandle, SfuError> {
+        let Bound {
+            config,
+            sockets: bound,
+            local_addrs,
+            control,
+            rx,
+        } = self;
+        let engine = Engine::new(
+            EngineConfig {
+                local_addrs: local_addrs.clone(),
+                ping_interval_secs: config.ping_interval_secs,
+                ping_timeout_secs: config.ping_timeout_secs,
+                seed: OsRng.try_next_u64().map_err(SfuError::Entropy)?,
+            },
+            Instant::now(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        );
+        let (started_tx, started) = oneshot::channel::<Result<(), SfuError>>();
+        let (stopped_tx, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("convene-media".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(source) => {
+                        let _ = started_tx.send(Err(SfuError::Thread(source)));
                         return;
                     }
                 };
-                let (datagram_tx, datagram_rx) = mpsc::channel::<Datagram>(DATAGRAM_QUEUE);
-                for (local, socket) in &sockets {
-                    tokio::spawn(read_socket(socket.clone(), *local, datagram_tx.clone()));
-                }
-                drop(datagram_tx);
-                let _ = started_tx.send(Ok(()));
-                run(engine, rx, datagram_rx, sockets, admission).await;
-            });
-            // Dropping the runtime ends the socket readers.
-            drop(runtime);
-            let _ = stopped_tx.send(());
-        })
-        .map_err(SfuError::Thread)?;
-    match started.await {
-        Ok(Ok(())) => Ok(DriverHandle {
-            control,
-            local_addrs,
-            stopped,
-        }),
-        Ok(Err(e)) => Err(e),
-        Err(_) => {
-            // The thread ended without a word: it panicked.
-            let _ = thread.join();
-            Err(SfuError::Stopped)
+                runtime.block_on(async move {
+                    let sockets = match register_sockets(bound) {
+                        Ok(sockets) => sockets,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let (datagram_tx, datagram_rx) = mpsc::channel::<Datagram>(DATAGRAM_QUEUE);
+                    for (local, socket) in &sockets {
+                        tokio::spawn(read_socket(socket.clone(), *local, datagram_tx.clone()));
+                    }
+                    drop(datagram_tx);
+                    let _ = started_tx.send(Ok(()));
+                    run(engine, rx, datagram_rx, sockets, admission).await;
+                });
+                // Dropping the runtime ends the socket readers.
+                drop(runtime);
+                let _ = stopped_tx.send(());
+            })
+            .map_err(SfuError::Thread)?;
+        match started.await {
+            Ok(Ok(())) => Ok(DriverHandle {
+                control,
+                local_addrs,
+                stopped,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                // The thread ended without a word: it panicked.
+                let _ = thread.join();
+                Err(SfuError::Stopped)
+            }
         }
     }
 }

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::budget::{Bucket, Budgets, Rate};
 use crate::driver::{Command, OUTBOX_QUEUE, SfuControl, WsOut};
 use crate::signal::{self, JoinParams};
-use crate::{Admission, Admitted, MAX_SIGNAL_MESSAGE_BYTES};
+use crate::{Admission, Admitted, MAX_SIGNAL_MESSAGE_BYTES, Refusal};
 
 /// Undecodable frames tolerated from one client before it is disconnected.
 const MAX_GARBAGE_FRAMES: u32 = 64;
@@ -85,10 +85,13 @@ fn token(query: &HashMap<String, String>, headers: &HeaderMap) -> Option<String>
         return Some(token.clone());
     }
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?
-        .trim();
+    // The scheme in any case (RFC 7235), as convene's own surfaces read it
+    // (`convene_api::auth::bearer`; this crate stands alone and does not depend on them).
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
     (!token.is_empty()).then(|| token.to_owned())
 }
 
@@ -102,13 +105,22 @@ async fn authorize(
             (StatusCode::UNAUTHORIZED, "missing access token").into_response(),
         ));
     };
-    state.admission.admit(&token).await.map_err(|refusal| {
-        let status = StatusCode::from_u16(refusal.status)
-            .ok()
-            .filter(|s| s.is_client_error())
-            .unwrap_or(StatusCode::UNAUTHORIZED);
-        with_cors((status, refusal.message).into_response())
-    })
+    state
+        .admission
+        .admit(&token)
+        .await
+        .map_err(|refusal| with_cors(refused(refusal)))
+}
+
+/// A join the admission refused: its kind's status and its message.
+fn refused(refusal: Refusal) -> Response {
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let message = match refusal {
+        Refusal::Unauthenticated(message)
+        | Refusal::Forbidden(message)
+        | Refusal::Unavailable(message) => message,
+    };
+    (status, message).into_response()
 }
 
 /// A connect refused for the identity's budget: 429 with `Retry-After` (whole seconds, rounded
@@ -370,6 +382,51 @@ mod tests {
     use std::task::{Context, Poll};
 
     use super::*;
+
+    #[tokio::test]
+    async fn each_kind_of_refusal_is_answered_with_its_status_and_message() {
+        for (refusal, status) in [
+            (
+                Refusal::Unauthenticated("bad token".into()),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (Refusal::Forbidden("banned".into()), StatusCode::FORBIDDEN),
+            (
+                Refusal::Unavailable("try later".into()),
+                StatusCode::UNAUTHORIZED,
+            ),
+        ] {
+            let message = refusal.message().to_owned();
+            let response = refused(refusal);
+            assert_eq!(response.status(), status, "{message}");
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            assert_eq!(body, message.as_bytes());
+        }
+    }
+
+    #[test]
+    fn the_token_is_read_from_a_bearer_scheme_in_any_case_or_the_query() {
+        let none = HashMap::new();
+        for value in ["Bearer tok", "bearer tok", "BEARER tok", "Bearer  tok "] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            assert_eq!(token(&none, &headers).as_deref(), Some("tok"), "{value}");
+        }
+        for value in ["Basic dG9r", "Bearer ", "tok"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            assert_eq!(token(&none, &headers), None, "{value}");
+        }
+        let query = HashMap::from([("access_token".to_owned(), "q".to_owned())]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer tok"),
+        );
+        assert_eq!(token(&query, &headers).as_deref(), Some("q"));
+    }
 
     /// A client that reads nothing: no write ever completes.
     struct Unread;

@@ -106,12 +106,36 @@ impl Default for SfuConfig {
     }
 }
 
-/// A join that [`Admission::admit`] refused; answered as plain HTTP.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    /// 401 (bad credentials) or 403 (not allowed).
-    pub status: u16,
-    pub message: String,
+/// Why [`Admission::admit`] refused a join, with a message for the client; the SFU answers it
+/// as plain HTTP with the kind's status ([`Refusal::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The credentials are not good (malformed, expired, unknown key, another room): 401.
+    Unauthenticated(String),
+    /// Good credentials that may not join (banned, not admitted, the meeting full...): 403.
+    Forbidden(String),
+    /// The deciding side cannot answer now (its store failed): 401 like a bad credential, as
+    /// the SFU has always answered it, so a client never sees a server error for its join.
+    Unavailable(String),
+}
+
+impl Refusal {
+    /// The HTTP status a refused join is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Unauthenticated(_) | Self::Unavailable(_) => 401,
+            Self::Forbidden(_) => 403,
+        }
+    }
+
+    /// What the client is told.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Unauthenticated(message)
+            | Self::Forbidden(message)
+            | Self::Unavailable(message) => message,
+        }
+    }
 }
 
 /// Decides who may join. Implemented by convene's core wiring.
@@ -161,18 +185,54 @@ pub struct Sfu {
     signal_rate: Rate,
 }
 
-impl Sfu {
-    /// Bind the UDP sockets and start the engine task.
-    pub async fn start(config: SfuConfig, admission: Arc<dyn Admission>) -> Result<Sfu, SfuError> {
-        let joins = Arc::new(Mutex::new(budget::Budgets::new(config.join_rate)));
-        let signal_rate = config.signal_rate;
-        let driver = driver::start(config, admission.clone()).await?;
+/// The media engine with its UDP sockets bound, not running yet: its [`SfuControl`] exists
+/// already, so what drives media (convene's core service) can be built before the engine's
+/// [`Admission`], which needs that service, and the engine is then started with it.
+pub struct BoundSfu {
+    driver: driver::Bound,
+    joins: http::JoinBudgets,
+    signal_rate: Rate,
+}
+
+impl BoundSfu {
+    /// The handle for moderation and the RoomService API; commands sent before
+    /// [`BoundSfu::start`] are carried out once the engine runs.
+    pub fn control(&self) -> SfuControl {
+        self.driver.control().clone()
+    }
+
+    /// All local UDP addresses that carry media (one per advertised IP).
+    pub fn local_udp_addrs(&self) -> Vec<SocketAddr> {
+        self.driver.local_addrs().to_vec()
+    }
+
+    /// Starts the engine task, asking `admission` before every join.
+    pub async fn start(self, admission: Arc<dyn Admission>) -> Result<Sfu, SfuError> {
+        let driver = self.driver.start(admission.clone()).await?;
         Ok(Sfu {
             driver,
             admission,
+            joins: self.joins,
+            signal_rate: self.signal_rate,
+        })
+    }
+}
+
+impl Sfu {
+    /// Binds the UDP sockets; [`BoundSfu::start`] then starts the engine task.
+    pub fn bind(config: SfuConfig) -> Result<BoundSfu, SfuError> {
+        let joins = Arc::new(Mutex::new(budget::Budgets::new(config.join_rate)));
+        let signal_rate = config.signal_rate;
+        Ok(BoundSfu {
+            driver: driver::bind(config)?,
             joins,
             signal_rate,
         })
+    }
+
+    /// Binds the UDP sockets and starts the engine task.
+    pub async fn start(config: SfuConfig, admission: Arc<dyn Admission>) -> Result<Sfu, SfuError> {
+        Self::bind(config)?.start(admission).await
     }
 
     /// `/rtc`, `/rtc/validate` and CORS-carrying 404s on `/rtc/v1*`. Every router made here

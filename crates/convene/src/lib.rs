@@ -13,13 +13,13 @@ pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use convene_api::{AppState, Hub, Limits, MediaTokens, PublicUrls};
 use convene_core::apikey::ApiKey;
 use convene_core::login::{Logins, Mailer};
-use convene_core::ports::{NoMedia, NoSink};
+use convene_core::ports::{MediaEngine, NoMedia, NoSink};
 use convene_core::service::Meetings;
 use convene_core::time::{Clock, Timestamp};
 use convene_store::SqlStore;
@@ -27,6 +27,7 @@ use convene_token::Signer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
@@ -109,6 +110,11 @@ pub struct Running {
     task: JoinHandle<()>,
     /// The embedded SFU (`None` when media runs on an external LiveKit).
     sfu: Option<EmbeddedSfu>,
+    /// The background tasks (webhook sender and its lanes, housekeeping, media-report recorder),
+    /// joined at shutdown so the work they hold is finished.
+    tasks: TaskTracker,
+    /// How long the shutdown waits for them at the most.
+    tasks_time: Duration,
 }
 
 /// The embedded SFU and the seam that records its reports.
@@ -124,14 +130,27 @@ impl Running {
         self.wait().await
     }
 
-    /// Waits until the server ends (after `shutdown_token().cancel()`), then stops the media engine.
+    /// Waits until the server ends (after `shutdown_token().cancel()`), then stops the media
+    /// engine and waits for the background tasks to finish what they hold.
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.task.await.context("server task panicked");
+        // However the server ended, the background tasks are told to stop.
+        self.shutdown.cancel();
         if let Some(EmbeddedSfu { sfu, admission }) = self.sfu {
             // Everyone still connected is reported gone; departures still in their reconnect
             // grace are recorded now, so the log does not show them connected after the stop.
             sfu.shutdown().await;
             admission.finish().await;
+        }
+        self.tasks.close();
+        if tokio::time::timeout(self.tasks_time, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.tasks.len(),
+                "background tasks still running at shutdown were given up"
+            );
         }
         served
     }
@@ -141,24 +160,149 @@ impl Running {
     }
 }
 
-/// Starts the server: opens and migrates the store, picks the signing key, starts the media
-/// engine (the embedded SFU, or the client of an external LiveKit deployment), binds the HTTP
-/// listener and serves until shut down.
+/// The media backend, built from the configuration before the core service that drives it.
+enum MediaBackend {
+    /// The embedded SFU, its sockets bound; it starts once the service exists (it asks the
+    /// service before every join).
+    Embedded(convene_sfu::BoundSfu),
+    /// An external LiveKit deployment, driven through its RoomService.
+    LiveKit {
+        engine: Arc<media_livekit::LiveKitMedia>,
+        key: String,
+        secret: convene_core::apikey::ApiSecret,
+        ws_url: String,
+    },
+}
+
+impl MediaBackend {
+    /// The embedded SFU (bound, not started), or the client of the external LiveKit, which
+    /// defaults to the signing key pair.
+    fn build(config: &Config, key: &ApiKey) -> anyhow::Result<Self> {
+        let Some(livekit) = &config.livekit else {
+            let sfu_config = convene_sfu::SfuConfig {
+                udp_bind: SocketAddr::new(
+                    std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    config.rtc_udp_port,
+                ),
+                advertise_ips: config.rtc_node_ips.clone(),
+                ..convene_sfu::SfuConfig::default()
+            };
+            let sfu = convene_sfu::Sfu::bind(sfu_config).with_context(|| {
+                format!(
+                    "cannot start the media engine on UDP port {} (CONVENE_RTC_UDP_PORT)",
+                    config.rtc_udp_port
+                )
+            })?;
+            return Ok(Self::Embedded(sfu));
+        };
+        // No embedded SFU: no UDP port, no /rtc signalling and no RoomService here; clients
+        // and LiveKit server SDKs talk to the LiveKit deployment itself.
+        let (key, secret) = livekit
+            .key
+            .clone()
+            .unwrap_or_else(|| (key.id.clone(), key.secret.clone()));
+        let engine = Arc::new(media_livekit::LiveKitMedia::start(
+            &livekit.api_url,
+            &key,
+            &secret,
+        ));
+        tracing::info!(api = %livekit.api_url, signalling = %livekit.ws_url, key = %key, "media runs on an external LiveKit deployment");
+        Ok(Self::LiveKit {
+            engine,
+            key,
+            secret,
+            ws_url: livekit.ws_url.clone(),
+        })
+    }
+
+    /// The core's port onto this backend.
+    fn engine(&self) -> Arc<dyn MediaEngine> {
+        match self {
+            Self::Embedded(sfu) => Arc::new(media::EmbeddedMedia::new(sfu.control())),
+            Self::LiveKit { engine, .. } => engine.clone(),
+        }
+    }
+}
+
+/// What the media backend adds to the server once the core service exists.
+struct MediaServing {
+    /// `/rtc` and RoomService (embedded), or the LiveKit webhook receiver.
+    routes: axum::Router,
+    sfu: Option<EmbeddedSfu>,
+    tokens: MediaTokens,
+    /// The signalling URL clients are given.
+    rtc: String,
+}
+
+impl MediaBackend {
+    /// Starts the backend on the service: the embedded SFU with the core answering its
+    /// admission questions (and recording its reports on `tasks`).
+    async fn serve(
+        self,
+        meetings: &Arc<Meetings>,
+        config: &Config,
+        public_url: &str,
+        tasks: &TaskTracker,
+    ) -> anyhow::Result<MediaServing> {
+        match self {
+            Self::Embedded(bound) => {
+                let control = bound.control();
+                let admission = Arc::new(media::CoreAdmission::new(
+                    meetings.clone(),
+                    config.rtc_reconnect_grace,
+                    tasks,
+                ));
+                let sfu = bound.start(admission.clone()).await.with_context(|| {
+                    format!(
+                        "cannot start the media engine on UDP port {} (CONVENE_RTC_UDP_PORT)",
+                        config.rtc_udp_port
+                    )
+                })?;
+                let routes = sfu.router().merge(twirp::router(meetings.clone(), control));
+                Ok(MediaServing {
+                    routes,
+                    sfu: Some(EmbeddedSfu { sfu, admission }),
+                    tokens: MediaTokens::Embedded,
+                    rtc: public_url.replacen("http", "ws", 1),
+                })
+            }
+            Self::LiveKit {
+                engine,
+                key,
+                secret,
+                ws_url,
+            } => Ok(MediaServing {
+                routes: livekit_webhook::router(meetings.clone(), engine, &key, secret.expose()),
+                sfu: None,
+                tokens: MediaTokens::LiveKit {
+                    signer: Signer::new(key, secret),
+                    ttl: media_livekit::ACCESS_TTL,
+                },
+                rtc: ws_url,
+            }),
+        }
+    }
+}
+
+/// Starts the server: opens and migrates the store, picks the signing key, builds the media
+/// backend (the embedded SFU, or the client of an external LiveKit deployment), then the core
+/// service on it, binds the HTTP listener and serves until shut down.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let descriptors = raise_descriptor_limit();
     let store = open_store(&config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    // The key is needed before the media engine (an external LiveKit defaults to this key pair),
-    // and the core service needs the media engine: pick it with a service that drives no media.
+    // The key is needed before the media backend (an external LiveKit defaults to this key
+    // pair); its rules (`Meetings::provision_api_key`...) live on the core service, so it is
+    // picked with one that drives no media and publishes nowhere.
     let (key, key_origin) = {
-        let bootstrap = Meetings::new(
+        let keys = Meetings::new(
             store.clone(),
             clock.clone(),
             Arc::new(NoMedia),
             Arc::new(NoSink),
             config.meeting_id_digits,
         );
-        signing_key(&bootstrap, &config).await?
+        signing_key(&keys, &config).await?
     };
     let hub = Hub::default();
     let wake = webhooks::Wake::default();
@@ -167,6 +311,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::new(wake.clone()),
     ]));
     let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let mailer: Arc<dyn Mailer> = match &config.smtp {
         Some(smtp) => Arc::new(mail::SmtpMailer::new(smtp)?),
         None => {
@@ -186,70 +331,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.public_url.clone()
     };
     let signer = Signer::new(key.id.clone(), key.secret.clone());
-    let (meetings, engine_routes, sfu, media_tokens, rtc) = match &config.livekit {
-        None => {
-            let admission = Arc::new(media::CoreAdmission::new(config.rtc_reconnect_grace));
-            let sfu_config = convene_sfu::SfuConfig {
-                udp_bind: SocketAddr::new(
-                    std::net::Ipv4Addr::UNSPECIFIED.into(),
-                    config.rtc_udp_port,
-                ),
-                advertise_ips: config.rtc_node_ips.clone(),
-                ..convene_sfu::SfuConfig::default()
-            };
-            let sfu = convene_sfu::Sfu::start(sfu_config, admission.clone())
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot start the media engine on UDP port {} (CONVENE_RTC_UDP_PORT)",
-                        config.rtc_udp_port
-                    )
-                })?;
-            let media = Arc::new(media::EmbeddedMedia::new(sfu.control()));
-            let meetings = Arc::new(Meetings::new(
-                store,
-                clock,
-                media,
-                sink.clone(),
-                config.meeting_id_digits,
-            ));
-            admission.attach(meetings.clone());
-            let routes = sfu
-                .router()
-                .merge(twirp::router(meetings.clone(), sfu.control()));
-            let rtc = public_url.replacen("http", "ws", 1);
-            let sfu = EmbeddedSfu { sfu, admission };
-            (meetings, routes, Some(sfu), MediaTokens::Embedded, rtc)
-        }
-        Some(livekit) => {
-            // No embedded SFU: no UDP port, no /rtc signalling and no RoomService here; clients
-            // and LiveKit server SDKs talk to the LiveKit deployment itself.
-            let (lk_key, lk_secret) = livekit
-                .key
-                .clone()
-                .unwrap_or_else(|| (key.id.clone(), key.secret.clone()));
-            let media = Arc::new(media_livekit::LiveKitMedia::start(
-                &livekit.api_url,
-                &lk_key,
-                &lk_secret,
-            ));
-            let meetings = Arc::new(Meetings::new(
-                store,
-                clock,
-                media.clone(),
-                sink.clone(),
-                config.meeting_id_digits,
-            ));
-            let routes =
-                livekit_webhook::router(meetings.clone(), media, &lk_key, lk_secret.expose());
-            let tokens = MediaTokens::LiveKit {
-                signer: Signer::new(lk_key.clone(), lk_secret),
-                ttl: media_livekit::ACCESS_TTL,
-            };
-            tracing::info!(api = %livekit.api_url, signalling = %livekit.ws_url, key = %lk_key, "media runs on an external LiveKit deployment");
-            (meetings, routes, None, tokens, livekit.ws_url.clone())
-        }
-    };
+    // The media backend first, then the one core service on it.
+    let media = MediaBackend::build(&config, &key)?;
+    let meetings = Arc::new(Meetings::new(
+        store,
+        clock,
+        media.engine(),
+        sink,
+        config.meeting_id_digits,
+    ));
+    let MediaServing {
+        routes: engine_routes,
+        sfu,
+        tokens: media_tokens,
+        rtc,
+    } = media.serve(&meetings, &config, &public_url, &tasks).await?;
     // SQLite is one node by construction; PostgreSQL may be shared by several.
     let single_node = config.database_url.is_none();
     webhooks::start(
@@ -259,6 +355,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         wake,
         single_node,
         shutdown.clone(),
+        &tasks,
     )
     .await?;
     let state = AppState {
@@ -273,7 +370,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         media: media_tokens,
         logins,
     };
-    tokio::spawn(housekeeping(
+    tasks.spawn(housekeeping(
         state.meetings.clone(),
         state.logins.clone(),
         shutdown.clone(),
@@ -322,8 +419,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         task,
         sfu,
+        tasks,
+        // A webhook delivery in flight runs into its request timeout at the most; the rest is
+        // store writes (the media reports have their own bound, `CoreAdmission::finish`).
+        tasks_time: config.webhooks.timeout + TASKS_MARGIN,
     })
 }
+
+/// What the shutdown grants the background tasks beyond a webhook request's timeout.
+const TASKS_MARGIN: Duration = Duration::from_secs(10);
 
 /// Raises the soft limit on open files to the hard one, so that the server's connection caps, not
 /// the descriptor limit, are what turn clients away; returns the limit in force.

@@ -101,7 +101,8 @@ pub fn verify(
         .ok_or_else(|| unauthenticated("missing Authorization header"))?
         .to_str()
         .map_err(|_| unauthenticated("malformed Authorization header"))?;
-    let token = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+    // LiveKit sends the bare token; a `Bearer` scheme is read as everywhere else.
+    let token = convene_api::auth::bearer(value).unwrap_or(value.trim());
     // With the default key pair, convene signs its own webhooks with LiveKit's key: one of those,
     // replayed here by an endpoint that received it, says it is convene's and is refused.
     if convene_token::has_convene_claim(token) {
@@ -324,6 +325,18 @@ mod tests {
             401,
             "convene's own webhook replayed as LiveKit's"
         );
+        // LiveKit sends the bare token; one under a `Bearer` scheme in any case is read alike.
+        let bare = signed(body, SECRET);
+        let bare = bare[header::AUTHORIZATION].to_str().unwrap();
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("{scheme} {bare}").parse().unwrap(),
+            );
+            let event = verify(&receiver, &headers, body.as_bytes()).unwrap();
+            assert_eq!(event.event, "participant_joined", "{scheme}");
+        }
         let malformed = r#"{"event": 5"#;
         assert_eq!(
             status(

@@ -5,10 +5,11 @@
 //! into nothing ([`Coalescer`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use convene_api::auth::{StoredKeyError, verify_with_stored_key};
 use convene_core::ErrorCode;
 use convene_core::access::MediaRights;
 use convene_core::event::TrackSelector;
@@ -21,6 +22,7 @@ use convene_core::service::{Caller, MediaReport, Meetings, NewMeeting, ServiceEr
 use convene_sfu::{Admission, Admitted, MediaEvent, Permission, Refusal, SfuControl, SfuError};
 use futures::future::BoxFuture;
 use livekit_protocol as proto;
+use tokio_util::task::TaskTracker;
 
 /// The media permissions a role carries: the core's [`MediaRights`] of the role, as its token's
 /// grants are.
@@ -310,30 +312,26 @@ async fn write(meetings: &Meetings, room: &RoomName, report: MediaReport) {
     }
 }
 
+/// A media token as verified: convene's own access token, or a plain LiveKit one.
+enum Presented {
+    Convene(convene_token::ParticipantToken),
+    LiveKit(convene_token::LiveKitToken),
+}
+
 /// Answers the SFU's admission questions from the core.
 pub struct CoreAdmission {
-    meetings: OnceLock<Arc<Meetings>>,
-    reports: OnceLock<tokio::sync::mpsc::Sender<ToRecorder>>,
-    /// How long a departure waits for a return before it is recorded.
-    grace: Duration,
+    meetings: Arc<Meetings>,
+    reports: tokio::sync::mpsc::Sender<ToRecorder>,
 }
 
 impl CoreAdmission {
-    pub fn new(grace: Duration) -> Self {
-        CoreAdmission {
-            meetings: OnceLock::new(),
-            reports: OnceLock::new(),
-            grace,
-        }
-    }
-
-    /// Completes the wiring once the core service exists (it needs the SFU's control handle
-    /// first), and starts the task that records media reports in order, off the engine's task.
-    pub fn attach(&self, meetings: Arc<Meetings>) {
-        let (sender, receiver) = tokio::sync::mpsc::channel::<ToRecorder>(REPORT_QUEUE);
-        tokio::spawn(record(meetings.clone(), receiver, self.grace));
-        let _ = self.reports.set(sender);
-        let _ = self.meetings.set(meetings);
+    /// Answers from `meetings` (built on the SFU's control handle, before the SFU starts), and
+    /// starts on `tasks` the task that records media reports in order, off the engine's task;
+    /// a departure waits `grace` for a return before it is recorded.
+    pub fn new(meetings: Arc<Meetings>, grace: Duration, tasks: &TaskTracker) -> Self {
+        let (reports, receiver) = tokio::sync::mpsc::channel::<ToRecorder>(REPORT_QUEUE);
+        tasks.spawn(record(meetings.clone(), receiver, grace));
+        CoreAdmission { meetings, reports }
     }
 
     /// At shutdown, after the media engine has stopped (and reported everyone's departure):
@@ -341,12 +339,9 @@ impl CoreAdmission {
     /// [`FINISH_TIME`]: a store that hangs does not hold the shutdown). Reports after this are
     /// not recorded.
     pub async fn finish(&self) {
-        let Some(reports) = self.reports.get() else {
-            return;
-        };
         let finished = async {
             let (done, written) = tokio::sync::oneshot::channel();
-            if reports.send(ToRecorder::Finish(done)).await.is_ok() {
+            if self.reports.send(ToRecorder::Finish(done)).await.is_ok() {
                 let _ = written.await;
             }
         };
@@ -356,33 +351,41 @@ impl CoreAdmission {
     }
 
     async fn decide(&self, token: &str) -> Result<Admitted, Refusal> {
-        let refuse = |status: u16, message: String| Refusal { status, message };
-        let meetings = self
-            .meetings
-            .get()
-            .ok_or_else(|| refuse(503, "the server is starting".into()))?;
-        let issuer = convene_token::issuer(token).map_err(|e| refuse(401, e.to_string()))?;
-        let key = match meetings.api_key(&issuer).await {
-            Ok(Some(key)) if key.is_active() => key,
-            Ok(_) => return Err(refuse(401, "unknown or revoked API key".into())),
-            Err(e) => {
-                tracing::error!(error = %e, "admission: cannot read API keys");
-                return Err(refuse(503, "temporarily unavailable".into()));
-            }
-        };
-        let verified = match convene_token::verify_participant(
-            token,
-            &key.secret,
-            meetings.now(),
-            &[convene_token::TokenKind::Access],
-        ) {
-            Ok(verified) => verified,
-            Err(convene_token::TokenError::WrongKind) => {
-                let app_token = convene_token::verify_livekit(token, &key.secret, meetings.now())
-                    .map_err(|e| refuse(401, e.to_string()))?;
+        let meetings = &self.meetings;
+        let now = meetings.now();
+        let presented =
+            verify_with_stored_key(
+                meetings,
+                token,
+                |key| match convene_token::verify_participant(
+                    token,
+                    &key.secret,
+                    now,
+                    &[convene_token::TokenKind::Access],
+                ) {
+                    Ok(verified) => Ok(Presented::Convene(verified)),
+                    Err(convene_token::TokenError::WrongKind) => {
+                        convene_token::verify_livekit(token, &key.secret, now)
+                            .map(Presented::LiveKit)
+                    }
+                    Err(e) => Err(e),
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                StoredKeyError::Store(e) => {
+                    tracing::error!(error = %e, "admission: cannot read API keys");
+                    Refusal::Unavailable("temporarily unavailable".into())
+                }
+                StoredKeyError::Token(_) | StoredKeyError::UnknownKey => {
+                    Refusal::Unauthenticated(e.to_string())
+                }
+            })?;
+        let verified = match presented {
+            Presented::Convene(verified) => verified,
+            Presented::LiveKit(app_token) => {
                 return self.admit_livekit_token(meetings, app_token).await;
             }
-            Err(e) => return Err(refuse(401, e.to_string())),
         };
         let admission = meetings
             .media_admission(
@@ -392,17 +395,15 @@ impl CoreAdmission {
                 verified.epoch,
             )
             .await
-            .map_err(|e| {
-                let code = e.code();
-                let status = match code {
-                    ErrorCode::InvalidToken => 401,
-                    ErrorCode::Internal | ErrorCode::Busy => 503,
-                    _ => 403,
-                };
-                refuse(status, e.to_string())
+            .map_err(|e| match e.code() {
+                ErrorCode::InvalidToken => Refusal::Unauthenticated(e.to_string()),
+                ErrorCode::Internal | ErrorCode::Busy => Refusal::Unavailable(e.to_string()),
+                _ => Refusal::Forbidden(e.to_string()),
             })?;
         if admission.meeting.room_name.as_str() != verified.room {
-            return Err(refuse(401, "the token names another room".into()));
+            return Err(Refusal::Unauthenticated(
+                "the token names another room".into(),
+            ));
         }
         let participant = admission.participant;
         Ok(Admitted {
@@ -426,21 +427,12 @@ impl CoreAdmission {
         meetings: &Arc<Meetings>,
         token: convene_token::LiveKitToken,
     ) -> Result<Admitted, Refusal> {
-        let refuse = |e: ServiceError| {
-            let status = match e.code() {
-                ErrorCode::InvalidRequest => 401,
-                ErrorCode::Internal | ErrorCode::Busy => 503,
-                _ => 403,
-            };
-            Refusal {
-                status,
-                message: e.to_string(),
-            }
+        let refuse = |e: ServiceError| match e.code() {
+            ErrorCode::InvalidRequest => Refusal::Unauthenticated(e.to_string()),
+            ErrorCode::Internal | ErrorCode::Busy => Refusal::Unavailable(e.to_string()),
+            _ => Refusal::Forbidden(e.to_string()),
         };
-        let invalid = |e: convene_core::ValidationError| Refusal {
-            status: 401,
-            message: e.to_string(),
-        };
+        let invalid = |e: convene_core::ValidationError| Refusal::Unauthenticated(e.to_string());
         let room = RoomName::parse(&token.video.room).map_err(invalid)?;
         let identity = Identity::parse(&token.identity).map_err(invalid)?;
         let name = DisplayName::parse(if token.name.is_empty() {
@@ -527,9 +519,7 @@ impl Admission for CoreAdmission {
     }
 
     fn on_event(&self, event: MediaEvent) {
-        let Some(reports) = self.reports.get() else {
-            return;
-        };
+        let reports = &self.reports;
         let (room, report) = match event {
             MediaEvent::ParticipantJoined { room, identity, .. } => (
                 room,

@@ -11,6 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use convene_api::auth::{StoredKeyError, bearer, verify_with_stored_key};
 use convene_core::ErrorCode;
 use convene_core::event::TrackSelector;
 use convene_core::ids::{DisplayName, Identity, RoomName};
@@ -195,17 +196,19 @@ async fn grants(state: &TwirpState, headers: &HeaderMap) -> Result<VideoGrants, 
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| TwirpError::unauthenticated("missing Authorization"))?;
-    let token = value
-        .strip_prefix("Bearer ")
+    let token = bearer(value)
         .ok_or_else(|| TwirpError::unauthenticated("expected Authorization: Bearer <token>"))?;
-    let issuer =
-        convene_token::issuer(token).map_err(|e| TwirpError::unauthenticated(e.to_string()))?;
-    let key = match state.meetings.api_key(&issuer).await? {
-        Some(key) if key.is_active() => key,
-        _ => return Err(TwirpError::unauthenticated("unknown or revoked API key")),
-    };
-    convene_token::verify_room_service(token, &key.secret, state.meetings.now())
-        .map_err(|e| TwirpError::unauthenticated(e.to_string()))
+    let now = state.meetings.now();
+    verify_with_stored_key(&state.meetings, token, |key| {
+        convene_token::verify_room_service(token, &key.secret, now)
+    })
+    .await
+    .map_err(|e| match e {
+        StoredKeyError::Store(e) => e.into(),
+        StoredKeyError::Token(_) | StoredKeyError::UnknownKey => {
+            TwirpError::unauthenticated(e.to_string())
+        }
+    })
 }
 
 fn require_room_admin(grants: &VideoGrants, room: &str) -> Result<(), TwirpError> {

@@ -9,6 +9,9 @@
 //! - **Isolated**: each lane runs in its own task with a request timeout, at most
 //!   [`LANES_PER_ENDPOINT`] lanes per endpoint and [`MAX_LANES`] in all, so an endpoint that
 //!   hangs or fails holds only its own lanes; the API never waits on webhooks.
+//! - **Finished at shutdown**: the sender and its lanes run on the server's task tracker; at
+//!   shutdown no new lane is claimed, a lane stops after the delivery in flight, and that
+//!   delivery's outcome is recorded before the server's `wait` returns.
 //!
 //! Body: a LiveKit `WebhookEvent` in JSON (`event`, `id`, `createdAt`, `room`, `participant`,
 //! `track` where they apply), with convene's own event under `convene` (LiveKit's receivers
@@ -29,6 +32,7 @@ use rand::Rng;
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::SystemClock;
 use crate::config::WebhookConfig;
@@ -80,8 +84,8 @@ impl EventSink for Sinks {
     }
 }
 
-/// Starts the sender. `single_node`: no other process shares this outbox (SQLite), so leases
-/// left by a previous process are released now instead of waiting for them to run out.
+/// Starts the sender on `tasks`. `single_node`: no other process shares this outbox (SQLite), so
+/// leases left by a previous process are released now instead of waiting for them to run out.
 pub async fn start(
     store: Arc<dyn Store>,
     signer: Signer,
@@ -89,7 +93,8 @@ pub async fn start(
     wake: Wake,
     single_node: bool,
     shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    tasks: &TaskTracker,
+) -> anyhow::Result<()> {
     let now = SystemClock.now();
     store
         .set_deployment_webhooks(&config.urls, now)
@@ -114,7 +119,8 @@ pub async fn start(
         retry: config.retry,
         timeout: config.timeout,
     });
-    Ok(tokio::spawn(sender.run(wake, shutdown)))
+    tasks.spawn(sender.run(wake, shutdown, tasks.clone()));
+    Ok(())
 }
 
 struct Sender {
@@ -126,7 +132,7 @@ struct Sender {
 }
 
 impl Sender {
-    async fn run(self: Arc<Self>, wake: Wake, shutdown: CancellationToken) {
+    async fn run(self: Arc<Self>, wake: Wake, shutdown: CancellationToken, tasks: TaskTracker) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Lane>();
         let mut running: HashSet<Lane> = HashSet::new();
         let mut per_endpoint: HashMap<String, usize> = HashMap::new();
@@ -150,8 +156,9 @@ impl Sender {
                         *per_endpoint.entry(lane.endpoint_id.clone()).or_default() += 1;
                         let sender = self.clone();
                         let done = done_tx.clone();
-                        tokio::spawn(async move {
-                            sender.send_lane(&lane).await;
+                        let shutdown = shutdown.clone();
+                        tasks.spawn(async move {
+                            sender.send_lane(&lane, &shutdown).await;
                             let _ = done.send(lane);
                         });
                     }
@@ -188,8 +195,9 @@ impl Sender {
         }
     }
 
-    /// Sends the lane's due deliveries in order, stopping at the first failure.
-    async fn send_lane(&self, lane: &Lane) {
+    /// Sends the lane's due deliveries in order, stopping at the first failure, or at shutdown
+    /// after the delivery in flight (the rest stay due, for the next start).
+    async fn send_lane(&self, lane: &Lane, shutdown: &CancellationToken) {
         let now = SystemClock.now();
         // Long enough for every claimed delivery to time out once, plus margin.
         let lease = self.timeout.saturating_mul(BATCH) + Duration::from_secs(30);
@@ -205,6 +213,9 @@ impl Sender {
             }
         };
         for delivery in &batch {
+            if shutdown.is_cancelled() {
+                break;
+            }
             let attempt = self.attempt(delivery).await;
             let delivered = attempt.outcome == AttemptOutcome::Delivered;
             if !delivered {

@@ -243,15 +243,7 @@ async fn live_meeting(app: &TestApp) -> (String, String) {
             "host",
         )
         .await;
-    let (status, joined) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            host["token"].as_str().unwrap(),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{joined}");
+    let joined = app.join(&id, host["token"].as_str().unwrap()).await;
     (id, joined["access_token"].as_str().unwrap().to_owned())
 }
 

@@ -40,16 +40,10 @@ async fn live_meeting(app: &TestApp, policy: &str) -> (Value, String) {
 /// The host enters and joins (starting the meeting); returns its access token.
 async fn host_joins(app: &TestApp, meeting: &Value, name: &str) -> String {
     let host = app.enter(meeting, pin(meeting, "host"), name).await;
-    let (status, joined) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{}/join", id_of(meeting)),
-            &token(&host),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{joined}");
-    joined["access_token"].as_str().unwrap().to_owned()
+    app.join(&id_of(meeting), &token(&host)).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn chat(app: &TestApp, meeting_id: &str, token: &str, text: &str) -> u64 {

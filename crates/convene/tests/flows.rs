@@ -50,14 +50,7 @@ async fn waiting_room_flow(app: common::TestApp) {
         c["video"].get("roomJoin").is_none(),
         "a waiting token cannot join media"
     );
-    let (status, body) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            &waiting_token,
-            None,
-        )
-        .await;
+    let (status, body) = app.try_join(&id, &waiting_token).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "meeting_not_live");
     // The waiting guest sees its own entry, not the host-only creation event.
@@ -69,15 +62,7 @@ async fn waiting_room_flow(app: common::TestApp) {
     // Flow 3: the host joins; the meeting goes live; the waiting guest is admitted at once.
     let host = app.enter(&meeting, pin(&meeting, "host"), "doctor").await;
     assert_eq!(host["state"], "admitted");
-    let (status, host_join) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            host["token"].as_str().unwrap(),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{host_join}");
+    let host_join = app.join(&id, host["token"].as_str().unwrap()).await;
     let host_token = host_join["access_token"].as_str().unwrap().to_owned();
     let hc = claims(&host_token);
     assert_eq!(hc["video"]["roomAdmin"], true);
@@ -119,15 +104,7 @@ async fn waiting_room_flow(app: common::TestApp) {
     assert_eq!(me["participant"]["state"], "admitted");
 
     // Flow 4: the admitted guest exchanges the waiting token for an access token.
-    let (status, join) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            &waiting_token,
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{join}");
+    let join = app.join(&id, &waiting_token).await;
     let gc = claims(join["access_token"].as_str().unwrap());
     assert_eq!(gc["sub"], "patient");
     assert_eq!(gc["iss"], common::KEY);
@@ -142,14 +119,7 @@ async fn waiting_room_flow(app: common::TestApp) {
         .enter(&meeting, pin(&meeting, "viewer"), "observer")
         .await;
     assert_eq!(viewer["state"], "admitted");
-    let (_, vjoin) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            viewer["token"].as_str().unwrap(),
-            None,
-        )
-        .await;
+    let vjoin = app.join(&id, viewer["token"].as_str().unwrap()).await;
     let vc = claims(vjoin["access_token"].as_str().unwrap());
     assert_eq!(vc["video"]["canPublish"], false);
     assert_eq!(vc["video"]["canSubscribe"], true);
@@ -185,14 +155,7 @@ async fn ask_host_flow(app: common::TestApp) {
         .await;
     let id = id_of(&meeting);
     let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
-    let (_, host_join) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            host["token"].as_str().unwrap(),
-            None,
-        )
-        .await;
+    let host_join = app.join(&id, host["token"].as_str().unwrap()).await;
     let host_token = host_join["access_token"].as_str().unwrap().to_owned();
     let mut tokens = Vec::new();
     for who in ["a", "b", "c", "d"] {
@@ -293,24 +256,10 @@ async fn stage_flow(app: common::TestApp) {
         .await;
     let id = id_of(&meeting);
     let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
-    let (_, host_join) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            host["token"].as_str().unwrap(),
-            None,
-        )
-        .await;
+    let host_join = app.join(&id, host["token"].as_str().unwrap()).await;
     let host_token = host_join["access_token"].as_str().unwrap().to_owned();
     let viewer = app.enter(&meeting, pin(&meeting, "viewer"), "v1").await;
-    let (_, vjoin) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            viewer["token"].as_str().unwrap(),
-            None,
-        )
-        .await;
+    let vjoin = app.join(&id, viewer["token"].as_str().unwrap()).await;
     let viewer_token = vjoin["access_token"].as_str().unwrap().to_owned();
     assert_eq!(claims(&viewer_token)["video"]["canPublish"], false);
 
@@ -359,14 +308,7 @@ async fn stage_flow(app: common::TestApp) {
         (Some("speaker"), Some(false))
     );
     // A fresh token now grants publishing (the role belongs to the person).
-    let (_, again) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            &viewer_token,
-            None,
-        )
-        .await;
+    let again = app.join(&id, &viewer_token).await;
     assert_eq!(
         claims(again["access_token"].as_str().unwrap())["video"]["canPublish"],
         true
@@ -409,22 +351,13 @@ async fn moderation_flow(mut app: common::TestApp) {
         .await;
     let id = id_of(&meeting);
     let host = app.enter(&meeting, pin(&meeting, "host"), "teacher").await;
-    let (_, host_join) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            host["token"].as_str().unwrap(),
-            None,
-        )
-        .await;
+    let host_join = app.join(&id, host["token"].as_str().unwrap()).await;
     let host_token = host_join["access_token"].as_str().unwrap().to_owned();
     let s1 = app
         .enter(&meeting, pin(&meeting, "participant"), "s1")
         .await;
     let s1_token = s1["token"].as_str().unwrap().to_owned();
-    let (_, s1_join) = app
-        .bearer("POST", &format!("/v1/meetings/{id}/join"), &s1_token, None)
-        .await;
+    let s1_join = app.join(&id, &s1_token).await;
     let s1_access = s1_join["access_token"].as_str().unwrap().to_owned();
     let s2 = app
         .enter(&meeting, pin(&meeting, "participant"), "s2")
@@ -450,9 +383,7 @@ async fn moderation_flow(mut app: common::TestApp) {
         .await;
     assert_eq!(status, StatusCode::OK);
     for token in [&s1_token, &s1_access] {
-        let (status, body) = app
-            .bearer("POST", &format!("/v1/meetings/{id}/join"), token, None)
-            .await;
+        let (status, body) = app.try_join(&id, token).await;
         assert_eq!(
             status,
             StatusCode::UNAUTHORIZED,
@@ -474,9 +405,7 @@ async fn moderation_flow(mut app: common::TestApp) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = app
-        .bearer("POST", &format!("/v1/meetings/{id}/join"), &s2_token, None)
-        .await;
+    let (status, _) = app.try_join(&id, &s2_token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let entry = json!({"credential": pin(&meeting, "participant"), "name": "s2", "identity": "s2"});
     let (status, body) = app
@@ -533,14 +462,7 @@ async fn end_and_restart_flow(app: common::TestApp) {
     let id = id_of(&meeting);
     let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
     let host_waiting = host["token"].as_str().unwrap().to_owned();
-    let (_, host_join) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            &host_waiting,
-            None,
-        )
-        .await;
+    let host_join = app.join(&id, &host_waiting).await;
     let host_token = host_join["access_token"].as_str().unwrap().to_owned();
     let waiting = app
         .enter(&meeting, pin(&meeting, "participant"), "lobby")
@@ -571,26 +493,11 @@ async fn end_and_restart_flow(app: common::TestApp) {
         (status, body["error"]["code"].as_str()),
         (StatusCode::CONFLICT, Some("meeting_ended"))
     );
-    let (status, _) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            &waiting_token,
-            None,
-        )
-        .await;
+    let (status, _) = app.try_join(&id, &waiting_token).await;
     assert!(status.is_client_error());
     // The host starts it again: a new run; tokens of the old run are refused.
     let host_again = app.enter(&meeting, pin(&meeting, "host"), "host").await;
-    let (status, body) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            host_again["token"].as_str().unwrap(),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.join(&id, host_again["token"].as_str().unwrap()).await;
     let (_, m) = app.admin("GET", &format!("/v1/meetings/{id}"), None).await;
     assert_eq!(
         (m["status"].as_str(), m["run"]["number"].as_u64()),
@@ -621,13 +528,7 @@ async fn restart_keeps_everything(mut app: common::TestApp) {
     let meeting = app.create_meeting(json!({"name": "Persist", "mode": "stream", "policy": "open", "capacity": 50, "quality": "hd", "metadata": {"course": "bio-101"}})).await;
     let id = id_of(&meeting);
     let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
-    app.bearer(
-        "POST",
-        &format!("/v1/meetings/{id}/join"),
-        host["token"].as_str().unwrap(),
-        None,
-    )
-    .await;
+    app.join(&id, host["token"].as_str().unwrap()).await;
     app.enter(&meeting, pin(&meeting, "viewer"), "promoted")
         .await;
     app.enter(&meeting, pin(&meeting, "viewer"), "banned").await;
@@ -680,14 +581,7 @@ async fn web_app_flow(app: common::TestApp) {
     assert_eq!(meeting["waiting_room_chat"], true);
     let id = id_of(&meeting);
     let host = app.enter(&meeting, pin(&meeting, "host"), "host").await;
-    let (_, host_join) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{id}/join"),
-            host["token"].as_str().unwrap(),
-            None,
-        )
-        .await;
+    let host_join = app.join(&id, host["token"].as_str().unwrap()).await;
     let host_token = host_join["access_token"].as_str().unwrap().to_owned();
     let g1 = app
         .enter(&meeting, pin(&meeting, "participant"), "g1")
@@ -875,3 +769,70 @@ on_both_stores!(
     end_and_restart_flow,
     restart_keeps_everything
 );
+
+/// How long the slow webhook endpoint below takes to answer its first delivery.
+const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A graceful shutdown finishes the background tasks' work: a webhook delivery in flight is
+/// answered and recorded as delivered before the server's `stop` returns (the sender and its
+/// lanes are joined), so the next start does not send it again.
+#[tokio::test]
+async fn a_graceful_shutdown_finishes_the_webhook_delivery_in_flight() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    #[derive(Clone, Default)]
+    struct Endpoint {
+        requests: Arc<AtomicUsize>,
+        in_flight: Arc<tokio::sync::Notify>,
+        answered: Arc<AtomicBool>,
+    }
+    // The first delivery is answered 200 after SLOW_ANSWER; any later one (a delivery sent
+    // again) 500, so it would not show as delivered.
+    async fn receive(
+        axum::extract::State(endpoint): axum::extract::State<Endpoint>,
+    ) -> axum::http::StatusCode {
+        if endpoint.requests.fetch_add(1, Ordering::SeqCst) > 0 {
+            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        endpoint.in_flight.notify_one();
+        tokio::time::sleep(SLOW_ANSWER).await;
+        endpoint.answered.store(true, Ordering::SeqCst);
+        axum::http::StatusCode::OK
+    }
+    let endpoint = Endpoint::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let router = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(endpoint.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut app = common::TestApp::start_with(
+        common::StoreKind::Sqlite,
+        &[("CONVENE_WEBHOOK_URLS", url.as_str())],
+    )
+    .await
+    .unwrap();
+    let meeting = app.create_meeting(json!({"name": "Hooked"})).await;
+    endpoint.in_flight.notified().await;
+    // Stopped while the endpoint has the delivery (and started again on the same database).
+    app.restart().await;
+    assert!(
+        endpoint.answered.load(Ordering::SeqCst),
+        "the shutdown waited for the delivery in flight"
+    );
+    let (status, page) = app
+        .admin(
+            "GET",
+            &format!("/v1/webhooks/deliveries?meeting_id={}", id_of(&meeting)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let first = &page["deliveries"][0];
+    assert_eq!(first["event_type"], "meeting.created", "{page}");
+    assert_eq!(first["status"], "delivered", "{page}");
+    assert_eq!(first["attempts"], 1, "{page}");
+    app.stop().await;
+}

@@ -304,9 +304,7 @@ async fn tokens_are_checked_strictly() {
     // A participant token is not an admin token.
     let (status, _) = app.bearer("GET", "/v1/meetings", token, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (_, joined) = app
-        .bearer("POST", &format!("/v1/meetings/{id}/join"), token, None)
-        .await;
+    let (_, joined) = app.try_join(id, token).await;
     let (status, _) = app
         .bearer(
             "POST",
@@ -822,5 +820,62 @@ async fn without_trusted_proxies_x_forwarded_for_is_ignored() {
         limited.is_some(),
         "forged X-Forwarded-For must not evade the per-address limit"
     );
+    app.stop().await;
+}
+
+/// The Bearer scheme is read in any case (RFC 7235) on every surface the server carries: the
+/// native API, LiveKit's RoomService and the SFU's `/rtc/validate`.
+#[tokio::test]
+async fn every_surface_reads_the_bearer_scheme_in_any_case() {
+    let app = app().await;
+    let meeting = app
+        .create_meeting(json!({"name": "Cases", "policy": "open"}))
+        .await;
+    let id = meeting["meeting_id"].as_str().unwrap();
+    let pin = meeting["credentials"]["participant"].as_str().unwrap();
+    let entered = app.enter(&meeting, pin, "casey").await;
+    let joined = app.join(id, entered["token"].as_str().unwrap()).await;
+    let access = joined["access_token"].as_str().unwrap();
+    let api = joined["api_token"].as_str().unwrap();
+    let server = livekit_api::access_token::AccessToken::with_api_key(common::KEY, common::SECRET)
+        .with_grants(livekit_api::access_token::VideoGrants {
+            room_list: true,
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let authorization = |token: &str| format!("{scheme} {token}");
+        let native = app
+            .client
+            .get(app.url(&format!("/v1/meetings/{id}/events?after=0")))
+            .header(reqwest::header::AUTHORIZATION, authorization(api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(native.status(), StatusCode::OK, "native API, {scheme}");
+        let room_service = app
+            .client
+            .post(app.url("/twirp/livekit.RoomService/ListRooms"))
+            .header(reqwest::header::AUTHORIZATION, authorization(&server))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            room_service.status(),
+            StatusCode::OK,
+            "RoomService, {scheme}"
+        );
+        let validate = app
+            .client
+            .get(app.url("/rtc/validate"))
+            .header(reqwest::header::AUTHORIZATION, authorization(access))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(validate.status(), StatusCode::OK, "/rtc/validate, {scheme}");
+    }
     app.stop().await;
 }

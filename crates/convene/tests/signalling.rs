@@ -43,15 +43,9 @@ impl Room {
     async fn token(&self, app: &TestApp, identity: &str) -> String {
         let pin = self.meeting["credentials"]["participant"].as_str().unwrap();
         let entered = app.enter(&self.meeting, pin, identity).await;
-        let (status, joined) = app
-            .bearer(
-                "POST",
-                &format!("/v1/meetings/{}/join", self.meeting_id),
-                entered["token"].as_str().unwrap(),
-                None,
-            )
+        let joined = app
+            .join(&self.meeting_id, entered["token"].as_str().unwrap())
             .await;
-        assert_eq!(status, StatusCode::OK, "{joined}");
         joined["access_token"].as_str().unwrap().to_owned()
     }
 

@@ -9,8 +9,8 @@ use convene_core::participant::Participant;
 use convene_core::service::Caller;
 use convene_token::WAITING_TTL;
 
-use super::{identity, meeting_id};
-use crate::auth::{Admin, AnyCaller, ClientAddr};
+use super::{OwnCall, identity, meeting_id};
+use crate::auth::{Admin, ClientAddr};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
 use crate::state::AppState;
@@ -113,19 +113,6 @@ pub async fn add(
     Ok(axum::Json(join_response(&state, &meeting, &participant)?))
 }
 
-fn participant_caller(
-    principal: &crate::auth::Principal,
-    id: &convene_core::ids::MeetingId,
-) -> ApiResult<Caller> {
-    match principal.caller_for(id)? {
-        Caller::Admin => Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "this call needs a participant's own token",
-        )),
-        caller => Ok(caller),
-    }
-}
-
 /// Exchange your waiting-room (or access) token for a media access token once admitted. A host's
 /// join starts the meeting.
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/join", tag = "participants",
@@ -133,11 +120,8 @@ fn participant_caller(
     responses((status = 200, body = JoinResponse)), security(("participant_token" = [])))]
 pub async fn join(
     State(state): State<AppState>,
-    AnyCaller(principal): AnyCaller,
-    Path(id): Path<String>,
+    OwnCall { id, caller, .. }: OwnCall,
 ) -> ApiResult<axum::Json<JoinResponse>> {
-    let id = meeting_id(&id)?;
-    let caller = participant_caller(&principal, &id)?;
     let (meeting, participant) = state.meetings.join(&id, &caller).await?;
     Ok(axum::Json(join_response(&state, &meeting, &participant)?))
 }
@@ -148,14 +132,9 @@ pub async fn join(
     responses((status = 200, body = Ok)), security(("participant_token" = [])))]
 pub async fn leave(
     State(state): State<AppState>,
-    AnyCaller(principal): AnyCaller,
-    Path(id): Path<String>,
+    OwnCall { id, caller, .. }: OwnCall,
 ) -> ApiResult<axum::Json<Ok>> {
-    let id = meeting_id(&id)?;
-    state
-        .meetings
-        .leave(&id, &participant_caller(&principal, &id)?)
-        .await?;
+    state.meetings.leave(&id, &caller).await?;
     Ok(axum::Json(Ok { ok: true }))
 }
 
@@ -166,15 +145,13 @@ pub async fn leave(
     responses((status = 200, body = MeView)), security(("participant_token" = [])))]
 pub async fn me(
     State(state): State<AppState>,
-    AnyCaller(principal): AnyCaller,
-    Path(id): Path<String>,
+    OwnCall { id, caller, .. }: OwnCall,
 ) -> ApiResult<axum::Json<MeView>> {
-    let id = meeting_id(&id)?;
     let Caller::Participant {
         identity,
         instance,
         epoch,
-    } = participant_caller(&principal, &id)?
+    } = caller
     else {
         return Err(ApiError::code(ErrorCode::Forbidden));
     };

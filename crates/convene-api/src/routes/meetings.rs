@@ -11,7 +11,7 @@ use convene_core::webhook::WebhookUrl;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{host_caller, meeting_id};
+use super::{HostCall, host_caller, meeting_id};
 use crate::auth::{Admin, AnyCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
@@ -251,14 +251,9 @@ pub async fn update(
     responses((status = 200, body = MeetingView)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
 pub async fn start(
     State(state): State<AppState>,
-    AnyCaller(principal): AnyCaller,
-    Path(id): Path<String>,
+    HostCall { id, caller, .. }: HostCall,
 ) -> ApiResult<axum::Json<MeetingView>> {
-    let id = meeting_id(&id)?;
-    let meeting = state
-        .meetings
-        .start_meeting(&id, &host_caller(&principal, &id)?)
-        .await?;
+    let meeting = state.meetings.start_meeting(&id, &caller).await?;
     Ok(axum::Json(MeetingView::from(&meeting)))
 }
 
@@ -268,14 +263,9 @@ pub async fn start(
     responses((status = 200, body = MeetingView)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
 pub async fn end(
     State(state): State<AppState>,
-    AnyCaller(principal): AnyCaller,
-    Path(id): Path<String>,
+    HostCall { id, caller, .. }: HostCall,
 ) -> ApiResult<axum::Json<MeetingView>> {
-    let id = meeting_id(&id)?;
-    let meeting = state
-        .meetings
-        .end_meeting(&id, &host_caller(&principal, &id)?)
-        .await?;
+    let meeting = state.meetings.end_meeting(&id, &caller).await?;
     Ok(axum::Json(MeetingView::from(&meeting)))
 }
 

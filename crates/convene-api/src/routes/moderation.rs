@@ -12,7 +12,7 @@ use convene_core::participant::ParticipantState;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{host_caller, identity, meeting_id};
+use super::{HostCall, HostCallOn, OwnCall, host_caller, identity, meeting_id, participant_caller};
 use crate::auth::AnyCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
@@ -105,10 +105,8 @@ macro_rules! target_action {
         #[utoipa::path(post, path = $path, tag = "moderation",
             params(("meeting_id" = String, Path), ("identity" = String, Path)),
             responses((status = 200, body = Ok)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
-        pub async fn $name(State(state): State<AppState>, AnyCaller(principal): AnyCaller, Path((id, who)): Target) -> ApiResult<axum::Json<Ok>> {
-            let id = meeting_id(&id)?;
-            let caller = host_caller(&principal, &id)?;
-            state.meetings.$method(&id, &caller, &identity(&who)?).await?;
+        pub async fn $name(State(state): State<AppState>, HostCallOn { id, caller, target }: HostCallOn) -> ApiResult<axum::Json<Ok>> {
+            state.meetings.$method(&id, &caller, &target).await?;
             Ok(ok())
         }
     };
@@ -139,14 +137,9 @@ target_action!(
     responses((status = 200, body = Ok)), security(("api_key" = []), ("admin_jwt" = []), ("participant_token" = [])))]
 pub async fn admit_all(
     State(state): State<AppState>,
-    AnyCaller(principal): AnyCaller,
-    Path(id): Path<String>,
+    HostCall { id, caller, .. }: HostCall,
 ) -> ApiResult<axum::Json<Ok>> {
-    let id = meeting_id(&id)?;
-    state
-        .meetings
-        .admit_all(&id, &host_caller(&principal, &id)?)
-        .await?;
+    state.meetings.admit_all(&id, &caller).await?;
     Ok(ok())
 }
 
@@ -258,13 +251,7 @@ pub async fn hand(
     Json(request): Json<HandRequest>,
 ) -> ApiResult<axum::Json<Ok>> {
     let id = meeting_id(&id)?;
-    let caller = principal.caller_for(&id)?;
-    if matches!(caller, convene_core::service::Caller::Admin) {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "this call needs a participant's own token",
-        ));
-    }
+    let caller = participant_caller(&principal, &id)?;
     state
         .meetings
         .set_hand(&id, &caller, None, request.raised)
@@ -272,20 +259,8 @@ pub async fn hand(
     Ok(ok())
 }
 
-async fn answer(
-    state: AppState,
-    principal: crate::auth::Principal,
-    id: String,
-    accept: bool,
-) -> ApiResult<axum::Json<Ok>> {
-    let id = meeting_id(&id)?;
-    let caller = principal.caller_for(&id)?;
-    if matches!(caller, convene_core::service::Caller::Admin) {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "this call needs a participant's own token",
-        ));
-    }
+async fn answer(state: AppState, call: OwnCall, accept: bool) -> ApiResult<axum::Json<Ok>> {
+    let OwnCall { id, caller, .. } = call;
     state
         .meetings
         .answer_invite(&id, &caller, None, accept)
@@ -297,24 +272,16 @@ async fn answer(
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/invitation/accept", tag = "stage",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = Ok)), security(("participant_token" = [])))]
-pub async fn accept(
-    State(state): State<AppState>,
-    AnyCaller(principal): AnyCaller,
-    Path(id): Path<String>,
-) -> ApiResult<axum::Json<Ok>> {
-    answer(state, principal, id, true).await
+pub async fn accept(State(state): State<AppState>, call: OwnCall) -> ApiResult<axum::Json<Ok>> {
+    answer(state, call, true).await
 }
 
 /// Decline an invitation to speak.
 #[utoipa::path(post, path = "/v1/meetings/{meeting_id}/invitation/decline", tag = "stage",
     params(("meeting_id" = String, Path)),
     responses((status = 200, body = Ok)), security(("participant_token" = [])))]
-pub async fn decline(
-    State(state): State<AppState>,
-    AnyCaller(principal): AnyCaller,
-    Path(id): Path<String>,
-) -> ApiResult<axum::Json<Ok>> {
-    answer(state, principal, id, false).await
+pub async fn decline(State(state): State<AppState>, call: OwnCall) -> ApiResult<axum::Json<Ok>> {
+    answer(state, call, false).await
 }
 
 /// Send a chat message to everyone, or to one person with `to`.

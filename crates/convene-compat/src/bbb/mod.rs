@@ -25,7 +25,7 @@ pub mod wire;
 
 use std::time::Duration;
 
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
@@ -97,15 +97,7 @@ impl FromRequestParts<BbbState> for Authorized {
 }
 
 /// The request's parameters (JSON or form), failures in this surface's shape.
-pub struct Form(pub Params);
-
-impl FromRequest<BbbState> for Form {
-    type Rejection = BbbError;
-
-    async fn from_request(request: Request, _state: &BbbState) -> Result<Self> {
-        Ok(Self(Params::from_body(request).await?))
-    }
-}
+type Form = crate::params::Form<BbbError>;
 
 /// A validation error named after the parameter the client sent.
 fn renamed(error: ValidationError, parameter: &str) -> BbbError {
@@ -138,7 +130,7 @@ pub fn create_time(meeting: &Meeting) -> String {
 async fn create(
     State(state): State<BbbState>,
     _auth: Authorized,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<Created>> {
     let state = state.app;
     let name = DisplayName::parse(&params.required("name")?).map_err(|e| renamed(e, "name"))?;
@@ -209,7 +201,7 @@ async fn join(
     State(state): State<BbbState>,
     _auth: Authorized,
     client: ClientAddr,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Response> {
     let state = state.app;
     let name = DisplayName::parse(&params.required("name")?).map_err(|e| renamed(e, "name"))?;

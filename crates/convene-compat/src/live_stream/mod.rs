@@ -17,7 +17,7 @@ pub mod error;
 pub mod state;
 pub mod wire;
 
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -98,15 +98,7 @@ impl FromRequestParts<LiveState> for Passcode {
 }
 
 /// The request's parameters (JSON or form), failures in this surface's shape.
-pub struct Form(pub Params);
-
-impl FromRequest<LiveState> for Form {
-    type Rejection = LiveStreamError;
-
-    async fn from_request(request: Request, _state: &LiveState) -> Result<Self> {
-        Ok(Self(Params::from_body(request).await?))
-    }
-}
+type Form = crate::params::Form<LiveStreamError>;
 
 fn settings(name: &RoomName) -> Result<MeetingSettings> {
     Ok(MeetingSettings {
@@ -218,7 +210,7 @@ async fn verify_passcode(_passcode: Passcode) -> Json<Verified> {
 async fn create_stream(
     State(state): State<LiveState>,
     _passcode: Passcode,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<StreamToken>> {
     let state = state.app;
     let identity = identity_param(&params)?;
@@ -308,7 +300,7 @@ async fn join_as(state: &AppState, params: &Params, role: Role) -> Result<Json<S
 async fn join_as_speaker(
     State(state): State<LiveState>,
     _passcode: Passcode,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<StreamToken>> {
     join_as(&state.app, &params, Role::Speaker).await
 }
@@ -317,7 +309,7 @@ async fn join_as_speaker(
 async fn join_as_viewer(
     State(state): State<LiveState>,
     _passcode: Passcode,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<StreamToken>> {
     join_as(&state.app, &params, Role::Viewer).await
 }
@@ -326,7 +318,7 @@ async fn join_as_viewer(
 async fn viewer_connected(
     State(state): State<LiveState>,
     _passcode: Passcode,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<Success>> {
     let state = state.app;
     let identity = identity_param(&params)?;
@@ -340,7 +332,7 @@ async fn viewer_connected(
 async fn raise_hand(
     State(state): State<LiveState>,
     _passcode: Passcode,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<Sent>> {
     let state = state.app;
     let identity = identity_param(&params)?;
@@ -361,7 +353,7 @@ async fn raise_hand(
 async fn send_speaker_invite(
     State(state): State<LiveState>,
     _passcode: Passcode,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<Sent>> {
     let state = state.app;
     let identity = identity_param(&params)?;
@@ -380,7 +372,7 @@ async fn send_speaker_invite(
 async fn remove_speaker(
     State(state): State<LiveState>,
     _passcode: Passcode,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<Removed>> {
     let state = state.app;
     let identity = identity_param(&params)?;
@@ -404,7 +396,7 @@ async fn remove_speaker(
 async fn delete_stream(
     State(state): State<LiveState>,
     _passcode: Passcode,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<Deleted>> {
     let state = state.app;
     let meeting = live_stream(&state, "stream_name", &params.required("stream_name")?).await?;
@@ -419,7 +411,7 @@ async fn delete_stream(
 async fn stream_state(
     State(state): State<LiveState>,
     _passcode: Passcode,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<StreamState>> {
     let state = state.app;
     let meeting = live_stream(&state, "stream_name", &params.required("stream_name")?).await?;

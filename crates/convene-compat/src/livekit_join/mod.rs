@@ -18,7 +18,7 @@
 pub mod error;
 pub mod wire;
 
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::routing::post;
@@ -34,7 +34,6 @@ use convene_core::service::{Caller, NewMeeting};
 use convene_token::{ACCESS_TTL, Signer};
 
 use crate::created_by;
-use crate::params::Params;
 use crate::session::{self, SessionError};
 use error::{JoinError, Result};
 use wire::Joined;
@@ -67,15 +66,7 @@ pub fn router(state: AppState, target: Target) -> Router {
 }
 
 /// The request's parameters (JSON or form), failures in this surface's shape.
-struct Form(Params);
-
-impl FromRequest<JoinState> for Form {
-    type Rejection = JoinError;
-
-    async fn from_request(request: Request, _state: &JoinState) -> Result<Self> {
-        Ok(Self(Params::from_body(request).await?))
-    }
-}
+type Form = crate::params::Form<JoinError>;
 
 /// Who calls.
 enum Who {
@@ -89,10 +80,8 @@ async fn who(state: &AppState, headers: &HeaderMap) -> Result<Who> {
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(JoinError::unauthorized)?;
-    if let Some((scheme, token)) = header.split_once(' ')
-        && scheme.eq_ignore_ascii_case("bearer")
-    {
-        match session::verify(state, token.trim()).await {
+    if let Some(token) = convene_api::auth::bearer(header) {
+        match session::verify(state, token).await {
             Ok(user) => return Ok(Who::User(user)),
             Err(SessionError::Failed(e)) => return Err(e.into()),
             Err(SessionError::Invalid(_)) => {}
@@ -131,7 +120,7 @@ fn new_room(room: &RoomName) -> Result<NewMeeting> {
 async fn join(
     State(state): State<JoinState>,
     headers: HeaderMap,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<Joined>> {
     let JoinState { app, target } = state;
     let who = who(&app, &headers).await?;

@@ -24,7 +24,7 @@
 pub mod error;
 pub mod wire;
 
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -72,15 +72,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The request's parameters (JSON or form), failures in this surface's shape.
-pub struct Form(pub Params);
-
-impl FromRequest<AppState> for Form {
-    type Rejection = WaitingRoomError;
-
-    async fn from_request(request: Request, _state: &AppState) -> Result<Self> {
-        Ok(Self(Params::from_body(request).await?))
-    }
-}
+type Form = crate::params::Form<WaitingRoomError>;
 
 /// An API key holder (Basic key:secret or an admin JWT), as in the native API.
 pub struct AdminKey;
@@ -211,12 +203,8 @@ fn presented_token(headers: &HeaderMap, params: &Params) -> Result<Option<String
     let header = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| rest.trim().to_owned())
-        });
+        .and_then(convene_api::auth::bearer)
+        .map(str::to_owned);
     match header {
         Some(token) => Ok(Some(token)),
         None => Ok(params.text("token")?),
@@ -250,7 +238,7 @@ async fn guest_token(state: &AppState, token: &str) -> Result<convene_token::Par
 async fn admin_create(
     State(state): State<AppState>,
     _admin: AdminKey,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<CreateResponse>> {
     let digits = match params.integer("n_digits")? {
         // A server default outside the surface's bounds is brought into them.
@@ -290,7 +278,7 @@ async fn admin_create(
 async fn admin_join(
     State(state): State<AppState>,
     _admin: AdminKey,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<JoinResponse>> {
     let id = meeting_id_param(&params)?;
     own_meeting(&state, &id).await?;
@@ -313,7 +301,7 @@ async fn admin_join(
 async fn enter_waiting_room(
     State(state): State<AppState>,
     client: ClientAddr,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<EnterResponse>> {
     state.limits.check(client.0)?;
     let id = meeting_id_param(&params)?;
@@ -340,7 +328,7 @@ async fn enter_waiting_room(
 async fn waiting_room_state(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<DocumentResponse>> {
     let token = presented_token(&headers, &params)?
         .ok_or_else(|| WaitingRoomError::bad_request("missing token"))?;
@@ -381,7 +369,7 @@ async fn user_join(
     State(state): State<AppState>,
     client: ClientAddr,
     headers: HeaderMap,
-    Form(params): Form,
+    Form { params, .. }: Form,
 ) -> Result<Json<JoinResponse>> {
     state.limits.check(client.0)?;
     let id = meeting_id_param(&params)?;

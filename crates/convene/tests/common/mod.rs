@@ -232,6 +232,25 @@ impl TestApp {
         body
     }
 
+    /// `POST /v1/meetings/{id}/join` with `token` (a waiting-room or access token): the answer,
+    /// whatever it is.
+    pub async fn try_join(&self, meeting_id: &str, token: &str) -> (StatusCode, Value) {
+        self.bearer(
+            "POST",
+            &format!("/v1/meetings/{meeting_id}/join"),
+            token,
+            None,
+        )
+        .await
+    }
+
+    /// Joins with `token`, which must succeed: the join response (`access_token`, `api_token`...).
+    pub async fn join(&self, meeting_id: &str, token: &str) -> Value {
+        let (status, body) = self.try_join(meeting_id, token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
     pub async fn events(&self, meeting_id: &str, token: &str, after: u64) -> Vec<Value> {
         let (status, page) = self
             .bearer(
