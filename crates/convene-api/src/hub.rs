@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use axum::extract::ws::Utf8Bytes;
 use convene_core::event::{Audience, Event, EventKind, ViewerClass};
 use convene_core::ids::{Identity, InstanceId, MeetingId};
-use convene_core::participant::{ParticipantState, Role};
 use convene_core::ports::EventSink;
+use convene_core::standing::{self, Movers, Standing};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::mpsc;
 
@@ -110,24 +110,35 @@ impl OwnView {
     }
 }
 
-/// Where a viewer stands in the meeting: what decides which events it may see.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Standing {
-    /// An API key holder: sees what hosts see.
-    Admin,
-    Participant {
-        role: Role,
-        state: ParticipantState,
-    },
-}
-
-/// What applying an event to a [`Standing`] did.
+/// What applying an event to a subscriber's [`Standing`] means for its stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     Unchanged,
     Changed,
     /// The viewer's token no longer stands (removed, denied, sent back, banned, a new run).
     Close(CloseReason),
+}
+
+impl Step {
+    /// Applies one event to a copy of `standing` ([`Standing::apply`], the core's rule), and
+    /// moves `standing` only when the stream goes on.
+    pub fn apply(
+        standing: &mut Standing,
+        me: Option<&Identity>,
+        run: Option<&InstanceId>,
+        kind: &EventKind,
+    ) -> Self {
+        let mut next = *standing;
+        match next.apply(me, run, kind) {
+            standing::Step::Unchanged => Self::Unchanged,
+            standing::Step::Changed => {
+                *standing = next;
+                Self::Changed
+            }
+            standing::Step::Revoked => Self::Close(CloseReason::Revoked),
+            standing::Step::NewRun => Self::Close(CloseReason::NewRun),
+        }
+    }
 }
 
 /// Why a stream ends on the server's initiative.
@@ -157,105 +168,6 @@ impl CloseReason {
             Self::Overflow => "too slow: reconnect with after=<last seq>",
             Self::Expired => "token expired",
         }
-    }
-}
-
-impl Standing {
-    /// The viewer class for [`Audience::admits`] (the same rule as the paged events endpoint).
-    pub fn class(self) -> ViewerClass {
-        match self {
-            Self::Admin => ViewerClass::Host,
-            Self::Participant { role, state } if role == Role::Host && state.is_present() => {
-                ViewerClass::Host
-            }
-            Self::Participant { state, .. } if state.is_member() => ViewerClass::Member,
-            Self::Participant { .. } => ViewerClass::Waiting,
-        }
-    }
-
-    /// Applies one event to a participant's standing (`me` = its identity, `run` = the run its
-    /// token is for). Every change sets fields to absolute values, so applying an event twice, or
-    /// applying events already reflected in a stored state, gives the right final standing.
-    pub fn apply(
-        &mut self,
-        me: Option<&Identity>,
-        run: Option<&InstanceId>,
-        kind: &EventKind,
-    ) -> Step {
-        let Self::Participant { role, state } = self else {
-            return Step::Unchanged;
-        };
-        let before = (*role, *state);
-        let mine = |who: &Identity| me == Some(who);
-        match kind {
-            EventKind::MeetingStarted { instance_id, .. }
-                if run.is_some_and(|r| r != instance_id) =>
-            {
-                return Step::Close(CloseReason::NewRun);
-            }
-            EventKind::MeetingEnded { .. } if state.is_present() => *state = ParticipantState::Left,
-            EventKind::ParticipantEntered {
-                identity,
-                role: new_role,
-                ..
-            } if mine(identity) => {
-                *role = *new_role;
-                *state = ParticipantState::Waiting;
-            }
-            EventKind::ParticipantAdmitted { identity, .. } if mine(identity) => {
-                *state = ParticipantState::Admitted
-            }
-            EventKind::ParticipantsAdmitted { .. }
-                if me.is_some_and(|me| kind.admits_in_bulk(me)) =>
-            {
-                *state = ParticipantState::Admitted
-            }
-            EventKind::ParticipantJoined {
-                identity,
-                role: new_role,
-                ..
-            } if mine(identity) => {
-                *role = *new_role;
-                *state = ParticipantState::Joined;
-            }
-            EventKind::ParticipantLeft { identity } if mine(identity) => {
-                *state = ParticipantState::Left
-            }
-            EventKind::ParticipantRoleChanged {
-                identity,
-                role: new_role,
-            } if mine(identity) => *role = *new_role,
-            EventKind::ParticipantDenied { identity }
-            | EventKind::ParticipantSentBack { identity }
-            | EventKind::ParticipantRemoved { identity }
-            | EventKind::ParticipantBanned { identity, .. }
-                if mine(identity) =>
-            {
-                return Step::Close(CloseReason::Revoked);
-            }
-            _ => {}
-        }
-        if (*role, *state) == before {
-            Step::Unchanged
-        } else {
-            Step::Changed
-        }
-    }
-}
-
-/// The identity an event may change the standing of (see [`Standing::apply`]).
-fn subject(kind: &EventKind) -> Option<&Identity> {
-    match kind {
-        EventKind::ParticipantEntered { identity, .. }
-        | EventKind::ParticipantAdmitted { identity, .. }
-        | EventKind::ParticipantJoined { identity, .. }
-        | EventKind::ParticipantLeft { identity }
-        | EventKind::ParticipantRoleChanged { identity, .. }
-        | EventKind::ParticipantDenied { identity }
-        | EventKind::ParticipantSentBack { identity }
-        | EventKind::ParticipantRemoved { identity }
-        | EventKind::ParticipantBanned { identity, .. } => Some(identity),
-        _ => None,
     }
 }
 
@@ -646,26 +558,31 @@ impl Room {
 
     /// Updates the standing of the subscribers the event is about.
     fn follow(&mut self, event: &Event) {
-        let affected: Vec<Key> = match (&event.kind, subject(&event.kind)) {
-            (_, Some(identity)) => self.identity_keys(identity).to_vec(),
-            (EventKind::ParticipantsAdmitted { identities, .. }, None) => identities
+        let affected: Vec<Key> = match Standing::moved_by(&event.kind) {
+            Movers::One(identity) => self.identity_keys(identity).to_vec(),
+            Movers::Listed(identities) => identities
                 .iter()
                 .flat_map(|identity| self.identity_keys(identity).iter().copied())
                 .collect(),
-            (EventKind::MeetingEnded { .. } | EventKind::MeetingStarted { .. }, None) => self
+            Movers::Everyone => self
                 .subs
                 .iter()
                 .filter(|(_, s)| s.identity.is_some())
                 .map(|(k, _)| *k)
                 .collect(),
-            _ => return,
+            Movers::Nobody => return,
         };
         for key in affected {
             let Some(sub) = self.subs.get_mut(&key) else {
                 continue;
             };
             let mut standing = sub.standing;
-            match standing.apply(sub.identity.as_ref(), sub.run.as_ref(), &event.kind) {
+            match Step::apply(
+                &mut standing,
+                sub.identity.as_ref(),
+                sub.run.as_ref(),
+                &event.kind,
+            ) {
                 Step::Unchanged => sub.last_own_seq = event.seq,
                 Step::Changed => {
                     sub.last_own_seq = event.seq;
@@ -884,6 +801,7 @@ impl Drop for Subscription {
 mod tests {
     use super::*;
     use convene_core::meeting::MeetingStatus;
+    use convene_core::participant::{ParticipantState, Role};
     use convene_core::time::Timestamp;
 
     fn id(s: &str) -> Identity {
@@ -1229,11 +1147,11 @@ mod tests {
         let mut s = waiting();
         let me = id("me");
         assert_eq!(
-            s.apply(Some(&me), Some(&r), &admitted(1, &r, "other").kind),
+            Step::apply(&mut s, Some(&me), Some(&r), &admitted(1, &r, "other").kind),
             Step::Unchanged
         );
         assert_eq!(
-            s.apply(Some(&me), Some(&r), &admitted(2, &r, "me").kind),
+            Step::apply(&mut s, Some(&me), Some(&r), &admitted(2, &r, "me").kind),
             Step::Changed
         );
         assert_eq!(s.class(), ViewerClass::Member);
@@ -1241,19 +1159,25 @@ mod tests {
             identity: me.clone(),
             role: Role::Host,
         };
-        assert_eq!(s.apply(Some(&me), Some(&r), &promote), Step::Changed);
+        assert_eq!(
+            Step::apply(&mut s, Some(&me), Some(&r), &promote),
+            Step::Changed
+        );
         assert_eq!(s.class(), ViewerClass::Host);
         let ended = EventKind::MeetingEnded {
             instance_id: r.clone(),
             run: 1,
         };
-        assert_eq!(s.apply(Some(&me), Some(&r), &ended), Step::Changed);
+        assert_eq!(
+            Step::apply(&mut s, Some(&me), Some(&r), &ended),
+            Step::Changed
+        );
         assert_eq!(s.class(), ViewerClass::Waiting);
         let sent_back = EventKind::ParticipantSentBack {
             identity: me.clone(),
         };
         assert_eq!(
-            s.apply(Some(&me), Some(&r), &sent_back),
+            Step::apply(&mut s, Some(&me), Some(&r), &sent_back),
             Step::Close(CloseReason::Revoked)
         );
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use convene_core::Standing;
 use convene_core::event::{Event, ViewerClass};
 use convene_core::ids::{Identity, InstanceId, MeetingId};
 use convene_core::participant::{Participant, ParticipantState};
@@ -26,7 +27,7 @@ use tokio::time::Instant;
 use crate::auth::Principal;
 use crate::direct::Conn;
 use crate::error::ApiResult;
-use crate::hub::{CloseReason, Published, Settle, Standing, Step, Subscription};
+use crate::hub::{CloseReason, Published, Settle, Step, Subscription};
 use crate::state::AppState;
 use crate::wire::{MeetingPublicView, ParticipantView};
 
@@ -51,13 +52,6 @@ pub struct Opening {
     /// When the token the stream was opened with expires (participants' tokens): the stream
     /// ends then, checked at each keep-alive.
     expires_at: Option<convene_core::Timestamp>,
-}
-
-fn standing_of(participant: &Participant) -> Standing {
-    Standing::Participant {
-        role: participant.role,
-        state: participant.state,
-    }
 }
 
 /// Authorizes the caller for the meeting's stream: 401/403 here, before an upgrade.
@@ -87,7 +81,7 @@ pub async fn authorize(
                 .meetings
                 .check_participant_token(meeting, &identity, &instance, epoch)
                 .await?;
-            let standing = standing_of(&participant);
+            let standing = Standing::of(&participant);
             Ok(Opening {
                 meeting: meeting.clone(),
                 identity: Some(identity),
@@ -200,7 +194,7 @@ impl Feed {
             ),
             _ => None,
         };
-        let standing = me.as_ref().map(standing_of).unwrap_or(Standing::Admin);
+        let standing = me.as_ref().map(Standing::of).unwrap_or(Standing::Admin);
         let mut feed = Self {
             state,
             meeting,
@@ -304,10 +298,12 @@ impl Feed {
 
     /// Moves the caller's standing with an event; `true` when it changed.
     fn fold(&mut self, event: &Event) -> bool {
-        match self
-            .standing
-            .apply(self.identity.as_ref(), self.run.as_ref(), &event.kind)
-        {
+        match Step::apply(
+            &mut self.standing,
+            self.identity.as_ref(),
+            self.run.as_ref(),
+            &event.kind,
+        ) {
             Step::Unchanged => false,
             Step::Changed => true,
             Step::Close(reason) => {
