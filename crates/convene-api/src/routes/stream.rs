@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::auth::Principal;
 use crate::direct::Conn;
 use crate::error::ApiResult;
-use crate::hub::{CloseReason, Published, Settle, Step, Subscription};
+use crate::realtime::hub::{CloseReason, Published, Settle, Step, Subscription};
 use crate::state::AppState;
 use crate::wire::{MeetingPublicView, ParticipantView};
 

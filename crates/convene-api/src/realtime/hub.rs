@@ -802,7 +802,7 @@ mod tests {
     use super::*;
     use convene_core::meeting::MeetingStatus;
     use convene_core::participant::{ParticipantState, Role};
-    use convene_core::time::Timestamp;
+        use convene_core::time::Timestamp;
 
     fn id(s: &str) -> Identity {
         Identity::parse(s).unwrap()
