@@ -27,7 +27,8 @@ use tokio::time::Instant;
 use crate::auth::Principal;
 use crate::direct::Conn;
 use crate::error::ApiResult;
-use crate::realtime::hub::{CloseReason, Published, Settle, Step, Subscription};
+use crate::realtime::hub::{CloseReason, Settle, Step, Subscription};
+use crate::realtime::render::Published;
 use crate::state::AppState;
 use crate::wire::{MeetingPublicView, ParticipantView};
 
