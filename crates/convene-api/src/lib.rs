@@ -3,7 +3,6 @@
 //! [`convene_core::service::Meetings`], map the result back to wire types.
 
 pub mod auth;
-pub mod direct;
 pub mod error;
 pub mod extract;
 pub mod realtime;

@@ -24,7 +24,7 @@ use convene_core::standing::{self, Movers, Standing};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::mpsc;
 
-use crate::direct::{Conn, Inject, text_frame_header};
+use crate::realtime::direct::{Conn, Inject, text_frame_header};
 use crate::realtime::render::Published;
 
 /// What applying an event to a subscriber's [`Standing`] means for its stream.
@@ -135,7 +135,7 @@ struct Sub {
 }
 
 /// Events the hub wrote straight into an idle stream's connection, for its task to take in (the
-/// task is not woken for them; see [`crate::direct`]).
+/// task is not woken for them; see [`crate::realtime::direct`]).
 #[derive(Default)]
 struct Inbox {
     /// The stream has nothing queued, unsent or being replayed: the hub may write its next
@@ -820,8 +820,8 @@ mod tests {
     async fn an_idle_stream_gets_its_events_written_by_the_hub_as_it_would_send_them() {
         let hub = Hub::default();
         let r = run();
-        let (io, mut client) = crate::direct::pair().await;
-        let (other_io, _other_client) = crate::direct::pair().await;
+        let (io, mut client) = crate::realtime::direct::pair().await;
+        let (other_io, _other_client) = crate::realtime::direct::pair().await;
         let quoted = r#"al"ice"#;
         let mut alice = guest(&hub, quoted, &r, Some(io.conn()));
         let mut bob = guest(&hub, "bob", &r, Some(other_io.conn()));
@@ -887,7 +887,7 @@ mod tests {
         let mut subs = Vec::new();
         let names: Vec<String> = (0..100).map(|i| format!("guest-{i:03}")).collect();
         for name in &names {
-            let (io, client) = crate::direct::pair().await;
+            let (io, client) = crate::realtime::direct::pair().await;
             let sub = guest(&hub, name, &r, Some(io.conn()));
             sub.idle(0);
             clients.push((io, client));

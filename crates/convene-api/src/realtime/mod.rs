@@ -1,8 +1,11 @@
 //! The realtime side of the API, under one roof: the hub that fans committed events out to the
 //! live streams of each meeting ([`hub`]: subscribers, their index and routing, the writes into
-//! idle streams) and the rendering of each event, once for all its subscribers ([`render`]).
+//! idle streams), the rendering of each event, once for all its subscribers ([`render`]), and
+//! the connections the hub writes into directly ([`direct`], which the server serves every
+//! connection through).
 //! Each participant's standing is the core's rule ([`convene_core::standing`]).
 
+pub mod direct;
 pub mod hub;
 pub mod render;
 

@@ -25,8 +25,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::auth::Principal;
-use crate::direct::Conn;
 use crate::error::ApiResult;
+use crate::realtime::direct::Conn;
 use crate::realtime::hub::{CloseReason, Settle, Step, Subscription};
 use crate::realtime::render::Published;
 use crate::state::AppState;
