@@ -272,7 +272,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
-            .get::<ConnectInfo<crate::direct::Peer>>()
+            .get::<ConnectInfo<crate::realtime::direct::Peer>>()
             .map(|ConnectInfo(peer)| peer.addr.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let ip = match parts.extensions.get::<TrustedProxies>() {

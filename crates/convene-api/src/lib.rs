@@ -3,10 +3,9 @@
 //! [`convene_core::service::Meetings`], map the result back to wire types.
 
 pub mod auth;
-pub mod direct;
 pub mod error;
 pub mod extract;
-pub mod hub;
+pub mod realtime;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -26,7 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody};
-pub use hub::{Hub, HubConfig};
+pub use realtime::{Hub, HubConfig};
 pub use state::{AppState, Limits, MediaTokens, PublicUrls};
 
 use routes::{access, events, meetings, moderation, system, webhooks};

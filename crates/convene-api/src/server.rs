@@ -22,7 +22,7 @@
 //! is held until its socket closes, upgraded or not.
 //!
 //! Connections speak HTTP/1.1 (hyper, with upgrades). Each request carries its connection's
-//! [`Peer`] as `ConnectInfo`, so the hub can write into idle event streams ([`crate::direct`]).
+//! [`Peer`] as `ConnectInfo`, so the hub can write into idle event streams ([`crate::realtime::direct`]).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -53,8 +53,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::auth::TrustedProxies;
-use crate::direct::{ConnIo, Peer};
 use crate::error::ApiError;
+use crate::realtime::direct::{ConnIo, Peer};
 
 /// Every connection's deadlines and the per-address cap (`CONVENE_HTTP_*`).
 #[derive(Clone, Debug, PartialEq, Eq)]

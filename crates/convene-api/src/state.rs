@@ -14,7 +14,7 @@ use convene_token::{ACCESS_TTL, Signer};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::ApiError;
-use crate::hub::Hub;
+use crate::realtime::hub::Hub;
 
 /// Shared by all handlers; cheap to clone.
 #[derive(Clone)]

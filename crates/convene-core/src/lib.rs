@@ -18,8 +18,10 @@ pub mod ops;
 pub mod participant;
 pub mod ports;
 pub mod service;
+pub mod standing;
 pub mod time;
 pub mod webhook;
 
 pub use error::{DomainError, ErrorCode, ValidationError};
+pub use standing::Standing;
 pub use time::{Clock, Timestamp};

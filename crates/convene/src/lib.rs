@@ -396,7 +396,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     let token = shutdown.clone();
     // Every connection with deadlines and caps, its write side reachable by the event hub
-    // (convene_api::server, convene_api::direct).
+    // (convene_api::server, convene_api::realtime::direct).
     let task = tokio::spawn(convene_api::server::serve(
         listener,
         app,

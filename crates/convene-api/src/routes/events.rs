@@ -17,9 +17,9 @@ use utoipa::IntoParams;
 use super::meeting_id;
 use super::stream;
 use crate::auth::{Principal, authenticate_request};
-use crate::direct::{Conn, Peer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
+use crate::realtime::direct::{Conn, Peer};
 use crate::state::AppState;
 use crate::wire::{EventPage, EventView};
 
@@ -42,7 +42,7 @@ pub struct EventParams {
 pub enum Delivery {
     Page,
     ServerSentEvents,
-    /// With the connection, when the server's listener shares it ([`crate::direct::Peer`]).
+    /// With the connection, when the server's listener shares it ([`crate::realtime::direct::Peer`]).
     WebSocket(WebSocketUpgrade, Option<Arc<Conn>>),
 }
 

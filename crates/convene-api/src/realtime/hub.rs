@@ -17,117 +17,45 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
 use convene_core::event::{Audience, Event, EventKind, ViewerClass};
 use convene_core::ids::{Identity, InstanceId, MeetingId};
-use convene_core::participant::{ParticipantState, Role};
 use convene_core::ports::EventSink;
+use convene_core::standing::{self, Movers, Standing};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::mpsc;
 
-use crate::direct::{Conn, Inject, text_frame_header};
-use crate::wire::EventView;
+use crate::realtime::direct::{Conn, Inject, text_frame_header};
+use crate::realtime::render::Published;
 
-/// One committed event, with its wire JSON (an [`EventView`]) rendered once for all subscribers.
-#[derive(Debug)]
-pub struct Published {
-    pub event: Event,
-    /// The event's `type`, e.g. `participant.admitted`.
-    pub kind: Box<str>,
-    /// The [`EventView`] JSON; shared bytes, so each WebSocket send is a reference-count bump.
-    pub json: Utf8Bytes,
-    /// For an event its receivers see in their own form ([`Event::view_for`], a bulk
-    /// admission): that form's JSON around the receiver's identity, rendered once here.
-    own: Option<OwnView>,
-}
-
-/// An own form's JSON: `before`, the receiver's identity as a JSON string, `after`.
-#[derive(Debug)]
-struct OwnView {
-    kind: Box<str>,
-    before: String,
-    after: String,
-}
-
-impl Published {
-    pub fn new(event: &Event) -> Self {
-        let view = EventView::from(event);
-        let json = serde_json::to_string(&view).unwrap_or_default();
-        Self {
-            event: event.clone(),
-            kind: view.kind.into_boxed_str(),
-            json: json.into(),
-            own: OwnView::of(event),
-        }
-    }
-
-    /// The event's JSON in the form `identity` sees it, when it has its own form (see
-    /// [`Event::has_own_view`]).
-    pub fn own_view(&self, identity: &Identity) -> Option<Utf8Bytes> {
-        let own = self.own.as_ref()?;
-        let name = serde_json::to_string(identity.as_str()).ok()?;
-        let mut json = String::with_capacity(own.before.len() + name.len() + own.after.len());
-        json.push_str(&own.before);
-        json.push_str(&name);
-        json.push_str(&own.after);
-        Some(json.into())
-    }
-
-    /// [`Published::own_view`]'s JSON before and after the receiver's identity.
-    pub fn own_parts(&self) -> Option<(&str, &str)> {
-        self.own
-            .as_ref()
-            .map(|own| (own.before.as_str(), own.after.as_str()))
-    }
-
-    /// The `type` of [`Published::own_view`]'s form (the event's own when it has none).
-    pub fn own_kind(&self) -> &str {
-        self.own.as_ref().map_or(&self.kind, |own| &own.kind)
-    }
-}
-
-impl OwnView {
-    /// Renders the own form for one receiver and cuts it at that receiver's identity; `None`
-    /// when the event has no own form or the identity's JSON appears more than once.
-    fn of(event: &Event) -> Option<Self> {
-        let EventKind::ParticipantsAdmitted { identities, .. } = &event.kind else {
-            return None;
-        };
-        let sample = identities.first()?;
-        let own = event.seen_by(ViewerClass::Waiting, Some(sample))?;
-        let view = EventView::from(&own);
-        let json = serde_json::to_string(&view).ok()?;
-        let name = serde_json::to_string(sample.as_str()).ok()?;
-        let (before, after) = json.split_once(&name)?;
-        if after.contains(&name) {
-            return None;
-        }
-        Some(Self {
-            kind: view.kind.into_boxed_str(),
-            before: before.to_owned(),
-            after: after.to_owned(),
-        })
-    }
-}
-
-/// Where a viewer stands in the meeting: what decides which events it may see.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Standing {
-    /// An API key holder: sees what hosts see.
-    Admin,
-    Participant {
-        role: Role,
-        state: ParticipantState,
-    },
-}
-
-/// What applying an event to a [`Standing`] did.
+/// What applying an event to a subscriber's [`Standing`] means for its stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     Unchanged,
     Changed,
     /// The viewer's token no longer stands (removed, denied, sent back, banned, a new run).
     Close(CloseReason),
+}
+
+impl Step {
+    /// Applies one event to a copy of `standing` ([`Standing::apply`], the core's rule), and
+    /// moves `standing` only when the stream goes on.
+    pub fn apply(
+        standing: &mut Standing,
+        me: Option<&Identity>,
+        run: Option<&InstanceId>,
+        kind: &EventKind,
+    ) -> Self {
+        let mut next = *standing;
+        match next.apply(me, run, kind) {
+            standing::Step::Unchanged => Self::Unchanged,
+            standing::Step::Changed => {
+                *standing = next;
+                Self::Changed
+            }
+            standing::Step::Revoked => Self::Close(CloseReason::Revoked),
+            standing::Step::NewRun => Self::Close(CloseReason::NewRun),
+        }
+    }
 }
 
 /// Why a stream ends on the server's initiative.
@@ -157,105 +85,6 @@ impl CloseReason {
             Self::Overflow => "too slow: reconnect with after=<last seq>",
             Self::Expired => "token expired",
         }
-    }
-}
-
-impl Standing {
-    /// The viewer class for [`Audience::admits`] (the same rule as the paged events endpoint).
-    pub fn class(self) -> ViewerClass {
-        match self {
-            Self::Admin => ViewerClass::Host,
-            Self::Participant { role, state } if role == Role::Host && state.is_present() => {
-                ViewerClass::Host
-            }
-            Self::Participant { state, .. } if state.is_member() => ViewerClass::Member,
-            Self::Participant { .. } => ViewerClass::Waiting,
-        }
-    }
-
-    /// Applies one event to a participant's standing (`me` = its identity, `run` = the run its
-    /// token is for). Every change sets fields to absolute values, so applying an event twice, or
-    /// applying events already reflected in a stored state, gives the right final standing.
-    pub fn apply(
-        &mut self,
-        me: Option<&Identity>,
-        run: Option<&InstanceId>,
-        kind: &EventKind,
-    ) -> Step {
-        let Self::Participant { role, state } = self else {
-            return Step::Unchanged;
-        };
-        let before = (*role, *state);
-        let mine = |who: &Identity| me == Some(who);
-        match kind {
-            EventKind::MeetingStarted { instance_id, .. }
-                if run.is_some_and(|r| r != instance_id) =>
-            {
-                return Step::Close(CloseReason::NewRun);
-            }
-            EventKind::MeetingEnded { .. } if state.is_present() => *state = ParticipantState::Left,
-            EventKind::ParticipantEntered {
-                identity,
-                role: new_role,
-                ..
-            } if mine(identity) => {
-                *role = *new_role;
-                *state = ParticipantState::Waiting;
-            }
-            EventKind::ParticipantAdmitted { identity, .. } if mine(identity) => {
-                *state = ParticipantState::Admitted
-            }
-            EventKind::ParticipantsAdmitted { .. }
-                if me.is_some_and(|me| kind.admits_in_bulk(me)) =>
-            {
-                *state = ParticipantState::Admitted
-            }
-            EventKind::ParticipantJoined {
-                identity,
-                role: new_role,
-                ..
-            } if mine(identity) => {
-                *role = *new_role;
-                *state = ParticipantState::Joined;
-            }
-            EventKind::ParticipantLeft { identity } if mine(identity) => {
-                *state = ParticipantState::Left
-            }
-            EventKind::ParticipantRoleChanged {
-                identity,
-                role: new_role,
-            } if mine(identity) => *role = *new_role,
-            EventKind::ParticipantDenied { identity }
-            | EventKind::ParticipantSentBack { identity }
-            | EventKind::ParticipantRemoved { identity }
-            | EventKind::ParticipantBanned { identity, .. }
-                if mine(identity) =>
-            {
-                return Step::Close(CloseReason::Revoked);
-            }
-            _ => {}
-        }
-        if (*role, *state) == before {
-            Step::Unchanged
-        } else {
-            Step::Changed
-        }
-    }
-}
-
-/// The identity an event may change the standing of (see [`Standing::apply`]).
-fn subject(kind: &EventKind) -> Option<&Identity> {
-    match kind {
-        EventKind::ParticipantEntered { identity, .. }
-        | EventKind::ParticipantAdmitted { identity, .. }
-        | EventKind::ParticipantJoined { identity, .. }
-        | EventKind::ParticipantLeft { identity }
-        | EventKind::ParticipantRoleChanged { identity, .. }
-        | EventKind::ParticipantDenied { identity }
-        | EventKind::ParticipantSentBack { identity }
-        | EventKind::ParticipantRemoved { identity }
-        | EventKind::ParticipantBanned { identity, .. } => Some(identity),
-        _ => None,
     }
 }
 
@@ -306,7 +135,7 @@ struct Sub {
 }
 
 /// Events the hub wrote straight into an idle stream's connection, for its task to take in (the
-/// task is not woken for them; see [`crate::direct`]).
+/// task is not woken for them; see [`crate::realtime::direct`]).
 #[derive(Default)]
 struct Inbox {
     /// The stream has nothing queued, unsent or being replayed: the hub may write its next
@@ -646,26 +475,31 @@ impl Room {
 
     /// Updates the standing of the subscribers the event is about.
     fn follow(&mut self, event: &Event) {
-        let affected: Vec<Key> = match (&event.kind, subject(&event.kind)) {
-            (_, Some(identity)) => self.identity_keys(identity).to_vec(),
-            (EventKind::ParticipantsAdmitted { identities, .. }, None) => identities
+        let affected: Vec<Key> = match Standing::moved_by(&event.kind) {
+            Movers::One(identity) => self.identity_keys(identity).to_vec(),
+            Movers::Listed(identities) => identities
                 .iter()
                 .flat_map(|identity| self.identity_keys(identity).iter().copied())
                 .collect(),
-            (EventKind::MeetingEnded { .. } | EventKind::MeetingStarted { .. }, None) => self
+            Movers::Everyone => self
                 .subs
                 .iter()
                 .filter(|(_, s)| s.identity.is_some())
                 .map(|(k, _)| *k)
                 .collect(),
-            _ => return,
+            Movers::Nobody => return,
         };
         for key in affected {
             let Some(sub) = self.subs.get_mut(&key) else {
                 continue;
             };
             let mut standing = sub.standing;
-            match standing.apply(sub.identity.as_ref(), sub.run.as_ref(), &event.kind) {
+            match Step::apply(
+                &mut standing,
+                sub.identity.as_ref(),
+                sub.run.as_ref(),
+                &event.kind,
+            ) {
                 Step::Unchanged => sub.last_own_seq = event.seq,
                 Step::Changed => {
                     sub.last_own_seq = event.seq;
@@ -884,6 +718,7 @@ impl Drop for Subscription {
 mod tests {
     use super::*;
     use convene_core::meeting::MeetingStatus;
+    use convene_core::participant::{ParticipantState, Role};
     use convene_core::time::Timestamp;
 
     fn id(s: &str) -> Identity {
@@ -985,8 +820,8 @@ mod tests {
     async fn an_idle_stream_gets_its_events_written_by_the_hub_as_it_would_send_them() {
         let hub = Hub::default();
         let r = run();
-        let (io, mut client) = crate::direct::pair().await;
-        let (other_io, _other_client) = crate::direct::pair().await;
+        let (io, mut client) = crate::realtime::direct::pair().await;
+        let (other_io, _other_client) = crate::realtime::direct::pair().await;
         let quoted = r#"al"ice"#;
         let mut alice = guest(&hub, quoted, &r, Some(io.conn()));
         let mut bob = guest(&hub, "bob", &r, Some(other_io.conn()));
@@ -1052,7 +887,7 @@ mod tests {
         let mut subs = Vec::new();
         let names: Vec<String> = (0..100).map(|i| format!("guest-{i:03}")).collect();
         for name in &names {
-            let (io, client) = crate::direct::pair().await;
+            let (io, client) = crate::realtime::direct::pair().await;
             let sub = guest(&hub, name, &r, Some(io.conn()));
             sub.idle(0);
             clients.push((io, client));
@@ -1102,54 +937,6 @@ mod tests {
         };
         assert_eq!(alice.settle(member, 2), Settle::Settled);
         assert_eq!(carol.settle(waiting(), 2), Settle::Settled);
-    }
-
-    #[test]
-    fn the_own_form_rendered_once_is_what_each_guest_would_render_alone() {
-        let r = run();
-        let guests = [r#"say "hi""#, r"back\slash", "zoë", "plain", "Émile €"].map(id);
-        let mut identities = guests.to_vec();
-        identities.sort();
-        let bulk = event(
-            7,
-            &r,
-            Audience::Admitted,
-            EventKind::ParticipantsAdmitted {
-                identities,
-                room_name: "the room".into(),
-                status: MeetingStatus::Live,
-            },
-        );
-        let published = Published::new(&bulk);
-        for guest in &guests {
-            let alone = Published::new(
-                &bulk
-                    .seen_by(ViewerClass::Waiting, Some(guest))
-                    .expect("an own form"),
-            );
-            let json = published.own_view(guest).expect("rendered once");
-            assert_eq!(published.own_kind(), &*alone.kind);
-            assert_eq!(json.as_str(), alone.json.as_str(), "for {guest:?}");
-        }
-        // An event without an own form has none to render.
-        assert!(
-            Published::new(&admitted(8, &r, "plain"))
-                .own_view(&id("plain"))
-                .is_none()
-        );
-        // Where the identity's JSON also appears elsewhere, the form is not cut (each stream
-        // renders its own instead).
-        let ambiguous = event(
-            9,
-            &r,
-            Audience::Admitted,
-            EventKind::ParticipantsAdmitted {
-                identities: vec![id("room")],
-                room_name: "room".into(),
-                status: MeetingStatus::Live,
-            },
-        );
-        assert!(Published::new(&ambiguous).own_view(&id("room")).is_none());
     }
 
     #[test]
@@ -1229,11 +1016,11 @@ mod tests {
         let mut s = waiting();
         let me = id("me");
         assert_eq!(
-            s.apply(Some(&me), Some(&r), &admitted(1, &r, "other").kind),
+            Step::apply(&mut s, Some(&me), Some(&r), &admitted(1, &r, "other").kind),
             Step::Unchanged
         );
         assert_eq!(
-            s.apply(Some(&me), Some(&r), &admitted(2, &r, "me").kind),
+            Step::apply(&mut s, Some(&me), Some(&r), &admitted(2, &r, "me").kind),
             Step::Changed
         );
         assert_eq!(s.class(), ViewerClass::Member);
@@ -1241,19 +1028,25 @@ mod tests {
             identity: me.clone(),
             role: Role::Host,
         };
-        assert_eq!(s.apply(Some(&me), Some(&r), &promote), Step::Changed);
+        assert_eq!(
+            Step::apply(&mut s, Some(&me), Some(&r), &promote),
+            Step::Changed
+        );
         assert_eq!(s.class(), ViewerClass::Host);
         let ended = EventKind::MeetingEnded {
             instance_id: r.clone(),
             run: 1,
         };
-        assert_eq!(s.apply(Some(&me), Some(&r), &ended), Step::Changed);
+        assert_eq!(
+            Step::apply(&mut s, Some(&me), Some(&r), &ended),
+            Step::Changed
+        );
         assert_eq!(s.class(), ViewerClass::Waiting);
         let sent_back = EventKind::ParticipantSentBack {
             identity: me.clone(),
         };
         assert_eq!(
-            s.apply(Some(&me), Some(&r), &sent_back),
+            Step::apply(&mut s, Some(&me), Some(&r), &sent_back),
             Step::Close(CloseReason::Revoked)
         );
     }

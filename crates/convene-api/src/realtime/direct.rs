@@ -6,7 +6,7 @@
 //! socket's write side reachable ([`Conn`]) from outside the HTTP and WebSocket stack that owns
 //! the connection, and hands it to every request as [`Peer`].
 //! The hub then writes a frame straight into an idle stream's socket ([`Conn::inject`]), and
-//! the stream task only learns of it the next time it wakes (`crate::hub::Inbox`).
+//! the stream task only learns of it the next time it wakes (`crate::realtime::hub::Inbox`).
 //!
 //! The one rule that keeps the bytes on the wire whole and in order: a frame is injected only
 //! when the stack above has no frame of its own half-written (it flushed after its last write),
