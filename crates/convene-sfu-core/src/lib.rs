@@ -13,6 +13,8 @@
 //!   keyframes, rewriting RTP timestamps, sequence numbers and VP8 picture ids.
 //! * [`signal`]: LiveKit protocol messages (JoinResponse, ParticipantInfo, TrackInfo), `/rtc`
 //!   query parameters, trickle JSON, data packet routing.
+//! * [`speakers`]: active speakers from RFC 6464 audio levels (a smoothed meter per audio track,
+//!   the changes per room); [`quality`]: connection quality from loss, jitter and round-trip time.
 //! * [`ids`]: room, participant and track sids in LiveKit's format.
 //! * [`batch`]: the grouping of outgoing datagrams into UDP GSO runs (the send is IO).
 //!
@@ -24,7 +26,9 @@ pub mod batch;
 pub mod engine;
 pub mod forward;
 pub mod ids;
+pub mod quality;
 pub mod signal;
+pub mod speakers;
 
 pub use engine::{DataKind, RoomSummary};
 pub use ids::{ParticipantSid, RoomSid, TrackSid};

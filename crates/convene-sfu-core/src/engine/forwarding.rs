@@ -40,6 +40,9 @@ impl Engine {
             return;
         };
         track.layers.saw(rid, now);
+        if let (Some(meter), Some(level)) = (&mut track.meter, packet.header.ext_vals.audio_level) {
+            meter.observe(level.unsigned_abs());
+        }
         let target = track.layers.best(now).unwrap_or(rid);
         let key = track.key;
         let video = track.kind == MediaKind::Video;

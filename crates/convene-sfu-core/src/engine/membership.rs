@@ -8,7 +8,9 @@ use livekit_protocol as proto;
 use proto::signal_response::Message as Resp;
 
 use crate::ids::{ParticipantSid, RoomSid};
+use crate::quality::LinkWindow;
 use crate::signal::{self, JoinParams};
+use crate::speakers::SpeakerSet;
 use crate::{Admitted, MediaEvent};
 
 use super::state::{Channels, Participant, Peer, Room};
@@ -51,6 +53,7 @@ impl Engine {
                 sid: room_sid,
                 creation_ms: unix_ms,
                 members: Vec::new(),
+                speakers: SpeakerSet::default(),
             });
         room.members.push(conn);
         let room_proto = proto::Room {
@@ -101,6 +104,11 @@ impl Engine {
             reliable_backlog: VecDeque::new(),
             subscribed: HashSet::new(),
             unsubscribed: HashSet::new(),
+            last_rx: now,
+            link: LinkWindow::default(),
+            quality: None,
+            speakers_synced: false,
+            quality_synced: false,
         };
         // Both new peers are due now.
         self.earliest_timeout = self.earliest_timeout.min(now);
@@ -140,6 +148,7 @@ impl Engine {
         let room_name = participant.room.clone();
         if let Some(room) = self.rooms.get_mut(&room_name) {
             room.members.retain(|c| *c != conn);
+            room.speakers.forget(participant.sid());
             if room.members.is_empty() {
                 self.rooms.remove(&room_name);
             }

@@ -9,8 +9,8 @@
 //! `membership` (join, leave, announce), `signalling` (a client's requests),
 //! `subscriptions` (publishing, down tracks, subscriber offers), `network`
 //! (datagrams, timers, str0m events), `forwarding` (media and keyframes),
-//! `data` (data packets), `control` (moderation and RoomService) and `rtc`
-//! (the str0m configuration).
+//! `data` (data packets), `control` (moderation and RoomService), `signals`
+//! (active speakers and connection quality) and `rtc` (the str0m configuration).
 // Deprecated protocol fields are still read by the clients we serve.
 #![allow(deprecated)]
 
@@ -22,6 +22,7 @@ mod membership;
 mod network;
 mod rtc;
 mod signalling;
+mod signals;
 mod state;
 mod subscriptions;
 #[cfg(test)]
@@ -137,6 +138,11 @@ pub struct Engine {
     epoch_unix_ms: i64,
     next_housekeeping: Instant,
     next_track_key: u64,
+    /// The speaker timer: when it is next due and when it last ran (the level window's start).
+    next_speakers: Instant,
+    last_speakers: Instant,
+    /// The connection quality timer.
+    next_quality: Instant,
 }
 
 impl Engine {
@@ -159,6 +165,9 @@ impl Engine {
             epoch_unix_ms: now_unix_ms,
             next_housekeeping: now,
             next_track_key: 0,
+            next_speakers: now + signals::SPEAKER_INTERVAL,
+            last_speakers: now,
+            next_quality: now + signals::QUALITY_INTERVAL,
         }
     }
 
@@ -173,7 +182,11 @@ impl Engine {
 
     /// When [`Input::Timeout`] is next due.
     pub fn poll_timeout(&self) -> Instant {
-        let timers = self.earliest_timeout.min(self.next_housekeeping);
+        let timers = self
+            .earliest_timeout
+            .min(self.next_housekeeping)
+            .min(self.next_speakers)
+            .min(self.next_quality);
         if self.due.is_empty() {
             timers
         } else {

@@ -59,6 +59,7 @@ impl Engine {
             return;
         };
         let participant = self.participants.get_mut(&conn).expect("found above");
+        participant.last_rx = now;
         match participant.peer(pc).with(|rtc| rtc.handle_input(input)) {
             Some(Ok(())) => {}
             Some(Err(e)) => tracing::debug!(?conn, ?pc, "input refused: {e}"),
@@ -112,6 +113,7 @@ impl Engine {
                 }
             }
         }
+        self.signal_timers(now);
         self.process(now);
     }
 
@@ -262,6 +264,13 @@ impl Engine {
                     self.on_client_data(conn, kind, &data.data, now);
                 }
             }
+            (PcKind::Publisher, Event::MediaIngressStats(stats)) => {
+                self.on_ingress_stats(conn, stats)
+            }
+            (PcKind::Subscriber, Event::MediaEgressStats(stats)) => {
+                self.on_egress_stats(conn, stats)
+            }
+            (_, Event::PeerStats(stats)) => self.on_peer_stats(conn, pc, stats),
             (_, Event::IceConnectionStateChange(state)) => {
                 tracing::debug!(?conn, ?pc, ?state, "ice state");
             }

@@ -40,6 +40,8 @@ pub fn rtc_config(pc: PcKind, crypto: Arc<CryptoProvider>) -> RtcConfig {
         .set_rtp_mode(true)
         .set_extension_map(extensions)
         .set_crypto_provider(crypto)
+        // Loss, jitter and round trips for connection quality (`signals`).
+        .set_stats_interval(Some(super::signals::STATS_INTERVAL))
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)

@@ -14,6 +14,7 @@ use str0m::media::MediaKind;
 use crate::forward::LayerSet;
 use crate::ids::TrackSid;
 use crate::signal;
+use crate::speakers::LevelMeter;
 
 use super::state::{DownState, Published, TrackKey};
 use super::{ConnId, Engine, PcKind};
@@ -239,6 +240,7 @@ impl Engine {
             info: info.clone(),
             layers: LayerSet::default(),
             keyframe_requests: Vec::new(),
+            meter: (kind == MediaKind::Audio).then(LevelMeter::default),
         });
         self.send(
             conn,

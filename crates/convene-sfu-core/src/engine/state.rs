@@ -14,6 +14,8 @@ use str0m::media::{MediaKind, Mid, Pt, Rid};
 use crate::Permission;
 use crate::forward::{LayerForwarder, LayerSet, SeqRewriter, Vp8Rewriter};
 use crate::ids::{RoomSid, TrackSid};
+use crate::quality::LinkWindow;
+use crate::speakers::{LevelMeter, SpeakerSet};
 
 use super::{ConnId, PcKind};
 
@@ -25,6 +27,8 @@ pub(super) struct Room {
     pub(super) sid: RoomSid,
     pub(super) creation_ms: i64,
     pub(super) members: Vec<ConnId>,
+    /// The speakers the room's members were last told of.
+    pub(super) speakers: SpeakerSet,
 }
 
 /// One str0m peer connection behind a panic boundary.
@@ -72,6 +76,8 @@ pub(super) struct Published {
     pub(super) info: proto::TrackInfo,
     pub(super) layers: LayerSet,
     pub(super) keyframe_requests: Vec<(Option<Rid>, Instant)>,
+    /// Audio tracks: the speaking state, from each packet's audio level (RFC 6464).
+    pub(super) meter: Option<LevelMeter>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +142,16 @@ pub(super) struct Participant {
     pub(super) reliable_backlog: VecDeque<Vec<u8>>,
     pub(super) subscribed: HashSet<String>,
     pub(super) unsubscribed: HashSet<String>,
+    /// When the last datagram from this participant (either connection) arrived.
+    pub(super) last_rx: Instant,
+    /// What its connections' statistics showed since the last quality rating.
+    pub(super) link: LinkWindow,
+    /// The quality the room was last told of for it.
+    pub(super) quality: Option<proto::ConnectionQuality>,
+    /// It was sent the room's current speakers, and everyone's connection quality, once: from
+    /// then on it gets the changes.
+    pub(super) speakers_synced: bool,
+    pub(super) quality_synced: bool,
 }
 
 impl Participant {

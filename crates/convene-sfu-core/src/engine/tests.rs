@@ -868,3 +868,104 @@ fn a_recorded_session_replays_to_the_same_outputs() {
         "another seed names things otherwise"
     );
 }
+
+fn sid_of(engine: &mut Engine, identity: &str, now: Instant) -> String {
+    match engine
+        .handle(
+            Input::GetParticipant {
+                room: "room".into(),
+                identity: identity.into(),
+            },
+            now,
+        )
+        .unwrap()
+    {
+        Answer::Participant(info) => info.sid,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The `(sid, quality)` pairs of every `ConnectionQualityUpdate` sent to `conn`, sorted.
+fn qualities(out: &Drained, conn: ConnId) -> Vec<(String, proto::ConnectionQuality)> {
+    let mut pairs: Vec<_> = out
+        .to(conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::ConnectionQuality(update) => Some(update.updates.iter()),
+            _ => None,
+        })
+        .flatten()
+        .map(|u| (u.participant_sid.clone(), u.quality()))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+#[test]
+fn connection_quality_goes_to_everyone_once_then_only_what_changed() {
+    use proto::ConnectionQuality::{Excellent, Lost};
+    let now = Instant::now();
+    let at = |secs| now + Duration::from_secs(secs);
+    let mut engine = engine(now);
+    for (conn, name) in [(A, "alice"), (B, "bob")] {
+        feed(
+            &mut engine,
+            joining(conn, admitted(name, Permission::default())),
+            now,
+        );
+    }
+    let (a, b) = (
+        sid_of(&mut engine, "alice", now),
+        sid_of(&mut engine, "bob", now),
+    );
+    drain(&mut engine);
+    let sorted = |mut v: Vec<(String, proto::ConnectionQuality)>| {
+        v.sort();
+        v
+    };
+
+    // Not before the first window ends.
+    feed(&mut engine, Input::Timeout, at(2));
+    assert!(qualities(&drain(&mut engine), A).is_empty());
+    // The first rating: each gets its own and the other's (nothing measured: excellent).
+    feed(&mut engine, Input::Timeout, at(3));
+    let out = drain(&mut engine);
+    let both = sorted(vec![(a.clone(), Excellent), (b.clone(), Excellent)]);
+    assert_eq!(qualities(&out, A), both);
+    assert_eq!(qualities(&out, B), both);
+    // Unchanged: nothing is sent.
+    feed(&mut engine, Input::Timeout, at(6));
+    let out = drain(&mut engine);
+    assert!(qualities(&out, A).is_empty() && qualities(&out, B).is_empty());
+    // Nothing arrived from either on its connections for longer than LOST_AFTER: lost.
+    feed(&mut engine, signal(A, Req::Ping(1)), at(9)); // signalling alone is not media
+    feed(&mut engine, Input::Timeout, at(9));
+    let out = drain(&mut engine);
+    let lost = sorted(vec![(a.clone(), Lost), (b.clone(), Lost)]);
+    assert_eq!(qualities(&out, A), lost);
+    assert_eq!(qualities(&out, B), lost);
+
+    // A late joiner gets everyone's at the next rating; the others only the newcomer's.
+    const C: ConnId = ConnId(3);
+    feed(
+        &mut engine,
+        joining(C, admitted("carol", Permission::default())),
+        at(10),
+    );
+    let c = sid_of(&mut engine, "carol", at(10));
+    drain(&mut engine);
+    feed(&mut engine, Input::Timeout, at(12));
+    let out = drain(&mut engine);
+    assert_eq!(
+        qualities(&out, C),
+        sorted(vec![(a, Lost), (b, Lost), (c.clone(), Excellent)])
+    );
+    assert_eq!(qualities(&out, A), vec![(c.clone(), Excellent)]);
+    assert_eq!(qualities(&out, B), vec![(c, Excellent)]);
+    // Nobody published audio: no speakers were ever reported.
+    assert!(
+        !out.signals
+            .iter()
+            .any(|(_, m)| matches!(m, Resp::SpeakersChanged(_)))
+    );
+}
