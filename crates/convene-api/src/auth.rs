@@ -50,7 +50,7 @@ impl Principal {
 }
 
 async fn active_key(state: &AppState, key_id: &str) -> ApiResult<ApiKey> {
-    match state.meetings.api_key(key_id).await? {
+    match state.meetings.keys().get(key_id).await? {
         Some(key) if key.is_active() => Ok(key),
         _ => Err(ApiError::new(
             ErrorCode::Unauthenticated,
@@ -139,7 +139,7 @@ pub async fn verify_with_stored_key<T>(
     verify: impl FnOnce(ApiKey) -> Result<T, convene_token::TokenError>,
 ) -> Result<T, StoredKeyError> {
     let issuer = convene_token::issuer(token)?;
-    match meetings.api_key(&issuer).await? {
+    match meetings.keys().get(&issuer).await? {
         Some(key) if key.is_active() => Ok(verify(key)?),
         _ => Err(StoredKeyError::UnknownKey),
     }

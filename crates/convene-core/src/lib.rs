@@ -1,7 +1,8 @@
 //! convene's domain core: meetings, participants and roles, the waiting room, the stage,
 //! moderation, chat and the ordered per-meeting event log.
 //!
-//! Pure logic: no HTTP, no SQL, no sockets, no clock reads. Operations in [`ops`] take state and
+//! Pure logic: no HTTP, no SQL, no sockets, no clock reads, no randomness from the operating system
+//! (time comes from a [`Clock`], randomness from an [`Entropy`]). Operations in [`ops`] take state and
 //! time and return a [`ops::Change`]; [`service::Meetings`] runs them against the [`ports`]
 //! (store, media engine, event sink) that other crates implement.
 
@@ -17,11 +18,13 @@ pub mod meeting;
 pub mod ops;
 pub mod participant;
 pub mod ports;
+pub mod random;
 pub mod service;
 pub mod standing;
 pub mod time;
 pub mod webhook;
 
 pub use error::{DomainError, ErrorCode, ValidationError};
+pub use random::Entropy;
 pub use standing::Standing;
 pub use time::{Clock, Timestamp};

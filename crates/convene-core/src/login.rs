@@ -29,6 +29,7 @@ use subtle::ConstantTimeEq;
 use crate::error::{DomainError, ErrorCode, ValidationError};
 use crate::error::{Result, StoreError};
 use crate::ids::DisplayName;
+use crate::random::Entropy;
 use crate::time::{Clock, Timestamp};
 
 /// Digits in a one-time code.
@@ -457,16 +458,27 @@ pub trait LoginStore: Send + Sync + 'static {
 pub struct Logins {
     store: Arc<dyn LoginStore>,
     clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
     mailer: Arc<dyn Mailer>,
 }
 
 impl Logins {
-    pub fn new(store: Arc<dyn LoginStore>, clock: Arc<dyn Clock>, mailer: Arc<dyn Mailer>) -> Self {
+    pub fn new(
+        store: Arc<dyn LoginStore>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        mailer: Arc<dyn Mailer>,
+    ) -> Self {
         Self {
             store,
             clock,
+            entropy,
             mailer,
         }
+    }
+
+    fn rng(&self) -> rand::rngs::StdRng {
+        crate::random::rng(self.entropy.as_ref())
     }
 
     /// Sends a fresh code to `email` (replacing any earlier one), within the send caps for the
@@ -483,8 +495,8 @@ impl Logins {
             .count_login_send(&format!("email:{email}"), now, ADDRESS_SEND_CAP.window)
             .await?;
         ADDRESS_SEND_CAP.check(by_address, now, "to this address")?;
-        let code = LoginCode::generate(&mut rand::rng());
-        let record = CodeRecord::issue(email, &code, now, &mut rand::rng());
+        let code = LoginCode::generate(&mut self.rng());
+        let record = CodeRecord::issue(email, &code, now, &mut self.rng());
         self.store.put_login_code(&record).await?;
         let mail = LoginCodeMail {
             to: email.clone(),
@@ -534,7 +546,7 @@ impl Logins {
                 return Ok(user);
             }
             let user = User {
-                id: UserId::generate(&mut rand::rng()),
+                id: UserId::generate(&mut self.rng()),
                 email: email.clone(),
                 name: name.clone(),
                 created_at: now,

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use crate::random::SeededEntropy;
+
 use super::*;
 
 const T0: i64 = 1_700_000_000_000;
@@ -72,7 +74,12 @@ fn rig() -> Rig {
     let clock = Arc::new(FixedClock(AtomicI64::new(T0)));
     let mailer = Arc::new(RecordingMailer::default());
     let store = Arc::new(MemoryLoginStore::default());
-    let logins = Logins::new(store.clone(), clock.clone(), mailer.clone());
+    let logins = Logins::new(
+        store.clone(),
+        clock.clone(),
+        Arc::new(SeededEntropy::new(1)),
+        mailer.clone(),
+    );
     Rig {
         logins,
         clock,
@@ -358,6 +365,7 @@ fn mail_failures_are_reported_as_such() {
         let logins = Logins::new(
             Arc::new(MemoryLoginStore::default()),
             clock,
+            Arc::new(SeededEntropy::new(1)),
             Arc::new(FailingMailer),
         );
         let err = logins

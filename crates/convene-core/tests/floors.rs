@@ -121,7 +121,7 @@ fn the_core_has_no_import_circle_and_stands_on_floors() {
         .map(|(floor, modules)| format!("{floor}: {}\n", modules.join(" ")))
         .collect();
     expect![[r#"
-        0: error time
+        0: error random time
         1: apikey ids lockout
         2: login participant
         3: meeting

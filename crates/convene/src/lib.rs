@@ -19,8 +19,9 @@ use anyhow::Context;
 use convene_api::{AppState, Hub, Limits, MediaTokens, PublicUrls};
 use convene_core::apikey::ApiKey;
 use convene_core::login::{Logins, Mailer};
-use convene_core::ports::{MediaEngine, NoMedia, NoSink};
-use convene_core::service::Meetings;
+use convene_core::ports::MediaEngine;
+use convene_core::random::Entropy;
+use convene_core::service::{ApiKeys, Meetings};
 use convene_core::time::{Clock, Timestamp};
 use convene_store::SqlStore;
 use convene_token::Signer;
@@ -30,6 +31,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+
+/// The operating system's randomness (through `rand`'s thread generator, seeded and reseeded
+/// from it), the `Entropy` every service draws its ids, PINs, secrets and codes from.
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn seed(&self) -> [u8; 32] {
+        let mut seed = [0; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
+        seed
+    }
+}
 
 /// The system clock.
 pub struct SystemClock;
@@ -70,30 +83,27 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<SqlStore>> {
 
 /// Picks the key that signs tokens: the configured pair (stored if new), else the oldest active
 /// stored key, else a new development key.
-pub async fn signing_key(
-    meetings: &Meetings,
-    config: &Config,
-) -> anyhow::Result<(ApiKey, KeyOrigin)> {
+pub async fn signing_key(keys: &ApiKeys, config: &Config) -> anyhow::Result<(ApiKey, KeyOrigin)> {
     if let Some((id, secret)) = &config.api_key {
-        let key = meetings
-            .provision_api_key(id, secret.clone())
+        let key = keys
+            .provision(id, secret.clone())
             .await
             .map_err(|e| anyhow::anyhow!("cannot provision CONVENE_API_KEY: {e}"))?;
         return Ok((key, KeyOrigin::Configured));
     }
-    let mut keys: Vec<ApiKey> = meetings
-        .api_keys()
+    let mut stored: Vec<ApiKey> = keys
+        .list()
         .await
         .map_err(|e| anyhow::anyhow!("cannot read API keys: {e}"))?
         .into_iter()
         .filter(ApiKey::is_active)
         .collect();
-    keys.sort_by_key(|k| k.created_at);
-    if let Some(key) = keys.into_iter().next() {
+    stored.sort_by_key(|k| k.created_at);
+    if let Some(key) = stored.into_iter().next() {
         return Ok((key, KeyOrigin::Stored));
     }
-    let key = meetings
-        .create_api_key("development key created at first start")
+    let key = keys
+        .create("development key created at first start")
         .await
         .map_err(|e| anyhow::anyhow!("cannot create a development key: {e}"))?;
     Ok((key, KeyOrigin::CreatedForDevelopment))
@@ -291,19 +301,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let descriptors = raise_descriptor_limit();
     let store = open_store(&config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    // The key is needed before the media backend (an external LiveKit defaults to this key
-    // pair); its rules (`Meetings::provision_api_key`...) live on the core service, so it is
-    // picked with one that drives no media and publishes nowhere.
-    let (key, key_origin) = {
-        let keys = Meetings::new(
-            store.clone(),
-            clock.clone(),
-            Arc::new(NoMedia),
-            Arc::new(NoSink),
-            config.meeting_id_digits,
-        );
-        signing_key(&keys, &config).await?
-    };
+    let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
+    // The key is needed before the media backend (an external LiveKit defaults to this key pair).
+    let keys = ApiKeys::new(store.clone(), clock.clone(), entropy.clone());
+    let (key, key_origin) = signing_key(&keys, &config).await?;
     let hub = Hub::default();
     let wake = webhooks::Wake::default();
     let sink: Arc<dyn convene_core::ports::EventSink> = Arc::new(webhooks::Sinks(vec![
@@ -319,7 +320,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Arc::new(mail::ConsoleMailer)
         }
     };
-    let logins = Arc::new(Logins::new(store.clone(), Arc::new(SystemClock), mailer));
+    let logins = Arc::new(Logins::new(
+        store.clone(),
+        clock.clone(),
+        entropy.clone(),
+        mailer,
+    ));
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
@@ -336,6 +342,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let meetings = Arc::new(Meetings::new(
         store,
         clock,
+        entropy,
         media.engine(),
         sink,
         config.meeting_id_digits,

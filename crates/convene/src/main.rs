@@ -175,17 +175,15 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 async fn api_key(config: Config, command: ApiKeyCommand) -> anyhow::Result<()> {
     use std::sync::Arc;
     let store = convene::open_store(&config).await?;
-    let meetings = convene_core::service::Meetings::new(
+    let keys = convene_core::service::ApiKeys::new(
         store,
         Arc::new(convene::SystemClock),
-        Arc::new(convene_core::ports::NoMedia),
-        Arc::new(convene_core::ports::NoSink),
-        config.meeting_id_digits,
+        Arc::new(convene::OsEntropy),
     );
     match command {
         ApiKeyCommand::Create { description } => {
-            let key = meetings
-                .create_api_key(&description)
+            let key = keys
+                .create(&description)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
@@ -195,10 +193,7 @@ async fn api_key(config: Config, command: ApiKeyCommand) -> anyhow::Result<()> {
             );
         }
         ApiKeyCommand::List => {
-            let keys = meetings
-                .api_keys()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let keys = keys.list().await.map_err(|e| anyhow::anyhow!("{e}"))?;
             if keys.is_empty() {
                 println!("no API keys");
             }
@@ -214,16 +209,15 @@ async fn api_key(config: Config, command: ApiKeyCommand) -> anyhow::Result<()> {
             }
         }
         ApiKeyCommand::Revoke { key } => {
-            meetings
-                .revoke_api_key(&key)
+            keys.revoke(&key)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("cannot revoke {key}"))?;
             println!("revoked {key}");
         }
         ApiKeyCommand::Token { key, ttl_seconds } => {
-            let mut keys: Vec<_> = meetings
-                .api_keys()
+            let mut keys: Vec<_> = keys
+                .list()
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?
                 .into_iter()
@@ -237,7 +231,10 @@ async fn api_key(config: Config, command: ApiKeyCommand) -> anyhow::Result<()> {
                 );
             };
             let token = convene_token::Signer::new(key.id, key.secret)
-                .admin_token(meetings.now(), std::time::Duration::from_secs(ttl_seconds))
+                .admin_token(
+                    convene_core::Clock::now(&convene::SystemClock),
+                    std::time::Duration::from_secs(ttl_seconds),
+                )
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{token}");
         }

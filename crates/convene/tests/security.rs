@@ -506,6 +506,7 @@ async fn service() -> (Meetings, tempfile::TempDir) {
     let meetings = Meetings::new(
         Arc::new(store),
         Arc::new(convene::SystemClock),
+        Arc::new(convene::OsEntropy),
         Arc::new(NoMedia),
         Arc::new(NoSink),
         Default::default(),
@@ -607,6 +608,7 @@ async fn the_host_credential_still_enters_a_meeting_locked_by_wrong_pins() {
     let meetings = Meetings::new(
         Arc::new(store),
         clock.clone(),
+        Arc::new(convene::OsEntropy),
         Arc::new(NoMedia),
         Arc::new(NoSink),
         Default::default(),

@@ -18,6 +18,7 @@ use convene_core::apikey::ApiSecret;
 use convene_core::ids::MeetingIdDigits;
 use convene_core::login::{LoginCodeMail, Logins, MailError, Mailer};
 use convene_core::ports::NoMedia;
+use convene_core::random::SeededEntropy;
 use convene_core::service::Meetings;
 use convene_core::time::{Clock, Timestamp};
 use convene_store::SqlStore;
@@ -143,17 +144,27 @@ impl TestApp {
         let store = Arc::new(store);
         let mailer = Arc::new(RecordingMailer::default());
         let clock = Arc::new(TestClock::default());
-        let logins = Arc::new(Logins::new(store.clone(), clock.clone(), mailer.clone()));
+        // One stream of randomness per test server, seeded from the operating system: two test
+        // servers never hand out the same ids.
+        let entropy = Arc::new(SeededEntropy::new(rand::random()));
+        let logins = Arc::new(Logins::new(
+            store.clone(),
+            clock.clone(),
+            entropy.clone(),
+            mailer.clone(),
+        ));
         let meetings = Arc::new(Meetings::new(
             store,
             clock.clone(),
+            entropy,
             Arc::new(NoMedia),
             Arc::new(hub.clone()),
             MeetingIdDigits::new(9).expect("9 digits"),
         ));
         let secret = ApiSecret::parse(SECRET).expect("secret");
         let key = meetings
-            .provision_api_key(KEY, secret)
+            .keys()
+            .provision(KEY, secret)
             .await
             .expect("API key");
         let state = AppState {

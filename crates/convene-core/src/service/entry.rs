@@ -41,7 +41,7 @@ impl Meetings {
         let (Some(meeting), Some(role)) = (meeting, role) else {
             return Err(DomainError::code(ErrorCode::MeetingAccessDenied).into());
         };
-        let identity = identity.unwrap_or_else(|| Identity::generate(&mut rand::rng()));
+        let identity = identity.unwrap_or_else(|| Identity::generate(&mut self.rng()));
         let entry = Entry {
             identity,
             name,
@@ -144,7 +144,7 @@ impl Meetings {
                 subject,
                 loaded.joined_count,
                 loaded.waiting,
-                &mut rand::rng(),
+                &mut self.rng(),
             )
         })
         .await

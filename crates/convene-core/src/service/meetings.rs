@@ -33,7 +33,7 @@ impl Meetings {
             request.host_credential,
             request.participant_credential,
             request.viewer_credential,
-            &mut rand::rng(),
+            &mut self.rng(),
         )
         .and_then(|credentials| credentials.check_distinct().map(|()| credentials))
         .map_err(|e| DomainError::new(ErrorCode::InvalidCombination, e.to_string()))?;
@@ -42,14 +42,14 @@ impl Meetings {
             let id = request
                 .id
                 .clone()
-                .unwrap_or_else(|| MeetingId::generate(digits, &mut rand::rng()));
+                .unwrap_or_else(|| MeetingId::generate(digits, &mut self.rng()));
             let change = ops::create_meeting(
                 id,
                 request.room_name.clone(),
                 request.settings.clone(),
                 credentials.clone(),
                 self.now(),
-                &mut rand::rng(),
+                &mut self.rng(),
             );
             match self.store.create_meeting(&change).await {
                 Ok(()) => {
@@ -226,7 +226,7 @@ impl Meetings {
                         "only a host may start the meeting",
                     ));
                 }
-                ops::start_meeting(tx, &loaded.actor, loaded.waiting, &mut rand::rng())
+                ops::start_meeting(tx, &loaded.actor, loaded.waiting, &mut self.rng())
             })
             .await?;
         Ok(meeting)

@@ -28,6 +28,7 @@ use crate::meeting::Meeting;
 use crate::ops::{Actor, Change, Tx};
 use crate::participant::{Participant, ParticipantState};
 use crate::ports::{EventSink, MediaEngine, Store};
+use crate::random::Entropy;
 use crate::time::{Clock, Timestamp};
 
 /// How many times an operation is retried when another node changed the meeting concurrently.
@@ -38,6 +39,7 @@ pub const MAX_PAGE: u32 = 1000;
 // The rule lives in `crate::access`; other crates use it from here too.
 pub use crate::access::may_connect_media;
 pub use crate::error::{Result, ServiceError};
+pub use api_keys::ApiKeys;
 pub use media::{MediaAdmission, MediaReport};
 pub use meetings::NewMeeting;
 
@@ -97,28 +99,43 @@ impl LockTable {
 pub struct Meetings {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
     media: Arc<dyn MediaEngine>,
     sink: Arc<dyn EventSink>,
     locks: LockTable,
     default_digits: MeetingIdDigits,
+    keys: ApiKeys,
 }
 
 impl Meetings {
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
         media: Arc<dyn MediaEngine>,
         sink: Arc<dyn EventSink>,
         default_digits: MeetingIdDigits,
     ) -> Self {
         Self {
+            keys: ApiKeys::new(store.clone(), clock.clone(), entropy.clone()),
             store,
             clock,
+            entropy,
             media,
             sink,
             locks: LockTable::default(),
             default_digits,
         }
+    }
+
+    /// A fresh generator for one operation (see [`crate::random`]).
+    fn rng(&self) -> rand::rngs::StdRng {
+        crate::random::rng(self.entropy.as_ref())
+    }
+
+    /// The API keys, on the same store.
+    pub fn keys(&self) -> &ApiKeys {
+        &self.keys
     }
 
     pub fn now(&self) -> Timestamp {
