@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use convene_core::event::ViewerClass;
 use convene_core::ids::{Identity, MeetingId};
-use convene_core::participant::Role;
 use convene_core::service::Caller;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -127,15 +126,8 @@ pub async fn viewer(state: &AppState, principal: &Principal, id: &MeetingId) -> 
                 .meetings
                 .check_participant_token(id, &identity, &instance, epoch)
                 .await?;
-            let class = if p.role == Role::Host && p.state.is_present() {
-                ViewerClass::Host
-            } else if p.state.is_member() {
-                ViewerClass::Member
-            } else {
-                ViewerClass::Waiting
-            };
             Ok(Viewer {
-                class,
+                class: convene_core::Standing::of(&p).class(),
                 identity: Some(identity),
             })
         }
