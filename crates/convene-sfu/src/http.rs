@@ -115,12 +115,13 @@ async fn authorize(
 /// A join the admission refused: its kind's status and its message.
 fn refused(refusal: Refusal) -> Response {
     let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-    let message = match refusal {
-        Refusal::Unauthenticated(message)
-        | Refusal::Forbidden(message)
-        | Refusal::Unavailable(message) => message,
-    };
-    (status, message).into_response()
+    let mut response = (status, refusal.message().to_owned()).into_response();
+    if refusal == Refusal::Unavailable {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+    }
+    response
 }
 
 /// A connect refused for the identity's budget: 429 with `Retry-After` (whole seconds, rounded
@@ -391,14 +392,17 @@ mod tests {
                 StatusCode::UNAUTHORIZED,
             ),
             (Refusal::Forbidden("banned".into()), StatusCode::FORBIDDEN),
-            (
-                Refusal::Unavailable("try later".into()),
-                StatusCode::UNAUTHORIZED,
-            ),
+            (Refusal::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
         ] {
             let message = refusal.message().to_owned();
+            let unavailable = refusal == Refusal::Unavailable;
             let response = refused(refusal);
             assert_eq!(response.status(), status, "{message}");
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER).is_some(),
+                unavailable,
+                "{message}"
+            );
             let body = axum::body::to_bytes(response.into_body(), 1024)
                 .await
                 .unwrap();

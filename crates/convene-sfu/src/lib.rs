@@ -114,26 +114,30 @@ pub enum Refusal {
     Unauthenticated(String),
     /// Good credentials that may not join (banned, not admitted, the meeting full...): 403.
     Forbidden(String),
-    /// The deciding side cannot answer now (its store failed): 401 like a bad credential, as
-    /// the SFU has always answered it, so a client never sees a server error for its join.
-    Unavailable(String),
+    /// The deciding side cannot answer now (its store failed or is busy): 503 with `Retry-After`,
+    /// so a client tries again rather than taking its credentials for bad. It carries no message:
+    /// the cause is logged where it happened, never sent to the client.
+    Unavailable,
 }
+
+/// What a client is told when its join cannot be decided now.
+pub const UNAVAILABLE_MESSAGE: &str = "temporarily unavailable; try again";
 
 impl Refusal {
     /// The HTTP status a refused join is answered with.
     pub fn status(&self) -> u16 {
         match self {
-            Self::Unauthenticated(_) | Self::Unavailable(_) => 401,
+            Self::Unauthenticated(_) => 401,
             Self::Forbidden(_) => 403,
+            Self::Unavailable => 503,
         }
     }
 
     /// What the client is told.
     pub fn message(&self) -> &str {
         match self {
-            Self::Unauthenticated(message)
-            | Self::Forbidden(message)
-            | Self::Unavailable(message) => message,
+            Self::Unauthenticated(message) | Self::Forbidden(message) => message,
+            Self::Unavailable => UNAVAILABLE_MESSAGE,
         }
     }
 }

@@ -375,7 +375,7 @@ impl CoreAdmission {
             .map_err(|e| match e {
                 StoredKeyError::Store(e) => {
                     tracing::error!(error = %e, "admission: cannot read API keys");
-                    Refusal::Unavailable("temporarily unavailable".into())
+                    Refusal::Unavailable
                 }
                 StoredKeyError::Token(_) | StoredKeyError::UnknownKey => {
                     Refusal::Unauthenticated(e.to_string())
@@ -397,7 +397,7 @@ impl CoreAdmission {
             .await
             .map_err(|e| match e.code() {
                 ErrorCode::InvalidToken => Refusal::Unauthenticated(e.to_string()),
-                ErrorCode::Internal | ErrorCode::Busy => Refusal::Unavailable(e.to_string()),
+                ErrorCode::Internal | ErrorCode::Busy => unavailable(&e),
                 _ => Refusal::Forbidden(e.to_string()),
             })?;
         if admission.meeting.room_name.as_str() != verified.room {
@@ -418,6 +418,13 @@ impl CoreAdmission {
     }
 }
 
+/// A join the core cannot decide now: the cause is logged here, and the client is told only to
+/// try again (a store's error text never reaches it).
+fn unavailable(error: &ServiceError) -> Refusal {
+    tracing::error!(error = %error, "admission: the core cannot decide a join now");
+    Refusal::Unavailable
+}
+
 impl CoreAdmission {
     /// A plain LiveKit token minted by an app that holds an API secret (as with a LiveKit server):
     /// the app is trusted to place the person, the room is created on first join (policy `open`),
@@ -429,7 +436,7 @@ impl CoreAdmission {
     ) -> Result<Admitted, Refusal> {
         let refuse = |e: ServiceError| match e.code() {
             ErrorCode::InvalidRequest => Refusal::Unauthenticated(e.to_string()),
-            ErrorCode::Internal | ErrorCode::Busy => Refusal::Unavailable(e.to_string()),
+            ErrorCode::Internal | ErrorCode::Busy => unavailable(&e),
             _ => Refusal::Forbidden(e.to_string()),
         };
         let invalid = |e: convene_core::ValidationError| Refusal::Unauthenticated(e.to_string());
