@@ -717,32 +717,9 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::realtime::fixtures::{admitted, event, id, meeting, run};
     use convene_core::meeting::MeetingStatus;
     use convene_core::participant::{ParticipantState, Role};
-    use convene_core::time::Timestamp;
-
-    fn id(s: &str) -> Identity {
-        Identity::parse(s).unwrap()
-    }
-
-    fn meeting() -> MeetingId {
-        MeetingId::parse("1234567890").unwrap()
-    }
-
-    fn run() -> InstanceId {
-        InstanceId::generate(&mut rand::rng())
-    }
-
-    fn event(seq: u64, run: &InstanceId, audience: Audience, kind: EventKind) -> Event {
-        Event {
-            meeting_id: meeting(),
-            seq,
-            at: Timestamp::from_millis(0),
-            instance_id: run.clone(),
-            audience,
-            kind,
-        }
-    }
 
     fn waiting() -> Standing {
         Standing::Participant {
@@ -768,15 +745,6 @@ mod tests {
             seqs.push(p.event.seq);
         }
         seqs
-    }
-
-    fn admitted(seq: u64, run: &InstanceId, who: &str) -> Event {
-        let kind = EventKind::ParticipantAdmitted {
-            identity: id(who),
-            room_name: "r".into(),
-            status: MeetingStatus::Live,
-        };
-        event(seq, run, Audience::Subject { identity: id(who) }, kind)
     }
 
     #[test]

@@ -9,6 +9,8 @@
 
 pub mod direct;
 pub mod feed;
+#[cfg(test)]
+mod fixtures;
 pub mod hub;
 pub mod render;
 

@@ -93,34 +93,10 @@ impl OwnView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::realtime::fixtures::{admitted, event, id};
     use convene_core::event::Audience;
-    use convene_core::ids::{InstanceId, MeetingId};
+    use convene_core::ids::InstanceId;
     use convene_core::meeting::MeetingStatus;
-    use convene_core::time::Timestamp;
-
-    fn id(s: &str) -> Identity {
-        Identity::parse(s).unwrap()
-    }
-
-    fn event(seq: u64, run: &InstanceId, audience: Audience, kind: EventKind) -> Event {
-        Event {
-            meeting_id: MeetingId::parse("1234567890").unwrap(),
-            seq,
-            at: Timestamp::from_millis(0),
-            instance_id: run.clone(),
-            audience,
-            kind,
-        }
-    }
-
-    fn admitted(seq: u64, run: &InstanceId, who: &str) -> Event {
-        let kind = EventKind::ParticipantAdmitted {
-            identity: id(who),
-            room_name: "r".into(),
-            status: MeetingStatus::Live,
-        };
-        event(seq, run, Audience::Subject { identity: id(who) }, kind)
-    }
 
     #[test]
     fn the_own_form_rendered_once_is_what_each_guest_would_render_alone() {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::change::Tx;
 use crate::error::{DomainError, ErrorCode};
 use crate::event::TrackSelector;
 use crate::ids::{Identity, MeetingId};
@@ -20,20 +21,8 @@ impl Meetings {
         target: Option<&Identity>,
         raised: bool,
     ) -> Result<()> {
-        let needs = Needs {
-            target: target.cloned(),
-            ..Needs::default()
-        };
-        self.mutate(id, caller, needs, |tx, loaded| {
-            let who = match (&loaded.actor, loaded.target, loaded.subject) {
-                (Actor::Admin, Some(t), _) => t,
-                (_, _, Some(s)) => s,
-                _ => return Err(DomainError::code(ErrorCode::ParticipantNotFound)),
-            };
-            ops::set_hand(tx, who, raised)
-        })
-        .await
-        .map(|_| ())
+        self.on_own_or_target(id, caller, target, |tx, who| ops::set_hand(tx, who, raised))
+            .await
     }
 
     pub async fn invite(&self, id: &MeetingId, caller: &Caller, target: &Identity) -> Result<()> {
@@ -48,6 +37,20 @@ impl Meetings {
         target: Option<&Identity>,
         accept: bool,
     ) -> Result<()> {
+        self.on_own_or_target(id, caller, target, |tx, who| {
+            ops::answer_invite(tx, who, accept)
+        })
+        .await
+    }
+
+    /// Runs `op` on the caller themself, or, for an admin, on `target`.
+    async fn on_own_or_target(
+        &self,
+        id: &MeetingId,
+        caller: &Caller,
+        target: Option<&Identity>,
+        op: impl Fn(&mut Tx, Participant) -> std::result::Result<(), DomainError>,
+    ) -> Result<()> {
         let needs = Needs {
             target: target.cloned(),
             ..Needs::default()
@@ -58,7 +61,7 @@ impl Meetings {
                 (_, _, Some(s)) => s,
                 _ => return Err(DomainError::code(ErrorCode::ParticipantNotFound)),
             };
-            ops::answer_invite(tx, who, accept)
+            op(tx, who)
         })
         .await
         .map(|_| ())
