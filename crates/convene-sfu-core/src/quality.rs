@@ -3,7 +3,11 @@
 //! RTCP-based statistics of its publisher and subscriber connections), and [`rate`] turns a
 //! window into a score (1 to 5, like a mean opinion score) and LiveKit's `ConnectionQuality`.
 //! The score is a simplified E-model (ITU-T G.107): delay and jitter cost a little, loss a lot.
+//! Loss is known two ways: the fraction the RTCP receiver reports carry, and the NACKs a stream
+//! saw against the packets it carried ([`NackMarks`]); the window keeps the worse.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::Duration;
 
 use livekit_protocol as proto;
@@ -41,6 +45,43 @@ impl LinkWindow {
     /// Nothing was measured in this window.
     pub fn is_empty(&self) -> bool {
         self.loss.is_none() && self.jitter.is_none() && self.rtt.is_none()
+    }
+}
+
+/// Each stream's running NACK and packet counts as last seen, so that a statistics report (which
+/// carries totals since the stream began) yields the share of its packets NACKed since the last
+/// report. A NACK names at least one lost packet, so that share is a floor of the loss the
+/// receiver saw, and it arrives with every report, also where receiver reports are sparse.
+#[derive(Debug, Clone)]
+pub struct NackMarks<K> {
+    last: HashMap<K, (u64, u64)>,
+}
+
+impl<K> Default for NackMarks<K> {
+    fn default() -> Self {
+        Self {
+            last: HashMap::new(),
+        }
+    }
+}
+
+/// Fewer packets than this since the last report say too little to count NACKs against.
+pub const NACK_MIN_PACKETS: u64 = 20;
+
+impl<K: Hash + Eq> NackMarks<K> {
+    /// Stream `key` has seen `nacks` NACKs and carried `packets` packets in all: the fraction of
+    /// the packets since the last report that were NACKed (0..=1), if enough packets passed to
+    /// tell. Totals that went backwards (a stream started again) start the count afresh.
+    pub fn fraction(&mut self, key: K, nacks: u64, packets: u64) -> Option<f32> {
+        let (last_nacks, last_packets) = self.last.insert(key, (nacks, packets))?;
+        if nacks < last_nacks || packets < last_packets {
+            return None;
+        }
+        let sent = packets - last_packets;
+        if sent < NACK_MIN_PACKETS {
+            return None;
+        }
+        Some(((nacks - last_nacks) as f32 / sent as f32).clamp(0.0, 1.0))
     }
 }
 
@@ -130,6 +171,26 @@ mod tests {
         let (q, s) = rate(&window(0.0, 1, 1), LOST_AFTER);
         assert_eq!((q, s), (Q::Lost, 0.0));
         assert_eq!(rate(&window(0.0, 1, 1), LOST_AFTER / 2).0, Q::Excellent);
+    }
+
+    #[test]
+    fn nacks_count_against_the_packets_since_the_last_report() {
+        let mut marks = NackMarks::default();
+        // The first report only sets the marks.
+        assert_eq!(marks.fraction("a", 5, 1_000), None);
+        // 10 NACKs over the next 200 packets: 5%.
+        assert_eq!(marks.fraction("a", 15, 1_200), Some(0.05));
+        // A clean second.
+        assert_eq!(marks.fraction("a", 15, 1_400), Some(0.0));
+        // Streams are counted apart.
+        assert_eq!(marks.fraction("b", 0, 0), None);
+        assert_eq!(marks.fraction("b", 30, 100), Some(0.3));
+        // Too few packets to tell (an idle stream), then totals that went backwards.
+        assert_eq!(marks.fraction("a", 16, 1_405), None);
+        assert_eq!(marks.fraction("a", 0, 10), None);
+        assert_eq!(marks.fraction("a", 2, 110), Some(0.02));
+        // More NACKs than packets (each names several): capped.
+        assert_eq!(marks.fraction("a", 500, 140), Some(1.0));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 import { chromium } from 'playwright-core';
 import { createRequire } from 'node:module';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -33,9 +33,11 @@ export const ARGS = [
   '--enable-usermedia-screen-capturing',
 ];
 
-/** Chromium; `fakeUi: false` leaves permission prompts to the context's grants (to deny them). */
-export async function launch({ fakeUi = true } = {}) {
-  const args = fakeUi ? [...ARGS, '--use-fake-ui-for-media-stream'] : ARGS;
+/** Chromium; `fakeUi: false` leaves permission prompts to the context's grants (to deny them);
+ * `audioFile` (a WAV file, looped) is what every fake microphone hears instead of Chromium's beep. */
+export async function launch({ fakeUi = true, audioFile = null } = {}) {
+  const args = fakeUi ? [...ARGS, '--use-fake-ui-for-media-stream'] : [...ARGS];
+  if (audioFile) args.push(`--use-file-for-fake-audio-capture=${audioFile}`);
   return chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, args });
 }
 
@@ -158,10 +160,35 @@ export function adminApi(base, key, secret) {
   };
 }
 
+/** A WAV file (16-bit mono PCM, 48 kHz) of `seconds` of a `hz` tone at `amplitude` (0..1): a voice
+ * as steady as a test needs (Chromium's own fake microphone only beeps now and then, too little to count as speech). */
+export function toneWav(path, { seconds = 5, hz = 440, amplitude = 0.5 } = {}) {
+  const rate = 48000;
+  const samples = seconds * rate;
+  const wav = Buffer.alloc(44 + samples * 2);
+  wav.write('RIFF', 0);
+  wav.writeUInt32LE(36 + samples * 2, 4);
+  wav.write('WAVEfmt ', 8);
+  wav.writeUInt32LE(16, 16); // fmt chunk size
+  wav.writeUInt16LE(1, 20); // PCM
+  wav.writeUInt16LE(1, 22); // mono
+  wav.writeUInt32LE(rate, 24);
+  wav.writeUInt32LE(rate * 2, 28); // bytes a second
+  wav.writeUInt16LE(2, 32); // bytes a frame
+  wav.writeUInt16LE(16, 34); // bits a sample
+  wav.write('data', 36);
+  wav.writeUInt32LE(samples * 2, 40);
+  for (let i = 0; i < samples; i++) {
+    wav.writeInt16LE(Math.round(amplitude * 32767 * Math.sin((2 * Math.PI * hz * i) / rate)), 44 + i * 2);
+  }
+  writeFileSync(path, wav);
+  return path;
+}
+
 /** Runs a scenario and prints its one JSON result line; the exit code says whether it passed. */
-export async function run(seconds, body, { fakeUi = true } = {}) {
+export async function run(seconds, body, { fakeUi = true, audioFile = null } = {}) {
   const limit = deadline(seconds);
-  const browser = await launch({ fakeUi });
+  const browser = await launch({ fakeUi, audioFile });
   const [base] = process.argv.slice(2);
   const pages = new Pages(browser, base, limit);
   const started = Date.now();

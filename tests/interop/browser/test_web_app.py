@@ -91,3 +91,8 @@ def test_pages_recover_after_a_server_restart(node_script_env):
         assert all(d["media"] > 0 and d["events"] > 0 for d in result["details"]["drops"].values())
     finally:
         server.close()
+
+
+def test_active_speakers_name_the_one_speaking_not_the_muted_one(server, node_script_env):
+    result = run_scenario("scenario_speakers.mjs", server, node_script_env)
+    print("speaker changes seen by the muted person's page:", result["details"]["speakerEvents"])

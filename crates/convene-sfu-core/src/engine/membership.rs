@@ -8,7 +8,7 @@ use livekit_protocol as proto;
 use proto::signal_response::Message as Resp;
 
 use crate::ids::{ParticipantSid, RoomSid};
-use crate::quality::LinkWindow;
+use crate::quality::{LinkWindow, NackMarks};
 use crate::signal::{self, JoinParams};
 use crate::speakers::SpeakerSet;
 use crate::{Admitted, MediaEvent};
@@ -106,6 +106,7 @@ impl Engine {
             unsubscribed: HashSet::new(),
             last_rx: now,
             link: LinkWindow::default(),
+            nacks: NackMarks::default(),
             quality: None,
             speakers_synced: false,
             quality_synced: false,

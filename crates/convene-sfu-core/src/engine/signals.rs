@@ -159,6 +159,10 @@ impl Engine {
         if let Some(loss) = stats.loss {
             participant.link.loss(loss);
         }
+        let key = (PcKind::Publisher, stats.mid, stats.rid);
+        if let Some(loss) = participant.nacks.fraction(key, stats.nacks, stats.packets) {
+            participant.link.loss(loss);
+        }
         if let Some(kind) = kind {
             let ms = stats.jitter / ticks_per_ms(kind);
             participant
@@ -182,6 +186,10 @@ impl Engine {
             .find(|d| d.state.mid() == Some(stats.mid))
             .map(|d| d.kind);
         if let Some(loss) = stats.loss {
+            participant.link.loss(loss);
+        }
+        let key = (PcKind::Subscriber, stats.mid, stats.rid);
+        if let Some(loss) = participant.nacks.fraction(key, stats.nacks, stats.packets) {
             participant.link.loss(loss);
         }
         if let (Some(kind), Some(remote)) = (kind, &stats.remote) {

@@ -14,7 +14,7 @@ use str0m::media::{MediaKind, Mid, Pt, Rid};
 use crate::Permission;
 use crate::forward::{LayerForwarder, LayerSet, SeqRewriter, Vp8Rewriter};
 use crate::ids::{RoomSid, TrackSid};
-use crate::quality::LinkWindow;
+use crate::quality::{LinkWindow, NackMarks};
 use crate::speakers::{LevelMeter, SpeakerSet};
 
 use super::{ConnId, PcKind};
@@ -146,6 +146,9 @@ pub(super) struct Participant {
     pub(super) last_rx: Instant,
     /// What its connections' statistics showed since the last quality rating.
     pub(super) link: LinkWindow,
+    /// Each stream's NACK and packet totals at its last statistics report, publisher side (NACKs
+    /// convene sent) and subscriber side (NACKs it received).
+    pub(super) nacks: NackMarks<(PcKind, Mid, Option<Rid>)>,
     /// The quality the room was last told of for it.
     pub(super) quality: Option<proto::ConnectionQuality>,
     /// It was sent the room's current speakers, and everyone's connection quality, once: from
