@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody};
 pub use realtime::{Hub, HubConfig};
-pub use state::{AppState, Limits, MediaTokens, PublicUrls};
+pub use state::{AppState, Limits, MediaTokens, PublicUrls, RateLimits};
 
 use routes::{access, events, meetings, moderation, system, webhooks};
 

@@ -117,6 +117,32 @@ impl PublicUrls {
     }
 }
 
+/// The in-memory limits on unauthenticated calls (entering a meeting, exchanging a join link, the
+/// seed surfaces' look-ups), counted per client address (an IPv6 client: its /64) and in all.
+/// They stop floods, not guessing: wrong guesses are limited far more strictly by the lockouts in
+/// the store (`convene_core::lockout`). So they are loose enough for a crowd behind one address
+/// (a company's NAT) entering with the right PIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Calls per second one client address may make, sustained.
+    pub per_address: u32,
+    /// Calls one client address may make at once before the sustained rate applies.
+    pub burst: u32,
+    /// Calls per second from everyone (and as many at once).
+    pub global: u32,
+}
+
+impl Default for RateLimits {
+    /// 2,000 people behind one address get in within 5 s (1,000 at once, then 200 a second).
+    fn default() -> Self {
+        Self {
+            per_address: 200,
+            burst: 1_000,
+            global: 2_000,
+        }
+    }
+}
+
 /// In-memory request-rate limits for unauthenticated look-ups (per client address and global).
 /// Credential failures are counted in the store as well, so they hold across restarts and nodes.
 pub struct Limits {
@@ -127,12 +153,19 @@ pub struct Limits {
 impl Limits {
     /// `per_address` requests per second (burst twice that) per client, `global` per second in all.
     pub fn new(per_address: u32, global: u32) -> Self {
-        let per = NonZeroU32::new(per_address.max(1)).expect("max(1)");
-        let all = NonZeroU32::new(global.max(1)).expect("max(1)");
+        Self::with(RateLimits {
+            per_address,
+            burst: per_address.saturating_mul(2),
+            global,
+        })
+    }
+
+    pub fn with(limits: RateLimits) -> Self {
+        let nonzero = |n: u32| NonZeroU32::new(n.max(1)).expect("max(1)");
+        let all = nonzero(limits.global);
         Self {
             per_address: RateLimiter::keyed(
-                Quota::per_second(per)
-                    .allow_burst(per.saturating_mul(NonZeroU32::new(2).expect("2"))),
+                Quota::per_second(nonzero(limits.per_address)).allow_burst(nonzero(limits.burst)),
             ),
             global: RateLimiter::direct(Quota::per_second(all).allow_burst(all)),
         }
@@ -153,6 +186,6 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self::new(20, 2000)
+        Self::with(RateLimits::default())
     }
 }

@@ -32,6 +32,9 @@ pub struct FileConfig {
     pub rtc_udp_port: Option<u16>,
     pub rtc_node_ip: Option<String>,
     pub rtc_reconnect_grace_ms: Option<u64>,
+    pub rate_limit_per_address: Option<u32>,
+    pub rate_limit_burst: Option<u32>,
+    pub rate_limit_global: Option<u32>,
     pub trusted_proxies: Option<String>,
     pub webhook_urls: Option<String>,
     pub webhook_max_attempts: Option<u32>,
@@ -92,6 +95,8 @@ pub struct Config {
     pub rtc_node_ips: Vec<std::net::IpAddr>,
     /// How long a media departure waits for the same person to come back before it is recorded.
     pub rtc_reconnect_grace: std::time::Duration,
+    /// The in-memory limits on unauthenticated calls (guessing has the store's lockouts).
+    pub rate_limits: convene_api::RateLimits,
     /// Reverse proxies whose `X-Forwarded-For` names the client (empty = none).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where one-time login codes are mailed; `None` = development mode (codes in the log).
@@ -135,6 +140,7 @@ impl std::fmt::Debug for Config {
             .field("rtc_udp_port", &self.rtc_udp_port)
             .field("rtc_node_ips", &self.rtc_node_ips)
             .field("rtc_reconnect_grace", &self.rtc_reconnect_grace)
+            .field("rate_limits", &self.rate_limits)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("webhooks", &self.webhooks)
             .field("livekit", &self.livekit)
@@ -197,6 +203,18 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_RTC_RECONNECT_GRACE_MS",
         "how long a media departure waits for the person to reconnect before it is recorded (default 5000, 100 to 60000)",
+    ),
+    (
+        "CONVENE_RATE_LIMIT_PER_ADDRESS",
+        "unauthenticated calls (entering, join links) per second per client address (default 200)",
+    ),
+    (
+        "CONVENE_RATE_LIMIT_BURST",
+        "such calls one address may make at once (default 1000)",
+    ),
+    (
+        "CONVENE_RATE_LIMIT_GLOBAL",
+        "such calls per second from everyone (default 2000)",
     ),
     (
         "CONVENE_TRUSTED_PROXIES",
@@ -514,6 +532,30 @@ impl Config {
             100..=60_000,
             crate::media::RECONNECT_GRACE.as_millis() as u64,
         )?);
+        let defaults = convene_api::RateLimits::default();
+        let rate_limits = convene_api::RateLimits {
+            per_address: number(
+                "CONVENE_RATE_LIMIT_PER_ADDRESS",
+                var("CONVENE_RATE_LIMIT_PER_ADDRESS"),
+                file.rate_limit_per_address,
+                1..=1_000_000,
+                defaults.per_address,
+            )?,
+            burst: number(
+                "CONVENE_RATE_LIMIT_BURST",
+                var("CONVENE_RATE_LIMIT_BURST"),
+                file.rate_limit_burst,
+                1..=1_000_000,
+                defaults.burst,
+            )?,
+            global: number(
+                "CONVENE_RATE_LIMIT_GLOBAL",
+                var("CONVENE_RATE_LIMIT_GLOBAL"),
+                file.rate_limit_global,
+                1..=10_000_000,
+                defaults.global,
+            )?,
+        };
         let trusted_proxies = match var("CONVENE_TRUSTED_PROXIES").or(file.trusted_proxies) {
             Some(list) => comma_list(&list)
                 .map(|entry| {
@@ -586,6 +628,7 @@ impl Config {
             rtc_udp_port,
             rtc_node_ips,
             rtc_reconnect_grace,
+            rate_limits,
             trusted_proxies,
             webhooks,
             livekit,
@@ -937,6 +980,53 @@ mod tests {
             error,
             "CONVENE_RTC_RECONNECT_GRACE_MS must be 100 to 60000 (got 0)"
         );
+    }
+
+    #[test]
+    fn the_rate_limits_are_read_and_checked() {
+        let limits = |pairs: &[(&str, &str)], file: FileConfig| {
+            Config::from_layers(file, &env(pairs)).map(|c| c.rate_limits)
+        };
+        assert_eq!(
+            limits(&[], FileConfig::default()).unwrap(),
+            convene_api::RateLimits::default()
+        );
+        let file = FileConfig {
+            rate_limit_burst: Some(50),
+            rate_limit_global: Some(900),
+            ..FileConfig::default()
+        };
+        let read = limits(&[("CONVENE_RATE_LIMIT_PER_ADDRESS", "7")], file).unwrap();
+        assert_eq!(
+            read,
+            convene_api::RateLimits {
+                per_address: 7,
+                burst: 50,
+                global: 900
+            }
+        );
+        for (name, value, error) in [
+            (
+                "CONVENE_RATE_LIMIT_PER_ADDRESS",
+                "0",
+                "must be 1 to 1000000 (got 0)",
+            ),
+            (
+                "CONVENE_RATE_LIMIT_BURST",
+                "-3",
+                "\"-3\" is not a whole number",
+            ),
+            (
+                "CONVENE_RATE_LIMIT_GLOBAL",
+                "lots",
+                "\"lots\" is not a whole number",
+            ),
+        ] {
+            let got = limits(&[(name, value)], FileConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(got.starts_with(name) && got.ends_with(error), "{got}");
+        }
     }
 
     #[test]

@@ -372,7 +372,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             http: public_url,
             rtc,
         },
-        limits: Arc::new(Limits::default()),
+        limits: Arc::new(Limits::with(config.rate_limits)),
         hub: hub.clone(),
         media: media_tokens,
         logins,
