@@ -366,10 +366,13 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// The engine task's side: the open connections by (local, remote) address pair.
+/// A connection's (local, remote) address pair.
+type Pair = (SocketAddr, SocketAddr);
+
+/// The engine task's side: the open connections by address pair, each with its id and queue.
 #[derive(Default)]
 pub(crate) struct Connections {
-    open: HashMap<(SocketAddr, SocketAddr), (u64, mpsc::Sender<Vec<u8>>)>,
+    open: HashMap<Pair, (u64, mpsc::Sender<Vec<u8>>)>,
 }
 
 impl Connections {

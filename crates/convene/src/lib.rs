@@ -176,7 +176,7 @@ impl Running {
 enum MediaBackend {
     /// The embedded SFU, its sockets bound; it starts once the service exists (it asks the
     /// service before every join).
-    Embedded(convene_sfu::BoundSfu),
+    Embedded(Box<convene_sfu::BoundSfu>),
     /// An external LiveKit deployment, driven through its RoomService.
     LiveKit {
         engine: Arc<media_livekit::LiveKitMedia>,
@@ -210,7 +210,7 @@ impl MediaBackend {
                     config.rtc_udp_port, config.rtc_tcp_port
                 )
             })?;
-            return Ok(Self::Embedded(sfu));
+            return Ok(Self::Embedded(Box::new(sfu)));
         };
         // No embedded SFU: no UDP port, no /rtc signalling and no RoomService here; clients
         // and LiveKit server SDKs talk to the LiveKit deployment itself.
