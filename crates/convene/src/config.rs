@@ -813,7 +813,7 @@ mod tests {
         let file: FileConfig = toml::from_str("rtc_tcp_port = 443").unwrap();
         let c = Config::from_layers(file, &env(&[("CONVENE_RTC_TCP_PORT", "0")])).unwrap();
         assert_eq!(c.rtc_tcp_port, 0);
-        for bad in ["70000", "tcp", "-1", ""] {
+        for bad in ["70000", "tcp", "-1", "7881x"] {
             let err = Config::from_layers(
                 FileConfig::default(),
                 &env(&[("CONVENE_RTC_TCP_PORT", bad)]),
