@@ -38,6 +38,7 @@ class Server:
         env.update(
             CONVENE_HTTP_ADDR=f"127.0.0.1:{self.port}",
             CONVENE_RTC_UDP_PORT="0",
+            CONVENE_RTC_TCP_PORT="0",
             CONVENE_DATA_DIR=self.data_dir,
             CONVENE_API_KEY=API_KEY,
             CONVENE_API_SECRET=API_SECRET,

@@ -191,7 +191,7 @@ def test_bad_webhook_input_gets_a_clear_400():
     finally:
         server.stop()
     # A bad deployment URL stops the server at start with a message naming the variable.
-    env = dict(os.environ, CONVENE_WEBHOOK_URLS="not a url", CONVENE_HTTP_ADDR="127.0.0.1:0", CONVENE_RTC_UDP_PORT="0",
+    env = dict(os.environ, CONVENE_WEBHOOK_URLS="not a url", CONVENE_HTTP_ADDR="127.0.0.1:0", CONVENE_RTC_UDP_PORT="0", CONVENE_RTC_TCP_PORT="0",
                CONVENE_DATA_DIR=tempfile.mkdtemp(prefix="convene-bad-webhook-"))
     done = subprocess.run([convene_binary()], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode != 0

@@ -23,6 +23,7 @@ pub fn convene_command(
         .env("CONVENE_API_KEY", key)
         .env("CONVENE_API_SECRET", secret)
         .env("CONVENE_RTC_UDP_PORT", "0")
+        .env("CONVENE_RTC_TCP_PORT", "0")
         // A load generator is many clients from few loopback addresses, not an attack.
         .env("CONVENE_HTTP_MAX_CONNECTIONS_PER_ADDRESS", "1000000")
         .env("RUST_LOG", "warn");

@@ -5,7 +5,7 @@
 //! (`convene-sfu` does the IO).
 //!
 //! * [`engine`]: [`engine::Engine`], driven through [`engine::Engine::handle`] with named
-//!   [`engine::Input`]s (a join, a decoded `SignalRequest`, a UDP datagram, time, a control
+//!   [`engine::Input`]s (a join, a decoded `SignalRequest`, a UDP datagram or TCP frame, time, a control
 //!   command or query); outputs (datagrams to send, `SignalResponse`s for a connection,
 //!   connection closes, [`MediaEvent`]s) come out of [`engine::Engine::poll_output`]. Its ids come
 //!   from [`engine::EngineConfig::seed`].
@@ -17,6 +17,8 @@
 //!   the changes per room); [`quality`]: connection quality from loss, jitter and round-trip time.
 //! * [`ids`]: room, participant and track sids in LiveKit's format.
 //! * [`batch`]: the grouping of outgoing datagrams into UDP GSO runs (the send is IO).
+//! * [`framing`]: RFC 4571 framing of packets on ICE-TCP connections and the checks their frames
+//!   pass (the sockets are IO).
 //!
 //! Every call into a participant's `Rtc` runs behind `catch_unwind`: a panic caused by hostile
 //! input ends that participant only. Every mutation of an `Rtc` is followed by draining
@@ -25,6 +27,7 @@
 pub mod batch;
 pub mod engine;
 pub mod forward;
+pub mod framing;
 pub mod ids;
 pub mod quality;
 pub mod signal;

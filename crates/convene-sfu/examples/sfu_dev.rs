@@ -2,7 +2,7 @@
 //! holding a valid LiveKit token, plus a small `/dev/*` control API used by
 //! the interop tests (never part of the real binary).
 //!
-//! Usage: `sfu_dev [--http ADDR] [--udp-port PORT] [--key KEY] [--secret SECRET]`
+//! Usage: `sfu_dev [--http ADDR] [--udp-port PORT] [--tcp-port PORT] [--key KEY] [--secret SECRET]`
 //! (key/secret default to `LIVEKIT_API_KEY` / `LIVEKIT_API_SECRET`). Prints one
 //! line `SFU_DEV_READY http=<addr> udp=<addr>,<addr>` once listening.
 
@@ -207,6 +207,9 @@ async fn main() -> anyhow::Result<()> {
     let udp_port: u16 = arg(&args, "--udp-port")
         .unwrap_or_else(|| "7882".into())
         .parse()?;
+    let tcp_port: u16 = arg(&args, "--tcp-port")
+        .unwrap_or_else(|| "7881".into())
+        .parse()?;
     let key = arg(&args, "--key")
         .or_else(|| std::env::var("LIVEKIT_API_KEY").ok())
         .unwrap_or_else(|| "devkey".into());
@@ -219,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let config = SfuConfig {
         udp_bind: SocketAddr::from(([0, 0, 0, 0], udp_port)),
+        tcp_bind: Some(SocketAddr::from(([0, 0, 0, 0], tcp_port))),
         ..SfuConfig::default()
     };
     let sfu = Sfu::start(config, admission).await?;
@@ -237,10 +241,16 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(ToString::to_string)
         .collect();
+    let tcp: Vec<String> = sfu
+        .local_tcp_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     println!(
-        "SFU_DEV_READY http={} udp={}",
+        "SFU_DEV_READY http={} udp={} tcp={}",
         listener.local_addr()?,
-        udp.join(",")
+        udp.join(","),
+        tcp.join(",")
     );
     std::io::stdout().flush()?;
     axum::serve(listener, app)

@@ -1,9 +1,11 @@
-//! The thin tokio IO layer: binds the media UDP sockets, runs the engine
-//! task (commands, datagrams, timer) and performs the engine's outputs.
+//! The thin tokio IO layer: binds the media UDP sockets and TCP listeners, runs the engine
+//! task (commands, datagrams and TCP frames, timer) and performs the engine's outputs.
 //! Also defines [`SfuControl`], the cloneable handle to the engine task.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -16,9 +18,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{Batcher, Run};
-use crate::engine::{Answer, ConnId, Engine, EngineConfig, Input, Output};
+use crate::engine::{Answer, ConnId, Engine, EngineConfig, Input, Output, Transport};
 pub use crate::engine::{DataKind, RoomSummary};
 use crate::signal::JoinParams;
+use crate::tcp::{self, Connections, SharedGate, TcpEvent};
 use crate::{Admission, Admitted, Permission, SfuConfig, SfuError};
 
 const COMMAND_QUEUE: usize = 4096;
@@ -58,15 +61,27 @@ pub(crate) enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
-struct Datagram {
-    local: SocketAddr,
-    source: SocketAddr,
-    bytes: Vec<u8>,
+/// A packet for the engine: a UDP datagram, or one frame read from a TCP connection.
+#[derive(Debug)]
+pub(crate) struct Datagram {
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub source: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// What the socket tasks hand the engine task, on one channel: packets, and TCP connections
+/// opening and closing (sent before their first packet and after their last, so in order).
+#[derive(Debug)]
+pub(crate) enum NetIn {
+    Datagram(Datagram),
+    Tcp(TcpEvent),
 }
 
 impl Datagram {
     fn input(self) -> Input {
         Input::Datagram {
+            transport: self.transport,
             source: self.source,
             destination: self.local,
             bytes: self.bytes,
@@ -256,6 +271,7 @@ impl SfuControl {
 pub(crate) struct DriverHandle {
     pub control: SfuControl,
     pub local_addrs: Vec<SocketAddr>,
+    pub tcp_addrs: Vec<SocketAddr>,
     /// Completes when the media thread has stopped (its runtime, with the socket readers, gone).
     stopped: oneshot::Receiver<()>,
 }
@@ -291,38 +307,35 @@ fn candidate_ips(config: &SfuConfig) -> Vec<IpAddr> {
 }
 
 /// Bind one socket per advertised IP, all on one port. An advertised IP
-/// that is not local (1:1 NAT) is served by a socket on `udp_bind`.
-fn bind_sockets(config: &SfuConfig) -> Result<Vec<(StdUdpSocket, SocketAddr)>, SfuError> {
-    let ips = candidate_ips(config);
+/// that is not local (1:1 NAT) is served by a socket on `bind`'s address.
+/// `open` binds one socket and says which local address it got.
+fn bind_all<S>(
+    ips: &[IpAddr],
+    bind: SocketAddr,
+    open: impl Fn(SocketAddr) -> std::io::Result<(S, SocketAddr)>,
+) -> Result<Vec<(S, SocketAddr)>, (SocketAddr, std::io::Error)> {
     let mut last_error = None;
     for _attempt in 0..8 {
-        let mut port = config.udp_bind.port();
-        let mut sockets: Vec<(StdUdpSocket, SocketAddr)> = Vec::new();
+        let mut port = bind.port();
+        let mut sockets: Vec<(S, SocketAddr)> = Vec::new();
         let mut wildcard_used = false;
         let mut failed = false;
-        for ip in &ips {
+        for ip in ips {
             let addr = SocketAddr::new(*ip, port);
-            match StdUdpSocket::bind(addr) {
-                Ok(socket) => {
-                    let bound = socket
-                        .local_addr()
-                        .map_err(|source| SfuError::Bind { addr, source })?;
+            match open(addr) {
+                Ok((socket, bound)) => {
                     port = bound.port();
                     sockets.push((socket, SocketAddr::new(*ip, port)));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable && !wildcard_used => {
-                    let bind = SocketAddr::new(config.udp_bind.ip(), port);
-                    let socket = StdUdpSocket::bind(bind)
-                        .map_err(|source| SfuError::Bind { addr: bind, source })?;
-                    port = socket
-                        .local_addr()
-                        .map_err(|source| SfuError::Bind { addr: bind, source })?
-                        .port();
+                    let wildcard = SocketAddr::new(bind.ip(), port);
+                    let (socket, bound) = open(wildcard).map_err(|e| (wildcard, e))?;
+                    port = bound.port();
                     wildcard_used = true;
                     sockets.push((socket, SocketAddr::new(*ip, port)));
                 }
                 Err(source) => {
-                    last_error = Some(SfuError::Bind { addr, source });
+                    last_error = Some((addr, source));
                     failed = true;
                     break;
                 }
@@ -331,14 +344,34 @@ fn bind_sockets(config: &SfuConfig) -> Result<Vec<(StdUdpSocket, SocketAddr)>, S
         if !failed {
             return Ok(sockets);
         }
-        if config.udp_bind.port() != 0 {
+        if bind.port() != 0 {
             break; // a fixed port will not get better by retrying
         }
     }
-    Err(last_error.unwrap_or(SfuError::Bind {
-        addr: config.udp_bind,
-        source: std::io::Error::other("no address to bind"),
-    }))
+    Err(last_error.unwrap_or((bind, std::io::Error::other("no address to bind"))))
+}
+
+fn bind_sockets(config: &SfuConfig) -> Result<Vec<(StdUdpSocket, SocketAddr)>, SfuError> {
+    bind_all(&candidate_ips(config), config.udp_bind, |addr| {
+        let socket = StdUdpSocket::bind(addr)?;
+        let bound = socket.local_addr()?;
+        Ok((socket, bound))
+    })
+    .map_err(|(addr, source)| SfuError::Bind { addr, source })
+}
+
+/// The TCP listeners of ICE over TCP, one per advertised IP like the UDP sockets, all on
+/// `tcp_bind`'s port; none when TCP is off.
+fn bind_listeners(config: &SfuConfig) -> Result<Vec<(StdTcpListener, SocketAddr)>, SfuError> {
+    let Some(tcp_bind) = config.tcp_bind else {
+        return Ok(Vec::new());
+    };
+    bind_all(&candidate_ips(config), tcp_bind, |addr| {
+        let listener = StdTcpListener::bind(addr)?;
+        let bound = listener.local_addr()?;
+        Ok((listener, bound))
+    })
+    .map_err(|(addr, source)| SfuError::BindTcp { addr, source })
 }
 
 /// The media sockets, bound, and the control handle that reaches the engine once it runs
@@ -347,6 +380,8 @@ pub(crate) struct Bound {
     config: SfuConfig,
     sockets: Vec<(StdUdpSocket, SocketAddr)>,
     local_addrs: Vec<SocketAddr>,
+    listeners: Vec<(StdTcpListener, SocketAddr)>,
+    tcp_addrs: Vec<SocketAddr>,
     control: SfuControl,
     rx: mpsc::Receiver<Command>,
 }
@@ -356,6 +391,12 @@ pub(crate) fn bind(config: SfuConfig) -> Result<Bound, SfuError> {
     let sockets = bind_sockets(&config)?;
     let local_addrs: Vec<SocketAddr> = sockets.iter().map(|(_, advertised)| *advertised).collect();
     tracing::info!(?local_addrs, "media UDP bound");
+    let listeners = bind_listeners(&config)?;
+    let tcp_addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|(_, advertised)| *advertised)
+        .collect();
+    tracing::info!(?tcp_addrs, "media TCP listening");
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let control = SfuControl {
         tx,
@@ -365,6 +406,8 @@ pub(crate) fn bind(config: SfuConfig) -> Result<Bound, SfuError> {
         config,
         sockets,
         local_addrs,
+        listeners,
+        tcp_addrs,
         control,
         rx,
     })
@@ -379,6 +422,10 @@ impl Bound {
         &self.local_addrs
     }
 
+    pub(crate) fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
+    }
+
     /// Starts the media thread: its own single-threaded tokio runtime runs the socket readers and
     /// the engine task, so media is not delayed by bursts of API work on the server's runtime (and
     /// the readers hand datagrams to the engine without waking another thread). Control and
@@ -391,12 +438,15 @@ impl Bound {
             config,
             sockets: bound,
             local_addrs,
+            listeners,
+            tcp_addrs,
             control,
             rx,
         } = self;
         let engine = Engine::new(
             EngineConfig {
                 local_addrs: local_addrs.clone(),
+                tcp_addrs: tcp_addrs.clone(),
                 ping_interval_secs: config.ping_interval_secs,
                 ping_timeout_secs: config.ping_timeout_secs,
                 seed: OsRng.try_next_u64().map_err(SfuError::Entropy)?,
@@ -430,9 +480,31 @@ impl Bound {
                             return;
                         }
                     };
-                    let (datagram_tx, datagram_rx) = mpsc::channel::<Datagram>(DATAGRAM_QUEUE);
+                    let listeners = match register_listeners(listeners) {
+                        Ok(listeners) => listeners,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let (datagram_tx, datagram_rx) = mpsc::channel::<NetIn>(DATAGRAM_QUEUE);
                     for (local, socket) in &sockets {
                         tokio::spawn(read_socket(socket.clone(), *local, datagram_tx.clone()));
+                    }
+                    let gate = SharedGate::new(tcp::Gate::new(
+                        tcp::MAX_UNAUTHENTICATED,
+                        tcp::MAX_UNAUTHENTICATED_PER_ADDRESS,
+                    ));
+                    let next_id = Arc::new(AtomicU64::new(1));
+                    for (listener, local) in listeners {
+                        let sink = datagram_tx.clone();
+                        tokio::spawn(tcp::listen(
+                            listener,
+                            local,
+                            sink,
+                            gate.clone(),
+                            next_id.clone(),
+                        ));
                     }
                     drop(datagram_tx);
                     let _ = started_tx.send(Ok(()));
@@ -447,6 +519,7 @@ impl Bound {
             Ok(Ok(())) => Ok(DriverHandle {
                 control,
                 local_addrs,
+                tcp_addrs,
                 stopped,
             }),
             Ok(Err(e)) => Err(e),
@@ -477,13 +550,31 @@ fn register_sockets(
     Ok(sockets)
 }
 
+/// The bound TCP listeners on the media thread's runtime, with their advertised addresses.
+fn register_listeners(
+    bound: Vec<(StdTcpListener, SocketAddr)>,
+) -> Result<Vec<(tokio::net::TcpListener, SocketAddr)>, SfuError> {
+    bound
+        .into_iter()
+        .map(|(listener, advertised)| {
+            let bind_error = |source| SfuError::BindTcp {
+                addr: advertised,
+                source,
+            };
+            listener.set_nonblocking(true).map_err(bind_error)?;
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
+            Ok((listener, advertised))
+        })
+        .collect()
+}
+
 /// Largest datagram the media socket expects (one segment of a GRO read).
 const MAX_DATAGRAM: usize = 2048;
 
 /// Read datagrams until the engine goes away. `quinn-udp` enables UDP GRO where the kernel has
 /// it, so one read may return several datagrams from one sender coalesced, `stride` bytes each
 /// (the last may be shorter); they are split here, so the engine always sees single datagrams.
-async fn read_socket(media: Arc<MediaSocket>, local: SocketAddr, tx: mpsc::Sender<Datagram>) {
+async fn read_socket(media: Arc<MediaSocket>, local: SocketAddr, tx: mpsc::Sender<NetIn>) {
     // One system call reads up to BATCH_SIZE buffers, each room for a full GRO read.
     let slot = MAX_DATAGRAM * media.state.gro_segments().max(1);
     let mut storage = vec![0u8; slot * quinn_udp::BATCH_SIZE];
@@ -508,11 +599,12 @@ async fn read_socket(media: Arc<MediaSocket>, local: SocketAddr, tx: mpsc::Sende
                 for (m, buf) in meta[..count].iter().zip(storage.chunks(slot)) {
                     let stride = if m.stride == 0 { m.len } else { m.stride };
                     for bytes in buf[..m.len].chunks(stride.max(1)) {
-                        let datagram = Datagram {
+                        let datagram = NetIn::Datagram(Datagram {
+                            transport: Transport::Udp,
                             local,
                             source: m.addr,
                             bytes: bytes.to_vec(),
-                        };
+                        });
                         if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(datagram) {
                             return;
                         }
@@ -553,11 +645,20 @@ impl MediaSocket {
 struct Io {
     sockets: HashMap<SocketAddr, Arc<MediaSocket>>,
     batcher: Batcher,
+    tcp: Connections,
     outboxes: HashMap<ConnId, mpsc::Sender<WsOut>>,
     admission: Arc<dyn Admission>,
 }
 
 impl Io {
+    /// A packet goes to the engine; a TCP connection's opening or closing is noted here.
+    fn take(&mut self, engine: &mut Engine, net: NetIn) {
+        match net {
+            NetIn::Datagram(datagram) => feed(engine, datagram.input(), Instant::now()),
+            NetIn::Tcp(event) => self.tcp.on_event(event),
+        }
+    }
+
     fn send_run(&mut self) {
         if let Some(run) = self.batcher.take() {
             let socket = self
@@ -576,6 +677,13 @@ impl Io {
         while let Some(output) = engine.poll_output() {
             match output {
                 Output::Transmit {
+                    transport: Transport::Tcp,
+                    source,
+                    destination,
+                    contents,
+                } => self.tcp.send(source, destination, contents),
+                Output::Transmit {
+                    transport: Transport::Udp,
                     source,
                     destination,
                     contents,
@@ -631,7 +739,7 @@ const DATAGRAMS_PER_TURN: usize = 64;
 async fn run(
     mut engine: Engine,
     mut commands: mpsc::Receiver<Command>,
-    mut datagrams: mpsc::Receiver<Datagram>,
+    mut datagrams: mpsc::Receiver<NetIn>,
     sockets: HashMap<SocketAddr, Arc<MediaSocket>>,
     admission: Arc<dyn Admission>,
 ) {
@@ -644,6 +752,7 @@ async fn run(
     let mut io = Io {
         sockets,
         batcher: Batcher::new(max_segments),
+        tcp: Connections::default(),
         outboxes: HashMap::new(),
         admission,
     };
@@ -681,12 +790,12 @@ async fn run(
             }
             datagram = datagrams.recv() => {
                 let Some(datagram) = datagram else { break };
-                feed(&mut engine, datagram.input(), Instant::now());
+                io.take(&mut engine, datagram);
                 // Whatever else already arrived is handled in the same turn, so its outputs
                 // batch together and the timers are checked once.
                 for _ in 1..DATAGRAMS_PER_TURN {
                     let Ok(datagram) = datagrams.try_recv() else { break };
-                    feed(&mut engine, datagram.input(), Instant::now());
+                    io.take(&mut engine, datagram);
                 }
             }
             _ = &mut timer => {}
@@ -750,6 +859,10 @@ mod tests {
                 .await
                 .expect("a datagram within 5 s")
                 .expect("reader alive");
+            let NetIn::Datagram(datagram) = datagram else {
+                panic!("a udp reader sends only datagrams")
+            };
+            assert_eq!(datagram.transport, Transport::Udp);
             assert_eq!((datagram.source, datagram.local), (source, local));
             received.push(datagram.bytes);
         }

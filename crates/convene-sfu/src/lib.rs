@@ -12,6 +12,8 @@
 //!   touches a socket or a clock; tests drive it with time passed in.
 //! * [`driver`] is the thin tokio IO layer: the UDP sockets, the timer and the command channel
 //!   feeding the engine; it draws the engine's seed from the OS.
+//! * [`tcp`] is ICE over TCP: the listeners, one task per connection reading and writing RFC 4571
+//!   frames ([`framing`]), the caps on connections not yet authenticated by ICE.
 //! * [`batch`] sends the engine's datagrams, grouped into GSO runs by the core's
 //!   [`batch::Batcher`], through `quinn-udp`.
 //! * [`http`] is the axum router (`/rtc`, `/rtc/validate`, the `/rtc/v1`
@@ -23,8 +25,9 @@
 //!
 //! One tokio task (the *engine task*) owns the [`engine::Engine`] and
 //! therefore every room, participant and str0m `Rtc`; nothing in the engine
-//! is shared or locked. The engine task `select!`s over the UDP sockets
-//! (one per local address, all on the same port), a bounded command channel
+//! is shared or locked. The engine task `select!`s over the packets of the UDP
+//! sockets (one per local address, all on the same port) and of the TCP
+//! connections (one task each, the same channel), a bounded command channel
 //! and a timer set to the earliest str0m timeout. Each WebSocket runs in its
 //! own task: it decodes frames (size-capped at 1 MiB) and sends commands to
 //! the engine task, and writes the engine's `SignalResponse`s from a bounded
@@ -43,6 +46,7 @@ pub mod batch;
 pub mod budget;
 pub mod driver;
 pub mod http;
+pub mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -53,7 +57,7 @@ use futures::future::BoxFuture;
 pub use budget::Rate;
 pub use convene_sfu_core::{
     Admitted, DataKind, EngineError, MediaEvent, ParticipantSid, Permission, RoomSid, RoomSummary,
-    SERVER_VERSION, TrackSid, engine, forward, ids, signal,
+    SERVER_VERSION, TrackSid, engine, forward, framing, ids, signal,
 };
 pub use driver::SfuControl;
 
@@ -65,6 +69,10 @@ pub const MAX_SIGNAL_MESSAGE_BYTES: usize = 1024 * 1024;
 pub struct SfuConfig {
     /// One UDP port for all peers. Port 0 picks an ephemeral port (tests).
     pub udp_bind: SocketAddr,
+    /// The TCP port of ICE over TCP (RFC 6544 passive candidates, advertised on the same IPs
+    /// as UDP, ranked below it), for clients whose UDP is blocked. Port 0 picks an ephemeral
+    /// port (tests); `None` offers no TCP.
+    pub tcp_bind: Option<SocketAddr>,
     /// Addresses put in the SDP as host candidates (1:1 NAT: the public
     /// address). Empty: the local interface addresses, 127.0.0.1 included.
     pub advertise_ips: Vec<IpAddr>,
@@ -97,6 +105,7 @@ impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
             udp_bind: SocketAddr::from(([0, 0, 0, 0], 7882)),
+            tcp_bind: Some(SocketAddr::from(([0, 0, 0, 0], 7881))),
             advertise_ips: Vec::new(),
             ping_interval_secs: 5,
             ping_timeout_secs: 15,
@@ -159,6 +168,12 @@ pub enum SfuError {
         #[source]
         source: std::io::Error,
     },
+    #[error("could not listen for media over TCP on {addr}: {source}")]
+    BindTcp {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0} not found")]
     NotFound(String),
     #[error("invalid request: {0}")]
@@ -208,6 +223,11 @@ impl BoundSfu {
     /// All local UDP addresses that carry media (one per advertised IP).
     pub fn local_udp_addrs(&self) -> Vec<SocketAddr> {
         self.driver.local_addrs().to_vec()
+    }
+
+    /// All local TCP addresses of ICE over TCP (one per advertised IP; none when TCP is off).
+    pub fn local_tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.driver.tcp_addrs().to_vec()
     }
 
     /// Starts the engine task, asking `admission` before every join.
@@ -263,6 +283,11 @@ impl Sfu {
     /// All local UDP addresses that carry media (one per advertised IP).
     pub fn local_udp_addrs(&self) -> Vec<SocketAddr> {
         self.driver.local_addrs.clone()
+    }
+
+    /// All local TCP addresses of ICE over TCP (one per advertised IP; none when TCP is off).
+    pub fn local_tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.driver.tcp_addrs.clone()
     }
 
     /// Disconnect everyone and stop the engine task.

@@ -30,6 +30,7 @@ pub struct FileConfig {
     pub compat_live_passcode: Option<String>,
     pub compat_bbb_token: Option<String>,
     pub rtc_udp_port: Option<u16>,
+    pub rtc_tcp_port: Option<u16>,
     pub rtc_node_ip: Option<String>,
     pub rtc_reconnect_grace_ms: Option<u64>,
     pub rate_limit_per_address: Option<u32>,
@@ -91,6 +92,8 @@ pub struct Config {
     pub compat: convene_compat::CompatConfig,
     /// The one UDP port for all media (0 = ephemeral, for tests).
     pub rtc_udp_port: u16,
+    /// The TCP port of ICE over TCP, for clients whose UDP is blocked (0 = ephemeral, for tests).
+    pub rtc_tcp_port: u16,
     /// Addresses advertised in SDP (servers behind 1:1 NAT); empty = local interface addresses.
     pub rtc_node_ips: Vec<std::net::IpAddr>,
     /// How long a media departure waits for the same person to come back before it is recorded.
@@ -138,6 +141,7 @@ impl std::fmt::Debug for Config {
             .field("meeting_id_digits", &self.meeting_id_digits)
             .field("compat", &self.compat)
             .field("rtc_udp_port", &self.rtc_udp_port)
+            .field("rtc_tcp_port", &self.rtc_tcp_port)
             .field("rtc_node_ips", &self.rtc_node_ips)
             .field("rtc_reconnect_grace", &self.rtc_reconnect_grace)
             .field("rate_limits", &self.rate_limits)
@@ -195,6 +199,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_RTC_UDP_PORT",
         "the one UDP port for all media (default 7882)",
+    ),
+    (
+        "CONVENE_RTC_TCP_PORT",
+        "the TCP port of media for clients whose UDP is blocked (ICE over TCP; default 7881)",
     ),
     (
         "CONVENE_RTC_NODE_IP",
@@ -515,6 +523,13 @@ impl Config {
                 .with_context(|| format!("CONVENE_RTC_UDP_PORT: {text:?} is not a port number"))?,
             None => file.rtc_udp_port.unwrap_or(7882),
         };
+        let rtc_tcp_port = match var("CONVENE_RTC_TCP_PORT") {
+            Some(text) => text
+                .trim()
+                .parse::<u16>()
+                .with_context(|| format!("CONVENE_RTC_TCP_PORT: {text:?} is not a port number"))?,
+            None => file.rtc_tcp_port.unwrap_or(7881),
+        };
         let rtc_node_ips = match var("CONVENE_RTC_NODE_IP").or(file.rtc_node_ip) {
             Some(list) => comma_list(&list)
                 .map(|ip| {
@@ -626,6 +641,7 @@ impl Config {
             meeting_id_digits,
             compat,
             rtc_udp_port,
+            rtc_tcp_port,
             rtc_node_ips,
             rtc_reconnect_grace,
             rate_limits,
@@ -826,6 +842,33 @@ mod tests {
         .unwrap();
         assert!(err.to_string().contains("postgres://"));
         assert!(toml::from_str::<FileConfig>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn the_media_tcp_port_defaults_to_livekits_and_is_checked() {
+        let c = Config::from_layers(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!((c.rtc_udp_port, c.rtc_tcp_port), (7882, 7881));
+        let file: FileConfig = toml::from_str("rtc_tcp_port = 443").unwrap();
+        assert_eq!(
+            Config::from_layers(file, &env(&[])).unwrap().rtc_tcp_port,
+            443
+        );
+        let file: FileConfig = toml::from_str("rtc_tcp_port = 443").unwrap();
+        let c = Config::from_layers(file, &env(&[("CONVENE_RTC_TCP_PORT", "0")])).unwrap();
+        assert_eq!(c.rtc_tcp_port, 0);
+        for bad in ["70000", "tcp", "-1", "7881x"] {
+            let err = Config::from_layers(
+                FileConfig::default(),
+                &env(&[("CONVENE_RTC_TCP_PORT", bad)]),
+            )
+            .err()
+            .unwrap();
+            assert_eq!(
+                err.to_string(),
+                format!("CONVENE_RTC_TCP_PORT: {bad:?} is not a port number")
+            );
+        }
+        assert!(toml::from_str::<FileConfig>("rtc_tcp_port = 70000").is_err());
     }
 
     #[test]

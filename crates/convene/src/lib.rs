@@ -116,6 +116,8 @@ pub struct Running {
     pub key_origin: KeyOrigin,
     /// The media UDP addresses (none when media runs on an external LiveKit).
     pub rtc_udp_addrs: Vec<SocketAddr>,
+    /// The media TCP addresses of ICE over TCP (none when media runs on an external LiveKit).
+    pub rtc_tcp_addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     /// The embedded SFU (`None` when media runs on an external LiveKit).
@@ -174,7 +176,7 @@ impl Running {
 enum MediaBackend {
     /// The embedded SFU, its sockets bound; it starts once the service exists (it asks the
     /// service before every join).
-    Embedded(convene_sfu::BoundSfu),
+    Embedded(Box<convene_sfu::BoundSfu>),
     /// An external LiveKit deployment, driven through its RoomService.
     LiveKit {
         engine: Arc<media_livekit::LiveKitMedia>,
@@ -194,16 +196,21 @@ impl MediaBackend {
                     std::net::Ipv4Addr::UNSPECIFIED.into(),
                     config.rtc_udp_port,
                 ),
+                tcp_bind: Some(SocketAddr::new(
+                    std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    config.rtc_tcp_port,
+                )),
                 advertise_ips: config.rtc_node_ips.clone(),
                 ..convene_sfu::SfuConfig::default()
             };
             let sfu = convene_sfu::Sfu::bind(sfu_config).with_context(|| {
                 format!(
-                    "cannot start the media engine on UDP port {} (CONVENE_RTC_UDP_PORT)",
-                    config.rtc_udp_port
+                    "cannot start the media engine on UDP port {} (CONVENE_RTC_UDP_PORT) \
+                     and TCP port {} (CONVENE_RTC_TCP_PORT)",
+                    config.rtc_udp_port, config.rtc_tcp_port
                 )
             })?;
-            return Ok(Self::Embedded(sfu));
+            return Ok(Self::Embedded(Box::new(sfu)));
         };
         // No embedded SFU: no UDP port, no /rtc signalling and no RoomService here; clients
         // and LiveKit server SDKs talk to the LiveKit deployment itself.
@@ -264,8 +271,9 @@ impl MediaBackend {
                 ));
                 let sfu = bound.start(admission.clone()).await.with_context(|| {
                     format!(
-                        "cannot start the media engine on UDP port {} (CONVENE_RTC_UDP_PORT)",
-                        config.rtc_udp_port
+                        "cannot start the media engine on UDP port {} (CONVENE_RTC_UDP_PORT) \
+                         and TCP port {} (CONVENE_RTC_TCP_PORT)",
+                        config.rtc_udp_port, config.rtc_tcp_port
                     )
                 })?;
                 let routes = sfu.router().merge(twirp::router(meetings.clone(), control));
@@ -418,11 +426,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .as_ref()
         .map(|embedded| embedded.sfu.local_udp_addrs())
         .unwrap_or_default();
+    let rtc_tcp_addrs = sfu
+        .as_ref()
+        .map(|embedded| embedded.sfu.local_tcp_addrs())
+        .unwrap_or_default();
     Ok(Running {
         addr,
         key,
         key_origin,
         rtc_udp_addrs,
+        rtc_tcp_addrs,
         shutdown,
         task,
         sfu,

@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
     name = "convene",
     version,
     about = "Self-hosted video meetings and live stages in one binary.",
-    after_help = "Configuration: defaults, then --config FILE (TOML), then environment variables:\n  CONVENE_HTTP_ADDR, CONVENE_PUBLIC_URL, CONVENE_DATA_DIR, CONVENE_DATABASE_URL,\n  CONVENE_API_KEY, CONVENE_API_SECRET (or CONVENE_API_SECRET_FILE), MEETING_ID_DIGITS,\n  CONVENE_RTC_UDP_PORT, CONVENE_RTC_NODE_IP; an external LiveKit: CONVENE_LIVEKIT_URL,\n  CONVENE_LIVEKIT_WS_URL, CONVENE_LIVEKIT_API_KEY, CONVENE_LIVEKIT_API_SECRET.\nLog level from RUST_LOG (default info); CONVENE_LOG_FORMAT=json for JSON lines."
+    after_help = "Configuration: defaults, then --config FILE (TOML), then environment variables:\n  CONVENE_HTTP_ADDR, CONVENE_PUBLIC_URL, CONVENE_DATA_DIR, CONVENE_DATABASE_URL,\n  CONVENE_API_KEY, CONVENE_API_SECRET (or CONVENE_API_SECRET_FILE), MEETING_ID_DIGITS,\n  CONVENE_RTC_UDP_PORT, CONVENE_RTC_TCP_PORT, CONVENE_RTC_NODE_IP; an external LiveKit: CONVENE_LIVEKIT_URL,\n  CONVENE_LIVEKIT_WS_URL, CONVENE_LIVEKIT_API_KEY, CONVENE_LIVEKIT_API_SECRET.\nLog level from RUST_LOG (default info); CONVENE_LOG_FORMAT=json for JSON lines."
 )]
 struct Cli {
     /// TOML configuration file (keys as the environment variables without CONVENE_, lower case).

@@ -515,6 +515,7 @@ impl Child {
             )
             .env("CONVENE_HTTP_ADDR", "127.0.0.1:0")
             .env("CONVENE_RTC_UDP_PORT", "0")
+            .env("CONVENE_RTC_TCP_PORT", "0")
             .env("CONVENE_DATA_DIR", dir.path())
             .env("CONVENE_API_KEY", KEY)
             .env("CONVENE_API_SECRET", SECRET)

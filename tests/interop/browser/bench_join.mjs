@@ -29,7 +29,7 @@ const port = await new Promise((resolve) => {
 });
 const dataDir = mkdtempSync(join(tmpdir(), 'convene-bench-web-'));
 const server = spawn(binary, [], {
-  env: { ...process.env, CONVENE_HTTP_ADDR: `127.0.0.1:${port}`, CONVENE_RTC_UDP_PORT: '0', CONVENE_DATA_DIR: dataDir, CONVENE_API_KEY: KEY, CONVENE_API_SECRET: SECRET, RUST_LOG: 'warn' },
+  env: { ...process.env, CONVENE_HTTP_ADDR: `127.0.0.1:${port}`, CONVENE_RTC_UDP_PORT: '0', CONVENE_RTC_TCP_PORT: '0', CONVENE_DATA_DIR: dataDir, CONVENE_API_KEY: KEY, CONVENE_API_SECRET: SECRET, RUST_LOG: 'warn' },
   stdio: 'ignore',
 });
 const base = `http://127.0.0.1:${port}`;

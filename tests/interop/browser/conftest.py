@@ -48,7 +48,7 @@ class WebServer:
     """The convene binary with the live-stream and BigBlueButton surfaces on; restartable on the same
     port and data."""
 
-    def __init__(self):
+    def __init__(self, **env):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.data_dir = tempfile.mkdtemp(prefix="convene-web-")
@@ -56,6 +56,7 @@ class WebServer:
             os.environ,
             CONVENE_HTTP_ADDR=f"127.0.0.1:{self.port}",
             CONVENE_RTC_UDP_PORT="0",
+            CONVENE_RTC_TCP_PORT="0",
             CONVENE_DATA_DIR=self.data_dir,
             CONVENE_API_KEY=API_KEY,
             CONVENE_API_SECRET=API_SECRET,
@@ -63,6 +64,7 @@ class WebServer:
             CONVENE_COMPAT_BBB_TOKEN=BBB_TOKEN,
             RUST_LOG=os.environ.get("RUST_LOG", "warn"),
         )
+        self.env.update(env)
         self.env.pop("CONVENE_DATABASE_URL", None)
         self.log_path = os.path.join(self.data_dir, "server.log")
         self.process = None

@@ -3,6 +3,10 @@ the pages are served as promised, and each scenario script drives whole screens 
 accessible names, with axe-core on every screen and screenshots under target/screenshots."""
 
 import gzip
+import shutil
+import socket
+import subprocess
+import uuid
 
 import pytest
 import requests
@@ -96,3 +100,28 @@ def test_pages_recover_after_a_server_restart(node_script_env):
 def test_active_speakers_name_the_one_speaking_not_the_muted_one(server, node_script_env):
     result = run_scenario("scenario_speakers.mjs", server, node_script_env)
     print("speaker changes seen by the muted person's page:", result["details"]["speakerEvents"])
+
+
+def test_two_pages_meet_over_tcp_when_udp_is_dropped(node_script_env):
+    """Issue 20's own test: the media UDP port dropped on loopback by an nftables rule of this
+    test's own table (removed after), two pages on /meet see each other's video over ICE-TCP."""
+    nft = shutil.which("nft")
+    if nft is None:
+        pytest.fail("nftables is needed to block UDP: `apt-get install -y nftables` (.ci/run installs it)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        udp_port = probe.getsockname()[1]
+    server = WebServer(CONVENE_RTC_UDP_PORT=str(udp_port))
+    table = f"convene_tcp_{uuid.uuid4().hex[:8]}"
+    try:
+        subprocess.run([nft, "add", "table", "inet", table], check=True, capture_output=True)
+        subprocess.run([nft, "add", "chain", "inet", table, "input", "{ type filter hook input priority 0 ; }"],
+                       check=True, capture_output=True)
+        subprocess.run([nft, "add", "rule", "inet", table, "input", "iif", "lo", "udp", "dport", str(udp_port), "drop"],
+                       check=True, capture_output=True)
+        result = run_scenario("scenario_tcp.mjs", server, node_script_env)
+        for who in ("ann", "bob"):
+            assert result["details"][who] and all(p["local"] == "tcp" for p in result["details"][who]), result["details"]
+    finally:
+        subprocess.run([nft, "delete", "table", "inet", table], capture_output=True)
+        server.close()

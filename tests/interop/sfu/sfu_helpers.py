@@ -35,10 +35,11 @@ def _dev_binary() -> str:
 
 
 class DevServer:
-    def __init__(self, proc, http_addr, udp_addrs, log):
+    def __init__(self, proc, http_addr, udp_addrs, tcp_addrs, log):
         self.proc = proc
         self.http = http_addr
         self.udp = udp_addrs
+        self.tcp = tcp_addrs
         self.log = log
 
     @property
@@ -79,7 +80,7 @@ class DevServer:
 def sfu():
     binary = _dev_binary()
     proc = subprocess.Popen(
-        [binary, "--http", "127.0.0.1:0", "--udp-port", "0", "--key", API_KEY, "--secret", API_SECRET],
+        [binary, "--http", "127.0.0.1:0", "--udp-port", "0", "--tcp-port", "0", "--key", API_KEY, "--secret", API_SECRET],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -98,7 +99,7 @@ def sfu():
     if ready is None:
         proc.kill()
         raise RuntimeError("sfu_dev did not start:\n" + "".join(log[-50:]))
-    server = DevServer(proc, ready["http"], ready["udp"].split(","), log)
+    server = DevServer(proc, ready["http"], ready["udp"].split(","), ready["tcp"].split(","), log)
     yield server
     proc.terminate()
     try:

@@ -10,7 +10,7 @@ use livekit_protocol as proto;
 use crate::signal::JoinParams;
 use crate::{Admitted, EngineError, Permission};
 
-use super::{ConnId, DataKind, Engine, RoomSummary};
+use super::{ConnId, DataKind, Engine, RoomSummary, Transport};
 
 /// One input to the engine; the current time comes beside it, to [`Engine::handle`].
 #[derive(Debug, Clone, PartialEq)]
@@ -29,8 +29,10 @@ pub enum Input {
     },
     /// `conn`'s signalling connection closed (or failed, or could not keep up).
     ConnectionClosed { conn: ConnId },
-    /// A UDP datagram arrived at the local address `destination` from `source`.
+    /// A packet arrived at the local address `destination` from `source`: a UDP datagram, or
+    /// one RFC 4571 frame (without its length) read from the TCP connection between them.
     Datagram {
+        transport: Transport,
         source: SocketAddr,
         destination: SocketAddr,
         bytes: Vec<u8>,
@@ -121,11 +123,12 @@ impl Engine {
                 Answer::Done
             }
             Input::Datagram {
+                transport,
                 source,
                 destination,
                 bytes,
             } => {
-                self.handle_datagram(source, destination, &bytes, now);
+                self.handle_datagram(transport, source, destination, &bytes, now);
                 Answer::Done
             }
             Input::Timeout => {

@@ -1,6 +1,6 @@
 //! The sans-IO core: rooms, participants, their two str0m peer connections,
 //! subscriptions, media and data forwarding. Inputs ([`Input`]) come in with
-//! the current time through [`Engine::handle`]; outputs (datagrams,
+//! the current time through [`Engine::handle`]; outputs (packets over UDP or TCP,
 //! signalling responses, closes, events) queue up for the driver to perform.
 //!
 //! This file holds [`Engine`] and the types of its interface; `input` the
@@ -66,7 +66,10 @@ pub enum PcKind {
 #[derive(Debug, PartialEq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Output {
+    /// A packet to send from the local address `source` to `destination`: over UDP, or as one
+    /// RFC 4571 frame on the TCP connection between those two addresses.
     Transmit {
+        transport: Transport,
         source: SocketAddr,
         destination: SocketAddr,
         contents: Vec<u8>,
@@ -82,11 +85,41 @@ pub enum Output {
     Event(MediaEvent),
 }
 
+/// The transport a packet came in on or goes out on: UDP, or a TCP connection (ICE-TCP,
+/// RFC 6544) that carries it as one RFC 4571 frame. A TCP connection is named by its local and
+/// remote addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub(crate) fn protocol(self) -> str0m::net::Protocol {
+        match self {
+            Transport::Udp => str0m::net::Protocol::Udp,
+            Transport::Tcp => str0m::net::Protocol::Tcp,
+        }
+    }
+
+    /// The transport of a str0m protocol; `None` for those convene does not offer (TLS).
+    pub(crate) fn of(protocol: str0m::net::Protocol) -> Option<Transport> {
+        match protocol {
+            str0m::net::Protocol::Udp => Some(Transport::Udp),
+            str0m::net::Protocol::Tcp => Some(Transport::Tcp),
+            _ => None,
+        }
+    }
+}
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Local media addresses, each advertised as a host candidate.
+    /// Local UDP media addresses, each advertised as a host candidate.
     pub local_addrs: Vec<SocketAddr>,
+    /// Local TCP media addresses, each advertised as a passive TCP host candidate (RFC 6544),
+    /// at a lower priority than the UDP ones so that clients prefer UDP.
+    pub tcp_addrs: Vec<SocketAddr>,
     pub ping_interval_secs: u32,
     pub ping_timeout_secs: u32,
     /// Seeds every id the engine generates (room, participant and track sids), so an engine is
@@ -119,7 +152,7 @@ pub struct Engine {
     rooms: BTreeMap<String, Room>,
     /// Keyed by the engine's own sequential connection ids, so the fast hash is safe.
     participants: FxHashMap<ConnId, Participant>,
-    route_cache: HashMap<SocketAddr, (ConnId, PcKind)>,
+    route_cache: HashMap<(Transport, SocketAddr), (ConnId, PcKind)>,
     outputs: VecDeque<Output>,
     events: VecDeque<(ConnId, PcKind, Event)>,
     doomed: Vec<(ConnId, proto::DisconnectReason)>,

@@ -5,20 +5,21 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use livekit_protocol as proto;
-use str0m::net::{Protocol, Receive};
+use str0m::net::Receive;
 use str0m::{Event, Input, Output as RtcOutput};
 
 use crate::signal;
 
-use super::{ConnId, DataKind, Engine, Output, PcKind};
+use super::{ConnId, DataKind, Engine, Output, PcKind, Transport};
 
 const MAX_DATA_PACKET_BYTES: usize = 256 * 1024;
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Engine {
-    /// A datagram arrived at local address `destination` from `source`.
+    /// A packet arrived over `transport` at local address `destination` from `source`.
     pub(super) fn handle_datagram(
         &mut self,
+        transport: Transport,
         source: SocketAddr,
         destination: SocketAddr,
         bytes: &[u8],
@@ -30,18 +31,22 @@ impl Engine {
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto: transport.protocol(),
                 source,
                 destination,
                 contents,
             },
         );
-        let mut target = self.route_cache.get(&source).copied().filter(|(conn, pc)| {
-            self.participants
-                .get_mut(conn)
-                .and_then(|p| p.peer(*pc).with(|rtc| rtc.accepts(&input)))
-                .unwrap_or(false)
-        });
+        let mut target =
+            self.route_cache
+                .get(&(transport, source))
+                .copied()
+                .filter(|(conn, pc)| {
+                    self.participants
+                        .get_mut(conn)
+                        .and_then(|p| p.peer(*pc).with(|rtc| rtc.accepts(&input)))
+                        .unwrap_or(false)
+                });
         if target.is_none() {
             'scan: for (conn, participant) in self.participants.iter_mut() {
                 for pc in [PcKind::Publisher, PcKind::Subscriber] {
@@ -52,7 +57,7 @@ impl Engine {
                 }
             }
             if let Some(found) = target {
-                self.route_cache.insert(source, found);
+                self.route_cache.insert((transport, source), found);
             }
         }
         let Some((conn, pc)) = target else {
@@ -142,11 +147,17 @@ impl Engine {
             loop {
                 match rtc.poll_output() {
                     Ok(RtcOutput::Timeout(at)) => break Ok(at),
-                    Ok(RtcOutput::Transmit(transmit)) => outputs.push_back(Output::Transmit {
-                        source: transmit.source,
-                        destination: transmit.destination,
-                        contents: transmit.contents.into(),
-                    }),
+                    Ok(RtcOutput::Transmit(transmit)) => {
+                        // Only UDP and TCP candidates exist, so nothing else is sent.
+                        if let Some(transport) = Transport::of(transmit.proto) {
+                            outputs.push_back(Output::Transmit {
+                                transport,
+                                source: transmit.source,
+                                destination: transmit.destination,
+                                contents: transmit.contents.into(),
+                            })
+                        }
+                    }
                     Ok(RtcOutput::Event(event)) => events.push_back((conn, pc, event)),
                     Err(e) => {
                         rtc.disconnect();

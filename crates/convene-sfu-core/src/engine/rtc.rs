@@ -1,30 +1,50 @@
 //! The str0m configuration of a participant's two peer connections: codecs, RTP mode, header
 //! extensions, data channels and local candidates.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::channel::{ChannelConfig, Reliability};
 use str0m::crypto::CryptoProvider;
+use str0m::net::TcpType;
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use super::{Engine, PcKind};
 
 impl Engine {
-    /// A new peer connection of kind `pc`, with the engine's local addresses as host candidates.
+    /// A new peer connection of kind `pc`, with the engine's local addresses as host candidates:
+    /// UDP, then passive TCP (RFC 6544: the client connects). str0m ranks a TCP host candidate
+    /// below a UDP one (type preference 90 against 126), so a client whose UDP works uses UDP.
     pub(super) fn new_rtc(&self, now: Instant, pc: PcKind) -> Rtc {
         let mut rtc = rtc_config(pc, self.crypto.clone()).build(now);
-        for addr in &self.config.local_addrs {
-            match Candidate::host(*addr, "udp") {
-                Ok(candidate) => {
-                    rtc.add_local_candidate(candidate);
-                }
-                Err(e) => tracing::warn!(%addr, "unusable local candidate: {e}"),
-            }
+        for candidate in local_candidates(&self.config.local_addrs, &self.config.tcp_addrs) {
+            rtc.add_local_candidate(candidate);
         }
         rtc
     }
+}
+
+/// The host candidates of the engine's UDP addresses, then the passive TCP host candidates of its
+/// TCP addresses; an address str0m refuses is logged and left out.
+fn local_candidates(udp: &[SocketAddr], tcp: &[SocketAddr]) -> Vec<Candidate> {
+    let udp = udp.iter().map(|addr| (addr, Candidate::host(*addr, "udp")));
+    let tcp = tcp.iter().map(|addr| {
+        let candidate = Candidate::builder()
+            .tcp()
+            .host(*addr)
+            .tcptype(TcpType::Passive)
+            .build();
+        (addr, candidate)
+    });
+    udp.chain(tcp)
+        .filter_map(|(addr, candidate)| {
+            candidate
+                .inspect_err(|e| tracing::warn!(%addr, "unusable local candidate: {e}"))
+                .ok()
+        })
+        .collect()
 }
 
 /// The str0m configuration of a participant's publisher or subscriber connection (public so that
@@ -85,4 +105,52 @@ fn subscriber_extensions() -> ExtensionMap {
         }
     }
     extensions
+}
+
+#[cfg(test)]
+mod tests {
+    use str0m::net::Protocol;
+
+    use super::*;
+
+    /// Every address gets its candidate, TCP ones passive, and each UDP candidate outranks each
+    /// TCP one, so that a client tries TCP only where UDP does not work.
+    #[test]
+    fn tcp_candidates_are_passive_and_rank_below_udp() {
+        let udp: Vec<SocketAddr> = vec![
+            "127.0.0.1:7882".parse().unwrap(),
+            "[::1]:7882".parse().unwrap(),
+        ];
+        let tcp: Vec<SocketAddr> = vec![
+            "127.0.0.1:7881".parse().unwrap(),
+            "[::1]:7881".parse().unwrap(),
+        ];
+        let candidates = local_candidates(&udp, &tcp);
+        assert_eq!(candidates.len(), 4);
+        let (udp_candidates, tcp_candidates): (Vec<_>, Vec<_>) =
+            candidates.iter().partition(|c| c.proto() == Protocol::Udp);
+        assert_eq!(
+            udp_candidates.iter().map(|c| c.addr()).collect::<Vec<_>>(),
+            udp
+        );
+        assert_eq!(
+            tcp_candidates.iter().map(|c| c.addr()).collect::<Vec<_>>(),
+            tcp
+        );
+        for candidate in &tcp_candidates {
+            assert_eq!(candidate.proto(), Protocol::Tcp);
+            assert_eq!(candidate.tcptype(), Some(TcpType::Passive));
+            assert!(
+                candidate.to_sdp_string().contains("tcptype passive"),
+                "{}",
+                candidate.to_sdp_string()
+            );
+        }
+        let lowest_udp = udp_candidates.iter().map(|c| c.prio()).min().unwrap();
+        let highest_tcp = tcp_candidates.iter().map(|c| c.prio()).max().unwrap();
+        assert!(
+            lowest_udp > highest_tcp,
+            "udp {lowest_udp} must outrank tcp {highest_tcp}"
+        );
+    }
 }

@@ -7,7 +7,9 @@ use proto::signal_request::Message as Req;
 use proto::signal_response::Message as Resp;
 use str0m::media::{Direction, MediaKind};
 
-use super::{Answer, ConnId, DataKind, Engine, EngineConfig, Input, Output, PcKind, RoomSummary};
+use super::{
+    Answer, ConnId, DataKind, Engine, EngineConfig, Input, Output, PcKind, RoomSummary, Transport,
+};
 use crate::signal::JoinParams;
 use crate::{Admitted, EngineError, MediaEvent, Permission};
 
@@ -19,6 +21,7 @@ fn seeded(now: Instant, seed: u64) -> Engine {
     Engine::new(
         EngineConfig {
             local_addrs: vec!["127.0.0.1:7882".parse().unwrap()],
+            tcp_addrs: vec!["127.0.0.1:7881".parse().unwrap()],
             ping_interval_secs: 5,
             ping_timeout_secs: 15,
             seed,
@@ -386,6 +389,7 @@ fn hostile_input_does_not_crash() {
         feed(
             &mut engine,
             Input::Datagram {
+                transport: Transport::Udp,
                 source,
                 destination: local,
                 bytes,
@@ -681,10 +685,12 @@ impl Masks {
             }
             // STUN transaction ids and DTLS records are str0m's; where and how much is the engine's.
             Output::Transmit {
+                transport,
                 source,
                 destination,
                 contents,
             } => Output::Transmit {
+                transport,
                 source,
                 destination,
                 contents: vec![0; contents.len()],
@@ -769,6 +775,7 @@ fn a_recorded_session_replays_to_the_same_outputs() {
     run.input(
         30,
         Input::Datagram {
+            transport: Transport::Udp,
             source: "127.0.0.1:5000".parse().unwrap(),
             destination: "127.0.0.1:7882".parse().unwrap(),
             bytes: vec![0x80, 0, 0, 1, 0, 0, 0, 0],
@@ -967,5 +974,144 @@ fn connection_quality_goes_to_everyone_once_then_only_what_changed() {
         !out.signals
             .iter()
             .any(|(_, m)| matches!(m, Resp::SpeakersChanged(_)))
+    );
+}
+
+/// A client whose UDP is blocked connects over ICE-TCP: its connectivity checks arrive as TCP
+/// frames at the engine's passive candidate, and everything the engine answers goes back as TCP
+/// on that same connection (the local and remote addresses the client connected with); nothing
+/// reaches the client over UDP, yet ICE and DTLS complete and the data channel opens.
+#[test]
+fn a_client_connects_over_tcp_and_is_answered_on_its_connection() {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+
+    use str0m::net::{Protocol, Receive, TcpType};
+    use str0m::{Candidate, Event, Input as RtcInput, Output as RtcOutput, Rtc};
+
+    let start = Instant::now();
+    let mut now = start;
+    let mut engine = engine(now);
+    feed(
+        &mut engine,
+        joining(A, admitted("alice", Permission::default())),
+        now,
+    );
+    drain(&mut engine);
+
+    // The client's publisher connection: an active TCP candidate only (its UDP is blocked).
+    let client_addr: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+    let server_tcp: SocketAddr = "127.0.0.1:7881".parse().unwrap();
+    let mut client = Rtc::builder().build(now);
+    client.add_local_candidate(
+        Candidate::builder()
+            .tcp()
+            .host(client_addr)
+            .tcptype(TcpType::Active)
+            .build()
+            .unwrap(),
+    );
+    let mut api = client.sdp_api();
+    let channel = api.add_channel("_reliable".into());
+    let (offer, pending) = api.apply().expect("an offer");
+    feed(
+        &mut engine,
+        signal(
+            A,
+            Req::Offer(proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer.to_sdp_string(),
+                id: 1,
+                ..Default::default()
+            }),
+        ),
+        now,
+    );
+    let mut answer = None;
+    let mut udp_dropped = 0;
+    let mut tcp_delivered = 0;
+    let mut connections: HashSet<(SocketAddr, SocketAddr)> = HashSet::new();
+    let mut pending_in = Vec::new();
+    while let Some(output) = engine.poll_output() {
+        if let Output::Signal { response, .. } = output
+            && let Some(Resp::Answer(sdp)) = response.message
+        {
+            answer = Some(sdp.sdp);
+        }
+    }
+    let answer = answer.expect("the engine answers the publisher offer");
+    assert!(answer.contains("tcptype passive"), "{answer}");
+    client
+        .sdp_api()
+        .accept_answer(
+            pending,
+            str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap(),
+        )
+        .unwrap();
+
+    let mut open = false;
+    while !open && now < start + Duration::from_secs(10) {
+        // The client's packets: TCP ones open (or use) a connection to the passive candidate.
+        loop {
+            match client.poll_output().unwrap() {
+                RtcOutput::Timeout(_) => break,
+                RtcOutput::Transmit(t) => {
+                    assert_eq!(t.proto, Protocol::Tcp, "the client has only TCP");
+                    assert_eq!(t.destination, server_tcp);
+                    connections.insert((t.destination, t.source));
+                    feed(
+                        &mut engine,
+                        Input::Datagram {
+                            transport: Transport::Tcp,
+                            source: t.source,
+                            destination: t.destination,
+                            bytes: t.contents.to_vec(),
+                        },
+                        now,
+                    );
+                }
+                RtcOutput::Event(Event::ChannelOpen(id, _)) => open = id == channel,
+                RtcOutput::Event(_) => {}
+            }
+        }
+        feed(&mut engine, Input::Timeout, now);
+        while let Some(output) = engine.poll_output() {
+            if let Output::Transmit {
+                transport,
+                source,
+                destination,
+                contents,
+            } = output
+            {
+                match transport {
+                    Transport::Udp => udp_dropped += 1,
+                    // A passive candidate sends only on a connection the client made.
+                    Transport::Tcp if connections.contains(&(source, destination)) => {
+                        tcp_delivered += 1;
+                        pending_in.push((source, destination, contents));
+                    }
+                    Transport::Tcp => {}
+                }
+            }
+        }
+        for (source, destination, contents) in pending_in.drain(..) {
+            let receive = Receive {
+                proto: Protocol::Tcp,
+                source,
+                destination,
+                contents: contents.as_slice().try_into().unwrap(),
+            };
+            client
+                .handle_input(RtcInput::Receive(now, receive))
+                .unwrap();
+        }
+        now += Duration::from_millis(5);
+        client.handle_input(RtcInput::Timeout(now)).unwrap();
+    }
+    assert!(open, "the data channel opened over TCP");
+    assert!(tcp_delivered > 3, "STUN, DTLS and SCTP came back over TCP");
+    assert_eq!(
+        udp_dropped, 0,
+        "the engine never tried UDP: the client offered none"
     );
 }

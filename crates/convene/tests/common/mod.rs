@@ -114,6 +114,7 @@ impl TestApp {
         let mut env: HashMap<String, String> = HashMap::new();
         env.insert("CONVENE_HTTP_ADDR".into(), "127.0.0.1:0".into());
         env.insert("CONVENE_RTC_UDP_PORT".into(), "0".into());
+        env.insert("CONVENE_RTC_TCP_PORT".into(), "0".into());
         env.insert(
             "CONVENE_DATA_DIR".into(),
             self.dir.path().display().to_string(),
