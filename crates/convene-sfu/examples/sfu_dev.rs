@@ -68,8 +68,10 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 /// TURN from `CONVENE_TURN_URLS`, `CONVENE_TURN_SECRET`, `CONVENE_TURN_TTL_SECONDS` (unset: none).
 fn turn_from_env() -> anyhow::Result<Option<TurnConfig>> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let (Some(urls), Some(secret)) = (var("CONVENE_TURN_URLS"), var("CONVENE_TURN_SECRET")) else {
-        return Ok(None);
+    let (urls, secret) = match (var("CONVENE_TURN_URLS"), var("CONVENE_TURN_SECRET")) {
+        (Some(urls), Some(secret)) => (urls, secret),
+        (None, None) => return Ok(None),
+        _ => anyhow::bail!("set both CONVENE_TURN_URLS and CONVENE_TURN_SECRET, or neither"),
     };
     let urls = urls
         .split(',')
@@ -80,7 +82,9 @@ fn turn_from_env() -> anyhow::Result<Option<TurnConfig>> {
     let secret =
         TurnSecret::parse(&secret).map_err(|e| anyhow::anyhow!("CONVENE_TURN_SECRET {e}"))?;
     let ttl = match var("CONVENE_TURN_TTL_SECONDS") {
-        Some(ttl) => ttl.parse()?,
+        Some(ttl) => ttl.parse().map_err(|_| {
+            anyhow::anyhow!("CONVENE_TURN_TTL_SECONDS: {ttl:?} is not a whole number")
+        })?,
         None => TurnConfig::DEFAULT_TTL_SECS,
     };
     Ok(Some(
