@@ -15,6 +15,8 @@
 //!   query parameters, trickle JSON, data packet routing.
 //! * [`speakers`]: active speakers from RFC 6464 audio levels (a smoothed meter per audio track,
 //!   the changes per room); [`quality`]: connection quality from loss, jitter and round-trip time.
+//! * [`turn`]: the TURN servers handed to clients in the JoinResponse, with time-limited
+//!   credentials in coturn's `use-auth-secret` scheme.
 //! * [`ids`]: room, participant and track sids in LiveKit's format.
 //! * [`batch`]: the grouping of outgoing datagrams into UDP GSO runs (the send is IO).
 //! * [`framing`]: RFC 4571 framing of packets on ICE-TCP connections and the checks their frames
@@ -32,6 +34,7 @@ pub mod ids;
 pub mod quality;
 pub mod signal;
 pub mod speakers;
+pub mod turn;
 
 pub use engine::{DataKind, RoomSummary};
 pub use ids::{ParticipantSid, RoomSid, TrackSid};

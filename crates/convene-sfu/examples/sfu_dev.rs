@@ -3,8 +3,10 @@
 //! the interop tests (never part of the real binary).
 //!
 //! Usage: `sfu_dev [--http ADDR] [--udp-port PORT] [--tcp-port PORT] [--key KEY] [--secret SECRET]`
-//! (key/secret default to `LIVEKIT_API_KEY` / `LIVEKIT_API_SECRET`). Prints one
-//! line `SFU_DEV_READY http=<addr> udp=<addr>,<addr>` once listening.
+//! (key/secret default to `LIVEKIT_API_KEY` / `LIVEKIT_API_SECRET`). TURN servers for the
+//! clients come from `CONVENE_TURN_URLS`, `CONVENE_TURN_SECRET` and `CONVENE_TURN_TTL_SECONDS`,
+//! as in the binary. Prints one line `SFU_DEV_READY http=<addr> udp=<addr>,<addr> tcp=<addr>,...`
+//! once listening.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -18,7 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use convene_sfu::{
     Admission, Admitted, DataKind, MediaEvent, Permission, Refusal, Sfu, SfuConfig, SfuControl,
-    SfuError,
+    SfuError, TurnConfig, TurnSecret, TurnUrl,
 };
 use futures::future::BoxFuture;
 use livekit_api::access_token::TokenVerifier;
@@ -61,6 +63,33 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .cloned()
+}
+
+/// TURN from `CONVENE_TURN_URLS`, `CONVENE_TURN_SECRET`, `CONVENE_TURN_TTL_SECONDS` (unset: none).
+fn turn_from_env() -> anyhow::Result<Option<TurnConfig>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (urls, secret) = match (var("CONVENE_TURN_URLS"), var("CONVENE_TURN_SECRET")) {
+        (Some(urls), Some(secret)) => (urls, secret),
+        (None, None) => return Ok(None),
+        _ => anyhow::bail!("set both CONVENE_TURN_URLS and CONVENE_TURN_SECRET, or neither"),
+    };
+    let urls = urls
+        .split(',')
+        .map(|url| {
+            TurnUrl::parse(url).map_err(|e| anyhow::anyhow!("CONVENE_TURN_URLS: {url:?} {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let secret =
+        TurnSecret::parse(&secret).map_err(|e| anyhow::anyhow!("CONVENE_TURN_SECRET {e}"))?;
+    let ttl = match var("CONVENE_TURN_TTL_SECONDS") {
+        Some(ttl) => ttl.parse().map_err(|_| {
+            anyhow::anyhow!("CONVENE_TURN_TTL_SECONDS: {ttl:?} is not a whole number")
+        })?,
+        None => TurnConfig::DEFAULT_TTL_SECS,
+    };
+    Ok(Some(
+        TurnConfig::new(urls, secret, ttl).map_err(|e| anyhow::anyhow!("TURN: {e}"))?,
+    ))
 }
 
 fn flag(query: &HashMap<String, String>, name: &str, default: bool) -> bool {
@@ -223,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
     let config = SfuConfig {
         udp_bind: SocketAddr::from(([0, 0, 0, 0], udp_port)),
         tcp_bind: Some(SocketAddr::from(([0, 0, 0, 0], tcp_port))),
+        turn: turn_from_env()?,
         ..SfuConfig::default()
     };
     let sfu = Sfu::start(config, admission).await?;

@@ -450,12 +450,10 @@ impl Bound {
                 ping_interval_secs: config.ping_interval_secs,
                 ping_timeout_secs: config.ping_timeout_secs,
                 seed: OsRng.try_next_u64().map_err(SfuError::Entropy)?,
+                turn: config.turn.clone(),
             },
             Instant::now(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            unix_ms_now(),
         );
         let (started_tx, started) = oneshot::channel::<Result<(), SfuError>>();
         let (stopped_tx, stopped) = oneshot::channel();
@@ -767,7 +765,8 @@ async fn run(
                 match command {
                     Command::Join { conn, admitted, params, outbox } => {
                         io.outboxes.insert(conn, outbox);
-                        feed(&mut engine, Input::Join { conn, admitted, params }, now);
+                        let unix_ms = unix_ms_now();
+                        feed(&mut engine, Input::Join { conn, admitted, params, unix_ms }, now);
                     }
                     Command::Signal { conn, request } => {
                         feed(&mut engine, Input::Signal { conn, request }, now);
@@ -812,6 +811,14 @@ async fn run(
             timer.as_mut().reset(deadline.into());
         }
     }
+}
+
+/// The wall-clock time in ms since the Unix epoch (0 for a clock set before 1970).
+fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -55,9 +55,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use budget::Rate;
+pub use convene_sfu_core::turn::{TurnConfig, TurnError, TurnSecret, TurnUrl};
 pub use convene_sfu_core::{
     Admitted, DataKind, EngineError, MediaEvent, ParticipantSid, Permission, RoomSid, RoomSummary,
-    SERVER_VERSION, TrackSid, engine, forward, framing, ids, signal,
+    SERVER_VERSION, TrackSid, engine, forward, framing, ids, signal, turn,
 };
 pub use driver::SfuControl;
 
@@ -84,6 +85,8 @@ pub struct SfuConfig {
     pub join_rate: Rate,
     /// Signalling requests (WebSocket frames) one connection may send; beyond, it is closed.
     pub signal_rate: Rate,
+    /// TURN servers handed to clients in the JoinResponse, with time-limited credentials.
+    pub turn: Option<TurnConfig>,
 }
 
 /// The default connect budget of an identity in a room: 10 at once, then one every 6 seconds.
@@ -111,6 +114,7 @@ impl Default for SfuConfig {
             ping_timeout_secs: 15,
             join_rate: JOIN_RATE,
             signal_rate: SIGNAL_RATE,
+            turn: None,
         }
     }
 }

@@ -36,6 +36,10 @@ pub struct FileConfig {
     pub rate_limit_per_address: Option<u32>,
     pub rate_limit_burst: Option<u32>,
     pub rate_limit_global: Option<u32>,
+    pub turn_urls: Option<String>,
+    pub turn_secret: Option<String>,
+    pub turn_secret_file: Option<PathBuf>,
+    pub turn_ttl_seconds: Option<u64>,
     pub trusted_proxies: Option<String>,
     pub webhook_urls: Option<String>,
     pub webhook_max_attempts: Option<u32>,
@@ -100,6 +104,9 @@ pub struct Config {
     pub rtc_reconnect_grace: std::time::Duration,
     /// The in-memory limits on unauthenticated calls (guessing has the store's lockouts).
     pub rate_limits: convene_api::RateLimits,
+    /// TURN servers the embedded SFU hands to clients, with time-limited credentials; `None`:
+    /// none (clients reach the media ports directly).
+    pub turn: Option<convene_sfu::TurnConfig>,
     /// Reverse proxies whose `X-Forwarded-For` names the client (empty = none).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where one-time login codes are mailed; `None` = development mode (codes in the log).
@@ -145,6 +152,7 @@ impl std::fmt::Debug for Config {
             .field("rtc_node_ips", &self.rtc_node_ips)
             .field("rtc_reconnect_grace", &self.rtc_reconnect_grace)
             .field("rate_limits", &self.rate_limits)
+            .field("turn", &self.turn)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("webhooks", &self.webhooks)
             .field("livekit", &self.livekit)
@@ -223,6 +231,18 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_RATE_LIMIT_GLOBAL",
         "such calls per second from everyone (default 2000)",
+    ),
+    (
+        "CONVENE_TURN_URLS",
+        "comma-separated TURN servers handed to clients of the embedded SFU, e.g. turn:turn.example.com:3478?transport=udp,turns:turn.example.com:443?transport=tcp",
+    ),
+    (
+        "CONVENE_TURN_SECRET",
+        "the secret shared with the TURN server (coturn's static-auth-secret), 16 to 1024 bytes (or CONVENE_TURN_SECRET_FILE)",
+    ),
+    (
+        "CONVENE_TURN_TTL_SECONDS",
+        "how long each issued TURN credential is valid (default 86400, 60 to 604800)",
     ),
     (
         "CONVENE_TRUSTED_PROXIES",
@@ -571,6 +591,15 @@ impl Config {
                 defaults.global,
             )?,
         };
+        let turn = turn_from_layers(
+            var("CONVENE_TURN_URLS").or(file.turn_urls),
+            match (var("CONVENE_TURN_SECRET"), var("CONVENE_TURN_SECRET_FILE")) {
+                (None, None) => (file.turn_secret, file.turn_secret_file),
+                (secret, path) => (secret, path.map(PathBuf::from)),
+            },
+            var("CONVENE_TURN_TTL_SECONDS"),
+            file.turn_ttl_seconds,
+        )?;
         let trusted_proxies = match var("CONVENE_TRUSTED_PROXIES").or(file.trusted_proxies) {
             Some(list) => comma_list(&list)
                 .map(|entry| {
@@ -645,11 +674,23 @@ impl Config {
             rtc_node_ips,
             rtc_reconnect_grace,
             rate_limits,
+            turn,
             trusted_proxies,
             webhooks,
             livekit,
             smtp,
         })
+    }
+
+    /// Settings that are valid but do nothing in this deployment, to be logged at start.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut warnings = Vec::new();
+        if self.livekit.is_some() && self.turn.is_some() {
+            warnings.push(
+                "CONVENE_TURN_* apply to the embedded SFU only and are ignored with CONVENE_LIVEKIT_URL: configure TURN in the LiveKit deployment",
+            );
+        }
+        warnings
     }
 
     /// Whether media runs on an external LiveKit deployment.
@@ -764,6 +805,69 @@ impl ExternalLiveKit {
             ws_url,
             key,
         }))
+    }
+}
+
+/// Validates the `CONVENE_TURN_*` settings; `None` when none is set. `secret` is the one layer
+/// (environment, else file) that names a secret: the value and the file's path.
+fn turn_from_layers(
+    urls: Option<String>,
+    secret: (Option<String>, Option<PathBuf>),
+    ttl_env: Option<String>,
+    ttl_file: Option<u64>,
+) -> anyhow::Result<Option<convene_sfu::TurnConfig>> {
+    use convene_sfu::{TurnConfig, TurnSecret, TurnUrl};
+    let secret = match secret {
+        (Some(_), Some(_)) => {
+            bail!("CONVENE_TURN_SECRET and CONVENE_TURN_SECRET_FILE are both set: set one of them")
+        }
+        (Some(secret), None) => Some(
+            TurnSecret::parse(&secret).map_err(|e| anyhow::anyhow!("CONVENE_TURN_SECRET {e}"))?,
+        ),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("cannot read CONVENE_TURN_SECRET_FILE {}", path.display())
+            })?;
+            Some(
+                TurnSecret::parse(text.trim_end_matches(['\n', '\r'])).map_err(|e| {
+                    anyhow::anyhow!(
+                        "CONVENE_TURN_SECRET_FILE {}: the secret in it {e}",
+                        path.display()
+                    )
+                })?,
+            )
+        }
+        (None, None) => None,
+    };
+    let urls = match urls {
+        Some(list) => comma_list(&list)
+            .map(|url| {
+                TurnUrl::parse(url).map_err(|e| anyhow::anyhow!("CONVENE_TURN_URLS: {url:?} {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    let ttl = number(
+        "CONVENE_TURN_TTL_SECONDS",
+        ttl_env.clone(),
+        ttl_file,
+        TurnConfig::TTL_SECS,
+        TurnConfig::DEFAULT_TTL_SECS,
+    )?;
+    match (urls.is_empty(), secret) {
+        (false, Some(secret)) => Ok(Some(
+            TurnConfig::new(urls, secret, ttl).map_err(|e| anyhow::anyhow!("TURN: {e}"))?,
+        )),
+        (false, None) => bail!(
+            "CONVENE_TURN_URLS is set but CONVENE_TURN_SECRET (or CONVENE_TURN_SECRET_FILE) is not: the TURN server's credentials are made with it"
+        ),
+        (true, Some(_)) => bail!(
+            "CONVENE_TURN_SECRET is set but CONVENE_TURN_URLS is not: name the TURN servers too"
+        ),
+        (true, None) if ttl_env.is_some() || ttl_file.is_some() => {
+            bail!("CONVENE_TURN_TTL_SECONDS is set but CONVENE_TURN_URLS is not")
+        }
+        (true, None) => Ok(None),
     }
 }
 
@@ -1236,5 +1340,222 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("a-livekit-secret"));
+    }
+
+    const TURN_SECRET: &str = "turn-shared-secret-0123456789";
+
+    #[test]
+    fn turn_servers_are_read_from_the_environment_or_the_file() {
+        let c = Config::from_layers(
+            FileConfig::default(),
+            &env(&[
+                (
+                    "CONVENE_TURN_URLS",
+                    "turn:turn.example.com:3478?transport=udp, turns:turn.example.com:443?transport=tcp,",
+                ),
+                ("CONVENE_TURN_SECRET", TURN_SECRET),
+            ]),
+        )
+        .unwrap();
+        let turn = c.turn.as_ref().unwrap();
+        let urls: Vec<&str> = turn.urls().iter().map(|u| u.as_str()).collect();
+        assert_eq!(
+            urls,
+            vec![
+                "turn:turn.example.com:3478?transport=udp",
+                "turns:turn.example.com:443?transport=tcp"
+            ]
+        );
+        assert_eq!(turn.ttl_secs(), 86_400);
+        let servers = turn.ice_servers("alice", 1_000);
+        assert_eq!(servers[0].username, "87400:alice");
+        assert!(c.warnings().is_empty());
+
+        let file: FileConfig = toml::from_str(&format!(
+            "turn_urls = \"turn:10.0.0.1\"\nturn_secret = \"{TURN_SECRET}\"\nturn_ttl_seconds = 3600\n"
+        ))
+        .unwrap();
+        let turn = Config::from_layers(file, &env(&[])).unwrap().turn.unwrap();
+        assert_eq!(turn.urls()[0].as_str(), "turn:10.0.0.1");
+        assert_eq!(turn.ttl_secs(), 3600);
+        assert!(
+            Config::from_layers(FileConfig::default(), &env(&[]))
+                .unwrap()
+                .turn
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_turn_secret_can_come_from_a_file_but_not_from_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("turn-secret");
+        std::fs::write(&path, format!("{TURN_SECRET}\n")).unwrap();
+        let path_text = path.display().to_string();
+        let from_file = Config::from_layers(
+            FileConfig::default(),
+            &env(&[
+                ("CONVENE_TURN_URLS", "turn:t.example"),
+                ("CONVENE_TURN_SECRET_FILE", &path_text),
+            ]),
+        )
+        .unwrap()
+        .turn
+        .unwrap();
+        let from_value = Config::from_layers(
+            FileConfig::default(),
+            &env(&[
+                ("CONVENE_TURN_URLS", "turn:t.example"),
+                ("CONVENE_TURN_SECRET", TURN_SECRET),
+            ]),
+        )
+        .unwrap()
+        .turn
+        .unwrap();
+        // The trailing newline is not part of the secret: both make the same credentials.
+        assert_eq!(
+            from_file.ice_servers("a", 0),
+            from_value.ice_servers("a", 0)
+        );
+
+        let err = |pairs: &[(&str, &str)]| {
+            Config::from_layers(FileConfig::default(), &env(pairs))
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            err(&[
+                ("CONVENE_TURN_URLS", "turn:t.example"),
+                ("CONVENE_TURN_SECRET", TURN_SECRET),
+                ("CONVENE_TURN_SECRET_FILE", &path_text),
+            ]),
+            "CONVENE_TURN_SECRET and CONVENE_TURN_SECRET_FILE are both set: set one of them"
+        );
+        let missing = dir.path().join("absent").display().to_string();
+        assert_eq!(
+            err(&[
+                ("CONVENE_TURN_URLS", "turn:t.example"),
+                ("CONVENE_TURN_SECRET_FILE", &missing),
+            ]),
+            format!("cannot read CONVENE_TURN_SECRET_FILE {missing}")
+        );
+        std::fs::write(&path, "short\n").unwrap();
+        assert_eq!(
+            err(&[
+                ("CONVENE_TURN_URLS", "turn:t.example"),
+                ("CONVENE_TURN_SECRET_FILE", &path_text),
+            ]),
+            format!(
+                "CONVENE_TURN_SECRET_FILE {path_text}: the secret in it must be 16 to 1024 bytes without spaces or control characters"
+            )
+        );
+        // The environment's pair replaces the file's: a file secret and an environment file
+        // are not "both".
+        let file: FileConfig =
+            toml::from_str("turn_secret = \"from-the-config-file-0123\"").unwrap();
+        std::fs::write(&path, TURN_SECRET).unwrap();
+        let layered = Config::from_layers(
+            file,
+            &env(&[
+                ("CONVENE_TURN_URLS", "turn:t.example"),
+                ("CONVENE_TURN_SECRET_FILE", &path_text),
+            ]),
+        )
+        .unwrap()
+        .turn
+        .unwrap();
+        assert_eq!(layered.ice_servers("a", 0), from_value.ice_servers("a", 0));
+    }
+
+    #[test]
+    fn bad_turn_settings_are_clear_startup_errors() {
+        let err = |pairs: &[(&str, &str)]| {
+            Config::from_layers(FileConfig::default(), &env(pairs))
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let with_secret = |urls: &str| {
+            err(&[
+                ("CONVENE_TURN_URLS", urls),
+                ("CONVENE_TURN_SECRET", TURN_SECRET),
+            ])
+        };
+        assert_eq!(
+            with_secret("turn:ok.example, stun:stun.example"),
+            "CONVENE_TURN_URLS: \"stun:stun.example\" must start with turn: or turns: (as turn:turn.example.com:3478?transport=udp)"
+        );
+        assert_eq!(
+            with_secret("turn:host:99999"),
+            "CONVENE_TURN_URLS: \"turn:host:99999\" has a port that is not a number from 1 to 65535"
+        );
+        assert_eq!(
+            with_secret("turn:host?transport=quic"),
+            "CONVENE_TURN_URLS: \"turn:host?transport=quic\" may end only in ?transport=udp or ?transport=tcp"
+        );
+        assert_eq!(
+            with_secret("turn://host"),
+            "CONVENE_TURN_URLS: \"turn://host\" has no `//` after the scheme: write turn:host:port, not turn://host:port"
+        );
+        assert!(err(&[("CONVENE_TURN_URLS", "turn:t.example")]).starts_with(
+            "CONVENE_TURN_URLS is set but CONVENE_TURN_SECRET (or CONVENE_TURN_SECRET_FILE) is not"
+        ));
+        assert!(
+            err(&[("CONVENE_TURN_SECRET", TURN_SECRET)])
+                .starts_with("CONVENE_TURN_SECRET is set but CONVENE_TURN_URLS is not")
+        );
+        assert!(
+            err(&[
+                ("CONVENE_TURN_URLS", " , "),
+                ("CONVENE_TURN_SECRET", TURN_SECRET)
+            ])
+            .starts_with("CONVENE_TURN_SECRET is set but CONVENE_TURN_URLS is not")
+        );
+        assert_eq!(
+            err(&[("CONVENE_TURN_TTL_SECONDS", "600")]),
+            "CONVENE_TURN_TTL_SECONDS is set but CONVENE_TURN_URLS is not"
+        );
+        let ttl = |value: &str| {
+            err(&[
+                ("CONVENE_TURN_URLS", "turn:t.example"),
+                ("CONVENE_TURN_SECRET", TURN_SECRET),
+                ("CONVENE_TURN_TTL_SECONDS", value),
+            ])
+        };
+        assert_eq!(
+            ttl("59"),
+            "CONVENE_TURN_TTL_SECONDS must be 60 to 604800 (got 59)"
+        );
+        assert_eq!(
+            ttl("604801"),
+            "CONVENE_TURN_TTL_SECONDS must be 60 to 604800 (got 604801)"
+        );
+        assert!(ttl("a day").contains("not a whole number"));
+        assert_eq!(
+            err(&[
+                ("CONVENE_TURN_URLS", "turn:t.example"),
+                ("CONVENE_TURN_SECRET", "too short"),
+            ]),
+            "CONVENE_TURN_SECRET must be 16 to 1024 bytes without spaces or control characters"
+        );
+    }
+
+    #[test]
+    fn the_turn_secret_never_shows_and_turn_with_livekit_is_warned_about() {
+        let c = Config::from_layers(
+            FileConfig::default(),
+            &env(&[
+                ("CONVENE_TURN_URLS", "turn:t.example"),
+                ("CONVENE_TURN_SECRET", TURN_SECRET),
+                ("CONVENE_LIVEKIT_URL", "http://lk"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains(TURN_SECRET), "{shown}");
+        assert!(shown.contains("turn:t.example"), "{shown}");
+        assert_eq!(c.warnings().len(), 1);
+        assert!(c.warnings()[0].contains("embedded SFU only"));
     }
 }

@@ -201,6 +201,7 @@ impl MediaBackend {
                     config.rtc_tcp_port,
                 )),
                 advertise_ips: config.rtc_node_ips.clone(),
+                turn: config.turn.clone(),
                 ..convene_sfu::SfuConfig::default()
             };
             let sfu = convene_sfu::Sfu::bind(sfu_config).with_context(|| {
@@ -210,6 +211,14 @@ impl MediaBackend {
                     config.rtc_udp_port, config.rtc_tcp_port
                 )
             })?;
+            if let Some(turn) = &config.turn {
+                let urls: Vec<&str> = turn.urls().iter().map(|u| u.as_str()).collect();
+                tracing::info!(
+                    urls = %urls.join(","),
+                    ttl_seconds = turn.ttl_secs(),
+                    "TURN servers are handed to media clients"
+                );
+            }
             return Ok(Self::Embedded(Box::new(sfu)));
         };
         // No embedded SFU: no UDP port, no /rtc signalling and no RoomService here; clients
@@ -346,6 +355,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let signer = Signer::new(key.id.clone(), key.secret.clone());
     // The media backend first, then the one core service on it.
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let media = MediaBackend::build(&config, &key)?;
     let meetings = Arc::new(Meetings::new(
         store,

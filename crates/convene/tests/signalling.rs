@@ -505,3 +505,61 @@ async fn a_ping_flood_closes_the_flooding_connections_and_does_not_slow_others_j
     };
     app.stop().await;
 }
+
+/// With `CONVENE_TURN_*` set, every JoinResponse carries the TURN servers and a credential for
+/// that identity expiring TTL after the join (coturn's `use-auth-secret` rule, checked against
+/// coturn itself in `tests/interop/sfu/test_turn.py`); without, none.
+#[tokio::test]
+async fn the_join_response_hands_out_the_configured_turn_servers() {
+    const TURN_SECRET: &str = "turn-secret-for-the-signalling-test";
+    let app = TestApp::start_with(
+        StoreKind::Sqlite,
+        &[
+            (
+                "CONVENE_TURN_URLS",
+                "turn:turn.example.com:3478?transport=udp,turns:turn.example.com:443?transport=tcp",
+            ),
+            ("CONVENE_TURN_SECRET", TURN_SECRET),
+            ("CONVENE_TURN_TTL_SECONDS", "600"),
+        ],
+    )
+    .await
+    .unwrap();
+    let room = Room::open(&app).await;
+    let token = room.token(&app, "ann").await;
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = unix();
+    let (socket, join) = connect(&app, &token).await.unwrap();
+    let after = unix();
+    close(socket).await;
+    assert_eq!(join.ice_servers.len(), 1, "{:?}", join.ice_servers);
+    let server = &join.ice_servers[0];
+    assert_eq!(
+        server.urls,
+        vec![
+            "turn:turn.example.com:3478?transport=udp",
+            "turns:turn.example.com:443?transport=tcp"
+        ]
+    );
+    let (expiry, identity) = server.username.split_once(':').unwrap();
+    assert_eq!(identity, "ann");
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!((before + 600..=after + 600).contains(&expiry), "{expiry}");
+    let secret = convene_sfu::TurnSecret::parse(TURN_SECRET).unwrap();
+    assert_eq!(
+        server.credential,
+        convene_sfu::turn::credential(&secret, "ann", expiry).password
+    );
+
+    let plain = TestApp::start(StoreKind::Sqlite).await.unwrap();
+    let room = Room::open(&plain).await;
+    let token = room.token(&plain, "bob").await;
+    let (socket, join) = connect(&plain, &token).await.unwrap();
+    close(socket).await;
+    assert!(join.ice_servers.is_empty(), "{:?}", join.ice_servers);
+}

@@ -76,14 +76,15 @@ class DevServer:
         return self.proc.poll() is None
 
 
-@pytest.fixture(scope="session")
-def sfu():
+def start_dev(extra_env: dict[str, str] | None = None) -> DevServer:
+    """Starts an sfu_dev on free ports (with `extra_env` added to its environment); stop it with `stop_dev`."""
     binary = _dev_binary()
     proc = subprocess.Popen(
         [binary, "--http", "127.0.0.1:0", "--udp-port", "0", "--tcp-port", "0", "--key", API_KEY, "--secret", API_SECRET],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(extra_env or {})},
     )
     log: list[str] = []
     threading.Thread(target=lambda: [log.append(line) for line in proc.stderr], daemon=True).start()
@@ -99,13 +100,22 @@ def sfu():
     if ready is None:
         proc.kill()
         raise RuntimeError("sfu_dev did not start:\n" + "".join(log[-50:]))
-    server = DevServer(proc, ready["http"], ready["udp"].split(","), ready["tcp"].split(","), log)
-    yield server
-    proc.terminate()
+    return DevServer(proc, ready["http"], ready["udp"].split(","), ready["tcp"].split(","), log)
+
+
+def stop_dev(server: DevServer):
+    server.proc.terminate()
     try:
-        proc.wait(timeout=10)
+        server.proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        server.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def sfu():
+    server = start_dev()
+    yield server
+    stop_dev(server)
 
 
 @pytest.fixture

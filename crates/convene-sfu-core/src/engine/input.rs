@@ -21,6 +21,11 @@ pub enum Input {
         conn: ConnId,
         admitted: Admitted,
         params: JoinParams,
+        /// The wall-clock time of the join (ms since the Unix epoch), read by the IO layer: the
+        /// TURN credentials' expiry counts from it, since the TURN server checks it against its
+        /// own clock (the engine's anchor, advanced by the monotonic clock, falls behind the
+        /// wall clock over a suspend).
+        unix_ms: i64,
     },
     /// A decoded `SignalRequest` from `conn`.
     Signal {
@@ -110,8 +115,9 @@ impl Engine {
                 conn,
                 admitted,
                 params,
+                unix_ms,
             } => {
-                self.join(conn, admitted, params, now);
+                self.join(conn, admitted, params, unix_ms, now);
                 Answer::Done
             }
             Input::Signal { conn, request } => {

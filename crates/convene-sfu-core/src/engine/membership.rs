@@ -23,6 +23,7 @@ impl Engine {
         conn: ConnId,
         admitted: Admitted,
         params: JoinParams,
+        wall_clock_ms: i64,
         now: Instant,
     ) {
         let unix_ms = self.unix_ms(now);
@@ -77,13 +78,17 @@ impl Engine {
             .filter(|p| !p.permission.hidden)
             .map(Participant::snapshot)
             .collect();
-        let join = signal::join_response(
+        let mut join = signal::join_response(
             room_proto,
             info.clone(),
             others,
             self.config.ping_interval_secs,
             self.config.ping_timeout_secs,
         );
+        if let Some(turn) = &self.config.turn {
+            let now_unix_secs = u64::try_from(wall_clock_ms.max(0) / 1000).unwrap_or_default();
+            join.ice_servers = turn.ice_servers(&admitted.identity, now_unix_secs);
+        }
         self.send(conn, Resp::Join(join));
 
         let participant = Participant {

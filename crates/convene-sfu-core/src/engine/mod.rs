@@ -126,6 +126,9 @@ pub struct EngineConfig {
     /// a function of its config and inputs. The IO layer draws it from the operating system's
     /// RNG; tests fix it.
     pub seed: u64,
+    /// TURN servers handed to every joining client in `JoinResponse.ice_servers`, each join with
+    /// its own time-limited credential; `None`: none.
+    pub turn: Option<crate::turn::TurnConfig>,
 }
 
 /// A room as listed by [`Input::ListRooms`].

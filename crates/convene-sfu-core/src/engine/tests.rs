@@ -25,6 +25,7 @@ fn seeded(now: Instant, seed: u64) -> Engine {
             ping_interval_secs: 5,
             ping_timeout_secs: 15,
             seed,
+            turn: None,
         },
         now,
         1_700_000_000_000,
@@ -90,6 +91,7 @@ fn joining(conn: ConnId, admitted: Admitted) -> Input {
         conn,
         admitted,
         params: JoinParams::default(),
+        unix_ms: 1_700_000_000_000,
     }
 }
 
@@ -155,6 +157,63 @@ fn join_answers_join_response_then_subscriber_offer_with_data_channels() {
     assert_eq!(join.other_participants[0].identity, "alice");
     let updates: Vec<_> = out.to(A);
     assert!(matches!(updates[..], [Resp::Update(u)] if u.participants[0].identity == "bob"));
+    assert!(
+        join.ice_servers.is_empty(),
+        "no TURN configured, none handed out"
+    );
+}
+
+#[test]
+fn the_join_response_hands_out_turn_servers_with_a_credential_from_the_joins_wall_clock() {
+    use crate::turn::{TurnConfig, TurnSecret, TurnUrl, credential};
+    let now = Instant::now();
+    let secret = TurnSecret::parse("north-wind-turn-secret-0123").unwrap();
+    let urls = vec![
+        TurnUrl::parse("turn:turn.example.com:3478?transport=udp").unwrap(),
+        TurnUrl::parse("turns:turn.example.com:443?transport=tcp").unwrap(),
+    ];
+    // The engine's own anchor is a day behind the join's wall clock (as after a suspend): the
+    // expiry follows the join's.
+    let mut engine = Engine::new(
+        EngineConfig {
+            local_addrs: vec!["127.0.0.1:7882".parse().unwrap()],
+            tcp_addrs: Vec::new(),
+            ping_interval_secs: 5,
+            ping_timeout_secs: 15,
+            seed: 7,
+            turn: Some(TurnConfig::new(urls, secret.clone(), 600).unwrap()),
+        },
+        now,
+        1_699_913_600_000,
+    );
+    feed(
+        &mut engine,
+        Input::Join {
+            conn: A,
+            admitted: admitted("alice", Permission::default()),
+            params: JoinParams::default(),
+            unix_ms: 1_700_000_000_999,
+        },
+        now,
+    );
+    let out = drain(&mut engine);
+    let Resp::Join(join) = out.to(A)[0] else {
+        panic!("first message must be the JoinResponse")
+    };
+    assert_eq!(join.ice_servers.len(), 1);
+    let server = &join.ice_servers[0];
+    assert_eq!(
+        server.urls,
+        vec![
+            "turn:turn.example.com:3478?transport=udp",
+            "turns:turn.example.com:443?transport=tcp"
+        ]
+    );
+    assert_eq!(server.username, "1700000600:alice");
+    assert_eq!(
+        server.credential,
+        credential(&secret, "alice", 1_700_000_600).password
+    );
 }
 
 #[test]
