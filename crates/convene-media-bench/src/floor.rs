@@ -15,8 +15,15 @@
 //! that only drain their sockets during the window do not time it out. A lite agent does less in
 //! each timer pass than the engine's full one, and a socket nobody waits on costs the sender no
 //! wake-up, so both choices can only lower the floor.
+//!
+//! Over TCP (`Transport::Tcp`) the connections are the same (str0m does the same work whatever
+//! carries its packets), but each one's packets are framed (RFC 4571, `convene_sfu::framing`)
+//! and written to its own loopback TCP connection, everything a connection got in a turn in one
+//! `write`, as the server's connection tasks write; the clients' ends are drained the same way.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,24 +31,29 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use convene_sfu::batch::{Batcher, transmit};
 use convene_sfu::engine::{PcKind, rtc_config, subscriber_channels};
+use convene_sfu::framing::{self, FrameReader};
 use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-use crate::peer::{Publishing, client_config, loopback_socket};
+use crate::peer::{Publishing, Transport, client_config, loopback_socket};
 use crate::server;
 
 /// Largest payload of one synthetic RTP packet: a delta frame makes 6 packets and a keyframe 27,
 /// as the publisher's str0m packetizes them in the full benchmark.
 const MAX_PAYLOAD: usize = 1100;
 const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+/// Bytes of frames kept for a TCP connection that does not take them; beyond, packets are
+/// dropped (the server keeps 512 packets a connection).
+const TCP_PENDING_LIMIT: usize = 1 << 20;
 
 /// What one floor run measured.
 pub struct FloorFigures {
     pub subscribers: usize,
+    pub transport: Transport,
     pub wall: Duration,
     pub cpu: Duration,
     /// RTP packets written to str0m, summed over subscribers.
@@ -172,12 +184,78 @@ fn packets(bytes: usize) -> Arc<[Arc<[u8]>]> {
     frame.chunks(MAX_PAYLOAD).map(Arc::from).collect()
 }
 
-/// The sending side: the subscriber connections, one UDP socket, the engine's batcher.
+/// Where the sender's packets go.
+enum Sink {
+    /// One UDP socket and the engine's GSO batcher.
+    Udp {
+        socket: UdpSocket,
+        state: quinn_udp::UdpSocketState,
+        batcher: Batcher,
+    },
+    /// One TCP connection per subscriber (the index of its client address) and its frames not
+    /// yet written.
+    Tcp {
+        streams: Vec<TcpStream>,
+        index: HashMap<SocketAddr, usize>,
+        pending: Vec<Vec<u8>>,
+    },
+}
+
+impl Sink {
+    fn push(&mut self, t: &Transmit) {
+        match self {
+            Sink::Udp { batcher, .. } => {
+                if !batcher.push(t.source, t.destination, &t.contents) {
+                    self.send();
+                    if let Sink::Udp { batcher, .. } = self {
+                        batcher.push(t.source, t.destination, &t.contents);
+                    }
+                }
+            }
+            Sink::Tcp { index, pending, .. } => {
+                if let Some(&i) = index.get(&t.destination)
+                    && pending[i].len() < TCP_PENDING_LIMIT
+                {
+                    framing::encode(&t.contents, &mut pending[i]);
+                }
+            }
+        }
+    }
+
+    /// Send what is batched: the UDP run, or each TCP connection's frames in one write (what
+    /// the kernel does not take now waits for the next turn).
+    fn send(&mut self) {
+        match self {
+            Sink::Udp {
+                socket,
+                state,
+                batcher,
+            } => {
+                if let Some(run) = batcher.take() {
+                    // A full socket buffer drops the datagram, as in the engine.
+                    let _ = state.send((&*socket).into(), &transmit(&run));
+                }
+            }
+            Sink::Tcp {
+                streams, pending, ..
+            } => {
+                for (stream, out) in streams.iter_mut().zip(pending.iter_mut()) {
+                    if out.is_empty() {
+                        continue;
+                    }
+                    if let Ok(n) = stream.write(out) {
+                        out.drain(..n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The sending side: the subscriber connections and where their packets go.
 struct Sender {
     subs: Vec<Sub>,
-    socket: UdpSocket,
-    state: quinn_udp::UdpSocketState,
-    batcher: Batcher,
+    sink: Sink,
     vp8: Pt,
     opus: Pt,
     publishing: Publishing,
@@ -191,13 +269,6 @@ struct Sender {
 }
 
 impl Sender {
-    fn send_run(&mut self) {
-        if let Some(run) = self.batcher.take() {
-            // A full socket buffer drops the datagram, as in the engine.
-            let _ = self.state.send((&self.socket).into(), &transmit(&run));
-        }
-    }
-
     fn write(&mut self, video: bool, payload: &Arc<[u8]>, time: u32, marker: bool, now: Instant) {
         let (pt, seq) = if video {
             (self.vp8, self.video_seq)
@@ -268,19 +339,14 @@ impl Sender {
                 let at = loop {
                     match self.subs[i].server.poll_output()? {
                         Output::Timeout(at) => break at,
-                        Output::Transmit(t) => {
-                            if !self.batcher.push(t.source, t.destination, &t.contents) {
-                                self.send_run();
-                                self.batcher.push(t.source, t.destination, &t.contents);
-                            }
-                        }
+                        Output::Transmit(t) => self.sink.push(&t),
                         Output::Event(_) => {}
                     }
                 };
                 self.subs[i].next_timeout = at;
                 next = next.min(at);
             }
-            self.send_run();
+            self.sink.send();
             let now = Instant::now();
             if next > now {
                 std::thread::sleep(next - now);
@@ -293,15 +359,41 @@ impl Sender {
 fn run_sender(
     n: usize,
     publishing: Publishing,
-    clients: Vec<SocketAddr>,
+    ends: ServerEnds,
     window: Duration,
     settle: Duration,
     delivered: &AtomicU64,
     ticks: u64,
 ) -> anyhow::Result<FloorFigures> {
-    let socket = loopback_socket(1 << 20)?;
-    let server_addr = socket.local_addr()?;
-    let state = quinn_udp::UdpSocketState::new((&socket).into())?;
+    let (transport, server_addr, clients, sink) = match ends {
+        ServerEnds::Udp(clients) => {
+            let socket = loopback_socket(1 << 20)?;
+            let server_addr = socket.local_addr()?;
+            let state = quinn_udp::UdpSocketState::new((&socket).into())?;
+            let batcher = Batcher::new(state.max_gso_segments());
+            let sink = Sink::Udp {
+                socket,
+                state,
+                batcher,
+            };
+            (Transport::Udp, server_addr, clients, sink)
+        }
+        ServerEnds::Tcp(streams) => {
+            let server_addr = streams.first().context("no connection")?.local_addr()?;
+            let clients = streams
+                .iter()
+                .map(TcpStream::peer_addr)
+                .collect::<std::io::Result<Vec<_>>>()?;
+            let index = clients.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+            let pending = vec![Vec::new(); streams.len()];
+            let sink = Sink::Tcp {
+                streams,
+                index,
+                pending,
+            };
+            (Transport::Tcp, server_addr, clients, sink)
+        }
+    };
     let crypto = Arc::new(str0m::crypto::from_feature_flags());
     let now = Instant::now();
     let mut subs = clients
@@ -325,9 +417,7 @@ fn run_sender(
     );
     let mut sender = Sender {
         subs,
-        socket,
-        batcher: Batcher::new(state.max_gso_segments()),
-        state,
+        sink,
         vp8,
         opus,
         keyframe: packets(publishing.keyframe_bytes),
@@ -353,6 +443,7 @@ fn run_sender(
     }
     Ok(FloorFigures {
         subscribers: n,
+        transport,
         wall,
         cpu,
         written,
@@ -368,16 +459,45 @@ fn is_rtp(datagram: &[u8]) -> bool {
 /// How often the clients' sockets are drained.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(2);
 
+/// The sender's ends: the clients' UDP addresses, or the server's ends of the TCP connections.
+enum ServerEnds {
+    Udp(Vec<SocketAddr>),
+    Tcp(Vec<TcpStream>),
+}
+
+/// The clients' ends, which [`drain`] reads.
+enum ClientEnds {
+    Udp(Vec<UdpSocket>),
+    Tcp(Vec<(TcpStream, FrameReader)>),
+}
+
 /// Read every socket until it is empty, every [`DRAIN_INTERVAL`], until `stop`. Nobody waits on
 /// these sockets, so delivering a datagram wakes no one: the receiving side costs the sender
-/// (loopback charges it to the sending thread) as little as it can.
-fn drain(sockets: Vec<UdpSocket>, delivered: &AtomicU64, stop: &AtomicBool) {
-    let mut buf = vec![0u8; 2048];
+/// (loopback charges it to the sending thread) as little as it can. Over TCP, what each read
+/// brings is cut into frames and each RTP frame counted.
+fn drain(mut clients: ClientEnds, delivered: &AtomicU64, stop: &AtomicBool) {
+    let mut buf = vec![0u8; 64 * 1024];
     while !stop.load(Ordering::Acquire) {
-        for socket in &sockets {
-            while let Ok(len) = socket.recv(&mut buf) {
-                if is_rtp(&buf[..len]) {
-                    delivered.fetch_add(1, Ordering::Relaxed);
+        match &mut clients {
+            ClientEnds::Udp(sockets) => {
+                for socket in sockets.iter() {
+                    while let Ok(len) = socket.recv(&mut buf) {
+                        if is_rtp(&buf[..len]) {
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            ClientEnds::Tcp(streams) => {
+                for (stream, reader) in streams.iter_mut() {
+                    while let Ok(len @ 1..) = stream.read(&mut buf) {
+                        reader.push(&buf[..len]);
+                        while let Ok(Some(frame)) = reader.next_frame() {
+                            if is_rtp(frame) {
+                                delivered.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -385,31 +505,64 @@ fn drain(sockets: Vec<UdpSocket>, delivered: &AtomicU64, stop: &AtomicBool) {
     }
 }
 
+/// `n` loopback TCP connections, both ends non-blocking: the server's ends (with `TCP_NODELAY`,
+/// as the server's) and the clients'.
+fn tcp_pairs(n: usize) -> anyhow::Result<(Vec<TcpStream>, Vec<TcpStream>)> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let addr = listener.local_addr()?;
+    let (mut servers, mut clients) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let client = TcpStream::connect(addr)?;
+        let (server, _) = listener.accept()?;
+        server.set_nodelay(true)?;
+        server.set_nonblocking(true)?;
+        client.set_nonblocking(true)?;
+        servers.push(server);
+        clients.push(client);
+    }
+    Ok((servers, clients))
+}
+
 /// Run the floor with `n` subscribers: the sender on its own thread (whose CPU time is the
 /// figure), the clients' sockets drained by another.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     n: usize,
+    transport: Transport,
     publishing: Publishing,
     window: Duration,
     settle: Duration,
     recv_buffer: usize,
     ticks: u64,
 ) -> anyhow::Result<FloorFigures> {
-    let sockets = (0..n)
-        .map(|_| loopback_socket(recv_buffer))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let clients = sockets
-        .iter()
-        .map(UdpSocket::local_addr)
-        .collect::<std::io::Result<Vec<_>>>()?;
+    let (ends, clients) = match transport {
+        Transport::Udp => {
+            let sockets = (0..n)
+                .map(|_| loopback_socket(recv_buffer))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let addrs = sockets
+                .iter()
+                .map(UdpSocket::local_addr)
+                .collect::<std::io::Result<Vec<_>>>()?;
+            (ServerEnds::Udp(addrs), ClientEnds::Udp(sockets))
+        }
+        Transport::Tcp => {
+            let (servers, clients) = tcp_pairs(n)?;
+            let clients = clients
+                .into_iter()
+                .map(|c| (c, FrameReader::new()))
+                .collect();
+            (ServerEnds::Tcp(servers), ClientEnds::Tcp(clients))
+        }
+    };
     let delivered = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let drainer = {
         let (delivered, stop) = (delivered.clone(), stop.clone());
-        std::thread::spawn(move || drain(sockets, &delivered, &stop))
+        std::thread::spawn(move || drain(clients, &delivered, &stop))
     };
     let figures = tokio::task::spawn_blocking(move || {
-        run_sender(n, publishing, clients, window, settle, &delivered, ticks)
+        run_sender(n, publishing, ends, window, settle, &delivered, ticks)
     })
     .await
     .context("the floor's sender panicked");
@@ -431,9 +584,16 @@ mod tests {
         assert!(packets(29_295).iter().all(|p| p.len() <= MAX_PAYLOAD));
     }
 
-    /// Two connections come up in memory, and what is written to them reaches their sockets.
+    /// Two connections come up in memory, and what is written to them reaches their sockets,
+    /// over UDP and over TCP.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_floor_delivers_what_it_writes() {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            floor_delivers(transport).await;
+        }
+    }
+
+    async fn floor_delivers(transport: Transport) {
         let publishing = Publishing {
             fps: 30,
             gop: 60,
@@ -443,6 +603,7 @@ mod tests {
         };
         let figures = run(
             2,
+            transport,
             publishing,
             Duration::from_secs(1),
             Duration::from_millis(200),
@@ -453,10 +614,14 @@ mod tests {
         .unwrap();
         // A second holds 30 frames of 6 packets or more and 50 audio packets; a busy test machine
         // may delay the sender, so two thirds of that is enough.
-        assert!(figures.written >= 2 * (20 * 6 + 33), "{}", figures.written);
+        assert!(
+            figures.written >= 2 * (20 * 6 + 33),
+            "{transport}: {}",
+            figures.written
+        );
         assert!(
             figures.delivered_pct() > 90.0,
-            "{}",
+            "{transport}: {}",
             figures.delivered_pct()
         );
     }

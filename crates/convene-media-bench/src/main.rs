@@ -7,7 +7,8 @@
 //! CPU time (utime + stime from /proc) per RTP packet delivered to subscribers, subscriber loss
 //! (frames and RTP packets) and the forwarding delay from the publisher's send to the
 //! subscriber's reassembled frame. The load generator shares the machine with the server, so its
-//! own CPU is reported too.
+//! own CPU is reported too. With `--transport tcp` (or `both`, the default: each count over UDP,
+//! then over TCP on a fresh server) the subscribers reach the server by ICE over TCP only.
 
 mod floor;
 mod payload;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use peer::{Publishing, Role, Shared};
+use peer::{Publishing, Role, Shared, Transport};
 use report::{Delivery, Window, percentile};
 use server::Server;
 
@@ -71,11 +72,33 @@ struct Args {
     /// through str0m and the kernel as the engine sends them, with convene's own code taken out.
     #[arg(long)]
     floor: bool,
+    /// How the subscribers receive media: UDP, ICE over TCP (one active TCP candidate each, no
+    /// UDP one), or both, one run after the other at each count. The publisher always uses UDP.
+    #[arg(long, value_enum, default_value_t = Transports::Both)]
+    transport: Transports,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Transports {
+    Udp,
+    Tcp,
+    Both,
+}
+
+impl Transports {
+    fn list(self) -> &'static [Transport] {
+        match self {
+            Transports::Udp => &[Transport::Udp],
+            Transports::Tcp => &[Transport::Tcp],
+            Transports::Both => &[Transport::Udp, Transport::Tcp],
+        }
+    }
 }
 
 /// What one run measured.
 struct Figures {
     subscribers: usize,
+    transport: Transport,
     wall: Duration,
     server_cpu: Duration,
     bench_cpu: Duration,
@@ -85,6 +108,8 @@ struct Figures {
     keyframes_in_window: u64,
     requested_keyframes_in_window: u64,
     client_socket_drops: u64,
+    /// RFC 4571 frames the subscribers read over TCP in the window (0 over UDP).
+    tcp_frames_in_window: u64,
     failed_subscribers: usize,
 }
 
@@ -130,7 +155,7 @@ async fn wait_until(
     Ok(())
 }
 
-async fn run(n: usize, args: &Args, ticks: u64) -> anyhow::Result<Figures> {
+async fn run(n: usize, transport: Transport, args: &Args, ticks: u64) -> anyhow::Result<Figures> {
     let server = Server::start(&args.convene_bin).await?;
     let server_pid = server.pid();
     let bench_pid = std::process::id();
@@ -160,7 +185,7 @@ async fn run(n: usize, args: &Args, ticks: u64) -> anyhow::Result<Figures> {
         let url = server.rtc_url(&server::token(ROOM, &format!("sub-{i:03}"), false)?);
         subscribers.push(tokio::spawn(peer::run(
             url,
-            Role::Subscriber,
+            Role::Subscriber(transport),
             shared.clone(),
         )));
         tokio::time::sleep(Duration::from_millis(args.join_interval_ms)).await;
@@ -180,7 +205,7 @@ async fn run(n: usize, args: &Args, ticks: u64) -> anyhow::Result<Figures> {
     )
     .await?;
     eprintln!(
-        "[n={n}] all subscribers receive media after {:.1}s",
+        "[n={n} {transport}] all subscribers receive media after {:.1}s",
         started.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
@@ -202,6 +227,7 @@ async fn run(n: usize, args: &Args, ticks: u64) -> anyhow::Result<Figures> {
         shared.keyframes_requested.load(Ordering::Acquire),
     );
     let drops_start = server::udp_drops(&ports);
+    let tcp_frames_start = shared.tcp_frames_in.load(Ordering::Acquire);
     let (server_cpu_start, bench_cpu_start) = (
         server::cpu_time(server_pid, ticks)?,
         server::cpu_time(bench_pid, ticks)?,
@@ -213,6 +239,7 @@ async fn run(n: usize, args: &Args, ticks: u64) -> anyhow::Result<Figures> {
         server::cpu_time(bench_pid, ticks)?,
     );
     let wall = window_start.elapsed();
+    let tcp_frames_end = shared.tcp_frames_in.load(Ordering::Acquire);
     let (video_end, audio_end) = (
         shared.video_sent.load(Ordering::Acquire),
         shared.audio_sent.load(Ordering::Acquire),
@@ -232,19 +259,19 @@ async fn run(n: usize, args: &Args, ticks: u64) -> anyhow::Result<Figures> {
         match tokio::time::timeout(Duration::from_secs(10), task).await {
             Ok(Ok(Ok(received))) => records.push(received),
             Ok(Ok(Err(e))) => {
-                eprintln!("[n={n}] subscriber {i} failed: {e:#}");
+                eprintln!("[n={n} {transport}] subscriber {i} failed: {e:#}");
                 failed += 1;
                 records.push(Vec::new());
             }
             _ => {
-                eprintln!("[n={n}] subscriber {i} did not stop");
+                eprintln!("[n={n} {transport}] subscriber {i} did not stop");
                 failed += 1;
                 records.push(Vec::new());
             }
         }
     }
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(10), publisher).await {
-        eprintln!("[n={n}] the publisher failed: {e:#}");
+        eprintln!("[n={n} {transport}] the publisher failed: {e:#}");
     }
     drop(server);
 
@@ -255,6 +282,7 @@ async fn run(n: usize, args: &Args, ticks: u64) -> anyhow::Result<Figures> {
     let delivery = report::deliver(&records, &window);
     Ok(Figures {
         subscribers: n,
+        transport,
         wall,
         server_cpu: server_cpu_end.saturating_sub(server_cpu_start),
         bench_cpu: bench_cpu_end.saturating_sub(bench_cpu_start),
@@ -264,6 +292,7 @@ async fn run(n: usize, args: &Args, ticks: u64) -> anyhow::Result<Figures> {
         keyframes_in_window: keyframes_end.0 - keyframes_start.0,
         requested_keyframes_in_window: keyframes_end.1 - keyframes_start.1,
         client_socket_drops: drops_end.saturating_sub(drops_start),
+        tcp_frames_in_window: tcp_frames_end - tcp_frames_start,
         failed_subscribers: failed,
     })
 }
@@ -290,14 +319,15 @@ fn print_table(all: &[Figures], args: &Args) {
     );
     println!();
     println!(
-        "| subscribers | window | packets forwarded | server CPU | server CPU / packet | frame loss | RTP loss | subscribers with loss | delay p50 | delay p99 | delay max | video p99 | audio p99 | bench CPU | client socket drops |"
+        "| subscribers | transport | window | packets forwarded | server CPU | server CPU / packet | frame loss | RTP loss | subscribers with loss | delay p50 | delay p99 | delay max | video p99 | audio p99 | bench CPU | client socket drops |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for f in all {
         let d = &f.delivery;
         println!(
-            "| {} | {:.1} s | {} ({:.0}/s) | {:.0}% | {:.2} µs | {:.3}% | {:.3}% | {} (worst {:.2}%) | {} | {} | {} | {} | {} | {:.0}% | {} |",
+            "| {} | {} | {:.1} s | {} ({:.0}/s) | {:.0}% | {:.2} µs | {:.3}% | {:.3}% | {} (worst {:.2}%) | {} | {} | {} | {} | {} | {:.0}% | {} |",
             f.subscribers,
+            f.transport,
             f.wall.as_secs_f64(),
             d.packets_received,
             f.packets_per_second(),
@@ -320,8 +350,9 @@ fn print_table(all: &[Figures], args: &Args) {
     for f in all {
         let d = &f.delivery;
         println!(
-            "n={}: frames sent {} video + {} audio ({} keyframes, {} of them requested); frames expected {} received {}; RTP packets expected {} received {}; failed subscribers {}",
+            "n={} {}: frames sent {} video + {} audio ({} keyframes, {} of them requested); frames expected {} received {}; RTP packets expected {} received {}; packets read over TCP {}; failed subscribers {}",
             f.subscribers,
+            f.transport,
             f.frames_sent_video,
             f.frames_sent_audio,
             f.keyframes_in_window,
@@ -330,12 +361,32 @@ fn print_table(all: &[Figures], args: &Args) {
             d.frames_received,
             d.packets_expected,
             d.packets_received,
+            f.tcp_frames_in_window,
             f.failed_subscribers,
         );
     }
-    if let Some(f) = all.iter().find(|f| f.subscribers == 200) {
+    for udp in all.iter().filter(|f| f.transport == Transport::Udp) {
+        let tcp = all
+            .iter()
+            .find(|f| f.transport == Transport::Tcp && f.subscribers == udp.subscribers);
+        if let Some(tcp) = tcp {
+            println!(
+                "n={}: TCP / UDP server CPU per packet {:.2} ({:.2} / {:.2} µs); frame loss {:.3}% / {:.3}%; delay p99 {} / {}",
+                udp.subscribers,
+                tcp.server_us_per_packet() / udp.server_us_per_packet(),
+                tcp.server_us_per_packet(),
+                udp.server_us_per_packet(),
+                tcp.delivery.frame_loss_pct(),
+                udp.delivery.frame_loss_pct(),
+                ms(percentile(&tcp.delivery.delays_us, 99.0)),
+                ms(percentile(&udp.delivery.delays_us, 99.0)),
+            );
+        }
+    }
+    for f in all.iter().filter(|f| f.subscribers == 200) {
         println!(
-            "targets at n=200: server CPU per packet {:.2} µs (target <= 5 µs: {}); frame loss {:.3}% (target: none: {})",
+            "targets at n=200 over {}: server CPU per packet {:.2} µs (target <= 5 µs: {}); frame loss {:.3}% (target: none: {})",
+            f.transport,
             f.server_us_per_packet(),
             if f.server_us_per_packet() <= 5.0 {
                 "met"
@@ -352,24 +403,29 @@ fn print_table(all: &[Figures], args: &Args) {
     }
 }
 
-/// The floor's figures next to convene's, each floor run right after convene's at that count.
+/// The floor's figures next to convene's, each floor run right after convene's at that count
+/// and over that transport.
 fn print_floor(floors: &[(f64, floor::FloorFigures)]) {
     println!();
     println!(
         "str0m floor (--floor): the same packets written to str0m connections configured as the engine's, timer pass per turn,"
     );
     println!(
-        "every datagram polled out and sent with the engine's GSO batching to real sockets; no signalling, routing or rewriting."
+        "every datagram polled out and sent with the engine's GSO batching to real sockets (over TCP: framed, one write per"
+    );
+    println!(
+        "connection and turn, to real loopback TCP connections); no signalling, routing or rewriting."
     );
     println!();
     println!(
-        "| subscribers | window | packets delivered | floor CPU | floor CPU / packet | delivered / written | convene CPU / packet | convene / floor |"
+        "| subscribers | transport | window | packets delivered | floor CPU | floor CPU / packet | delivered / written | convene CPU / packet | convene / floor |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for (convene, f) in floors {
         println!(
-            "| {} | {:.1} s | {} | {:.0}% | {:.2} µs | {:.2}% | {:.2} µs | {:.2} |",
+            "| {} | {} | {:.1} s | {} | {:.0}% | {:.2} µs | {:.2}% | {:.2} µs | {:.2} |",
             f.subscribers,
+            f.transport,
             f.wall.as_secs_f64(),
             f.delivered,
             f.cpu_pct(),
@@ -400,35 +456,41 @@ async fn main() -> anyhow::Result<()> {
     let mut all = Vec::new();
     let mut floors = Vec::new();
     for &n in &args.subscribers {
-        let figures = run(n, &args, ticks)
-            .await
-            .with_context(|| format!("the run with {n} subscribers"))?;
-        eprintln!(
-            "[n={n}] {:.2} µs server CPU per packet, frame loss {:.3}%, delay p50 {} p99 {}",
-            figures.server_us_per_packet(),
-            figures.delivery.frame_loss_pct(),
-            ms(percentile(&figures.delivery.delays_us, 50.0)),
-            ms(percentile(&figures.delivery.delays_us, 99.0)),
-        );
-        if args.floor {
-            let floor = floor::run(
-                n,
-                publishing(&args),
-                Duration::from_secs(args.seconds),
-                Duration::from_secs(args.settle_seconds),
-                args.recv_buffer,
-                ticks,
-            )
-            .await
-            .with_context(|| format!("the floor with {n} subscribers"))?;
+        for &transport in args.transport.list() {
+            let figures = run(n, transport, &args, ticks)
+                .await
+                .with_context(|| format!("the run with {n} subscribers over {transport}"))?;
             eprintln!(
-                "[n={n}] floor {:.2} µs CPU per packet; convene / floor {:.2}",
-                floor.us_per_packet(),
-                figures.server_us_per_packet() / floor.us_per_packet(),
+                "[n={n} {transport}] {:.2} µs server CPU per packet, frame loss {:.3}%, delay p50 {} p99 {}",
+                figures.server_us_per_packet(),
+                figures.delivery.frame_loss_pct(),
+                ms(percentile(&figures.delivery.delays_us, 50.0)),
+                ms(percentile(&figures.delivery.delays_us, 99.0)),
             );
-            floors.push((figures.server_us_per_packet(), floor));
+            if transport == Transport::Tcp && figures.tcp_frames_in_window == 0 {
+                bail!("the run over TCP read no packet over TCP");
+            }
+            if args.floor {
+                let floor = floor::run(
+                    n,
+                    transport,
+                    publishing(&args),
+                    Duration::from_secs(args.seconds),
+                    Duration::from_secs(args.settle_seconds),
+                    args.recv_buffer,
+                    ticks,
+                )
+                .await
+                .with_context(|| format!("the floor with {n} subscribers over {transport}"))?;
+                eprintln!(
+                    "[n={n} {transport}] floor {:.2} µs CPU per packet; convene / floor {:.2}",
+                    floor.us_per_packet(),
+                    figures.server_us_per_packet() / floor.us_per_packet(),
+                );
+                floors.push((figures.server_us_per_packet(), floor));
+            }
+            all.push(figures);
         }
-        all.push(figures);
     }
     print_table(&all, &args);
     if !floors.is_empty() {

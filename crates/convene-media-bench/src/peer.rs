@@ -1,6 +1,7 @@
 //! One bench participant, as a LiveKit client without a browser: the `/rtc` signalling WebSocket
 //! (protobuf `SignalRequest` / `SignalResponse`) and str0m peer connections, each on its own UDP
-//! socket on 127.0.0.1. The publisher offers a VP8 and an Opus track on its publisher peer
+//! socket on 127.0.0.1, or, for a subscriber over TCP, on one TCP connection to the server's
+//! passive ICE-TCP candidate (RFC 6544, packets framed by RFC 4571). The publisher offers a VP8 and an Opus track on its publisher peer
 //! connection and sends synthetic frames on a fixed schedule; every participant answers the
 //! server's offers on its subscriber peer connection, and subscribers record each frame they
 //! receive (counter, delay, RTP sequence numbers).
@@ -23,11 +24,14 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaData, MediaKind, MediaTime, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-use tokio::net::UdpSocket;
+use tokio::io::Interest;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
+
+use convene_sfu::framing::{self, FrameReader};
 
 use crate::payload::{self, Kind, Stamp};
 use crate::report::Received;
@@ -36,6 +40,32 @@ const VIDEO_CID: &str = "bench-camera";
 const AUDIO_CID: &str = "bench-microphone";
 /// Extra datagrams read from a socket in one wake-up (each fed to str0m and drained in turn).
 const RECV_BATCH: usize = 64;
+/// The address of a subscriber's active ICE-TCP candidate. An active candidate connects out, so
+/// it has no port to advertise; port 9 (discard) is the convention (RFC 6544, section 4.5).
+const ACTIVE_TCP_CANDIDATE: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
+/// Bytes of frames a TCP client keeps for a connection that does not take them; beyond, packets
+/// are dropped (as a full UDP socket buffer would). A subscriber sends only STUN, DTLS and RTCP.
+const TCP_OUT_LIMIT: usize = 1 << 20;
+
+/// How the subscribers' media reaches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// UDP host candidates, one socket per peer connection.
+    Udp,
+    /// One active ICE-TCP host candidate (and no UDP one), so str0m can pair it only with the
+    /// server's passive TCP candidate.
+    Tcp,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        })
+    }
+}
 
 /// State shared by the orchestrator and every participant task.
 pub struct Shared {
@@ -60,6 +90,9 @@ pub struct Shared {
     /// Subscribers record frames whose counter is at least this (per kind); u64::MAX = not yet.
     pub record_video_from: AtomicU64,
     pub record_audio_from: AtomicU64,
+    /// RFC 4571 frames the subscribers read from their TCP connections (each a packet the
+    /// server sent over TCP).
+    pub tcp_frames_in: AtomicU64,
 }
 
 impl Shared {
@@ -78,6 +111,7 @@ impl Shared {
             keyframes_requested: AtomicU64::new(0),
             record_video_from: AtomicU64::new(u64::MAX),
             record_audio_from: AtomicU64::new(u64::MAX),
+            tcp_frames_in: AtomicU64::new(0),
         }
     }
 
@@ -100,38 +134,187 @@ pub struct Publishing {
 
 pub enum Role {
     Publisher(Publishing),
-    Subscriber,
+    /// A subscriber whose subscriber connection uses this transport (the publisher's always
+    /// uses UDP).
+    Subscriber(Transport),
 }
 
-/// A str0m peer connection and its socket.
+/// The client side of one ICE-TCP connection: str0m's packets to the server's passive
+/// candidate, framed (RFC 4571) and written; the bytes read, cut back into packets.
+struct TcpLink {
+    /// The server's passive candidate, learnt from str0m's first packet to send.
+    remote: Option<SocketAddr>,
+    /// Connected on the first flush after `remote` is known.
+    stream: Option<TcpStream>,
+    /// Framed packets not yet taken by the kernel.
+    out: Vec<u8>,
+    reader: FrameReader,
+}
+
+/// How a peer connection's packets travel.
+enum Link {
+    Udp(UdpSocket),
+    Tcp(TcpLink),
+}
+
+/// What a peer connection's link has for us.
+enum Incoming {
+    Datagram(usize, SocketAddr),
+    /// The TCP connection is readable, or writable with frames waiting.
+    TcpReady,
+}
+
+/// A str0m peer connection and its link.
 struct Pc {
     rtc: Rtc,
-    socket: UdpSocket,
-    local: SocketAddr,
+    link: Link,
+    /// Our one host candidate.
+    candidate: Candidate,
     next_timeout: Instant,
     candidate_sent: bool,
 }
 
 impl Pc {
-    fn new(shared: &Shared, now: Instant) -> anyhow::Result<Pc> {
-        let socket = bind_udp(shared.recv_buffer)?;
-        let local = socket.local_addr()?;
-        shared.ports.lock().expect("ports lock").push(local.port());
+    fn new(shared: &Shared, now: Instant, transport: Transport) -> anyhow::Result<Pc> {
+        let (link, candidate) = match transport {
+            Transport::Udp => {
+                let socket = bind_udp(shared.recv_buffer)?;
+                let local = socket.local_addr()?;
+                shared.ports.lock().expect("ports lock").push(local.port());
+                (Link::Udp(socket), Candidate::host(local, "udp")?)
+            }
+            Transport::Tcp => {
+                let candidate = Candidate::builder()
+                    .tcp()
+                    .host(ACTIVE_TCP_CANDIDATE)
+                    .tcptype(TcpType::Active)
+                    .build()?;
+                let link = TcpLink {
+                    remote: None,
+                    stream: None,
+                    out: Vec::new(),
+                    reader: FrameReader::new(),
+                };
+                (Link::Tcp(link), candidate)
+            }
+        };
         let mut rtc = client_config(shared.crypto.clone()).build(now);
-        rtc.add_local_candidate(Candidate::host(local, "udp")?);
+        rtc.add_local_candidate(candidate.clone())
+            .context("str0m refused the bench's host candidate")?;
         Ok(Pc {
             rtc,
-            socket,
-            local,
+            link,
+            candidate,
             next_timeout: now,
             candidate_sent: false,
         })
     }
 
-    fn receive(&mut self, bytes: &[u8], source: SocketAddr, now: Instant) -> anyhow::Result<()> {
+    fn receive(
+        &mut self,
+        protocol: Protocol,
+        bytes: &[u8],
+        source: SocketAddr,
+        now: Instant,
+    ) -> anyhow::Result<()> {
         // Anything that is not STUN, DTLS, RTP or RTCP is ignored.
-        if let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, bytes) {
+        if let Ok(receive) = Receive::new(protocol, source, self.candidate.addr(), bytes) {
             self.rtc.handle_input(Input::Receive(now, receive))?;
+        }
+        Ok(())
+    }
+
+    /// What the link has next: a datagram, or a TCP connection ready (cancel safe).
+    async fn incoming(&self, buf: &mut [u8]) -> std::io::Result<Incoming> {
+        match &self.link {
+            Link::Udp(socket) => {
+                let (n, source) = socket.recv_from(buf).await?;
+                Ok(Incoming::Datagram(n, source))
+            }
+            Link::Tcp(TcpLink {
+                stream: Some(stream),
+                out,
+                ..
+            }) => {
+                let interest = if out.is_empty() {
+                    Interest::READABLE
+                } else {
+                    Interest::READABLE | Interest::WRITABLE
+                };
+                stream.ready(interest).await?;
+                Ok(Incoming::TcpReady)
+            }
+            Link::Tcp(_) => std::future::pending().await,
+        }
+    }
+
+    /// Read what the TCP connection holds (up to a batch), feed each frame to str0m and drain.
+    fn receive_tcp(
+        &mut self,
+        buf: &mut [u8],
+        events: &mut Vec<Event>,
+        shared: &Shared,
+    ) -> anyhow::Result<()> {
+        let now = Instant::now();
+        for _ in 0..RECV_BATCH {
+            let Link::Tcp(link) = &mut self.link else {
+                return Ok(());
+            };
+            let (Some(stream), Some(remote)) = (&link.stream, link.remote) else {
+                return Ok(());
+            };
+            let n = match stream.try_read(buf) {
+                Ok(0) => bail!("the server closed the media TCP connection"),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e).context("media TCP read"),
+            };
+            link.reader.push(&buf[..n]);
+            let mut frames = Vec::new();
+            while let Some(frame) = link
+                .reader
+                .next_frame()
+                .context("the server sent a bad RFC 4571 frame")?
+            {
+                frames.push(frame.to_vec());
+            }
+            shared
+                .tcp_frames_in
+                .fetch_add(frames.len() as u64, Ordering::Relaxed);
+            for frame in frames {
+                self.receive(Protocol::Tcp, &frame, remote, now)?;
+                self.drain(events)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Connect the TCP link once str0m has named the server's candidate, then write what the
+    /// kernel takes now; the rest waits for the connection to be writable. No-op over UDP.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        let Link::Tcp(link) = &mut self.link else {
+            return Ok(());
+        };
+        if link.stream.is_none() {
+            let Some(remote) = link.remote else {
+                return Ok(());
+            };
+            let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(remote))
+                .await
+                .with_context(|| format!("media TCP connect to {remote} timed out"))?
+                .with_context(|| format!("media TCP connect to {remote}"))?;
+            stream.set_nodelay(true)?;
+            link.stream = Some(stream);
+        }
+        let stream = link.stream.as_ref().expect("connected above");
+        while !link.out.is_empty() {
+            match stream.try_write(&link.out) {
+                Ok(n) => {
+                    link.out.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e).context("media TCP write"),
+            }
         }
         Ok(())
     }
@@ -144,12 +327,23 @@ impl Pc {
                     self.next_timeout = at;
                     return Ok(());
                 }
-                Output::Transmit(transmit) => {
-                    // A full socket buffer drops the datagram, as the network would.
-                    let _ = self
-                        .socket
-                        .try_send_to(&transmit.contents, transmit.destination);
-                }
+                Output::Transmit(transmit) => match &mut self.link {
+                    Link::Udp(socket) => {
+                        // A full socket buffer drops the datagram, as the network would.
+                        let _ = socket.try_send_to(&transmit.contents, transmit.destination);
+                    }
+                    Link::Tcp(link) => {
+                        // One connection, to the server's passive candidate: the only remote
+                        // TCP candidate str0m can pair ours with.
+                        let remote = *link.remote.get_or_insert(transmit.destination);
+                        if transmit.proto == Protocol::Tcp
+                            && transmit.destination == remote
+                            && link.out.len() < TCP_OUT_LIMIT
+                        {
+                            framing::encode(&transmit.contents, &mut link.out);
+                        }
+                    }
+                },
                 Output::Event(event) => events.push(event),
             }
         }
@@ -161,8 +355,7 @@ impl Pc {
             return Ok(None);
         }
         self.candidate_sent = true;
-        let candidate = Candidate::host(self.local, "udp")?;
-        let init = serde_json::json!({"candidate": candidate.to_sdp_string(), "sdpMid": "0", "sdpMLineIndex": 0});
+        let init = serde_json::json!({"candidate": self.candidate.to_sdp_string(), "sdpMid": "0", "sdpMLineIndex": 0});
         Ok(Some(Req::Trickle(proto::TrickleRequest {
             candidate_init: init.to_string(),
             target: target as i32,
@@ -199,27 +392,37 @@ pub fn loopback_socket(recv_buffer: usize) -> anyhow::Result<std::net::UdpSocket
     Ok(socket.into())
 }
 
-async fn recv_on(pc: Option<&Pc>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+async fn incoming_on(pc: Option<&Pc>, buf: &mut [u8]) -> std::io::Result<Incoming> {
     match pc {
-        Some(pc) => pc.socket.recv_from(buf).await,
+        Some(pc) => pc.incoming(buf).await,
         None => std::future::pending().await,
     }
 }
 
-/// Feed one datagram, then whatever else is already queued on the socket (up to a batch).
-fn receive_batch(
+/// Feed what came in: one datagram, then whatever else is already queued on the socket (up to a
+/// batch); or what a ready TCP connection holds, then write what waits.
+async fn receive_batch(
     pc: &mut Pc,
-    first: (usize, SocketAddr),
+    first: Incoming,
     buf: &mut [u8],
     events: &mut Vec<Event>,
+    shared: &Shared,
 ) -> anyhow::Result<()> {
     let now = Instant::now();
-    pc.receive(&buf[..first.0], first.1, now)?;
+    let (n, source) = match first {
+        Incoming::Datagram(n, source) => (n, source),
+        Incoming::TcpReady => {
+            pc.receive_tcp(buf, events, shared)?;
+            return pc.flush().await;
+        }
+    };
+    pc.receive(Protocol::Udp, &buf[..n], source, now)?;
     pc.drain(events)?;
     for _ in 0..RECV_BATCH {
-        match pc.socket.try_recv_from(buf) {
+        let Link::Udp(socket) = &pc.link else { break };
+        match socket.try_recv_from(buf) {
             Ok((n, source)) => {
-                pc.receive(&buf[..n], source, now)?;
+                pc.receive(Protocol::Udp, &buf[..n], source, now)?;
                 pc.drain(events)?;
             }
             Err(_) => break,
@@ -467,11 +670,15 @@ pub async fn run(url: String, role: Role, shared: Arc<Shared>) -> anyhow::Result
     let mut next_ping = Instant::now() + ping_interval;
 
     let now = Instant::now();
-    let mut subscriber = Pc::new(&shared, now)?;
+    let transport = match role {
+        Role::Publisher(_) => Transport::Udp,
+        Role::Subscriber(transport) => transport,
+    };
+    let mut subscriber = Pc::new(&shared, now, transport)?;
     let mut publisher: Option<Pc> = None;
     let mut sender: Option<Sender> = None;
     if let Role::Publisher(config) = role {
-        let mut pc = Pc::new(&shared, now)?;
+        let mut pc = Pc::new(&shared, now, Transport::Udp)?;
         for (cid, kind, source) in [
             (
                 VIDEO_CID,
@@ -563,12 +770,12 @@ pub async fn run(url: String, role: Role, shared: Arc<Shared>) -> anyhow::Result
         let mut outgoing: Vec<Req> = Vec::new();
         tokio::select! {
             _ = shared.stop.cancelled() => break,
-            received = subscriber.socket.recv_from(&mut sub_buf) => {
-                receive_batch(&mut subscriber, received?, &mut sub_buf, &mut events)?;
+            received = subscriber.incoming(&mut sub_buf) => {
+                receive_batch(&mut subscriber, received?, &mut sub_buf, &mut events, &shared).await?;
             }
-            received = recv_on(publisher.as_ref(), &mut pub_buf) => {
+            received = incoming_on(publisher.as_ref(), &mut pub_buf) => {
                 let pc = publisher.as_mut().expect("only polled with a publisher");
-                receive_batch(pc, received?, &mut pub_buf, &mut pub_events)?;
+                receive_batch(pc, received?, &mut pub_buf, &mut pub_events, &shared).await?;
             }
             message = ws.next() => {
                 let message = message.context("the server closed the signalling connection")??;
@@ -603,6 +810,7 @@ pub async fn run(url: String, role: Role, shared: Arc<Shared>) -> anyhow::Result
             subscriber.rtc.handle_input(Input::Timeout(now))?;
         }
         subscriber.drain(&mut events)?;
+        subscriber.flush().await?;
         if let Some(pc) = publisher.as_mut() {
             if now >= pc.next_timeout {
                 pc.rtc.handle_input(Input::Timeout(now))?;

@@ -1,12 +1,12 @@
 //! Smoke test: the generator joins a real server (the `convene` binary cargo built next to this
-//! crate's binary, or `CONVENE_BIN`) with one publisher and two subscribers and reports media that
-//! really flowed through the SFU.
+//! crate's binary, or `CONVENE_BIN`) with one publisher and two subscribers, over UDP then over
+//! ICE-TCP, and reports media that really flowed through the SFU, over TCP in the TCP run.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 #[test]
-fn two_subscribers_receive_the_publishers_media() {
+fn two_subscribers_receive_the_publishers_media_over_udp_and_over_tcp() {
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_convene-media-bench"));
     let convene = std::env::var_os("CONVENE_BIN")
         .map(PathBuf::from)
@@ -26,6 +26,8 @@ fn two_subscribers_receive_the_publishers_media() {
             "1",
             "--ready-timeout",
             "20",
+            "--transport",
+            "both",
         ])
         .arg("--convene-bin")
         .arg(&convene)
@@ -34,17 +36,53 @@ fn two_subscribers_receive_the_publishers_media() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
-    // "n=2: ... frames expected E received R; RTP packets expected P received Q; failed subscribers 0"
+    let udp = summary(&stdout, "UDP");
+    let tcp = summary(&stdout, "TCP");
+    for (line, run) in [&udp, &tcp] {
+        assert!(
+            run.video >= 30 && run.audio >= 50,
+            "the publisher sent too little: {line}"
+        );
+        assert_eq!(run.frames_expected, 2 * (run.video + run.audio), "{line}");
+        assert!(
+            run.frames_received > 0 && run.packets_received >= run.frames_received,
+            "no media reached the subscribers: {line}"
+        );
+        assert_eq!(run.failed, 0, "{line}");
+    }
+    // Over UDP nothing comes over TCP; over TCP every RTP packet counted came as an RFC 4571
+    // frame on the subscribers' TCP connections (with the RTCP and STUN besides).
+    assert_eq!(udp.1.over_tcp, 0, "{}", udp.0);
+    assert!(
+        tcp.1.over_tcp >= tcp.1.packets_received,
+        "the TCP run's media did not come over TCP: {}",
+        tcp.0
+    );
+}
+
+struct Summary {
+    video: u64,
+    audio: u64,
+    frames_expected: u64,
+    frames_received: u64,
+    packets_received: u64,
+    over_tcp: u64,
+    failed: u64,
+}
+
+/// "n=2 UDP: frames sent V video + A audio (K keyframes, R of them requested); frames expected E
+/// received F; RTP packets expected P received Q; packets read over TCP T; failed subscribers X"
+fn summary(stdout: &str, transport: &str) -> (String, Summary) {
+    let prefix = format!("n=2 {transport}:");
     let line = stdout
         .lines()
-        .find(|l| l.starts_with("n=2:"))
-        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {transport} summary line:\n{stdout}"));
     let numbers: Vec<u64> = line
         .split(|c: char| !c.is_ascii_digit())
         .filter(|s| !s.is_empty())
         .filter_map(|s| s.parse().ok())
         .collect();
-    // n, video sent, audio sent, keyframes, requested, frames expected, received, packets expected, received, failed
     let [
         _,
         video,
@@ -55,19 +93,20 @@ fn two_subscribers_receive_the_publishers_media() {
         frames_received,
         _,
         packets_received,
+        over_tcp,
         failed,
     ] = numbers[..]
     else {
         panic!("unexpected summary line: {line}")
     };
-    assert!(
-        video >= 30 && audio >= 50,
-        "the publisher sent too little: {line}"
-    );
-    assert_eq!(frames_expected, 2 * (video + audio), "{line}");
-    assert!(
-        frames_received > 0 && packets_received >= frames_received,
-        "no media reached the subscribers: {line}"
-    );
-    assert_eq!(failed, 0, "{line}");
+    let run = Summary {
+        video,
+        audio,
+        frames_expected,
+        frames_received,
+        packets_received,
+        over_tcp,
+        failed,
+    };
+    (line.to_owned(), run)
 }
