@@ -15,6 +15,9 @@
 //!   query parameters, trickle JSON, data packet routing.
 //! * [`speakers`]: active speakers from RFC 6464 audio levels (a smoothed meter per audio track,
 //!   the changes per room); [`quality`]: connection quality from loss, jitter and round-trip time.
+//! * [`adaptive`]: adaptive streams: a subscriber's track settings and the layer they pick, the
+//!   share of its estimated bandwidth each video track gets, and which layers a publisher must
+//!   keep sending (dynacast).
 //! * [`ids`]: room, participant and track sids in LiveKit's format.
 //! * [`batch`]: the grouping of outgoing datagrams into UDP GSO runs (the send is IO).
 //!
@@ -22,6 +25,7 @@
 //! input ends that participant only. Every mutation of an `Rtc` is followed by draining
 //! `poll_output` until it yields a timeout.
 
+pub mod adaptive;
 pub mod batch;
 pub mod engine;
 pub mod forward;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use str0m::bwe::Bitrate;
 use str0m::channel::{ChannelConfig, Reliability};
 use str0m::crypto::CryptoProvider;
 use str0m::rtp::{Extension, ExtensionMap};
@@ -14,7 +15,13 @@ use super::{Engine, PcKind};
 impl Engine {
     /// A new peer connection of kind `pc`, with the engine's local addresses as host candidates.
     pub(super) fn new_rtc(&self, now: Instant, pc: PcKind) -> Rtc {
-        let mut rtc = rtc_config(pc, self.crypto.clone()).build(now);
+        let config = match pc {
+            PcKind::Subscriber if self.config.subscriber_bwe => {
+                estimating_subscriber_config(self.crypto.clone())
+            }
+            _ => rtc_config(pc, self.crypto.clone()),
+        };
+        let mut rtc = config.build(now);
         for addr in &self.config.local_addrs {
             match Candidate::host(*addr, "udp") {
                 Ok(candidate) => {
@@ -46,6 +53,24 @@ pub fn rtc_config(pc: PcKind, crypto: Arc<CryptoProvider>) -> RtcConfig {
         .enable_opus(true, false)
         .enable_vp8(true)
         .enable_h264(true)
+}
+
+/// The bandwidth a subscriber connection's estimate starts from.
+pub const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(1_000);
+
+/// A subscriber connection that estimates its bandwidth (`EngineConfig::subscriber_bwe`): the
+/// transport-wide sequence number on every packet it sends, str0m's estimator and pacer on the
+/// client's feedback.
+pub fn estimating_subscriber_config(crypto: Arc<CryptoProvider>) -> RtcConfig {
+    let mut extensions = subscriber_extensions();
+    for (id, extension) in ExtensionMap::standard().iter() {
+        if extension == &Extension::TransportSequenceNumber {
+            extensions.set(id, extension.clone());
+        }
+    }
+    rtc_config(PcKind::Subscriber, crypto)
+        .set_extension_map(extensions)
+        .enable_bwe(Some(INITIAL_SUBSCRIBER_ESTIMATE))
 }
 
 /// The data channels convene opens on a subscriber connection, as LiveKit clients expect them:
