@@ -400,6 +400,7 @@ impl Bound {
                 ping_interval_secs: config.ping_interval_secs,
                 ping_timeout_secs: config.ping_timeout_secs,
                 seed: OsRng.try_next_u64().map_err(SfuError::Entropy)?,
+                subscriber_bwe: config.subscriber_bwe,
             },
             Instant::now(),
             SystemTime::now()

@@ -76,6 +76,9 @@ pub struct SfuConfig {
     pub join_rate: Rate,
     /// Signalling requests (WebSocket frames) one connection may send; beyond, it is closed.
     pub signal_rate: Rate,
+    /// Estimate each subscriber's bandwidth and fit its video layers to it
+    /// (`EngineConfig::subscriber_bwe`).
+    pub subscriber_bwe: bool,
 }
 
 /// The default connect budget of an identity in a room: 10 at once, then one every 6 seconds.
@@ -102,6 +105,7 @@ impl Default for SfuConfig {
             ping_timeout_secs: 15,
             join_rate: JOIN_RATE,
             signal_rate: SIGNAL_RATE,
+            subscriber_bwe: false,
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub rtc_udp_port: Option<u16>,
     pub rtc_node_ip: Option<String>,
     pub rtc_reconnect_grace_ms: Option<u64>,
+    pub rtc_subscriber_bwe: Option<bool>,
     pub trusted_proxies: Option<String>,
     pub webhook_urls: Option<String>,
     pub webhook_max_attempts: Option<u32>,
@@ -92,6 +93,8 @@ pub struct Config {
     pub rtc_node_ips: Vec<std::net::IpAddr>,
     /// How long a media departure waits for the same person to come back before it is recorded.
     pub rtc_reconnect_grace: std::time::Duration,
+    /// Estimate each subscriber's downstream bandwidth and fit its video layers to it.
+    pub rtc_subscriber_bwe: bool,
     /// Reverse proxies whose `X-Forwarded-For` names the client (empty = none).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where one-time login codes are mailed; `None` = development mode (codes in the log).
@@ -135,6 +138,7 @@ impl std::fmt::Debug for Config {
             .field("rtc_udp_port", &self.rtc_udp_port)
             .field("rtc_node_ips", &self.rtc_node_ips)
             .field("rtc_reconnect_grace", &self.rtc_reconnect_grace)
+            .field("rtc_subscriber_bwe", &self.rtc_subscriber_bwe)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("webhooks", &self.webhooks)
             .field("livekit", &self.livekit)
@@ -197,6 +201,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_RTC_RECONNECT_GRACE_MS",
         "how long a media departure waits for the person to reconnect before it is recorded (default 5000, 100 to 60000)",
+    ),
+    (
+        "CONVENE_RTC_SUBSCRIBER_BWE",
+        "true to estimate each subscriber's bandwidth and send it the video layers that fit (default false)",
     ),
     (
         "CONVENE_TRUSTED_PROXIES",
@@ -507,6 +515,14 @@ impl Config {
                 .collect::<anyhow::Result<Vec<_>>>()?,
             None => Vec::new(),
         };
+        let rtc_subscriber_bwe = match var("CONVENE_RTC_SUBSCRIBER_BWE") {
+            Some(text) => match text.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => bail!("CONVENE_RTC_SUBSCRIBER_BWE: {text:?} is not true or false"),
+            },
+            None => file.rtc_subscriber_bwe.unwrap_or(false),
+        };
         let rtc_reconnect_grace = std::time::Duration::from_millis(number(
             "CONVENE_RTC_RECONNECT_GRACE_MS",
             var("CONVENE_RTC_RECONNECT_GRACE_MS"),
@@ -586,6 +602,7 @@ impl Config {
             rtc_udp_port,
             rtc_node_ips,
             rtc_reconnect_grace,
+            rtc_subscriber_bwe,
             trusted_proxies,
             webhooks,
             livekit,
@@ -936,6 +953,36 @@ mod tests {
         assert_eq!(
             error,
             "CONVENE_RTC_RECONNECT_GRACE_MS must be 100 to 60000 (got 0)"
+        );
+    }
+
+    #[test]
+    fn subscriber_bandwidth_estimation_is_off_unless_asked_for() {
+        let bwe = |pairs: &[(&str, &str)], file: FileConfig| {
+            Config::from_layers(file, &env(pairs)).map(|c| c.rtc_subscriber_bwe)
+        };
+        assert!(!bwe(&[], FileConfig::default()).unwrap());
+        let file = FileConfig {
+            rtc_subscriber_bwe: Some(true),
+            ..FileConfig::default()
+        };
+        assert!(bwe(&[], file).unwrap());
+        assert!(
+            bwe(
+                &[("CONVENE_RTC_SUBSCRIBER_BWE", "true")],
+                FileConfig::default()
+            )
+            .unwrap()
+        );
+        let error = bwe(
+            &[("CONVENE_RTC_SUBSCRIBER_BWE", "yes")],
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            error,
+            "CONVENE_RTC_SUBSCRIBER_BWE: \"yes\" is not true or false"
         );
     }
 

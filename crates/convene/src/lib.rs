@@ -195,6 +195,7 @@ impl MediaBackend {
                     config.rtc_udp_port,
                 ),
                 advertise_ips: config.rtc_node_ips.clone(),
+                subscriber_bwe: config.rtc_subscriber_bwe,
                 ..convene_sfu::SfuConfig::default()
             };
             let sfu = convene_sfu::Sfu::bind(sfu_config).with_context(|| {
