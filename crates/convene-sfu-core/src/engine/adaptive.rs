@@ -13,7 +13,7 @@ use str0m::bwe::Bitrate;
 use str0m::media::MediaKind;
 
 use crate::adaptive::{
-    Quality, TrackSettings, Wanted, allocate, layer_bitrates, subscribed_qualities,
+    Quality, TrackSettings, UP_HEADROOM, Wanted, allocate, layer_bitrates, subscribed_qualities,
 };
 
 use super::state::{DownState, TrackKey};
@@ -178,13 +178,15 @@ impl Engine {
                 .collect();
             let given = allocate(estimate, audio, &wanted);
             for (down, quality) in video.iter_mut().zip(given) {
-                down.bwe_cap = quality;
+                if down.bwe_cap != quality {
+                    tracing::debug!(?conn, estimate, track = %down.track_sid, from = ?down.bwe_cap, to = ?quality, "layer fitted to the estimate");
+                    down.bwe_cap = quality;
+                }
             }
-            let desired = audio
-                + wanted
-                    .iter()
-                    .map(|w| w.bitrates[w.max as usize])
-                    .sum::<u64>();
+            // What they want at best, with the headroom a step up needs, so the estimate can
+            // grow far enough to allow it.
+            let video_best: u64 = wanted.iter().map(|w| w.bitrates[w.max as usize]).sum();
+            let desired = audio + (video_best as f64 * UP_HEADROOM) as u64;
             if desired != participant.bwe_desired {
                 participant.bwe_desired = desired;
                 asks.push((*conn, desired));
