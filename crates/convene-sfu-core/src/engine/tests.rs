@@ -446,8 +446,9 @@ fn hostile_input_does_not_crash() {
     drain(&mut engine);
 }
 
-/// Subscriber connections offer no bandwidth-estimation extensions (convene estimates no
-/// downstream bandwidth); publisher connections keep them, for the browser's own estimation.
+/// Subscriber connections offer no bandwidth-estimation extensions (by default convene estimates
+/// no downstream bandwidth); publisher connections keep them, for the browser's own estimation.
+/// With `subscriber_bwe`, subscriber connections number their packets for the estimator.
 #[test]
 fn only_publisher_connections_carry_bandwidth_estimation_extensions() {
     let now = Instant::now();
@@ -466,6 +467,16 @@ fn only_publisher_connections_carry_bandwidth_estimation_extensions() {
     assert!(subscriber.contains("sdes:mid"), "{subscriber}");
     let publisher = offer_of(PcKind::Publisher);
     assert!(publisher.contains("transport-wide-cc"), "{publisher}");
+
+    let mut estimating = engine;
+    estimating.config.subscriber_bwe = true;
+    let mut rtc = estimating.new_rtc(now, PcKind::Subscriber);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    let offer = offer.to_sdp_string();
+    assert!(offer.contains("transport-wide-cc"), "{offer}");
+    assert!(!offer.contains("abs-send-time"), "{offer}");
 }
 
 /// The engine keeps the earliest str0m timeout as it goes instead of scanning every peer per
