@@ -133,12 +133,13 @@ pub struct RateLimits {
 }
 
 impl Default for RateLimits {
-    /// 2,000 people behind one address get in within 5 s (1,000 at once, then 200 a second).
+    /// 2,000 people behind one address (a company's NAT) may click at the same moment and all get
+    /// in; beyond, 200 a second.
     fn default() -> Self {
         Self {
             per_address: 200,
-            burst: 1_000,
-            global: 2_000,
+            burst: 2_000,
+            global: 5_000,
         }
     }
 }

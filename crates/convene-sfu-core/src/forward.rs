@@ -42,6 +42,14 @@ impl LayerSet {
         }
     }
 
+    /// The layers seen within [`LAYER_WINDOW`] of `now`.
+    pub fn recent(&self, now: Instant) -> impl Iterator<Item = Option<Rid>> + Clone + '_ {
+        self.seen
+            .iter()
+            .filter(move |(_, at)| now.saturating_duration_since(*at) <= LAYER_WINDOW)
+            .map(|(rid, _)| *rid)
+    }
+
     /// The best layer seen within [`LAYER_WINDOW`] of `now`, if any.
     pub fn best(&self, now: Instant) -> Option<Option<Rid>> {
         self.seen

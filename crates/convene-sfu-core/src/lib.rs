@@ -17,6 +17,9 @@
 //!   the changes per room); [`quality`]: connection quality from loss, jitter and round-trip time.
 //! * [`turn`]: the TURN servers handed to clients in the JoinResponse, with time-limited
 //!   credentials in coturn's `use-auth-secret` scheme.
+//! * [`adaptive`]: adaptive streams: a subscriber's track settings and the layer they pick, the
+//!   share of its estimated bandwidth each video track gets, and which layers a publisher must
+//!   keep sending (dynacast).
 //! * [`ids`]: room, participant and track sids in LiveKit's format.
 //! * [`batch`]: the grouping of outgoing datagrams into UDP GSO runs (the send is IO).
 //! * [`framing`]: RFC 4571 framing of packets on ICE-TCP connections and the checks their frames
@@ -26,6 +29,7 @@
 //! input ends that participant only. Every mutation of an `Rtc` is followed by draining
 //! `poll_output` until it yields a timeout.
 
+pub mod adaptive;
 pub mod batch;
 pub mod engine;
 pub mod forward;

@@ -451,6 +451,7 @@ impl Bound {
                 ping_timeout_secs: config.ping_timeout_secs,
                 seed: OsRng.try_next_u64().map_err(SfuError::Entropy)?,
                 turn: config.turn.clone(),
+                subscriber_bwe: config.subscriber_bwe,
             },
             Instant::now(),
             unix_ms_now(),

@@ -87,6 +87,9 @@ pub struct SfuConfig {
     pub signal_rate: Rate,
     /// TURN servers handed to clients in the JoinResponse, with time-limited credentials.
     pub turn: Option<TurnConfig>,
+    /// Estimate each subscriber's bandwidth and fit its video layers to it
+    /// (`EngineConfig::subscriber_bwe`).
+    pub subscriber_bwe: bool,
 }
 
 /// The default connect budget of an identity in a room: 10 at once, then one every 6 seconds.
@@ -115,6 +118,7 @@ impl Default for SfuConfig {
             join_rate: JOIN_RATE,
             signal_rate: SIGNAL_RATE,
             turn: None,
+            subscriber_bwe: false,
         }
     }
 }

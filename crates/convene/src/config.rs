@@ -40,6 +40,7 @@ pub struct FileConfig {
     pub turn_secret: Option<String>,
     pub turn_secret_file: Option<PathBuf>,
     pub turn_ttl_seconds: Option<u64>,
+    pub rtc_subscriber_bwe: Option<bool>,
     pub trusted_proxies: Option<String>,
     pub webhook_urls: Option<String>,
     pub webhook_max_attempts: Option<u32>,
@@ -107,6 +108,8 @@ pub struct Config {
     /// TURN servers the embedded SFU hands to clients, with time-limited credentials; `None`:
     /// none (clients reach the media ports directly).
     pub turn: Option<convene_sfu::TurnConfig>,
+    /// Estimate each subscriber's downstream bandwidth and fit its video layers to it.
+    pub rtc_subscriber_bwe: bool,
     /// Reverse proxies whose `X-Forwarded-For` names the client (empty = none).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where one-time login codes are mailed; `None` = development mode (codes in the log).
@@ -153,6 +156,7 @@ impl std::fmt::Debug for Config {
             .field("rtc_reconnect_grace", &self.rtc_reconnect_grace)
             .field("rate_limits", &self.rate_limits)
             .field("turn", &self.turn)
+            .field("rtc_subscriber_bwe", &self.rtc_subscriber_bwe)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("webhooks", &self.webhooks)
             .field("livekit", &self.livekit)
@@ -226,11 +230,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     (
         "CONVENE_RATE_LIMIT_BURST",
-        "such calls one address may make at once (default 1000)",
+        "such calls one address may make at once (default 2000)",
     ),
     (
         "CONVENE_RATE_LIMIT_GLOBAL",
-        "such calls per second from everyone (default 2000)",
+        "such calls per second from everyone (default 5000)",
     ),
     (
         "CONVENE_TURN_URLS",
@@ -243,6 +247,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_TURN_TTL_SECONDS",
         "how long each issued TURN credential is valid (default 86400, 60 to 604800)",
+    ),
+    (
+        "CONVENE_RTC_SUBSCRIBER_BWE",
+        "true to estimate each subscriber's bandwidth and send it the video layers that fit (default false)",
     ),
     (
         "CONVENE_TRUSTED_PROXIES",
@@ -560,6 +568,14 @@ impl Config {
                 .collect::<anyhow::Result<Vec<_>>>()?,
             None => Vec::new(),
         };
+        let rtc_subscriber_bwe = match var("CONVENE_RTC_SUBSCRIBER_BWE") {
+            Some(text) => match text.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => bail!("CONVENE_RTC_SUBSCRIBER_BWE: {text:?} is not true or false"),
+            },
+            None => file.rtc_subscriber_bwe.unwrap_or(false),
+        };
         let rtc_reconnect_grace = std::time::Duration::from_millis(number(
             "CONVENE_RTC_RECONNECT_GRACE_MS",
             var("CONVENE_RTC_RECONNECT_GRACE_MS"),
@@ -675,6 +691,7 @@ impl Config {
             rtc_reconnect_grace,
             rate_limits,
             turn,
+            rtc_subscriber_bwe,
             trusted_proxies,
             webhooks,
             livekit,
@@ -1174,6 +1191,36 @@ mod tests {
                 .to_string();
             assert!(got.starts_with(name) && got.ends_with(error), "{got}");
         }
+    }
+
+    #[test]
+    fn subscriber_bandwidth_estimation_is_off_unless_asked_for() {
+        let bwe = |pairs: &[(&str, &str)], file: FileConfig| {
+            Config::from_layers(file, &env(pairs)).map(|c| c.rtc_subscriber_bwe)
+        };
+        assert!(!bwe(&[], FileConfig::default()).unwrap());
+        let file = FileConfig {
+            rtc_subscriber_bwe: Some(true),
+            ..FileConfig::default()
+        };
+        assert!(bwe(&[], file).unwrap());
+        assert!(
+            bwe(
+                &[("CONVENE_RTC_SUBSCRIBER_BWE", "true")],
+                FileConfig::default()
+            )
+            .unwrap()
+        );
+        let error = bwe(
+            &[("CONVENE_RTC_SUBSCRIBER_BWE", "yes")],
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            error,
+            "CONVENE_RTC_SUBSCRIBER_BWE: \"yes\" is not true or false"
+        );
     }
 
     #[test]

@@ -202,6 +202,7 @@ impl MediaBackend {
                 )),
                 advertise_ips: config.rtc_node_ips.clone(),
                 turn: config.turn.clone(),
+                subscriber_bwe: config.rtc_subscriber_bwe,
                 ..convene_sfu::SfuConfig::default()
             };
             let sfu = convene_sfu::Sfu::bind(sfu_config).with_context(|| {

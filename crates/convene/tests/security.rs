@@ -749,7 +749,7 @@ async fn unauthenticated_calls_are_rate_limited_in_memory_too() {
 #[tokio::test]
 async fn a_crowd_behind_one_address_enters_and_a_guesser_there_is_still_locked_out() {
     // 2,000 people behind one company's NAT click the link: the default limits let every one of
-    // them in (1,000 at once, then 200 a second), while wrong guesses from that same address
+    // them in (2,000 at once, then 200 a second), while wrong guesses from that same address
     // still meet the store's lockout after 30.
     let app = app().await;
     let meeting = app.create_meeting(json!({"name": "town hall"})).await;

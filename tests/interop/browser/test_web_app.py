@@ -82,6 +82,16 @@ def test_denied_camera_and_microphone_still_join(server, node_script_env):
     run_scenario("scenario_denied.mjs", server, node_script_env)
 
 
+def test_adaptive_stream_layers_pause_and_dynacast_with_livekit_client(server, node_script_env):
+    """livekit-client's own calls: a low quality gives a narrower layer that keeps decoding, the
+    publisher pauses the layer nobody needs (dynacast), a disabled track stops its bytes."""
+    result = run_scenario("scenario_adaptive.mjs", server, node_script_env)
+    details = result["details"]
+    print("adaptive:", details, result["steps"])
+    assert details["low"]["width"] < details["high"]["width"]
+    assert details["highAgain"]["width"] > details["low"]["width"]
+
+
 def test_pages_recover_after_a_server_restart(node_script_env):
     server = WebServer()
     try:

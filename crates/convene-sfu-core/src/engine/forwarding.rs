@@ -7,12 +7,15 @@ use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 
+use crate::adaptive::{Quality, choose_layer};
 use crate::forward::{FrameMeta, Verdict, Vp8Ids, starts_keyframe};
 
 use super::state::{DownState, TrackKey};
 use super::{ConnId, Engine, PcKind};
 
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// Simulcast layers of one track considered when choosing a subscriber's layer.
+const MAX_LAYERS: usize = 4;
 
 impl Engine {
     pub(super) fn on_rtp(&mut self, conn: ConnId, packet: RtpPacket, now: Instant) {
@@ -46,6 +49,17 @@ impl Engine {
         let target = track.layers.best(now).unwrap_or(rid);
         let key = track.key;
         let video = track.kind == MediaKind::Video;
+        // The layers there are now, for subscribers capped under the best (most are not).
+        let mut recent: [Option<Rid>; MAX_LAYERS] = [None; MAX_LAYERS];
+        let mut layer_count = 0;
+        if video {
+            for (slot, layer) in recent.iter_mut().zip(track.layers.recent(now)) {
+                *slot = layer;
+                layer_count += 1;
+            }
+        }
+        let recent = &recent[..layer_count];
+        let best_quality = Quality::of_rid(target);
         let payload = &packet.payload;
         let vp8 = match params.spec().codec {
             Codec::Vp8 => Vp8Descriptor::parse(payload).ok(),
@@ -91,6 +105,15 @@ impl Engine {
             };
             let DownState::Open(out_mid) = down.state else {
                 continue;
+            };
+            if down.settings.disabled {
+                continue;
+            }
+            let cap = down.cap();
+            let target = if layer_count > 1 && cap < best_quality {
+                choose_layer(recent.iter().copied(), cap).unwrap_or(target)
+            } else {
+                target
             };
             let before = down.forwarder.current();
             let verdict = down.forwarder.on_frame(frame, target);

@@ -115,6 +115,9 @@ impl Engine {
             quality: None,
             speakers_synced: false,
             quality_synced: false,
+            track_settings: HashMap::new(),
+            bwe_estimate: None,
+            bwe_desired: 0,
         };
         // Both new peers are due now.
         self.earliest_timeout = self.earliest_timeout.min(now);

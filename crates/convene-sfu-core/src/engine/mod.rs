@@ -10,10 +10,12 @@
 //! `subscriptions` (publishing, down tracks, subscriber offers), `network`
 //! (datagrams, timers, str0m events), `forwarding` (media and keyframes),
 //! `data` (data packets), `control` (moderation and RoomService), `signals`
-//! (active speakers and connection quality) and `rtc` (the str0m configuration).
+//! (active speakers and connection quality), `adaptive` (track settings, dynacast) and `rtc`
+//! (the str0m configuration).
 // Deprecated protocol fields are still read by the clients we serve.
 #![allow(deprecated)]
 
+mod adaptive;
 mod control;
 mod data;
 mod forwarding;
@@ -47,7 +49,7 @@ use crate::signal;
 use state::{Participant, Room};
 
 pub use input::{Answer, Input};
-pub use rtc::{rtc_config, subscriber_channels};
+pub use rtc::{estimating_subscriber_config, rtc_config, subscriber_channels};
 
 /// Identifies one signalling connection (one participant session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -129,6 +131,10 @@ pub struct EngineConfig {
     /// TURN servers handed to every joining client in `JoinResponse.ice_servers`, each join with
     /// its own time-limited credential; `None`: none.
     pub turn: Option<crate::turn::TurnConfig>,
+    /// Estimate each subscriber's downstream bandwidth (transport-wide congestion control on the
+    /// subscriber connection) and fit its video layers to it. Off, subscriber connections carry
+    /// no estimation extension (docs/benchmarks.md has the cost).
+    pub subscriber_bwe: bool,
 }
 
 /// A room as listed by [`Input::ListRooms`].

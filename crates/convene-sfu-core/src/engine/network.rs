@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use livekit_protocol as proto;
+use str0m::bwe::BweKind;
 use str0m::net::Receive;
 use str0m::{Event, Input, Output as RtcOutput};
 
@@ -117,6 +118,8 @@ impl Engine {
                         .push((*conn, proto::DisconnectReason::MediaFailure));
                 }
             }
+            self.update_dynacast(now);
+            self.fit_to_estimates(now);
         }
         self.signal_timers(now);
         self.process(now);
@@ -282,6 +285,11 @@ impl Engine {
                 self.on_egress_stats(conn, stats)
             }
             (_, Event::PeerStats(stats)) => self.on_peer_stats(conn, pc, stats),
+            (PcKind::Subscriber, Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })) => {
+                if let Some(participant) = self.participants.get_mut(&conn) {
+                    participant.bwe_estimate = Some(estimate.as_u64());
+                }
+            }
             (_, Event::IceConnectionStateChange(state)) => {
                 tracing::debug!(?conn, ?pc, ?state, "ice state");
             }

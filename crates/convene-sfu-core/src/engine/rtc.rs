@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use str0m::bwe::Bitrate;
 use str0m::channel::{ChannelConfig, Reliability};
 use str0m::crypto::CryptoProvider;
 use str0m::net::TcpType;
@@ -18,7 +19,13 @@ impl Engine {
     /// UDP, then passive TCP (RFC 6544: the client connects). str0m ranks a TCP host candidate
     /// below a UDP one (type preference 90 against 126), so a client whose UDP works uses UDP.
     pub(super) fn new_rtc(&self, now: Instant, pc: PcKind) -> Rtc {
-        let mut rtc = rtc_config(pc, self.crypto.clone()).build(now);
+        let config = match pc {
+            PcKind::Subscriber if self.config.subscriber_bwe => {
+                estimating_subscriber_config(self.crypto.clone())
+            }
+            _ => rtc_config(pc, self.crypto.clone()),
+        };
+        let mut rtc = config.build(now);
         for candidate in local_candidates(&self.config.local_addrs, &self.config.tcp_addrs) {
             rtc.add_local_candidate(candidate);
         }
@@ -66,6 +73,24 @@ pub fn rtc_config(pc: PcKind, crypto: Arc<CryptoProvider>) -> RtcConfig {
         .enable_opus(true, false)
         .enable_vp8(true)
         .enable_h264(true)
+}
+
+/// The bandwidth a subscriber connection's estimate starts from.
+pub const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(1_000);
+
+/// A subscriber connection that estimates its bandwidth (`EngineConfig::subscriber_bwe`): the
+/// transport-wide sequence number on every packet it sends, str0m's estimator and pacer on the
+/// client's feedback.
+pub fn estimating_subscriber_config(crypto: Arc<CryptoProvider>) -> RtcConfig {
+    let mut extensions = subscriber_extensions();
+    for (id, extension) in ExtensionMap::standard().iter() {
+        if extension == &Extension::TransportSequenceNumber {
+            extensions.set(id, extension.clone());
+        }
+    }
+    rtc_config(PcKind::Subscriber, crypto)
+        .set_extension_map(extensions)
+        .enable_bwe(Some(INITIAL_SUBSCRIBER_ESTIMATE))
 }
 
 /// The data channels convene opens on a subscriber connection, as LiveKit clients expect them:

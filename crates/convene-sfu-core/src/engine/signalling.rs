@@ -11,6 +11,7 @@ use str0m::Candidate;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::MediaKind;
 
+use crate::adaptive::Dynacast;
 use crate::forward::LayerSet;
 use crate::ids::TrackSid;
 use crate::signal;
@@ -45,6 +46,7 @@ impl Engine {
                 self.set_muted(conn, &mute.sid, mute.muted);
             }
             Req::Subscription(update) => self.on_update_subscription(conn, update, now),
+            Req::TrackSetting(settings) => self.on_track_settings(conn, settings, now),
             Req::Leave(_) => self.remove(conn, proto::DisconnectReason::ClientInitiated, now),
             Req::Ping(timestamp) => self.send(conn, Resp::Pong(timestamp)),
             Req::PingReq(ping) => {
@@ -241,6 +243,7 @@ impl Engine {
             layers: LayerSet::default(),
             keyframe_requests: Vec::new(),
             meter: (kind == MediaKind::Audio).then(LevelMeter::default),
+            dynacast: (kind == MediaKind::Video && info.layers.len() > 1).then(Dynacast::default),
         });
         self.send(
             conn,

@@ -12,6 +12,7 @@ use str0m::channel::ChannelId;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
 use crate::Permission;
+use crate::adaptive::{Dynacast, Quality, TrackSettings};
 use crate::forward::{LayerForwarder, LayerSet, SeqRewriter, Vp8Rewriter};
 use crate::ids::{RoomSid, TrackSid};
 use crate::quality::{LinkWindow, NackMarks};
@@ -20,7 +21,7 @@ use crate::speakers::{LevelMeter, SpeakerSet};
 use super::{ConnId, PcKind};
 
 /// Names one published track inside the engine, never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct TrackKey(pub(super) u64);
 
 pub(super) struct Room {
@@ -78,6 +79,8 @@ pub(super) struct Published {
     pub(super) keyframe_requests: Vec<(Option<Rid>, Instant)>,
     /// Audio tracks: the speaking state, from each packet's audio level (RFC 6464).
     pub(super) meter: Option<LevelMeter>,
+    /// Simulcast video tracks: which layers the publisher was told to send.
+    pub(super) dynacast: Option<Dynacast>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +117,17 @@ pub(super) struct DownTrack {
     /// The publisher's payload type last written and the subscriber's matching one, so each
     /// packet does not match codec parameters again; cleared when the subscriber renegotiates.
     pub(super) payload_types: Option<(Pt, Pt)>,
+    /// What the subscriber asked for (`UpdateTrackSettings`).
+    pub(super) settings: TrackSettings,
+    /// The best layer its estimated bandwidth leaves room for.
+    pub(super) bwe_cap: Quality,
+}
+
+impl DownTrack {
+    /// The best layer to forward: what was asked for, within the bandwidth.
+    pub(super) fn cap(&self) -> Quality {
+        self.settings.max.min(self.bwe_cap)
+    }
 }
 
 #[derive(Default)]
@@ -155,6 +169,13 @@ pub(super) struct Participant {
     /// then on it gets the changes.
     pub(super) speakers_synced: bool,
     pub(super) quality_synced: bool,
+    /// Track settings it sent (`UpdateTrackSettings`), by track sid, kept for down tracks made
+    /// later (a settings message may come before the subscription it is about).
+    pub(super) track_settings: HashMap<String, TrackSettings>,
+    /// The subscriber connection's latest bandwidth estimate, bits per second.
+    pub(super) bwe_estimate: Option<u64>,
+    /// The bitrate the estimator was last asked to find (what its tracks want at best).
+    pub(super) bwe_desired: u64,
 }
 
 impl Participant {

@@ -9,6 +9,7 @@ use proto::signal_response::Message as Resp;
 use str0m::media::{Direction, MediaKind, Mid};
 
 use crate::MediaEvent;
+use crate::adaptive::Quality;
 use crate::forward::{LayerForwarder, SeqRewriter, Vp8Rewriter};
 
 use super::rtc::subscriber_channels;
@@ -191,6 +192,11 @@ impl Engine {
                     )
             });
             if !present {
+                let settings = participant
+                    .track_settings
+                    .get(&sid)
+                    .copied()
+                    .unwrap_or_default();
                 participant.down.push(DownTrack {
                     track_sid: sid,
                     source,
@@ -202,6 +208,8 @@ impl Engine {
                     seq: SeqRewriter::default(),
                     vp8: Vp8Rewriter::default(),
                     payload_types: None,
+                    settings,
+                    bwe_cap: Quality::High,
                 });
             }
         }

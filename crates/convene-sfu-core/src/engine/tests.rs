@@ -26,6 +26,7 @@ fn seeded(now: Instant, seed: u64) -> Engine {
             ping_timeout_secs: 15,
             seed,
             turn: None,
+            subscriber_bwe: false,
         },
         now,
         1_700_000_000_000,
@@ -182,6 +183,7 @@ fn the_join_response_hands_out_turn_servers_with_a_credential_from_the_joins_wal
             ping_timeout_secs: 15,
             seed: 7,
             turn: Some(TurnConfig::new(urls, secret.clone(), 600).unwrap()),
+            subscriber_bwe: false,
         },
         now,
         1_699_913_600_000,
@@ -508,8 +510,9 @@ fn hostile_input_does_not_crash() {
     drain(&mut engine);
 }
 
-/// Subscriber connections offer no bandwidth-estimation extensions (convene estimates no
-/// downstream bandwidth); publisher connections keep them, for the browser's own estimation.
+/// Subscriber connections offer no bandwidth-estimation extensions (by default convene estimates
+/// no downstream bandwidth); publisher connections keep them, for the browser's own estimation.
+/// With `subscriber_bwe`, subscriber connections number their packets for the estimator.
 #[test]
 fn only_publisher_connections_carry_bandwidth_estimation_extensions() {
     let now = Instant::now();
@@ -528,6 +531,16 @@ fn only_publisher_connections_carry_bandwidth_estimation_extensions() {
     assert!(subscriber.contains("sdes:mid"), "{subscriber}");
     let publisher = offer_of(PcKind::Publisher);
     assert!(publisher.contains("transport-wide-cc"), "{publisher}");
+
+    let mut estimating = engine;
+    estimating.config.subscriber_bwe = true;
+    let mut rtc = estimating.new_rtc(now, PcKind::Subscriber);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    let offer = offer.to_sdp_string();
+    assert!(offer.contains("transport-wide-cc"), "{offer}");
+    assert!(!offer.contains("abs-send-time"), "{offer}");
 }
 
 /// The engine keeps the earliest str0m timeout as it goes instead of scanning every peer per
@@ -1172,5 +1185,408 @@ fn a_client_connects_over_tcp_and_is_answered_on_its_connection() {
     assert_eq!(
         udp_dropped, 0,
         "the engine never tried UDP: the client offered none"
+    );
+}
+
+/// Alice publishes a camera with the `layers` she announces (three: simulcast); bob and carol
+/// subscribe. Answers the engine, the time after it and the track's sid.
+fn camera_published(layers: Vec<proto::VideoLayer>) -> (Engine, Instant, String) {
+    use str0m::Rtc;
+
+    let now = Instant::now();
+    let mut engine = engine(now);
+    for (conn, name) in [(A, "alice"), (B, "bob"), (C, "carol")] {
+        feed(
+            &mut engine,
+            joining(conn, admitted(name, Permission::default())),
+            now,
+        );
+    }
+    feed(
+        &mut engine,
+        signal(
+            A,
+            Req::AddTrack(proto::AddTrackRequest {
+                cid: "camera-1".into(),
+                r#type: proto::TrackType::Video as i32,
+                source: proto::TrackSource::Camera as i32,
+                width: 1280,
+                height: 720,
+                layers,
+                ..Default::default()
+            }),
+        ),
+        now,
+    );
+    let mut client = Rtc::builder().build(now);
+    let mut api = client.sdp_api();
+    let mid = api.add_media(
+        MediaKind::Video,
+        Direction::SendOnly,
+        Some("stream".into()),
+        Some("camera-1".into()),
+        None,
+    );
+    let (offer, _pending) = api.apply().expect("an offer");
+    feed(
+        &mut engine,
+        signal(
+            A,
+            Req::Offer(proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer.to_sdp_string(),
+                id: 1,
+                ..Default::default()
+            }),
+        ),
+        now,
+    );
+    // str0m reports the new media section once the connection is up, which takes a network:
+    // the engine is told as it would be.
+    engine.bind_media(A, mid, MediaKind::Video, now);
+    let out = drain(&mut engine);
+    let sid = out
+        .to(A)
+        .into_iter()
+        .find_map(|m| match m {
+            Resp::TrackPublished(p) => Some(p.track.clone()?.sid),
+            _ => None,
+        })
+        .expect("published");
+    for conn in [B, C] {
+        feed(
+            &mut engine,
+            signal(
+                conn,
+                Req::Subscription(proto::UpdateSubscription {
+                    track_sids: vec![sid.clone()],
+                    subscribe: true,
+                    ..Default::default()
+                }),
+            ),
+            now,
+        );
+    }
+    drain(&mut engine);
+    // Both subscribers have a down track of it (offered once their first answer is in).
+    for conn in [B, C] {
+        assert!(
+            engine.participants[&conn]
+                .down
+                .iter()
+                .any(|d| d.track_sid == sid),
+            "{conn:?} subscribed to the camera"
+        );
+    }
+    (engine, now, sid)
+}
+
+const C: ConnId = ConnId(3);
+
+fn simulcast_layers() -> Vec<proto::VideoLayer> {
+    [
+        (proto::VideoQuality::Low, 320, 180, 150_000),
+        (proto::VideoQuality::Medium, 640, 360, 500_000),
+        (proto::VideoQuality::High, 1280, 720, 1_700_000),
+    ]
+    .into_iter()
+    .map(|(quality, width, height, bitrate)| proto::VideoLayer {
+        quality: quality as i32,
+        width,
+        height,
+        bitrate,
+        ..Default::default()
+    })
+    .collect()
+}
+
+fn settings(conn: ConnId, update: proto::UpdateTrackSettings) -> Input {
+    signal(conn, Req::TrackSetting(update))
+}
+
+/// The layers (low, medium, high) of every `SubscribedQualityUpdate` sent to `conn` for `sid`,
+/// checking that the codec list says the same.
+fn dynacast_updates(out: &Drained, conn: ConnId, sid: &str) -> Vec<[bool; 3]> {
+    out.to(conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            Resp::SubscribedQualityUpdate(u) if u.track_sid == sid => Some(u),
+            _ => None,
+        })
+        .map(|u| {
+            let layers = |qs: &[proto::SubscribedQuality]| -> [bool; 3] {
+                let mut on = [false; 3];
+                for q in qs {
+                    on[q.quality as usize] = q.enabled;
+                }
+                on
+            };
+            assert_eq!(u.subscribed_codecs.len(), 1);
+            assert_eq!(u.subscribed_codecs[0].codec, "vp8");
+            assert_eq!(
+                layers(&u.subscribed_codecs[0].qualities),
+                layers(&u.subscribed_qualities)
+            );
+            layers(&u.subscribed_qualities)
+        })
+        .collect()
+}
+
+/// What a subscriber asks of a track (`UpdateTrackSettings`) lands on its down track: a size
+/// picks the lowest layer that covers it, a quality caps, `disabled` pauses; it is kept for a down
+/// track made later, and a sid it cannot see changes nothing.
+#[test]
+fn track_settings_set_each_subscribers_layer_cap_and_pause() {
+    use crate::adaptive::Quality;
+    let (mut engine, now, sid) = camera_published(simulcast_layers());
+    let cap = |engine: &Engine, conn: ConnId| {
+        let down = engine.participants[&conn]
+            .down
+            .iter()
+            .find(|d| d.track_sid == sid)
+            .expect("a down track");
+        (down.cap(), down.settings.disabled)
+    };
+    assert_eq!(cap(&engine, B), (Quality::High, false));
+
+    // A small element: the low layer covers it.
+    feed(
+        &mut engine,
+        settings(
+            B,
+            proto::UpdateTrackSettings {
+                track_sids: vec![sid.clone()],
+                width: 300,
+                height: 160,
+                ..Default::default()
+            },
+        ),
+        now,
+    );
+    assert_eq!(cap(&engine, B), (Quality::Low, false));
+    assert_eq!(
+        cap(&engine, C),
+        (Quality::High, false),
+        "carol's is her own"
+    );
+    // A quality cap (no size).
+    feed(
+        &mut engine,
+        settings(
+            C,
+            proto::UpdateTrackSettings {
+                track_sids: vec![sid.clone()],
+                quality: proto::VideoQuality::Medium as i32,
+                ..Default::default()
+            },
+        ),
+        now,
+    );
+    assert_eq!(cap(&engine, C), (Quality::Medium, false));
+    // Hidden: paused.
+    feed(
+        &mut engine,
+        settings(
+            B,
+            proto::UpdateTrackSettings {
+                track_sids: vec![sid.clone()],
+                disabled: true,
+                quality: proto::VideoQuality::High as i32,
+                ..Default::default()
+            },
+        ),
+        now,
+    );
+    assert_eq!(cap(&engine, B), (Quality::High, true));
+    // Shown again: the forwarder restarts, so it resumes at a keyframe.
+    feed(
+        &mut engine,
+        settings(
+            B,
+            proto::UpdateTrackSettings {
+                track_sids: vec![sid.clone()],
+                quality: proto::VideoQuality::High as i32,
+                ..Default::default()
+            },
+        ),
+        now,
+    );
+    assert_eq!(cap(&engine, B), (Quality::High, false));
+    let down = engine.participants[&B]
+        .down
+        .iter()
+        .find(|d| d.track_sid == sid)
+        .unwrap();
+    assert_eq!(down.forwarder.current(), None);
+
+    // Settings for a track nobody publishes, or for one's own, are ignored and not kept.
+    let alices_own = settings(
+        A,
+        proto::UpdateTrackSettings {
+            track_sids: vec![sid.clone(), "TR_nothing".into()],
+            disabled: true,
+            ..Default::default()
+        },
+    );
+    feed(&mut engine, alices_own, now);
+    assert!(engine.participants[&A].track_settings.is_empty());
+    // A flood of sids is cut, never stored beyond the bound.
+    feed(
+        &mut engine,
+        settings(
+            B,
+            proto::UpdateTrackSettings {
+                track_sids: (0..10_000).map(|i| format!("TR_{i}")).collect(),
+                quality: 99,
+                width: u32::MAX,
+                height: 0,
+                ..Default::default()
+            },
+        ),
+        now,
+    );
+    assert_eq!(engine.participants[&B].track_settings.len(), 1);
+    assert_eq!(engine.participant_count(), 3);
+
+    // Unsubscribed and subscribed again: the new down track keeps what bob asked.
+    for subscribe in [false, true] {
+        feed(
+            &mut engine,
+            signal(
+                B,
+                Req::Subscription(proto::UpdateSubscription {
+                    track_sids: vec![sid.clone()],
+                    subscribe,
+                    ..Default::default()
+                }),
+            ),
+            now,
+        );
+    }
+    feed(
+        &mut engine,
+        settings(
+            B,
+            proto::UpdateTrackSettings {
+                track_sids: vec![sid.clone()],
+                quality: proto::VideoQuality::Low as i32,
+                ..Default::default()
+            },
+        ),
+        now,
+    );
+    let caps: Vec<_> = engine.participants[&B]
+        .down
+        .iter()
+        .filter(|d| d.track_sid == sid)
+        .map(|d| d.cap())
+        .collect();
+    assert!(caps.iter().all(|c| *c == Quality::Low), "{caps:?}");
+}
+
+/// Dynacast: the publisher is told the best layer anyone needs; more at once (at the next
+/// housekeeping tick), less only after it held for the pause delay; nobody watching pauses all.
+#[test]
+fn dynacast_tells_the_publisher_which_layers_anyone_needs() {
+    let (mut engine, now, sid) = camera_published(simulcast_layers());
+    let at = |ms| now + Duration::from_millis(ms);
+    let low = |conn| {
+        settings(
+            conn,
+            proto::UpdateTrackSettings {
+                track_sids: vec![sid.clone()],
+                quality: proto::VideoQuality::Low as i32,
+                ..Default::default()
+            },
+        )
+    };
+    // Everyone wants the top layer, which the publisher sends from the start: nothing to say.
+    feed(&mut engine, Input::Timeout, at(600));
+    assert!(dynacast_updates(&drain(&mut engine), A, &sid).is_empty());
+
+    // Bob goes to low; carol still wants high: still nothing.
+    feed(&mut engine, low(B), at(700));
+    feed(&mut engine, Input::Timeout, at(5_000));
+    assert!(dynacast_updates(&drain(&mut engine), A, &sid).is_empty());
+    // Carol too: only the low layer is needed, said once the pause delay has passed.
+    feed(&mut engine, low(C), at(5_100));
+    let mut told = Vec::new();
+    let mut t = 5_100;
+    while t < 10_000 {
+        t += 100;
+        feed(&mut engine, Input::Timeout, at(t));
+        told.extend(
+            dynacast_updates(&drain(&mut engine), A, &sid)
+                .into_iter()
+                .map(|u| (t, u)),
+        );
+    }
+    assert_eq!(told.len(), 1, "{told:?}");
+    let (when, layers) = told[0];
+    assert_eq!(layers, [true, false, false]);
+    assert!((8_100..=8_700).contains(&when), "told at {when} ms");
+
+    // Carol enlarges her view to 640x360: the medium layer is asked for at the next tick.
+    feed(
+        &mut engine,
+        settings(
+            C,
+            proto::UpdateTrackSettings {
+                track_sids: vec![sid.clone()],
+                width: 640,
+                height: 360,
+                ..Default::default()
+            },
+        ),
+        at(10_000),
+    );
+    feed(&mut engine, Input::Timeout, at(10_600));
+    assert_eq!(
+        dynacast_updates(&drain(&mut engine), A, &sid),
+        vec![[true, true, false]]
+    );
+
+    // Both leave: after the delay, every layer paused.
+    for conn in [B, C] {
+        feed(
+            &mut engine,
+            signal(conn, Req::Leave(proto::LeaveRequest::default())),
+            at(11_000),
+        );
+    }
+    feed(&mut engine, Input::Timeout, at(11_600));
+    assert!(dynacast_updates(&drain(&mut engine), A, &sid).is_empty());
+    feed(&mut engine, Input::Timeout, at(14_700));
+    assert_eq!(
+        dynacast_updates(&drain(&mut engine), A, &sid),
+        vec![[false, false, false]]
+    );
+    assert_eq!(engine.participant_count(), 1);
+}
+
+/// A track published without simulcast has one layer: its publisher is never told to pause it.
+#[test]
+fn a_single_layer_track_gets_no_dynacast() {
+    let (mut engine, now, sid) = camera_published(Vec::new());
+    feed(
+        &mut engine,
+        settings(
+            B,
+            proto::UpdateTrackSettings {
+                track_sids: vec![sid.clone()],
+                disabled: true,
+                ..Default::default()
+            },
+        ),
+        now,
+    );
+    for s in 1..10 {
+        feed(&mut engine, Input::Timeout, now + Duration::from_secs(s));
+    }
+    let out = drain(&mut engine);
+    assert!(
+        !out.signals
+            .iter()
+            .any(|(_, m)| matches!(m, Resp::SubscribedQualityUpdate(_))),
     );
 }
