@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use convene_sfu::batch::{Batcher, transmit};
-use convene_sfu::engine::{PcKind, rtc_config, subscriber_channels};
+use convene_sfu::engine::{PcKind, estimating_subscriber_config, rtc_config, subscriber_channels};
 use convene_sfu::framing::{self, FrameReader};
 use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
@@ -94,11 +94,15 @@ impl Sub {
         server_addr: SocketAddr,
         client_addr: SocketAddr,
         crypto: &Arc<CryptoProvider>,
+        estimating: bool,
         now: Instant,
     ) -> anyhow::Result<Sub> {
-        let mut server = rtc_config(PcKind::Subscriber, crypto.clone())
-            .set_ice_lite(true)
-            .build(now);
+        let config = if estimating {
+            estimating_subscriber_config(crypto.clone())
+        } else {
+            rtc_config(PcKind::Subscriber, crypto.clone())
+        };
+        let mut server = config.set_ice_lite(true).build(now);
         server.add_local_candidate(Candidate::host(server_addr, "udp")?);
         let mut client = client_config(crypto.clone()).build(now);
         client.add_local_candidate(Candidate::host(client_addr, "udp")?);
@@ -356,6 +360,7 @@ impl Sender {
 }
 
 /// Set up `n` connections, forward for `settle` unmeasured, then for `window` measured.
+#[allow(clippy::too_many_arguments)]
 fn run_sender(
     n: usize,
     publishing: Publishing,
@@ -364,6 +369,7 @@ fn run_sender(
     settle: Duration,
     delivered: &AtomicU64,
     ticks: u64,
+    estimating: bool,
 ) -> anyhow::Result<FloorFigures> {
     let (transport, server_addr, clients, sink) = match ends {
         ServerEnds::Udp(clients) => {
@@ -398,7 +404,7 @@ fn run_sender(
     let now = Instant::now();
     let mut subs = clients
         .iter()
-        .map(|client| Sub::new(server_addr, *client, &crypto, now))
+        .map(|client| Sub::new(server_addr, *client, &crypto, estimating, now))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !subs.iter().all(Sub::ready) {
@@ -524,7 +530,8 @@ fn tcp_pairs(n: usize) -> anyhow::Result<(Vec<TcpStream>, Vec<TcpStream>)> {
 }
 
 /// Run the floor with `n` subscribers: the sender on its own thread (whose CPU time is the
-/// figure), the clients' sockets drained by another.
+/// figure), the clients' sockets drained by another. `estimating`: the subscriber connections are
+/// configured as the engine configures them with subscriber bandwidth estimation on.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     n: usize,
@@ -534,6 +541,7 @@ pub async fn run(
     settle: Duration,
     recv_buffer: usize,
     ticks: u64,
+    estimating: bool,
 ) -> anyhow::Result<FloorFigures> {
     let (ends, clients) = match transport {
         Transport::Udp => {
@@ -562,7 +570,9 @@ pub async fn run(
         std::thread::spawn(move || drain(clients, &delivered, &stop))
     };
     let figures = tokio::task::spawn_blocking(move || {
-        run_sender(n, publishing, ends, window, settle, &delivered, ticks)
+        run_sender(
+            n, publishing, ends, window, settle, &delivered, ticks, estimating,
+        )
     })
     .await
     .context("the floor's sender panicked");
@@ -609,6 +619,7 @@ mod tests {
             Duration::from_millis(200),
             1 << 20,
             server::clock_ticks(),
+            false,
         )
         .await
         .unwrap();

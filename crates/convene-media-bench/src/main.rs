@@ -76,6 +76,10 @@ struct Args {
     /// UDP one), or both, one run after the other at each count. The publisher always uses UDP.
     #[arg(long, value_enum, default_value_t = Transports::Both)]
     transport: Transports,
+    /// Turn on the server's subscriber bandwidth estimation (`CONVENE_RTC_SUBSCRIBER_BWE`), and
+    /// configure the floor's subscriber connections the same way.
+    #[arg(long)]
+    subscriber_bwe: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -156,7 +160,7 @@ async fn wait_until(
 }
 
 async fn run(n: usize, transport: Transport, args: &Args, ticks: u64) -> anyhow::Result<Figures> {
-    let server = Server::start(&args.convene_bin).await?;
+    let server = Server::start(&args.convene_bin, args.subscriber_bwe).await?;
     let server_pid = server.pid();
     let bench_pid = std::process::id();
     let shared = Arc::new(Shared::new(args.recv_buffer));
@@ -479,6 +483,7 @@ async fn main() -> anyhow::Result<()> {
                     Duration::from_secs(args.settle_seconds),
                     args.recv_buffer,
                     ticks,
+                    args.subscriber_bwe,
                 )
                 .await
                 .with_context(|| format!("the floor with {n} subscribers over {transport}"))?;

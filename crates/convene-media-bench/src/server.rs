@@ -17,10 +17,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn start(bin: &Path) -> anyhow::Result<Server> {
+    /// The release binary `bin`, with subscriber bandwidth estimation on if `subscriber_bwe`.
+    pub async fn start(bin: &Path, subscriber_bwe: bool) -> anyhow::Result<Server> {
         let process = ChildServer::start(&convene_missing(bin), |port, dir| {
             let mut command = convene_command(bin, port, dir, KEY, SECRET);
             command.env("CONVENE_RTC_NODE_IP", "127.0.0.1");
+            command.env("CONVENE_RTC_SUBSCRIBER_BWE", subscriber_bwe.to_string());
             command
         })
         .await?;

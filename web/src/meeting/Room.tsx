@@ -79,8 +79,10 @@ export function MeetingRoom({ session, state, devices }: { session: Session; sta
   const room = useMemo(
     () =>
       new Room({
-        adaptiveStream: false,
-        dynacast: false,
+        // Each tile asks for the video size it shows (nothing while hidden), and the camera stops
+        // encoding the simulcast layers nobody is shown: convene's SFU honours both.
+        adaptiveStream: true,
+        dynacast: true,
         // convene's SFU speaks the two-connection protocol: asking for it at once saves trying
         // the single-connection path first.
         singlePeerConnection: false,
