@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 import requests
 from livekit import api, rtc
@@ -130,3 +131,23 @@ async def connect(sfu: DevServer, identity: str, room: str, **grants) -> rtc.Roo
         timeout=20,
     )
     return client
+
+
+async def publish_video(client: rtc.Room, width: int = 320, height: int = 240) -> asyncio.Task:
+    """Publishes a camera track of moving synthetic frames at 30 fps; cancel the task to stop."""
+    source = rtc.VideoSource(width, height)
+    track = rtc.LocalVideoTrack.create_video_track("camera", source)
+    await client.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+
+    async def pump():
+        n = 0
+        while True:
+            pixels = np.zeros((height, width, 4), dtype=np.uint8)
+            pixels[:, :, 0] = (n * 4) % 256
+            pixels[:, (n * 3) % width, 1] = 255
+            pixels[:, :, 3] = 255
+            source.capture_frame(rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, pixels.tobytes()))
+            n += 1
+            await asyncio.sleep(1 / 30)
+
+    return asyncio.create_task(pump())

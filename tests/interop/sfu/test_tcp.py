@@ -13,13 +13,11 @@ import subprocess
 import time
 import uuid
 
-import numpy as np
 import pytest
 from livekit import rtc
 
-from sfu_helpers import connect, wait_for
+from sfu_helpers import connect, publish_video, wait_for
 
-WIDTH, HEIGHT = 320, 240
 NFT = shutil.which("nft")
 
 
@@ -69,25 +67,6 @@ async def _selected_protocols(client: rtc.Room) -> set[str]:
     return protocols
 
 
-async def _publish_video(client: rtc.Room):
-    source = rtc.VideoSource(WIDTH, HEIGHT)
-    track = rtc.LocalVideoTrack.create_video_track("camera", source)
-    await client.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
-
-    async def pump():
-        n = 0
-        while True:
-            pixels = np.zeros((HEIGHT, WIDTH, 4), dtype=np.uint8)
-            pixels[:, :, 0] = (n * 4) % 256
-            pixels[:, (n * 3) % WIDTH, 1] = 255
-            pixels[:, :, 3] = 255
-            source.capture_frame(rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, pixels.tobytes()))
-            n += 1
-            await asyncio.sleep(1 / 30)
-
-    return asyncio.create_task(pump())
-
-
 async def _exchange_video(sfu, room_name, frames_wanted=30):
     """A publisher and a subscriber meet; returns once the subscriber decoded `frames_wanted` video
     frames, with the protocols of both clients' selected candidate pairs."""
@@ -105,7 +84,7 @@ async def _exchange_video(sfu, room_name, frames_wanted=30):
         if track.kind == rtc.TrackKind.KIND_VIDEO:
             readers.append(asyncio.ensure_future(read_video(track)))
 
-    pump = await _publish_video(publisher)
+    pump = await publish_video(publisher)
     try:
         await wait_for(lambda: frames["video"] >= frames_wanted, 30, f"decoded video frames {frames}")
         return await _selected_protocols(publisher) | await _selected_protocols(subscriber)

@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import time
 
-import numpy as np
 import pytest
 import websockets
 from livekit import rtc
@@ -16,11 +15,10 @@ from livekit.protocol import rtc as signal
 from livekit.rtc._proto.stats_pb2 import IceCandidateType  # not re-exported by livekit.rtc
 
 from coturn import Coturn, rest_credential, turn_allocate
-from sfu_helpers import start_dev, stop_dev, wait_for
+from sfu_helpers import publish_video, start_dev, stop_dev, wait_for
 
 SECRET = "coturn-shared-secret-for-interop-0123"
 TTL = 3600
-WIDTH, HEIGHT = 320, 240
 
 
 @pytest.fixture(scope="module")
@@ -90,25 +88,6 @@ def test_the_join_response_carries_coturn_credentials_that_coturn_takes_until_th
     assert f"user <{expired[0]}>: incoming packet message processed, error 401" in log
 
 
-async def _publish_video(client: rtc.Room):
-    source = rtc.VideoSource(WIDTH, HEIGHT)
-    track = rtc.LocalVideoTrack.create_video_track("camera", source)
-    await client.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
-
-    async def pump():
-        n = 0
-        while True:
-            pixels = np.zeros((HEIGHT, WIDTH, 4), dtype=np.uint8)
-            pixels[:, :, 0] = (n * 4) % 256
-            pixels[:, (n * 3) % WIDTH, 1] = 255
-            pixels[:, :, 3] = 255
-            source.capture_frame(rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, pixels.tobytes()))
-            n += 1
-            await asyncio.sleep(1 / 30)
-
-    return asyncio.create_task(pump())
-
-
 def _relayed_bytes(stats: list) -> int:
     """Bytes received on the selected candidate pairs whose local candidate is a TURN relay; fails if any
     local candidate is not a relay (the client was told to use relays only)."""
@@ -149,7 +128,7 @@ def test_a_relay_only_subscriber_receives_video_through_coturn(turn_sfu, coturn,
             if track.kind == rtc.TrackKind.KIND_VIDEO:
                 readers.append(asyncio.ensure_future(read_video(track)))
 
-        pump = await _publish_video(publisher)
+        pump = await publish_video(publisher)
         try:
             await wait_for(lambda: frames["video"] >= 30, 20, f"relayed video frames {frames}")
             stats = (await subscriber.get_rtc_stats()).subscriber_stats
