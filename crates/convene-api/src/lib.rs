@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod realtime;
 pub mod routes;
 pub mod server;
@@ -45,7 +46,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         (name = "stage", description = "Raise hand, invitations, chat."),
         (name = "events", description = "The meeting's ordered event log."),
         (name = "webhooks", description = "The webhook outbox: deliveries, their status and errors (API key)."),
-        (name = "system", description = "Health."),
+        (name = "system", description = "Liveness and readiness."),
     )
 )]
 struct ApiDoc;
@@ -113,6 +114,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
         .routes(routes!(meetings::create, meetings::list))
         .routes(routes!(meetings::get, meetings::update))
         .routes(routes!(meetings::start))

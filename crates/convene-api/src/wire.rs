@@ -649,6 +649,15 @@ pub struct Health {
     pub version: String,
 }
 
+/// `/readyz`: `ready`, or `unavailable` with the cause (`store_error`: the store answered with an
+/// error; `store_timeout`: it did not answer in time).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Ok {
     pub ok: bool,

@@ -94,6 +94,43 @@ impl Datagram {
 pub struct SfuControl {
     tx: mpsc::Sender<Command>,
     next_conn: Arc<AtomicU64>,
+    counters: Arc<MediaCounters>,
+}
+
+/// Datagrams the media thread sent and dropped, by transport: relaxed atomic adds on the media
+/// path (no lock), read at scrape time for `/metrics`. A UDP datagram is dropped when the socket
+/// refuses its send (buffer full: as the network would), a TCP one when its connection's writer
+/// queue is full.
+#[derive(Debug, Default)]
+pub struct MediaCounters {
+    udp_sent: AtomicU64,
+    udp_dropped: AtomicU64,
+    tcp_sent: AtomicU64,
+    tcp_dropped: AtomicU64,
+}
+
+/// A reading of [`MediaCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MediaCounts {
+    pub udp_sent: u64,
+    pub udp_dropped: u64,
+    pub tcp_sent: u64,
+    pub tcp_dropped: u64,
+}
+
+impl MediaCounters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn read(&self) -> MediaCounts {
+        MediaCounts {
+            udp_sent: self.udp_sent.load(Ordering::Relaxed),
+            udp_dropped: self.udp_dropped.load(Ordering::Relaxed),
+            tcp_sent: self.tcp_sent.load(Ordering::Relaxed),
+            tcp_dropped: self.tcp_dropped.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// An answer of another kind than the input asks for: a bug in the engine's dispatch.
@@ -106,6 +143,11 @@ fn unexpected(answer: Answer) -> SfuError {
 }
 
 impl SfuControl {
+    /// Datagrams sent and dropped so far (cheap: atomic loads).
+    pub fn media_counts(&self) -> MediaCounts {
+        self.counters.read()
+    }
+
     pub(crate) fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
@@ -401,6 +443,7 @@ pub(crate) fn bind(config: SfuConfig) -> Result<Bound, SfuError> {
     let control = SfuControl {
         tx,
         next_conn: Arc::new(AtomicU64::new(1)),
+        counters: Arc::new(MediaCounters::default()),
     };
     Ok(Bound {
         config,
@@ -443,6 +486,7 @@ impl Bound {
             control,
             rx,
         } = self;
+        let counters = control.counters.clone();
         let engine = Engine::new(
             EngineConfig {
                 local_addrs: local_addrs.clone(),
@@ -507,7 +551,7 @@ impl Bound {
                     }
                     drop(datagram_tx);
                     let _ = started_tx.send(Ok(()));
-                    run(engine, rx, datagram_rx, sockets, admission).await;
+                    run(engine, rx, datagram_rx, sockets, admission, counters).await;
                 });
                 // Dropping the runtime ends the socket readers.
                 drop(runtime);
@@ -633,11 +677,21 @@ impl MediaSocket {
     }
 
     /// Send one run of datagrams; a full socket buffer drops it, as the network would.
-    fn send(&self, run: &Run<'_>) {
+    fn send(&self, run: &Run<'_>, counters: &MediaCounters) {
         let transmit = crate::batch::transmit(run);
-        let _ = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+        let datagrams = match run.segment {
+            Some(size) if size > 0 => run.contents.len().div_ceil(size),
+            _ => 1,
+        } as u64;
+        let sent = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
             self.state.send((&*self.socket).into(), &transmit)
         });
+        let counter = if sent.is_ok() {
+            &counters.udp_sent
+        } else {
+            &counters.udp_dropped
+        };
+        MediaCounters::add(counter, datagrams);
     }
 }
 
@@ -647,6 +701,7 @@ struct Io {
     tcp: Connections,
     outboxes: HashMap<ConnId, mpsc::Sender<WsOut>>,
     admission: Arc<dyn Admission>,
+    counters: Arc<MediaCounters>,
 }
 
 impl Io {
@@ -665,7 +720,7 @@ impl Io {
                 .get(&run.source)
                 .or_else(|| self.sockets.values().next());
             if let Some(socket) = socket {
-                socket.send(&run);
+                socket.send(&run, &self.counters);
             }
         }
     }
@@ -680,7 +735,14 @@ impl Io {
                     source,
                     destination,
                     contents,
-                } => self.tcp.send(source, destination, contents),
+                } => {
+                    let counter = if self.tcp.send(source, destination, contents) {
+                        &self.counters.tcp_sent
+                    } else {
+                        &self.counters.tcp_dropped
+                    };
+                    MediaCounters::add(counter, 1);
+                }
                 Output::Transmit {
                     transport: Transport::Udp,
                     source,
@@ -741,6 +803,7 @@ async fn run(
     mut datagrams: mpsc::Receiver<NetIn>,
     sockets: HashMap<SocketAddr, Arc<MediaSocket>>,
     admission: Arc<dyn Admission>,
+    counters: Arc<MediaCounters>,
 ) {
     let max_segments = sockets
         .values()
@@ -754,6 +817,7 @@ async fn run(
         tcp: Connections::default(),
         outboxes: HashMap::new(),
         admission,
+        counters,
     };
     let mut deadline = engine.poll_timeout();
     let timer = tokio::time::sleep_until(deadline.into());

@@ -400,11 +400,19 @@ impl Connections {
     /// Queue `packet` on the connection between `local` and `remote`. Without one (closed, or a
     /// check toward a client's active candidate, which no passive candidate can reach), or with
     /// its queue full, the packet is dropped as the network would drop it.
-    pub(crate) fn send(&mut self, local: SocketAddr, remote: SocketAddr, packet: Vec<u8>) {
-        if let Some((_, packets)) = self.open.get(&(local, remote))
-            && let Err(mpsc::error::TrySendError::Closed(_)) = packets.try_send(packet)
-        {
-            self.open.remove(&(local, remote));
+    /// Queues `packet` to its connection's writer; `false` when it was dropped (no such
+    /// connection, its queue full, or it closed).
+    pub(crate) fn send(&mut self, local: SocketAddr, remote: SocketAddr, packet: Vec<u8>) -> bool {
+        let Some((_, packets)) = self.open.get(&(local, remote)) else {
+            return false;
+        };
+        match packets.try_send(packet) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.open.remove(&(local, remote));
+                false
+            }
         }
     }
 
@@ -501,14 +509,20 @@ mod tests {
             id: 1,
             packets: first_tx,
         });
-        connections.send(local, remote, vec![1]);
-        connections.send(local, other, vec![2]); // no connection: dropped
+        assert!(connections.send(local, remote, vec![1]));
+        assert!(
+            !connections.send(local, other, vec![2]),
+            "no connection: dropped"
+        );
         assert_eq!(first.try_recv().unwrap(), vec![1]);
         assert!(first.try_recv().is_err());
         // A full queue drops the packet, the connection stays.
-        connections.send(local, remote, vec![3]);
-        connections.send(local, remote, vec![4]);
-        connections.send(local, remote, vec![5]);
+        assert!(connections.send(local, remote, vec![3]));
+        assert!(connections.send(local, remote, vec![4]));
+        assert!(
+            !connections.send(local, remote, vec![5]),
+            "queue full: dropped"
+        );
         assert_eq!(
             (first.try_recv().unwrap(), first.try_recv().unwrap()),
             (vec![3], vec![4])
@@ -528,11 +542,11 @@ mod tests {
             remote,
             id: 1,
         });
-        connections.send(local, remote, vec![6]);
+        assert!(connections.send(local, remote, vec![6]));
         assert_eq!(second.try_recv().unwrap(), vec![6]);
         // A connection whose task ended is forgotten at the next send.
         drop(second);
-        connections.send(local, remote, vec![7]);
+        assert!(!connections.send(local, remote, vec![7]));
         assert_eq!(connections.len(), 0);
     }
 }

@@ -46,6 +46,7 @@
 //! bytewise). Participants and API keys are sorted in Rust by their byte order, so the order does
 //! not depend on the PostgreSQL database's collation.
 
+mod census;
 mod error;
 mod login;
 mod rows;
@@ -59,6 +60,7 @@ use convene_core::ports::StoreError;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use census::Census;
 pub use convene_core::ports::Store;
 pub use convene_core::webhook::WebhookStore;
 pub use error::StoreFault;

@@ -16,6 +16,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub http_addr: Option<String>,
+    pub metrics_addr: Option<String>,
     pub http_header_timeout_seconds: Option<u64>,
     pub http_idle_timeout_seconds: Option<u64>,
     pub http_body_timeout_seconds: Option<u64>,
@@ -83,6 +84,8 @@ impl std::fmt::Debug for ExternalLiveKit {
 /// The validated configuration.
 pub struct Config {
     pub http_addr: SocketAddr,
+    /// A separate listener serving `/metrics` without authentication (an internal address).
+    pub metrics_addr: Option<SocketAddr>,
     /// Every HTTP connection's deadlines and the per-address cap.
     pub connections: convene_api::server::ConnectionRules,
     /// Base URL clients use to reach this server (events URLs, signalling URL).
@@ -143,6 +146,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("http_addr", &self.http_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .field("connections", &self.connections)
             .field("public_url", &self.public_url)
             .field("data_dir", &self.data_dir)
@@ -170,6 +174,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_HTTP_ADDR",
         "listen address (default 127.0.0.1:7880)",
+    ),
+    (
+        "CONVENE_METRICS_ADDR",
+        "also serve /metrics here without authentication, e.g. 127.0.0.1:9100 (default: none; /metrics on the main address needs the API key)",
     ),
     (
         "CONVENE_HTTP_HEADER_TIMEOUT_SECONDS",
@@ -369,6 +377,12 @@ impl Config {
         let http_addr: SocketAddr = http_addr_text.parse().with_context(|| {
             format!("CONVENE_HTTP_ADDR: {http_addr_text:?} is not an address like 127.0.0.1:7880")
         })?;
+        let metrics_addr = match var("CONVENE_METRICS_ADDR").or(file.metrics_addr) {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().with_context(|| {
+                format!("CONVENE_METRICS_ADDR: {text:?} is not an address like 127.0.0.1:9100")
+            })?),
+        };
         let seconds = |name: &str, file: Option<u64>, max: u64, default: u64| {
             number(name, var(name), file, 1..=max, default).map(std::time::Duration::from_secs)
         };
@@ -678,6 +692,7 @@ impl Config {
         )?;
         Ok(Self {
             http_addr,
+            metrics_addr,
             connections,
             public_url,
             data_dir,
@@ -913,6 +928,25 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.meeting_id_digits, MeetingIdDigits::DEFAULT);
         assert!(c.api_key.is_none() && c.database_url.is_none());
+    }
+
+    #[test]
+    fn the_metrics_address_is_optional_and_checked() {
+        let c = Config::from_layers(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.metrics_addr, None);
+        let file: FileConfig = toml::from_str("metrics_addr = \"127.0.0.1:9100\"\n").unwrap();
+        let c = Config::from_layers(file, &env(&[])).unwrap();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        let error = Config::from_layers(
+            FileConfig::default(),
+            &env(&[("CONVENE_METRICS_ADDR", "localhost")]),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            format!("{error:#}").contains("CONVENE_METRICS_ADDR"),
+            "{error:#}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod livekit_webhook;
 pub mod mail;
 pub mod media;
 pub mod media_livekit;
+pub mod metrics;
 pub mod twirp;
 pub mod web;
 pub mod webhooks;
@@ -118,6 +119,8 @@ pub struct Running {
     pub rtc_udp_addrs: Vec<SocketAddr>,
     /// The media TCP addresses of ICE over TCP (none when media runs on an external LiveKit).
     pub rtc_tcp_addrs: Vec<SocketAddr>,
+    /// The unauthenticated `/metrics` listener (`CONVENE_METRICS_ADDR`), when set.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     /// The embedded SFU (`None` when media runs on an external LiveKit).
@@ -360,6 +363,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::warn!("{warning}");
     }
     let media = MediaBackend::build(&config, &key)?;
+    let sfu_control = match &media {
+        MediaBackend::Embedded(bound) => Some(bound.control()),
+        MediaBackend::LiveKit { .. } => None,
+    };
+    let metrics = Arc::new(metrics::Metrics::new(
+        store.clone(),
+        hub.clone(),
+        sfu_control,
+    ));
+    let probe = convene_api::routes::system::ReadinessProbe {
+        store: Arc::new(StorePing(store.clone())),
+        timeout: READINESS_TIMEOUT,
+    };
     let meetings = Arc::new(Meetings::new(
         store,
         clock,
@@ -382,6 +398,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.webhooks.clone(),
         wake,
         single_node,
+        metrics.webhooks.clone(),
         shutdown.clone(),
         &tasks,
     )
@@ -406,11 +423,41 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let trusted_proxies = convene_api::auth::TrustedProxies::new(config.trusted_proxies.clone());
     let app = convene_api::with_common_layers(
         convene_api::router(state.clone())
+            .merge(metrics.admin_router(state.clone()))
             .merge(convene_compat::router(state, &config.compat))
             .merge(engine_routes)
             .merge(web::router())
+            // Every surface's requests are counted, under their route templates.
+            .layer(axum::middleware::from_fn_with_state(
+                metrics.http.clone(),
+                convene_api::metrics::track,
+            ))
+            .layer(axum::Extension(probe))
             .layer(axum::Extension(trusted_proxies.clone())),
     );
+    let metrics_addr = match config.metrics_addr {
+        Some(bind) => {
+            let listener = TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("cannot listen on {bind} (CONVENE_METRICS_ADDR)"))?;
+            let bound = listener.local_addr()?;
+            tracing::info!(addr = %bound, "metrics served without authentication");
+            let options = convene_api::server::ServeOptions {
+                rules: config.connections.clone(),
+                max_connections: METRICS_CONNECTIONS,
+                exempt: trusted_proxies.clone(),
+            };
+            let token = shutdown.clone();
+            tasks.spawn(convene_api::server::serve(
+                listener,
+                metrics.open_router(),
+                options,
+                async move { token.cancelled().await },
+            ));
+            Some(bound)
+        }
+        None => None,
+    };
     let options = convene_api::server::ServeOptions {
         rules: config.connections.clone(),
         max_connections: convene_api::server::max_connections_for(descriptors),
@@ -449,6 +496,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         key_origin,
         rtc_udp_addrs,
         rtc_tcp_addrs,
+        metrics_addr,
         shutdown,
         task,
         sfu,
@@ -457,6 +505,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // store writes (the media reports have their own bound, `CoreAdmission::finish`).
         tasks_time: config.webhooks.timeout + TASKS_MARGIN,
     })
+}
+
+/// How long `/readyz` waits for the store's answer.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connections the unauthenticated metrics listener holds at once (scrapers are few).
+const METRICS_CONNECTIONS: usize = 64;
+
+/// `/readyz`'s question to the store.
+struct StorePing(Arc<SqlStore>);
+
+impl convene_api::routes::system::StoreProbe for StorePing {
+    fn ping(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.0.ping().await.map_err(|e| e.to_string()) })
+    }
 }
 
 /// What the shutdown grants the background tasks beyond a webhook request's timeout.

@@ -92,6 +92,7 @@ pub async fn start(
     config: WebhookConfig,
     wake: Wake,
     single_node: bool,
+    metrics: WebhookMetrics,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<()> {
@@ -118,6 +119,7 @@ pub async fn start(
         client,
         retry: config.retry,
         timeout: config.timeout,
+        metrics,
     });
     tasks.spawn(sender.run(wake, shutdown, tasks.clone()));
     Ok(())
@@ -129,6 +131,45 @@ struct Sender {
     client: reqwest::Client,
     retry: RetryPolicy,
     timeout: Duration,
+    metrics: WebhookMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct OutcomeLabel {
+    /// `delivered`, `failed` (to be tried again) or `gave_up` (failed for the last time).
+    outcome: &'static str,
+}
+
+/// `convene_webhook_attempts_total{outcome}`: every POST the sender made, by outcome (failures
+/// are the attempts not `delivered`). The outbox depth is a gauge read from the store at scrape
+/// time (`crate::metrics`).
+#[derive(Clone, Debug, Default)]
+pub struct WebhookMetrics {
+    attempts: prometheus_client::metrics::family::Family<
+        OutcomeLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl WebhookMetrics {
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "convene_webhook_attempts",
+            "Webhook delivery attempts, by outcome (delivered, failed, gave_up)",
+            metrics.attempts.clone(),
+        );
+        metrics
+    }
+
+    fn count(&self, outcome: &AttemptOutcome) {
+        let outcome = match outcome {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::RetryAt(_) => "failed",
+            AttemptOutcome::GaveUp => "gave_up",
+        };
+        self.attempts.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
 }
 
 impl Sender {
@@ -217,6 +258,7 @@ impl Sender {
                 break;
             }
             let attempt = self.attempt(delivery).await;
+            self.metrics.count(&attempt.outcome);
             let delivered = attempt.outcome == AttemptOutcome::Delivered;
             if !delivered {
                 tracing::info!(url = %delivery.url, meeting = %lane.meeting_id, seq = delivery.event.seq,

@@ -621,6 +621,13 @@ impl Hub {
         self.inner.closed.load(Ordering::SeqCst)
     }
 
+    /// Live subscribers of every meeting (the `/metrics` gauge): each room is locked in turn,
+    /// briefly, at scrape time only.
+    pub fn total_subscribers(&self) -> usize {
+        let rooms: Vec<Arc<Mutex<Room>>> = lock(&self.inner.rooms).values().cloned().collect();
+        rooms.iter().map(|room| lock(room).subs.len()).sum()
+    }
+
     /// Live subscribers of a meeting (for tests and metrics).
     pub fn subscribers(&self, meeting: &MeetingId) -> usize {
         self.room(meeting)
@@ -928,6 +935,7 @@ mod tests {
             }
         }
         assert_eq!(hub.subscribers(&meeting()), 1);
+        assert_eq!(hub.total_subscribers(), 1);
         assert_eq!(
             drain(&mut slow),
             [1, 2],

@@ -153,6 +153,36 @@ impl TestApp {
         }
     }
 
+    /// The unauthenticated `/metrics` listener's address (`CONVENE_METRICS_ADDR`), when set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running
+            .as_ref()
+            .and_then(|running| running.metrics_addr)
+    }
+
+    /// PostgreSQL only: the database refuses connections (`false`) or takes them again (`true`);
+    /// refusing also ends the connections open now, so the server's pool loses them.
+    pub async fn set_database_reachable(&self, reachable: bool) {
+        let pg = self.pg.as_ref().expect("a PostgreSQL TestApp");
+        let mut conn = sqlx::PgConnection::connect(&pg.admin_url).await.unwrap();
+        sqlx::query(&format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {reachable}",
+            pg.name
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        if !reachable {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&pg.name)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
