@@ -917,13 +917,22 @@ mod tests {
         sender.socket.writable().await.unwrap();
         let datagrams: Vec<Vec<u8>> = vec![vec![1; 100], vec![2; 100], vec![3; 100], vec![4; 40]];
         let mut batcher = Batcher::new(sender.state.max_gso_segments());
+        let counters = MediaCounters::default();
         for datagram in &datagrams {
             if !batcher.push(source, local, datagram) {
-                sender.send(&batcher.take().unwrap());
+                sender.send(&batcher.take().unwrap(), &counters);
                 assert!(batcher.push(source, local, datagram));
             }
         }
-        sender.send(&batcher.take().unwrap());
+        sender.send(&batcher.take().unwrap(), &counters);
+        // Each datagram of a GSO run is counted, not the run.
+        assert_eq!(
+            counters.read(),
+            MediaCounts {
+                udp_sent: datagrams.len() as u64,
+                ..MediaCounts::default()
+            }
+        );
 
         let mut received = Vec::new();
         for _ in 0..datagrams.len() {

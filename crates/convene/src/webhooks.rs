@@ -86,6 +86,8 @@ impl EventSink for Sinks {
 
 /// Starts the sender on `tasks`. `single_node`: no other process shares this outbox (SQLite), so
 /// leases left by a previous process are released now instead of waiting for them to run out.
+/// `metrics`: where the attempts are counted.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     store: Arc<dyn Store>,
     signer: Signer,
