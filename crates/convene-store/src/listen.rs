@@ -129,7 +129,9 @@ impl Listener {
                     ),
                 },
                 Ok(None) => {
-                    tracing::warn!("lost the connection listening for other nodes' commits; reconnecting");
+                    tracing::warn!(
+                        "lost the connection listening for other nodes' commits; reconnecting"
+                    );
                     self.listener = None;
                 }
                 Err(error) => {
@@ -154,7 +156,13 @@ mod tests {
             parse(&payload(&meeting, 42)),
             Some(Notice::Committed { meeting, seq: 42 })
         );
-        for foreign in ["", "42", "x 1234567890", "42 not-a-meeting", "-1 1234567890"] {
+        for foreign in [
+            "",
+            "42",
+            "x 1234567890",
+            "42 not-a-meeting",
+            "-1 1234567890",
+        ] {
             assert_eq!(parse(foreign), None, "{foreign:?}");
         }
     }

@@ -82,7 +82,9 @@ async fn events_cross_nodes_in_order_without_gap() {
         .create_meeting(json!({"name": "Clinic", "policy": "wait_for_host"}))
         .await;
     let id = id_of(&meeting);
-    let guest = b.enter(&meeting, pin(&meeting, "participant"), "patient").await;
+    let guest = b
+        .enter(&meeting, pin(&meeting, "participant"), "patient")
+        .await;
     let mut guest_stream = ws_connect(b, &id, Auth::Query(token(&guest)), None)
         .await
         .unwrap();
@@ -136,7 +138,10 @@ async fn events_cross_nodes_in_order_without_gap() {
     admin_on_a.read_through(last).await;
     assert_contiguous(&admin_on_a.seqs(), 1, last);
     admin_on_b
-        .read_until(|r| r.last().is_some_and(|(_, _, d)| d["seq"].as_u64() == Some(last)))
+        .read_until(|r| {
+            r.last()
+                .is_some_and(|(_, _, d)| d["seq"].as_u64() == Some(last))
+        })
         .await;
     assert_contiguous(&admin_on_b.seqs(), 1, last);
     guest_stream.read_through(last).await;
@@ -154,26 +159,24 @@ async fn events_cross_nodes_in_order_without_gap() {
     stop_all(nodes).await;
 }
 
-/// The listening connections of the nodes on `database`.
-async fn listeners(admin: &mut sqlx::PgConnection, database: &str) -> Vec<i32> {
+/// The listening connections of `role` on `database`.
+async fn listeners(admin: &mut sqlx::PgConnection, database: &str, role: &str) -> i64 {
     sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2",
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = $1 AND usename = $2 AND application_name = $3",
     )
     .bind(database)
+    .bind(role)
     .bind(convene_store::listen::APPLICATION_NAME)
-    .fetch_all(admin)
+    .fetch_one(admin)
     .await
     .unwrap()
 }
 
 /// Polls `condition` until it holds, within 20 seconds.
-async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition().await {
+    while !condition() {
         assert!(Instant::now() < deadline, "{what}: not within 20 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -187,11 +190,34 @@ async fn a_node_that_lost_its_notifications_catches_up_from_the_store() {
     let Some(a) = TestApp::start(StoreKind::Postgres).await else {
         return;
     };
-    let b = a.another_node(&[]).await;
-    let (database, admin_url) = a.postgres().unwrap();
-    let database = database.to_owned();
-    let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
-    let meeting = a.create_meeting(json!({"name": "Cut", "policy": "open"})).await;
+    let (database, url, admin_url) = a.postgres().unwrap();
+    let (database, admin_url) = (database.to_owned(), admin_url.to_owned());
+    // Node B connects as its own role, so that its connections can be capped alone.
+    let role = format!("{database}_b");
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE ROLE {role} LOGIN"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut owner = sqlx::PgConnection::connect(url).await.unwrap();
+    for grant in [
+        format!("GRANT ALL ON SCHEMA public TO {role}"),
+        format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        sqlx::query(&grant).execute(&mut owner).await.unwrap();
+    }
+    owner.close().await.unwrap();
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    let b_url = format!("{scheme}://{role}@{host}");
+    let b = a
+        .another_node(&[("CONVENE_DATABASE_URL", b_url.as_str())])
+        .await;
+
+    let meeting = a
+        .create_meeting(json!({"name": "Cut", "policy": "open"}))
+        .await;
     let id = id_of(&meeting);
     let host = a.enter(&meeting, pin(&meeting, "host"), "host").await;
     let host_token = a.join(&id, &token(&host)).await["access_token"]
@@ -201,37 +227,42 @@ async fn a_node_that_lost_its_notifications_catches_up_from_the_store() {
     let mut on_b = ws_connect(&b, &id, Auth::Admin, Some(0)).await.unwrap();
     let before = chat(&a, &id, &host_token, "before").await;
     on_b.read_through(before).await;
-    assert_eq!(listeners(&mut admin, &database).await.len(), 2, "one per node");
+    assert_eq!(listeners(&mut admin, &database, &role).await, 1);
 
-    // No new connection to the database from now on (the nodes keep their pooled ones), then
-    // the listening connections are cut: node B cannot hear, nor listen again, for a while.
-    sqlx::query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false"))
+    // Node B may keep the connections it has but open none: then its listening connection is
+    // cut, and it cannot listen again for a while.
+    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+        .bind(&role)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("ALTER ROLE {role} CONNECTION LIMIT {}", open - 1))
         .execute(&mut admin)
         .await
         .unwrap();
     sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = $1 AND application_name = $2",
+         WHERE usename = $1 AND application_name = $2",
     )
-    .bind(&database)
+    .bind(&role)
     .bind(convene_store::listen::APPLICATION_NAME)
     .execute(&mut admin)
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !listeners(&mut admin, &database).await.is_empty() {
-        assert!(Instant::now() < deadline, "the listening connections are cut");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let mut last = 0;
     for i in 0..10 {
         last = chat(&a, &id, &host_token, &format!("while cut {i}")).await;
     }
-    assert!(
-        listeners(&mut admin, &database).await.is_empty(),
+    assert_eq!(
+        listeners(&mut admin, &database, &role).await,
+        0,
         "node B could not listen again while the events were committed"
     );
-    sqlx::query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+    assert!(
+        on_b.seqs().last() < Some(&last),
+        "node B did not get them without listening"
+    );
+    sqlx::query(&format!("ALTER ROLE {role} CONNECTION LIMIT -1"))
         .execute(&mut admin)
         .await
         .unwrap();
@@ -243,6 +274,10 @@ async fn a_node_that_lost_its_notifications_catches_up_from_the_store() {
     assert_contiguous(&on_b.seqs(), 1, after);
     b.stop().await;
     a.stop().await;
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }
 
 /// Three nodes with one webhook endpoint: every event of a meeting whose commits came from all
@@ -275,7 +310,9 @@ async fn three_nodes_deliver_each_webhook_once() {
         .create_meeting(json!({"name": "Hooked", "policy": "open"}))
         .await;
     let id = id_of(&meeting);
-    let host = nodes[1].enter(&meeting, pin(&meeting, "host"), "host").await;
+    let host = nodes[1]
+        .enter(&meeting, pin(&meeting, "host"), "host")
+        .await;
     let host_token = nodes[1].join(&id, &token(&host)).await["access_token"]
         .as_str()
         .unwrap()
@@ -286,11 +323,8 @@ async fn three_nodes_deliver_each_webhook_once() {
     }
     let expected: Vec<String> = (1..=last).map(|seq| format!("EV_{id}_{seq}")).collect();
     eventually("every event delivered", || {
-        let done = {
-            let received = received.0.lock().unwrap();
-            expected.iter().all(|id| received.contains_key(id))
-        };
-        async move { done }
+        let received = received.0.lock().unwrap();
+        expected.iter().all(|id| received.contains_key(id))
     })
     .await;
     // Recorded as delivered at the first attempt: no node sent any of them again.

@@ -447,7 +447,11 @@ impl Room {
         match self.published {
             Some(last) if seq <= last => false,
             Some(last) if seq > last + 1 => {
-                tracing::debug!(last, seq, "an event ahead of a gap waits for the store read");
+                tracing::debug!(
+                    last,
+                    seq,
+                    "an event ahead of a gap waits for the store read"
+                );
                 false
             }
             _ => {

@@ -116,7 +116,11 @@ impl TestApp {
         let pg = self.pg.as_ref().expect("nodes share a PostgreSQL database");
         let mut env = self.extra_env.clone();
         env.push(("CONVENE_DATABASE_URL".into(), pg.url.clone()));
-        env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         let mut app = Self {
             base: String::new(),
             client: reqwest::Client::new(),
@@ -129,11 +133,11 @@ impl TestApp {
         app
     }
 
-    /// The PostgreSQL database's name and the URL of the server's maintenance database.
-    pub fn postgres(&self) -> Option<(&str, &str)> {
+    /// The PostgreSQL database's name, its URL, and the URL of the server's maintenance database.
+    pub fn postgres(&self) -> Option<(&str, &str, &str)> {
         self.pg
             .as_ref()
-            .map(|pg| (pg.name.as_str(), pg.admin_url.as_str()))
+            .map(|pg| (pg.name.as_str(), pg.url.as_str(), pg.admin_url.as_str()))
     }
 
     /// Starts a second server with this one's configuration (same data directory or database).
