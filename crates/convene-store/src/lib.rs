@@ -48,6 +48,7 @@
 
 mod census;
 mod error;
+pub mod listen;
 mod login;
 mod rows;
 mod store;
@@ -102,6 +103,8 @@ pub struct SqliteSettings {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// PostgreSQL's URL, for [`SqlStore::listener`] (it may hold a password: never printed).
+    url: Option<String>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -178,6 +181,7 @@ impl SqlStore {
         Ok(Self {
             pool,
             backend: Backend::Sqlite,
+            url: None,
         })
     }
 
@@ -199,6 +203,7 @@ impl SqlStore {
         Ok(Self {
             pool,
             backend: Backend::Postgres,
+            url: Some(url.to_owned()),
         })
     }
 
@@ -211,6 +216,16 @@ impl SqlStore {
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// A listener for the commits of every node on this database (see [`listen`]); `None` on
+    /// SQLite, which one process uses alone.
+    pub fn listener(&self) -> Result<Option<listen::Listener>, StoreError> {
+        self.url
+            .as_deref()
+            .map(listen::Listener::new)
+            .transpose()
+            .map_err(backend)
     }
 
     pub fn backend(&self) -> Backend {

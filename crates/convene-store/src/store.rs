@@ -237,6 +237,25 @@ fn meeting_duplicate(error: sqlx::Error) -> StoreError {
     }
 }
 
+impl SqlStore {
+    /// Tells the other nodes (PostgreSQL) of a commit's events, inside its transaction: the
+    /// notification goes out when the commit does, never for one rolled back.
+    async fn notify_commit(
+        &self,
+        connection: &mut AnyConnection,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        match (self.backend, change.events.last()) {
+            (crate::Backend::Postgres, Some(last)) => {
+                crate::listen::notify(connection, &change.meeting.id, last.seq)
+                    .await
+                    .map_err(backend)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[async_trait]
 impl Store for SqlStore {
     async fn create_meeting(&self, change: &Change) -> Result<(), StoreError> {
@@ -271,6 +290,7 @@ impl Store for SqlStore {
             .await
             .map_err(meeting_duplicate)?;
         webhook_outbox(&mut tx, change).await?;
+        self.notify_commit(&mut tx, change).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -324,6 +344,7 @@ impl Store for SqlStore {
                 None => backend(e),
             })?;
         webhook_outbox(&mut tx, change).await?;
+        self.notify_commit(&mut tx, change).await?;
         tx.commit().await.map_err(backend)
     }
 

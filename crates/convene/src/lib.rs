@@ -8,6 +8,7 @@ pub mod mail;
 pub mod media;
 pub mod media_livekit;
 pub mod metrics;
+pub mod nodes;
 pub mod twirp;
 pub mod web;
 pub mod webhooks;
@@ -130,6 +131,8 @@ pub struct Running {
     tasks: TaskTracker,
     /// How long the shutdown waits for them at the most.
     tasks_time: Duration,
+    /// SQLite: the lock that keeps a second server off the database file, held to the end.
+    _node_lock: Option<std::fs::File>,
 }
 
 /// The embedded SFU and the seam that records its reports.
@@ -321,6 +324,10 @@ impl MediaBackend {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let descriptors = raise_descriptor_limit();
     let store = open_store(&config).await?;
+    let node_lock = lock_sqlite(&config, &store)?;
+    let commits = store
+        .listener()
+        .context("cannot listen for other nodes' commits")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
     // The key is needed before the media backend (an external LiveKit defaults to this key pair).
@@ -392,6 +399,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } = media.serve(&meetings, &config, &public_url, &tasks).await?;
     // SQLite is one node by construction; PostgreSQL may be shared by several.
     let single_node = config.database_url.is_none();
+    match commits {
+        Some(commits) => {
+            tasks.spawn(nodes::follow(
+                commits,
+                meetings.clone(),
+                hub.clone(),
+                shutdown.clone(),
+            ));
+        }
+        None => tracing::info!(
+            "SQLite: this node runs alone (several nodes need PostgreSQL, CONVENE_DATABASE_URL)"
+        ),
+    }
     webhooks::start(
         meetings.store().clone(),
         signer.clone(),
@@ -504,6 +524,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // A webhook delivery in flight runs into its request timeout at the most; the rest is
         // store writes (the media reports have their own bound, `CoreAdmission::finish`).
         tasks_time: config.webhooks.timeout + TASKS_MARGIN,
+        _node_lock: node_lock,
     })
 }
 
@@ -519,6 +540,40 @@ struct StorePing(Arc<SqlStore>);
 impl convene_api::routes::system::StoreProbe for StorePing {
     fn ping(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
         Box::pin(async move { self.0.ping().await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// SQLite is for one server: takes an exclusive lock on `<database>.lock` beside the file, held
+/// while the server runs, and refuses to start when another process (or server) holds it.
+/// (The CLI's other commands do not take it: they may run beside the server.)
+fn lock_sqlite(config: &Config, store: &SqlStore) -> anyhow::Result<Option<std::fs::File>> {
+    if store.backend() != convene_store::Backend::Sqlite {
+        return Ok(None);
+    }
+    let target = config.store_target();
+    let database = target
+        .strip_prefix("sqlite://")
+        .or_else(|| target.strip_prefix("sqlite:"))
+        .unwrap_or(&target);
+    let path = std::path::PathBuf::from(format!("{database}.lock"));
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "the SQLite database {database} is in use by another convene server \
+             (lock {} is held): SQLite is for one server; run several nodes on PostgreSQL \
+             (CONVENE_DATABASE_URL)",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
 }
 

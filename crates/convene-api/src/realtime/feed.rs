@@ -122,6 +122,7 @@ impl Feed {
             .subscribe(&meeting, identity.clone(), run.clone(), standing, conn);
         let current = state.meetings.meeting(&meeting).await?;
         let at = current.last_seq;
+        sub.known(at);
         // Read after subscribing: every own event after `at` is then in the store or the queue.
         let me = match (&identity, &run) {
             (Some(identity), Some(run)) => Some(

@@ -110,6 +110,41 @@ impl TestApp {
         Some(app)
     }
 
+    /// Another node on this node's PostgreSQL database (its own data directory and ports), with
+    /// `extra_env` on top of this node's settings. Stopping it leaves the database alone.
+    pub async fn another_node(&self, extra_env: &[(&str, &str)]) -> Self {
+        let pg = self.pg.as_ref().expect("nodes share a PostgreSQL database");
+        let mut env = self.extra_env.clone();
+        env.push(("CONVENE_DATABASE_URL".into(), pg.url.clone()));
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let mut app = Self {
+            base: String::new(),
+            client: reqwest::Client::new(),
+            running: None,
+            dir: tempfile::tempdir().unwrap(),
+            pg: None,
+            extra_env: env,
+        };
+        app.boot().await;
+        app
+    }
+
+    /// The PostgreSQL database's name, its URL, and the URL of the server's maintenance database.
+    pub fn postgres(&self) -> Option<(&str, &str, &str)> {
+        self.pg
+            .as_ref()
+            .map(|pg| (pg.name.as_str(), pg.url.as_str(), pg.admin_url.as_str()))
+    }
+
+    /// Starts a second server with this one's configuration (same data directory or database).
+    pub async fn start_second_server(&self) -> anyhow::Result<Running> {
+        convene::start(self.config()).await
+    }
+
     fn config(&self) -> Config {
         let mut env: HashMap<String, String> = HashMap::new();
         env.insert("CONVENE_HTTP_ADDR".into(), "127.0.0.1:0".into());
