@@ -327,15 +327,28 @@ async fn three_nodes_deliver_each_webhook_once() {
         expected.iter().all(|id| received.contains_key(id))
     })
     .await;
-    // Recorded as delivered at the first attempt: no node sent any of them again.
-    let (status, page) = nodes[2]
-        .admin(
-            "GET",
-            &format!("/v1/webhooks/deliveries?meeting_id={id}&limit=100"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{page}");
+    // Recorded as delivered at the first attempt: no node sent any of them again. (A sender
+    // records the delivery once the receiver's answer is in, just after the receiver counted it.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        let (status, page) = nodes[2]
+            .admin(
+                "GET",
+                &format!("/v1/webhooks/deliveries?meeting_id={id}&limit=100"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let recorded = page["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["status"] != "pending");
+        if recorded || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let deliveries = page["deliveries"].as_array().unwrap();
     assert_eq!(deliveries.len() as u64, last, "{page}");
     for delivery in deliveries {
