@@ -2,17 +2,9 @@
 
 mod common;
 
-use common::{claims, types};
+use common::{claims, id_of, pin, types};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-fn id_of(meeting: &Value) -> String {
-    meeting["meeting_id"].as_str().unwrap().to_owned()
-}
-
-fn pin<'a>(meeting: &'a Value, role: &str) -> &'a str {
-    meeting["credentials"][role].as_str().unwrap()
-}
 
 /// Flows 1-4: create, wait, host starts, waiting guests admitted and notified, token per role.
 async fn waiting_room_flow(app: common::TestApp) {

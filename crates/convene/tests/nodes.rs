@@ -11,48 +11,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{StoreKind, TestApp};
+use common::{StoreKind, TestApp, assert_contiguous, chat, id_of, last_seq, pin, token};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use stream::{Auth, sse_connect, ws_connect};
-
-fn id_of(meeting: &Value) -> String {
-    meeting["meeting_id"].as_str().unwrap().to_owned()
-}
-
-fn pin<'a>(meeting: &'a Value, role: &str) -> &'a str {
-    meeting["credentials"][role].as_str().unwrap()
-}
-
-fn token(entered: &Value) -> String {
-    entered["token"].as_str().unwrap().to_owned()
-}
-
-async fn chat(app: &TestApp, meeting_id: &str, token: &str, text: &str) -> u64 {
-    let (status, body) = app
-        .bearer(
-            "POST",
-            &format!("/v1/meetings/{meeting_id}/chat"),
-            token,
-            Some(json!({"text": text})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["seq"].as_u64().unwrap()
-}
-
-async fn last_seq(app: &TestApp, meeting_id: &str) -> u64 {
-    let (_, meeting) = app
-        .admin("GET", &format!("/v1/meetings/{meeting_id}"), None)
-        .await;
-    meeting["last_seq"].as_u64().unwrap()
-}
-
-fn assert_contiguous(seqs: &[u64], from: u64, to: u64) {
-    let expected: Vec<u64> = (from..=to).collect();
-    assert_eq!(seqs, expected, "no gap and no duplicate");
-}
 
 /// Three nodes (`None` when PostgreSQL is unreachable and its tests are skipped).
 async fn three_nodes(extra_env: &[(&str, &str)]) -> Option<[TestApp; 3]> {

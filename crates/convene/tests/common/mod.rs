@@ -372,3 +372,48 @@ macro_rules! on_both_stores {
         )+
     };
 }
+
+/// Helpers over the API's JSON answers, shared by the test files.
+
+/// The id of a created meeting.
+pub fn id_of(meeting: &Value) -> String {
+    meeting["meeting_id"].as_str().unwrap().to_owned()
+}
+
+/// The credential (PIN) of `role` in a created meeting.
+pub fn pin<'a>(meeting: &'a Value, role: &str) -> &'a str {
+    meeting["credentials"][role].as_str().unwrap()
+}
+
+/// The token an `enter` answer carries.
+pub fn token(entered: &Value) -> String {
+    entered["token"].as_str().unwrap().to_owned()
+}
+
+/// Chat `text` to everyone as `token`; answers the event's seq.
+pub async fn chat(app: &TestApp, meeting_id: &str, token: &str, text: &str) -> u64 {
+    let (status, body) = app
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{meeting_id}/chat"),
+            token,
+            Some(json!({"text": text})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["seq"].as_u64().unwrap()
+}
+
+/// The meeting's last seq, as the admin API tells it.
+pub async fn last_seq(app: &TestApp, meeting_id: &str) -> u64 {
+    let (_, meeting) = app
+        .admin("GET", &format!("/v1/meetings/{meeting_id}"), None)
+        .await;
+    meeting["last_seq"].as_u64().unwrap()
+}
+
+/// `seqs` are exactly `from..=to`: no gap and no duplicate.
+pub fn assert_contiguous(seqs: &[u64], from: u64, to: u64) {
+    let expected: Vec<u64> = (from..=to).collect();
+    assert_eq!(seqs, expected, "no gap and no duplicate");
+}
