@@ -239,8 +239,15 @@ pub trait WebhookStore: Send + Sync + 'static {
         seq: u64,
         attempt: &Attempt,
     ) -> Result<(), StoreError>;
-    /// Releases the leases the lane still holds (deliveries not attempted).
-    async fn release_lane(&self, lane: &Lane) -> Result<(), StoreError>;
+    /// Releases what a claim leased (`claimed`, until `lease_until`) and did not attempt. Only
+    /// that claim's leases: once its sender has recorded the deliveries before them, another
+    /// sender may hold a lease on the lane's later ones, which must stay.
+    async fn release_lane(
+        &self,
+        lane: &Lane,
+        claimed: &[DueDelivery],
+        lease_until: Timestamp,
+    ) -> Result<(), StoreError>;
     /// Releases every lease (a single-node store at start: no other sender can hold one).
     async fn release_all_leases(&self) -> Result<(), StoreError>;
     /// Deliveries matching the filter, by meeting, sequence number and endpoint; at most `limit`.

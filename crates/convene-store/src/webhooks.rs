@@ -275,13 +275,25 @@ impl WebhookStore for SqlStore {
         Ok(())
     }
 
-    async fn release_lane(&self, lane: &Lane) -> Result<(), StoreError> {
+    async fn release_lane(
+        &self,
+        lane: &Lane,
+        claimed: &[DueDelivery],
+        lease_until: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (claimed.first(), claimed.last()) else {
+            return Ok(());
+        };
         sqlx::query(
             "UPDATE webhook_deliveries SET lease_until = NULL \
-             WHERE endpoint_id = $1 AND meeting_id = $2 AND status = 'pending' AND lease_until IS NOT NULL",
+             WHERE endpoint_id = $1 AND meeting_id = $2 AND seq >= $3 AND seq <= $4 \
+               AND status = 'pending' AND lease_until = $5",
         )
         .bind(lane.endpoint_id.as_str())
         .bind(lane.meeting_id.as_str())
+        .bind(signed("seq", first.event.seq)?)
+        .bind(signed("seq", last.event.seq)?)
+        .bind(lease_until.as_millis())
         .execute(self.pool())
         .await
         .map_err(backend)?;

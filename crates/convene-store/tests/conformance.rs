@@ -1798,7 +1798,10 @@ async fn webhook_deliveries_are_queued_with_the_events_and_sent_in_lane_order(db
         )
         .await
         .unwrap();
-    store.release_lane(&lane).await.unwrap();
+    store
+        .release_lane(&lane, &claimed, at(60_000))
+        .await
+        .unwrap();
     assert!(
         store.due_lanes(at(4_999), 10).await.unwrap().is_empty(),
         "the rest waits behind the failed head"
@@ -1873,7 +1876,10 @@ async fn webhook_deliveries_are_queued_with_the_events_and_sent_in_lane_order(db
         )
         .await
         .unwrap();
-    store.release_lane(&lane).await.unwrap();
+    store
+        .release_lane(&lane, &claimed, at(60_000))
+        .await
+        .unwrap();
     let rest = expected[2..].to_vec();
     let mut want = vec![
         (

@@ -244,11 +244,8 @@ impl Sender {
         let now = SystemClock.now();
         // Long enough for every claimed delivery to time out once, plus margin.
         let lease = self.timeout.saturating_mul(BATCH) + Duration::from_secs(30);
-        let batch = match self
-            .store
-            .claim_lane(lane, now, now.plus(lease), BATCH)
-            .await
-        {
+        let lease_until = now.plus(lease);
+        let batch = match self.store.claim_lane(lane, now, lease_until, BATCH).await {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::warn!(error = %e, "webhooks: cannot claim deliveries");
@@ -279,7 +276,7 @@ impl Sender {
                 break;
             }
         }
-        if let Err(e) = self.store.release_lane(lane).await {
+        if let Err(e) = self.store.release_lane(lane, &batch, lease_until).await {
             tracing::warn!(error = %e, "webhooks: cannot release a lane");
         }
     }

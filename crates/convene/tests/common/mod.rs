@@ -373,7 +373,7 @@ macro_rules! on_both_stores {
     };
 }
 
-/// Helpers over the API's JSON answers, shared by the test files.
+// Helpers over the API's JSON answers, shared by the test files.
 
 /// The id of a created meeting.
 pub fn id_of(meeting: &Value) -> String {
