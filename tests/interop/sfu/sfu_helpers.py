@@ -151,3 +151,21 @@ async def publish_video(client: rtc.Room, width: int = 320, height: int = 240) -
             await asyncio.sleep(1 / 30)
 
     return asyncio.create_task(pump())
+
+
+def count_video_frames(room: rtc.Room) -> tuple[dict, list]:
+    """Counts the frames `room` decodes from every video track it subscribes to from now on:
+    answers the count (`["video"]`) and the reader tasks, to cancel when done."""
+    frames = {"video": 0}
+    readers = []
+
+    async def read_video(track):
+        async for _event in rtc.VideoStream(track):
+            frames["video"] += 1
+
+    @room.on("track_subscribed")
+    def on_track(track, publication, participant):
+        if track.kind == rtc.TrackKind.KIND_VIDEO:
+            readers.append(asyncio.ensure_future(read_video(track)))
+
+    return frames, readers

@@ -16,7 +16,7 @@ import uuid
 import pytest
 from livekit import rtc
 
-from sfu_helpers import connect, publish_video, wait_for
+from sfu_helpers import connect, count_video_frames, publish_video, wait_for
 
 NFT = shutil.which("nft")
 
@@ -72,18 +72,7 @@ async def _exchange_video(sfu, room_name, frames_wanted=30):
     frames, with the protocols of both clients' selected candidate pairs."""
     publisher = await connect(sfu, f"pub-{uuid.uuid4().hex[:4]}", room_name)
     subscriber = await connect(sfu, f"sub-{uuid.uuid4().hex[:4]}", room_name)
-    frames = {"video": 0}
-    readers = []
-
-    async def read_video(track):
-        async for _event in rtc.VideoStream(track):
-            frames["video"] += 1
-
-    @subscriber.on("track_subscribed")
-    def on_track(track, publication, participant):
-        if track.kind == rtc.TrackKind.KIND_VIDEO:
-            readers.append(asyncio.ensure_future(read_video(track)))
-
+    frames, readers = count_video_frames(subscriber)
     pump = await publish_video(publisher)
     try:
         await wait_for(lambda: frames["video"] >= frames_wanted, 30, f"decoded video frames {frames}")

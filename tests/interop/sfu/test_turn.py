@@ -15,7 +15,7 @@ from livekit.protocol import rtc as signal
 from livekit.rtc._proto.stats_pb2 import IceCandidateType  # not re-exported by livekit.rtc
 
 from coturn import Coturn, rest_credential, turn_allocate
-from sfu_helpers import publish_video, start_dev, stop_dev, wait_for
+from sfu_helpers import count_video_frames, publish_video, start_dev, stop_dev, wait_for
 
 SECRET = "coturn-shared-secret-for-interop-0123"
 TTL = 3600
@@ -116,18 +116,7 @@ def test_a_relay_only_subscriber_receives_video_through_coturn(turn_sfu, coturn,
         await asyncio.wait_for(
             subscriber.connect(turn_sfu.ws_url, turn_sfu.token("relayed-sub", room_name), relay_only()), timeout=30
         )
-        frames = {"video": 0}
-        readers = []
-
-        async def read_video(track):
-            async for _event in rtc.VideoStream(track):
-                frames["video"] += 1
-
-        @subscriber.on("track_subscribed")
-        def on_track(track, publication, participant):
-            if track.kind == rtc.TrackKind.KIND_VIDEO:
-                readers.append(asyncio.ensure_future(read_video(track)))
-
+        frames, readers = count_video_frames(subscriber)
         pump = await publish_video(publisher)
         try:
             await wait_for(lambda: frames["video"] >= 30, 20, f"relayed video frames {frames}")
