@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 
 use crate::apikey::ApiKey;
 use crate::change::{Change, MediaCommand};
@@ -25,6 +26,9 @@ pub struct PeopleCount {
     pub joined: u64,
 }
 
+/// What [`Store::submit`] calls with a change's outcome.
+pub type Settled = Box<dyn FnOnce(&Change, &Result<(), StoreError>) + Send>;
+
 /// Persistent state. Implementations: SQLite and PostgreSQL in `convene-store`. The webhook
 /// outbox is part of it: its rows are written in the same transactions as the events.
 #[async_trait]
@@ -34,7 +38,26 @@ pub trait Store: crate::webhook::WebhookStore + Send + Sync + 'static {
     /// Atomically: the meeting's `last_seq` must still be `change.expected_seq` (else `Conflict`);
     /// writes the meeting, upserts the participants, appends the events, and queues them for
     /// the active webhook endpoints (the deployment's and the meeting's own `webhook_url`).
-    async fn commit(&self, change: &Change) -> Result<(), StoreError>;
+    ///
+    /// Queues the change behind every change submitted before it (the order is fixed when this
+    /// returns, before the future is polled), so a caller may compute the next change of the
+    /// meeting on top of this one while it is committed. Changes queued together are committed
+    /// together (group commit: one transaction, one sync to disk). A change after one that failed
+    /// fails too (`Conflict`: its version is not there), so it can be computed again.
+    ///
+    /// `settled` is called once with the outcome, in the order the changes were submitted, before
+    /// the future resolves, and whether or not anyone still awaits the future: what must follow
+    /// a commit in order (events to the sinks) goes there. It runs on the committer: it must be
+    /// quick and must not block.
+    fn submit(
+        &self,
+        change: Change,
+        settled: Settled,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// [`Store::submit`], awaited, with nothing to do when settled.
+    async fn commit(&self, change: &Change) -> Result<(), StoreError> {
+        self.submit(change.clone(), Box::new(|_, _| {})).await
+    }
 
     async fn meeting(&self, id: &MeetingId) -> Result<Option<Meeting>, StoreError>;
     async fn meeting_by_room(&self, room: &RoomName) -> Result<Option<Meeting>, StoreError>;

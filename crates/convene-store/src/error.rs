@@ -30,6 +30,10 @@ pub enum StoreFault {
         #[source]
         source: std::io::Error,
     },
+    /// The group commit holding this change failed (the cause, as text: one failure answers
+    /// every caller of the batch).
+    #[error("the commit failed: {0}")]
+    Commit(String),
     /// `PRAGMA integrity_check` found problems.
     #[error("integrity check failed: {0}")]
     Integrity(String),
@@ -61,5 +65,14 @@ pub(crate) fn unique_violation(error: &sqlx::Error) -> Option<String> {
             format!("{} {}", db.constraint().unwrap_or_default(), db.message()),
         ),
         _ => None,
+    }
+}
+
+/// The same error for another caller (one failed commit answers every change it held).
+pub(crate) fn shared(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Conflict => StoreError::Conflict,
+        StoreError::Duplicate(what) => StoreError::Duplicate(what),
+        StoreError::Backend(cause) => backend(StoreFault::Commit(cause.to_string())),
     }
 }

@@ -48,6 +48,7 @@
 
 mod census;
 mod error;
+mod group;
 pub mod listen;
 mod login;
 mod rows;
@@ -66,6 +67,7 @@ pub use convene_core::ports::Store;
 pub use convene_core::webhook::WebhookStore;
 pub use error::StoreFault;
 use error::backend;
+pub use group::CommitCounts;
 
 /// Rows per multi-row `INSERT` on PostgreSQL (13 columns x 500 rows stays far below its limit of
 /// 65,535 bound parameters, and few statements means few round trips to a remote server).
@@ -105,6 +107,8 @@ pub struct SqlStore {
     backend: Backend,
     /// PostgreSQL's URL, for [`SqlStore::listener`] (it may hold a password: never printed).
     url: Option<String>,
+    /// The task that commits queued changes in groups (see `group.rs`).
+    committer: group::Committer,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -182,6 +186,7 @@ impl SqlStore {
             pool,
             backend: Backend::Sqlite,
             url: None,
+            committer: group::Committer::default(),
         })
     }
 
@@ -204,6 +209,7 @@ impl SqlStore {
             pool,
             backend: Backend::Postgres,
             url: Some(url.to_owned()),
+            committer: group::Committer::default(),
         })
     }
 

@@ -11,7 +11,8 @@ use convene_core::lockout::{FailureRecord, FailureScope};
 use convene_core::meeting::Meeting;
 use convene_core::ops::Change;
 use convene_core::participant::{Participant, ParticipantState};
-use convene_core::ports::{PeopleCount, Store, StoreError};
+use convene_core::ports::{PeopleCount, Settled, Store, StoreError};
+use futures::future::BoxFuture;
 use sqlx::{AnyConnection, Row};
 
 use crate::SqlStore;
@@ -81,14 +82,14 @@ fn list_placeholders(first: usize, count: usize) -> String {
 
 /// The change's rows, encoded before any transaction starts (a value that cannot be stored fails
 /// without touching the database). Participants and events must belong to the changed meeting.
-struct Encoded {
-    meeting: MeetingValues,
-    participants: Vec<ParticipantValues>,
-    events: Vec<EventValues>,
+pub(crate) struct Encoded {
+    pub(crate) meeting: MeetingValues,
+    pub(crate) participants: Vec<ParticipantValues>,
+    pub(crate) events: Vec<EventValues>,
 }
 
 impl Encoded {
-    fn of(change: &Change) -> Result<Self, StoreError> {
+    pub(crate) fn of(change: &Change) -> Result<Self, StoreError> {
         let id = &change.meeting.id;
         if let Some(p) = change.participants.iter().find(|p| &p.meeting_id != id) {
             return Err(unrepresentable(
@@ -124,7 +125,7 @@ impl Encoded {
     }
 }
 
-async fn upsert_participants(
+pub(crate) async fn upsert_participants(
     connection: &mut AnyConnection,
     rows: &[ParticipantValues],
     bulk: Bulk,
@@ -160,7 +161,7 @@ async fn upsert_participants(
 /// Everyone waiting in the meeting is admitted to its current run, in one statement (before the
 /// change's own participants are written, so their state wins). `expected` is how many the
 /// operation saw waiting; any other number means the state moved since: a conflict.
-async fn admit_waiting(
+pub(crate) async fn admit_waiting(
     connection: &mut AnyConnection,
     m: &MeetingValues,
     expected: usize,
@@ -183,7 +184,7 @@ async fn admit_waiting(
     Ok(())
 }
 
-async fn insert_events(
+pub(crate) async fn insert_events(
     connection: &mut AnyConnection,
     rows: &[EventValues],
     bulk: Bulk,
@@ -209,112 +210,52 @@ async fn insert_events(
     Ok(())
 }
 
-/// Inside a commit: the meeting's own webhook endpoint follows its settings, and the new events
-/// are queued for every active endpoint (see `webhooks.rs`).
-async fn webhook_outbox(connection: &mut AnyConnection, change: &Change) -> Result<(), StoreError> {
-    crate::webhooks::sync_meeting_endpoint(connection, &change.meeting)
+/// Inside a commit: the meeting's own webhook endpoint follows its settings, the events
+/// `first..=last` are queued for every active endpoint (see `webhooks.rs`), and on PostgreSQL the
+/// other nodes are told of them (the notification goes out when the commit does, never for one
+/// rolled back).
+pub(crate) async fn after_writes(
+    connection: &mut AnyConnection,
+    backend_kind: crate::Backend,
+    meeting: &Meeting,
+    seqs: Option<(u64, u64)>,
+) -> Result<(), StoreError> {
+    crate::webhooks::sync_meeting_endpoint(connection, meeting)
         .await
         .map_err(backend)?;
-    let seqs = change.events.iter().map(|e| e.seq);
-    if let (Some(first), Some(last)) = (seqs.clone().min(), seqs.max()) {
+    if let Some((first, last)) = seqs {
         crate::webhooks::enqueue(
             connection,
-            &change.meeting.id,
+            &meeting.id,
             rows::signed("seq", first)?,
             rows::signed("seq", last)?,
         )
         .await
         .map_err(backend)?;
+        if backend_kind == crate::Backend::Postgres {
+            crate::listen::notify(connection, &meeting.id, last)
+                .await
+                .map_err(backend)?;
+        }
     }
     Ok(())
 }
 
-fn meeting_duplicate(error: sqlx::Error) -> StoreError {
-    match unique_violation(&error) {
-        Some(text) if text.contains("room_name") => StoreError::Duplicate("room_name"),
-        Some(_) => StoreError::Duplicate("meeting_id"),
-        None => backend(error),
-    }
-}
-
-impl SqlStore {
-    /// Tells the other nodes (PostgreSQL) of a commit's events, inside its transaction: the
-    /// notification goes out when the commit does, never for one rolled back.
-    async fn notify_commit(
-        &self,
-        connection: &mut AnyConnection,
-        change: &Change,
-    ) -> Result<(), StoreError> {
-        match (self.backend, change.events.last()) {
-            (crate::Backend::Postgres, Some(last)) => {
-                crate::listen::notify(connection, &change.meeting.id, last.seq)
-                    .await
-                    .map_err(backend)
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-#[async_trait]
-impl Store for SqlStore {
-    async fn create_meeting(&self, change: &Change) -> Result<(), StoreError> {
-        let encoded = Encoded::of(change)?;
-        let m = &encoded.meeting;
-        let mut tx = self.pool().begin().await.map_err(backend)?;
-        let sql = format!(
-            "INSERT INTO meetings ({MEETING_COLUMNS}) VALUES {}",
-            placeholders(1, 13, Params::Numbered)
-        );
-        sqlx::query(&sql)
-            .bind(m.id.as_str())
-            .bind(m.room_name.as_str())
-            .bind(m.status.as_str())
-            .bind(m.last_seq)
-            .bind(m.created_at)
-            .bind(m.updated_at)
-            .bind(m.instance_id.as_str())
-            .bind(m.run_number)
-            .bind(m.opened_at)
-            .bind(m.live_at)
-            .bind(m.ended_at)
-            .bind(m.settings.as_str())
-            .bind(m.credentials.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(meeting_duplicate)?;
-        upsert_participants(&mut tx, &encoded.participants, self.bulk())
-            .await
-            .map_err(backend)?;
-        insert_events(&mut tx, &encoded.events, self.bulk())
-            .await
-            .map_err(meeting_duplicate)?;
-        webhook_outbox(&mut tx, change).await?;
-        self.notify_commit(&mut tx, change).await?;
-        tx.commit().await.map_err(backend)
-    }
-
-    async fn commit(&self, change: &Change) -> Result<(), StoreError> {
-        let Some(expected_seq) = change.expected_seq else {
-            // A change computed without a previous version is a creation.
-            return self.create_meeting(change).await;
-        };
-        let expected_seq = rows::signed("expected_seq", expected_seq)?;
-        let encoded = Encoded::of(change)?;
-        let m = &encoded.meeting;
-        let mut tx = self.pool().begin().await.map_err(backend)?;
-        // First statement is the write: it takes the row (PostgreSQL) or database (SQLite) write
-        // lock at once, and a concurrent writer from the same version finds 0 rows afterwards.
-        let updated = sqlx::query(
-            "UPDATE meetings SET room_name = $2, status = $3, last_seq = $4, updated_at = $5, \
-             instance_id = $6, run_number = $7, opened_at = $8, live_at = $9, ended_at = $10, \
-             settings = $11, credentials = $12 \
-             WHERE id = $1 AND last_seq = $13",
-        )
+/// Inserts a new meeting's row (`Duplicate` on a clash of id or room name).
+pub(crate) async fn insert_meeting(
+    connection: &mut AnyConnection,
+    m: &MeetingValues,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO meetings ({MEETING_COLUMNS}) VALUES {}",
+        placeholders(1, 13, Params::Numbered)
+    );
+    sqlx::query(&sql)
         .bind(m.id.as_str())
         .bind(m.room_name.as_str())
         .bind(m.status.as_str())
         .bind(m.last_seq)
+        .bind(m.created_at)
         .bind(m.updated_at)
         .bind(m.instance_id.as_str())
         .bind(m.run_number)
@@ -323,29 +264,68 @@ impl Store for SqlStore {
         .bind(m.ended_at)
         .bind(m.settings.as_str())
         .bind(m.credentials.as_str())
-        .bind(expected_seq)
-        .execute(&mut *tx)
+        .execute(connection)
         .await
         .map_err(meeting_duplicate)?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::Conflict);
-        }
-        if let Some(waiting) = change.admit_waiting {
-            admit_waiting(&mut tx, m, waiting).await?;
-        }
-        upsert_participants(&mut tx, &encoded.participants, self.bulk())
-            .await
-            .map_err(backend)?;
-        insert_events(&mut tx, &encoded.events, self.bulk())
-            .await
-            .map_err(|e| match unique_violation(&e) {
-                // An event with this (meeting, seq) exists: another writer appended first.
-                Some(_) => StoreError::Conflict,
-                None => backend(e),
-            })?;
-        webhook_outbox(&mut tx, change).await?;
-        self.notify_commit(&mut tx, change).await?;
-        tx.commit().await.map_err(backend)
+    Ok(())
+}
+
+/// Writes the meeting's row if its `last_seq` is still `expected_seq`, else `Conflict`. The first
+/// statement of a commit: it takes the row (PostgreSQL) or database (SQLite) write lock at once,
+/// and a concurrent writer from the same version finds 0 rows afterwards.
+pub(crate) async fn update_meeting(
+    connection: &mut AnyConnection,
+    m: &MeetingValues,
+    expected_seq: i64,
+) -> Result<(), StoreError> {
+    let updated = sqlx::query(
+        "UPDATE meetings SET room_name = $2, status = $3, last_seq = $4, updated_at = $5, \
+         instance_id = $6, run_number = $7, opened_at = $8, live_at = $9, ended_at = $10, \
+         settings = $11, credentials = $12 \
+         WHERE id = $1 AND last_seq = $13",
+    )
+    .bind(m.id.as_str())
+    .bind(m.room_name.as_str())
+    .bind(m.status.as_str())
+    .bind(m.last_seq)
+    .bind(m.updated_at)
+    .bind(m.instance_id.as_str())
+    .bind(m.run_number)
+    .bind(m.opened_at)
+    .bind(m.live_at)
+    .bind(m.ended_at)
+    .bind(m.settings.as_str())
+    .bind(m.credentials.as_str())
+    .bind(expected_seq)
+    .execute(connection)
+    .await
+    .map_err(meeting_duplicate)?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::Conflict);
+    }
+    Ok(())
+}
+
+pub(crate) fn meeting_duplicate(error: sqlx::Error) -> StoreError {
+    match unique_violation(&error) {
+        Some(text) if text.contains("room_name") => StoreError::Duplicate("room_name"),
+        Some(_) => StoreError::Duplicate("meeting_id"),
+        None => backend(error),
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn create_meeting(&self, change: &Change) -> Result<(), StoreError> {
+        self.create(change).await
+    }
+
+    fn submit(
+        &self,
+        change: Change,
+        settled: Settled,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.queue(change, settled)
     }
 
     async fn meeting(&self, id: &MeetingId) -> Result<Option<Meeting>, StoreError> {

@@ -204,6 +204,7 @@ conformance!(
     duplicate_ids_and_room_names_are_refused,
     commits_round_trip_meeting_participants_and_every_event_kind,
     concurrent_commits_from_one_version_let_exactly_one_win,
+    queued_changes_commit_together_and_a_failure_fails_what_was_computed_on_it,
     events_page_in_order_without_gaps,
     participants_filter_by_state_and_count,
     people_are_counted_per_meeting_and_the_queue_is_in_entry_order,
@@ -943,6 +944,199 @@ async fn concurrent_commits_from_one_version_let_exactly_one_win(db: &mut TestDb
         store.commit(&tx.finish().unwrap()).await,
         Err(StoreError::Conflict)
     ));
+}
+
+/// `count` entries into the meeting, each computed on the one before (as the service pipelines
+/// them while they are committed).
+fn chain(meeting: &Meeting, prefix: &str, count: usize, now: i64) -> Vec<Change> {
+    let mut base = meeting.clone();
+    let mut changes = Vec::new();
+    for i in 0..count {
+        let mut tx = Tx::new(base, at(now + i as i64));
+        ops::enter(
+            &mut tx,
+            None,
+            entry(&format!("{prefix}-{i}"), Role::Speaker),
+        )
+        .unwrap();
+        let change = tx.finish().unwrap();
+        base = change.meeting.clone();
+        changes.push(change);
+    }
+    changes
+}
+
+async fn queued_changes_commit_together_and_a_failure_fails_what_was_computed_on_it(
+    db: &mut TestDb,
+) {
+    let store = db.store();
+    let mut rng = StdRng::seed_from_u64(12);
+    for id in ["8101", "8102"] {
+        store
+            .create_meeting(&new_meeting(id, None, WaitingPolicy::Open, &mut rng))
+            .await
+            .unwrap();
+    }
+    let first = store.meeting(&mid("8101")).await.unwrap().unwrap();
+    let second = store.meeting(&mid("8102")).await.unwrap().unwrap();
+
+    // 200 changes of two meetings, interleaved, all queued before any is committed.
+    let a = chain(&first, "a", 100, 30_000);
+    let b = chain(&second, "b", 100, 30_000);
+    let before = store.commit_counts();
+    let log = Settlements::default();
+    let queued: Vec<_> = a
+        .iter()
+        .zip(&b)
+        .flat_map(|(x, y)| [log.submit(store, x), log.submit(store, y)])
+        .collect();
+    for result in futures_join_all(queued).await {
+        result.expect("every queued change commits");
+    }
+    // Settled once each, in the order submitted, before the callers were answered.
+    let submitted: Vec<_> = a
+        .iter()
+        .zip(&b)
+        .flat_map(|(x, y)| {
+            [
+                (x.meeting.id.clone(), x.meeting.last_seq, true),
+                (y.meeting.id.clone(), y.meeting.last_seq, true),
+            ]
+        })
+        .collect();
+    assert_eq!(log.take(), submitted);
+    let counts = store.commit_counts();
+    let (transactions, changes) = (
+        counts.transactions - before.transactions,
+        counts.changes - before.changes,
+    );
+    assert_eq!(changes, 200);
+    assert!(
+        transactions <= 100,
+        "200 changes queued at once took {transactions} transactions: they were not grouped"
+    );
+    for chain in [&a, &b] {
+        let last = chain.last().unwrap();
+        let id = &last.meeting.id;
+        assert_eq!(
+            store.meeting(id).await.unwrap().as_ref(),
+            Some(&last.meeting)
+        );
+        let events = store.events_after(id, 0, 100_000).await.unwrap();
+        let expected: Vec<u64> = (1..=last.meeting.last_seq).collect();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), expected);
+        for change in chain {
+            assert_round_trip_people(store, change).await;
+        }
+    }
+
+    // A change computed on a stale version fails, and so do those computed on it; the other
+    // meeting's change in the same batch commits.
+    let first = store.meeting(&mid("8101")).await.unwrap().unwrap();
+    let second = store.meeting(&mid("8102")).await.unwrap().unwrap();
+    let mut stale = first.clone();
+    stale.last_seq -= 1;
+    let doomed = chain(&stale, "doomed", 3, 40_000);
+    let fine = chain(&second, "fine", 1, 40_000);
+    let results = futures_join_all(vec![
+        log.submit(store, &doomed[0]),
+        log.submit(store, &fine[0]),
+        log.submit(store, &doomed[1]),
+        log.submit(store, &doomed[2]),
+    ])
+    .await;
+    let settled: Vec<bool> = log.take().into_iter().map(|(_, _, ok)| ok).collect();
+    assert_eq!(settled, [false, true, false, false]);
+    assert!(
+        matches!(results[0], Err(StoreError::Conflict)),
+        "{results:?}"
+    );
+    assert!(results[1].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[2], Err(StoreError::Conflict)),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[3], Err(StoreError::Conflict)),
+        "{results:?}"
+    );
+    assert_eq!(
+        store.meeting(&mid("8101")).await.unwrap().as_ref(),
+        Some(&first)
+    );
+    for change in &doomed {
+        let who = &change.participants[0].identity;
+        assert_eq!(store.participant(&mid("8101"), who).await.unwrap(), None);
+    }
+    assert_round_trip(store, &fine[0]).await;
+
+    // A change whose event clashes rolls back alone, with what was computed on it.
+    let first = store.meeting(&mid("8101")).await.unwrap().unwrap();
+    let second = store.meeting(&mid("8102")).await.unwrap().unwrap();
+    let mut clashing = chain(&first, "clash", 2, 50_000);
+    clashing[0].events[0].seq = 1;
+    let fine = chain(&second, "fine-again", 1, 50_000);
+    let results = futures_join_all(vec![
+        log.submit(store, &clashing[0]),
+        log.submit(store, &clashing[1]),
+        log.submit(store, &fine[0]),
+    ])
+    .await;
+    assert!(
+        matches!(results[0], Err(StoreError::Conflict)),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[1], Err(StoreError::Conflict)),
+        "{results:?}"
+    );
+    assert!(results[2].is_ok(), "{results:?}");
+    assert_eq!(
+        store.meeting(&mid("8101")).await.unwrap().as_ref(),
+        Some(&first)
+    );
+    assert_round_trip(store, &fine[0]).await;
+}
+
+/// The outcomes [`Store::submit`] reported to its callbacks, in the order it called them.
+#[derive(Clone, Default)]
+struct Settlements(std::sync::Arc<std::sync::Mutex<Vec<(MeetingId, u64, bool)>>>);
+
+impl Settlements {
+    fn submit(
+        &self,
+        store: &SqlStore,
+        change: &Change,
+    ) -> futures::future::BoxFuture<'static, Result<(), StoreError>> {
+        let log = self.0.clone();
+        store.submit(
+            change.clone(),
+            Box::new(move |change, result| {
+                log.lock().unwrap().push((
+                    change.meeting.id.clone(),
+                    change.meeting.last_seq,
+                    result.is_ok(),
+                ));
+            }),
+        )
+    }
+
+    fn take(&self) -> Vec<(MeetingId, u64, bool)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// Every person a change wrote is stored as the change left them, or as a later change did.
+async fn assert_round_trip_people(store: &SqlStore, change: &Change) {
+    for p in &change.participants {
+        let stored = store
+            .participant(&change.meeting.id, &p.identity)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} is not stored", p.identity));
+        assert_eq!(stored.name, p.name);
+        assert_eq!(stored.role, p.role);
+    }
 }
 
 async fn events_page_in_order_without_gaps(db: &mut TestDb) {

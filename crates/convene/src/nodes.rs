@@ -3,7 +3,8 @@
 //! meeting someone streams here, the events after the hub's position are read from the store
 //! and published to the hub in order (this node's own commits, which the hub has, are skipped by
 //! their sequence numbers). After each (re)connection of the listener, every watched meeting is
-//! read, since notifications sent while it was away are lost.
+//! read, since notifications sent while it was away are lost. The same notices keep the service's
+//! held views of meetings (`convene_core::service`'s `hot.rs`) from falling behind.
 
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub async fn follow(
         };
         match notice {
             Notice::Committed { meeting, seq } => {
+                // What this node holds of the meeting, if older, is read again when next needed.
+                meetings.observe_commit(&meeting, seq);
                 if let Some(position) = hub.position(&meeting)
                     && position < seq
                 {
@@ -35,6 +38,8 @@ pub async fn follow(
                 }
             }
             Notice::Listening => {
+                // Commits made while the listener was away are unknown here.
+                meetings.forget_held();
                 let watched = hub.watched();
                 tracing::info!(
                     meetings = watched.len(),

@@ -122,6 +122,55 @@ async fn events_cross_nodes_in_order_without_gap() {
     stop_all(nodes).await;
 }
 
+/// What a node holds of a meeting between queries follows the other nodes' commits: a guest
+/// whose token node A has just checked, removed on node B, is refused on node A within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_on_one_node_ends_the_token_on_the_others() {
+    let Some(nodes) = three_nodes(&[]).await else {
+        return;
+    };
+    let [a, b, _] = &nodes;
+    let meeting = a
+        .create_meeting(json!({"name": "Class", "policy": "open"}))
+        .await;
+    let id = id_of(&meeting);
+    let host = a.enter(&meeting, pin(&meeting, "host"), "teacher").await;
+    let joined = a.join(&id, &token(&host)).await;
+    let host_token = joined["access_token"].as_str().unwrap().to_owned();
+    let guest = a
+        .enter(&meeting, pin(&meeting, "participant"), "pupil")
+        .await;
+    let events = format!("/v1/meetings/{id}/events?after=0");
+    // Node A checks the guest's token (and so holds the guest).
+    let (status, body) = a.bearer("GET", &events, &token(&guest), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = b
+        .bearer(
+            "POST",
+            &format!("/v1/meetings/{id}/participants/pupil/remove"),
+            &host_token,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let removed = Instant::now();
+    loop {
+        let (status, body) = a.bearer("GET", &events, &token(&guest), None).await;
+        if status != StatusCode::OK {
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+            break;
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(1),
+            "node A still took the token of a guest removed on node B after {:?}",
+            removed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop_all(nodes).await;
+}
+
 /// The listening connections of `role` on `database`.
 async fn listeners(admin: &mut sqlx::PgConnection, database: &str, role: &str) -> i64 {
     sqlx::query_scalar(

@@ -30,7 +30,7 @@ impl Meetings {
         client: &str,
     ) -> Result<(Meeting, Participant)> {
         let meeting = match MeetingId::parse(raw_meeting_id) {
-            Ok(id) => self.store.meeting(&id).await?,
+            Ok(id) => self.committed_meeting(&id).await?,
             Err(_) => None,
         };
         let role = meeting
@@ -130,8 +130,8 @@ impl Meetings {
     /// An admitted person asks for media access; a host's join starts the meeting.
     pub async fn join(&self, id: &MeetingId, caller: &Caller) -> Result<(Meeting, Participant)> {
         let needs = Needs {
-            waiting: true,
-            joined_count: true,
+            waiting_unless_live: true,
+            joined_count_if_capacity: true,
             token_runs: TokenRuns::OrEarlierForHostOfEndedMeeting,
             ..Needs::default()
         };
@@ -206,13 +206,11 @@ impl Meetings {
         epoch: u32,
     ) -> Result<(Meeting, Participant)> {
         let meeting = self
-            .store
-            .meeting(id)
+            .committed_meeting(id)
             .await?
             .ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
         let participant = self
-            .store
-            .participant(id, identity)
+            .committed_person(id, identity)
             .await?
             .ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
         check_token(&meeting, &participant, instance, epoch, TokenRuns::Current)?;

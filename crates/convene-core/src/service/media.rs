@@ -84,7 +84,7 @@ impl Meetings {
 
     /// Records what the media engine saw (connections and tracks) in the meeting's log.
     pub async fn media_report(&self, room: &RoomName, report: MediaReport) -> Result<()> {
-        let Some(meeting) = self.store.meeting_by_room(room).await? else {
+        let Some(meeting) = self.committed_meeting_by_room(room).await? else {
             return Ok(());
         };
         let identity = match &report {

@@ -79,7 +79,7 @@ impl Meetings {
         room: &RoomName,
         request: impl Fn() -> NewMeeting,
     ) -> Result<Meeting> {
-        if let Some(meeting) = self.store.meeting_by_room(room).await? {
+        if let Some(meeting) = self.committed_meeting_by_room(room).await? {
             return Ok(meeting);
         }
         let mut new = request();
@@ -87,7 +87,7 @@ impl Meetings {
         match self.create_meeting(new).await {
             Ok(meeting) => Ok(meeting),
             Err(e) if e.code() == ErrorCode::AlreadyExists => {
-                self.store.meeting_by_room(room).await?.ok_or_else(|| {
+                self.committed_meeting_by_room(room).await?.ok_or_else(|| {
                     ServiceError::domain(ErrorCode::Internal, "room vanished after a clash")
                 })
             }
@@ -96,8 +96,7 @@ impl Meetings {
     }
 
     pub async fn meeting(&self, id: &MeetingId) -> Result<Meeting> {
-        self.store
-            .meeting(id)
+        self.committed_meeting(id)
             .await?
             .ok_or_else(|| DomainError::code(ErrorCode::MeetingNotFound).into())
     }
@@ -115,7 +114,7 @@ impl Meetings {
     }
 
     pub async fn meeting_by_room(&self, room: &RoomName) -> Result<Option<Meeting>> {
-        Ok(self.store.meeting_by_room(room).await?)
+        self.committed_meeting_by_room(room).await
     }
 
     pub async fn meetings(&self, after: Option<&MeetingId>, limit: u32) -> Result<Vec<Meeting>> {
@@ -246,8 +245,7 @@ impl Meetings {
     }
 
     pub async fn participant(&self, id: &MeetingId, identity: &Identity) -> Result<Participant> {
-        self.store
-            .participant(id, identity)
+        self.committed_person(id, identity)
             .await?
             .ok_or_else(|| DomainError::code(ErrorCode::ParticipantNotFound).into())
     }

@@ -14,20 +14,20 @@ mod api_keys;
 mod chat;
 mod entry;
 mod guessing;
+mod hot;
 mod media;
 mod meetings;
 mod moderation;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use crate::access::{TokenRuns, check_token};
 use crate::error::{DomainError, ErrorCode, StoreError};
-use crate::ids::{Identity, InstanceId, MeetingId, MeetingIdDigits};
+use crate::ids::{Identity, InstanceId, MeetingId, MeetingIdDigits, RoomName};
 use crate::meeting::Meeting;
 use crate::ops::{Actor, Change, Tx};
 use crate::participant::{Participant, ParticipantState};
-use crate::ports::{EventSink, MediaEngine, Store};
+use crate::ports::{EventSink, MediaEngine, Settled, Store};
 use crate::random::Entropy;
 use crate::time::{Clock, Timestamp};
 
@@ -59,8 +59,12 @@ pub enum Caller {
 struct Needs {
     target: Option<Identity>,
     waiting: bool,
+    /// `waiting`, only while the meeting is not live (a join that may start it).
+    waiting_unless_live: bool,
     present: bool,
     joined_count: bool,
+    /// `joined_count`, only when the meeting has a capacity.
+    joined_count_if_capacity: bool,
     /// The runs a participant token may be of (a host may present a token of an ended run to
     /// start the next one).
     token_runs: TokenRuns,
@@ -75,26 +79,6 @@ struct Loaded {
     joined_count: u64,
 }
 
-/// One async mutex per meeting on this node, so operations on one meeting do not race each other
-/// here (across nodes, optimistic concurrency in the store decides).
-#[derive(Default)]
-struct LockTable(Mutex<HashMap<MeetingId, Weak<futures::lock::Mutex<()>>>>);
-
-impl LockTable {
-    fn get(&self, id: &MeetingId) -> Arc<futures::lock::Mutex<()>> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(lock) = map.get(id).and_then(Weak::upgrade) {
-            return lock;
-        }
-        if map.len() > 1024 {
-            map.retain(|_, weak| weak.strong_count() > 0);
-        }
-        let lock = Arc::new(futures::lock::Mutex::new(()));
-        map.insert(id.clone(), Arc::downgrade(&lock));
-        lock
-    }
-}
-
 /// The meeting service. Cheap to share behind an `Arc`.
 pub struct Meetings {
     store: Arc<dyn Store>,
@@ -102,7 +86,7 @@ pub struct Meetings {
     entropy: Arc<dyn Entropy>,
     media: Arc<dyn MediaEngine>,
     sink: Arc<dyn EventSink>,
-    locks: LockTable,
+    slots: hot::Slots,
     default_digits: MeetingIdDigits,
     keys: ApiKeys,
 }
@@ -123,7 +107,7 @@ impl Meetings {
             entropy,
             media,
             sink,
-            locks: LockTable::default(),
+            slots: hot::Slots::default(),
             default_digits,
         }
     }
@@ -171,7 +155,50 @@ impl Meetings {
         .map(|(_, value)| value)
     }
 
-    async fn load(&self, meeting: &Meeting, caller: &Caller, needs: &Needs) -> Result<Loaded> {
+    /// The meeting to compute a change on: the view ahead, else the store.
+    async fn meeting_ahead(&self, slot: &hot::Slot, id: &MeetingId) -> Result<Meeting> {
+        if let Some(meeting) = slot.meeting_ahead() {
+            return Ok(meeting);
+        }
+        let version = slot.version();
+        let meeting = self
+            .store
+            .meeting(id)
+            .await?
+            .ok_or_else(|| DomainError::code(ErrorCode::MeetingNotFound))?;
+        slot.fill_meeting(&meeting, version);
+        Ok(meeting)
+    }
+
+    /// A person to compute a change on: the views, else the store.
+    async fn person_ahead(
+        &self,
+        slot: &hot::Slot,
+        id: &MeetingId,
+        identity: &Identity,
+    ) -> Result<Option<Participant>> {
+        loop {
+            match slot.person_ahead(identity) {
+                hot::Lookup::Found(person) => return Ok(Some(person)),
+                hot::Lookup::Drain => slot.drained().await,
+                hot::Lookup::Read(version) => {
+                    let person = self.store.participant(id, identity).await?;
+                    if let Some(person) = &person {
+                        slot.fill_person(person, version);
+                    }
+                    return Ok(person);
+                }
+            }
+        }
+    }
+
+    async fn load(
+        &self,
+        slot: &hot::Slot,
+        meeting: &Meeting,
+        caller: &Caller,
+        needs: &Needs,
+    ) -> Result<Loaded> {
         let id = &meeting.id;
         let (actor, subject) = match caller {
             Caller::Admin => (Actor::Admin, None),
@@ -181,8 +208,7 @@ impl Meetings {
                 epoch,
             } => {
                 let participant = self
-                    .store
-                    .participant(id, identity)
+                    .person_ahead(slot, id, identity)
                     .await?
                     .ok_or_else(|| DomainError::code(ErrorCode::InvalidToken))?;
                 check_token(meeting, &participant, instance, *epoch, needs.token_runs)?;
@@ -190,10 +216,17 @@ impl Meetings {
             }
         };
         let target = match &needs.target {
-            Some(identity) => self.store.participant(id, identity).await?,
+            Some(identity) => self.person_ahead(slot, id, identity).await?,
             None => None,
         };
-        let waiting = if needs.waiting {
+        let waiting = needs.waiting || (needs.waiting_unless_live && !meeting.is_live());
+        let joined_count = needs.joined_count
+            || (needs.joined_count_if_capacity && meeting.settings.capacity.is_some());
+        if waiting || needs.present || joined_count {
+            // Lists and counts come from the store: nothing may be on its way there.
+            slot.drained().await;
+        }
+        let waiting = if waiting {
             self.store.waiting_identities(id).await?
         } else {
             Vec::new()
@@ -212,7 +245,7 @@ impl Meetings {
         } else {
             Vec::new()
         };
-        let joined_count = if needs.joined_count {
+        let joined_count = if joined_count {
             self.store
                 .count_participants(id, &[ParticipantState::Joined])
                 .await?
@@ -229,6 +262,8 @@ impl Meetings {
         })
     }
 
+    /// Loads what the operation needs, computes its change and commits it (see `hot.rs`: the
+    /// change is computed on the changes still being committed, and retried when one fails).
     async fn mutate<T>(
         &self,
         id: &MeetingId,
@@ -236,20 +271,38 @@ impl Meetings {
         needs: Needs,
         mut op: impl FnMut(&mut Tx, Loaded) -> Result<T, DomainError>,
     ) -> Result<(Meeting, T)> {
-        let lock = self.locks.get(id);
-        let _guard = lock.lock().await;
+        let slot = self.slots.get(id);
         for _ in 0..MAX_ATTEMPTS {
-            let meeting = self.meeting(id).await?;
-            let loaded = self.load(&meeting, caller, &needs).await?;
+            let computing = slot.compute.lock().await;
+            let meeting = self.meeting_ahead(&slot, id).await?;
+            let loaded = self.load(&slot, &meeting, caller, &needs).await?;
             let mut tx = Tx::new(meeting, self.now());
             let value = op(&mut tx, loaded)?;
             let unchanged = tx.meeting().clone();
             let Some(change) = tx.finish() else {
                 return Ok((unchanged, value));
             };
-            match self.store.commit(&change).await {
+            // Once settled (in commit order, even if this caller goes away), the views follow
+            // and the events go to the sinks.
+            let settled: Settled = {
+                let (slot, sink) = (slot.clone(), self.sink.clone());
+                Box::new(move |change: &Change, result: &Result<(), StoreError>| {
+                    slot.settle(change, result);
+                    if result.is_ok() {
+                        sink.publish(&change.events);
+                    }
+                })
+            };
+            // Queued in the views first: the store may settle the change before `submit` returns.
+            let mut turn = slot.queue(&change);
+            let durable = self.store.submit(change.clone(), settled);
+            drop(computing);
+            match durable.await {
                 Ok(()) => {
-                    self.after_commit(&change).await;
+                    if !change.media.is_empty() {
+                        turn.wait().await;
+                        self.media.apply(&change.media).await;
+                    }
                     return Ok((change.meeting, value));
                 }
                 Err(StoreError::Conflict) => continue,
@@ -257,6 +310,76 @@ impl Meetings {
             }
         }
         Err(DomainError::code(ErrorCode::Busy).into())
+    }
+
+    /// Another node committed the meeting up to `seq` (a cross-node notification): what this
+    /// node holds of it is dropped if older.
+    pub fn observe_commit(&self, id: &MeetingId, seq: u64) {
+        self.slots.observe(id, seq);
+    }
+
+    /// Commits of other nodes may have been missed (the notification connection was lost):
+    /// everything this node holds of meetings is dropped.
+    pub fn forget_held(&self) {
+        self.slots.forget_all();
+    }
+
+    /// A meeting as committed: held, else read (and held).
+    async fn committed_meeting(&self, id: &MeetingId) -> Result<Option<Meeting>> {
+        if let Some(meeting) = self.slots.peek(id).and_then(|s| s.durable_meeting()) {
+            return Ok(Some(meeting));
+        }
+        let Some(slot) = self.slots.peek(id) else {
+            let changes = self.slots.changes();
+            let meeting = self.store.meeting(id).await?;
+            if let Some(meeting) = &meeting {
+                // A meeting that exists gets a slot; an unknown id does not.
+                self.slots.fill_new(meeting, changes);
+            }
+            return Ok(meeting);
+        };
+        let version = slot.version();
+        let meeting = self.store.meeting(id).await?;
+        if let Some(meeting) = &meeting {
+            slot.fill_meeting(meeting, version);
+        }
+        Ok(meeting)
+    }
+
+    /// A room's meeting as committed: through the room's last known meeting when its view is
+    /// held and still has that room name, else read.
+    async fn committed_meeting_by_room(&self, room: &RoomName) -> Result<Option<Meeting>> {
+        if let Some(id) = self.slots.room_hint(room)
+            && let Some(meeting) = self.slots.peek(&id).and_then(|s| s.durable_meeting())
+            && &meeting.room_name == room
+        {
+            return Ok(Some(meeting));
+        }
+        let changes = self.slots.changes();
+        let meeting = self.store.meeting_by_room(room).await?;
+        if let Some(meeting) = &meeting {
+            self.slots.remember_room(room, &meeting.id);
+            self.slots.fill_new(meeting, changes);
+        }
+        Ok(meeting)
+    }
+
+    /// A person as committed: held, else read (and held).
+    async fn committed_person(
+        &self,
+        id: &MeetingId,
+        identity: &Identity,
+    ) -> Result<Option<Participant>> {
+        let slot = self.slots.peek(id);
+        if let Some(person) = slot.as_ref().and_then(|s| s.durable_person(identity)) {
+            return Ok(Some(person));
+        }
+        let version = slot.as_ref().map(|s| s.version());
+        let person = self.store.participant(id, identity).await?;
+        if let (Some(slot), Some(version), Some(person)) = (slot, version, &person) {
+            slot.fill_person(person, version);
+        }
+        Ok(person)
     }
 
     async fn after_commit(&self, change: &Change) {

@@ -1,0 +1,373 @@
+//! What this node holds of a meeting between queries, so that the operations on one meeting are
+//! not one round of reads and one durable commit each, one after the other.
+//!
+//! Each meeting in use has a [`Slot`]:
+//!
+//! - **the durable view**: the meeting and the people read or written here, as committed. Pure
+//!   reads (a meeting's settings, a person's role and epoch for a token check) answer from it. It
+//!   is updated by this node's commits, in commit order, and dropped whenever it may be behind:
+//!   a commit that failed, a commit of another node (the cross-node notifications call
+//!   [`Slots::observe`]), the notification connection lost ([`Slots::forget_all`]).
+//! - **the view ahead**: the meeting and the people as the changes queued for the store and not
+//!   yet durable leave them. The next operation on the meeting is computed on it, so operations
+//!   on one meeting are pipelined: the store commits them in groups ([`crate::ports::Store::submit`]),
+//!   and a change computed on one that fails fails too (its version never appears) and is
+//!   computed again.
+//! - **the turn**: what follows a commit (events to the sink, commands to the media engine) is
+//!   done in the order the changes were queued, whatever order their callers wake up in.
+//!
+//! An operation that reads lists (everyone waiting, everyone present, a count) waits until
+//! nothing is queued and reads the store, as does a read of a person not in the views while a
+//! queued change admits everyone waiting (that change moves people the views do not hold).
+//!
+//! Correctness never rests on the views: every change still carries the version it was computed
+//! from, and the store refuses it if the meeting moved (another node, a stale view).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::channel::oneshot;
+
+use crate::change::Change;
+use crate::error::StoreError;
+use crate::ids::{Identity, MeetingId, RoomName};
+use crate::meeting::Meeting;
+use crate::participant::{Participant, ParticipantState};
+
+/// Meetings whose slots are kept; past this, idle slots are dropped (their views are a cache).
+const MAX_SLOTS: usize = 8192;
+
+/// The slots of the meetings in use on this node, and the rooms' meetings seen.
+#[derive(Default)]
+pub(super) struct Slots {
+    slots: Mutex<HashMap<MeetingId, Arc<Slot>>>,
+    /// A room name's meeting as last read. A hint only: the meeting is read (from its view) and
+    /// its room name checked before the hint is used.
+    rooms: Mutex<HashMap<RoomName, MeetingId>>,
+    /// Bumped whenever any view changes: a read made before, of a meeting not known then, may
+    /// not fill a view.
+    changes: Arc<AtomicU64>,
+}
+
+impl Slots {
+    fn map(&self) -> MutexGuard<'_, HashMap<MeetingId, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, MeetingId>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The count of view changes so far, to pass to [`Slots::fill_new`].
+    pub(super) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// A meeting read from the store when [`Slots::changes`] was `changes`, before its slot was
+    /// known: held if no view changed since.
+    pub(super) fn fill_new(&self, meeting: &Meeting, changes: u64) {
+        let slot = self.get(&meeting.id);
+        let version = slot.version();
+        if self.changes() == changes {
+            slot.fill_meeting(meeting, version);
+        }
+    }
+
+    /// The meeting last seen with this room name.
+    pub(super) fn room_hint(&self, room: &RoomName) -> Option<MeetingId> {
+        self.rooms().get(room).cloned()
+    }
+
+    pub(super) fn remember_room(&self, room: &RoomName, id: &MeetingId) {
+        let mut rooms = self.rooms();
+        if rooms.len() >= MAX_SLOTS {
+            rooms.clear();
+        }
+        rooms.insert(room.clone(), id.clone());
+    }
+
+    /// The meeting's slot, made when missing.
+    pub(super) fn get(&self, id: &MeetingId) -> Arc<Slot> {
+        let mut map = self.map();
+        if let Some(slot) = map.get(id) {
+            return slot.clone();
+        }
+        if map.len() >= MAX_SLOTS {
+            map.retain(|_, slot| Arc::strong_count(slot) > 1 || slot.busy());
+        }
+        let slot = Arc::new(Slot {
+            compute: futures::lock::Mutex::new(()),
+            state: Mutex::default(),
+            changes: self.changes.clone(),
+        });
+        map.insert(id.clone(), slot.clone());
+        slot
+    }
+
+    /// The meeting's slot if there is one.
+    pub(super) fn peek(&self, id: &MeetingId) -> Option<Arc<Slot>> {
+        self.map().get(id).cloned()
+    }
+
+    /// Another node committed the meeting up to `seq`: a durable view behind it is dropped.
+    pub(super) fn observe(&self, id: &MeetingId, seq: u64) {
+        if let Some(slot) = self.peek(id) {
+            let mut state = slot.state();
+            if state
+                .durable
+                .as_ref()
+                .is_some_and(|view| view.meeting.last_seq < seq)
+            {
+                state.durable = None;
+                state.bump(&slot.changes);
+            }
+        }
+    }
+
+    /// Every durable view is dropped (commits of other nodes may have been missed).
+    pub(super) fn forget_all(&self) {
+        for slot in self.map().values() {
+            let mut state = slot.state();
+            state.durable = None;
+            state.bump(&slot.changes);
+        }
+    }
+}
+
+/// One meeting's views and queue.
+pub(super) struct Slot {
+    /// Held while an operation loads and computes its change (one at a time per meeting here;
+    /// across nodes, the store's version check decides).
+    pub(super) compute: futures::lock::Mutex<()>,
+    state: Mutex<State>,
+    changes: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct State {
+    durable: Option<View>,
+    ahead: Option<Ahead>,
+    /// Changes queued and not settled.
+    queued: usize,
+    /// Bumped whenever the durable view changes: a store read started before may not fill it.
+    version: u64,
+    /// The previous queued change's turn: resolved (or dropped) once it is done.
+    turn: Option<oneshot::Receiver<()>>,
+    /// Told when nothing is queued any more.
+    drained: Vec<oneshot::Sender<()>>,
+}
+
+impl State {
+    fn bump(&mut self, changes: &AtomicU64) {
+        self.version += 1;
+        changes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct View {
+    meeting: Meeting,
+    people: HashMap<Identity, Participant>,
+}
+
+struct Ahead {
+    meeting: Meeting,
+    people: HashMap<Identity, Participant>,
+    /// A queued change admits everyone waiting.
+    admits: bool,
+}
+
+/// Where to find a person for an operation.
+pub(super) enum Lookup {
+    Found(Participant),
+    /// Not held: read the store, then [`Slot::fill_person`] with this version.
+    Read(u64),
+    /// Not held, and a queued change may move them: wait until nothing is queued.
+    Drain,
+}
+
+/// Everyone waiting is admitted to the meeting's current run, as the store does it.
+fn admit(people: &mut HashMap<Identity, Participant>, meeting: &Meeting) {
+    for person in people.values_mut() {
+        if person.state == ParticipantState::Waiting {
+            person.state = ParticipantState::Admitted;
+            person.admitted_in = Some(meeting.run.instance_id.clone());
+            person.updated_at = meeting.updated_at;
+        }
+    }
+}
+
+impl Slot {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn busy(&self) -> bool {
+        self.state().queued > 0
+    }
+
+    pub(super) fn version(&self) -> u64 {
+        self.state().version
+    }
+
+    /// The meeting as committed, if held.
+    pub(super) fn durable_meeting(&self) -> Option<Meeting> {
+        self.state().durable.as_ref().map(|v| v.meeting.clone())
+    }
+
+    /// A person as committed, if held.
+    pub(super) fn durable_person(&self, identity: &Identity) -> Option<Participant> {
+        self.state()
+            .durable
+            .as_ref()
+            .and_then(|v| v.people.get(identity).cloned())
+    }
+
+    /// The meeting to compute the next change on, if held.
+    pub(super) fn meeting_ahead(&self) -> Option<Meeting> {
+        let state = self.state();
+        match &state.ahead {
+            Some(ahead) => Some(ahead.meeting.clone()),
+            None => state.durable.as_ref().map(|v| v.meeting.clone()),
+        }
+    }
+
+    pub(super) fn person_ahead(&self, identity: &Identity) -> Lookup {
+        let state = self.state();
+        if let Some(ahead) = &state.ahead {
+            if let Some(person) = ahead.people.get(identity) {
+                return Lookup::Found(person.clone());
+            }
+            if ahead.admits {
+                return Lookup::Drain;
+            }
+        }
+        match state.durable.as_ref().and_then(|v| v.people.get(identity)) {
+            Some(person) => Lookup::Found(person.clone()),
+            None => Lookup::Read(state.version),
+        }
+    }
+
+    /// A meeting read from the store when `version` was current.
+    pub(super) fn fill_meeting(&self, meeting: &Meeting, version: u64) {
+        let mut state = self.state();
+        if state.version != version {
+            return;
+        }
+        match &mut state.durable {
+            Some(view) if view.meeting.last_seq == meeting.last_seq => {}
+            durable => {
+                *durable = Some(View {
+                    meeting: meeting.clone(),
+                    people: HashMap::new(),
+                });
+            }
+        }
+    }
+
+    /// A person read from the store when `version` was current.
+    pub(super) fn fill_person(&self, person: &Participant, version: u64) {
+        let mut state = self.state();
+        if state.version != version {
+            return;
+        }
+        if let Some(view) = &mut state.durable {
+            view.people.insert(person.identity.clone(), person.clone());
+        }
+    }
+
+    /// Resolves once nothing is queued.
+    pub(super) async fn drained(&self) {
+        let waiting = {
+            let mut state = self.state();
+            if state.queued == 0 {
+                return;
+            }
+            let (told, waiting) = oneshot::channel();
+            state.drained.push(told);
+            waiting
+        };
+        let _ = waiting.await;
+    }
+
+    /// `change` was submitted to the store (in the same critical section as the computation, so
+    /// in order): the view ahead moves, and the change takes its turn.
+    pub(super) fn queue(&self, change: &Change) -> Turn {
+        let mut state = self.state();
+        let mut ahead = state.ahead.take().unwrap_or_else(|| Ahead {
+            meeting: change.meeting.clone(),
+            people: HashMap::new(),
+            admits: false,
+        });
+        if change.admit_waiting.is_some() {
+            admit(&mut ahead.people, &change.meeting);
+            ahead.admits = true;
+        }
+        ahead.meeting = change.meeting.clone();
+        for person in &change.participants {
+            ahead.people.insert(person.identity.clone(), person.clone());
+        }
+        state.ahead = Some(ahead);
+        state.queued += 1;
+        let (next, turn) = oneshot::channel();
+        let previous = state.turn.replace(turn);
+        Turn {
+            previous,
+            _next: next,
+        }
+    }
+
+    /// How the store answered a queued change (called by the store in the order the changes
+    /// were queued, whether or not their callers still wait): the durable view follows a
+    /// commit, anything else drops the views.
+    pub(super) fn settle(&self, change: &Change, result: &Result<(), StoreError>) {
+        let mut state = self.state();
+        state.bump(&self.changes);
+        match result {
+            Ok(()) => {
+                state.durable = match state.durable.take() {
+                    Some(mut view) if Some(view.meeting.last_seq) == change.expected_seq => {
+                        if change.admit_waiting.is_some() {
+                            admit(&mut view.people, &change.meeting);
+                        }
+                        view.meeting = change.meeting.clone();
+                        for person in &change.participants {
+                            view.people.insert(person.identity.clone(), person.clone());
+                        }
+                        Some(view)
+                    }
+                    // Read from the store after this commit: it holds the commit already.
+                    Some(view) if view.meeting.last_seq >= change.meeting.last_seq => Some(view),
+                    _ => None,
+                };
+            }
+            Err(_) => {
+                state.durable = None;
+                state.ahead = None;
+            }
+        }
+        state.queued = state.queued.saturating_sub(1);
+        if state.queued == 0 {
+            state.ahead = None;
+            for told in state.drained.drain(..) {
+                let _ = told.send(());
+            }
+        }
+    }
+}
+
+/// A queued change's place in its meeting's order, for what its caller does after the commit
+/// (commands to the media engine). Dropped, it hands the turn to the next change.
+pub(super) struct Turn {
+    previous: Option<oneshot::Receiver<()>>,
+    _next: oneshot::Sender<()>,
+}
+
+impl Turn {
+    /// Waits until the callers of the changes queued before this one are done (or gone).
+    pub(super) async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            let _ = previous.await;
+        }
+    }
+}

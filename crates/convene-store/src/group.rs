@@ -1,0 +1,357 @@
+//! Group commit: the changes queued while a commit is under way are committed together in the
+//! next one: one transaction, and on SQLite one sync of the WAL to disk, for all of them. Each
+//! caller is answered once the transaction holding its change is durable.
+//!
+//! One task per store (the committer) takes everything queued, up to [`MAX_BATCH`] changes, and
+//! cuts it into *segments*: consecutive changes of one meeting, each computed from the one
+//! before (its `expected_seq` is the previous one's `last_seq`). A segment is written as if it
+//! were one change: one `UPDATE meetings ... WHERE last_seq = <the first's expected_seq>` with
+//! the last change's meeting row, each participant's last version in one multi-row upsert, every
+//! event in order, one webhook enqueue and one notification. A change that admits everyone
+//! waiting starts a segment (its `UPDATE` of the waiting must come before the participants of
+//! the changes before it... and after them, so it cannot be merged with them).
+//!
+//! Segments of a batch are isolated by savepoints: a conflict in one meeting (another node wrote
+//! it) rolls back that segment only, and its callers retry; the later segments of that meeting
+//! then find the version moved and conflict too, as they must (they were computed on top of it).
+//! The optimistic-concurrency check across nodes is the same statement as without batching.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use convene_core::ops::Change;
+use convene_core::ports::{Settled, StoreError};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use sqlx::{Acquire, AnyConnection, AnyPool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{backend, shared, unique_violation};
+use crate::rows::{EventValues, ParticipantValues};
+use crate::store::{
+    Bulk, Encoded, admit_waiting, after_writes, insert_events, upsert_participants,
+};
+use crate::{Backend, SqlStore, StoreFault};
+
+/// Most changes in one transaction. A large admission is one change, so this bounds the number
+/// of callers one commit answers, not its rows.
+pub(crate) const MAX_BATCH: usize = 1024;
+
+/// A change waiting for the committer, and where to send how it ended.
+struct Queued {
+    change: Change,
+    settled: Settled,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The handle of a store's committer task (started at the first change), and its counts.
+#[derive(Default)]
+pub(crate) struct Committer {
+    queue: OnceLock<mpsc::UnboundedSender<Queued>>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    transactions: AtomicU64,
+    changes: AtomicU64,
+}
+
+/// How much the group commit has grouped: queued changes committed, and the transactions that
+/// committed them (for `/metrics` and the tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitCounts {
+    /// Transactions the committer ran (committed or not).
+    pub transactions: u64,
+    /// Changes those transactions held.
+    pub changes: u64,
+}
+
+/// What the committer needs of the store (the pool is shared with it).
+#[derive(Clone)]
+struct Writer {
+    pool: AnyPool,
+    backend: Backend,
+    bulk: Bulk,
+    counts: Arc<Counts>,
+}
+
+impl SqlStore {
+    /// Queues `change` behind every change queued before it (see the module comment). A change
+    /// without `expected_seq` creates its meeting, in a transaction of its own.
+    pub(crate) fn queue(
+        &self,
+        change: Change,
+        settled: Settled,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        if change.expected_seq.is_none() {
+            let writer = self.writer();
+            return async move {
+                let result = writer.create(&change).await;
+                settled(&change, &result);
+                result
+            }
+            .boxed();
+        }
+        let sender = self.committer.queue.get_or_init(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(self.writer().run(receiver));
+            sender
+        });
+        let (done, answer) = oneshot::channel();
+        if let Err(refused) = sender.send(Queued {
+            change,
+            settled,
+            done,
+        }) {
+            let Queued {
+                change, settled, ..
+            } = refused.0;
+            let result = Err(stopped());
+            settled(&change, &result);
+            return futures::future::ready(result).boxed();
+        }
+        async move { answer.await.unwrap_or_else(|_| Err(stopped())) }.boxed()
+    }
+
+    fn writer(&self) -> Writer {
+        Writer {
+            pool: self.pool().clone(),
+            backend: self.backend(),
+            bulk: self.bulk(),
+            counts: self.committer.counts.clone(),
+        }
+    }
+
+    /// The group commit's counts so far.
+    pub fn commit_counts(&self) -> CommitCounts {
+        let counts = &self.committer.counts;
+        CommitCounts {
+            transactions: counts.transactions.load(Ordering::Relaxed),
+            changes: counts.changes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Inserts a new meeting with its first events (see [`convene_core::ports::Store::create_meeting`]).
+    pub(crate) async fn create(&self, change: &Change) -> Result<(), StoreError> {
+        self.writer().create(change).await
+    }
+}
+
+fn stopped() -> StoreError {
+    backend(StoreFault::Config(
+        "the store's committer has stopped (the runtime is shutting down)".into(),
+    ))
+}
+
+/// Changes of one meeting written as one: indexes into the batch, in order.
+struct Segment {
+    changes: Vec<usize>,
+}
+
+impl Writer {
+    async fn run(self, mut receiver: mpsc::UnboundedReceiver<Queued>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = receiver.recv().await {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let changes: Vec<&Change> = batch.iter().map(|q| &q.change).collect();
+            let results = self.commit_batch(&changes).await;
+            self.counts.transactions.fetch_add(1, Ordering::Relaxed);
+            self.counts
+                .changes
+                .fetch_add(changes.len() as u64, Ordering::Relaxed);
+            for (queued, result) in batch.drain(..).zip(results) {
+                (queued.settled)(&queued.change, &result);
+                // A caller that went away does not stop the others.
+                let _ = queued.done.send(result);
+            }
+        }
+    }
+
+    async fn create(&self, change: &Change) -> Result<(), StoreError> {
+        let encoded = Encoded::of(change)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        crate::store::insert_meeting(&mut tx, &encoded.meeting).await?;
+        upsert_participants(&mut tx, &encoded.participants, self.bulk)
+            .await
+            .map_err(backend)?;
+        insert_events(&mut tx, &encoded.events, self.bulk)
+            .await
+            .map_err(crate::store::meeting_duplicate)?;
+        after_writes(&mut tx, self.backend, &change.meeting, seq_range(change)).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    /// Commits `changes` in one transaction; one result per change, in order.
+    async fn commit_batch(&self, changes: &[&Change]) -> Vec<Result<(), StoreError>> {
+        let mut results: Vec<Option<Result<(), StoreError>>> =
+            changes.iter().map(|_| None).collect();
+        let mut encoded: Vec<Option<Encoded>> = Vec::with_capacity(changes.len());
+        for (i, change) in changes.iter().enumerate() {
+            match Encoded::of(change) {
+                Ok(e) => encoded.push(Some(e)),
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    encoded.push(None);
+                }
+            }
+        }
+        let segments = segments(changes, &encoded);
+        if let Err(e) = self
+            .write_segments(changes, &mut encoded, &segments, &mut results)
+            .await
+        {
+            // The transaction as a whole failed: nobody's change is durable.
+            for result in &mut results {
+                if !matches!(result, Some(Err(_))) {
+                    *result = Some(Err(shared(&e)));
+                }
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+    }
+
+    /// Writes every segment and commits. A segment's own failure is recorded in `results`; an
+    /// error returned means the whole transaction failed.
+    async fn write_segments(
+        &self,
+        changes: &[&Change],
+        encoded: &mut [Option<Encoded>],
+        segments: &[Segment],
+        results: &mut [Option<Result<(), StoreError>>],
+    ) -> Result<(), StoreError> {
+        if segments.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        if let [only] = segments {
+            // No other segment to protect: a failure rolls the transaction back.
+            if let Err(e) = self.write_segment(&mut tx, changes, encoded, only).await {
+                fail(results, only, &e);
+                return Ok(());
+            }
+        } else {
+            for segment in segments {
+                let mut savepoint = tx.begin().await.map_err(backend)?;
+                match self
+                    .write_segment(&mut savepoint, changes, encoded, segment)
+                    .await
+                {
+                    Ok(()) => savepoint.commit().await.map_err(backend)?,
+                    Err(e) => {
+                        savepoint.rollback().await.map_err(backend)?;
+                        fail(results, segment, &e);
+                    }
+                }
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn write_segment(
+        &self,
+        connection: &mut AnyConnection,
+        changes: &[&Change],
+        encoded: &mut [Option<Encoded>],
+        segment: &Segment,
+    ) -> Result<(), StoreError> {
+        let (Some(&first), Some(&last)) = (segment.changes.first(), segment.changes.last()) else {
+            return Ok(());
+        };
+        let expected_seq = changes[first]
+            .expected_seq
+            .ok_or_else(|| backend(StoreFault::Config("a queued change has no version".into())))?;
+        let expected_seq = crate::rows::signed("expected_seq", expected_seq)?;
+        let final_row = encoded[last].as_ref().map(|e| &e.meeting);
+        let Some(final_row) = final_row else {
+            return Ok(());
+        };
+        crate::store::update_meeting(connection, final_row, expected_seq).await?;
+        if let Some(waiting) = changes[first].admit_waiting
+            && let Some(first_row) = encoded[first].as_ref().map(|e| &e.meeting)
+        {
+            admit_waiting(connection, first_row, waiting).await?;
+        }
+        // Each person's last version; events in order.
+        let mut people: Vec<ParticipantValues> = Vec::new();
+        let mut position: HashMap<String, usize> = HashMap::new();
+        let mut events: Vec<EventValues> = Vec::new();
+        for &i in &segment.changes {
+            let Some(e) = encoded[i].as_mut() else {
+                continue;
+            };
+            for p in e.participants.drain(..) {
+                match position.get(&p.identity) {
+                    Some(&at) => people[at] = p,
+                    None => {
+                        position.insert(p.identity.clone(), people.len());
+                        people.push(p);
+                    }
+                }
+            }
+            events.append(&mut e.events);
+        }
+        upsert_participants(connection, &people, self.bulk)
+            .await
+            .map_err(backend)?;
+        insert_events(connection, &events, self.bulk)
+            .await
+            .map_err(|e| match unique_violation(&e) {
+                // An event with this (meeting, seq) exists: another writer appended first.
+                Some(_) => StoreError::Conflict,
+                None => backend(e),
+            })?;
+        let seqs = seq_range(changes[first]).zip(seq_range(changes[last]));
+        after_writes(
+            connection,
+            self.backend,
+            &changes[last].meeting,
+            seqs.map(|((from, _), (_, to))| (from, to)),
+        )
+        .await
+    }
+}
+
+fn fail(results: &mut [Option<Result<(), StoreError>>], segment: &Segment, error: &StoreError) {
+    for &i in &segment.changes {
+        results[i] = Some(Err(shared(error)));
+    }
+}
+
+fn seq_range(change: &Change) -> Option<(u64, u64)> {
+    Some((change.events.first()?.seq, change.events.last()?.seq))
+}
+
+/// Cuts the batch into segments (see the module comment). Changes that could not be encoded
+/// (already failed) are left out; the next change of their meeting then starts a segment of
+/// its own, which conflicts as it must.
+fn segments(changes: &[&Change], encoded: &[Option<Encoded>]) -> Vec<Segment> {
+    let mut segments: Vec<Segment> = Vec::new();
+    // The index in `segments` of each meeting's latest segment.
+    let mut open: HashMap<&str, usize> = HashMap::new();
+    for (i, change) in changes.iter().enumerate() {
+        if encoded[i].is_none() {
+            open.remove(change.meeting.id.as_str());
+            continue;
+        }
+        let follows = open.get(change.meeting.id.as_str()).copied().filter(|&s| {
+            let previous = changes[*segments[s].changes.last().expect("never empty")];
+            change.admit_waiting.is_none() && change.expected_seq == Some(previous.meeting.last_seq)
+        });
+        match follows {
+            Some(s) => segments[s].changes.push(i),
+            None => {
+                open.insert(change.meeting.id.as_str(), segments.len());
+                segments.push(Segment { changes: vec![i] });
+            }
+        }
+    }
+    segments
+}
