@@ -22,7 +22,7 @@ pub struct Census {
 const CENSUS: &str = "\
 SELECT 'meeting' AS kind, status AS name, COUNT(*) AS n FROM meetings WHERE status <> 'ended' GROUP BY status \
 UNION ALL \
-SELECT 'person', state, COUNT(*) FROM participants WHERE state IN ('waiting', 'admitted', 'joined') GROUP BY state \
+SELECT 'person', state, COUNT(*) FROM people WHERE state IN ('waiting', 'admitted', 'joined') GROUP BY state \
 UNION ALL \
 SELECT 'webhook', status, COUNT(*) FROM webhook_deliveries WHERE status = 'pending' GROUP BY status";
 

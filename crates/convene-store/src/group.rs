@@ -179,7 +179,7 @@ impl Writer {
         let encoded = Encoded::of(change)?;
         let mut tx = self.pool.begin().await.map_err(backend)?;
         crate::store::insert_meeting(&mut tx, &encoded.meeting).await?;
-        upsert_participants(&mut tx, &encoded.participants, self.bulk)
+        upsert_participants(&mut tx, &encoded.participants, self.bulk, 0)
             .await
             .map_err(backend)?;
         insert_events(&mut tx, &encoded.events, self.bulk)
@@ -273,11 +273,12 @@ impl Writer {
         let Some(final_row) = final_row else {
             return Ok(());
         };
-        crate::store::update_meeting(connection, final_row, expected_seq).await?;
+        let mut admissions =
+            crate::store::update_meeting(connection, final_row, expected_seq).await?;
         if let Some(waiting) = changes[first].admit_waiting
             && let Some(first_row) = encoded[first].as_ref().map(|e| &e.meeting)
         {
-            admit_waiting(connection, first_row, waiting).await?;
+            admissions = admit_waiting(connection, first_row, waiting, admissions).await?;
         }
         // Each person's last version; events in order.
         let mut people: Vec<ParticipantValues> = Vec::new();
@@ -298,7 +299,7 @@ impl Writer {
             }
             events.append(&mut e.events);
         }
-        upsert_participants(connection, &people, self.bulk)
+        upsert_participants(connection, &people, self.bulk, admissions)
             .await
             .map_err(backend)?;
         insert_events(connection, &events, self.bulk)

@@ -27,7 +27,7 @@ const PARTICIPANT_UPDATE: &str = "name = excluded.name, role = excluded.role, st
      hand_raised = excluded.hand_raised, invited = excluded.invited, \
      media_connected = excluded.media_connected, admitted_in = excluded.admitted_in, \
      banned_until = excluded.banned_until, epoch = excluded.epoch, created_at = excluded.created_at, \
-     updated_at = excluded.updated_at";
+     updated_at = excluded.updated_at, waiting_gen = excluded.waiting_gen";
 
 /// How bound parameters are written in a statement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,16 +125,19 @@ impl Encoded {
     }
 }
 
+/// Writes the participants; `waiting_gen` is the meeting's admission count now (those written as
+/// waiting wait for the next admission of everyone waiting).
 pub(crate) async fn upsert_participants(
     connection: &mut AnyConnection,
     rows: &[ParticipantValues],
     bulk: Bulk,
+    waiting_gen: i64,
 ) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(bulk.rows) {
         let sql = format!(
-            "INSERT INTO participants ({PARTICIPANT_COLUMNS}) VALUES {} \
+            "INSERT INTO participants ({PARTICIPANT_COLUMNS}, waiting_gen) VALUES {} \
              ON CONFLICT (meeting_id, identity) DO UPDATE SET {PARTICIPANT_UPDATE}",
-            placeholders(chunk.len(), ParticipantValues::COUNT, bulk.params)
+            placeholders(chunk.len(), ParticipantValues::COUNT + 1, bulk.params)
         );
         let mut query = sqlx::query(&sql);
         for p in chunk {
@@ -151,37 +154,59 @@ pub(crate) async fn upsert_participants(
                 .bind(p.banned_until)
                 .bind(p.epoch)
                 .bind(p.created_at)
-                .bind(p.updated_at);
+                .bind(p.updated_at)
+                .bind(waiting_gen);
         }
         query.execute(&mut *connection).await?;
     }
     Ok(())
 }
 
-/// Everyone waiting in the meeting is admitted to its current run, in one statement (before the
-/// change's own participants are written, so their state wins). `expected` is how many the
-/// operation saw waiting; any other number means the state moved since: a conflict.
+/// Everyone waiting in the meeting is admitted to its current run by one `admissions` row for
+/// the meeting's admission count `admissions` (see migration 0005), before the change's own
+/// participants are written, so their state wins. `expected` is how many the operation saw waiting; any other
+/// number means the state moved since: a conflict. Returns the meeting's new admission count.
 pub(crate) async fn admit_waiting(
     connection: &mut AnyConnection,
     m: &MeetingValues,
     expected: usize,
-) -> Result<(), StoreError> {
-    let admitted = sqlx::query(
-        "UPDATE participants SET state = $1, admitted_in = $2, updated_at = $3 \
-         WHERE meeting_id = $4 AND state = $5",
+    admissions: i64,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM participants \
+         WHERE meeting_id = $1 AND state = $2 AND waiting_gen = $3",
     )
-    .bind(ParticipantState::Admitted.as_str())
-    .bind(m.instance_id.as_str())
-    .bind(m.updated_at)
     .bind(m.id.as_str())
     .bind(ParticipantState::Waiting.as_str())
-    .execute(&mut *connection)
+    .bind(admissions)
+    .fetch_one(&mut *connection)
     .await
     .map_err(backend)?;
-    if usize::try_from(admitted.rows_affected()).ok() != Some(expected) {
+    let waiting: u64 = rows::uint(&row, "n")?;
+    if usize::try_from(waiting).ok() != Some(expected) {
         return Err(StoreError::Conflict);
     }
-    Ok(())
+    sqlx::query(
+        "INSERT INTO admissions (meeting_id, gen, instance_id, at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(m.id.as_str())
+    .bind(admissions)
+    .bind(m.instance_id.as_str())
+    .bind(m.updated_at)
+    .execute(&mut *connection)
+    .await
+    .map_err(|e| match unique_violation(&e) {
+        Some(_) => StoreError::Conflict,
+        None => backend(e),
+    })?;
+    let next = admissions + 1;
+    sqlx::query("UPDATE meetings SET admission_gen = $2 WHERE id = $1")
+        .bind(m.id.as_str())
+        .bind(next)
+        .execute(&mut *connection)
+        .await
+        .map_err(backend)?;
+    Ok(next)
 }
 
 pub(crate) async fn insert_events(
@@ -270,19 +295,20 @@ pub(crate) async fn insert_meeting(
     Ok(())
 }
 
-/// Writes the meeting's row if its `last_seq` is still `expected_seq`, else `Conflict`. The first
-/// statement of a commit: it takes the row (PostgreSQL) or database (SQLite) write lock at once,
-/// and a concurrent writer from the same version finds 0 rows afterwards.
+/// Writes the meeting's row if its `last_seq` is still `expected_seq`, else `Conflict`; returns
+/// its admission count. The first statement of a commit: it takes the row (PostgreSQL) or
+/// database (SQLite) write lock at once, and a concurrent writer from the same version finds 0
+/// rows afterwards.
 pub(crate) async fn update_meeting(
     connection: &mut AnyConnection,
     m: &MeetingValues,
     expected_seq: i64,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let updated = sqlx::query(
         "UPDATE meetings SET room_name = $2, status = $3, last_seq = $4, updated_at = $5, \
          instance_id = $6, run_number = $7, opened_at = $8, live_at = $9, ended_at = $10, \
          settings = $11, credentials = $12 \
-         WHERE id = $1 AND last_seq = $13",
+         WHERE id = $1 AND last_seq = $13 RETURNING admission_gen",
     )
     .bind(m.id.as_str())
     .bind(m.room_name.as_str())
@@ -297,13 +323,13 @@ pub(crate) async fn update_meeting(
     .bind(m.settings.as_str())
     .bind(m.credentials.as_str())
     .bind(expected_seq)
-    .execute(connection)
+    .fetch_optional(connection)
     .await
     .map_err(meeting_duplicate)?;
-    if updated.rows_affected() == 0 {
-        return Err(StoreError::Conflict);
+    match updated {
+        Some(row) => rows::get(&row, "admission_gen"),
+        None => Err(StoreError::Conflict),
     }
-    Ok(())
 }
 
 pub(crate) fn meeting_duplicate(error: sqlx::Error) -> StoreError {
@@ -382,7 +408,7 @@ impl Store for SqlStore {
         identity: &Identity,
     ) -> Result<Option<Participant>, StoreError> {
         let sql = format!(
-            "SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE meeting_id = $1 AND identity = $2"
+            "SELECT {PARTICIPANT_COLUMNS} FROM people WHERE meeting_id = $1 AND identity = $2"
         );
         let row = sqlx::query(&sql)
             .bind(meeting.as_str())
@@ -402,7 +428,7 @@ impl Store for SqlStore {
             Some([]) => return Ok(Vec::new()),
             Some(states) => {
                 let sql = format!(
-                    "SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE meeting_id = $1 AND state IN ({})",
+                    "SELECT {PARTICIPANT_COLUMNS} FROM people WHERE meeting_id = $1 AND state IN ({})",
                     list_placeholders(2, states.len())
                 );
                 let mut query = sqlx::query(&sql).bind(meeting.as_str());
@@ -412,7 +438,7 @@ impl Store for SqlStore {
                 query.fetch_all(self.pool()).await
             }
             None => {
-                let sql = format!("SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE meeting_id = $1");
+                let sql = format!("SELECT {PARTICIPANT_COLUMNS} FROM people WHERE meeting_id = $1");
                 sqlx::query(&sql).bind(meeting.as_str()).fetch_all(self.pool()).await
             }
         }
@@ -432,7 +458,8 @@ impl Store for SqlStore {
         // no control characters (`Identity::parse`), so a newline separates them safely.
         let row = sqlx::query(
             "SELECT string_agg(identity, $3) AS identities FROM participants \
-             WHERE meeting_id = $1 AND state = $2",
+             WHERE meeting_id = $1 AND state = $2 \
+             AND waiting_gen = (SELECT admission_gen FROM meetings WHERE id = $1)",
         )
         .bind(meeting.as_str())
         .bind(ParticipantState::Waiting.as_str())
@@ -466,7 +493,7 @@ impl Store for SqlStore {
             return Ok(0);
         }
         let sql = format!(
-            "SELECT COUNT(*) AS n FROM participants WHERE meeting_id = $1 AND state IN ({})",
+            "SELECT COUNT(*) AS n FROM people WHERE meeting_id = $1 AND state IN ({})",
             list_placeholders(2, states.len())
         );
         let mut query = sqlx::query(&sql).bind(meeting.as_str());
@@ -491,7 +518,7 @@ impl Store for SqlStore {
             ParticipantState::Joined,
         ];
         let sql = format!(
-            "SELECT meeting_id, state, COUNT(*) AS n FROM participants \
+            "SELECT meeting_id, state, COUNT(*) AS n FROM people \
              WHERE meeting_id IN ({}) AND state IN ({}) GROUP BY meeting_id, state",
             list_placeholders(1, meetings.len()),
             list_placeholders(1 + meetings.len(), present.len())
@@ -525,6 +552,7 @@ impl Store for SqlStore {
     ) -> Result<u64, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM participants WHERE meeting_id = $1 AND state = $2 \
+             AND waiting_gen = (SELECT admission_gen FROM meetings WHERE id = $1) \
              AND (updated_at < $3 OR (updated_at = $3 AND identity < $4))",
         )
         .bind(meeting.as_str())
@@ -543,7 +571,7 @@ impl Store for SqlStore {
         except: &Identity,
     ) -> Result<u64, StoreError> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM participants \
+            "SELECT COUNT(*) AS n FROM people \
              WHERE meeting_id = $1 AND state = $2 AND media_connected = 1 AND identity <> $3",
         )
         .bind(meeting.as_str())

@@ -209,6 +209,7 @@ conformance!(
     participants_filter_by_state_and_count,
     people_are_counted_per_meeting_and_the_queue_is_in_entry_order,
     ten_thousand_waiting_are_admitted_in_one_commit,
+    an_admission_of_everyone_waiting_is_read_as_admitting_each_of_them,
     a_bulk_admission_that_saw_another_waiting_room_conflicts,
     waiting_identities_come_back_exactly_and_in_byte_order,
     api_keys_insert_get_list_revoke,
@@ -1530,6 +1531,126 @@ async fn ten_thousand_waiting_are_admitted_in_one_commit(db: &mut TestDb) {
             Some(&admitted.meeting.run.instance_id),
             at(3_000)
         )
+    );
+}
+
+/// Admitting everyone waiting writes one admission, not a row per guest (migration 0005); every
+/// read sees each of them admitted, to that run, at that moment, and later changes build on it:
+/// someone sent back waits again and only the next admission lets them in, a new run does not
+/// carry the admission over.
+async fn an_admission_of_everyone_waiting_is_read_as_admitting_each_of_them(db: &mut TestDb) {
+    let store = db.store();
+    let id = mid("5101");
+    let mut rng = StdRng::seed_from_u64(17);
+    store
+        .create_meeting(&new_meeting(
+            "5101",
+            None,
+            WaitingPolicy::WaitForHost,
+            &mut rng,
+        ))
+        .await
+        .unwrap();
+    for (i, guest) in ["a", "b", "c"].iter().enumerate() {
+        step(store, "5101", 2_000 + i as i64, |tx, _| {
+            ops::enter(tx, None, entry(guest, Role::Viewer)).unwrap();
+        })
+        .await;
+    }
+    let first = step(store, "5101", 3_000, |tx, roster| {
+        ops::start_meeting(
+            tx,
+            &Actor::Admin,
+            waiting_of(roster),
+            &mut StdRng::seed_from_u64(1),
+        )
+        .unwrap();
+    })
+    .await;
+    assert_eq!(first.participants.len(), 0, "no row per guest");
+    let run_one = first.meeting.run.instance_id.clone();
+    for guest in ["a", "b", "c"] {
+        let p = store.participant(&id, &who(guest)).await.unwrap().unwrap();
+        assert_eq!(
+            (p.state, p.admitted_in.as_ref(), p.updated_at),
+            (ParticipantState::Admitted, Some(&run_one), at(3_000))
+        );
+    }
+    assert_eq!(
+        store.waiting_identities(&id).await.unwrap(),
+        Vec::<Identity>::new()
+    );
+
+    // b is sent back (their own row is written: waiting again); d enters the live meeting and
+    // is let in at once (their own row).
+    step(store, "5101", 4_000, |tx, roster| {
+        ops::send_back(tx, &Actor::Admin, roster.get("b")).unwrap();
+    })
+    .await;
+    step(store, "5101", 4_001, |tx, _| {
+        ops::enter(tx, None, entry("d", Role::Viewer)).unwrap();
+    })
+    .await;
+    assert_eq!(store.waiting_identities(&id).await.unwrap(), [who("b")]);
+    let count = |states: &'static [ParticipantState]| store.count_participants(&id, states);
+    assert_eq!(count(&[ParticipantState::Admitted]).await.unwrap(), 3);
+    assert_eq!(count(&[ParticipantState::Waiting]).await.unwrap(), 1);
+    let listed: Vec<String> = store
+        .participants(&id, Some(&[ParticipantState::Admitted]))
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.identity.to_string())
+        .collect();
+    assert_eq!(listed, ["a", "c", "d"]);
+    let counts = store
+        .people_counts(std::slice::from_ref(&id))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts.get(&id),
+        Some(&PeopleCount {
+            waiting: 1,
+            admitted: 3,
+            joined: 0
+        })
+    );
+
+    // The next admission lets b in, at its own time; the others keep theirs.
+    step(store, "5101", 5_000, |tx, roster| {
+        ops::admit_all(tx, &Actor::Admin, waiting_of(roster)).unwrap();
+    })
+    .await;
+    for (guest, when) in [("a", 3_000), ("b", 5_000), ("c", 3_000), ("d", 4_001)] {
+        let p = store.participant(&id, &who(guest)).await.unwrap().unwrap();
+        assert_eq!(
+            (p.state, p.admitted_in.as_ref(), p.updated_at),
+            (ParticipantState::Admitted, Some(&run_one), at(when)),
+            "{guest}"
+        );
+    }
+
+    // A new run: the admissions of the last one stay in it.
+    step(store, "5101", 6_000, |tx, roster| {
+        let present = roster.0.values().cloned().collect();
+        ops::end_meeting(tx, &Actor::Admin, present).unwrap();
+    })
+    .await;
+    let second = step(store, "5101", 7_000, |tx, roster| {
+        ops::start_meeting(
+            tx,
+            &Actor::Admin,
+            waiting_of(roster),
+            &mut StdRng::seed_from_u64(2),
+        )
+        .unwrap();
+    })
+    .await;
+    assert_ne!(second.meeting.run.instance_id, run_one);
+    let a = store.participant(&id, &who("a")).await.unwrap().unwrap();
+    assert_ne!(
+        a.admitted_in.as_ref(),
+        Some(&second.meeting.run.instance_id)
     );
 }
 
