@@ -31,14 +31,18 @@
 //!
 //! # Concurrency
 //!
-//! [`Store::commit`] is one transaction whose first statement is
+//! Changes are committed by one task per store (`group.rs`): [`Store::submit`] queues a change,
+//! and everything queued while a commit is under way goes into the next one, one transaction and
+//! (SQLite) one fsync for all of it; each caller is answered once that transaction is durable. A
+//! meeting's consecutive changes in a batch are written as one, whose first statement is
 //! `UPDATE meetings ... WHERE id = $ AND last_seq = $expected`; zero rows means another writer got
-//! there first and the call returns [`StoreError::Conflict`]. On PostgreSQL the losing transaction
-//! waits for the row lock and then sees the new `last_seq`; on SQLite writers are serialised by the
-//! database lock. Participants are upserted and events appended in multi-row statements
-//! ([`SQLITE_ROWS_PER_STATEMENT`] or [`POSTGRES_ROWS_PER_STATEMENT`] rows each) inside that one
-//! transaction, so a change that admits 10,000 people is a few hundred statements on SQLite and
-//! a few dozen round trips on PostgreSQL.
+//! there first and those changes fail with [`StoreError::Conflict`]. Each meeting's writes sit
+//! in a savepoint, so one meeting's conflict does not fail the others. On PostgreSQL a losing
+//! transaction waits for the row lock and then sees the new `last_seq`; on SQLite writers are
+//! serialised by the database lock. Participants are upserted and events appended in multi-row
+//! statements ([`SQLITE_ROWS_PER_STATEMENT`] or [`POSTGRES_ROWS_PER_STATEMENT`] rows each).
+//! Admitting everyone waiting writes one `admissions` row, whatever the number of guests
+//! (migration 0005; participants are read through the `people` view).
 //!
 //! # Ordering
 //!

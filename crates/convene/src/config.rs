@@ -37,6 +37,9 @@ pub struct FileConfig {
     pub rate_limit_per_address: Option<u32>,
     pub rate_limit_burst: Option<u32>,
     pub rate_limit_global: Option<u32>,
+    pub rate_limit_guesses_per_address: Option<u32>,
+    pub rate_limit_guess_window_seconds: Option<u64>,
+    pub rate_limit_guesses_per_meeting: Option<u32>,
     pub turn_urls: Option<String>,
     pub turn_secret: Option<String>,
     pub turn_secret_file: Option<PathBuf>,
@@ -108,6 +111,8 @@ pub struct Config {
     pub rtc_reconnect_grace: std::time::Duration,
     /// The in-memory limits on unauthenticated calls (guessing has the store's lockouts).
     pub rate_limits: convene_api::RateLimits,
+    /// The guessing limits (wrong credentials per address and per meeting).
+    pub guess_limits: convene_core::lockout::GuessLimits,
     /// TURN servers the embedded SFU hands to clients, with time-limited credentials; `None`:
     /// none (clients reach the media ports directly).
     pub turn: Option<convene_sfu::TurnConfig>,
@@ -159,6 +164,7 @@ impl std::fmt::Debug for Config {
             .field("rtc_node_ips", &self.rtc_node_ips)
             .field("rtc_reconnect_grace", &self.rtc_reconnect_grace)
             .field("rate_limits", &self.rate_limits)
+            .field("guess_limits", &self.guess_limits)
             .field("turn", &self.turn)
             .field("rtc_subscriber_bwe", &self.rtc_subscriber_bwe)
             .field("trusted_proxies", &self.trusted_proxies)
@@ -243,6 +249,18 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_RATE_LIMIT_GLOBAL",
         "such calls per second from everyone (default 5000)",
+    ),
+    (
+        "CONVENE_RATE_LIMIT_GUESSES_PER_ADDRESS",
+        "wrong credentials, PINs or meeting ids one client address may try per window before it is refused (default 30)",
+    ),
+    (
+        "CONVENE_RATE_LIMIT_GUESS_WINDOW_SECONDS",
+        "that window (default 600)",
+    ),
+    (
+        "CONVENE_RATE_LIMIT_GUESSES_PER_MEETING",
+        "consecutive wrong credentials for one meeting before its checks lock, with a delay doubling per further failure (default 100)",
     ),
     (
         "CONVENE_TURN_URLS",
@@ -621,6 +639,30 @@ impl Config {
                 defaults.global,
             )?,
         };
+        let guess_defaults = convene_core::lockout::GuessLimits::default();
+        let guess_limits = convene_core::lockout::GuessLimits {
+            per_address: number(
+                "CONVENE_RATE_LIMIT_GUESSES_PER_ADDRESS",
+                var("CONVENE_RATE_LIMIT_GUESSES_PER_ADDRESS"),
+                file.rate_limit_guesses_per_address,
+                1..=100_000,
+                guess_defaults.per_address,
+            )?,
+            address_window: std::time::Duration::from_secs(number(
+                "CONVENE_RATE_LIMIT_GUESS_WINDOW_SECONDS",
+                var("CONVENE_RATE_LIMIT_GUESS_WINDOW_SECONDS"),
+                file.rate_limit_guess_window_seconds,
+                1..=86_400,
+                guess_defaults.address_window.as_secs(),
+            )?),
+            per_meeting: number(
+                "CONVENE_RATE_LIMIT_GUESSES_PER_MEETING",
+                var("CONVENE_RATE_LIMIT_GUESSES_PER_MEETING"),
+                file.rate_limit_guesses_per_meeting,
+                1..=100_000,
+                guess_defaults.per_meeting,
+            )?,
+        };
         let turn = turn_from_layers(
             var("CONVENE_TURN_URLS").or(file.turn_urls),
             match (var("CONVENE_TURN_SECRET"), var("CONVENE_TURN_SECRET_FILE")) {
@@ -705,6 +747,7 @@ impl Config {
             rtc_node_ips,
             rtc_reconnect_grace,
             rate_limits,
+            guess_limits,
             turn,
             rtc_subscriber_bwe,
             trusted_proxies,
@@ -1218,6 +1261,60 @@ mod tests {
                 "CONVENE_RATE_LIMIT_GLOBAL",
                 "lots",
                 "\"lots\" is not a whole number",
+            ),
+        ] {
+            let got = limits(&[(name, value)], FileConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(got.starts_with(name) && got.ends_with(error), "{got}");
+        }
+    }
+
+    #[test]
+    fn the_guessing_limits_are_read_and_checked() {
+        use convene_core::lockout::GuessLimits;
+        let limits = |pairs: &[(&str, &str)], file: FileConfig| {
+            Config::from_layers(file, &env(pairs)).map(|c| c.guess_limits)
+        };
+        assert_eq!(
+            limits(&[], FileConfig::default()).unwrap(),
+            GuessLimits::default()
+        );
+        let file = FileConfig {
+            rate_limit_guess_window_seconds: Some(60),
+            ..FileConfig::default()
+        };
+        let read = limits(
+            &[
+                ("CONVENE_RATE_LIMIT_GUESSES_PER_ADDRESS", "5"),
+                ("CONVENE_RATE_LIMIT_GUESSES_PER_MEETING", "12"),
+            ],
+            file,
+        )
+        .unwrap();
+        assert_eq!(
+            read,
+            GuessLimits {
+                per_meeting: 12,
+                per_address: 5,
+                address_window: std::time::Duration::from_secs(60)
+            }
+        );
+        for (name, value, error) in [
+            (
+                "CONVENE_RATE_LIMIT_GUESSES_PER_ADDRESS",
+                "0",
+                "must be 1 to 100000 (got 0)",
+            ),
+            (
+                "CONVENE_RATE_LIMIT_GUESS_WINDOW_SECONDS",
+                "86401",
+                "must be 1 to 86400 (got 86401)",
+            ),
+            (
+                "CONVENE_RATE_LIMIT_GUESSES_PER_MEETING",
+                "many",
+                "\"many\" is not a whole number",
             ),
         ] {
             let got = limits(&[(name, value)], FileConfig::default())

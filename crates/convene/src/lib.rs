@@ -383,14 +383,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store: Arc::new(StorePing(store.clone())),
         timeout: READINESS_TIMEOUT,
     };
-    let meetings = Arc::new(Meetings::new(
-        store,
-        clock,
-        entropy,
-        media.engine(),
-        sink,
-        config.meeting_id_digits,
-    ));
+    let meetings = Arc::new(
+        Meetings::new(
+            store,
+            clock,
+            entropy,
+            media.engine(),
+            sink,
+            config.meeting_id_digits,
+        )
+        .with_guess_limits(config.guess_limits),
+    );
     let MediaServing {
         routes: engine_routes,
         sfu,

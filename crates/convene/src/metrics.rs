@@ -125,6 +125,7 @@ impl Metrics {
         if let Some(control) = &sfu {
             registry.register_collector(Box::new(DatagramCounters(control.clone())));
         }
+        registry.register_collector(Box::new(CommitCounters(store.clone())));
         Self {
             registry,
             http,
@@ -246,6 +247,38 @@ async fn sfu_counts(control: &SfuControl) -> Result<(usize, usize, usize), conve
         tracks += people.iter().map(|p| p.tracks.len()).sum::<usize>();
     }
     Ok((rooms.len(), participants, tracks))
+}
+
+/// The group commit's counters, read (atomic loads) at each scrape: changes per transaction is
+/// how much a crowd was grouped.
+struct CommitCounters(Arc<SqlStore>);
+
+impl std::fmt::Debug for CommitCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CommitCounters").finish_non_exhaustive()
+    }
+}
+
+impl Collector for CommitCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.0.commit_counts();
+        for (name, help, value) in [
+            (
+                "convene_store_commits",
+                "Transactions the store's group commit ran",
+                counts.transactions,
+            ),
+            (
+                "convene_store_committed_changes",
+                "Changes those transactions held (one per operation that changed a meeting)",
+                counts.changes,
+            ),
+        ] {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(family)?;
+        }
+        Ok(())
+    }
 }
 
 /// The media thread's datagram counters, read (atomic loads) at each scrape.

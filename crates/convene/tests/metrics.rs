@@ -66,6 +66,8 @@ async fn requests_are_counted_by_route_template_and_meetings_and_people_move_the
         "convene_sfu_tracks",
         r#"convene_sfu_datagrams_sent_total{transport="udp"}"#,
         r#"convene_sfu_datagrams_dropped_total{transport="tcp"}"#,
+        "convene_store_commits_total",
+        "convene_store_committed_changes_total",
     ] {
         assert_eq!(sample(&before, series), Some(0.0), "{series} in\n{before}");
     }
@@ -124,6 +126,17 @@ async fn requests_are_counted_by_route_template_and_meetings_and_people_move_the
     assert_eq!(
         sample(&text, r#"convene_people{state="waiting"}"#),
         Some(1.0)
+    );
+    // The guest's entry went through the group commit (the meeting's creation does not).
+    assert_eq!(
+        sample(&text, "convene_store_commits_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "convene_store_committed_changes_total"),
+        Some(1.0),
+        "{text}"
     );
 
     let (status, body) = app

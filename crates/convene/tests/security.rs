@@ -812,6 +812,53 @@ async fn a_crowd_behind_one_address_enters_and_a_guesser_there_is_still_locked_o
     Arc::into_inner(app).unwrap().stop().await;
 }
 
+/// The guessing limits are the deployment's settings: with 3 wrong guesses per address allowed,
+/// the fourth is refused, and then so is that address's right credential, until the window ends;
+/// with 2 consecutive failures per meeting, the meeting's checks lock for every address.
+#[tokio::test]
+async fn the_guessing_limits_are_the_deployments_settings() {
+    let app = TestApp::start_with(
+        StoreKind::Sqlite,
+        &[
+            ("CONVENE_RATE_LIMIT_GUESSES_PER_ADDRESS", "3"),
+            ("CONVENE_RATE_LIMIT_GUESSES_PER_MEETING", "5"),
+            // The guesses come from several addresses, through a proxy on loopback.
+            ("CONVENE_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let (status, body) = guess(&app, Some("198.51.100.7")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+    let (status, body) = guess(&app, Some("198.51.100.7")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+
+    // Per meeting: five wrong guesses from five addresses lock the meeting's checks.
+    let meeting = app.create_meeting(json!({"name": "m"})).await;
+    let path = format!(
+        "/v1/meetings/{}/enter",
+        meeting["meeting_id"].as_str().unwrap()
+    );
+    let wrong = |n: u8| {
+        app.client
+            .post(app.url(&path))
+            .header("x-forwarded-for", format!("203.0.113.{n}"))
+            .json(&json!({"credential": "00000000", "name": "x"}))
+            .send()
+    };
+    for n in 0..5 {
+        assert_eq!(wrong(n).await.unwrap().status(), StatusCode::FORBIDDEN);
+    }
+    let locked = wrong(9).await.unwrap();
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = locked.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "locked_out");
+    app.stop().await;
+}
+
 /// One wrong guess at `/enter`, with this `X-Forwarded-For` if any.
 async fn guess(app: &TestApp, forwarded: Option<&str>) -> (StatusCode, Value) {
     let mut request = app

@@ -42,8 +42,9 @@ impl Meetings {
     /// for the host credential, so it counts against the host's, and is answered with the same
     /// lock. So an attacker who locks a meeting's PIN checks does not lock out its host, who gets
     /// in until the host credential itself is attacked; then it locks with the same doubling
-    /// delay. Each success clears its own counter. The client address's counter (30 failures in
-    /// 10 minutes) is checked first and counts every failure. The API key is never counted.
+    /// delay. Each success clears its own counter. The client address's counter (by default 30
+    /// failures in 10 minutes) is checked first and counts every failure. The API key is never
+    /// counted.
     pub async fn check_credential(
         &self,
         key: &str,
@@ -63,19 +64,19 @@ impl Meetings {
         self.store
             .failures(FailureScope::Address, client)
             .await?
-            .check(FailureScope::Address, now)?;
+            .check(FailureScope::Address, now, &self.guess_limits)?;
         let host_key = format!("{key}#host");
         let shared = self
             .store
             .failures(FailureScope::Meeting, key)
             .await?
-            .check(FailureScope::Meeting, now);
+            .check(FailureScope::Meeting, now, &self.guess_limits);
         match (presented, shared) {
             (Presented::Host, _) => {
                 self.store
                     .failures(FailureScope::Meeting, &host_key)
                     .await?
-                    .check(FailureScope::Meeting, now)?;
+                    .check(FailureScope::Meeting, now, &self.guess_limits)?;
                 self.store
                     .clear_failures(FailureScope::Meeting, &host_key)
                     .await?;
@@ -98,7 +99,7 @@ impl Meetings {
                 self.store
                     .failures(FailureScope::Meeting, &host_key)
                     .await?
-                    .check(FailureScope::Meeting, now)?;
+                    .check(FailureScope::Meeting, now, &self.guess_limits)?;
                 self.count_failure(FailureScope::Meeting, &host_key, now)
                     .await?;
                 self.count_failure(FailureScope::Address, client, now)
@@ -112,13 +113,13 @@ impl Meetings {
     /// guests): `found` says whether the id named a meeting. The client address's failure
     /// counter is checked first, so a locked-out address learns nothing, not even about an id
     /// that exists (`RateLimited`); an unknown id counts as a failure (`MeetingNotFound`). With
-    /// at most 30 failures per address in 10 minutes, an address tries at most 4,320 ids a day.
+    /// the default 30 failures per address in 10 minutes, an address tries at most 4,320 ids a day.
     pub async fn check_id_lookup(&self, client: &str, found: bool) -> Result<()> {
         let now = self.now();
         self.store
             .failures(FailureScope::Address, client)
             .await?
-            .check(FailureScope::Address, now)?;
+            .check(FailureScope::Address, now, &self.guess_limits)?;
         if found {
             return Ok(());
         }
@@ -134,7 +135,7 @@ impl Meetings {
         now: Timestamp,
     ) -> Result<()> {
         let forget_before = scope
-            .window()
+            .window(&self.guess_limits)
             .map(|w| Timestamp::from_millis(now.as_millis() - w.as_millis() as i64));
         self.store
             .record_failure(scope, subject, now, forget_before)
@@ -150,7 +151,7 @@ impl Meetings {
         for scope in [FailureScope::Address, FailureScope::Meeting] {
             pruned += self
                 .store
-                .prune_failures(scope, scope.stale_before(now))
+                .prune_failures(scope, scope.stale_before(now, &self.guess_limits))
                 .await?;
         }
         Ok(pruned)

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use crate::access::{TokenRuns, check_token};
 use crate::error::{DomainError, ErrorCode, StoreError};
 use crate::ids::{Identity, InstanceId, MeetingId, MeetingIdDigits, RoomName};
+use crate::lockout::GuessLimits;
 use crate::meeting::Meeting;
 use crate::ops::{Actor, Change, Tx};
 use crate::participant::{Participant, ParticipantState};
@@ -89,6 +90,7 @@ pub struct Meetings {
     slots: hot::Slots,
     default_digits: MeetingIdDigits,
     keys: ApiKeys,
+    guess_limits: GuessLimits,
 }
 
 impl Meetings {
@@ -109,7 +111,14 @@ impl Meetings {
             sink,
             slots: hot::Slots::default(),
             default_digits,
+            guess_limits: GuessLimits::default(),
         }
+    }
+
+    /// The same service with these guessing limits (the defaults otherwise).
+    pub fn with_guess_limits(mut self, limits: GuessLimits) -> Self {
+        self.guess_limits = limits;
+        self
     }
 
     /// A fresh generator for one operation (see [`crate::random`]).
