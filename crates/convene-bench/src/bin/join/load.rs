@@ -168,6 +168,8 @@ pub struct Measured {
     pub errors: Errors,
     /// The window (a storm) or the first send to the last answer (a burst).
     pub elapsed: Duration,
+    /// Joins counted per connection, fewest and most: how evenly the server served them.
+    pub per_connection: (u64, u64),
 }
 
 impl Measured {
@@ -189,6 +191,10 @@ struct Share {
 fn merge(shares: Vec<Share>) -> (Measured, Option<Instant>, Option<Instant>) {
     let mut measured = Measured::default();
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    measured.per_connection = (
+        shares.iter().map(|s| s.joins).min().unwrap_or(0),
+        shares.iter().map(|s| s.joins).max().unwrap_or(0),
+    );
     for share in shares {
         measured.joins += share.joins;
         measured.latencies.extend(share.latencies);

@@ -51,7 +51,11 @@ struct Args {
     )]
     scenarios: Vec<Scenario>,
     /// Servers to run each scenario against (convene-pg is added when --postgres-url is given).
-    #[arg(long, value_delimiter = ',', default_value = "convene,node-join,axum-ceiling")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "convene,node-join,axum-ceiling"
+    )]
     servers: Vec<Kind>,
     /// Connections of a storm, each sending joins back to back.
     #[arg(long, default_value_t = 32)]
@@ -167,14 +171,16 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             server.stop().await?;
             let row = row?;
             eprintln!(
-                "[{} {}] {} joins, {:.0}/s, p50 {}, p99 {}, {} errors",
+                "[{} {}] {} joins, {:.0}/s, p50 {}, p99 {}, {} errors; joins per connection {}-{}",
                 scenario.name(),
                 kind.name(),
                 row.measured.joins,
                 row.measured.per_second(),
                 ms(row.p(50.0)),
                 ms(row.p(99.0)),
-                row.measured.errors.total()
+                row.measured.errors.total(),
+                row.measured.per_connection.0,
+                row.measured.per_connection.1,
             );
             rows.push(row);
         }
@@ -245,7 +251,7 @@ fn met(ok: bool) -> &'static str {
 fn report(args: &Args, results: &[(Scenario, Vec<Row>)]) {
     println!();
     println!(
-        "Storms: {} connections, {:.0} s measured after {:.0} s of warm-up; joins/s counts 2xx answers with a token inside the window; latencies of every join answered from the window's start on (those in flight at its end waited for). Burst: {} joins over {} connections, time from the first send to the last answer. Server CPU: all its threads (share of one core), bench CPU: this load generator.",
+        "Storms: {} connections, {:.0} s measured after {:.0} s of warm-up; joins/s counts 2xx answers with a token inside the window; latencies of every join answered from the window's start on (those in flight at its end waited for). Burst: {} joins over {} connections, time from the first send to the last answer. Joins per connection: fewest-most counted on one connection. Server CPU: all its threads (share of one core), bench CPU: this load generator.",
         args.connections,
         args.seconds,
         args.warmup_seconds,
@@ -258,15 +264,15 @@ fn report(args: &Args, results: &[(Scenario, Vec<Row>)]) {
         match scenario {
             Scenario::Burst => {
                 println!(
-                    "| server | joins | time | joins/s | p50 | p99 | max | errors | server CPU | server CPU per join | bench CPU |"
+                    "| server | joins | time | joins/s | p50 | p99 | max | errors | joins per connection | server CPU | server CPU per join | bench CPU |"
                 );
-                println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+                println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             }
             _ => {
                 println!(
-                    "| server | joins/s | joins | p50 | p99 | max | errors | server CPU | server CPU per join | bench CPU |"
+                    "| server | joins/s | joins | p50 | p99 | max | errors | joins per connection | server CPU | server CPU per join | bench CPU |"
                 );
-                println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+                println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             }
         }
         for row in rows {
@@ -282,9 +288,10 @@ fn report(args: &Args, results: &[(Scenario, Vec<Row>)]) {
                 ms(row.p(99.0)),
                 ms(m.latencies.last().copied().unwrap_or_default()),
             );
+            let spread = format!("{}-{}", m.per_connection.0, m.per_connection.1);
             match scenario {
                 Scenario::Burst => println!(
-                    "| {} | {} | {:.2} s | {:.0} | {p50} | {p99} | {max} | {} | {} | {per_join} | {} |",
+                    "| {} | {} | {:.2} s | {:.0} | {p50} | {p99} | {max} | {} | {spread} | {} | {per_join} | {} |",
                     row.server.name(),
                     m.joins,
                     span,
@@ -294,7 +301,7 @@ fn report(args: &Args, results: &[(Scenario, Vec<Row>)]) {
                     share(row.bench_cpu),
                 ),
                 _ => println!(
-                    "| {} | {:.0} | {} | {p50} | {p99} | {max} | {} | {} | {per_join} | {} |",
+                    "| {} | {:.0} | {} | {p50} | {p99} | {max} | {} | {spread} | {} | {per_join} | {} |",
                     row.server.name(),
                     m.per_second(),
                     m.joins,
@@ -339,8 +346,8 @@ fn report(args: &Args, results: &[(Scenario, Vec<Row>)]) {
                 }
                 _ => {
                     if let Some(node) = node {
-                        let ratio = convene.measured.per_second()
-                            / node.measured.per_second().max(1e-9);
+                        let ratio =
+                            convene.measured.per_second() / node.measured.per_second().max(1e-9);
                         println!(
                             "{name}: convene/node throughput = {ratio:.2} ({:.0} vs {:.0} joins/s; target >= {TARGET_RATIO:.1}{clean}): {}",
                             convene.measured.per_second(),
