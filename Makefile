@@ -2,6 +2,7 @@
 #   make run    the server (release build), SQLite under ./data, a development key printed at first start
 #   make bench-media  the media forwarding benchmark (docs/benchmarks.md): 1 publisher, N subscribers
 #   make bench-web    the web app's join time: click on Join to the first decoded remote frame
+#   make bench-join   seed 002 join storms: convene, the seed's Node.js function and a bare axum POST
 #   make test   every test: Rust (unit, integration, SQLite + PostgreSQL conformance) and the
 #               interop suites that drive the real binary with clients nobody here wrote
 
@@ -11,7 +12,7 @@ CARGO  ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check bench-events bench-media bench-web
+.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check bench-events bench-media bench-web bench-join
 
 run:
 	$(CARGO) run --release -p convene
@@ -79,3 +80,13 @@ BENCH_MEDIA_ARGS ?= --subscribers 10,50,100,200 --seconds 10 --floor
 bench-media:
 	$(CARGO) build --release -p convene -p convene-media-bench
 	$(TARGET_DIR)/release/convene-media-bench --convene-bin $(TARGET_DIR)/release/convene $(BENCH_MEDIA_ARGS)
+
+# Seed 002 join storms (docs/benchmarks.md, "Join storms"): admin joins with a fresh uid each, to
+# convene (SQLite), seed 002's own function on Node.js (bench/node-join) and a bare axum POST;
+# 32 connections into one room and into 200 rooms, and a burst of 10,000 joins into one room.
+# BENCH_JOIN_ARGS=--postgres-url=postgres://postgres@127.0.0.1:5432/test adds convene on PostgreSQL.
+BENCH_JOIN_ARGS ?=
+bench-join:
+	$(CARGO) build --release -p convene -p convene-bench
+	cd bench/node-join && npm ci --no-audit --no-fund
+	ulimit -n "$$(ulimit -Hn)" && $(TARGET_DIR)/release/convene-join-bench --convene-bin $(TARGET_DIR)/release/convene $(BENCH_JOIN_ARGS)

@@ -1,5 +1,6 @@
 //! What convene's load generators share: the server under test as a child process on a free
-//! loopback port, with its own temporary data directory, ready once `/healthz` answers.
+//! loopback port, with its own temporary data directory, ready once `/healthz` answers; the CPU
+//! time a process used; percentiles.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,4 +92,32 @@ impl ChildServer {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// CPU time used so far by every thread of a process, from /proc/<pid>/task/*/schedstat
+/// (nanoseconds on the CPU; exited threads are not counted).
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        total += stat
+            .split_whitespace()
+            .next()
+            .context("schedstat runtime")?
+            .parse::<u64>()?;
+    }
+    Ok(Duration::from_nanos(total))
+}
+
+/// The `p`th percentile (nearest rank) of sorted durations; zero when there are none.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }

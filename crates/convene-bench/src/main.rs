@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use convene_bench::{ChildServer, convene_command, convene_missing};
+use convene_bench::{ChildServer, convene_command, convene_missing, cpu_time, percentile};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -104,25 +104,6 @@ fn rss_kb(pid: u32) -> anyhow::Result<u64> {
         .nth(1)
         .context("VmRSS value")?
         .parse()?)
-}
-
-/// CPU time used so far by every thread of a process, from /proc/<pid>/task/*/schedstat
-/// (nanoseconds on the CPU; exited threads are not counted).
-fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = task?.path().join("schedstat");
-        // A thread may end between the listing and the read.
-        let Ok(stat) = std::fs::read_to_string(path) else {
-            continue;
-        };
-        total += stat
-            .split_whitespace()
-            .next()
-            .context("schedstat runtime")?
-            .parse::<u64>()?;
-    }
-    Ok(Duration::from_nanos(total))
 }
 
 struct Server {
@@ -277,14 +258,6 @@ async fn guest(
         }
     }
     Ok(())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figures> {

@@ -1,0 +1,171 @@
+//! The servers the join benchmark runs against, each started fresh for each scenario and killed
+//! after it: convene on SQLite (a temporary data directory, the default durable settings), convene
+//! on PostgreSQL (a database of its own, created for the run and dropped after), the Node.js peer
+//! (`bench/node-join`), and `axum-ceiling` (this binary's hidden `serve-ceiling` mode).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use convene_bench::{ChildServer, convene_command, convene_missing};
+use sqlx::Connection;
+
+/// The API key pair every server checks (convene: provisioned at start; node-join: Basic).
+pub const KEY: &str = "APIbench";
+pub const SECRET: &str = "bench-secret-0123456789-0123456789-abcdef";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// convene on SQLite.
+    #[value(name = "convene")]
+    Convene,
+    /// convene on PostgreSQL (needs `--postgres-url`).
+    #[value(name = "convene-pg")]
+    ConvenePg,
+    /// seed 002's function on Node.js `http` and `livekit-server-sdk`.
+    #[value(name = "node-join")]
+    NodeJoin,
+    /// A bare axum POST route.
+    #[value(name = "axum-ceiling")]
+    AxumCeiling,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Convene => "convene",
+            Kind::ConvenePg => "convene-pg",
+            Kind::NodeJoin => "node-join",
+            Kind::AxumCeiling => "axum-ceiling",
+        }
+    }
+
+    pub fn is_convene(self) -> bool {
+        matches!(self, Kind::Convene | Kind::ConvenePg)
+    }
+}
+
+/// How to start each server.
+pub struct Settings {
+    pub convene_bin: PathBuf,
+    pub node_dir: PathBuf,
+    /// A PostgreSQL URL whose user may create databases (e.g.
+    /// `postgres://postgres@127.0.0.1:5432/test`).
+    pub postgres_url: Option<String>,
+}
+
+/// A database made for one run.
+struct Database {
+    admin_url: String,
+    name: String,
+}
+
+/// A running server; [`Running::stop`] kills it and drops its database.
+pub struct Running {
+    pub process: ChildServer,
+    database: Option<Database>,
+}
+
+impl Running {
+    pub async fn start(kind: Kind, settings: &Settings) -> anyhow::Result<Self> {
+        let mut database = None;
+        let process = match kind {
+            Kind::Convene => {
+                ChildServer::start(&convene_missing(&settings.convene_bin), |port, dir| {
+                    convene_command(&settings.convene_bin, port, dir, KEY, SECRET)
+                })
+                .await?
+            }
+            Kind::ConvenePg => {
+                let admin_url = settings
+                    .postgres_url
+                    .clone()
+                    .context("convene-pg needs --postgres-url")?;
+                let made = fresh_database(&admin_url).await?;
+                let url = made.1.clone();
+                database = Some(Database {
+                    admin_url,
+                    name: made.0,
+                });
+                ChildServer::start(&convene_missing(&settings.convene_bin), |port, dir| {
+                    let mut command =
+                        convene_command(&settings.convene_bin, port, dir, KEY, SECRET);
+                    command.env("CONVENE_DATABASE_URL", &url);
+                    command
+                })
+                .await?
+            }
+            Kind::NodeJoin => {
+                let script = settings.node_dir.join("server.js");
+                ChildServer::start(
+                    &format!(
+                        "node {} (run npm ci in {})",
+                        script.display(),
+                        settings.node_dir.display()
+                    ),
+                    |port, _| {
+                        let mut command = Command::new("node");
+                        command
+                            .arg(&script)
+                            .arg(port.to_string())
+                            .env("API_KEY", KEY)
+                            .env("API_SECRET", SECRET);
+                        command
+                    },
+                )
+                .await?
+            }
+            Kind::AxumCeiling => {
+                let exe = std::env::current_exe()?;
+                ChildServer::start(
+                    "axum-ceiling (this binary's serve-ceiling mode)",
+                    |port, _| {
+                        let mut command = Command::new(exe);
+                        command
+                            .arg("serve-ceiling")
+                            .arg("--port")
+                            .arg(port.to_string());
+                        command
+                    },
+                )
+                .await?
+            }
+        };
+        Ok(Self { process, database })
+    }
+
+    /// Kills the server, then drops its database if it had one.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let Running { process, database } = self;
+        drop(process);
+        if let Some(database) = database {
+            let mut connection = sqlx::PgConnection::connect(&database.admin_url).await?;
+            sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                database.name
+            ))
+            .execute(&mut connection)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates a database named for this process and a counter next to the one `admin_url` names, as
+/// convene's own end-to-end tests do; its name and URL.
+async fn fresh_database(admin_url: &str) -> anyhow::Result<(String, String)> {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("convene_join_bench_{}_{run}", std::process::id());
+    let Some(slash) = admin_url.rfind('/').filter(|&i| i > "postgres://".len()) else {
+        bail!("--postgres-url needs a database path, e.g. postgres://postgres@127.0.0.1:5432/test");
+    };
+    let mut connection = sqlx::PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("PostgreSQL at {admin_url}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut connection)
+        .await?;
+    Ok((name.clone(), format!("{}/{name}", &admin_url[..slash])))
+}
