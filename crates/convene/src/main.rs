@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use convene::{Config, KeyOrigin};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: a join allocates and frees a few hundred small
+/// values (JSON, SQL rows, tokens) across threads, and glibc's malloc and free were a quarter of
+/// the server's instructions under a join storm (docs/benchmarks.md, "Join storms").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "convene",

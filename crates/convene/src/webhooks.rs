@@ -46,6 +46,9 @@ const BATCH: u32 = 16;
 /// How often the outbox is looked at when nothing wakes the sender (retries coming due) while
 /// it holds work; see [`next_poll`] for when it is empty.
 const POLL: Duration = Duration::from_millis(250);
+/// The shortest time between two looks at the outbox when commits wake the sender: under a storm
+/// of commits (hundreds a second) it reads the outbox at most this often, not once per commit.
+const MIN_LOOK_GAP: Duration = Duration::from_millis(10);
 /// The longest wait between two looks at an empty outbox (commits wake the sender at once).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Finished deliveries are kept this long for the API, then pruned.
@@ -182,6 +185,7 @@ impl Sender {
         let mut next_prune = tokio::time::Instant::now();
         let mut poll = POLL;
         loop {
+            let looked = tokio::time::Instant::now();
             let now = SystemClock.now();
             let mut found = false;
             match self.store.due_lanes(now, (MAX_LANES * 2) as u32).await {
@@ -225,8 +229,12 @@ impl Sender {
             poll = next_poll(poll, found || !running.is_empty(), self.retry.first_delay);
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                // Events were committed: look at once, and start the back-off again.
-                () = wake.0.notified() => poll = POLL,
+                // Events were committed: look soon (at most every MIN_LOOK_GAP), and start the
+                // back-off again.
+                () = wake.0.notified() => {
+                    poll = POLL;
+                    tokio::time::sleep_until(looked + MIN_LOOK_GAP).await;
+                }
                 Some(lane) = done_rx.recv() => {
                     running.remove(&lane);
                     if let Some(n) = per_endpoint.get_mut(&lane.endpoint_id) {

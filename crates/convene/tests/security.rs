@@ -1013,3 +1013,44 @@ async fn every_surface_reads_the_bearer_scheme_in_any_case() {
     }
     app.stop().await;
 }
+
+/// A clock the test moves.
+struct ManualClock(std::sync::Mutex<convene_core::Timestamp>);
+
+impl convene_core::time::Clock for ManualClock {
+    fn now(&self) -> convene_core::Timestamp {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// API keys are read from memory for a short while (every call made with the key checks it): a
+/// key revoked by another process (`convene api-key revoke`, another node) stops working within
+/// `KEY_CACHE_TTL`; revoked through this service, at once.
+#[tokio::test]
+async fn a_key_revoked_elsewhere_stops_working_within_the_cache_ttl() {
+    use convene_core::ports::Store;
+    use convene_core::service::{ApiKeys, KEY_CACHE_TTL};
+    let dir = tempfile::tempdir().unwrap();
+    let store = convene_store::SqlStore::sqlite(&dir.path().join("t.db"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let start = convene_core::Timestamp::from_millis(1_800_000_000_000);
+    let clock = Arc::new(ManualClock(std::sync::Mutex::new(start)));
+    let keys = ApiKeys::new(store.clone(), clock.clone(), Arc::new(convene::OsEntropy));
+    let key = keys.create("held").await.unwrap();
+    assert!(keys.get(&key.id).await.unwrap().unwrap().is_active());
+
+    // Revoked in the store by someone else: still held for a moment, then read again.
+    assert!(store.revoke_api_key(&key.id, start).await.unwrap());
+    assert!(keys.get(&key.id).await.unwrap().unwrap().is_active());
+    *clock.0.lock().unwrap() = start.plus(KEY_CACHE_TTL);
+    assert!(!keys.get(&key.id).await.unwrap().unwrap().is_active());
+
+    // Revoked here: at once.
+    let other = keys.create("other").await.unwrap();
+    assert!(keys.get(&other.id).await.unwrap().unwrap().is_active());
+    keys.revoke(&other.id).await.unwrap();
+    assert!(!keys.get(&other.id).await.unwrap().unwrap().is_active());
+}

@@ -161,14 +161,10 @@ async fn join(
             .start_meeting(&meeting.id, &Caller::Admin)
             .await?;
     }
-    let role = match app.meetings.participant(&meeting.id, &identity).await {
-        Ok(existing) => existing.role,
-        Err(e) if e.code() == ErrorCode::ParticipantNotFound => Role::Speaker,
-        Err(e) => return Err(e.into()),
-    };
+    // Someone already in the room keeps their role (a host stays host); a newcomer speaks.
     let (meeting, participant) = app
         .meetings
-        .enter_trusted(&meeting.id, identity, name, role)
+        .enter_trusted_keeping_role(&meeting.id, identity, name, Role::Speaker)
         .await?;
     let caller = Caller::Participant {
         identity: participant.identity.clone(),

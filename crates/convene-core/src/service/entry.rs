@@ -72,6 +72,32 @@ impl Meetings {
         .await
     }
 
+    /// Like [`Meetings::enter_trusted`], but someone already in the meeting keeps the role they
+    /// have (a host stays host); `role` is for a newcomer. One read of the person, not two.
+    pub async fn enter_trusted_keeping_role(
+        &self,
+        id: &MeetingId,
+        identity: Identity,
+        name: DisplayName,
+        role: Role,
+    ) -> Result<(Meeting, Participant)> {
+        let needs = Needs {
+            target: Some(identity.clone()),
+            ..Needs::default()
+        };
+        self.mutate(id, &Caller::Admin, needs, |tx, loaded| {
+            let role = loaded.target.as_ref().map_or(role, |p| p.role);
+            let entry = Entry {
+                identity: identity.clone(),
+                name: name.clone(),
+                role,
+                trusted: true,
+            };
+            ops::enter(tx, loaded.target, entry)
+        })
+        .await
+    }
+
     /// Like [`Meetings::enter_trusted`], but the person goes through the waiting room by policy
     /// (used by surfaces that authenticate the caller but not the person, e.g. guests).
     pub async fn enter_untrusted(

@@ -37,6 +37,9 @@ use crate::participant::{Participant, ParticipantState};
 
 /// Meetings whose slots are kept; past this, idle slots are dropped (their views are a cache).
 const MAX_SLOTS: usize = 8192;
+/// People ever in a meeting (in any state) up to which a durable view holds them all; a larger
+/// meeting's people are read one by one.
+pub(super) const MAX_ROSTER: u64 = 20_000;
 
 /// The slots of the meetings in use on this node, and the rooms' meetings seen.
 #[derive(Default)]
@@ -168,6 +171,9 @@ impl State {
 struct View {
     meeting: Meeting,
     people: HashMap<Identity, Participant>,
+    /// `people` is everyone in the meeting (read whole, then kept by the commits): someone not
+    /// in it is not in the meeting.
+    complete: bool,
 }
 
 struct Ahead {
@@ -180,6 +186,8 @@ struct Ahead {
 /// Where to find a person for an operation.
 pub(super) enum Lookup {
     Found(Participant),
+    /// Not in the meeting (the view holds everyone).
+    Absent,
     /// Not held: read the store, then [`Slot::fill_person`] with this version.
     Read(u64),
     /// Not held, and a queued change may move them: wait until nothing is queued.
@@ -242,8 +250,12 @@ impl Slot {
                 return Lookup::Drain;
             }
         }
-        match state.durable.as_ref().and_then(|v| v.people.get(identity)) {
-            Some(person) => Lookup::Found(person.clone()),
+        match &state.durable {
+            Some(view) => match view.people.get(identity) {
+                Some(person) => Lookup::Found(person.clone()),
+                None if view.complete => Lookup::Absent,
+                None => Lookup::Read(state.version),
+            },
             None => Lookup::Read(state.version),
         }
     }
@@ -260,9 +272,35 @@ impl Slot {
                 *durable = Some(View {
                     meeting: meeting.clone(),
                     people: HashMap::new(),
+                    complete: false,
                 });
             }
         }
+    }
+
+    /// The version to read the whole meeting at, when the durable view does not hold everyone.
+    pub(super) fn roster_missing(&self) -> Option<u64> {
+        let state = self.state();
+        match &state.durable {
+            Some(view) if view.complete => None,
+            _ => Some(state.version),
+        }
+    }
+
+    /// The meeting and everyone in it, read from the store when `version` was current.
+    pub(super) fn fill_roster(&self, meeting: &Meeting, people: Vec<Participant>, version: u64) {
+        let mut state = self.state();
+        if state.version != version {
+            return;
+        }
+        state.durable = Some(View {
+            meeting: meeting.clone(),
+            people: people
+                .into_iter()
+                .map(|p| (p.identity.clone(), p))
+                .collect(),
+            complete: true,
+        });
     }
 
     /// A person read from the store when `version` was current.

@@ -40,7 +40,7 @@ pub const MAX_PAGE: u32 = 1000;
 // The rule lives in `crate::access`; other crates use it from here too.
 pub use crate::access::may_connect_media;
 pub use crate::error::{Result, ServiceError};
-pub use api_keys::ApiKeys;
+pub use api_keys::{ApiKeys, KEY_CACHE_TTL};
 pub use media::{MediaAdmission, MediaReport};
 pub use meetings::NewMeeting;
 
@@ -164,19 +164,36 @@ impl Meetings {
         .map(|(_, value)| value)
     }
 
-    /// The meeting to compute a change on: the view ahead, else the store.
+    /// The meeting to compute a change on: the view ahead, else the durable view. When the
+    /// durable view does not hold everyone in the meeting, the meeting and all its people are
+    /// read (once per meeting in use: afterwards a person not held is not in the meeting, and
+    /// looking someone up costs no query), unless the meeting is too large to hold.
     async fn meeting_ahead(&self, slot: &hot::Slot, id: &MeetingId) -> Result<Meeting> {
-        if let Some(meeting) = slot.meeting_ahead() {
-            return Ok(meeting);
+        let read = match slot.roster_missing() {
+            Some(version) => {
+                let meeting = self
+                    .store
+                    .meeting(id)
+                    .await?
+                    .ok_or_else(|| DomainError::code(ErrorCode::MeetingNotFound))?;
+                let everyone = self
+                    .store
+                    .count_participants(id, &ParticipantState::ALL)
+                    .await?;
+                if everyone <= hot::MAX_ROSTER {
+                    let people = self.store.participants(id, None).await?;
+                    slot.fill_roster(&meeting, people, version);
+                } else {
+                    slot.fill_meeting(&meeting, version);
+                }
+                Some(meeting)
+            }
+            None => None,
+        };
+        match slot.meeting_ahead().or(read) {
+            Some(meeting) => Ok(meeting),
+            None => Err(DomainError::code(ErrorCode::MeetingNotFound).into()),
         }
-        let version = slot.version();
-        let meeting = self
-            .store
-            .meeting(id)
-            .await?
-            .ok_or_else(|| DomainError::code(ErrorCode::MeetingNotFound))?;
-        slot.fill_meeting(&meeting, version);
-        Ok(meeting)
     }
 
     /// A person to compute a change on: the views, else the store.
@@ -189,6 +206,7 @@ impl Meetings {
         loop {
             match slot.person_ahead(identity) {
                 hot::Lookup::Found(person) => return Ok(Some(person)),
+                hot::Lookup::Absent => return Ok(None),
                 hot::Lookup::Drain => slot.drained().await,
                 hot::Lookup::Read(version) => {
                     let person = self.store.participant(id, identity).await?;
