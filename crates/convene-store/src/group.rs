@@ -30,7 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{backend, shared, unique_violation};
 use crate::rows::{EventValues, ParticipantValues};
 use crate::store::{
-    Bulk, Encoded, admit_waiting, after_writes, insert_events, upsert_participants,
+    Bulk, Encoded, admit_waiting, after_writes, append_events, insert_events, upsert_participants,
+    upsert_people,
 };
 use crate::{Backend, SqlStore, StoreFault};
 
@@ -76,6 +77,21 @@ struct Writer {
     bulk: Bulk,
     counts: Arc<Counts>,
 }
+
+/// Why a batch written without savepoints failed.
+enum FastError {
+    /// This segment's version check or admission failed (the others may be fine).
+    Segment(usize, StoreError),
+    /// Something that cannot be put down to one segment.
+    Batch(StoreError),
+}
+
+/// Meetings whose own webhook endpoint this process wrote, with the URL it wrote (`None`: none):
+/// a commit that does not change it does not write it again.
+#[derive(Default)]
+struct Synced(HashMap<String, Option<String>>);
+
+const MAX_SYNCED: usize = 100_000;
 
 impl SqlStore {
     /// Queues `change` behind every change queued before it (see the module comment). A change
@@ -152,6 +168,7 @@ struct Segment {
 
 impl Writer {
     async fn run(self, mut receiver: mpsc::UnboundedReceiver<Queued>) {
+        let mut synced = Synced::default();
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = receiver.recv().await {
             batch.push(first);
@@ -162,7 +179,7 @@ impl Writer {
                 }
             }
             let changes: Vec<&Change> = batch.iter().map(|q| &q.change).collect();
-            let results = self.commit_batch(&changes).await;
+            let results = self.commit_batch(&changes, &mut synced).await;
             self.counts.transactions.fetch_add(1, Ordering::Relaxed);
             self.counts
                 .changes
@@ -189,8 +206,15 @@ impl Writer {
         tx.commit().await.map_err(backend)
     }
 
-    /// Commits `changes` in one transaction; one result per change, in order.
-    async fn commit_batch(&self, changes: &[&Change]) -> Vec<Result<(), StoreError>> {
+    /// Commits `changes` in one transaction; one result per change, in order. First without
+    /// savepoints, every meeting's row checked, then everyone's rows in shared statements; a
+    /// segment whose check fails is left out and the rest written again; anything else falls
+    /// back to one savepoint per segment, which tells which one failed.
+    async fn commit_batch(
+        &self,
+        changes: &[&Change],
+        synced: &mut Synced,
+    ) -> Vec<Result<(), StoreError>> {
         let mut results: Vec<Option<Result<(), StoreError>>> =
             changes.iter().map(|_| None).collect();
         let mut encoded: Vec<Option<Encoded>> = Vec::with_capacity(changes.len());
@@ -203,11 +227,23 @@ impl Writer {
                 }
             }
         }
-        let segments = segments(changes, &encoded);
-        if let Err(e) = self
-            .write_segments(changes, &mut encoded, &segments, &mut results)
-            .await
-        {
+        let mut segments = segments(changes, &encoded);
+        let outcome = loop {
+            match self.write_fast(changes, &encoded, &segments, synced).await {
+                Ok(()) => break Ok(()),
+                Err(FastError::Segment(s, e)) => {
+                    let failed = segments.remove(s);
+                    fail(&mut results, &failed, &e);
+                }
+                Err(FastError::Batch(e)) => {
+                    tracing::debug!(error = %e, "group commit: writing the batch again, one savepoint per meeting");
+                    break self
+                        .write_segments(changes, &mut encoded, &segments, &mut results)
+                        .await;
+                }
+            }
+        };
+        if let Err(e) = outcome {
             // The transaction as a whole failed: nobody's change is durable.
             for result in &mut results {
                 if !matches!(result, Some(Err(_))) {
@@ -216,6 +252,116 @@ impl Writer {
             }
         }
         results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+    }
+
+    /// The batch in one transaction without savepoints: each segment's meeting row (and
+    /// admission), then every person and event of the batch in shared multi-row statements, then
+    /// each meeting's webhook rows and notification.
+    async fn write_fast(
+        &self,
+        changes: &[&Change],
+        encoded: &[Option<Encoded>],
+        segments: &[Segment],
+        synced: &mut Synced,
+    ) -> Result<(), FastError> {
+        if segments.is_empty() {
+            return Ok(());
+        }
+        let batch = |e: sqlx::Error| FastError::Batch(backend(e));
+        let mut tx = self.pool.begin().await.map_err(batch)?;
+        let mut counts = Vec::with_capacity(segments.len());
+        for (s, segment) in segments.iter().enumerate() {
+            let admissions = self
+                .check_segment(&mut tx, changes, encoded, segment)
+                .await
+                .map_err(|e| FastError::Segment(s, e))?;
+            counts.push(admissions);
+        }
+        // Each person's last version in the batch, with their meeting's admission count.
+        let mut people: Vec<(&ParticipantValues, i64)> = Vec::new();
+        let mut position: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut events: Vec<&EventValues> = Vec::new();
+        for (segment, &admissions) in segments.iter().zip(&counts) {
+            for e in segment.changes.iter().filter_map(|&i| encoded[i].as_ref()) {
+                for p in &e.participants {
+                    let key = (p.meeting_id.as_str(), p.identity.as_str());
+                    match position.get(&key) {
+                        Some(&at) => people[at] = (p, admissions),
+                        None => {
+                            position.insert(key, people.len());
+                            people.push((p, admissions));
+                        }
+                    }
+                }
+                events.extend(e.events.iter());
+            }
+        }
+        upsert_people(&mut tx, &people, self.bulk)
+            .await
+            .map_err(batch)?;
+        append_events(&mut tx, &events, self.bulk)
+            .await
+            .map_err(batch)?;
+        let mut wrote: Vec<(String, Option<String>)> = Vec::new();
+        for segment in segments {
+            let (Some(&first), Some(&last)) = (segment.changes.first(), segment.changes.last())
+            else {
+                continue;
+            };
+            let meeting = &changes[last].meeting;
+            let url = meeting
+                .settings
+                .webhook_url
+                .as_ref()
+                .map(|u| u.as_str().to_owned());
+            if synced.0.get(meeting.id.as_str()) != Some(&url) {
+                crate::webhooks::sync_meeting_endpoint(&mut tx, meeting)
+                    .await
+                    .map_err(batch)?;
+                wrote.push((meeting.id.as_str().to_owned(), url));
+            }
+            let seqs = seq_range(changes[first]).zip(seq_range(changes[last]));
+            if let Some(((from, _), (_, to))) = seqs {
+                queue_webhooks(&mut tx, self.backend, &meeting.id, from, to)
+                    .await
+                    .map_err(FastError::Batch)?;
+            }
+        }
+        tx.commit().await.map_err(batch)?;
+        if synced.0.len() + wrote.len() > MAX_SYNCED {
+            synced.0.clear();
+        }
+        synced.0.extend(wrote);
+        Ok(())
+    }
+
+    /// A segment's meeting row, written if still at the version its first change was computed
+    /// from, and its admission of everyone waiting; the meeting's admission count after them.
+    async fn check_segment(
+        &self,
+        connection: &mut AnyConnection,
+        changes: &[&Change],
+        encoded: &[Option<Encoded>],
+        segment: &Segment,
+    ) -> Result<i64, StoreError> {
+        let (Some(&first), Some(&last)) = (segment.changes.first(), segment.changes.last()) else {
+            return Ok(0);
+        };
+        let expected_seq = changes[first]
+            .expected_seq
+            .ok_or_else(|| backend(StoreFault::Config("a queued change has no version".into())))?;
+        let expected_seq = crate::rows::signed("expected_seq", expected_seq)?;
+        let (Some(final_row), Some(first_row)) = (
+            encoded[last].as_ref().map(|e| &e.meeting),
+            encoded[first].as_ref().map(|e| &e.meeting),
+        ) else {
+            return Ok(0);
+        };
+        let admissions = crate::store::update_meeting(connection, final_row, expected_seq).await?;
+        match changes[first].admit_waiting {
+            Some(waiting) => admit_waiting(connection, first_row, waiting, admissions).await,
+            None => Ok(admissions),
+        }
     }
 
     /// Writes every segment and commits. A segment's own failure is recorded in `results`; an
@@ -324,6 +470,31 @@ fn fail(results: &mut [Option<Result<(), StoreError>>], segment: &Segment, error
     for &i in &segment.changes {
         results[i] = Some(Err(shared(error)));
     }
+}
+
+/// The meeting's events `from..=to` go to every active webhook endpoint; on PostgreSQL the other
+/// nodes are told (inside the commit).
+async fn queue_webhooks(
+    connection: &mut AnyConnection,
+    backend_kind: Backend,
+    meeting: &convene_core::ids::MeetingId,
+    from: u64,
+    to: u64,
+) -> Result<(), StoreError> {
+    crate::webhooks::enqueue(
+        connection,
+        meeting,
+        crate::rows::signed("seq", from)?,
+        crate::rows::signed("seq", to)?,
+    )
+    .await
+    .map_err(backend)?;
+    if backend_kind == Backend::Postgres {
+        crate::listen::notify(connection, meeting, to)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
 }
 
 fn seq_range(change: &Change) -> Option<(u64, u64)> {

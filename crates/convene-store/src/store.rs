@@ -133,6 +133,16 @@ pub(crate) async fn upsert_participants(
     bulk: Bulk,
     waiting_gen: i64,
 ) -> Result<(), sqlx::Error> {
+    let rows: Vec<(&ParticipantValues, i64)> = rows.iter().map(|p| (p, waiting_gen)).collect();
+    upsert_people(connection, &rows, bulk).await
+}
+
+/// Writes participants, each with its meeting's admission count (see [`upsert_participants`]).
+pub(crate) async fn upsert_people(
+    connection: &mut AnyConnection,
+    rows: &[(&ParticipantValues, i64)],
+    bulk: Bulk,
+) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(bulk.rows) {
         let sql = format!(
             "INSERT INTO participants ({PARTICIPANT_COLUMNS}, waiting_gen) VALUES {} \
@@ -140,7 +150,7 @@ pub(crate) async fn upsert_participants(
             placeholders(chunk.len(), ParticipantValues::COUNT + 1, bulk.params)
         );
         let mut query = sqlx::query(&sql);
-        for p in chunk {
+        for (p, waiting_gen) in chunk {
             query = query
                 .bind(p.meeting_id.as_str())
                 .bind(p.identity.as_str())
@@ -155,7 +165,7 @@ pub(crate) async fn upsert_participants(
                 .bind(p.epoch)
                 .bind(p.created_at)
                 .bind(p.updated_at)
-                .bind(waiting_gen);
+                .bind(*waiting_gen);
         }
         query.execute(&mut *connection).await?;
     }
@@ -212,6 +222,16 @@ pub(crate) async fn admit_waiting(
 pub(crate) async fn insert_events(
     connection: &mut AnyConnection,
     rows: &[EventValues],
+    bulk: Bulk,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<&EventValues> = rows.iter().collect();
+    append_events(connection, &rows, bulk).await
+}
+
+/// Appends events (see [`insert_events`]).
+pub(crate) async fn append_events(
+    connection: &mut AnyConnection,
+    rows: &[&EventValues],
     bulk: Bulk,
 ) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(bulk.rows) {
