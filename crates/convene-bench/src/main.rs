@@ -317,6 +317,10 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
         "[{name} n={n}] {n} guests entered in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    // Their HTTP connections close (a guest's browser would not keep one open beside its
+    // stream; 10,000 idle ones next to 10,000 streams would also pass the server's open-files
+    // cap here).
+    drop(clients);
     // The baseline: guests entered (stored), no stream open yet.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_base_kb = rss_kb(pid)?;

@@ -113,14 +113,18 @@ impl Slots {
         self.map().get(id).cloned()
     }
 
-    /// Another node committed the meeting up to `seq`: a durable view behind it is dropped.
+    /// A node committed the meeting up to `seq`: a durable view behind it is dropped, unless the
+    /// commit may be this node's own (its notification can arrive before the commit settles
+    /// here). Another node's commit that this node has not seen has a `seq` past every change
+    /// this node queued, or those changes fail and drop the views anyway.
     pub(super) fn observe(&self, id: &MeetingId, seq: u64) {
         if let Some(slot) = self.peek(id) {
             let mut state = slot.state();
-            if state
-                .durable
-                .as_ref()
-                .is_some_and(|view| view.meeting.last_seq < seq)
+            if seq > state.submitted_seq
+                && state
+                    .durable
+                    .as_ref()
+                    .is_some_and(|view| view.meeting.last_seq < seq)
             {
                 state.durable = None;
                 state.bump(&slot.changes);
@@ -153,6 +157,8 @@ struct State {
     ahead: Option<Ahead>,
     /// Changes queued and not settled.
     queued: usize,
+    /// The highest `last_seq` of a change queued here since the views were last dropped.
+    submitted_seq: u64,
     /// Bumped whenever the durable view changes: a store read started before may not fill it.
     version: u64,
     /// The previous queued change's turn: resolved (or dropped) once it is done.
@@ -347,6 +353,7 @@ impl Slot {
         }
         state.ahead = Some(ahead);
         state.queued += 1;
+        state.submitted_seq = state.submitted_seq.max(change.meeting.last_seq);
         let (next, turn) = oneshot::channel();
         let previous = state.turn.replace(turn);
         Turn {
@@ -382,6 +389,7 @@ impl Slot {
             Err(_) => {
                 state.durable = None;
                 state.ahead = None;
+                state.submitted_seq = 0;
             }
         }
         state.queued = state.queued.saturating_sub(1);
