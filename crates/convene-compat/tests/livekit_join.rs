@@ -346,3 +346,60 @@ async fn a_session_is_read_from_a_bearer_scheme_in_any_case() {
         assert_eq!(reply.status, StatusCode::OK, "{scheme}: {:?}", reply.body);
     }
 }
+
+/// Joining again keeps the role the person has in the room (a host made host stays host, with the
+/// host's grants); a newcomer speaks.
+#[tokio::test]
+async fn a_host_stays_host_when_joining_again_and_newcomers_speak() {
+    let app = TestApp::start().await;
+    let admin = basic();
+    let first = join(
+        &app,
+        Encoding::Json,
+        json!({"roomName": "class", "uid": "teacher"}),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    let grant = claims(first.body["access_token"].as_str().unwrap());
+    assert_ne!(grant["video"]["roomAdmin"], true, "a newcomer is a speaker");
+    let room = convene_core::ids::RoomName::parse("class").unwrap();
+    let meeting = app
+        .state
+        .meetings
+        .meeting_by_room(&room)
+        .await
+        .unwrap()
+        .unwrap();
+    let teacher = convene_core::ids::Identity::parse("teacher").unwrap();
+    app.state
+        .meetings
+        .set_role(
+            &meeting.id,
+            &convene_core::service::Caller::Admin,
+            &teacher,
+            convene_core::participant::Role::Host,
+        )
+        .await
+        .unwrap();
+    let again = join(
+        &app,
+        Encoding::Json,
+        json!({"roomName": "class", "uid": "teacher"}),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.body);
+    let grant = claims(again.body["access_token"].as_str().unwrap());
+    assert_eq!(grant["video"]["roomAdmin"], true, "{grant}");
+    let pupil = join(
+        &app,
+        Encoding::Json,
+        json!({"roomName": "class", "uid": "pupil"}),
+        Some(&admin),
+    )
+    .await;
+    let grant = claims(pupil.body["access_token"].as_str().unwrap());
+    assert_eq!(grant["video"]["canPublish"], true);
+    assert_ne!(grant["video"]["roomAdmin"], true);
+}

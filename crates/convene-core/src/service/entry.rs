@@ -81,21 +81,13 @@ impl Meetings {
         name: DisplayName,
         role: Role,
     ) -> Result<(Meeting, Participant)> {
-        let needs = Needs {
-            target: Some(identity.clone()),
-            ..Needs::default()
+        let entry = Entry {
+            identity,
+            name,
+            role,
+            trusted: true,
         };
-        self.mutate(id, &Caller::Admin, needs, |tx, loaded| {
-            let role = loaded.target.as_ref().map_or(role, |p| p.role);
-            let entry = Entry {
-                identity: identity.clone(),
-                name: name.clone(),
-                role,
-                trusted: true,
-            };
-            ops::enter(tx, loaded.target, entry)
-        })
-        .await
+        self.enter_with(id, entry, true).await
     }
 
     /// Like [`Meetings::enter_trusted`], but the person goes through the waiting room by policy
@@ -120,12 +112,26 @@ impl Meetings {
     }
 
     async fn enter_as(&self, id: &MeetingId, entry: Entry) -> Result<(Meeting, Participant)> {
+        self.enter_with(id, entry, false).await
+    }
+
+    /// `keep_role`: someone already in the meeting keeps their role, not the entry's.
+    async fn enter_with(
+        &self,
+        id: &MeetingId,
+        entry: Entry,
+        keep_role: bool,
+    ) -> Result<(Meeting, Participant)> {
         let needs = Needs {
             target: Some(entry.identity.clone()),
             ..Needs::default()
         };
         self.mutate(id, &Caller::Admin, needs, |tx, loaded| {
-            ops::enter(tx, loaded.target, entry.clone())
+            let mut entry = entry.clone();
+            if keep_role && let Some(existing) = &loaded.target {
+                entry.role = existing.role;
+            }
+            ops::enter(tx, loaded.target, entry)
         })
         .await
     }

@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use convene_bench::{cpu_time, percentile};
 
 mod ceiling;
+mod floor;
 mod load;
 mod servers;
 
@@ -54,7 +55,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "convene,node-join,axum-ceiling"
+        default_value = "convene,node-join,durable-floor,axum-ceiling"
     )]
     servers: Vec<Kind>,
     /// Connections of a storm, each sending joins back to back.
@@ -92,6 +93,14 @@ enum Mode {
     ServeCeiling {
         #[arg(long)]
         port: u16,
+    },
+    /// Serves durable-floor on 127.0.0.1:PORT, its database in DATA_DIR.
+    #[command(hide = true)]
+    ServeFloor {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
     },
 }
 
@@ -133,8 +142,10 @@ impl Row {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Mode::ServeCeiling { port }) = args.mode {
-        return ceiling::serve(port);
+    match args.mode {
+        Some(Mode::ServeCeiling { port }) => return ceiling::serve(port),
+        Some(Mode::ServeFloor { port, data_dir }) => return floor::serve(port, data_dir),
+        None => {}
     }
     // One thread: the load generator must leave the other core to the server.
     tokio::runtime::Builder::new_current_thread()
@@ -320,6 +331,7 @@ fn report(args: &Args, results: &[(Scenario, Vec<Row>)]) {
     println!();
     for (scenario, rows) in results {
         let node = rows.iter().find(|r| r.server == Kind::NodeJoin);
+        let floor = rows.iter().find(|r| r.server == Kind::DurableFloor);
         for convene in rows.iter().filter(|r| r.server.is_convene()) {
             let name = format!("{} {}", scenario.name(), convene.server.name());
             let errors = convene.measured.errors.total();
@@ -345,6 +357,14 @@ fn report(args: &Args, results: &[(Scenario, Vec<Row>)]) {
                     );
                 }
                 _ => {
+                    if let Some(floor) = floor {
+                        println!(
+                            "{name}: durable-floor/node throughput = {:.2} ({:.0} joins/s): what a durable join costs here without convene's code",
+                            floor.measured.per_second()
+                                / node.map_or(1e-9, |n| n.measured.per_second().max(1e-9)),
+                            floor.measured.per_second(),
+                        );
+                    }
                     if let Some(node) = node {
                         let ratio =
                             convene.measured.per_second() / node.measured.per_second().max(1e-9);

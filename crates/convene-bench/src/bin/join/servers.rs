@@ -1,7 +1,8 @@
 //! The servers the join benchmark runs against, each started fresh for each scenario and killed
 //! after it: convene on SQLite (a temporary data directory, the default durable settings), convene
 //! on PostgreSQL (a database of its own, created for the run and dropped after), the Node.js peer
-//! (`bench/node-join`), and `axum-ceiling` (this binary's hidden `serve-ceiling` mode).
+//! (`bench/node-join`), `axum-ceiling` (this binary's hidden `serve-ceiling` mode) and
+//! `durable-floor` (`serve-floor`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -29,6 +30,9 @@ pub enum Kind {
     /// A bare axum POST route.
     #[value(name = "axum-ceiling")]
     AxumCeiling,
+    /// The cheapest durable join in Rust: auth, a signed token, one row group-committed to SQLite.
+    #[value(name = "durable-floor")]
+    DurableFloor,
 }
 
 impl Kind {
@@ -38,6 +42,7 @@ impl Kind {
             Kind::ConvenePg => "convene-pg",
             Kind::NodeJoin => "node-join",
             Kind::AxumCeiling => "axum-ceiling",
+            Kind::DurableFloor => "durable-floor",
         }
     }
 
@@ -126,6 +131,23 @@ impl Running {
                             .arg("serve-ceiling")
                             .arg("--port")
                             .arg(port.to_string());
+                        command
+                    },
+                )
+                .await?
+            }
+            Kind::DurableFloor => {
+                let exe = std::env::current_exe()?;
+                ChildServer::start(
+                    "durable-floor (this binary's serve-floor mode)",
+                    |port, dir| {
+                        let mut command = Command::new(exe);
+                        command
+                            .arg("serve-floor")
+                            .arg("--port")
+                            .arg(port.to_string())
+                            .arg("--data-dir")
+                            .arg(dir);
                         command
                     },
                 )
