@@ -87,7 +87,9 @@ async fn events_cross_nodes_in_order_without_gap() {
                         .send()
                         .await
                         .unwrap();
-                    assert!(response.status().is_success());
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    assert!(status.is_success(), "chat {i} on {base}: {status} {body}");
                 }
             })
         })

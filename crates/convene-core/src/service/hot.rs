@@ -120,12 +120,16 @@ impl Slots {
     pub(super) fn observe(&self, id: &MeetingId, seq: u64) {
         if let Some(slot) = self.peek(id) {
             let mut state = slot.state();
+            state.known_seq = state.known_seq.max(seq);
             if seq > state.submitted_seq
                 && state
                     .durable
                     .as_ref()
                     .is_some_and(|view| view.meeting.last_seq < seq)
             {
+                // Another node writes this meeting: read little, pipeline nothing, until a
+                // change of this node's commits again.
+                state.careful = true;
                 state.durable = None;
                 state.bump(&slot.changes);
             }
@@ -159,6 +163,12 @@ struct State {
     queued: usize,
     /// The highest `last_seq` of a change queued here since the views were last dropped.
     submitted_seq: u64,
+    /// The highest `last_seq` known committed: settled here or notified from any node.
+    known_seq: u64,
+    /// The last change settled failed (another node wrote the meeting, most likely): the next
+    /// operation waits until nothing is queued and computes on what is committed, instead of on
+    /// a pipeline of changes that fail one after the other.
+    careful: bool,
     /// Bumped whenever the durable view changes: a store read started before may not fill it.
     version: u64,
     /// The previous queued change's turn: resolved (or dropped) once it is done.
@@ -218,6 +228,11 @@ impl Slot {
 
     fn busy(&self) -> bool {
         self.state().queued > 0
+    }
+
+    /// The last change settled failed: compute the next one on what is committed.
+    pub(super) fn careful(&self) -> bool {
+        self.state().careful
     }
 
     pub(super) fn version(&self) -> u64 {
@@ -284,21 +299,31 @@ impl Slot {
         }
     }
 
-    /// The version to read the whole meeting at, when the durable view does not hold everyone.
-    pub(super) fn roster_missing(&self) -> Option<u64> {
-        let state = self.state();
-        match &state.durable {
-            Some(view) if view.complete => None,
-            _ => Some(state.version),
-        }
+    /// The durable view does not hold everyone in the meeting.
+    pub(super) fn roster_missing(&self) -> bool {
+        !self
+            .state()
+            .durable
+            .as_ref()
+            .is_some_and(|view| view.complete)
     }
 
-    /// The meeting and everyone in it, read from the store when `version` was current.
-    pub(super) fn fill_roster(&self, meeting: &Meeting, people: Vec<Participant>, version: u64) {
+    /// The meeting and everyone in it, read from the store (the meeting first). Held unless the
+    /// read is behind a commit known here (settled here, or notified from another node): judged
+    /// by sequence number rather than by the version, so that under a steady stream of commits a
+    /// read still fills the view (the commits settled after it chain on it or are in it).
+    pub(super) fn fill_roster(&self, meeting: &Meeting, people: Vec<Participant>) {
         let mut state = self.state();
-        if state.version != version {
+        if meeting.last_seq < state.known_seq
+            || state
+                .durable
+                .as_ref()
+                .is_some_and(|view| view.complete && view.meeting.last_seq >= meeting.last_seq)
+        {
             return;
         }
+        // Person reads started before this one must not fill it.
+        state.bump(&self.changes);
         state.durable = Some(View {
             meeting: meeting.clone(),
             people: people
@@ -370,6 +395,8 @@ impl Slot {
         state.bump(&self.changes);
         match result {
             Ok(()) => {
+                state.careful = false;
+                state.known_seq = state.known_seq.max(change.meeting.last_seq);
                 state.durable = match state.durable.take() {
                     Some(mut view) if Some(view.meeting.last_seq) == change.expected_seq => {
                         if change.admit_waiting.is_some() {
@@ -390,6 +417,7 @@ impl Slot {
                 state.durable = None;
                 state.ahead = None;
                 state.submitted_seq = 0;
+                state.careful = true;
             }
         }
         state.queued = state.queued.saturating_sub(1);
