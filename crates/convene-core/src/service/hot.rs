@@ -20,6 +20,12 @@
 //! nothing is queued and reads the store, as does a read of a person not in the views while a
 //! queued change admits everyone waiting (that change moves people the views do not hold).
 //!
+//! When another node writes the meeting (a commit here failed, or another node's commit was
+//! notified), the slot turns *careful*: the next operation waits until nothing is queued and reads
+//! only the meeting and the people it needs, so a retry is not computed on a pipeline of changes
+//! that will fail, and no whole-meeting read widens the window for the next conflict. The first
+//! change of this node that commits ends it.
+//!
 //! Correctness never rests on the views: every change still carries the version it was computed
 //! from, and the store refuses it if the meeting moved (another node, a stale view).
 
