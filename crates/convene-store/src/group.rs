@@ -30,8 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{backend, shared, unique_violation};
 use crate::rows::{EventValues, ParticipantValues};
 use crate::store::{
-    Bulk, Encoded, admit_waiting, after_writes, append_events, insert_events, upsert_participants,
-    upsert_people,
+    Bulk, Encoded, admit_waiting, after_writes, append_events, insert_events, queue_webhooks,
+    upsert_participants, upsert_people,
 };
 use crate::{Backend, SqlStore, StoreFault};
 
@@ -238,7 +238,7 @@ impl Writer {
                 Err(FastError::Batch(e)) => {
                     tracing::debug!(error = %e, "group commit: writing the batch again, one savepoint per meeting");
                     break self
-                        .write_segments(changes, &mut encoded, &segments, &mut results)
+                        .write_segments(changes, &encoded, &segments, &mut results)
                         .await;
                 }
             }
@@ -277,25 +277,7 @@ impl Writer {
                 .map_err(|e| FastError::Segment(s, e))?;
             counts.push(admissions);
         }
-        // Each person's last version in the batch, with their meeting's admission count.
-        let mut people: Vec<(&ParticipantValues, i64)> = Vec::new();
-        let mut position: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut events: Vec<&EventValues> = Vec::new();
-        for (segment, &admissions) in segments.iter().zip(&counts) {
-            for e in segment.changes.iter().filter_map(|&i| encoded[i].as_ref()) {
-                for p in &e.participants {
-                    let key = (p.meeting_id.as_str(), p.identity.as_str());
-                    match position.get(&key) {
-                        Some(&at) => people[at] = (p, admissions),
-                        None => {
-                            position.insert(key, people.len());
-                            people.push((p, admissions));
-                        }
-                    }
-                }
-                events.extend(e.events.iter());
-            }
-        }
+        let (people, events) = rows_of(encoded, segments.iter().zip(counts));
         upsert_people(&mut tx, &people, self.bulk)
             .await
             .map_err(batch)?;
@@ -369,7 +351,7 @@ impl Writer {
     async fn write_segments(
         &self,
         changes: &[&Change],
-        encoded: &mut [Option<Encoded>],
+        encoded: &[Option<Encoded>],
         segments: &[Segment],
         results: &mut [Option<Result<(), StoreError>>],
     ) -> Result<(), StoreError> {
@@ -405,50 +387,20 @@ impl Writer {
         &self,
         connection: &mut AnyConnection,
         changes: &[&Change],
-        encoded: &mut [Option<Encoded>],
+        encoded: &[Option<Encoded>],
         segment: &Segment,
     ) -> Result<(), StoreError> {
         let (Some(&first), Some(&last)) = (segment.changes.first(), segment.changes.last()) else {
             return Ok(());
         };
-        let expected_seq = changes[first]
-            .expected_seq
-            .ok_or_else(|| backend(StoreFault::Config("a queued change has no version".into())))?;
-        let expected_seq = crate::rows::signed("expected_seq", expected_seq)?;
-        let final_row = encoded[last].as_ref().map(|e| &e.meeting);
-        let Some(final_row) = final_row else {
-            return Ok(());
-        };
-        let mut admissions =
-            crate::store::update_meeting(connection, final_row, expected_seq).await?;
-        if let Some(waiting) = changes[first].admit_waiting
-            && let Some(first_row) = encoded[first].as_ref().map(|e| &e.meeting)
-        {
-            admissions = admit_waiting(connection, first_row, waiting, admissions).await?;
-        }
-        // Each person's last version; events in order.
-        let mut people: Vec<ParticipantValues> = Vec::new();
-        let mut position: HashMap<String, usize> = HashMap::new();
-        let mut events: Vec<EventValues> = Vec::new();
-        for &i in &segment.changes {
-            let Some(e) = encoded[i].as_mut() else {
-                continue;
-            };
-            for p in e.participants.drain(..) {
-                match position.get(&p.identity) {
-                    Some(&at) => people[at] = p,
-                    None => {
-                        position.insert(p.identity.clone(), people.len());
-                        people.push(p);
-                    }
-                }
-            }
-            events.append(&mut e.events);
-        }
-        upsert_participants(connection, &people, self.bulk, admissions)
+        let admissions = self
+            .check_segment(connection, changes, encoded, segment)
+            .await?;
+        let (people, events) = rows_of(encoded, std::iter::once((segment, admissions)));
+        upsert_people(connection, &people, self.bulk)
             .await
             .map_err(backend)?;
-        insert_events(connection, &events, self.bulk)
+        append_events(connection, &events, self.bulk)
             .await
             .map_err(|e| match unique_violation(&e) {
                 // An event with this (meeting, seq) exists: another writer appended first.
@@ -466,35 +418,37 @@ impl Writer {
     }
 }
 
+/// Each person's last version in the segments, with their meeting's admission count, and every
+/// event in order.
+fn rows_of<'a>(
+    encoded: &'a [Option<Encoded>],
+    segments: impl IntoIterator<Item = (&'a Segment, i64)>,
+) -> (Vec<(&'a ParticipantValues, i64)>, Vec<&'a EventValues>) {
+    let mut people: Vec<(&ParticipantValues, i64)> = Vec::new();
+    let mut position: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut events: Vec<&EventValues> = Vec::new();
+    for (segment, admissions) in segments {
+        for e in segment.changes.iter().filter_map(|&i| encoded[i].as_ref()) {
+            for p in &e.participants {
+                let key = (p.meeting_id.as_str(), p.identity.as_str());
+                match position.get(&key) {
+                    Some(&at) => people[at] = (p, admissions),
+                    None => {
+                        position.insert(key, people.len());
+                        people.push((p, admissions));
+                    }
+                }
+            }
+            events.extend(e.events.iter());
+        }
+    }
+    (people, events)
+}
+
 fn fail(results: &mut [Option<Result<(), StoreError>>], segment: &Segment, error: &StoreError) {
     for &i in &segment.changes {
         results[i] = Some(Err(shared(error)));
     }
-}
-
-/// The meeting's events `from..=to` go to every active webhook endpoint; on PostgreSQL the other
-/// nodes are told (inside the commit).
-async fn queue_webhooks(
-    connection: &mut AnyConnection,
-    backend_kind: Backend,
-    meeting: &convene_core::ids::MeetingId,
-    from: u64,
-    to: u64,
-) -> Result<(), StoreError> {
-    crate::webhooks::enqueue(
-        connection,
-        meeting,
-        crate::rows::signed("seq", from)?,
-        crate::rows::signed("seq", to)?,
-    )
-    .await
-    .map_err(backend)?;
-    if backend_kind == Backend::Postgres {
-        crate::listen::notify(connection, meeting, to)
-            .await
-            .map_err(backend)?;
-    }
-    Ok(())
 }
 
 fn seq_range(change: &Change) -> Option<(u64, u64)> {

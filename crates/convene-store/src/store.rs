@@ -269,19 +269,32 @@ pub(crate) async fn after_writes(
         .await
         .map_err(backend)?;
     if let Some((first, last)) = seqs {
-        crate::webhooks::enqueue(
-            connection,
-            &meeting.id,
-            rows::signed("seq", first)?,
-            rows::signed("seq", last)?,
-        )
-        .await
-        .map_err(backend)?;
-        if backend_kind == crate::Backend::Postgres {
-            crate::listen::notify(connection, &meeting.id, last)
-                .await
-                .map_err(backend)?;
-        }
+        queue_webhooks(connection, backend_kind, &meeting.id, first, last).await?;
+    }
+    Ok(())
+}
+
+/// The meeting's events `from..=to` go to every active webhook endpoint; on PostgreSQL the other
+/// nodes are told (inside the commit, so only if it commits).
+pub(crate) async fn queue_webhooks(
+    connection: &mut AnyConnection,
+    backend_kind: crate::Backend,
+    meeting: &MeetingId,
+    from: u64,
+    to: u64,
+) -> Result<(), StoreError> {
+    crate::webhooks::enqueue(
+        connection,
+        meeting,
+        rows::signed("seq", from)?,
+        rows::signed("seq", to)?,
+    )
+    .await
+    .map_err(backend)?;
+    if backend_kind == crate::Backend::Postgres {
+        crate::listen::notify(connection, meeting, to)
+            .await
+            .map_err(backend)?;
     }
     Ok(())
 }

@@ -180,14 +180,13 @@ impl Meetings {
                 .ok_or_else(|| DomainError::code(ErrorCode::MeetingNotFound))?;
             // After a failed commit, read as little as possible: another node is writing this
             // meeting, and a long read only widens the window for the next conflict.
-            let everyone = if slot.careful() {
-                u64::MAX
-            } else {
-                self.store
+            let whole = !slot.careful()
+                && self
+                    .store
                     .count_participants(id, &ParticipantState::ALL)
                     .await?
-            };
-            if everyone <= hot::MAX_ROSTER {
+                    <= hot::MAX_ROSTER;
+            if whole {
                 let people = self.store.participants(id, None).await?;
                 slot.fill_roster(&meeting, people);
             } else {
