@@ -56,8 +56,10 @@ export class Pages {
     this.pages = {};
   }
 
-  async open(who, { width = 1280, height = 800, colorScheme = 'dark', grant = true, path = '/meet' } = {}) {
+  /** A page for `who`; `init` (a function) runs in it before any of the page's own scripts. */
+  async open(who, { width = 1280, height = 800, colorScheme = 'dark', grant = true, path = '/meet', init = null } = {}) {
     const context = await this.browser.newContext({ viewport: { width, height }, colorScheme, bypassCSP: true });
+    if (init) await context.addInitScript(init);
     if (grant) await context.grantPermissions(['camera', 'microphone', 'clipboard-read', 'clipboard-write'], { origin: this.base });
     const page = await context.newPage();
     this.logs[who] = [];
