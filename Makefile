@@ -3,6 +3,7 @@
 #   make bench-media  the media forwarding benchmark (docs/benchmarks.md): 1 publisher, N subscribers
 #   make bench-web    the web app's join time: click on Join to the first decoded remote frame
 #   make bench-join   seed 002 join storms: convene, the seed's Node.js function and a bare axum POST
+#   make bench-nodes  events across three nodes on PostgreSQL: the delay per node
 #   make test   every test: Rust (unit, integration, SQLite + PostgreSQL conformance) and the
 #               interop suites that drive the real binary with clients nobody here wrote
 
@@ -12,7 +13,7 @@ CARGO  ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check bench-events bench-media bench-web bench-join
+.PHONY: run test test-rust test-interop venv build-debug clippy fmt web web-check bench-events bench-media bench-web bench-join bench-nodes
 
 run:
 	$(CARGO) run --release -p convene
@@ -65,6 +66,14 @@ bench-events:
 	$(CARGO) build --release -p convene -p convene-bench
 	cd bench/node-ws && npm ci --no-audit --no-fund
 	ulimit -n "$$(ulimit -Hn)" && $(TARGET_DIR)/release/convene-bench --clients 1000,10000 --convene-bin $(TARGET_DIR)/release/convene
+
+# Events across nodes (docs/benchmarks.md, "Across nodes"): three convene nodes on one fresh
+# PostgreSQL database, 1,000 waiting guests streaming from them, the host joining on the first.
+BENCH_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
+BENCH_NODES_ARGS ?= --nodes 3 --clients 1000
+bench-nodes:
+	$(CARGO) build --release -p convene -p convene-bench
+	ulimit -n "$$(ulimit -Hn)" && $(TARGET_DIR)/release/convene-bench $(BENCH_NODES_ARGS) --postgres-url $(BENCH_POSTGRES_URL) --convene-bin $(TARGET_DIR)/release/convene
 
 # The web app's join time (docs/web-app.md): ten joins through /meet in headless Chromium, from the
 # click on Join to the first decoded remote frame (p50), and the meeting page's download size.

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_core::ErrorCode;
+use convene_core::ids::RoomName;
 use convene_core::login::Logins;
 use convene_core::meeting::Meeting;
 use convene_core::participant::Participant;
+use convene_core::ports::StoreError;
 use convene_core::service::Meetings;
 use convene_token::{ACCESS_TTL, Signer};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -31,6 +33,17 @@ pub struct AppState {
     pub logins: Arc<Logins>,
     /// How media access tokens are minted (follows the media engine in use).
     pub media: MediaTokens,
+    /// With several nodes running the embedded SFU: which node's signalling URL a meeting's
+    /// media is on. `None`: `urls.rtc`, always.
+    pub placement: Option<Arc<dyn MediaPlacement>>,
+}
+
+/// Where a media room is when several nodes run the embedded SFU (the binary's placement in the
+/// store): each meeting's room is on one node, and every join answer names it.
+#[async_trait::async_trait]
+pub trait MediaPlacement: Send + Sync + 'static {
+    /// The signalling URL of the node holding `room`, placing the room when it has none.
+    async fn url(&self, room: &RoomName) -> Result<String, StoreError>;
 }
 
 /// How media access tokens are minted, following the media engine in use.
@@ -45,6 +58,18 @@ pub enum MediaTokens {
 }
 
 impl AppState {
+    /// The signalling URL a joined person of `meeting` is given: this node's, an external
+    /// LiveKit's, or (several nodes) the node holding the meeting's media room.
+    pub async fn media_url(&self, meeting: &Meeting) -> Result<String, ApiError> {
+        match (&self.placement, &self.media) {
+            (Some(placement), MediaTokens::Embedded) => placement
+                .url(&meeting.room_name)
+                .await
+                .map_err(|e| ApiError::from(convene_core::service::ServiceError::from(e))),
+            _ => Ok(self.urls.rtc.clone()),
+        }
+    }
+
     /// The media access token for a joined person, for the media engine in use.
     pub fn media_token(
         &self,

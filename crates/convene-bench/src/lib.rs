@@ -1,11 +1,12 @@
 //! What convene's load generators share: the server under test as a child process on a free
-//! loopback port, with its own temporary data directory, ready once `/healthz` answers; the CPU
-//! time a process used; percentiles.
+//! loopback port, with its own temporary data directory, ready once `/healthz` answers; a fresh
+//! PostgreSQL database for a run; the CPU time a process used; percentiles.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use sqlx::Connection;
 
 /// The release `convene` binary on `port`, SQLite in `dir`, the bench's API key, media on an
 /// ephemeral UDP port, no per-address connection cap, warnings only.
@@ -120,4 +121,50 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A PostgreSQL database made for one run, next to the one an admin URL names.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    /// The URL of the new database.
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// Creates `<prefix>_<pid>_<n>` with the connection `admin_url` opens (its user may create
+    /// databases, e.g. `postgres://postgres@127.0.0.1:5432/test`).
+    pub async fn create(admin_url: &str, prefix: &str) -> anyhow::Result<Self> {
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{prefix}_{}_{run}", std::process::id());
+        let Some(slash) = admin_url.rfind('/').filter(|&i| i > "postgres://".len()) else {
+            bail!(
+                "the PostgreSQL URL needs a database path, e.g. postgres://postgres@127.0.0.1:5432/test"
+            );
+        };
+        let mut connection = sqlx::PgConnection::connect(admin_url)
+            .await
+            .with_context(|| format!("PostgreSQL at {admin_url}"))?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut connection)
+            .await?;
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            url: format!("{}/{name}", &admin_url[..slash]),
+            name,
+        })
+    }
+
+    /// Drops the database (its servers stopped first, or their connections are ended).
+    pub async fn drop(self) -> anyhow::Result<()> {
+        let mut connection = sqlx::PgConnection::connect(&self.admin_url).await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut connection)
+        .await?;
+        Ok(())
+    }
 }

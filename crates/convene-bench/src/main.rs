@@ -5,6 +5,11 @@
 //! resident memory with all of them idle, then has the host join and measures, per guest, the
 //! time from the host's API response to that guest receiving its `participant.admitted`.
 //!
+//! With `--nodes 3 --postgres-url ...` it measures the delay across nodes instead: three convene
+//! nodes on one fresh PostgreSQL database, the guests' streams spread over them, the host joining
+//! on the first; the figures are given per node (the host's own, and the others, which hear of
+//! the commit through PostgreSQL's notifications).
+//!
 //! Guests enter from many loopback source addresses (127.1.x.y), as many real clients would,
 //! which keeps each address under the per-address rate limit of unauthenticated calls.
 
@@ -16,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use convene_bench::{ChildServer, convene_command, convene_missing, cpu_time, percentile};
+use convene_bench::{
+    ChildServer, PgDatabase, convene_command, convene_missing, cpu_time, percentile,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -54,6 +61,13 @@ struct Args {
     /// Skip rust-floor, the minimal Rust server run after convene and node-ws.
     #[arg(long)]
     no_floor: bool,
+    /// Run this many convene nodes on one PostgreSQL database (needs `--postgres-url`), the
+    /// guests spread over them, and report the delay per node; only convene runs.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// A PostgreSQL URL whose user may create databases, for `--nodes`.
+    #[arg(long)]
+    postgres_url: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,6 +98,9 @@ struct Figures {
     /// CPU time the server used from the host's request until every guest was told: a
     /// steadier figure than latency for comparing builds on a noisy machine.
     server_cpu: Duration,
+    /// With several nodes: per node (the host's first), the guests told and the p50 / p99 from
+    /// the host's request.
+    per_node: Vec<(usize, Duration, Duration)>,
 }
 
 impl Figures {
@@ -108,10 +125,35 @@ fn rss_kb(pid: u32) -> anyhow::Result<u64> {
 
 struct Server {
     name: &'static str,
-    process: ChildServer,
+    /// The first runs the host; the guests are spread over all.
+    processes: Vec<ChildServer>,
+    database: Option<PgDatabase>,
 }
 
 async fn start_server(name: &'static str, args: &Args) -> anyhow::Result<Server> {
+    if name == "convene-nodes" {
+        let admin_url = args
+            .postgres_url
+            .as_deref()
+            .context("--nodes needs --postgres-url")?;
+        let database = PgDatabase::create(admin_url, "convene_nodes_bench").await?;
+        let mut processes = Vec::with_capacity(args.nodes);
+        for _ in 0..args.nodes {
+            processes.push(
+                ChildServer::start(&convene_missing(&args.convene_bin), |port, dir| {
+                    let mut command = convene_command(&args.convene_bin, port, dir, KEY, SECRET);
+                    command.env("CONVENE_DATABASE_URL", &database.url);
+                    command
+                })
+                .await?,
+            );
+        }
+        return Ok(Server {
+            name,
+            processes,
+            database: Some(database),
+        });
+    }
     let process = match name {
         "convene" => {
             ChildServer::start(&convene_missing(&args.convene_bin), |port, dir| {
@@ -145,7 +187,11 @@ async fn start_server(name: &'static str, args: &Args) -> anyhow::Result<Server>
         }
         other => bail!("unknown server {other}"),
     };
-    Ok(Server { name, process })
+    Ok(Server {
+        name,
+        processes: vec![process],
+        database: None,
+    })
 }
 
 /// The loopback source address of client `i`.
@@ -212,17 +258,24 @@ async fn enter(
     }
 }
 
-/// One guest: connects from its source address, reports when the first frame arrived, then the
-/// instant its own admission arrived.
-async fn guest(
-    addr: SocketAddr,
-    url: String,
+/// Where a guest streams from: its source address, and the node (index and address) it reaches.
+struct Route {
     from: IpAddr,
+    node: usize,
+    addr: SocketAddr,
+}
+
+/// One guest: connects from its source address, reports when the first frame arrived, then the
+/// instant its own admission arrived (with its node).
+async fn guest(
+    route: Route,
+    url: String,
     identity: String,
     connected: tokio::sync::mpsc::Sender<()>,
-    admitted: tokio::sync::mpsc::UnboundedSender<Instant>,
+    admitted: tokio::sync::mpsc::UnboundedSender<(usize, Instant)>,
     mut hold: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let Route { from, node, addr } = route;
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(from, 0))?;
     let tcp = socket.connect(addr).await?;
@@ -249,7 +302,7 @@ async fn guest(
             if frame["type"] == "participant.admitted"
                 && frame["data"]["identity"] == identity.as_str()
             {
-                let _ = admitted.send(at);
+                let _ = admitted.send((node, at));
                 // Stay connected (as an admitted guest would) until the run ends, so closing
                 // connections do not load the server while others are still being told.
                 let _ = hold.wait_for(|done| *done).await;
@@ -261,12 +314,25 @@ async fn guest(
 }
 
 async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figures> {
-    let server = start_server(name, args).await?;
-    let pid = server.process.pid();
+    let mut server = start_server(name, args).await?;
+    let figures = measure(&server, n, args).await;
+    if let Some(database) = server.database.take() {
+        server.processes.clear();
+        database.drop().await?;
+    }
+    figures
+}
+
+async fn measure(server: &Server, n: usize, args: &Args) -> anyhow::Result<Figures> {
+    let name = server.name;
+    let nodes = server.processes.len();
+    let node_of = move |i: usize| i % nodes;
+    let host_node = &server.processes[0];
+    let pid = host_node.pid();
     let admin = reqwest::Client::new();
     let meeting = post(
         &admin,
-        &format!("{}/v1/meetings", server.process.base),
+        &format!("{}/v1/meetings", host_node.base),
         None,
         json!({"name": "bench", "policy": "wait_for_host"}),
     )
@@ -299,7 +365,7 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
     for i in 0..n {
         let (client, base, meeting_id, pin, limit) = (
             clients[i / PER_ADDRESS].clone(),
-            server.process.base.clone(),
+            server.processes[node_of(i)].base.clone(),
             meeting_id.clone(),
             guest_pin.clone(),
             limit.clone(),
@@ -325,14 +391,19 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_base_kb = rss_kb(pid)?;
 
-    // Connect every guest's stream.
-    let addr: SocketAddr = server.process.base.trim_start_matches("http://").parse()?;
+    // Connect every guest's stream (to its node).
+    let addrs: Vec<SocketAddr> = server
+        .processes
+        .iter()
+        .map(|p| p.base.trim_start_matches("http://").parse())
+        .collect::<Result<_, _>>()?;
     let (connected_tx, mut connected_rx) = tokio::sync::mpsc::channel(1024);
     let connecting = Arc::new(Semaphore::new(256));
     let (release, hold) = tokio::sync::watch::channel(false);
     let (admitted_tx, mut admitted_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut guests = Vec::with_capacity(n);
     for (i, token) in tokens.into_iter().enumerate() {
+        let addr = addrs[node_of(i)];
         let url = format!("ws://{addr}/v1/meetings/{meeting_id}/events?access_token={token}");
         let (tx, permit, hold, admitted) = (
             connected_tx.clone(),
@@ -348,16 +419,12 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
                     let _ = tx.send(()).await;
                 }
             });
-            let result = guest(
+            let route = Route {
+                from: source(i),
+                node: node_of(i),
                 addr,
-                url,
-                source(i),
-                format!("g{i}"),
-                inner_tx,
-                admitted,
-                hold,
-            )
-            .await;
+            };
+            let result = guest(route, url, format!("g{i}"), inner_tx, admitted, hold).await;
             forward.abort();
             result
         }));
@@ -381,7 +448,7 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
     // The host enters and joins: the meeting starts and every waiting guest is admitted.
     // On its own thread and runtime, so the instant of the response is taken when it arrives,
     // not when this busy runtime (10,000 guest tasks) gets round to it.
-    let base = server.process.base.clone();
+    let base = host_node.base.clone();
     let (requested, responded, cpu_before) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<(Instant, Instant, Duration)> {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -408,12 +475,14 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
 
     let mut latencies = Vec::with_capacity(n);
     let mut from_request = Vec::with_capacity(n);
+    let mut by_node: Vec<Vec<Duration>> = vec![Vec::new(); nodes];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while latencies.len() < n {
         match tokio::time::timeout_at(deadline, admitted_rx.recv()).await {
-            Ok(Some(at)) => {
+            Ok(Some((node, at))) => {
                 latencies.push(at.saturating_duration_since(responded));
                 from_request.push(at.saturating_duration_since(requested));
+                by_node[node].push(at.saturating_duration_since(requested));
             }
             _ => break,
         }
@@ -429,7 +498,15 @@ async fn run(name: &'static str, n: usize, args: &Args) -> anyhow::Result<Figure
     }
     latencies.sort();
     from_request.sort();
+    let per_node = by_node
+        .into_iter()
+        .map(|mut told| {
+            told.sort();
+            (told.len(), percentile(&told, 50.0), percentile(&told, 99.0))
+        })
+        .collect();
     Ok(Figures {
+        per_node,
         request_p99: percentile(&from_request, 99.0),
         request_max: from_request.last().copied().unwrap_or_default(),
         api: responded.saturating_duration_since(requested),
@@ -462,11 +539,15 @@ fn main() -> anyhow::Result<()> {
 
 async fn bench(args: Args) -> anyhow::Result<()> {
     let mut servers = vec!["convene"];
-    if !args.node_dir.is_empty() {
-        servers.push("node-ws");
-    }
-    if !args.no_floor {
-        servers.push("rust-floor");
+    if args.nodes > 1 {
+        servers = vec!["convene-nodes"];
+    } else {
+        if !args.node_dir.is_empty() {
+            servers.push("node-ws");
+        }
+        if !args.no_floor {
+            servers.push("rust-floor");
+        }
     }
     let mut all = Vec::new();
     for &n in &args.clients {
@@ -504,6 +585,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             ms(f.server_cpu),
         );
     }
+    print_per_node(&all);
     for &n in &args.clients {
         let convene = all.iter().find(|f| f.server == "convene" && f.clients == n);
         let node = all.iter().find(|f| f.server == "node-ws" && f.clients == n);
@@ -532,4 +614,44 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// With several nodes: the delay per node, and how much more the other nodes' p99 is than the
+/// host's node's.
+fn print_per_node(all: &[Figures]) {
+    let several: Vec<&Figures> = all.iter().filter(|f| f.per_node.len() > 1).collect();
+    if several.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "Across nodes: from the host's join request (on node 1) to each guest's admission, by the node the guest streams from (RSS and server CPU above are node 1's)."
+    );
+    println!("| clients | node | guests told | p50 | p99 |");
+    println!("|---:|---|---:|---:|---:|");
+    for f in &several {
+        for (i, (told, p50, p99)) in f.per_node.iter().enumerate() {
+            let which = if i == 0 { " (host's)" } else { "" };
+            println!(
+                "| {} | {}{which} | {told} | {} | {} |",
+                f.clients,
+                i + 1,
+                ms(*p50),
+                ms(*p99)
+            );
+        }
+        let host = f.per_node[0].2;
+        let others = f.per_node[1..]
+            .iter()
+            .map(|n| n.2)
+            .max()
+            .unwrap_or_default();
+        println!(
+            "n={}: the other nodes' p99 is {} more than the host's node's ({} vs {}; target <= 50 ms more)",
+            f.clients,
+            ms(others.saturating_sub(host)),
+            ms(others),
+            ms(host)
+        );
+    }
 }

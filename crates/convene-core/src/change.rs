@@ -13,8 +13,10 @@ use crate::meeting::Meeting;
 use crate::participant::{Participant, Role};
 use crate::time::Timestamp;
 
-/// What the media engine must do after a change is committed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the media engine must do after a change is committed. Serialized (tagged by `kind`) when
+/// it is sent to the node holding the room.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MediaCommand {
     /// Disconnect one person from the media room now.
     Disconnect { room: RoomName, identity: Identity },
@@ -33,6 +35,18 @@ pub enum MediaCommand {
     },
     /// Disconnect everyone and close the room.
     CloseRoom { room: RoomName },
+}
+
+impl MediaCommand {
+    /// The media room the command is about.
+    pub fn room(&self) -> &RoomName {
+        match self {
+            Self::Disconnect { room, .. }
+            | Self::SetRole { room, .. }
+            | Self::Mute { room, .. }
+            | Self::CloseRoom { room } => room,
+        }
+    }
 }
 
 /// The outcome of an operation, to be committed atomically.

@@ -55,6 +55,7 @@ mod error;
 mod group;
 pub mod listen;
 mod login;
+pub mod placement;
 mod rows;
 mod store;
 mod webhooks;

@@ -1,7 +1,8 @@
 //! Commits seen across nodes (PostgreSQL only): every commit that appends events also sends
-//! `pg_notify(CHANNEL, "<last seq> <meeting id>")` inside its transaction, so the notification is
-//! delivered when (and only if) the commit is; a [`Listener`] keeps a `LISTEN` connection and
-//! yields what it hears. It never fails: a lost connection is reconnected with backoff, and
+//! `pg_notify(CHANNEL, "<last seq> <meeting id> <sent at, ms since the epoch>")` inside its
+//! transaction, so the notification is delivered when (and only if) the commit is; media commands
+//! for a room held by another node go on [`MEDIA_CHANNEL`]. A [`Listener`] keeps a `LISTEN`
+//! connection on both and yields what it hears. It never fails: a lost connection is reconnected with backoff, and
 //! [`Notice::Listening`] after each (re)connection says that notifications may have been missed
 //! before it, so the caller reads the store for what it cares about.
 
@@ -12,8 +13,12 @@ use convene_core::ids::MeetingId;
 use sqlx::AnyConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
-/// The one notification channel.
+/// The channel of commits.
 pub const CHANNEL: &str = "convene_events";
+
+/// The channel of media commands sent to the node holding a room (a JSON payload the binary
+/// writes and reads: `convene::placement`).
+pub const MEDIA_CHANNEL: &str = "convene_media";
 
 /// The `application_name` of the listening connection (visible in `pg_stat_activity`).
 pub const APPLICATION_NAME: &str = "convene-listen";
@@ -25,24 +30,49 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// What a [`Listener`] heard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
-    /// A commit appended events to `meeting`, the last of them numbered `seq`.
-    Committed { meeting: MeetingId, seq: u64 },
+    /// A commit appended events to `meeting`, the last of them numbered `seq`; the sending node
+    /// notified it at `sent_ms` (ms since the epoch, by its clock; `None` from an older node).
+    Committed {
+        meeting: MeetingId,
+        seq: u64,
+        sent_ms: Option<i64>,
+    },
+    /// A payload on [`MEDIA_CHANNEL`], as sent.
+    Media(String),
     /// Listening (again): notifications sent before this may have been missed.
     Listening,
 }
 
-/// The payload of a commit's notification.
-pub(crate) fn payload(meeting: &MeetingId, seq: u64) -> String {
-    format!("{seq} {meeting}")
+/// The payload of a commit's notification, sent at `sent_ms`.
+pub(crate) fn payload(meeting: &MeetingId, seq: u64, sent_ms: i64) -> String {
+    format!("{seq} {meeting} {sent_ms}")
 }
 
-/// Reads a payload written by [`payload`]; `None` for anything else (a foreign sender).
+/// Reads a payload written by [`payload`] (or by an older node, without the time); `None` for
+/// anything else (a foreign sender).
 fn parse(payload: &str) -> Option<Notice> {
-    let (seq, meeting) = payload.split_once(' ')?;
+    let mut parts = payload.split(' ');
+    let seq = parts.next()?.parse().ok()?;
+    let meeting = MeetingId::parse(parts.next()?).ok()?;
+    let sent_ms = match parts.next() {
+        Some(ms) => Some(ms.parse().ok()?),
+        None => None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
     Some(Notice::Committed {
-        seq: seq.parse().ok()?,
-        meeting: MeetingId::parse(meeting).ok()?,
+        seq,
+        meeting,
+        sent_ms,
     })
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Sends the notification of a commit, inside its transaction (PostgreSQL only).
@@ -53,7 +83,7 @@ pub(crate) async fn notify(
 ) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
-        .bind(payload(meeting, seq))
+        .bind(payload(meeting, seq, unix_ms()))
         .execute(connection)
         .await
         .map(|_| ())
@@ -97,7 +127,7 @@ impl Listener {
         let mut listener = PgListener::connect_with(&pool).await?;
         // Reconnection is ours (so that the caller learns of it): see `next`.
         listener.eager_reconnect(false);
-        listener.listen(CHANNEL).await?;
+        listener.listen_all([CHANNEL, MEDIA_CHANNEL]).await?;
         Ok(listener)
     }
 
@@ -121,6 +151,9 @@ impl Listener {
                 }
             };
             match listener.try_recv().await {
+                Ok(Some(notification)) if notification.channel() == MEDIA_CHANNEL => {
+                    return Notice::Media(notification.payload().to_owned());
+                }
                 Ok(Some(notification)) => match parse(notification.payload()) {
                     Some(notice) => return notice,
                     None => tracing::debug!(
@@ -153,8 +186,21 @@ mod tests {
     fn payloads_read_back_and_foreign_ones_are_ignored() {
         let meeting = MeetingId::parse("1234567890").unwrap();
         assert_eq!(
-            parse(&payload(&meeting, 42)),
-            Some(Notice::Committed { meeting, seq: 42 })
+            parse(&payload(&meeting, 42, 1_700_000_000_123)),
+            Some(Notice::Committed {
+                meeting: meeting.clone(),
+                seq: 42,
+                sent_ms: Some(1_700_000_000_123)
+            })
+        );
+        // A node of the previous version sends no time.
+        assert_eq!(
+            parse("42 1234567890"),
+            Some(Notice::Committed {
+                meeting,
+                seq: 42,
+                sent_ms: None
+            })
         );
         for foreign in [
             "",
@@ -162,6 +208,8 @@ mod tests {
             "x 1234567890",
             "42 not-a-meeting",
             "-1 1234567890",
+            "42 1234567890 soon",
+            "42 1234567890 1 2",
         ] {
             assert_eq!(parse(foreign), None, "{foreign:?}");
         }

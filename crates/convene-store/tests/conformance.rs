@@ -222,6 +222,7 @@ conformance!(
     login_codes_replace_and_update_only_from_the_version_read,
     users_are_unique_by_id_and_email,
     nonces_are_used_once_even_concurrently_and_across_restarts,
+    media_rooms_have_one_live_holder_and_move_only_off_a_dead_one,
     housekeeping_drops_only_stale_counters_and_expired_codes,
 );
 
@@ -1937,6 +1938,145 @@ async fn nonces_are_used_once_even_concurrently_and_across_restarts(db: &mut Tes
             .unwrap(),
         "an unexpired row is kept"
     );
+}
+
+async fn media_rooms_have_one_live_holder_and_move_only_off_a_dead_one(db: &mut TestDb) {
+    use convene_store::placement::{Holder, Target};
+    let store = db.store();
+    let (a, b, c) = ("ws://a:7880", "ws://b:7880", "ws://c:7880");
+    // a carries 5 people, b 1, c none yet (its lease written later); all live until 10 s.
+    assert_eq!(
+        store.renew_media_node(a, "a1", 5, 0, 10_000).await.unwrap(),
+        None
+    );
+    store.renew_media_node(b, "b1", 1, 0, 10_000).await.unwrap();
+    assert_eq!(store.media_room_holder("r1", 1_000).await.unwrap(), None);
+
+    // Placed on the least loaded live node; asked again, the same holder, whatever is asked.
+    let least = Target::LeastLoaded { fallback: c };
+    assert_eq!(store.place_media_room("r1", least, 1_000).await.unwrap(), b);
+    assert_eq!(
+        store
+            .place_media_room("r1", Target::Here(a), 1_000)
+            .await
+            .unwrap(),
+        b
+    );
+    assert_eq!(
+        store.media_room_holder("r1", 1_000).await.unwrap(),
+        Some(Holder {
+            rtc_url: b.into(),
+            live: true
+        })
+    );
+    // A room placed counts as load: c (nobody, no room) comes before b (1 person, 1 room).
+    store
+        .renew_media_node(c, "c1", 0, 1_000, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(store.place_media_room("r2", least, 1_000).await.unwrap(), c);
+
+    // Many nodes placing one room at once agree on one holder.
+    let racing = [a, b, c, a, b, c, a, b, c]
+        .map(|url| store.place_media_room("raced", Target::Here(url), 1_000));
+    let placed = futures_join_all(racing).await;
+    let first = placed[0].as_ref().unwrap().clone();
+    assert!(
+        placed.iter().all(|p| p.as_ref().ok() == Some(&first)),
+        "{placed:?}"
+    );
+
+    // b's lease runs out: its rooms move to where they are asked for next, and only then.
+    assert_eq!(
+        store
+            .place_media_room("r1", Target::Here(a), 10_000)
+            .await
+            .unwrap(),
+        a
+    );
+    assert_eq!(
+        store.media_room_holder("r1", 10_000).await.unwrap(),
+        Some(Holder {
+            rtc_url: a.into(),
+            live: false
+        }),
+        "a is not renewed either"
+    );
+    // With no live node at all, the fallback (the node asking) takes it.
+    assert_eq!(
+        store
+            .place_media_room("r3", Target::LeastLoaded { fallback: c }, 20_000)
+            .await
+            .unwrap(),
+        c
+    );
+
+    // Another process renewing the same URL is named; a node that ends its lease leaves at once.
+    assert_eq!(
+        store
+            .renew_media_node(a, "a2", 0, 20_000, 30_000)
+            .await
+            .unwrap(),
+        None,
+        "a1's lease had run out"
+    );
+    assert_eq!(
+        store
+            .renew_media_node(a, "a3", 0, 20_000, 30_000)
+            .await
+            .unwrap(),
+        Some("a2".into())
+    );
+    store.end_media_node(a, "a2").await.unwrap();
+    assert!(
+        store
+            .media_room_holder("r1", 20_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .live,
+        "a3 holds it"
+    );
+    store.end_media_node(a, "a3").await.unwrap();
+    assert!(
+        !store
+            .media_room_holder("r1", 20_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .live
+    );
+
+    // Rooms are listed per node by age and released only by their holder.
+    store
+        .renew_media_node(a, "a4", 0, 20_000, 30_000)
+        .await
+        .unwrap();
+    let mut on_a = vec!["r1".to_owned()];
+    if first == a {
+        on_a.push("raced".to_owned());
+    }
+    assert_eq!(store.media_rooms_of(a, 10_001).await.unwrap(), on_a);
+    on_a.remove(0);
+    assert_eq!(
+        store.media_rooms_of(a, 10_000).await.unwrap(),
+        on_a,
+        "r1 was placed on a at 10 s"
+    );
+    store.release_media_room("r1", b).await.unwrap();
+    assert!(
+        store
+            .media_room_holder("r1", 20_000)
+            .await
+            .unwrap()
+            .is_some(),
+        "not b's to release"
+    );
+    store.release_media_room("r1", a).await.unwrap();
+    assert_eq!(store.media_room_holder("r1", 20_000).await.unwrap(), None);
+
+    // Notifying media commands is accepted on both (PostgreSQL sends, SQLite has nobody to tell).
+    store.notify_media("{}").await.unwrap();
 }
 
 // ----- SQLite only -----------------------------------------------------------------------------

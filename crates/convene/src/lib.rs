@@ -9,6 +9,7 @@ pub mod media;
 pub mod media_livekit;
 pub mod metrics;
 pub mod nodes;
+pub mod placement;
 pub mod twirp;
 pub mod web;
 pub mod webhooks;
@@ -248,10 +249,11 @@ impl MediaBackend {
         })
     }
 
-    /// The core's port onto this backend.
-    fn engine(&self) -> Arc<dyn MediaEngine> {
+    /// The core's port onto this backend (with several nodes, commands for a room held by
+    /// another node go there through `placement`).
+    fn engine(&self, placement: Option<Arc<placement::Placement>>) -> Arc<dyn MediaEngine> {
         match self {
-            Self::Embedded(sfu) => Arc::new(media::EmbeddedMedia::new(sfu.control())),
+            Self::Embedded(sfu) => Arc::new(media::EmbeddedMedia::new(sfu.control(), placement)),
             Self::LiveKit { engine, .. } => engine.clone(),
         }
     }
@@ -275,6 +277,7 @@ impl MediaBackend {
         meetings: &Arc<Meetings>,
         config: &Config,
         public_url: &str,
+        placement: Option<Arc<placement::Placement>>,
         tasks: &TaskTracker,
     ) -> anyhow::Result<MediaServing> {
         match self {
@@ -283,6 +286,7 @@ impl MediaBackend {
                 let admission = Arc::new(media::CoreAdmission::new(
                     meetings.clone(),
                     config.rtc_reconnect_grace,
+                    placement,
                     tasks,
                 ));
                 let sfu = bound.start(admission.clone()).await.with_context(|| {
@@ -297,7 +301,7 @@ impl MediaBackend {
                     routes,
                     sfu: Some(EmbeddedSfu { sfu, admission }),
                     tokens: MediaTokens::Embedded,
-                    rtc: public_url.replacen("http", "ws", 1),
+                    rtc: rtc_url(public_url),
                 })
             }
             Self::LiveKit {
@@ -316,6 +320,20 @@ impl MediaBackend {
             }),
         }
     }
+}
+
+/// The LiveKit signalling URL of a server at `public_url` (`ws://` for `http://`, `wss://` for
+/// `https://`).
+fn rtc_url(public_url: &str) -> String {
+    public_url.replacen("http", "ws", 1)
+}
+
+/// A random name for this process among the nodes (a restart is a new one).
+fn random_instance(entropy: &dyn Entropy) -> String {
+    entropy.seed()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Starts the server: opens and migrates the store, picks the signing key, builds the media
@@ -374,10 +392,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         MediaBackend::Embedded(bound) => Some(bound.control()),
         MediaBackend::LiveKit { .. } => None,
     };
+    // Several nodes (PostgreSQL) each running the embedded SFU: each meeting's media on one.
+    let placement = match (&commits, &sfu_control) {
+        (Some(_), Some(_)) => Some(Arc::new(placement::Placement::new(
+            store.clone(),
+            rtc_url(&public_url),
+            random_instance(entropy.as_ref()),
+        ))),
+        _ => None,
+    };
     let metrics = Arc::new(metrics::Metrics::new(
         store.clone(),
         hub.clone(),
-        sfu_control,
+        sfu_control.clone(),
     ));
     let probe = convene_api::routes::system::ReadinessProbe {
         store: Arc::new(StorePing(store.clone())),
@@ -388,7 +415,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             store,
             clock,
             entropy,
-            media.engine(),
+            media.engine(placement.clone()),
             sink,
             config.meeting_id_digits,
         )
@@ -399,15 +426,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sfu,
         tokens: media_tokens,
         rtc,
-    } = media.serve(&meetings, &config, &public_url, &tasks).await?;
+    } = media
+        .serve(&meetings, &config, &public_url, placement.clone(), &tasks)
+        .await?;
     // SQLite is one node by construction; PostgreSQL may be shared by several.
     let single_node = config.database_url.is_none();
     match commits {
         Some(commits) => {
+            // Commands other nodes send to the rooms held here are carried out on this engine.
+            let local_media = match (&placement, &sfu_control) {
+                (Some(placement), Some(control)) => {
+                    tasks.spawn(placement::keep(
+                        placement.clone(),
+                        control.clone(),
+                        shutdown.clone(),
+                    ));
+                    Some(nodes::LocalMedia {
+                        engine: media::EmbeddedMedia::new(control.clone(), None),
+                        own: placement.own().to_owned(),
+                    })
+                }
+                _ => None,
+            };
             tasks.spawn(nodes::follow(
                 commits,
                 meetings.clone(),
                 hub.clone(),
+                local_media,
+                metrics.notify_delay.clone(),
                 shutdown.clone(),
             ));
         }
@@ -437,6 +483,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         hub: hub.clone(),
         media: media_tokens,
         logins,
+        placement: placement.map(|p| p as Arc<dyn convene_api::state::MediaPlacement>),
     };
     tasks.spawn(housekeeping(
         state.meetings.clone(),

@@ -24,6 +24,8 @@ use futures::future::BoxFuture;
 use livekit_protocol as proto;
 use tokio_util::task::TaskTracker;
 
+use crate::placement::Placement;
+
 /// The media permissions a role carries: the core's [`MediaRights`] of the role, as its token's
 /// grants are.
 pub fn permission_for(role: Role) -> Permission {
@@ -37,14 +39,133 @@ pub fn permission_for(role: Role) -> Permission {
     }
 }
 
-/// The core's media commands, carried out on the embedded SFU.
+/// The core's media commands, carried out on the embedded SFU: this node's, or with several
+/// nodes ([`Placement`]) the one holding the room.
 pub struct EmbeddedMedia {
     control: SfuControl,
+    placement: Option<Arc<Placement>>,
 }
 
 impl EmbeddedMedia {
-    pub fn new(control: SfuControl) -> Self {
-        Self { control }
+    pub fn new(control: SfuControl, placement: Option<Arc<Placement>>) -> Self {
+        Self { control, placement }
+    }
+
+    /// Carries out `commands` on this node's engine.
+    pub async fn apply_here(&self, commands: &[MediaCommand]) {
+        for command in commands {
+            self.carry_out(command).await;
+        }
+    }
+
+    /// Brings everyone connected here in line with the store: whoever may no longer be on the
+    /// media (removed, banned, the meeting ended) is disconnected, everyone else gets their
+    /// role's permission. For when commands may have been missed (another node's, sent while
+    /// this node's notification connection was down).
+    pub async fn reconcile(&self, meetings: &Meetings) {
+        let rooms = match self.control.list_rooms().await {
+            Ok(rooms) => rooms,
+            Err(error) => {
+                return tracing::warn!(%error, "cannot list the media rooms to check them");
+            }
+        };
+        let mut checked = 0usize;
+        let mut removed = 0usize;
+        for room in rooms {
+            let Ok(name) = RoomName::parse(&room.name) else {
+                continue;
+            };
+            let meeting = match meetings.meeting_by_room(&name).await {
+                Ok(Some(meeting)) => meeting,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, room = room.name, "cannot read a media room's meeting");
+                    continue;
+                }
+            };
+            let Ok(people) = self.control.list_participants(&room.name).await else {
+                continue;
+            };
+            for person in people {
+                let Ok(identity) = Identity::parse(&person.identity) else {
+                    continue;
+                };
+                checked += 1;
+                let stored = match meetings.participant(&meeting.id, &identity).await {
+                    Ok(stored) => Some(stored),
+                    Err(error) if error.code() == ErrorCode::ParticipantNotFound => None,
+                    Err(error) => {
+                        tracing::warn!(%error, room = room.name, "cannot read a connected person");
+                        continue;
+                    }
+                };
+                let command = match stored {
+                    Some(stored)
+                        if convene_core::service::may_connect_media(
+                            &meeting,
+                            &stored,
+                            meetings.now(),
+                        )
+                        .is_ok() =>
+                    {
+                        MediaCommand::SetRole {
+                            room: name.clone(),
+                            identity,
+                            role: stored.role,
+                        }
+                    }
+                    _ => {
+                        removed += 1;
+                        MediaCommand::Disconnect {
+                            room: name.clone(),
+                            identity,
+                        }
+                    }
+                };
+                self.carry_out(&command).await;
+            }
+        }
+        if checked > 0 {
+            tracing::info!(
+                checked,
+                removed,
+                "media connections checked against the store"
+            );
+        }
+    }
+
+    async fn carry_out(&self, command: &MediaCommand) {
+        let result = match command {
+            MediaCommand::Disconnect { room, identity } => {
+                self.control
+                    .remove_participant(room.as_str(), identity.as_str(), "PARTICIPANT_REMOVED")
+                    .await
+            }
+            MediaCommand::SetRole {
+                room,
+                identity,
+                role,
+            } => {
+                self.control
+                    .update_permission(room.as_str(), identity.as_str(), permission_for(*role))
+                    .await
+            }
+            MediaCommand::Mute {
+                room,
+                identity,
+                track,
+                muted,
+            } => {
+                self.mute(room.as_str(), identity.as_str(), track, *muted)
+                    .await
+            }
+            MediaCommand::CloseRoom { room } => self.control.close_room(room.as_str()).await,
+        };
+        match result {
+            // Not connected to media right now: the stored state still applies at the next join.
+            Ok(()) | Err(SfuError::NotFound(_)) => {}
+            Err(e) => tracing::warn!(?command, error = %e, "media command failed"),
+        }
     }
 
     async fn mute(
@@ -82,37 +203,26 @@ impl EmbeddedMedia {
 #[async_trait]
 impl MediaEngine for EmbeddedMedia {
     async fn apply(&self, commands: &[MediaCommand]) {
+        let Some(placement) = &self.placement else {
+            return self.apply_here(commands).await;
+        };
+        // In order: each command here, or sent to the node holding its room.
         for command in commands {
-            let result = match command {
-                MediaCommand::Disconnect { room, identity } => {
-                    self.control
-                        .remove_participant(room.as_str(), identity.as_str(), "PARTICIPANT_REMOVED")
+            match placement.elsewhere(command.room().as_str()).await {
+                Ok(None) => self.carry_out(command).await,
+                Ok(Some(node)) => {
+                    if let Err(error) = placement
+                        .forward(&node, std::slice::from_ref(command))
                         .await
+                    {
+                        tracing::warn!(?command, node, %error, "cannot send a media command to the room's node");
+                    }
                 }
-                MediaCommand::SetRole {
-                    room,
-                    identity,
-                    role,
-                } => {
-                    self.control
-                        .update_permission(room.as_str(), identity.as_str(), permission_for(*role))
-                        .await
+                Err(error) => {
+                    // The holder is unknown: here is the best guess (a room not here finds nobody).
+                    tracing::warn!(?command, %error, "cannot read where a media room is");
+                    self.carry_out(command).await;
                 }
-                MediaCommand::Mute {
-                    room,
-                    identity,
-                    track,
-                    muted,
-                } => {
-                    self.mute(room.as_str(), identity.as_str(), track, *muted)
-                        .await
-                }
-                MediaCommand::CloseRoom { room } => self.control.close_room(room.as_str()).await,
-            };
-            match result {
-                // Not connected to media right now: the stored state still applies at the next join.
-                Ok(()) | Err(SfuError::NotFound(_)) => {}
-                Err(e) => tracing::warn!(?command, error = %e, "media command failed"),
             }
         }
     }
@@ -318,20 +428,49 @@ enum Presented {
     LiveKit(convene_token::LiveKitToken),
 }
 
-/// Answers the SFU's admission questions from the core.
+/// Answers the SFU's admission questions from the core (and, with several nodes, lets a client in
+/// only on the node holding its room).
 pub struct CoreAdmission {
     meetings: Arc<Meetings>,
     reports: tokio::sync::mpsc::Sender<ToRecorder>,
+    placement: Option<Arc<Placement>>,
 }
 
 impl CoreAdmission {
     /// Answers from `meetings` (built on the SFU's control handle, before the SFU starts), and
     /// starts on `tasks` the task that records media reports in order, off the engine's task;
     /// a departure waits `grace` for a return before it is recorded.
-    pub fn new(meetings: Arc<Meetings>, grace: Duration, tasks: &TaskTracker) -> Self {
+    pub fn new(
+        meetings: Arc<Meetings>,
+        grace: Duration,
+        placement: Option<Arc<Placement>>,
+        tasks: &TaskTracker,
+    ) -> Self {
         let (reports, receiver) = tokio::sync::mpsc::channel::<ToRecorder>(REPORT_QUEUE);
         tasks.spawn(record(meetings.clone(), receiver, grace));
-        CoreAdmission { meetings, reports }
+        CoreAdmission {
+            meetings,
+            reports,
+            placement,
+        }
+    }
+
+    /// With several nodes: a room held by another live node is refused here (the client asks
+    /// for a join again and is given that node); a room without a live holder is placed here.
+    async fn placed_here(&self, admitted: Admitted) -> Result<Admitted, Refusal> {
+        let Some(placement) = &self.placement else {
+            return Ok(admitted);
+        };
+        match placement.admit_here(&admitted.room).await {
+            Ok(None) => Ok(admitted),
+            Ok(Some(node)) => Err(Refusal::Forbidden(format!(
+                "this meeting's media is on another node ({node}): ask for a join again"
+            ))),
+            Err(error) => {
+                tracing::error!(%error, "admission: cannot read where the media room is");
+                Err(Refusal::Unavailable)
+            }
+        }
     }
 
     /// At shutdown, after the media engine has stopped (and reported everyone's departure):
@@ -522,7 +661,10 @@ impl CoreAdmission {
 impl Admission for CoreAdmission {
     fn admit(&self, token: &str) -> BoxFuture<'_, Result<Admitted, Refusal>> {
         let token = token.to_owned();
-        Box::pin(async move { self.decide(&token).await })
+        Box::pin(async move {
+            let admitted = self.decide(&token).await?;
+            self.placed_here(admitted).await
+        })
     }
 
     fn on_event(&self, event: MediaEvent) {

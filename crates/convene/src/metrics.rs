@@ -27,7 +27,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::webhooks::WebhookMetrics;
 
@@ -61,6 +62,8 @@ pub struct Metrics {
     registry: Registry,
     pub http: HttpMetrics,
     pub webhooks: WebhookMetrics,
+    /// From a commit's notification to its arrival here (several nodes).
+    pub notify_delay: Histogram,
     meetings: Family<StatusLabel, Gauge>,
     people: Family<StateLabel, Gauge>,
     subscribers: Gauge,
@@ -80,6 +83,14 @@ impl Metrics {
         let mut registry = Registry::default();
         let http = HttpMetrics::register(&mut registry);
         let webhooks = WebhookMetrics::register(&mut registry);
+        // 0.5 ms .. 4 s.
+        let notify_delay = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register_with_unit(
+            "convene_event_notify_delay",
+            "From a commit's notification through PostgreSQL (the committing node's clock) to its arrival at this node (this node's clock); every node's commits, this one's too",
+            Unit::Seconds,
+            notify_delay.clone(),
+        );
         let meetings = Family::<StatusLabel, Gauge>::default();
         registry.register(
             "convene_meetings",
@@ -130,6 +141,7 @@ impl Metrics {
             registry,
             http,
             webhooks,
+            notify_delay,
             meetings,
             people,
             subscribers,

@@ -4,7 +4,10 @@
 //! and published to the hub in order (this node's own commits, which the hub has, are skipped by
 //! their sequence numbers). After each (re)connection of the listener, every watched meeting is
 //! read, since notifications sent while it was away are lost. The same notices keep the service's
-//! held views of meetings (`convene_core::service`'s `hot.rs`) from falling behind.
+//! held views of meetings (`convene_core::service`'s `hot.rs`) from falling behind. Media commands
+//! other nodes send to a room held here ([`crate::placement`]) are carried out on this node's
+//! engine; after a reconnection, everyone connected here is checked against the store, since
+//! commands sent meanwhile are lost.
 
 use std::sync::Arc;
 
@@ -12,14 +15,28 @@ use convene_api::Hub;
 use convene_core::ids::MeetingId;
 use convene_core::ports::EventSink;
 use convene_core::service::{MAX_PAGE, Meetings};
-use convene_store::listen::{Listener, Notice};
+use convene_store::listen::{Listener, Notice, unix_ms};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio_util::sync::CancellationToken;
+
+use crate::media::EmbeddedMedia;
+use crate::placement::Forward;
+
+/// This node's embedded engine, for the commands other nodes send to its rooms.
+pub struct LocalMedia {
+    /// Carries commands out here, never forwards them.
+    pub engine: EmbeddedMedia,
+    /// This node's signalling URL (what the commands for it are addressed to).
+    pub own: String,
+}
 
 /// Follows the other nodes' commits until shutdown.
 pub async fn follow(
     mut listener: Listener,
     meetings: Arc<Meetings>,
     hub: Hub,
+    media: Option<LocalMedia>,
+    delay: Histogram,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -28,13 +45,28 @@ pub async fn follow(
             notice = listener.next() => notice,
         };
         match notice {
-            Notice::Committed { meeting, seq } => {
+            Notice::Committed {
+                meeting,
+                seq,
+                sent_ms,
+            } => {
+                if let Some(sent) = sent_ms {
+                    // Clocks of two machines: a negative difference is counted as none.
+                    delay.observe((unix_ms() - sent).max(0) as f64 / 1000.0);
+                }
                 // What this node holds of the meeting, if older, is read again when next needed.
                 meetings.observe_commit(&meeting, seq);
                 if let Some(position) = hub.position(&meeting)
                     && position < seq
                 {
                     catch_up(&meetings, &hub, &meeting, position).await;
+                }
+            }
+            Notice::Media(payload) => {
+                if let Some(media) = &media
+                    && let Some(commands) = Forward::for_node(&payload, &media.own)
+                {
+                    media.engine.apply_here(&commands).await;
                 }
             }
             Notice::Listening => {
@@ -47,6 +79,10 @@ pub async fn follow(
                 );
                 for (meeting, position) in watched {
                     catch_up(&meetings, &hub, &meeting, position).await;
+                }
+                // Media commands other nodes sent meanwhile are lost too.
+                if let Some(media) = &media {
+                    media.engine.reconcile(&meetings).await;
                 }
             }
         }

@@ -121,6 +121,25 @@ async fn events_cross_nodes_in_order_without_gap() {
         .filter(|e| e["type"] == "chat.message")
         .count();
     assert_eq!(chats, 51, "every chat message reached the guest on node B");
+
+    // Node B timed the notification of every commit it heard of.
+    let metrics = b
+        .client
+        .get(format!("{}/metrics", b.base))
+        .basic_auth(common::KEY, Some(common::SECRET))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let heard: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("convene_event_notify_delay_seconds_count "))
+        .unwrap_or_else(|| panic!("no notification delay in:\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(heard >= 51, "{heard} notifications timed on node B");
     stop_all(nodes).await;
 }
 
@@ -170,6 +189,101 @@ async fn a_removal_on_one_node_ends_the_token_on_the_others() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    stop_all(nodes).await;
+}
+
+/// The signalling URL clients are given by `node`.
+fn rtc_of(node: &TestApp) -> String {
+    node.base.replacen("http", "ws", 1)
+}
+
+/// Asks `node`'s media engine whether `token` may join (what a LiveKit client asks after a
+/// refused connection): the status and the message.
+async fn validate(node: &TestApp, token: &str) -> (StatusCode, String) {
+    let response = node
+        .client
+        .get(format!("{}/rtc/validate", node.base))
+        .query(&[("access_token", token)])
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+/// Each meeting's media is on one node: joins answered by three nodes all name one node's own
+/// signalling URL; a media client that reaches another node is refused there and told why; when
+/// the holding node stops, the next join places the room on a node still running, which lets
+/// the client in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_meetings_media_is_on_one_node() {
+    let Some(mut nodes) = three_nodes(&[]).await else {
+        return;
+    };
+    let meeting = nodes[0]
+        .create_meeting(json!({"name": "Ward round", "policy": "open"}))
+        .await;
+    let id = id_of(&meeting);
+    let mut joined = Vec::new();
+    for (i, (role, name)) in [
+        ("host", "doctor"),
+        ("participant", "nurse"),
+        ("participant", "patient"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let entered = nodes[i].enter(&meeting, pin(&meeting, role), name).await;
+        joined.push(nodes[i].join(&id, &token(&entered)).await);
+    }
+    let urls: Vec<&str> = joined.iter().map(|j| j["url"].as_str().unwrap()).collect();
+    assert!(
+        urls.iter().all(|u| *u == urls[0]),
+        "one room, one node: {urls:?}"
+    );
+    let holder = nodes
+        .iter()
+        .position(|n| rtc_of(n) == urls[0])
+        .unwrap_or_else(|| panic!("{} is none of the nodes' URLs", urls[0]));
+    let patient = joined[2]["access_token"].as_str().unwrap().to_owned();
+    for (i, node) in nodes.iter().enumerate() {
+        let (status, message) = validate(node, &patient).await;
+        if i == holder {
+            assert_eq!(status, StatusCode::OK, "the holding node: {message}");
+        } else {
+            assert_eq!(status, StatusCode::FORBIDDEN, "node {i}: {message}");
+            assert!(
+                message.contains("another node") && message.contains(urls[0]),
+                "{message}"
+            );
+        }
+    }
+
+    // The holder stops (its lease ends with it): within the second a node keeps what it read
+    // of a room's place, joins are sent to a running node.
+    nodes[holder].stop_server().await;
+    let other = (holder + 1) % 3;
+    let api_token = joined[2]["api_token"].as_str().unwrap().to_owned();
+    let stopped = Instant::now();
+    let again = loop {
+        let again = nodes[other].join(&id, &api_token).await;
+        if again["url"] != urls[0] {
+            break again;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "joins still sent to the stopped node after {:?}",
+            stopped.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let moved = again["url"].as_str().unwrap();
+    let new_holder = nodes
+        .iter()
+        .position(|n| rtc_of(n) == moved)
+        .expect("a node's URL");
+    let (status, message) =
+        validate(&nodes[new_holder], again["access_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{message}");
     stop_all(nodes).await;
 }
 

@@ -40,7 +40,7 @@ pub fn enter_response(
 }
 
 /// The media answer for a joined person.
-pub fn join_response(
+pub async fn join_response(
     state: &AppState,
     meeting: &Meeting,
     participant: &Participant,
@@ -49,7 +49,7 @@ pub fn join_response(
     Ok(JoinResponse {
         access_token: tokens.media,
         api_token: tokens.api,
-        url: state.urls.rtc.clone(),
+        url: state.media_url(meeting).await?,
         room_name: meeting.room_name.to_string(),
         identity: participant.identity.to_string(),
         role: participant.role.into(),
@@ -110,7 +110,9 @@ pub async fn add(
         epoch: participant.epoch,
     };
     let (meeting, participant) = state.meetings.join(&id, &caller).await?;
-    Ok(axum::Json(join_response(&state, &meeting, &participant)?))
+    Ok(axum::Json(
+        join_response(&state, &meeting, &participant).await?,
+    ))
 }
 
 /// Exchange your waiting-room (or access) token for a media access token once admitted. A host's
@@ -123,7 +125,9 @@ pub async fn join(
     OwnCall { id, caller, .. }: OwnCall,
 ) -> ApiResult<axum::Json<JoinResponse>> {
     let (meeting, participant) = state.meetings.join(&id, &caller).await?;
-    Ok(axum::Json(join_response(&state, &meeting, &participant)?))
+    Ok(axum::Json(
+        join_response(&state, &meeting, &participant).await?,
+    ))
 }
 
 /// Leave the meeting. You may join again in the same run without waiting.
@@ -209,7 +213,7 @@ pub async fn exchange_join_link(
     let entered = enter_response(&state, &meeting, &participant)?;
     let join = match participant.state {
         convene_core::participant::ParticipantState::Joined => {
-            Some(join_response(&state, &meeting, &participant)?)
+            Some(join_response(&state, &meeting, &participant).await?)
         }
         _ => None,
     };

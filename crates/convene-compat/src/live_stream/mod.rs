@@ -161,7 +161,7 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn token_response(
+async fn token_response(
     state: &AppState,
     meeting: &Meeting,
     participant: &Participant,
@@ -174,7 +174,7 @@ fn token_response(
         stream_name: meeting.room_name.to_string(),
         room_sid: state::room_sid(meeting),
         role: role_name(participant.role),
-        url: state.urls.rtc.clone(),
+        url: state.media_url(meeting).await?,
         meeting_id: meeting.id.to_string(),
         events_url: state.urls.events(meeting.id.as_str()),
         chat_url: format!("{}/v1/meetings/{}/chat", state.urls.http, meeting.id),
@@ -253,7 +253,7 @@ async fn create_stream(
         .enter_trusted(&meeting.id, identity, name, Role::Host)
         .await?;
     let (meeting, host) = join(&state, &meeting, &host).await?;
-    token_response(&state, &meeting, &host)
+    token_response(&state, &meeting, &host).await
 }
 
 /// Places a user on the stream with `role`, or moves them there (speaker <-> viewer). A host who
@@ -293,7 +293,7 @@ async fn join_as(state: &AppState, params: &Params, role: Role) -> Result<Json<S
     } else {
         (meeting, participant)
     };
-    token_response(state, &meeting, &participant)
+    token_response(state, &meeting, &participant).await
 }
 
 /// `/join-stream-as-speaker` (`user_identity`, `stream_name`) -> a token that may publish.

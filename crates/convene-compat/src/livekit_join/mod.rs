@@ -181,10 +181,10 @@ async fn join(
         }
         None => app.media_token(&meeting, &participant)?,
     };
-    let livekit_socket_url = target
-        .socket_url
-        .clone()
-        .unwrap_or_else(|| app.urls.rtc.clone());
+    let livekit_socket_url = match &target.socket_url {
+        Some(url) => url.clone(),
+        None => app.media_url(&meeting).await?,
+    };
     Ok(Json(Joined {
         msg: "Success",
         livekit_socket_url,

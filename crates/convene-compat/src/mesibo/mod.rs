@@ -317,7 +317,7 @@ async fn join_group(
         resolution: resolution(&meeting),
         publish: u8::from(participant.role.can_publish()),
         access_token,
-        url: state.urls.rtc.clone(),
+        url: state.media_url(&meeting).await?,
         pin: is_creator.then(|| meeting.credentials.participant.reveal().to_owned()),
         spin: is_creator.then(|| meeting.credentials.viewer.reveal().to_owned()),
         result: "OK",

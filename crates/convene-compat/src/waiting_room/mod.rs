@@ -182,7 +182,7 @@ pub fn document_state(meeting: &Meeting, participant: &Participant) -> WaitingRo
     }
 }
 
-fn join_response(
+async fn join_response(
     state: &AppState,
     meeting: &Meeting,
     participant: &Participant,
@@ -193,7 +193,7 @@ fn join_response(
         identity: participant.identity.to_string(),
         token: tokens.media,
         api_token: tokens.api,
-        url: state.urls.rtc.clone(),
+        url: state.media_url(meeting).await?,
         events_url: state.urls.events(meeting.id.as_str()),
     }))
 }
@@ -294,7 +294,7 @@ async fn admin_join(
         epoch: host.epoch,
     };
     let (meeting, host) = state.meetings.join(&id, &caller).await?;
-    join_response(&state, &meeting, &host)
+    join_response(&state, &meeting, &host).await
 }
 
 /// `POST /user/enter-waiting-room` (`meeting_id`): an anonymous guest enters the waiting room.
@@ -440,5 +440,5 @@ async fn user_join(
             ErrorCode::NotAdmitted => WaitingRoomError::forbidden("this guest has not been let in"),
             _ => e.into(),
         })?;
-    join_response(&state, &meeting, &guest)
+    join_response(&state, &meeting, &guest).await
 }

@@ -178,6 +178,7 @@ impl TestApp {
             hub,
             media,
             logins,
+            placement: None,
         };
         let config = CompatConfig {
             live_passcode,

@@ -169,6 +169,14 @@ impl TestApp {
         self.running = Some(running);
     }
 
+    /// Stops the server (gracefully), keeping its database for the other nodes; `stop` still
+    /// cleans up.
+    pub async fn stop_server(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.unwrap();
+        }
+    }
+
     /// Stops the server and starts it again on the same database.
     pub async fn restart(&mut self) {
         self.running.take().unwrap().stop().await.unwrap();

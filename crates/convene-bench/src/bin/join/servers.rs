@@ -7,10 +7,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::ValueEnum;
-use convene_bench::{ChildServer, convene_command, convene_missing};
-use sqlx::Connection;
+use convene_bench::{ChildServer, PgDatabase, convene_command, convene_missing};
 
 /// The API key pair every server checks (convene: provisioned at start; node-join: Basic).
 pub const KEY: &str = "APIbench";
@@ -60,16 +59,10 @@ pub struct Settings {
     pub postgres_url: Option<String>,
 }
 
-/// A database made for one run.
-struct Database {
-    admin_url: String,
-    name: String,
-}
-
 /// A running server; [`Running::stop`] kills it and drops its database.
 pub struct Running {
     pub process: ChildServer,
-    database: Option<Database>,
+    database: Option<PgDatabase>,
 }
 
 impl Running {
@@ -87,12 +80,9 @@ impl Running {
                     .postgres_url
                     .clone()
                     .context("convene-pg needs --postgres-url")?;
-                let made = fresh_database(&admin_url).await?;
-                let url = made.1.clone();
-                database = Some(Database {
-                    admin_url,
-                    name: made.0,
-                });
+                let made = PgDatabase::create(&admin_url, "convene_join_bench").await?;
+                let url = made.url.clone();
+                database = Some(made);
                 ChildServer::start(&convene_missing(&settings.convene_bin), |port, dir| {
                     let mut command =
                         convene_command(&settings.convene_bin, port, dir, KEY, SECRET);
@@ -162,32 +152,8 @@ impl Running {
         let Running { process, database } = self;
         drop(process);
         if let Some(database) = database {
-            let mut connection = sqlx::PgConnection::connect(&database.admin_url).await?;
-            sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                database.name
-            ))
-            .execute(&mut connection)
-            .await?;
+            database.drop().await?;
         }
         Ok(())
     }
-}
-
-/// Creates a database named for this process and a counter next to the one `admin_url` names, as
-/// convene's own end-to-end tests do; its name and URL.
-async fn fresh_database(admin_url: &str) -> anyhow::Result<(String, String)> {
-    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = format!("convene_join_bench_{}_{run}", std::process::id());
-    let Some(slash) = admin_url.rfind('/').filter(|&i| i > "postgres://".len()) else {
-        bail!("--postgres-url needs a database path, e.g. postgres://postgres@127.0.0.1:5432/test");
-    };
-    let mut connection = sqlx::PgConnection::connect(admin_url)
-        .await
-        .with_context(|| format!("PostgreSQL at {admin_url}"))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut connection)
-        .await?;
-    Ok((name.clone(), format!("{}/{name}", &admin_url[..slash])))
 }
