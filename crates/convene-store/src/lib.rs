@@ -24,6 +24,10 @@
 //!   write is there and `PRAGMA integrity_check` says `ok`.
 //! - `PRAGMA foreign_keys = ON` and `PRAGMA busy_timeout = 5000` (writers from several pool
 //!   connections queue for up to 5 s instead of failing at once).
+//! - `PRAGMA temp_store = MEMORY`: the statement journals a multi-row statement inside the group
+//!   commit's transaction keeps (to undo that statement alone) stay in memory instead of going to
+//!   a temporary file (they are not the database's journal, which is the WAL). Measured with
+//!   `make bench-join`: 6-14% fewer CPU per join, alternating builds (docs/benchmarks.md).
 //!
 //! The database file is created (mode 0600 on Unix: it holds API secrets, which are signing keys)
 //! together with its parent directory (mode 0700) when missing; SQLite puts `-wal` and `-shm`
@@ -174,7 +178,7 @@ impl SqlStore {
                     connection
                         .execute(
                             format!(
-                                "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+                                "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}; PRAGMA temp_store = MEMORY;",
                                 SQLITE_BUSY_TIMEOUT.as_millis()
                             )
                             .as_str(),

@@ -401,6 +401,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ))),
         _ => None,
     };
+    if let Some(placement) = &placement {
+        tracing::info!(
+            node = placement.own(),
+            "several nodes may share this database: each meeting's media runs on one of them, and this node is known by its signalling URL (CONVENE_PUBLIC_URL)"
+        );
+    }
     let metrics = Arc::new(metrics::Metrics::new(
         store.clone(),
         hub.clone(),
