@@ -27,7 +27,8 @@
 //! - `PRAGMA temp_store = MEMORY`: the statement journals a multi-row statement inside the group
 //!   commit's transaction keeps (to undo that statement alone) stay in memory instead of going to
 //!   a temporary file (they are not the database's journal, which is the WAL). Measured with
-//!   `make bench-join`: 6-14% fewer CPU per join, alternating builds (docs/benchmarks.md).
+//!   `make bench-join`, alternating builds: 10-13% less CPU per join in one room
+//!   (docs/benchmarks.md).
 //!
 //! The database file is created (mode 0600 on Unix: it holds API secrets, which are signing keys)
 //! together with its parent directory (mode 0700) when missing; SQLite puts `-wal` and `-shm`
