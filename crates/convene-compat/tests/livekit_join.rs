@@ -349,6 +349,97 @@ async fn a_session_is_read_from_a_bearer_scheme_in_any_case() {
 
 /// Joining again keeps the role the person has in the room (a host made host stays host, with the
 /// host's grants); a newcomer speaks.
+/// A join enters and joins the person in one change, with the events the two steps make in turn:
+/// the first person starts the room; a newcomer is entered and admitted, then joined.
+#[tokio::test]
+async fn a_join_enters_and_joins_in_one_change_with_each_steps_events() {
+    let app = TestApp::start().await;
+    let admin = basic();
+    // The room is made by the first join; count the commits of the second alone.
+    let mut changes = Vec::new();
+    for uid in ["first", "second"] {
+        let before = app.store.commit_counts().changes;
+        let answer = join(
+            &app,
+            Encoding::Json,
+            json!({"roomName": "one-commit", "uid": uid}),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        changes.push(app.store.commit_counts().changes - before);
+    }
+    assert_eq!(changes[1], 1, "a newcomer's join is one change");
+    let room = convene_core::ids::RoomName::parse("one-commit").unwrap();
+    let meeting = app
+        .state
+        .meetings
+        .meeting_by_room(&room)
+        .await
+        .unwrap()
+        .unwrap();
+    let events = app
+        .state
+        .meetings
+        .events_after(&meeting.id, 0, 100)
+        .await
+        .unwrap();
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            let v = serde_json::to_value(e).unwrap();
+            (
+                v["type"].as_str().unwrap_or_default().to_owned(),
+                v["data"]["identity"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let second: Vec<&str> = seen
+        .iter()
+        .filter(|(_, who)| who == "second")
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(
+        second,
+        [
+            "participant.entered",
+            "participant.admitted",
+            "participant.joined"
+        ],
+        "{seen:?}"
+    );
+    let starts = seen.iter().filter(|(t, _)| t == "meeting.started").count();
+    assert_eq!(starts, 1, "{seen:?}");
+    let first_joined = seen
+        .iter()
+        .position(|(t, who)| t == "participant.joined" && who == "first")
+        .expect("the first person joined");
+    let started = seen
+        .iter()
+        .position(|(t, _)| t == "meeting.started")
+        .unwrap();
+    assert!(
+        started < first_joined,
+        "started before the first join: {seen:?}"
+    );
+    let first = app
+        .state
+        .meetings
+        .participant(
+            &meeting.id,
+            &convene_core::ids::Identity::parse("first").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first.state,
+        convene_core::participant::ParticipantState::Joined
+    );
+}
+
 #[tokio::test]
 async fn a_host_stays_host_when_joining_again_and_newcomers_speak() {
     let app = TestApp::start().await;

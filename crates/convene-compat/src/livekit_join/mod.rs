@@ -162,16 +162,11 @@ async fn join(
             .await?;
     }
     // Someone already in the room keeps their role (a host stays host); a newcomer speaks.
+    // Entered and joined in one change (one commit).
     let (meeting, participant) = app
         .meetings
-        .enter_trusted_keeping_role(&meeting.id, identity, name, Role::Speaker)
+        .enter_and_join_trusted(&meeting.id, identity, name, Role::Speaker)
         .await?;
-    let caller = Caller::Participant {
-        identity: participant.identity.clone(),
-        instance: meeting.run.instance_id.clone(),
-        epoch: participant.epoch,
-    };
-    let (meeting, participant) = app.meetings.join(&meeting.id, &caller).await?;
     // The seed's own LiveKit key pair when configured; otherwise the token of convene's media
     // engine (with an external LiveKit, the short-lived plain token minted only for someone who
     // may connect: that deployment cannot ask convene before a join).

@@ -91,6 +91,8 @@ pub struct TestApp {
     pub state: AppState,
     pub mailer: Arc<RecordingMailer>,
     pub clock: Arc<TestClock>,
+    /// The store under the service (for its commit counts).
+    pub store: Arc<SqlStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -154,7 +156,7 @@ impl TestApp {
             mailer.clone(),
         ));
         let meetings = Arc::new(Meetings::new(
-            store,
+            store.clone(),
             clock.clone(),
             entropy,
             Arc::new(NoMedia),
@@ -192,6 +194,7 @@ impl TestApp {
             state,
             mailer,
             clock,
+            store,
             _dir: dir,
         }
     }

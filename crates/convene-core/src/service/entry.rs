@@ -72,9 +72,11 @@ impl Meetings {
         .await
     }
 
-    /// Like [`Meetings::enter_trusted`], but someone already in the meeting keeps the role they
-    /// have (a host stays host); `role` is for a newcomer. One read of the person, not two.
-    pub async fn enter_trusted_keeping_role(
+    /// Enters as [`Meetings::enter_trusted`] does, except that someone already in the meeting
+    /// keeps the role they have (a host stays host; `role` is for a newcomer), and joins, in one
+    /// change (one commit where entering then joining made two): for a surface that places people
+    /// straight into the media room (seed 002). The same rules and events as the two in turn.
+    pub async fn enter_and_join_trusted(
         &self,
         id: &MeetingId,
         identity: Identity,
@@ -82,12 +84,32 @@ impl Meetings {
         role: Role,
     ) -> Result<(Meeting, Participant)> {
         let entry = Entry {
-            identity,
+            identity: identity.clone(),
             name,
             role,
             trusted: true,
         };
-        self.enter_with(id, entry, true).await
+        let needs = Needs {
+            target: Some(identity),
+            waiting_unless_live: true,
+            joined_count_if_capacity: true,
+            ..Needs::default()
+        };
+        self.mutate(id, &Caller::Admin, needs, |tx, loaded| {
+            let mut entry = entry.clone();
+            if let Some(existing) = &loaded.target {
+                entry.role = existing.role;
+            }
+            let entered = ops::enter(tx, loaded.target, entry)?;
+            ops::join(
+                tx,
+                entered,
+                loaded.joined_count,
+                loaded.waiting,
+                &mut self.rng(),
+            )
+        })
+        .await
     }
 
     /// Like [`Meetings::enter_trusted`], but the person goes through the waiting room by policy
@@ -112,26 +134,12 @@ impl Meetings {
     }
 
     async fn enter_as(&self, id: &MeetingId, entry: Entry) -> Result<(Meeting, Participant)> {
-        self.enter_with(id, entry, false).await
-    }
-
-    /// `keep_role`: someone already in the meeting keeps their role, not the entry's.
-    async fn enter_with(
-        &self,
-        id: &MeetingId,
-        entry: Entry,
-        keep_role: bool,
-    ) -> Result<(Meeting, Participant)> {
         let needs = Needs {
             target: Some(entry.identity.clone()),
             ..Needs::default()
         };
         self.mutate(id, &Caller::Admin, needs, |tx, loaded| {
-            let mut entry = entry.clone();
-            if keep_role && let Some(existing) = &loaded.target {
-                entry.role = existing.role;
-            }
-            ops::enter(tx, loaded.target, entry)
+            ops::enter(tx, loaded.target, entry.clone())
         })
         .await
     }
