@@ -286,8 +286,7 @@ impl Writer {
             .map_err(batch)?;
         let mut wrote: Vec<(String, Option<String>)> = Vec::new();
         for segment in segments {
-            let (Some(&first), Some(&last)) = (segment.changes.first(), segment.changes.last())
-            else {
+            let Some(&last) = segment.changes.last() else {
                 continue;
             };
             let meeting = &changes[last].meeting;
@@ -302,9 +301,19 @@ impl Writer {
                     .map_err(batch)?;
                 wrote.push((meeting.id.as_str().to_owned(), url));
             }
+        }
+        // One look for any endpoint in the whole batch, not one queueing statement per meeting
+        // when there is none (a storm across 200 rooms is 200 meetings a batch).
+        let endpoints = crate::webhooks::any_active(&mut tx).await.map_err(batch)?;
+        for segment in segments {
+            let (Some(&first), Some(&last)) = (segment.changes.first(), segment.changes.last())
+            else {
+                continue;
+            };
+            let meeting = &changes[last].meeting;
             let seqs = seq_range(changes[first]).zip(seq_range(changes[last]));
             if let Some(((from, _), (_, to))) = seqs {
-                queue_webhooks(&mut tx, self.backend, &meeting.id, from, to)
+                queue_webhooks(&mut tx, self.backend, &meeting.id, from, to, endpoints)
                     .await
                     .map_err(FastError::Batch)?;
             }

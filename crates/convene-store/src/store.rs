@@ -269,28 +269,32 @@ pub(crate) async fn after_writes(
         .await
         .map_err(backend)?;
     if let Some((first, last)) = seqs {
-        queue_webhooks(connection, backend_kind, &meeting.id, first, last).await?;
+        queue_webhooks(connection, backend_kind, &meeting.id, first, last, true).await?;
     }
     Ok(())
 }
 
-/// The meeting's events `from..=to` go to every active webhook endpoint; on PostgreSQL the other
-/// nodes are told (inside the commit, so only if it commits).
+/// The meeting's events `from..=to` go to every active webhook endpoint (unless `endpoints` is
+/// false: the caller saw none active in this transaction); on PostgreSQL the other nodes are told
+/// (inside the commit, so only if it commits).
 pub(crate) async fn queue_webhooks(
     connection: &mut AnyConnection,
     backend_kind: crate::Backend,
     meeting: &MeetingId,
     from: u64,
     to: u64,
+    endpoints: bool,
 ) -> Result<(), StoreError> {
-    crate::webhooks::enqueue(
-        connection,
-        meeting,
-        rows::signed("seq", from)?,
-        rows::signed("seq", to)?,
-    )
-    .await
-    .map_err(backend)?;
+    if endpoints {
+        crate::webhooks::enqueue(
+            connection,
+            meeting,
+            rows::signed("seq", from)?,
+            rows::signed("seq", to)?,
+        )
+        .await
+        .map_err(backend)?;
+    }
     if backend_kind == crate::Backend::Postgres {
         crate::listen::notify(connection, meeting, to)
             .await

@@ -98,6 +98,16 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
+/// Whether any webhook endpoint is active (deployment-wide or a meeting's own).
+pub(crate) async fn any_active(connection: &mut AnyConnection) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM webhook_endpoints WHERE active = 1 LIMIT 1) t",
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(row.try_get::<i64, _>(0)? > 0)
+}
+
 /// The columns `rows::due_delivery` reads.
 const DUE_COLUMNS: &str = "d.endpoint_id, d.attempts, d.next_attempt_at, d.lease_until, w.url, m.room_name, \
      e.meeting_id, e.seq, e.at, e.instance_id, e.type, e.audience, e.data";
