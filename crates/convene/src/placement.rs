@@ -203,7 +203,7 @@ pub async fn keep(placement: Arc<Placement>, control: SfuControl, shutdown: Canc
                 tracing::warn!(
                     url = placement.own,
                     other,
-                    "another running node has the same public URL (CONVENE_PUBLIC_URL): each node needs its own"
+                    "another process held this node's media lease moments ago: unless this node was just restarted, two running nodes have the same public URL (CONVENE_PUBLIC_URL), and each needs its own"
                 );
             }
             Ok(_) => {}
