@@ -114,6 +114,10 @@ pub struct SqliteSettings {
     pub synchronous: i64,
     pub foreign_keys: bool,
     pub busy_timeout_ms: i64,
+    /// WAL pages between checkpoints; convene uses 100.
+    pub wal_autocheckpoint: i64,
+    /// 2 = MEMORY (statement journals in memory); convene uses 2.
+    pub temp_store: i64,
 }
 
 /// The SQL store: a connection pool to SQLite or PostgreSQL. Cheap to share behind an `Arc`.
@@ -307,6 +311,8 @@ impl SqlStore {
         let synchronous = text("synchronous").await?;
         let foreign_keys = text("foreign_keys").await?;
         let busy_timeout = text("busy_timeout").await?;
+        let wal_autocheckpoint = text("wal_autocheckpoint").await?;
+        let temp_store = text("temp_store").await?;
         let number = |column: &'static str, raw: &str| {
             raw.parse::<i64>()
                 .map_err(|e| error::corrupt(column, format!("{raw:?}: {e}")))
@@ -316,6 +322,8 @@ impl SqlStore {
             synchronous: number("synchronous", &synchronous)?,
             foreign_keys: number("foreign_keys", &foreign_keys)? == 1,
             busy_timeout_ms: number("busy_timeout", &busy_timeout)?,
+            wal_autocheckpoint: number("wal_autocheckpoint", &wal_autocheckpoint)?,
+            temp_store: number("temp_store", &temp_store)?,
         }))
     }
 
