@@ -33,8 +33,8 @@ pub struct AppState {
     pub logins: Arc<Logins>,
     /// How media access tokens are minted (follows the media engine in use).
     pub media: MediaTokens,
-    /// With several nodes running the embedded SFU: which node's signalling URL a meeting's
-    /// media is on. `None`: `urls.rtc`, always.
+    /// With several nodes running the embedded SFU (never with an external LiveKit): which
+    /// node's signalling URL a meeting's media is on. `None`: `urls.rtc`, always.
     pub placement: Option<Arc<dyn MediaPlacement>>,
 }
 
@@ -61,12 +61,12 @@ impl AppState {
     /// The signalling URL a joined person of `meeting` is given: this node's, an external
     /// LiveKit's, or (several nodes) the node holding the meeting's media room.
     pub async fn media_url(&self, meeting: &Meeting) -> Result<String, ApiError> {
-        match (&self.placement, &self.media) {
-            (Some(placement), MediaTokens::Embedded) => placement
+        match &self.placement {
+            Some(placement) => placement
                 .url(&meeting.room_name)
                 .await
                 .map_err(|e| ApiError::from(convene_core::service::ServiceError::from(e))),
-            _ => Ok(self.urls.rtc.clone()),
+            None => Ok(self.urls.rtc.clone()),
         }
     }
 

@@ -68,8 +68,8 @@ fn parse(payload: &str) -> Option<Notice> {
     })
 }
 
-/// Milliseconds since the Unix epoch by this machine's clock.
-pub fn unix_ms() -> i64 {
+/// Milliseconds since the Unix epoch by this machine's clock (the notification's send time).
+fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -2115,7 +2115,10 @@ async fn sqlite_runs_in_wal_mode_with_full_sync_and_a_private_file() {
     assert_eq!(settings.synchronous, 2, "synchronous = FULL");
     assert!(settings.foreign_keys);
     assert_eq!(settings.busy_timeout_ms, 5_000);
-    assert_eq!(settings.wal_autocheckpoint, 100, "small checkpoints, no long stall");
+    assert_eq!(
+        settings.wal_autocheckpoint, 100,
+        "small checkpoints, no long stall"
+    );
     assert_eq!(settings.temp_store, 2, "statement journals in memory");
     store.close().await;
 

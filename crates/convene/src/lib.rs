@@ -398,6 +398,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             store.clone(),
             rtc_url(&public_url),
             random_instance(entropy.as_ref()),
+            clock.clone(),
         ))),
         _ => None,
     };

@@ -15,7 +15,7 @@ use convene_api::Hub;
 use convene_core::ids::MeetingId;
 use convene_core::ports::EventSink;
 use convene_core::service::{MAX_PAGE, Meetings};
-use convene_store::listen::{Listener, Notice, unix_ms};
+use convene_store::listen::{Listener, Notice};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +52,7 @@ pub async fn follow(
             } => {
                 if let Some(sent) = sent_ms {
                     // Clocks of two machines: a negative difference is counted as none.
-                    delay.observe((unix_ms() - sent).max(0) as f64 / 1000.0);
+                    delay.observe((meetings.now().as_millis() - sent).max(0) as f64 / 1000.0);
                 }
                 // What this node holds of the meeting, if older, is read again when next needed.
                 meetings.observe_commit(&meeting, seq);

@@ -18,9 +18,9 @@ use convene_api::state::MediaPlacement;
 use convene_core::change::MediaCommand;
 use convene_core::ids::RoomName;
 use convene_core::ports::StoreError;
+use convene_core::time::Clock;
 use convene_sfu::SfuControl;
 use convene_store::SqlStore;
-use convene_store::listen::unix_ms;
 use convene_store::placement::Target;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -48,16 +48,24 @@ pub struct Placement {
     instance: String,
     /// Holders read lately: room -> (URL, when read).
     known: Mutex<HashMap<String, (String, Instant)>>,
+    /// The wall clock leases are written and compared in.
+    clock: Arc<dyn Clock>,
 }
 
 impl Placement {
-    pub fn new(store: Arc<SqlStore>, own: String, instance: String) -> Self {
+    pub fn new(store: Arc<SqlStore>, own: String, instance: String, clock: Arc<dyn Clock>) -> Self {
         Self {
             store,
             own,
             instance,
             known: Mutex::new(HashMap::new()),
+            clock,
         }
+    }
+
+    /// Now, in ms since the epoch.
+    fn now_ms(&self) -> i64 {
+        self.clock.now().as_millis()
     }
 
     /// This node's signalling URL.
@@ -94,7 +102,7 @@ impl Placement {
                 Target::LeastLoaded {
                     fallback: &self.own,
                 },
-                unix_ms(),
+                self.now_ms(),
             )
             .await?;
         self.remember(room, &url);
@@ -106,7 +114,7 @@ impl Placement {
     pub async fn admit_here(&self, room: &str) -> Result<Option<String>, StoreError> {
         let url = self
             .store
-            .place_media_room(room, Target::Here(&self.own), unix_ms())
+            .place_media_room(room, Target::Here(&self.own), self.now_ms())
             .await?;
         self.remember(room, &url);
         Ok((url != self.own).then_some(url))
@@ -117,7 +125,7 @@ impl Placement {
     pub async fn elsewhere(&self, room: &str) -> Result<Option<String>, StoreError> {
         let url = match self.recall(room) {
             Some(url) => Some(url),
-            None => match self.store.media_room_holder(room, unix_ms()).await? {
+            None => match self.store.media_room_holder(room, self.now_ms()).await? {
                 Some(holder) if holder.live => {
                     self.remember(room, &holder.rtc_url);
                     Some(holder.rtc_url)
@@ -186,7 +194,7 @@ pub async fn keep(placement: Arc<Placement>, control: SfuControl, shutdown: Canc
         }
         let rooms = control.list_rooms().await.unwrap_or_default();
         let load: u64 = rooms.iter().map(|r| u64::from(r.num_participants)).sum();
-        let now = unix_ms();
+        let now = placement.now_ms();
         match placement
             .store
             .renew_media_node(

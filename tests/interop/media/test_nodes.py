@@ -22,7 +22,9 @@ WIDTH, HEIGHT = 160, 120
 
 
 def psql(sql):
-    subprocess.run(["psql", ADMIN_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True, timeout=30)
+    """Runs `sql` as the admin; answers its output, unaligned and without headers."""
+    done = subprocess.run(["psql", ADMIN_URL, "-v", "ON_ERROR_STOP=1", "-qtAc", sql], check=True, capture_output=True, text=True, timeout=30)
+    return done.stdout.strip()
 
 
 @pytest.fixture
@@ -212,10 +214,12 @@ def test_commands_missed_while_a_node_was_not_listening_are_caught_up(nodes, dat
             await wait_for(lambda: people[0].sees(["guest"], 5), 20, "the chair decoding the guest")
             # The holder's listening connection ends, and its role may not log in again.
             psql(f"ALTER ROLE {role} NOLOGIN")
+            listening = f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}' AND application_name = 'convene-listen'"
             psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}' AND application_name = 'convene-listen'")
-            await asyncio.sleep(0.5)
+            await wait_for(lambda: psql(listening) == "0", 10, "the holder's listening connection gone")
             elsewhere = nodes[(holder + 1) % 3]
             call(elsewhere, mid, joins[0]["access_token"], "/participants/guest/remove")
+            # Nothing must happen here: the window in which a removal that got through would show.
             await asyncio.sleep(2)
             assert not people[1].gone.is_set(), "the removal reached the node without its listener"
             psql(f"ALTER ROLE {role} LOGIN")
