@@ -36,6 +36,7 @@ pub mod forward;
 pub mod framing;
 pub mod ids;
 pub mod quality;
+pub mod shards;
 pub mod signal;
 pub mod speakers;
 pub mod turn;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::net::{
     IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket,
 };
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as proto;
@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batch::{Batcher, Run};
 use crate::engine::{Answer, ConnId, Engine, EngineConfig, Input, Output, Transport};
 pub use crate::engine::{DataKind, RoomSummary};
+use crate::shards::{Load, RoomTable, Route, Routes};
 use crate::signal::JoinParams;
 use crate::tcp::{self, Connections, SharedGate, TcpEvent};
 use crate::{Admission, Admitted, Permission, SfuConfig, SfuError};
@@ -62,7 +63,7 @@ pub(crate) enum Command {
 }
 
 /// A packet for the engine: a UDP datagram, or one frame read from a TCP connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Datagram {
     pub transport: Transport,
     pub local: SocketAddr,
@@ -72,7 +73,7 @@ pub(crate) struct Datagram {
 
 /// What the socket tasks hand the engine task, on one channel: packets, and TCP connections
 /// opening and closing (sent before their first packet and after their last, so in order).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum NetIn {
     Datagram(Datagram),
     Tcp(TcpEvent),
@@ -89,12 +90,51 @@ impl Datagram {
     }
 }
 
-/// Cloneable handle to the engine task, for moderation and the RoomService API.
+/// Locks a mutex of the media path; one poisoned by a panic elsewhere is used as it was left
+/// (its tables stay consistent at every step).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Cloneable handle to the engine tasks (one per shard), for joins, moderation and the
+/// RoomService API. A command about a room goes to the shard the room is on.
 #[derive(Clone)]
 pub struct SfuControl {
-    tx: mpsc::Sender<Command>,
+    shards: Arc<[mpsc::Sender<Command>]>,
+    rooms: Arc<Mutex<RoomTable>>,
     next_conn: Arc<AtomicU64>,
     counters: Arc<MediaCounters>,
+}
+
+/// One signalling connection's way to the engine of its room's shard. [`Session::close`] must
+/// end it (the room table counts the room's sessions).
+pub(crate) struct Session {
+    pub conn: ConnId,
+    room: String,
+    shard: usize,
+    control: SfuControl,
+}
+
+impl Session {
+    /// A client's request.
+    pub(crate) async fn signal(&self, request: proto::SignalRequest) -> Result<(), SfuError> {
+        let conn = self.conn;
+        self.control
+            .send(self.shard, Command::Signal { conn, request })
+            .await
+    }
+
+    /// The connection's task ended.
+    pub(crate) async fn close(self) {
+        let conn = self.conn;
+        let _ = self
+            .control
+            .send(self.shard, Command::Closed { conn })
+            .await;
+        lock(&self.control.rooms).close(&self.room);
+    }
 }
 
 /// Datagrams the media thread sent and dropped, by transport: relaxed atomic adds on the media
@@ -148,19 +188,67 @@ impl SfuControl {
         self.counters.read()
     }
 
-    pub(crate) fn next_conn_id(&self) -> ConnId {
-        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    /// The number of engine shards.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
     }
 
-    pub(crate) async fn command(&self, command: Command) -> Result<(), SfuError> {
-        self.tx.send(command).await.map_err(|_| SfuError::Stopped)
+    /// Each shard's sessions and rooms, by index.
+    pub fn shard_loads(&self) -> Vec<Load> {
+        lock(&self.rooms).loads().to_vec()
     }
 
-    /// Hand `input` to the engine task and wait for its answer.
-    async fn call(&self, input: Input) -> Result<Answer, SfuError> {
+    /// An admitted client's session, opened on its room's shard (the least loaded one for a room
+    /// without a session).
+    pub(crate) async fn join(
+        &self,
+        admitted: Admitted,
+        params: JoinParams,
+        outbox: mpsc::Sender<WsOut>,
+    ) -> Result<Session, SfuError> {
+        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let room = admitted.room.clone();
+        let shard = lock(&self.rooms).open(&room);
+        let join = Command::Join {
+            conn,
+            admitted,
+            params,
+            outbox,
+        };
+        if let Err(e) = self.send(shard, join).await {
+            lock(&self.rooms).close(&room);
+            return Err(e);
+        }
+        Ok(Session {
+            conn,
+            room,
+            shard,
+            control: self.clone(),
+        })
+    }
+
+    async fn send(&self, shard: usize, command: Command) -> Result<(), SfuError> {
+        self.shards[shard]
+            .send(command)
+            .await
+            .map_err(|_| SfuError::Stopped)
+    }
+
+    /// Hand `input` to the engine of `shard` and wait for its answer.
+    async fn call_on(&self, shard: usize, input: Input) -> Result<Answer, SfuError> {
         let (reply, answer) = oneshot::channel();
-        self.command(Command::Control { input, reply }).await?;
+        self.send(shard, Command::Control { input, reply }).await?;
         answer.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Hand `input` to the engine of its room's shard (a room without a session is on none: the
+    /// first shard answers that it is not found) and wait for its answer.
+    async fn call(&self, input: Input) -> Result<Answer, SfuError> {
+        let shard = input
+            .room()
+            .and_then(|room| lock(&self.rooms).shard_of(room))
+            .unwrap_or(0);
+        self.call_on(shard, input).await
     }
 
     /// `input`, whose answer is [`Answer::Done`].
@@ -231,11 +319,17 @@ impl SfuControl {
         .await
     }
 
+    /// Every shard's rooms.
     pub async fn list_rooms(&self) -> Result<Vec<RoomSummary>, SfuError> {
-        match self.call(Input::ListRooms).await? {
-            Answer::Rooms(rooms) => Ok(rooms),
-            other => Err(unexpected(other)),
+        let mut all = Vec::new();
+        for shard in 0..self.shards.len() {
+            match self.call_on(shard, Input::ListRooms).await? {
+                Answer::Rooms(rooms) => all.extend(rooms),
+                other => return Err(unexpected(other)),
+            }
         }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 
     pub async fn list_participants(
@@ -314,17 +408,29 @@ pub(crate) struct DriverHandle {
     pub control: SfuControl,
     pub local_addrs: Vec<SocketAddr>,
     pub tcp_addrs: Vec<SocketAddr>,
-    /// Completes when the media thread has stopped (its runtime, with the socket readers, gone).
-    stopped: oneshot::Receiver<()>,
+    /// Each completes when its shard's thread has stopped (its runtime gone; the first shard's
+    /// with the socket readers).
+    stopped: Vec<oneshot::Receiver<()>>,
 }
 
 impl DriverHandle {
+    /// Every shard disconnects everyone and stops (the first, whose runtime runs the readers,
+    /// last).
     pub async fn shutdown(self) {
-        let (done, wait) = oneshot::channel();
-        if self.control.command(Command::Shutdown(done)).await.is_ok() {
-            let _ = wait.await;
+        for shard in (0..self.control.shards.len()).rev() {
+            let (done, wait) = oneshot::channel();
+            if self
+                .control
+                .send(shard, Command::Shutdown(done))
+                .await
+                .is_ok()
+            {
+                let _ = wait.await;
+            }
         }
-        let _ = self.stopped.await;
+        for stopped in self.stopped {
+            let _ = stopped.await;
+        }
     }
 }
 
@@ -416,8 +522,8 @@ fn bind_listeners(config: &SfuConfig) -> Result<Vec<(StdTcpListener, SocketAddr)
     .map_err(|(addr, source)| SfuError::BindTcp { addr, source })
 }
 
-/// The media sockets, bound, and the control handle that reaches the engine once it runs
-/// (commands sent before [`Bound::start`] wait in the queue).
+/// The media sockets, bound, and the control handle that reaches the engines once they run
+/// (commands sent before [`Bound::start`] wait in the queues).
 pub(crate) struct Bound {
     config: SfuConfig,
     sockets: Vec<(StdUdpSocket, SocketAddr)>,
@@ -425,7 +531,7 @@ pub(crate) struct Bound {
     listeners: Vec<(StdTcpListener, SocketAddr)>,
     tcp_addrs: Vec<SocketAddr>,
     control: SfuControl,
-    rx: mpsc::Receiver<Command>,
+    commands: Vec<mpsc::Receiver<Command>>,
 }
 
 /// Binds the media sockets and makes the control handle; nothing runs yet.
@@ -439,9 +545,12 @@ pub(crate) fn bind(config: SfuConfig) -> Result<Bound, SfuError> {
         .map(|(_, advertised)| *advertised)
         .collect();
     tracing::info!(?tcp_addrs, "media TCP listening");
-    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let shards = config.threads.max(1);
+    let (senders, commands): (Vec<_>, Vec<_>) =
+        (0..shards).map(|_| mpsc::channel(COMMAND_QUEUE)).unzip();
     let control = SfuControl {
-        tx,
+        shards: senders.into(),
+        rooms: Arc::new(Mutex::new(RoomTable::new(shards))),
         next_conn: Arc::new(AtomicU64::new(1)),
         counters: Arc::new(MediaCounters::default()),
     };
@@ -452,8 +561,27 @@ pub(crate) fn bind(config: SfuConfig) -> Result<Bound, SfuError> {
         listeners,
         tcp_addrs,
         control,
-        rx,
+        commands,
     })
+}
+
+/// What one shard's thread runs: its engine, its queues and its own handles on the sockets.
+struct Shard {
+    index: usize,
+    engine: Engine,
+    commands: mpsc::Receiver<Command>,
+    packets: mpsc::Receiver<NetIn>,
+    senders: HashMap<SocketAddr, SendSocket>,
+    /// With several shards, the routes every engine's claims go to.
+    routes: Option<Arc<Mutex<Routes>>>,
+}
+
+/// The first shard also reads every socket and accepts the TCP connections, handing each packet
+/// to its shard through the [`Router`].
+struct Readers {
+    sockets: Vec<(StdUdpSocket, SocketAddr)>,
+    listeners: Vec<(StdTcpListener, SocketAddr)>,
+    router: Router,
 }
 
 impl Bound {
@@ -469,113 +597,207 @@ impl Bound {
         &self.tcp_addrs
     }
 
-    /// Starts the media thread: its own single-threaded tokio runtime runs the socket readers and
-    /// the engine task, so media is not delayed by bursts of API work on the server's runtime (and
-    /// the readers hand datagrams to the engine without waking another thread). Control and
-    /// signalling reach it over channels, which work across runtimes.
+    /// Starts the media threads, one per shard, each with its own single-threaded tokio runtime
+    /// running its engine task, so media is not delayed by bursts of API work on the server's
+    /// runtime. The first shard's runtime also runs the socket readers and the TCP connections,
+    /// which hand each packet to its shard (to the first without waking another thread). Control
+    /// and signalling reach the shards over channels, which work across runtimes.
     pub(crate) async fn start(
         self,
         admission: Arc<dyn Admission>,
     ) -> Result<DriverHandle, SfuError> {
         let Bound {
             config,
-            sockets: bound,
+            sockets,
             local_addrs,
             listeners,
             tcp_addrs,
             control,
-            rx,
+            commands,
         } = self;
-        let counters = control.counters.clone();
-        let engine = Engine::new(
-            EngineConfig {
-                local_addrs: local_addrs.clone(),
-                tcp_addrs: tcp_addrs.clone(),
-                ping_interval_secs: config.ping_interval_secs,
-                ping_timeout_secs: config.ping_timeout_secs,
-                seed: OsRng.try_next_u64().map_err(SfuError::Entropy)?,
-                turn: config.turn.clone(),
-                subscriber_bwe: config.subscriber_bwe,
+        let count = commands.len();
+        let (inboxes, packets): (Vec<_>, Vec<_>) = (0..count)
+            .map(|_| mpsc::channel::<NetIn>(DATAGRAM_QUEUE))
+            .unzip();
+        let routes = (count > 1).then(|| Arc::new(Mutex::new(Routes::default())));
+        let mut shards = Vec::with_capacity(count);
+        for (index, (commands, packets)) in commands.into_iter().zip(packets).enumerate() {
+            let engine = Engine::new(
+                EngineConfig {
+                    local_addrs: local_addrs.clone(),
+                    tcp_addrs: tcp_addrs.clone(),
+                    ping_interval_secs: config.ping_interval_secs,
+                    ping_timeout_secs: config.ping_timeout_secs,
+                    seed: OsRng.try_next_u64().map_err(SfuError::Entropy)?,
+                    turn: config.turn.clone(),
+                    subscriber_bwe: config.subscriber_bwe,
+                },
+                Instant::now(),
+                unix_ms_now(),
+            );
+            shards.push(Shard {
+                index,
+                engine,
+                commands,
+                packets,
+                senders: send_sockets(&sockets)?,
+                routes: routes.clone(),
+            });
+        }
+        let mut readers = Some(Readers {
+            sockets,
+            listeners,
+            router: Router {
+                shards: inboxes.into(),
+                routes,
             },
-            Instant::now(),
-            unix_ms_now(),
-        );
-        let (started_tx, started) = oneshot::channel::<Result<(), SfuError>>();
-        let (stopped_tx, stopped) = oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("convene-media".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
+        });
+        let mut stopped = Vec::with_capacity(count);
+        for shard in shards {
+            let counters = control.counters.clone();
+            stopped.push(spawn_shard(shard, readers.take(), admission.clone(), counters).await?);
+        }
+        tracing::info!(shards = count, "media engine started");
+        Ok(DriverHandle {
+            control,
+            local_addrs,
+            tcp_addrs,
+            stopped,
+        })
+    }
+}
+
+/// Starts one shard's thread; answers once it runs (its sockets registered), with what completes
+/// when it has stopped.
+async fn spawn_shard(
+    shard: Shard,
+    readers: Option<Readers>,
+    admission: Arc<dyn Admission>,
+    counters: Arc<MediaCounters>,
+) -> Result<oneshot::Receiver<()>, SfuError> {
+    let (started_tx, started) = oneshot::channel::<Result<(), SfuError>>();
+    let (stopped_tx, stopped) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("convene-media-{}", shard.index))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(source) => {
+                    let _ = started_tx.send(Err(SfuError::Thread(source)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                if let Some(readers) = readers
+                    && let Err(e) = readers.spawn()
                 {
-                    Ok(runtime) => runtime,
-                    Err(source) => {
-                        let _ = started_tx.send(Err(SfuError::Thread(source)));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let sockets = match register_sockets(bound) {
-                        Ok(sockets) => sockets,
-                        Err(e) => {
-                            let _ = started_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let listeners = match register_listeners(listeners) {
-                        Ok(listeners) => listeners,
-                        Err(e) => {
-                            let _ = started_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let (datagram_tx, datagram_rx) = mpsc::channel::<NetIn>(DATAGRAM_QUEUE);
-                    for (local, socket) in &sockets {
-                        tokio::spawn(read_socket(socket.clone(), *local, datagram_tx.clone()));
-                    }
-                    let gate = SharedGate::new(tcp::Gate::new(
-                        tcp::MAX_UNAUTHENTICATED,
-                        tcp::MAX_UNAUTHENTICATED_PER_ADDRESS,
-                    ));
-                    let next_id = Arc::new(AtomicU64::new(1));
-                    for (listener, local) in listeners {
-                        let sink = datagram_tx.clone();
-                        tokio::spawn(tcp::listen(
-                            listener,
-                            local,
-                            sink,
-                            gate.clone(),
-                            next_id.clone(),
-                        ));
-                    }
-                    drop(datagram_tx);
-                    let _ = started_tx.send(Ok(()));
-                    run(engine, rx, datagram_rx, sockets, admission, counters).await;
-                });
-                // Dropping the runtime ends the socket readers.
-                drop(runtime);
-                let _ = stopped_tx.send(());
-            })
-            .map_err(SfuError::Thread)?;
-        match started.await {
-            Ok(Ok(())) => Ok(DriverHandle {
-                control,
-                local_addrs,
-                tcp_addrs,
-                stopped,
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                // The thread ended without a word: it panicked.
-                let _ = thread.join();
-                Err(SfuError::Stopped)
-            }
+                    let _ = started_tx.send(Err(e));
+                    return;
+                }
+                let _ = started_tx.send(Ok(()));
+                run(shard, admission, counters).await;
+            });
+            // Dropping the runtime ends the socket readers.
+            drop(runtime);
+            let _ = stopped_tx.send(());
+        })
+        .map_err(SfuError::Thread)?;
+    match started.await {
+        Ok(Ok(())) => Ok(stopped),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            // The thread ended without a word: it panicked.
+            let _ = thread.join();
+            Err(SfuError::Stopped)
         }
     }
 }
 
-/// The bound sockets on the media thread's runtime, by advertised address.
+impl Readers {
+    /// Registers the sockets and listeners on this thread's runtime and starts their tasks.
+    fn spawn(self) -> Result<(), SfuError> {
+        let sockets = register_sockets(self.sockets)?;
+        let listeners = register_listeners(self.listeners)?;
+        for (local, socket) in sockets {
+            tokio::spawn(read_socket(socket, local, self.router.clone()));
+        }
+        let gate = SharedGate::new(tcp::Gate::new(
+            tcp::MAX_UNAUTHENTICATED,
+            tcp::MAX_UNAUTHENTICATED_PER_ADDRESS,
+        ));
+        let next_id = Arc::new(AtomicU64::new(1));
+        for (listener, local) in listeners {
+            tokio::spawn(tcp::listen(
+                listener,
+                local,
+                self.router.clone(),
+                gate.clone(),
+                next_id.clone(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Hands each packet read to the shard whose engine takes it ([`Routes`]): with one shard, all
+/// to it; the opening and closing of a TCP connection to every shard (any may have a peer on
+/// it). A shard's full queue drops a UDP datagram, as the network would; TCP waits.
+#[derive(Clone)]
+pub(crate) struct Router {
+    shards: Arc<[mpsc::Sender<NetIn>]>,
+    routes: Option<Arc<Mutex<Routes>>>,
+}
+
+/// The shard a packet was for has stopped.
+#[derive(Debug)]
+pub(crate) struct Stopped;
+
+impl Router {
+    fn route(&self, net: &NetIn) -> Route {
+        match (&self.routes, net) {
+            (None, _) => Route::Shard(0),
+            (Some(_), NetIn::Tcp(_)) => Route::Every,
+            (Some(routes), NetIn::Datagram(d)) => {
+                lock(routes).route(d.transport, d.source, &d.bytes)
+            }
+        }
+    }
+
+    /// Without waiting: a full queue drops the packet.
+    fn try_send(&self, net: NetIn) -> Result<(), Stopped> {
+        let offer = |shard: &mpsc::Sender<NetIn>, net| match shard.try_send(net) {
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Stopped),
+            _ => Ok(()),
+        };
+        match self.route(&net) {
+            Route::Shard(shard) => offer(&self.shards[shard], net),
+            Route::Every => self
+                .shards
+                .iter()
+                .try_for_each(|shard| offer(shard, net.clone())),
+            Route::Drop => Ok(()),
+        }
+    }
+
+    /// Waiting for room in the shard's queue.
+    pub(crate) async fn send(&self, net: NetIn) -> Result<(), Stopped> {
+        match self.route(&net) {
+            Route::Shard(shard) => self.shards[shard].send(net).await.map_err(|_| Stopped),
+            Route::Every => {
+                for shard in self.shards.iter() {
+                    shard.send(net.clone()).await.map_err(|_| Stopped)?;
+                }
+                Ok(())
+            }
+            Route::Drop => Ok(()),
+        }
+    }
+}
+
+/// The bound sockets on the reading runtime, by advertised address.
 fn register_sockets(
     bound: Vec<(StdUdpSocket, SocketAddr)>,
 ) -> Result<HashMap<SocketAddr, Arc<MediaSocket>>, SfuError> {
@@ -593,7 +815,24 @@ fn register_sockets(
     Ok(sockets)
 }
 
-/// The bound TCP listeners on the media thread's runtime, with their advertised addresses.
+/// One shard's own handles on the bound sockets, for sending, by advertised address.
+fn send_sockets(
+    bound: &[(StdUdpSocket, SocketAddr)],
+) -> Result<HashMap<SocketAddr, SendSocket>, SfuError> {
+    bound
+        .iter()
+        .map(|(socket, advertised)| {
+            let bind_error = |source| SfuError::Bind {
+                addr: *advertised,
+                source,
+            };
+            let socket = SendSocket::new(socket.try_clone().map_err(bind_error)?);
+            Ok((*advertised, socket.map_err(bind_error)?))
+        })
+        .collect()
+}
+
+/// The bound TCP listeners on the reading runtime, with their advertised addresses.
 fn register_listeners(
     bound: Vec<(StdTcpListener, SocketAddr)>,
 ) -> Result<Vec<(tokio::net::TcpListener, SocketAddr)>, SfuError> {
@@ -614,10 +853,10 @@ fn register_listeners(
 /// Largest datagram the media socket expects (one segment of a GRO read).
 const MAX_DATAGRAM: usize = 2048;
 
-/// Read datagrams until the engine goes away. `quinn-udp` enables UDP GRO where the kernel has
+/// Read datagrams until the engines go away. `quinn-udp` enables UDP GRO where the kernel has
 /// it, so one read may return several datagrams from one sender coalesced, `stride` bytes each
-/// (the last may be shorter); they are split here, so the engine always sees single datagrams.
-async fn read_socket(media: Arc<MediaSocket>, local: SocketAddr, tx: mpsc::Sender<NetIn>) {
+/// (the last may be shorter); they are split here, so an engine always sees single datagrams.
+async fn read_socket(media: Arc<MediaSocket>, local: SocketAddr, router: Router) {
     // One system call reads up to BATCH_SIZE buffers, each room for a full GRO read.
     let slot = MAX_DATAGRAM * media.state.gro_segments().max(1);
     let mut storage = vec![0u8; slot * quinn_udp::BATCH_SIZE];
@@ -648,7 +887,7 @@ async fn read_socket(media: Arc<MediaSocket>, local: SocketAddr, tx: mpsc::Sende
                             source: m.addr,
                             bytes: bytes.to_vec(),
                         });
-                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(datagram) {
+                        if router.try_send(datagram).is_err() {
                             return;
                         }
                     }
@@ -664,7 +903,7 @@ async fn read_socket(media: Arc<MediaSocket>, local: SocketAddr, tx: mpsc::Sende
     }
 }
 
-/// One media socket with its `quinn-udp` state (GSO and GRO support, found when it was bound).
+/// One media socket as read, with its `quinn-udp` state (GRO support, found when it was bound).
 struct MediaSocket {
     socket: Arc<UdpSocket>,
     state: quinn_udp::UdpSocketState,
@@ -675,6 +914,21 @@ impl MediaSocket {
         let state = quinn_udp::UdpSocketState::new((&*socket).into())?;
         Ok(MediaSocket { socket, state })
     }
+}
+
+/// A shard's handle on one media socket for sending (its own descriptor of the one socket, not
+/// registered with any runtime: sends never wait), with its `quinn-udp` state (GSO support).
+struct SendSocket {
+    socket: StdUdpSocket,
+    state: quinn_udp::UdpSocketState,
+}
+
+impl SendSocket {
+    fn new(socket: StdUdpSocket) -> std::io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        let state = quinn_udp::UdpSocketState::new((&socket).into())?;
+        Ok(SendSocket { socket, state })
+    }
 
     /// Send one run of datagrams; a full socket buffer drops it, as the network would.
     fn send(&self, run: &Run<'_>, counters: &MediaCounters) {
@@ -683,9 +937,7 @@ impl MediaSocket {
             Some(size) if size > 0 => run.contents.len().div_ceil(size),
             _ => 1,
         } as u64;
-        let sent = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
-            self.state.send((&*self.socket).into(), &transmit)
-        });
+        let sent = self.state.send((&self.socket).into(), &transmit);
         let counter = if sent.is_ok() {
             &counters.udp_sent
         } else {
@@ -696,10 +948,12 @@ impl MediaSocket {
 }
 
 struct Io {
-    sockets: HashMap<SocketAddr, Arc<MediaSocket>>,
+    shard: usize,
+    sockets: HashMap<SocketAddr, SendSocket>,
     batcher: Batcher,
     tcp: Connections,
     outboxes: HashMap<ConnId, mpsc::Sender<WsOut>>,
+    routes: Option<Arc<Mutex<Routes>>>,
     admission: Arc<dyn Admission>,
     counters: Arc<MediaCounters>,
 }
@@ -781,6 +1035,18 @@ impl Io {
                     }
                 }
                 Output::Event(event) => self.admission.on_event(event),
+                // Claimed before anything is sent there (this loop keeps the engine's order),
+                // so the peer's answer is routed here.
+                Output::Routed { transport, source } => {
+                    if let Some(routes) = &self.routes {
+                        lock(routes).claim(transport, source, self.shard);
+                    }
+                }
+                Output::Unrouted { transport, source } => {
+                    if let Some(routes) = &self.routes {
+                        lock(routes).release(transport, source, self.shard);
+                    }
+                }
             }
         }
         self.send_run();
@@ -797,28 +1063,33 @@ fn feed(engine: &mut Engine, input: Input, now: Instant) {
 /// Datagrams handled in one turn of the engine loop before its outputs are sent.
 const DATAGRAMS_PER_TURN: usize = 64;
 
-async fn run(
-    mut engine: Engine,
-    mut commands: mpsc::Receiver<Command>,
-    mut datagrams: mpsc::Receiver<NetIn>,
-    sockets: HashMap<SocketAddr, Arc<MediaSocket>>,
-    admission: Arc<dyn Admission>,
-    counters: Arc<MediaCounters>,
-) {
-    let max_segments = sockets
+/// One shard's engine task: commands, packets and the timer, until shutdown.
+async fn run(shard: Shard, admission: Arc<dyn Admission>, counters: Arc<MediaCounters>) {
+    let Shard {
+        index,
+        mut engine,
+        mut commands,
+        packets: mut datagrams,
+        senders,
+        routes,
+    } = shard;
+    let max_segments = senders
         .values()
         .map(|s| s.state.max_gso_segments())
         .min()
         .unwrap_or(1);
-    tracing::debug!(max_segments, "media send batching");
+    tracing::debug!(shard = index, max_segments, "media send batching");
     let mut io = Io {
-        sockets,
+        shard: index,
+        sockets: senders,
         batcher: Batcher::new(max_segments),
         tcp: Connections::default(),
         outboxes: HashMap::new(),
+        routes,
         admission,
         counters,
     };
+    let mut readers_open = true;
     let mut deadline = engine.poll_timeout();
     let timer = tokio::time::sleep_until(deadline.into());
     tokio::pin!(timer);
@@ -852,8 +1123,13 @@ async fn run(
                     }
                 }
             }
-            datagram = datagrams.recv() => {
-                let Some(datagram) = datagram else { break };
+            datagram = datagrams.recv(), if readers_open => {
+                // The readers run on the first shard's runtime: at shutdown they may end before
+                // this shard has taken its own shutdown command, which still says goodbye.
+                let Some(datagram) = datagram else {
+                    readers_open = false;
+                    continue;
+                };
                 io.take(&mut engine, datagram);
                 // Whatever else already arrived is handled in the same turn, so its outputs
                 // batch together and the timers are checked once.
@@ -905,16 +1181,20 @@ mod tests {
     async fn batched_datagrams_arrive_one_by_one() {
         let (receiver, local) = media_socket();
         let (tx, mut rx) = mpsc::channel(16);
-        let reader = tokio::spawn(read_socket(receiver.clone(), local, tx));
-        let (sender, source) = media_socket();
+        let router = Router {
+            shards: vec![tx].into(),
+            routes: None,
+        };
+        let reader = tokio::spawn(read_socket(receiver.clone(), local, router));
+        let socket = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let source = socket.local_addr().unwrap();
+        let sender = SendSocket::new(socket).unwrap();
         eprintln!(
             "gso segments {}, gro segments {}",
             sender.state.max_gso_segments(),
             receiver.state.gro_segments()
         );
 
-        // As in the engine task, where sockets have long been registered: writable is known.
-        sender.socket.writable().await.unwrap();
         let datagrams: Vec<Vec<u8>> = vec![vec![1; 100], vec![2; 100], vec![3; 100], vec![4; 40]];
         let mut batcher = Batcher::new(sender.state.max_gso_segments());
         let counters = MediaCounters::default();
@@ -949,5 +1229,80 @@ mod tests {
         }
         assert_eq!(received, datagrams);
         reader.abort();
+    }
+
+    fn udp(source: SocketAddr, bytes: Vec<u8>) -> NetIn {
+        NetIn::Datagram(Datagram {
+            transport: Transport::Udp,
+            local: SocketAddr::from(([127, 0, 0, 1], 7882)),
+            source,
+            bytes,
+        })
+    }
+
+    /// What each of a router's shards got, as (source, first byte) of its datagrams or "tcp".
+    fn received(queues: &mut [mpsc::Receiver<NetIn>]) -> Vec<Vec<String>> {
+        queues
+            .iter_mut()
+            .map(|queue| {
+                std::iter::from_fn(|| queue.try_recv().ok())
+                    .map(|net| match net {
+                        NetIn::Datagram(d) => format!("{} {}", d.source.port(), d.bytes[0]),
+                        NetIn::Tcp(_) => "tcp".to_owned(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// With two shards, a stranger's first binding request goes to both, its other packets
+    /// nowhere; once an engine claims the address, everything from it goes to that shard only;
+    /// a TCP connection's opening reaches both.
+    #[tokio::test]
+    async fn the_router_sends_each_packet_to_the_shard_that_claimed_its_source() {
+        let (inboxes, mut queues): (Vec<_>, Vec<_>) = (0..2).map(|_| mpsc::channel(16)).unzip();
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let router = Router {
+            shards: inboxes.into(),
+            routes: Some(routes.clone()),
+        };
+        let peer = SocketAddr::from(([192, 0, 2, 7], 5000));
+        let other = SocketAddr::from(([192, 0, 2, 8], 5000));
+        let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        stun.extend([0; 12]);
+        let rtp = vec![0x80; 40];
+
+        router.try_send(udp(peer, stun.clone())).unwrap();
+        router.try_send(udp(peer, rtp.clone())).unwrap();
+        assert_eq!(
+            received(&mut queues),
+            vec![vec!["5000 0".to_owned()], vec!["5000 0".to_owned()]]
+        );
+
+        lock(&routes).claim(Transport::Udp, peer, 1);
+        router.try_send(udp(peer, rtp.clone())).unwrap();
+        router.try_send(udp(peer, stun.clone())).unwrap();
+        router.try_send(udp(other, rtp.clone())).unwrap();
+        assert_eq!(
+            received(&mut queues),
+            vec![vec![], vec!["5000 128".to_owned(), "5000 0".to_owned()]]
+        );
+
+        let (packets, _outgoing) = mpsc::channel(1);
+        let opened = TcpEvent::Opened {
+            local: SocketAddr::from(([127, 0, 0, 1], 7881)),
+            remote: peer,
+            id: 1,
+            packets,
+        };
+        router.send(NetIn::Tcp(opened)).await.unwrap();
+        assert_eq!(
+            received(&mut queues),
+            vec![vec!["tcp".to_owned()], vec!["tcp".to_owned()]]
+        );
+
+        // A shard that stopped stops the reader.
+        drop(queues);
+        assert!(router.try_send(udp(peer, rtp)).is_err());
     }
 }

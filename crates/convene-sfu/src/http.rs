@@ -26,7 +26,7 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::{Bucket, Budgets, Rate};
-use crate::driver::{Command, OUTBOX_QUEUE, SfuControl, WsOut};
+use crate::driver::{OUTBOX_QUEUE, SfuControl, WsOut};
 use crate::signal::{self, JoinParams};
 use crate::{Admission, Admitted, MAX_SIGNAL_MESSAGE_BYTES, Refusal};
 
@@ -273,21 +273,12 @@ async fn session(
         .await;
         return;
     }
-    let conn = control.next_conn_id();
     let identity = admitted.identity.clone();
     let (outbox, outgoing) = mpsc::channel::<WsOut>(OUTBOX_QUEUE);
-    if control
-        .command(Command::Join {
-            conn,
-            admitted,
-            params,
-            outbox,
-        })
-        .await
-        .is_err()
-    {
+    let Ok(session) = control.join(admitted, params, outbox).await else {
         return;
-    }
+    };
+    let conn = session.conn;
     // Over budget, the writer skips whatever is queued and says goodbye at once.
     let (over_budget, spent) = oneshot::channel::<()>();
     let mut writer = tokio::spawn(write_out(sink, outgoing, spent, WRITE_TIMEOUT));
@@ -329,7 +320,7 @@ async fn session(
                 };
                 match proto::SignalRequest::decode(bytes.as_ref()) {
                     Ok(request) => {
-                        if control.command(Command::Signal { conn, request }).await.is_err() {
+                        if session.signal(request).await.is_err() {
                             break;
                         }
                     }
@@ -351,7 +342,7 @@ async fn session(
         most_of_burst_used = rate.burst - least_left,
         "signalling connection ended"
     );
-    let _ = control.command(Command::Closed { conn }).await;
+    session.close().await;
     if spent_budget {
         // The goodbye is on its way. A socket dropped with unread input is reset, and a reset
         // loses the goodbye if the client has not read it yet: so what the client still sends

@@ -23,24 +23,23 @@
 //!
 //! # Threading model
 //!
-//! One tokio task (the *engine task*) owns the [`engine::Engine`] and
-//! therefore every room, participant and str0m `Rtc`; nothing in the engine
-//! is shared or locked. The engine task `select!`s over the packets of the UDP
-//! sockets (one per local address, all on the same port) and of the TCP
-//! connections (one task each, the same channel), a bounded command channel
-//! and a timer set to the earliest str0m timeout. Each WebSocket runs in its
-//! own task: it decodes frames (size-capped at 1 MiB) and sends commands to
-//! the engine task, and writes the engine's `SignalResponse`s from a bounded
-//! per-connection queue; a client that does not read fills its queue and is
-//! disconnected rather than stalling the engine. [`SfuControl`] is a
-//! cloneable handle that sends commands with a oneshot reply. Outgoing UDP is
-//! sent with non-blocking `try_send_to` (a full socket buffer drops the
-//! datagram, as the network would), so the engine task never waits on IO.
-//!
-//! All media of a node is thus forwarded by one core. That keeps ordering
-//! and ownership trivial and is plenty for meetings of tens of participants;
-//! sharding rooms over several engine tasks is the way to scale further and
-//! needs no change to the sans-IO core.
+//! Media runs on [`SfuConfig::threads`] *shards*, each a thread with its own single-threaded
+//! tokio runtime and one task (its *engine task*) that owns an [`engine::Engine`] and therefore
+//! every room, participant and str0m `Rtc` of that shard; nothing in an engine is shared or
+//! locked. A room is never split: [`SfuControl`] places each room, at its first session, on the
+//! shard with the fewest sessions ([`shards::RoomTable`]), and every session and control command
+//! of the room goes there. The first shard's runtime also reads the UDP sockets (one per local
+//! address, all on the same port) and serves the TCP connections (one task each); each packet
+//! goes to the shard whose engine said it takes packets from that source
+//! ([`shards::Routes`]; a stranger's first STUN binding request goes to every shard, and the
+//! one whose peer it is for claims the address). Each engine task `select!`s over its packets, a
+//! bounded command channel and a timer set to the earliest str0m timeout. Each WebSocket runs in
+//! its own task: it decodes frames (size-capped at 1 MiB) and sends commands to its room's
+//! engine task, and writes the engine's `SignalResponse`s from a bounded per-connection queue; a
+//! client that does not read fills its queue and is disconnected rather than stalling the
+//! engine. [`SfuControl`] is a cloneable handle that sends commands with a oneshot reply.
+//! Each shard sends UDP on its own descriptor of each socket, non-blocking (a full socket buffer
+//! drops the datagram, as the network would), so an engine task never waits on IO.
 
 pub mod batch;
 pub mod budget;
@@ -58,7 +57,7 @@ pub use budget::Rate;
 pub use convene_sfu_core::turn::{TurnConfig, TurnError, TurnSecret, TurnUrl};
 pub use convene_sfu_core::{
     Admitted, DataKind, EngineError, MediaEvent, ParticipantSid, Permission, RoomSid, RoomSummary,
-    SERVER_VERSION, TrackSid, engine, forward, framing, ids, signal, turn,
+    SERVER_VERSION, TrackSid, engine, forward, framing, ids, shards, signal, turn,
 };
 pub use driver::{MediaCounts, SfuControl};
 
@@ -90,6 +89,16 @@ pub struct SfuConfig {
     /// Estimate each subscriber's bandwidth and fit its video layers to it
     /// (`EngineConfig::subscriber_bwe`).
     pub subscriber_bwe: bool,
+    /// Engine shards: media threads, each owning whole rooms (at least one; default: one per
+    /// core, [`default_threads`]).
+    pub threads: usize,
+}
+
+/// One media thread per core the process may use (one if that cannot be told).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// The default connect budget of an identity in a room: 10 at once, then one every 6 seconds.
@@ -119,6 +128,7 @@ impl Default for SfuConfig {
             signal_rate: SIGNAL_RATE,
             turn: None,
             subscriber_bwe: false,
+            threads: default_threads(),
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::driver::{Datagram, NetIn};
+use crate::driver::{Datagram, NetIn, Router};
 use crate::engine::Transport;
 use crate::framing::{self, FrameError, FrameReader};
 
@@ -43,8 +43,8 @@ pub const WRITE_STALL: Duration = Duration::from_secs(5);
 const WRITE_CHUNK: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 
-/// What a TCP connection task tells the engine task, on the datagram channel.
-#[derive(Debug)]
+/// What a TCP connection task tells the engine tasks, with its packets.
+#[derive(Debug, Clone)]
 pub(crate) enum TcpEvent {
     /// A connection opened: packets from the engine for (`local`, `remote`) go to `packets`.
     Opened {
@@ -231,7 +231,7 @@ impl Drop for Slot {
 }
 
 /// Where a connection's frames and events go: the engine task's datagram channel.
-pub(crate) type Sink = mpsc::Sender<NetIn>;
+pub(crate) type Sink = Router;
 
 /// Accept connections on `listener` (advertised as `local`) until the runtime ends.
 pub(crate) async fn listen(

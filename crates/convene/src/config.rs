@@ -45,6 +45,7 @@ pub struct FileConfig {
     pub turn_secret_file: Option<PathBuf>,
     pub turn_ttl_seconds: Option<u64>,
     pub rtc_subscriber_bwe: Option<bool>,
+    pub rtc_threads: Option<usize>,
     pub trusted_proxies: Option<String>,
     pub webhook_urls: Option<String>,
     pub webhook_max_attempts: Option<u32>,
@@ -118,6 +119,8 @@ pub struct Config {
     pub turn: Option<convene_sfu::TurnConfig>,
     /// Estimate each subscriber's downstream bandwidth and fit its video layers to it.
     pub rtc_subscriber_bwe: bool,
+    /// The embedded SFU's media threads (engine shards), each owning whole rooms.
+    pub rtc_threads: usize,
     /// Reverse proxies whose `X-Forwarded-For` names the client (empty = none).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where one-time login codes are mailed; `None` = development mode (codes in the log).
@@ -167,6 +170,7 @@ impl std::fmt::Debug for Config {
             .field("guess_limits", &self.guess_limits)
             .field("turn", &self.turn)
             .field("rtc_subscriber_bwe", &self.rtc_subscriber_bwe)
+            .field("rtc_threads", &self.rtc_threads)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("webhooks", &self.webhooks)
             .field("livekit", &self.livekit)
@@ -277,6 +281,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_RTC_SUBSCRIBER_BWE",
         "true to estimate each subscriber's bandwidth and send it the video layers that fit (default false)",
+    ),
+    (
+        "CONVENE_RTC_THREADS",
+        "media threads of the embedded SFU, each forwarding whole rooms (default: one per core, 1 to 1024)",
     ),
     (
         "CONVENE_TRUSTED_PROXIES",
@@ -608,6 +616,13 @@ impl Config {
             },
             None => file.rtc_subscriber_bwe.unwrap_or(false),
         };
+        let rtc_threads = number(
+            "CONVENE_RTC_THREADS",
+            var("CONVENE_RTC_THREADS"),
+            file.rtc_threads,
+            1..=1024,
+            convene_sfu::default_threads(),
+        )?;
         let rtc_reconnect_grace = std::time::Duration::from_millis(number(
             "CONVENE_RTC_RECONNECT_GRACE_MS",
             var("CONVENE_RTC_RECONNECT_GRACE_MS"),
@@ -750,6 +765,7 @@ impl Config {
             guess_limits,
             turn,
             rtc_subscriber_bwe,
+            rtc_threads,
             trusted_proxies,
             webhooks,
             livekit,
@@ -1321,6 +1337,37 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(got.starts_with(name) && got.ends_with(error), "{got}");
+        }
+    }
+
+    #[test]
+    fn media_threads_default_to_the_cores_and_are_checked() {
+        let threads = |pairs: &[(&str, &str)], file: FileConfig| {
+            Config::from_layers(file, &env(pairs)).map(|c| c.rtc_threads)
+        };
+        assert_eq!(
+            threads(&[], FileConfig::default()).unwrap(),
+            convene_sfu::default_threads()
+        );
+        let file = || FileConfig {
+            rtc_threads: Some(3),
+            ..FileConfig::default()
+        };
+        assert_eq!(threads(&[], file()).unwrap(), 3);
+        assert_eq!(
+            threads(&[("CONVENE_RTC_THREADS", "1")], file()).unwrap(),
+            1,
+            "the environment wins over the file"
+        );
+        for (bad, error) in [
+            ("0", "CONVENE_RTC_THREADS must be 1 to 1024 (got 0)"),
+            ("1025", "CONVENE_RTC_THREADS must be 1 to 1024 (got 1025)"),
+            ("two", "CONVENE_RTC_THREADS: \"two\" is not a whole number"),
+        ] {
+            let got = threads(&[("CONVENE_RTC_THREADS", bad)], FileConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(got, error);
         }
     }
 

@@ -210,6 +210,7 @@ impl MediaBackend {
                 advertise_ips: config.rtc_node_ips.clone(),
                 turn: config.turn.clone(),
                 subscriber_bwe: config.rtc_subscriber_bwe,
+                threads: config.rtc_threads,
                 ..convene_sfu::SfuConfig::default()
             };
             let sfu = convene_sfu::Sfu::bind(sfu_config).with_context(|| {

@@ -26,7 +26,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -55,6 +55,11 @@ struct StateLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransportLabel {
     transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabel {
+    shard: String,
 }
 
 /// Every series of one server, and what the scrape-time gauges are read from.
@@ -135,6 +140,7 @@ impl Metrics {
         );
         if let Some(control) = &sfu {
             registry.register_collector(Box::new(DatagramCounters(control.clone())));
+            registry.register_collector(Box::new(ShardLoads(control.clone())));
         }
         registry.register_collector(Box::new(CommitCounters(store.clone())));
         Self {
@@ -328,6 +334,43 @@ impl Collector for DatagramCounters {
             for (transport, value) in [("udp", udp), ("tcp", tcp)] {
                 let labels = TransportLabel { transport };
                 ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each media thread's (engine shard's) sessions and rooms, read from the room table (one short
+/// lock) at each scrape: how evenly the rooms are spread.
+struct ShardLoads(SfuControl);
+
+impl std::fmt::Debug for ShardLoads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ShardLoads").finish_non_exhaustive()
+    }
+}
+
+impl Collector for ShardLoads {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let loads = self.0.shard_loads();
+        for (name, help, value) in [
+            (
+                "convene_sfu_shard_sessions",
+                "Signalling sessions on each media thread of the embedded SFU (CONVENE_RTC_THREADS)",
+                &(|load: &convene_sfu::shards::Load| load.sessions) as &dyn Fn(&_) -> u32,
+            ),
+            (
+                "convene_sfu_shard_rooms",
+                "Rooms on each media thread of the embedded SFU (a room is never split)",
+                &|load: &convene_sfu::shards::Load| load.rooms,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (shard, load) in loads.iter().enumerate() {
+                let labels = ShardLabel {
+                    shard: shard.to_string(),
+                };
+                ConstGauge::new(i64::from(value(load))).encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())

@@ -105,6 +105,30 @@ pub enum Answer {
     Track(proto::TrackInfo),
 }
 
+impl Input {
+    /// The room a control command or query is about; `None` for the inputs of peers and time,
+    /// and for those about every room.
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            Input::RemoveParticipant { room, .. }
+            | Input::UpdatePermission { room, .. }
+            | Input::MutePublishedTrack { room, .. }
+            | Input::UpdateParticipant { room, .. }
+            | Input::SendData { room, .. }
+            | Input::CloseRoom { room }
+            | Input::ListParticipants { room }
+            | Input::GetParticipant { room, .. } => Some(room),
+            Input::Join { .. }
+            | Input::Signal { .. }
+            | Input::ConnectionClosed { .. }
+            | Input::Datagram { .. }
+            | Input::Timeout
+            | Input::CloseAll
+            | Input::ListRooms => None,
+        }
+    }
+}
+
 impl Engine {
     /// Take one input at time `now`. Outputs queue up for [`Engine::poll_output`]; the answer
     /// is for whoever sent a control command or query (a room or participant that is not there

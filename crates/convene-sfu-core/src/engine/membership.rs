@@ -153,7 +153,14 @@ impl Engine {
         for pc in [PcKind::Publisher, PcKind::Subscriber] {
             participant.peer(pc).with(|rtc| rtc.disconnect());
         }
-        self.route_cache.retain(|_, (c, _)| *c != conn);
+        let outputs = &mut self.outputs;
+        self.route_cache.retain(|&(transport, source), (c, _)| {
+            let keep = *c != conn;
+            if !keep {
+                outputs.push_back(Output::Unrouted { transport, source });
+            }
+            keep
+        });
         let room_name = participant.room.clone();
         if let Some(room) = self.rooms.get_mut(&room_name) {
             room.members.retain(|c| *c != conn);

@@ -85,6 +85,17 @@ pub enum Output {
         conn: ConnId,
     },
     Event(MediaEvent),
+    /// The engine now takes packets from `source` over `transport` (queued before anything it
+    /// sends there): with several engines, the IO layer sends that address's packets here.
+    Routed {
+        transport: Transport,
+        source: SocketAddr,
+    },
+    /// The engine no longer takes packets from `source` (its participant left).
+    Unrouted {
+        transport: Transport,
+        source: SocketAddr,
+    },
 }
 
 /// The transport a packet came in on or goes out on: UDP, or a TCP connection (ICE-TCP,

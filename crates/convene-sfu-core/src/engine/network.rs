@@ -59,6 +59,7 @@ impl Engine {
             }
             if let Some(found) = target {
                 self.route_cache.insert((transport, source), found);
+                self.outputs.push_back(Output::Routed { transport, source });
             }
         }
         let Some((conn, pc)) = target else {

@@ -1,5 +1,6 @@
 //! Engine tests: signalling, permissions, keepalive and hostile input, driven with time passed in.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use livekit_protocol as proto;
@@ -49,6 +50,8 @@ struct Drained {
     signals: Vec<(ConnId, Resp)>,
     closes: Vec<ConnId>,
     events: Vec<MediaEvent>,
+    /// Addresses the engine started (`true`) or stopped taking packets from.
+    routes: Vec<(Transport, SocketAddr, bool)>,
 }
 
 impl Drained {
@@ -71,6 +74,8 @@ fn drain(engine: &mut Engine) -> Drained {
             Output::Close { conn } => out.closes.push(conn),
             Output::Event(event) => out.events.push(event),
             Output::Transmit { .. } => {}
+            Output::Routed { transport, source } => out.routes.push((transport, source, true)),
+            Output::Unrouted { transport, source } => out.routes.push((transport, source, false)),
         }
     }
     out
@@ -1056,7 +1061,6 @@ fn connection_quality_goes_to_everyone_once_then_only_what_changed() {
 #[test]
 fn a_client_connects_over_tcp_and_is_answered_on_its_connection() {
     use std::collections::HashSet;
-    use std::net::SocketAddr;
 
     use str0m::net::{Protocol, Receive, TcpType};
     use str0m::{Candidate, Event, Input as RtcInput, Output as RtcOutput, Rtc};
@@ -1104,6 +1108,7 @@ fn a_client_connects_over_tcp_and_is_answered_on_its_connection() {
     let mut tcp_delivered = 0;
     let mut connections: HashSet<(SocketAddr, SocketAddr)> = HashSet::new();
     let mut pending_in = Vec::new();
+    let mut routed = Vec::new();
     while let Some(output) = engine.poll_output() {
         if let Output::Signal { response, .. } = output
             && let Some(Resp::Answer(sdp)) = response.message
@@ -1148,22 +1153,29 @@ fn a_client_connects_over_tcp_and_is_answered_on_its_connection() {
         }
         feed(&mut engine, Input::Timeout, now);
         while let Some(output) = engine.poll_output() {
-            if let Output::Transmit {
-                transport,
-                source,
-                destination,
-                contents,
-            } = output
-            {
-                match transport {
+            match output {
+                Output::Transmit {
+                    transport,
+                    source,
+                    destination,
+                    contents,
+                } => match transport {
                     Transport::Udp => udp_dropped += 1,
                     // A passive candidate sends only on a connection the client made.
                     Transport::Tcp if connections.contains(&(source, destination)) => {
+                        // The engine said it takes this address's packets before it sent there
+                        // (several engines: the IO layer routes the client's next packets by it).
+                        assert!(
+                            routed.contains(&(Transport::Tcp, destination)),
+                            "sent to {destination} before claiming it"
+                        );
                         tcp_delivered += 1;
                         pending_in.push((source, destination, contents));
                     }
                     Transport::Tcp => {}
-                }
+                },
+                Output::Routed { transport, source } => routed.push((transport, source)),
+                _ => {}
             }
         }
         for (source, destination, contents) in pending_in.drain(..) {
@@ -1185,6 +1197,17 @@ fn a_client_connects_over_tcp_and_is_answered_on_its_connection() {
     assert_eq!(
         udp_dropped, 0,
         "the engine never tried UDP: the client offered none"
+    );
+    assert_eq!(
+        routed,
+        vec![(Transport::Tcp, client_addr)],
+        "one claim, for the client's one address"
+    );
+    // The participant goes: so does its route.
+    feed(&mut engine, Input::ConnectionClosed { conn: A }, now);
+    assert_eq!(
+        drain(&mut engine).routes,
+        vec![(Transport::Tcp, client_addr, false)]
     );
 }
 
