@@ -499,10 +499,41 @@ fn bind_all<S>(
     Err(last_error.unwrap_or((bind, std::io::Error::other("no address to bind"))))
 }
 
+/// The kernel buffer asked for on each media socket, each way. Every participant's packets arrive
+/// on the one socket, and a shard busy with a burst of forwarding reads it a little later: the
+/// kernel's default (208 KiB on Linux) overflowed in the meeting benchmark at 20 people. The
+/// kernel caps it at `net.core.rmem_max` / `wmem_max`.
+pub const MEDIA_SOCKET_BUFFER: usize = 8 << 20;
+
+/// Asks for [`MEDIA_SOCKET_BUFFER`] both ways on `socket`; a kernel that grants less is logged
+/// once per socket with the setting that caps it.
+fn enlarge_buffers(socket: &StdUdpSocket, local: SocketAddr) {
+    let socket = socket2::SockRef::from(socket);
+    // Linux reports twice what it grants (the doubled size includes its bookkeeping).
+    let granted = |size: std::io::Result<usize>| size.map(|s| s / 2).unwrap_or(0);
+    let _ = socket.set_recv_buffer_size(MEDIA_SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(MEDIA_SOCKET_BUFFER);
+    let (recv, send) = (
+        granted(socket.recv_buffer_size()),
+        granted(socket.send_buffer_size()),
+    );
+    if recv < MEDIA_SOCKET_BUFFER || send < MEDIA_SOCKET_BUFFER {
+        tracing::info!(
+            %local,
+            recv,
+            send,
+            asked = MEDIA_SOCKET_BUFFER,
+            "media socket buffers capped by the kernel (raise net.core.rmem_max and \
+             net.core.wmem_max for more headroom under bursts)"
+        );
+    }
+}
+
 fn bind_sockets(config: &SfuConfig) -> Result<Vec<(StdUdpSocket, SocketAddr)>, SfuError> {
     bind_all(&candidate_ips(config), config.udp_bind, |addr| {
         let socket = StdUdpSocket::bind(addr)?;
         let bound = socket.local_addr()?;
+        enlarge_buffers(&socket, bound);
         Ok((socket, bound))
     })
     .map_err(|(addr, source)| SfuError::Bind { addr, source })
@@ -1304,5 +1335,22 @@ mod tests {
         // A shard that stopped stops the reader.
         drop(queues);
         assert!(router.try_send(udp(peer, rtp)).is_err());
+    }
+
+    /// Media sockets get a larger kernel buffer than the default, up to what the kernel allows.
+    #[test]
+    fn media_sockets_ask_for_large_buffers() {
+        let socket = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let default = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        enlarge_buffers(&socket, socket.local_addr().unwrap());
+        let enlarged = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok());
+        match cap {
+            // Linux: granted the smaller of what was asked and the cap (reported doubled).
+            Some(cap) => assert_eq!(enlarged, 2 * cap.min(MEDIA_SOCKET_BUFFER)),
+            None => assert!(enlarged >= default),
+        }
     }
 }
