@@ -1,7 +1,7 @@
 //! Synthetic media the publisher sends: VP8 frames and Opus packets that a depacketizer accepts
 //! (a VP8 frame tag with the keyframe bit and start code, an Opus TOC byte) and that carry a
-//! bench header (kind, per-kind sequence counter, send time) so subscribers can measure loss
-//! and delay.
+//! bench header (publisher, kind, per-kind sequence counter, send time) so subscribers can
+//! measure loss and delay per publisher's track.
 
 /// Which stream a frame belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -13,16 +13,21 @@ pub enum Kind {
 /// What the publisher wrote into a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
+    /// The publisher's number in its run (0 for the only publisher of the fan-out).
+    pub source: u32,
     pub kind: Kind,
-    /// 0, 1, 2, ... per kind, in send order.
+    /// The quality of the video layer it was sent on (LiveKit's `VideoQuality`: 0 low, 1
+    /// medium, 2 high, which a track of one layer is); 0 for audio.
+    pub layer: u8,
+    /// 0, 1, 2, ... per publisher and kind, in send order (the same on every simulcast layer).
     pub counter: u64,
     /// Nanoseconds since the bench's clock epoch (the same process measures both ends).
     pub sent_ns: u64,
 }
 
 const MAGIC: &[u8; 4] = b"CVMB";
-/// Bench header: magic, kind, counter, send time.
-const HEADER_LEN: usize = 4 + 1 + 8 + 8;
+/// Bench header: magic, kind, layer, source, counter, send time.
+const HEADER_LEN: usize = 4 + 1 + 1 + 4 + 8 + 8;
 /// VP8: 3-byte frame tag + keyframe start code and dimensions (7 bytes), then the header.
 const VIDEO_HEADER_AT: usize = 10;
 /// Opus: one TOC byte, then the header.
@@ -37,16 +42,23 @@ fn write_header(out: &mut [u8], stamp: Stamp) {
         Kind::Video => b'V',
         Kind::Audio => b'A',
     };
-    out[5..13].copy_from_slice(&stamp.counter.to_le_bytes());
-    out[13..21].copy_from_slice(&stamp.sent_ns.to_le_bytes());
+    out[5] = stamp.layer;
+    out[6..10].copy_from_slice(&stamp.source.to_le_bytes());
+    out[10..18].copy_from_slice(&stamp.counter.to_le_bytes());
+    out[18..26].copy_from_slice(&stamp.sent_ns.to_le_bytes());
 }
 
-/// A VP8 frame of `len` bytes (at least [`MIN_VIDEO_BYTES`]).
+/// A VP8 frame of `len` bytes (at least [`MIN_VIDEO_BYTES`]) of a `width` x `height` picture.
 ///
 /// The 3-byte frame tag has P = 0 on keyframes (what receivers, str0m included, look at), the
-/// show-frame bit, and a first-partition size; keyframes carry the start code 9d 01 2a and a
-/// 640x360 size. The rest is a deterministic filler.
-pub fn video_frame(stamp: Stamp, keyframe: bool, len: usize) -> Vec<u8> {
+/// show-frame bit, and a first-partition size; keyframes carry the start code 9d 01 2a and the
+/// picture size. The rest is a deterministic filler.
+pub fn video_frame(
+    stamp: Stamp,
+    keyframe: bool,
+    len: usize,
+    (width, height): (u16, u16),
+) -> Vec<u8> {
     let len = len.max(MIN_VIDEO_BYTES);
     let mut frame = vec![0u8; len];
     let first_partition = ((len - VIDEO_HEADER_AT) as u32).min(0x7_ffff);
@@ -54,8 +66,8 @@ pub fn video_frame(stamp: Stamp, keyframe: bool, len: usize) -> Vec<u8> {
     frame[..3].copy_from_slice(&tag.to_le_bytes()[..3]);
     if keyframe {
         frame[3..6].copy_from_slice(&[0x9d, 0x01, 0x2a]);
-        frame[6..8].copy_from_slice(&640u16.to_le_bytes());
-        frame[8..10].copy_from_slice(&360u16.to_le_bytes());
+        frame[6..8].copy_from_slice(&width.to_le_bytes());
+        frame[8..10].copy_from_slice(&height.to_le_bytes());
     }
     write_header(&mut frame[VIDEO_HEADER_AT..], stamp);
     fill(&mut frame[MIN_VIDEO_BYTES..], stamp.counter);
@@ -101,9 +113,11 @@ pub fn parse(kind: Kind, frame: &[u8]) -> Option<Stamp> {
         return None;
     }
     Some(Stamp {
+        source: u32::from_le_bytes(header[6..10].try_into().ok()?),
         kind,
-        counter: u64::from_le_bytes(header[5..13].try_into().ok()?),
-        sent_ns: u64::from_le_bytes(header[13..21].try_into().ok()?),
+        layer: header[5],
+        counter: u64::from_le_bytes(header[10..18].try_into().ok()?),
+        sent_ns: u64::from_le_bytes(header[18..26].try_into().ok()?),
     })
 }
 
@@ -126,11 +140,13 @@ mod tests {
     #[test]
     fn video_frames_carry_the_stamp_and_the_keyframe_bit() {
         let stamp = Stamp {
+            source: 7,
             kind: Kind::Video,
+            layer: 1,
             counter: 41,
             sent_ns: 123_456_789,
         };
-        let key = video_frame(stamp, true, 30_000);
+        let key = video_frame(stamp, true, 30_000, (640, 360));
         let delta = video_frame(
             Stamp {
                 counter: 42,
@@ -138,12 +154,14 @@ mod tests {
             },
             false,
             6_000,
+            (640, 360),
         );
         assert_eq!((key.len(), delta.len()), (30_000, 6_000));
         // VP8 frame tag: P bit clear on keyframes only; keyframes have the start code.
         assert_eq!(key[0] & 1, 0);
         assert_eq!(delta[0] & 1, 1);
         assert_eq!(&key[3..6], &[0x9d, 0x01, 0x2a]);
+        assert_eq!(&key[6..10], &[0x80, 0x02, 0x68, 0x01]);
         assert_eq!(parse(Kind::Video, &key), Some(stamp));
         assert_eq!(parse(Kind::Video, &delta).map(|s| s.counter), Some(42));
         // Not an audio frame, and a truncated frame has no stamp.
@@ -154,7 +172,9 @@ mod tests {
     #[test]
     fn audio_frames_carry_the_stamp() {
         let stamp = Stamp {
+            source: 3,
             kind: Kind::Audio,
+            layer: 0,
             counter: 7,
             sent_ns: 99,
         };

@@ -1,10 +1,11 @@
 //! One bench participant, as a LiveKit client without a browser: the `/rtc` signalling WebSocket
 //! (protobuf `SignalRequest` / `SignalResponse`) and str0m peer connections, each on its own UDP
 //! socket on 127.0.0.1, or, for a subscriber over TCP, on one TCP connection to the server's
-//! passive ICE-TCP candidate (RFC 6544, packets framed by RFC 4571). The publisher offers a VP8 and an Opus track on its publisher peer
-//! connection and sends synthetic frames on a fixed schedule; every participant answers the
-//! server's offers on its subscriber peer connection, and subscribers record each frame they
-//! receive (counter, delay, RTP sequence numbers).
+//! passive ICE-TCP candidate (RFC 6544, packets framed by RFC 4571). A publishing participant
+//! offers a VP8 track (one layer, or three simulcast layers as livekit-client sends a camera) and
+//! an Opus track on its publisher peer connection and sends synthetic frames on a fixed schedule;
+//! every participant answers the server's offers on its subscriber peer connection and records
+//! each frame it receives (publisher, counter, delay, RTP sequence numbers).
 //!
 //! Each participant is one tokio task that owns its `Rtc`s (no locks): it waits on its sockets,
 //! its WebSocket and the earliest timer, feeds str0m, and drains `poll_output` after every input.
@@ -23,7 +24,9 @@ use proto::signal_response::Message as Resp;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaData, MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{
+    Direction, Frequency, MediaData, MediaKind, MediaTime, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::io::Interest;
@@ -38,6 +41,15 @@ use crate::report::Received;
 
 const VIDEO_CID: &str = "bench-camera";
 const AUDIO_CID: &str = "bench-microphone";
+/// The picture size of the video track (of its full layer with simulcast).
+const FULL_SIZE: (u16, u16) = (640, 360);
+/// livekit-client's three camera layers: rid, quality, and how many times smaller than the full
+/// layer each is in width, in height and in bitrate.
+const SIMULCAST_LAYERS: [(&str, proto::VideoQuality, u16); 3] = [
+    ("q", proto::VideoQuality::Low, 4),
+    ("h", proto::VideoQuality::Medium, 2),
+    ("f", proto::VideoQuality::High, 1),
+];
 /// Extra datagrams read from a socket in one wake-up (each fed to str0m and drained in turn).
 const RECV_BATCH: usize = 64;
 /// The address of a subscriber's active ICE-TCP candidate. An active candidate connects out, so
@@ -69,7 +81,7 @@ impl std::fmt::Display for Transport {
 
 /// State shared by the orchestrator and every participant task.
 pub struct Shared {
-    /// The clock the publisher stamps frames with (nanoseconds since this instant).
+    /// The clock publishers stamp frames with (nanoseconds since this instant).
     pub epoch: Instant,
     pub crypto: Arc<CryptoProvider>,
     pub stop: CancellationToken,
@@ -77,26 +89,20 @@ pub struct Shared {
     pub recv_buffer: usize,
     /// The local UDP ports of every client socket (for the kernel's drop counters).
     pub ports: Mutex<Vec<u16>>,
-    /// Subscribers that have received both video and audio.
+    /// Participants that have received video and audio from every publisher they hear.
     pub ready: AtomicUsize,
-    /// The publisher's peer connection is up and frames are flowing.
-    pub publishing: AtomicBool,
-    /// Frames sent so far per kind (= the counter of the next frame).
-    pub video_sent: AtomicU64,
-    pub audio_sent: AtomicU64,
-    /// Keyframes sent so far, and how many of them answered a keyframe request.
-    pub keyframes_sent: AtomicU64,
-    pub keyframes_requested: AtomicU64,
-    /// Subscribers record frames whose counter is at least this (per kind); u64::MAX = not yet.
-    pub record_video_from: AtomicU64,
-    pub record_audio_from: AtomicU64,
-    /// RFC 4571 frames the subscribers read from their TCP connections (each a packet the
+    /// What each publisher sent, by its number (`Publish::source`).
+    pub sent: Vec<Sent>,
+    /// Participants record the frames they receive from when this is set (the window's edge).
+    pub recording: AtomicBool,
+    /// RFC 4571 frames the participants read from their TCP connections (each a packet the
     /// server sent over TCP).
     pub tcp_frames_in: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(recv_buffer: usize) -> Shared {
+    /// The state of a run with `publishers` publishers.
+    pub fn new(recv_buffer: usize, publishers: usize) -> Shared {
         Shared {
             epoch: Instant::now(),
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
@@ -104,13 +110,8 @@ impl Shared {
             recv_buffer,
             ports: Mutex::new(Vec::new()),
             ready: AtomicUsize::new(0),
-            publishing: AtomicBool::new(false),
-            video_sent: AtomicU64::new(0),
-            audio_sent: AtomicU64::new(0),
-            keyframes_sent: AtomicU64::new(0),
-            keyframes_requested: AtomicU64::new(0),
-            record_video_from: AtomicU64::new(u64::MAX),
-            record_audio_from: AtomicU64::new(u64::MAX),
+            sent: (0..publishers).map(|_| Sent::default()).collect(),
+            recording: AtomicBool::new(false),
             tcp_frames_in: AtomicU64::new(0),
         }
     }
@@ -120,7 +121,41 @@ impl Shared {
     }
 }
 
-/// What the publisher sends.
+/// What one publisher has sent so far (its counters only grow).
+#[derive(Default)]
+pub struct Sent {
+    /// Its publisher connection is up and frames are flowing.
+    pub publishing: AtomicBool,
+    /// Frames sent so far per kind (= the counter of the next frame); a video frame sent on
+    /// every simulcast layer counts once.
+    pub video: AtomicU64,
+    pub audio: AtomicU64,
+    /// Keyframes sent so far, and how many of them answered a keyframe request.
+    pub keyframes: AtomicU64,
+    pub keyframes_requested: AtomicU64,
+}
+
+/// The counters of a [`Sent`] at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SentCount {
+    pub video: u64,
+    pub audio: u64,
+    pub keyframes: u64,
+    pub keyframes_requested: u64,
+}
+
+impl Sent {
+    pub fn count(&self) -> SentCount {
+        SentCount {
+            video: self.video.load(Ordering::Acquire),
+            audio: self.audio.load(Ordering::Acquire),
+            keyframes: self.keyframes.load(Ordering::Acquire),
+            keyframes_requested: self.keyframes_requested.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// What a publisher sends (its video's full layer, with simulcast).
 #[derive(Debug, Clone)]
 pub struct Publishing {
     pub fps: u32,
@@ -132,11 +167,78 @@ pub struct Publishing {
     pub audio_bytes: usize,
 }
 
-pub enum Role {
-    Publisher(Publishing),
-    /// A subscriber whose subscriber connection uses this transport (the publisher's always
-    /// uses UDP).
-    Subscriber(Transport),
+/// What one participant does: publish or not, and whose media it should receive.
+pub struct Role {
+    /// What it publishes on its publisher connection, if anything.
+    pub publish: Option<Publish>,
+    /// The publishers it should hear: it counts as ready once it has received video and audio
+    /// from each of them.
+    pub hears: Vec<u32>,
+    /// How its subscriber connection reaches the server (its publisher connection always uses
+    /// UDP).
+    pub transport: Transport,
+}
+
+/// A participant's published media.
+pub struct Publish {
+    /// Its number in the run: stamped into its frames, and its place in [`Shared::sent`].
+    pub source: u32,
+    pub media: Publishing,
+    /// Send the video in three simulcast layers (rids q, h, f) rather than one.
+    pub simulcast: bool,
+}
+
+/// One encoding of the video track: its only one, or a simulcast layer.
+struct Layer {
+    /// `None` without simulcast.
+    rid: Option<Rid>,
+    quality: proto::VideoQuality,
+    size: (u16, u16),
+    keyframe_bytes: usize,
+    delta_bytes: usize,
+    /// Bits per second the frame sizes make.
+    bitrate: u32,
+}
+
+impl Layer {
+    /// The layers `media` is sent in: one at full size and rate or, with `simulcast`, those of
+    /// [`SIMULCAST_LAYERS`], each a fraction of the full size and bitrate.
+    fn all(media: &Publishing, simulcast: bool) -> Vec<Layer> {
+        let gop = u64::from(media.gop.max(1));
+        let layer = |rid: Option<&str>, quality, div: u16| {
+            let keyframe_bytes =
+                (media.keyframe_bytes / usize::from(div)).max(payload::MIN_VIDEO_BYTES);
+            let delta_bytes = (media.delta_bytes / usize::from(div)).max(payload::MIN_VIDEO_BYTES);
+            let gop_bits = (keyframe_bytes as u64 + (gop - 1) * delta_bytes as u64) * 8;
+            Layer {
+                rid: rid.map(Rid::from),
+                quality,
+                size: (FULL_SIZE.0 / div, FULL_SIZE.1 / div),
+                keyframe_bytes,
+                delta_bytes,
+                bitrate: (gop_bits * u64::from(media.fps) / gop) as u32,
+            }
+        };
+        if simulcast {
+            SIMULCAST_LAYERS
+                .iter()
+                .map(|&(rid, quality, div)| layer(Some(rid), quality, div))
+                .collect()
+        } else {
+            vec![layer(None, proto::VideoQuality::High, 1)]
+        }
+    }
+
+    /// The layer as the AddTrackRequest announces it (as livekit-client does: no ssrc, no rid).
+    fn announced(&self) -> proto::VideoLayer {
+        proto::VideoLayer {
+            quality: self.quality as i32,
+            width: u32::from(self.size.0),
+            height: u32::from(self.size.1),
+            bitrate: self.bitrate,
+            ..Default::default()
+        }
+    }
 }
 
 /// The client side of one ICE-TCP connection: str0m's packets to the server's passive
@@ -459,9 +561,13 @@ fn decode(message: WsMessage) -> anyhow::Result<Option<Resp>> {
     }
 }
 
-/// The publisher's sending state.
+/// A publisher's sending state.
 struct Sender {
+    /// Its number in the run.
+    source: u32,
     config: Publishing,
+    /// The video's encodings, each sent every frame.
+    layers: Vec<Layer>,
     video_mid: Mid,
     audio_mid: Mid,
     pending: Option<SdpPendingOffer>,
@@ -492,13 +598,15 @@ impl Sender {
         Some(video.min(audio))
     }
 
-    /// Write every frame that is due at `now`. A sender starved for more than one interval sends
-    /// the late frame and shifts its schedule rather than bursting; counters stay contiguous, so
-    /// every counter of the window is a frame that was really sent.
+    /// Write every frame that is due at `now`, a video frame on each layer. A sender starved for
+    /// more than one interval sends the late frame and shifts its schedule rather than bursting;
+    /// counters stay contiguous, so every counter of the window is a frame that was really sent.
+    /// A keyframe request, whatever its layer, makes the next frame a keyframe on every layer.
     fn send_due(&mut self, pc: &mut Pc, shared: &Shared, now: Instant) -> anyhow::Result<()> {
         let (Some(started), Some((video_pt, audio_pt))) = (self.started, self.pts) else {
             return Ok(());
         };
+        let sent = &shared.sent[self.source as usize];
         let video_anchor = *self.video_anchor.get_or_insert(started);
         let audio_anchor = *self.audio_anchor.get_or_insert(started);
         let interval = self.frame_interval();
@@ -518,37 +626,40 @@ impl Sender {
             let keyframe = counter.is_multiple_of(u64::from(self.config.gop.max(1)))
                 || self.keyframe_requested;
             if keyframe {
-                shared.keyframes_sent.fetch_add(1, Ordering::Relaxed);
+                sent.keyframes.fetch_add(1, Ordering::Relaxed);
                 if self.keyframe_requested {
-                    shared.keyframes_requested.fetch_add(1, Ordering::Relaxed);
+                    sent.keyframes_requested.fetch_add(1, Ordering::Relaxed);
                 }
                 self.keyframe_requested = false;
             }
-            let size = if keyframe {
-                self.config.keyframe_bytes
-            } else {
-                self.config.delta_bytes
-            };
-            let stamp = Stamp {
-                kind: Kind::Video,
-                counter,
-                sent_ns: shared.nanos_since_epoch(Instant::now()),
-            };
-            let frame = payload::video_frame(stamp, keyframe, size);
-            let writer = pc
-                .rtc
-                .writer(self.video_mid)
-                .context("no writer for the video track")?;
-            writer.write(
-                video_pt,
-                now,
-                MediaTime::new(
-                    counter * 90_000 / u64::from(self.config.fps.max(1)),
-                    Frequency::NINETY_KHZ,
-                ),
-                frame,
-            )?;
-            shared.video_sent.store(counter + 1, Ordering::Release);
+            let time = MediaTime::new(
+                counter * 90_000 / u64::from(self.config.fps.max(1)),
+                Frequency::NINETY_KHZ,
+            );
+            for layer in &self.layers {
+                let size = if keyframe {
+                    layer.keyframe_bytes
+                } else {
+                    layer.delta_bytes
+                };
+                let stamp = Stamp {
+                    source: self.source,
+                    kind: Kind::Video,
+                    layer: layer.quality as u8,
+                    counter,
+                    sent_ns: shared.nanos_since_epoch(Instant::now()),
+                };
+                let frame = payload::video_frame(stamp, keyframe, size, layer.size);
+                let mut writer = pc
+                    .rtc
+                    .writer(self.video_mid)
+                    .context("no writer for the video track")?;
+                if let Some(rid) = layer.rid {
+                    writer = writer.rid(rid);
+                }
+                writer.write(video_pt, now, time, frame)?;
+            }
+            sent.video.store(counter + 1, Ordering::Release);
         }
         loop {
             let audio_anchor = self.audio_anchor.unwrap_or(audio_anchor);
@@ -563,7 +674,9 @@ impl Sender {
             let counter = self.next_audio;
             self.next_audio += 1;
             let stamp = Stamp {
+                source: self.source,
                 kind: Kind::Audio,
+                layer: 0,
                 counter,
                 sent_ns: shared.nanos_since_epoch(Instant::now()),
             };
@@ -578,7 +691,7 @@ impl Sender {
                 MediaTime::new(counter * 960, Frequency::FORTY_EIGHT_KHZ),
                 frame,
             )?;
-            shared.audio_sent.store(counter + 1, Ordering::Release);
+            sent.audio.store(counter + 1, Ordering::Release);
         }
         Ok(())
     }
@@ -595,16 +708,23 @@ fn payload_type(rtc: &mut Rtc, mid: Mid, codec: Codec) -> anyhow::Result<Pt> {
     pt.with_context(|| format!("{codec:?} was not negotiated"))
 }
 
-/// The subscriber's recording state.
-#[derive(Default)]
+/// A participant's recording state.
 struct Recorder {
     records: Vec<Received>,
-    seen_video: bool,
-    seen_audio: bool,
+    /// Each publisher it hears, and whether its video and its audio (by [`Kind`]) came yet.
+    heard: Vec<(u32, [bool; 2])>,
     counted_ready: bool,
 }
 
 impl Recorder {
+    fn new(hears: &[u32]) -> Recorder {
+        Recorder {
+            records: Vec::new(),
+            heard: hears.iter().map(|&source| (source, [false; 2])).collect(),
+            counted_ready: false,
+        }
+    }
+
     fn on_media(&mut self, data: &MediaData, shared: &Shared) {
         let now = Instant::now();
         let kind = if data.params.spec().codec.is_audio() {
@@ -615,26 +735,26 @@ impl Recorder {
         let Some(stamp) = payload::parse(kind, &data.data) else {
             return;
         };
-        match kind {
-            Kind::Video => self.seen_video = true,
-            Kind::Audio => self.seen_audio = true,
+        if let Some((_, seen)) = self.heard.iter_mut().find(|(s, _)| *s == stamp.source) {
+            seen[kind as usize] = true;
         }
-        if self.seen_video && self.seen_audio && !self.counted_ready {
+        if !self.counted_ready
+            && !self.heard.is_empty()
+            && self.heard.iter().all(|(_, seen)| seen.iter().all(|s| *s))
+        {
             self.counted_ready = true;
             shared.ready.fetch_add(1, Ordering::AcqRel);
         }
-        let from = match kind {
-            Kind::Video => shared.record_video_from.load(Ordering::Acquire),
-            Kind::Audio => shared.record_audio_from.load(Ordering::Acquire),
-        };
-        if stamp.counter < from {
+        if !shared.recording.load(Ordering::Acquire) {
             return;
         }
         let sent = shared.epoch + Duration::from_nanos(stamp.sent_ns);
         let first = **data.seq_range.start();
         let last = **data.seq_range.end();
         self.records.push(Received {
+            source: stamp.source,
             kind,
+            layer: stamp.layer,
             counter: stamp.counter,
             delay_us: now
                 .saturating_duration_since(sent)
@@ -644,6 +764,96 @@ impl Recorder {
             packets: (last.saturating_sub(first) + 1) as u32,
         });
     }
+}
+
+/// Announce the tracks of `publish` (with its simulcast layers) and offer them on a new
+/// publisher connection; its sender starts once the answer is in and the connection is up.
+async fn start_publishing(
+    ws: &mut Ws,
+    publish: Publish,
+    shared: &Shared,
+    now: Instant,
+) -> anyhow::Result<(Pc, Sender)> {
+    let mut pc = Pc::new(shared, now, Transport::Udp)?;
+    let layers = Layer::all(&publish.media, publish.simulcast);
+    let video = proto::AddTrackRequest {
+        cid: VIDEO_CID.to_owned(),
+        name: VIDEO_CID.to_owned(),
+        r#type: proto::TrackType::Video as i32,
+        source: proto::TrackSource::Camera as i32,
+        width: u32::from(FULL_SIZE.0),
+        height: u32::from(FULL_SIZE.1),
+        layers: if publish.simulcast {
+            layers.iter().map(Layer::announced).collect()
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
+    let audio = proto::AddTrackRequest {
+        cid: AUDIO_CID.to_owned(),
+        name: AUDIO_CID.to_owned(),
+        r#type: proto::TrackType::Audio as i32,
+        source: proto::TrackSource::Microphone as i32,
+        ..Default::default()
+    };
+    for add in [video, audio] {
+        send(ws, Req::AddTrack(add)).await?;
+    }
+    let simulcast = publish.simulcast.then(|| {
+        let mut simulcast = Simulcast::new();
+        for rid in layers.iter().filter_map(|l| l.rid) {
+            simulcast.add_send_layer(SimulcastLayer::new(&rid));
+        }
+        simulcast
+    });
+    let mut api = pc.rtc.sdp_api();
+    let video_mid = api.add_media(
+        MediaKind::Video,
+        Direction::SendOnly,
+        Some("bench".into()),
+        Some(VIDEO_CID.into()),
+        simulcast,
+    );
+    let audio_mid = api.add_media(
+        MediaKind::Audio,
+        Direction::SendOnly,
+        Some("bench".into()),
+        Some(AUDIO_CID.into()),
+        None,
+    );
+    let (offer, pending) = api.apply().context("no publisher offer")?;
+    send(
+        ws,
+        Req::Offer(proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp: offer.to_sdp_string(),
+            id: 1,
+            ..Default::default()
+        }),
+    )
+    .await?;
+    if let Some(trickle) = pc.trickle(proto::SignalTarget::Publisher)? {
+        send(ws, trickle).await?;
+    }
+    pc.drain(&mut Vec::new())?;
+    let sender = Sender {
+        source: publish.source,
+        config: publish.media,
+        layers,
+        video_mid,
+        audio_mid,
+        pending: Some(pending),
+        pts: None,
+        connected: false,
+        started: None,
+        video_anchor: None,
+        audio_anchor: None,
+        next_video: 0,
+        next_audio: 0,
+        keyframe_requested: false,
+    };
+    Ok((pc, sender))
 }
 
 /// Join with `url`, play `role` until `shared.stop`, and return what was recorded.
@@ -670,91 +880,16 @@ pub async fn run(url: String, role: Role, shared: Arc<Shared>) -> anyhow::Result
     let mut next_ping = Instant::now() + ping_interval;
 
     let now = Instant::now();
-    let transport = match role {
-        Role::Publisher(_) => Transport::Udp,
-        Role::Subscriber(transport) => transport,
+    let mut subscriber = Pc::new(&shared, now, role.transport)?;
+    let (mut publisher, mut sender) = match role.publish {
+        Some(publish) => {
+            let (pc, sender) = start_publishing(&mut ws, publish, &shared, now).await?;
+            (Some(pc), Some(sender))
+        }
+        None => (None, None),
     };
-    let mut subscriber = Pc::new(&shared, now, transport)?;
-    let mut publisher: Option<Pc> = None;
-    let mut sender: Option<Sender> = None;
-    if let Role::Publisher(config) = role {
-        let mut pc = Pc::new(&shared, now, Transport::Udp)?;
-        for (cid, kind, source) in [
-            (
-                VIDEO_CID,
-                proto::TrackType::Video,
-                proto::TrackSource::Camera,
-            ),
-            (
-                AUDIO_CID,
-                proto::TrackType::Audio,
-                proto::TrackSource::Microphone,
-            ),
-        ] {
-            let (width, height) = if kind == proto::TrackType::Video {
-                (640, 360)
-            } else {
-                (0, 0)
-            };
-            let add = proto::AddTrackRequest {
-                cid: cid.to_owned(),
-                name: cid.to_owned(),
-                r#type: kind as i32,
-                source: source as i32,
-                width,
-                height,
-                ..Default::default()
-            };
-            send(&mut ws, Req::AddTrack(add)).await?;
-        }
-        let mut api = pc.rtc.sdp_api();
-        let video_mid = api.add_media(
-            MediaKind::Video,
-            Direction::SendOnly,
-            Some("bench".into()),
-            Some(VIDEO_CID.into()),
-            None,
-        );
-        let audio_mid = api.add_media(
-            MediaKind::Audio,
-            Direction::SendOnly,
-            Some("bench".into()),
-            Some(AUDIO_CID.into()),
-            None,
-        );
-        let (offer, pending) = api.apply().context("no publisher offer")?;
-        send(
-            &mut ws,
-            Req::Offer(proto::SessionDescription {
-                r#type: "offer".into(),
-                sdp: offer.to_sdp_string(),
-                id: 1,
-                ..Default::default()
-            }),
-        )
-        .await?;
-        if let Some(trickle) = pc.trickle(proto::SignalTarget::Publisher)? {
-            send(&mut ws, trickle).await?;
-        }
-        pc.drain(&mut Vec::new())?;
-        sender = Some(Sender {
-            config,
-            video_mid,
-            audio_mid,
-            pending: Some(pending),
-            pts: None,
-            connected: false,
-            started: None,
-            video_anchor: None,
-            audio_anchor: None,
-            next_video: 0,
-            next_audio: 0,
-            keyframe_requested: false,
-        });
-        publisher = Some(pc);
-    }
 
-    let mut recorder = Recorder::default();
+    let mut recorder = Recorder::new(&role.hears);
     let mut sub_buf = vec![0u8; 2048];
     let mut pub_buf = vec![0u8; 2048];
     let mut events = Vec::new();
@@ -828,7 +963,9 @@ pub async fn run(url: String, role: Role, shared: Arc<Shared>) -> anyhow::Result
             }
             if sender.connected && sender.pts.is_some() && sender.started.is_none() {
                 sender.started = Some(now);
-                shared.publishing.store(true, Ordering::Release);
+                shared.sent[sender.source as usize]
+                    .publishing
+                    .store(true, Ordering::Release);
             }
             sender.send_due(pc, &shared, now)?;
             pc.drain(&mut pub_events)?;

@@ -1,13 +1,18 @@
-//! What subscribers recorded, and the figures computed from it for one measurement window.
+//! What participants recorded, and the figures computed from it for one measurement window:
+//! loss and delay per publisher's track, summed over every receiver of it.
 
 use std::ops::Range;
 
 use crate::payload::Kind;
 
-/// One frame a subscriber received (after str0m reassembled it from RTP packets).
+/// One frame a participant received (after str0m reassembled it from RTP packets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
+    /// The publisher that sent it (its number in the run).
+    pub source: u32,
     pub kind: Kind,
+    /// The quality of the video layer it came from (0 low, 1 medium, 2 high; 0 for audio).
+    pub layer: u8,
     /// The publisher's counter for this kind.
     pub counter: u64,
     /// Receive time minus the send time the publisher stamped into the frame.
@@ -17,7 +22,7 @@ pub struct Received {
     pub packets: u32,
 }
 
-/// Counters of frames sent during the window, per kind: `start..end`.
+/// Counters of the frames one publisher sent during the window, per kind: `start..end`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     pub video: Range<u64>,
@@ -31,27 +36,44 @@ impl Window {
             Kind::Audio => &self.audio,
         }
     }
+
+    /// Frames sent in the window, all kinds.
+    fn frames(&self) -> u64 {
+        (self.video.end - self.video.start) + (self.audio.end - self.audio.start)
+    }
 }
 
-/// Loss and delay over all subscribers for one window.
+/// What one participant received, and the publishers it should have heard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recording {
+    /// The sources whose every frame of the window it should have received.
+    pub hears: Vec<u32>,
+    pub records: Vec<Received>,
+}
+
+/// Loss and delay over all participants for one window.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Delivery {
-    /// Frames the subscribers should have received (frames sent in the window x subscribers).
+    /// Frames the participants should have received (for each, the frames its heard publishers
+    /// sent in the window).
     pub frames_expected: u64,
     pub frames_received: u64,
-    /// RTP packets the subscribers received for frames of the window.
+    /// RTP packets the participants received for frames of the window.
     pub packets_received: u64,
-    /// RTP packets the server sent for those frames, from the span of sequence numbers.
+    /// RTP packets the server sent for those frames, from the span of sequence numbers of each
+    /// track each participant received.
     pub packets_expected: u64,
-    /// Subscribers that missed at least one frame.
+    /// Participants that missed at least one frame.
     pub subscribers_with_loss: usize,
-    /// Worst single subscriber's frame loss, in percent.
+    /// Worst single participant's frame loss, in percent.
     pub worst_frame_loss_pct: f64,
     /// Sorted delays (microseconds) of every received frame of the window, all kinds.
     pub delays_us: Vec<u32>,
     /// The same for video frames only and audio frames only.
     pub video_delays_us: Vec<u32>,
     pub audio_delays_us: Vec<u32>,
+    /// Video frames received from each layer, by quality (low, medium, high).
+    pub video_by_layer: [u64; 3],
 }
 
 impl Delivery {
@@ -87,39 +109,52 @@ pub fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Fold every subscriber's records into the window's figures. A frame counts once per
-/// subscriber even if it was somehow delivered twice.
-pub fn deliver(subscribers: &[Vec<Received>], window: &Window) -> Delivery {
+/// Fold every participant's records into the window's figures, `windows[source]` being what
+/// publisher `source` sent in it. A frame counts once per receiver even if it was somehow
+/// delivered twice; frames of publishers a participant does not hear are not counted.
+pub fn deliver(recordings: &[Recording], windows: &[Window]) -> Delivery {
     let mut out = Delivery::default();
-    let per_subscriber =
-        (window.video.end - window.video.start) + (window.audio.end - window.audio.start);
-    for records in subscribers {
-        let mut in_window: Vec<&Received> = records
+    for recording in recordings {
+        let expected: u64 = recording
+            .hears
             .iter()
-            .filter(|r| window.range(r.kind).contains(&r.counter))
+            .map(|&source| windows[source as usize].frames())
+            .sum();
+        let mut in_window: Vec<&Received> = recording
+            .records
+            .iter()
+            .filter(|r| {
+                recording.hears.contains(&r.source)
+                    && windows[r.source as usize]
+                        .range(r.kind)
+                        .contains(&r.counter)
+            })
             .collect();
-        in_window.sort_by_key(|r| (r.kind, r.counter));
-        in_window.dedup_by_key(|r| (r.kind, r.counter));
-        out.frames_expected += per_subscriber;
+        in_window.sort_by_key(|r| (r.source, r.kind, r.counter));
+        in_window.dedup_by_key(|r| (r.source, r.kind, r.counter));
+        out.frames_expected += expected;
         out.frames_received += in_window.len() as u64;
-        let missed = per_subscriber.saturating_sub(in_window.len() as u64);
+        let missed = expected.saturating_sub(in_window.len() as u64);
         if missed > 0 {
             out.subscribers_with_loss += 1;
-            out.worst_frame_loss_pct = out.worst_frame_loss_pct.max(pct(missed, per_subscriber));
+            out.worst_frame_loss_pct = out.worst_frame_loss_pct.max(pct(missed, expected));
         }
-        for kind in [Kind::Video, Kind::Audio] {
-            let frames: Vec<&&Received> = in_window.iter().filter(|r| r.kind == kind).collect();
-            let (Some(first), Some(last)) = (frames.first(), frames.last()) else {
-                continue;
-            };
-            out.packets_received += frames.iter().map(|r| u64::from(r.packets)).sum::<u64>();
+        // One track per publisher and kind, in order after the sort.
+        for track in in_window.chunk_by(|a, b| (a.source, a.kind) == (b.source, b.kind)) {
+            let (first, last) = (track[0], track[track.len() - 1]);
+            out.packets_received += track.iter().map(|r| u64::from(r.packets)).sum::<u64>();
             let end = last.first_seq + u64::from(last.packets);
             out.packets_expected += end.saturating_sub(first.first_seq);
         }
         for r in &in_window {
             out.delays_us.push(r.delay_us);
             match r.kind {
-                Kind::Video => out.video_delays_us.push(r.delay_us),
+                Kind::Video => {
+                    out.video_delays_us.push(r.delay_us);
+                    if let Some(count) = out.video_by_layer.get_mut(usize::from(r.layer)) {
+                        *count += 1;
+                    }
+                }
                 Kind::Audio => out.audio_delays_us.push(r.delay_us),
             }
         }
@@ -136,11 +171,34 @@ mod tests {
 
     fn frame(kind: Kind, counter: u64, first_seq: u64, packets: u32, delay_us: u32) -> Received {
         Received {
+            layer: 2,
+            ..from(0, kind, counter, first_seq, packets, delay_us)
+        }
+    }
+
+    fn from(
+        source: u32,
+        kind: Kind,
+        counter: u64,
+        first_seq: u64,
+        packets: u32,
+        delay_us: u32,
+    ) -> Received {
+        Received {
+            source,
             kind,
+            layer: 0,
             counter,
             delay_us,
             first_seq,
             packets,
+        }
+    }
+
+    fn hearing(hears: &[u32], records: Vec<Received>) -> Recording {
+        Recording {
+            hears: hears.to_vec(),
+            records,
         }
     }
 
@@ -167,7 +225,13 @@ mod tests {
             frame(Kind::Video, 12, 57, 3, 5000),
             frame(Kind::Audio, 100, 7, 1, 700),
         ];
-        let d = deliver(&[full, lossy], &window);
+        // The publisher hears nobody: it counts for nothing.
+        let recordings = [
+            hearing(&[0], full),
+            hearing(&[0], lossy),
+            hearing(&[], vec![]),
+        ];
+        let d = deliver(&recordings, &[window]);
         assert_eq!(d.frames_expected, 10);
         assert_eq!(d.frames_received, 8);
         assert_eq!(d.subscribers_with_loss, 1);
@@ -182,9 +246,58 @@ mod tests {
             vec![500, 600, 700, 1000, 2000, 3000, 4000, 5000]
         );
         assert_eq!(d.video_delays_us.len(), 5);
+        assert_eq!(d.video_by_layer, [0, 0, 5]);
         assert_eq!(d.audio_delays_us, vec![500, 600, 700]);
         assert_eq!(percentile(&d.delays_us, 50.0), 1000);
         assert_eq!(percentile(&d.delays_us, 99.0), 5000);
         assert_eq!(percentile(&[], 99.0), 0);
+    }
+
+    #[test]
+    fn counts_each_publishers_tracks_against_its_own_window() {
+        // Two publishers whose counters are at different places when the window opens.
+        let windows = [
+            Window {
+                video: 10..12,
+                audio: 20..21,
+            },
+            Window {
+                video: 500..503,
+                audio: 800..801,
+            },
+        ];
+        // Participant 2 hears both: all of 0's frames; of 1's, video 501 is lost. Each track's
+        // packets are numbered by its own down track.
+        let both = vec![
+            from(0, Kind::Video, 10, 100, 4, 1000),
+            from(0, Kind::Video, 11, 104, 4, 1000),
+            from(0, Kind::Audio, 20, 30, 1, 1000),
+            from(1, Kind::Video, 500, 7000, 3, 2000),
+            from(1, Kind::Video, 502, 7006, 3, 9000),
+            from(1, Kind::Audio, 800, 60, 1, 2000),
+        ];
+        // Publisher 0 hears only 1, all of it (a stray frame of its own does not count), and
+        // from a higher layer from frame 501 on.
+        let medium = |r: Received| Received { layer: 1, ..r };
+        let zero = vec![
+            from(0, Kind::Audio, 20, 30, 1, 1),
+            from(1, Kind::Video, 500, 9000, 3, 3000),
+            medium(from(1, Kind::Video, 501, 9003, 3, 3000)),
+            medium(from(1, Kind::Video, 502, 9006, 3, 3000)),
+            from(1, Kind::Audio, 800, 90, 1, 3000),
+        ];
+        let d = deliver(&[hearing(&[0, 1], both), hearing(&[1], zero)], &windows);
+        assert_eq!(d.frames_expected, (3 + 4) + 4);
+        assert_eq!(d.frames_received, 6 + 4);
+        assert_eq!(d.subscribers_with_loss, 1);
+        assert!((d.worst_frame_loss_pct - 100.0 / 7.0).abs() < 1e-9);
+        // Participant 2 lost the 3 packets of video 501, seen in the span of its sequence
+        // numbers; participant 0 lost nothing.
+        assert_eq!(d.packets_received, (8 + 1 + 6 + 1) + (9 + 1));
+        assert_eq!(d.packets_expected, (8 + 1 + 9 + 1) + (9 + 1));
+        assert_eq!(d.delays_us.len(), 10);
+        assert_eq!(d.delays_us.first(), Some(&1000));
+        assert_eq!(d.delays_us.last(), Some(&9000));
+        assert_eq!(d.video_by_layer, [2 + 2 + 1, 2, 0]);
     }
 }

@@ -1,6 +1,7 @@
 //! The server under test (the release `convene` binary as a child process, SQLite in a temporary
-//! directory, a bench API key, media on an ephemeral UDP port advertised on 127.0.0.1) and the
-//! process figures read from /proc: CPU time of a process and UDP receive-buffer drops per port.
+//! directory, a bench API key, media on an ephemeral UDP port advertised on 127.0.0.1, as many
+//! media threads as asked or the server's default) and the process figures read from /proc: CPU
+//! time of a process and UDP receive-buffer drops per port or per process.
 
 use std::path::Path;
 use std::process::Command;
@@ -17,12 +18,21 @@ pub struct Server {
 }
 
 impl Server {
-    /// The release binary `bin`, with subscriber bandwidth estimation on if `subscriber_bwe`.
-    pub async fn start(bin: &Path, subscriber_bwe: bool) -> anyhow::Result<Server> {
+    /// The release binary `bin`, with subscriber bandwidth estimation on if `subscriber_bwe`, and
+    /// `threads` media threads (`CONVENE_RTC_THREADS`, the engine's shards) if set.
+    pub async fn start(
+        bin: &Path,
+        subscriber_bwe: bool,
+        threads: Option<usize>,
+    ) -> anyhow::Result<Server> {
         let process = ChildServer::start(&convene_missing(bin), |port, dir| {
             let mut command = convene_command(bin, port, dir, KEY, SECRET);
             command.env("CONVENE_RTC_NODE_IP", "127.0.0.1");
             command.env("CONVENE_RTC_SUBSCRIBER_BWE", subscriber_bwe.to_string());
+            match threads {
+                Some(threads) => command.env("CONVENE_RTC_THREADS", threads.to_string()),
+                None => command.env_remove("CONVENE_RTC_THREADS"),
+            };
             command
         })
         .await?;
@@ -100,20 +110,42 @@ pub fn clock_ticks() -> u64 {
 /// Datagrams the kernel dropped because a socket's receive buffer was full, summed over the
 /// IPv4 UDP sockets bound to `ports` (the `drops` column of /proc/net/udp).
 pub fn udp_drops(ports: &[u16]) -> u64 {
+    read_udp_drops(|port, _| ports.contains(&port))
+}
+
+/// The same over the IPv4 UDP sockets process `pid` holds (the server's media sockets), found by
+/// their inodes in /proc/<pid>/fd.
+pub fn process_udp_drops(pid: u32) -> u64 {
+    let inodes: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let inode = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            inode.parse().ok()
+        })
+        .collect();
+    read_udp_drops(|_, inode| inodes.contains(&inode))
+}
+
+/// The drops of the sockets of /proc/net/udp that `counted(port, inode)` picks.
+fn read_udp_drops(counted: impl Fn(u16, u64) -> bool) -> u64 {
     std::fs::read_to_string("/proc/net/udp")
-        .map(|table| parse_udp_drops(&table, ports))
+        .map(|table| parse_udp_drops(&table, counted))
         .unwrap_or(0)
 }
 
-fn parse_udp_drops(table: &str, ports: &[u16]) -> u64 {
+fn parse_udp_drops(table: &str, counted: impl Fn(u16, u64) -> bool) -> u64 {
     table
         .lines()
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let inode: u64 = fields.get(9)?.parse().ok()?;
             let drops: u64 = fields.last()?.parse().ok()?;
-            ports.contains(&port).then_some(drops)
+            counted(port, inode).then_some(drops)
         })
         .sum()
 }
@@ -130,14 +162,16 @@ mod tests {
     }
 
     #[test]
-    fn sums_drops_of_the_given_ports() {
+    fn sums_drops_of_the_given_ports_or_inodes() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
   1: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 1 2 0000000000000000 3\n\
   2: 0100007F:0050 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 1 2 0000000000000000 5\n\
-  3: 00000000:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 1 2 0000000000000000 7\n";
-        assert_eq!(parse_udp_drops(table, &[8080]), 10);
-        assert_eq!(parse_udp_drops(table, &[80, 8080]), 15);
-        assert_eq!(parse_udp_drops(table, &[81]), 0);
+  3: 00000000:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 4 2 0000000000000000 7\n";
+        let ports = |ports: &'static [u16]| move |port, _| ports.contains(&port);
+        assert_eq!(parse_udp_drops(table, ports(&[8080])), 10);
+        assert_eq!(parse_udp_drops(table, ports(&[80, 8080])), 15);
+        assert_eq!(parse_udp_drops(table, ports(&[81])), 0);
+        assert_eq!(parse_udp_drops(table, |_, inode| inode == 4), 7);
     }
 
     #[test]

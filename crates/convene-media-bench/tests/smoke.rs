@@ -1,12 +1,13 @@
-//! Smoke test: the generator joins a real server (the `convene` binary cargo built next to this
+//! Smoke tests: the generator joins a real server (the `convene` binary cargo built next to this
 //! crate's binary, or `CONVENE_BIN`) with one publisher and two subscribers, over UDP then over
-//! ICE-TCP, and reports media that really flowed through the SFU, over TCP in the TCP run.
+//! ICE-TCP, and reports media that really flowed through the SFU, over TCP in the TCP run; and it
+//! runs a meeting of two rooms of 4, everyone publishing simulcast and hearing the 3 others.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-#[test]
-fn two_subscribers_receive_the_publishers_media_over_udp_and_over_tcp() {
+/// Runs the bench with `args` (and the server binary) and returns its stdout; fails if it did.
+fn bench(args: &[&str]) -> String {
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_convene-media-bench"));
     let convene = std::env::var_os("CONVENE_BIN")
         .map(PathBuf::from)
@@ -18,17 +19,14 @@ fn two_subscribers_receive_the_publishers_media_over_udp_and_over_tcp() {
     );
     let output = Command::new(&bench)
         .args([
-            "--subscribers",
-            "2",
             "--seconds",
             "2",
             "--settle-seconds",
             "1",
             "--ready-timeout",
             "20",
-            "--transport",
-            "both",
         ])
+        .args(args)
         .arg("--convene-bin")
         .arg(&convene)
         .output()
@@ -36,8 +34,14 @@ fn two_subscribers_receive_the_publishers_media_over_udp_and_over_tcp() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
-    let udp = summary(&stdout, "UDP");
-    let tcp = summary(&stdout, "TCP");
+    stdout.into_owned()
+}
+
+#[test]
+fn two_subscribers_receive_the_publishers_media_over_udp_and_over_tcp() {
+    let stdout = bench(&["--subscribers", "2", "--transport", "both"]);
+    let udp = summary(&stdout, "n=2 UDP:");
+    let tcp = summary(&stdout, "n=2 TCP:");
     for (line, run) in [&udp, &tcp] {
         assert!(
             run.video >= 30 && run.audio >= 50,
@@ -60,6 +64,48 @@ fn two_subscribers_receive_the_publishers_media_over_udp_and_over_tcp() {
     );
 }
 
+#[test]
+fn everyone_in_two_meetings_of_four_hears_the_three_others() {
+    // A light bitrate keeps the debug build's server and clients well within the machine; the
+    // thread count only names the run in an older server, which ignores it.
+    let stdout = bench(&[
+        "--rooms",
+        "2",
+        "--rtc-threads",
+        "2",
+        "--transport",
+        "udp",
+        "--video-kbps",
+        "300",
+    ]);
+    let (line, run) = summary(&stdout, "rooms=2 UDP threads=2:");
+    // 8 publishers, each heard by the 3 others of its room.
+    assert!(
+        run.video >= 8 * 30 && run.audio >= 8 * 50,
+        "the publishers sent too little: {line}"
+    );
+    assert_eq!(run.frames_expected, 3 * (run.video + run.audio), "{line}");
+    assert!(
+        run.frames_received > 0 && run.packets_received >= run.frames_received,
+        "no media reached the participants: {line}"
+    );
+    assert_eq!(run.failed, 0, "{line}");
+    // The table's row: 2 rooms, 8 participants, 2 threads, and video from the simulcast layers.
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| 2 | 8 | 2 | UDP |"))
+        .unwrap_or_else(|| panic!("no meeting row:\n{stdout}"));
+    let layers: Vec<u64> = row
+        .split('|')
+        .nth(14)
+        .expect("the layers column")
+        .split('/')
+        .map(|n| n.trim().parse().expect("a frame count"))
+        .collect();
+    assert_eq!(layers.len(), 3, "{row}");
+    assert!(layers.iter().sum::<u64>() > 0, "no video layer: {row}");
+}
+
 struct Summary {
     video: u64,
     audio: u64,
@@ -70,21 +116,20 @@ struct Summary {
     failed: u64,
 }
 
-/// "n=2 UDP: frames sent V video + A audio (K keyframes, R of them requested); frames expected E
-/// received F; RTP packets expected P received Q; packets read over TCP T; failed subscribers X"
-fn summary(stdout: &str, transport: &str) -> (String, Summary) {
-    let prefix = format!("n=2 {transport}:");
+/// The summary line that starts with `prefix` ("n=2 UDP:", "rooms=2 UDP threads=2:"), then "frames
+/// sent V video + A audio (K keyframes, R of them requested); frames expected E received F; RTP
+/// packets expected P received Q; packets read over TCP T; failed participants X".
+fn summary(stdout: &str, prefix: &str) -> (String, Summary) {
     let line = stdout
         .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no {transport} summary line:\n{stdout}"));
-    let numbers: Vec<u64> = line
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} summary line:\n{stdout}"));
+    let numbers: Vec<u64> = line[prefix.len()..]
         .split(|c: char| !c.is_ascii_digit())
         .filter(|s| !s.is_empty())
         .filter_map(|s| s.parse().ok())
         .collect();
     let [
-        _,
         video,
         audio,
         _,

@@ -1,0 +1,230 @@
+//! The meeting workload's report: its table, and `--capacity`, the search for the most rooms of
+//! 4 the server carries within the targets (frame loss under 0.1%, delay p99 at most 100 ms),
+//! for each thread count and transport.
+
+use std::collections::BTreeMap;
+
+use crate::peer::Transport;
+use crate::report::percentile;
+use crate::workload::{Figures, ROOM_SIZE, Setup, Workload};
+use crate::{Args, ms, print_summaries, run};
+
+/// Frame loss a run must stay under, in percent.
+const MAX_FRAME_LOSS_PCT: f64 = 0.1;
+/// Delay p99 a run must stay at or under, in microseconds.
+const MAX_DELAY_P99_US: u32 = 100_000;
+
+/// Whether a run met the targets, with every participant through and media counted.
+fn within_targets(f: &Figures) -> bool {
+    let d = &f.delivery;
+    d.frames_expected > 0
+        && d.frame_loss_pct() < MAX_FRAME_LOSS_PCT
+        && percentile(&d.delays_us, 99.0) <= MAX_DELAY_P99_US
+        && f.failed_participants == 0
+}
+
+/// The meeting runs `all` under `title`, one row each, then what each sent and received.
+pub fn print_table(title: &str, all: &[Figures], args: &Args) {
+    let p = args.publishing();
+    let threads = args.threads_column();
+    println!();
+    println!("{title}");
+    println!(
+        "Each participant: VP8 in three simulcast layers at {} fps (f: {} kbps, h: half of it and half the width and height, q: a",
+        p.fps, args.video_kbps
+    );
+    println!(
+        "quarter), a keyframe every {} frames, Opus {} B every 20 ms; it hears the {} others of its room (auto-subscribe).",
+        p.gop,
+        p.audio_bytes,
+        ROOM_SIZE - 1
+    );
+    println!(
+        "Counted as for the fan-out, per publisher's track and receiver; layers: video frames received from each layer."
+    );
+    println!();
+    println!(
+        "| rooms | participants |{} transport | window | server CPU | server CPU / packet | packets forwarded | frame loss | RTP loss | delay p50 | delay p99 | delay max | layers q / h / f | bench CPU | client socket drops | server socket drops | targets |",
+        threads.head()
+    );
+    println!(
+        "|---:|---:|{}---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
+        threads.align()
+    );
+    for f in all {
+        let d = &f.delivery;
+        let [q, h, full] = d.video_by_layer;
+        println!(
+            "| {} | {} |{} {} | {:.1} s | {:.0}% | {:.2} µs | {:.0}/s | {:.3}% | {:.3}% | {} | {} | {} | {q} / {h} / {full} | {:.0}% | {} | {} | {} |",
+            f.setup.workload.count(),
+            f.participants,
+            threads.cell(f.setup.threads),
+            f.setup.transport,
+            f.wall.as_secs_f64(),
+            f.cpu_pct(f.server_cpu),
+            f.server_us_per_packet(),
+            f.packets_per_second(),
+            d.frame_loss_pct(),
+            d.packet_loss_pct(),
+            ms(percentile(&d.delays_us, 50.0)),
+            ms(percentile(&d.delays_us, 99.0)),
+            ms(d.delays_us.last().copied().unwrap_or(0)),
+            f.cpu_pct(f.bench_cpu),
+            f.client_socket_drops,
+            f.server_socket_drops,
+            if within_targets(f) { "met" } else { "missed" },
+        );
+    }
+    print_summaries(all);
+}
+
+/// What one room count gave: the run's figures, or `None` if the run failed.
+type Outcome = Option<Figures>;
+
+/// The end of one capacity search.
+struct Capacity {
+    transport: Transport,
+    threads: Option<usize>,
+    /// The most rooms that met the targets (0 if one room did not), and that run.
+    rooms: usize,
+    at: Outcome,
+    /// The fewest rooms above it that missed them, and that run.
+    next: usize,
+    above: Outcome,
+}
+
+/// `--capacity`: for each transport and thread count, the most rooms within the targets,
+/// searched from the `listed` runs. Prints the probes' table, a capacity line each, and each
+/// thread count's capacity against the first one's.
+pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Result<()> {
+    let mut probes = Vec::new();
+    let mut found = Vec::new();
+    for &transport in args.transport.list() {
+        for threads in args.thread_counts() {
+            found.push(search(transport, threads, listed, args, ticks, &mut probes).await);
+        }
+    }
+    if !probes.is_empty() {
+        print_table("Capacity probes (--capacity)", &probes, args);
+    }
+    println!();
+    for c in &found {
+        let names = match c.threads {
+            Some(threads) => format!("{}, CONVENE_RTC_THREADS={threads}", c.transport),
+            None => c.transport.to_string(),
+        };
+        println!(
+            "capacity: {} rooms of {ROOM_SIZE} ({names}: {}; {} rooms: {})",
+            c.rooms,
+            c.at.as_ref()
+                .map_or_else(|| "not even one room met the targets".to_owned(), describe),
+            c.next,
+            c.above
+                .as_ref()
+                .map_or_else(|| "the run failed".to_owned(), describe),
+        );
+    }
+    let [first, rest @ ..] = &args.rtc_threads[..] else {
+        return Ok(());
+    };
+    for &transport in args.transport.list() {
+        let rooms = |k: usize| {
+            found
+                .iter()
+                .find(|c| c.transport == transport && c.threads == Some(k))
+                .map_or(0, |c| c.rooms)
+        };
+        let base = rooms(*first);
+        for &k in rest {
+            let ratio = if base == 0 {
+                "n/a".to_owned()
+            } else {
+                format!("{:.2}", rooms(k) as f64 / base as f64)
+            };
+            println!(
+                "capacity(threads={k}) / capacity(threads={first}) over {transport}: {ratio} ({} / {base} rooms)",
+                rooms(k)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One search: from the `listed` runs of this transport and thread count, the largest passing
+/// room count under the smallest failing one; doubled until a count fails, then bisected until
+/// the two are within 5% (or one room) of each other. Each probe runs on a fresh server and is
+/// added to `probes`; a probe that fails to run counts as missing the targets.
+async fn search(
+    transport: Transport,
+    threads: Option<usize>,
+    listed: &[Figures],
+    args: &Args,
+    ticks: u64,
+    probes: &mut Vec<Figures>,
+) -> Capacity {
+    let mut known: BTreeMap<usize, Outcome> = listed
+        .iter()
+        .filter(|f| f.setup.transport == transport && f.setup.threads == threads)
+        .map(|f| (f.setup.workload.count(), Some(f.clone())))
+        .collect();
+    let passes = |o: &Outcome| o.as_ref().is_some_and(within_targets);
+    let mut hi = known.iter().find(|(_, o)| !passes(o)).map(|(&m, _)| m);
+    let mut lo = known
+        .iter()
+        .filter(|&(&m, o)| passes(o) && hi.is_none_or(|hi| m < hi))
+        .map(|(&m, _)| m)
+        .next_back()
+        .unwrap_or(0);
+    let next = loop {
+        let rooms = match hi {
+            None if lo == 0 => 1,
+            None => lo * 2,
+            Some(hi) if hi - lo > 1 && (hi - lo) * 20 > lo => (lo + hi) / 2,
+            Some(hi) => break hi,
+        };
+        let setup = Setup {
+            workload: Workload::Meeting { rooms },
+            transport,
+            threads,
+        };
+        let outcome = match run(setup, args, ticks).await {
+            Ok(figures) => {
+                probes.push(figures.clone());
+                Some(figures)
+            }
+            Err(e) => {
+                eprintln!("[{setup}] the probe failed: {e:#}");
+                None
+            }
+        };
+        if passes(&outcome) {
+            lo = rooms;
+        } else {
+            hi = Some(rooms);
+        }
+        known.insert(rooms, outcome);
+    };
+    Capacity {
+        transport,
+        threads,
+        rooms: lo,
+        at: known.remove(&lo).flatten(),
+        next,
+        above: known.remove(&next).flatten(),
+    }
+}
+
+/// A run's figures in a line: how much was forwarded at what cost, loss and delay.
+fn describe(f: &Figures) -> String {
+    let d = &f.delivery;
+    format!(
+        "{} participants, {:.0} packets forwarded/s, server CPU {:.0}%, {:.2} µs per packet, frame loss {:.3}%, delay p99 {}, bench CPU {:.0}%",
+        f.participants,
+        f.packets_per_second(),
+        f.cpu_pct(f.server_cpu),
+        f.server_us_per_packet(),
+        d.frame_loss_pct(),
+        ms(percentile(&d.delays_us, 99.0)),
+        f.cpu_pct(f.bench_cpu),
+    )
+}

@@ -1,0 +1,361 @@
+//! The workloads, and one run of one: a fresh server, the participants joined, a steady window
+//! measured.
+//!
+//! - Fan-out: one publisher (VP8 in one layer, Opus) and N subscribers in one room.
+//! - Meeting: M rooms of [`ROOM_SIZE`] participants; each publishes Opus and VP8 in three
+//!   simulcast layers (rids q, h, f) and is auto-subscribed to everyone else in its room, so it
+//!   is publisher and subscriber at once (one signalling connection, two peer connections).
+//!
+//! Every frame carries its publisher's number, counter and send time, so each receiver measures
+//! loss and delay per publisher's track ([`crate::report`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use tokio::task::JoinHandle;
+
+use crate::Args;
+use crate::peer::{self, Publish, Publishing, Role, Sent, SentCount, Shared, Transport};
+use crate::report::{self, Delivery, Received, Recording, Window};
+use crate::server::{self, Server};
+
+/// Participants in each room of the meeting workload.
+pub const ROOM_SIZE: usize = 4;
+/// The fan-out's room.
+const FANOUT_ROOM: &str = "media-bench";
+
+/// Who is in the rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// One publisher and this many subscribers in one room.
+    Fanout { subscribers: usize },
+    /// This many rooms of [`ROOM_SIZE`], everyone publishing with simulcast and subscribing.
+    Meeting { rooms: usize },
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Workload::Fanout { subscribers } => write!(f, "n={subscribers}"),
+            Workload::Meeting { rooms } => write!(f, "rooms={rooms}"),
+        }
+    }
+}
+
+/// One participant to join.
+struct Joiner {
+    room: String,
+    identity: String,
+    role: Role,
+}
+
+impl Workload {
+    /// The number that names it: subscribers of the fan-out, rooms of the meeting.
+    pub fn count(self) -> usize {
+        match self {
+            Workload::Fanout { subscribers } => subscribers,
+            Workload::Meeting { rooms } => rooms,
+        }
+    }
+
+    /// The participants in join stages: every publisher of a stage is publishing before the
+    /// next stage joins. A participant's subscriber connection uses `transport`, except the
+    /// fan-out publisher's.
+    fn stages(self, transport: Transport, media: &Publishing) -> Vec<Vec<Joiner>> {
+        match self {
+            Workload::Fanout { subscribers } => {
+                let publisher = Joiner {
+                    room: FANOUT_ROOM.to_owned(),
+                    identity: "publisher".to_owned(),
+                    role: Role {
+                        publish: Some(Publish {
+                            source: 0,
+                            media: media.clone(),
+                            simulcast: false,
+                        }),
+                        hears: Vec::new(),
+                        transport: Transport::Udp,
+                    },
+                };
+                let subscribers = (0..subscribers)
+                    .map(|i| Joiner {
+                        room: FANOUT_ROOM.to_owned(),
+                        identity: format!("sub-{i:03}"),
+                        role: Role {
+                            publish: None,
+                            hears: vec![0],
+                            transport,
+                        },
+                    })
+                    .collect();
+                vec![vec![publisher], subscribers]
+            }
+            Workload::Meeting { rooms } => {
+                let everyone = (0..rooms * ROOM_SIZE)
+                    .map(|i| {
+                        let (room, seat) = (i / ROOM_SIZE, i % ROOM_SIZE);
+                        let first = room * ROOM_SIZE;
+                        let others = (first..first + ROOM_SIZE).filter(|&j| j != i);
+                        Joiner {
+                            room: format!("meeting-{room:03}"),
+                            identity: format!("m{room:03}-p{seat}"),
+                            role: Role {
+                                publish: Some(Publish {
+                                    source: i as u32,
+                                    media: media.clone(),
+                                    simulcast: true,
+                                }),
+                                hears: others.map(|j| j as u32).collect(),
+                                transport,
+                            },
+                        }
+                    })
+                    .collect();
+                vec![everyone]
+            }
+        }
+    }
+}
+
+/// What to run: a workload over a transport, on a server with `threads` media threads
+/// (`CONVENE_RTC_THREADS`; the server's default if `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setup {
+    pub workload: Workload,
+    pub transport: Transport,
+    pub threads: Option<usize>,
+}
+
+impl fmt::Display for Setup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.workload, self.transport)?;
+        match self.threads {
+            Some(threads) => write!(f, " threads={threads}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Clone)]
+pub struct Figures {
+    pub setup: Setup,
+    /// Participants joined (publishers and subscribers).
+    pub participants: usize,
+    pub wall: Duration,
+    pub server_cpu: Duration,
+    pub bench_cpu: Duration,
+    pub delivery: Delivery,
+    /// Frames sent in the window, summed over publishers (a video frame counts once, however
+    /// many simulcast layers it was sent on).
+    pub frames_sent_video: u64,
+    pub frames_sent_audio: u64,
+    pub keyframes_in_window: u64,
+    pub requested_keyframes_in_window: u64,
+    /// Datagrams dropped at the participants' UDP sockets and at the server's (full receive
+    /// buffers), from the window's start to a second after its end.
+    pub client_socket_drops: u64,
+    pub server_socket_drops: u64,
+    /// RFC 4571 frames the participants read over TCP in the window (0 over UDP).
+    pub tcp_frames_in_window: u64,
+    pub failed_participants: usize,
+}
+
+impl Figures {
+    /// Server CPU time per RTP packet delivered to a receiver, in microseconds.
+    pub fn server_us_per_packet(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / (self.delivery.packets_received.max(1)) as f64
+    }
+
+    pub fn packets_per_second(&self) -> f64 {
+        self.delivery.packets_received as f64 / self.wall.as_secs_f64()
+    }
+
+    pub fn cpu_pct(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 100.0 / self.wall.as_secs_f64()
+    }
+}
+
+/// A participant's task, and whose media it should have received.
+struct Joined {
+    identity: String,
+    hears: Vec<u32>,
+    task: JoinHandle<anyhow::Result<Vec<Received>>>,
+}
+
+/// Fails if any participant's task has ended (they run until the window is over).
+fn none_stopped(joined: &[Joined]) -> anyhow::Result<()> {
+    match joined.iter().find(|p| p.task.is_finished()) {
+        Some(p) => bail!("{} stopped early", p.identity),
+        None => Ok(()),
+    }
+}
+
+async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !done()? {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Run `setup` on a fresh server: join the participants stage by stage, wait until everyone
+/// receives what it should, let it settle, then measure a window of `args.seconds`.
+pub async fn run(setup: Setup, args: &Args, ticks: u64) -> anyhow::Result<Figures> {
+    let server = Server::start(&args.convene_bin, args.subscriber_bwe, setup.threads).await?;
+    let server_pid = server.pid();
+    let bench_pid = std::process::id();
+    let stages = setup.workload.stages(setup.transport, &args.publishing());
+    let publishers = stages
+        .iter()
+        .flatten()
+        .filter(|j| j.role.publish.is_some())
+        .count();
+    let shared = Arc::new(Shared::new(args.recv_buffer, publishers));
+    // Every participant stops when the run ends, even on an error.
+    let _stop = shared.stop.clone().drop_guard();
+    let timeout = Duration::from_secs(args.ready_timeout);
+    let started = Instant::now();
+
+    let mut joined: Vec<Joined> = Vec::new();
+    for stage in stages {
+        let sources: Vec<u32> = stage
+            .iter()
+            .filter_map(|j| j.role.publish.as_ref().map(|p| p.source))
+            .collect();
+        for joiner in stage {
+            let token = server::token(
+                &joiner.room,
+                &joiner.identity,
+                joiner.role.publish.is_some(),
+            )?;
+            joined.push(Joined {
+                identity: joiner.identity,
+                hears: joiner.role.hears.clone(),
+                task: tokio::spawn(peer::run(
+                    server.rtc_url(&token),
+                    joiner.role,
+                    shared.clone(),
+                )),
+            });
+            tokio::time::sleep(Duration::from_millis(args.join_interval_ms)).await;
+        }
+        wait_until(
+            &format!("{} publishers' media to flow", sources.len()),
+            timeout,
+            || {
+                none_stopped(&joined)?;
+                Ok(sources
+                    .iter()
+                    .all(|&s| shared.sent[s as usize].publishing.load(Ordering::Acquire)))
+            },
+        )
+        .await?;
+    }
+    let receivers = joined.iter().filter(|p| !p.hears.is_empty()).count();
+    wait_until(
+        &format!("{receivers} participants to receive video and audio from everyone they hear"),
+        timeout,
+        || {
+            none_stopped(&joined)?;
+            Ok(shared.ready.load(Ordering::Acquire) >= receivers)
+        },
+    )
+    .await?;
+    eprintln!(
+        "[{setup}] all participants receive media after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
+
+    // The window.
+    let ports = shared.ports.lock().expect("ports lock").clone();
+    shared.recording.store(true, Ordering::Release);
+    let sent_start: Vec<SentCount> = shared.sent.iter().map(Sent::count).collect();
+    let drops_start = (
+        server::udp_drops(&ports),
+        server::process_udp_drops(server_pid),
+    );
+    let tcp_frames_start = shared.tcp_frames_in.load(Ordering::Acquire);
+    let (server_cpu_start, bench_cpu_start) = (
+        server::cpu_time(server_pid, ticks)?,
+        server::cpu_time(bench_pid, ticks)?,
+    );
+    let window_start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let (server_cpu_end, bench_cpu_end) = (
+        server::cpu_time(server_pid, ticks)?,
+        server::cpu_time(bench_pid, ticks)?,
+    );
+    let wall = window_start.elapsed();
+    let tcp_frames_end = shared.tcp_frames_in.load(Ordering::Acquire);
+    let sent_end: Vec<SentCount> = shared.sent.iter().map(Sent::count).collect();
+    // Let the window's last frames arrive (or be retransmitted), then stop everyone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let drops_end = (
+        server::udp_drops(&ports),
+        server::process_udp_drops(server_pid),
+    );
+    shared.stop.cancel();
+
+    let mut recordings = Vec::with_capacity(joined.len());
+    let mut failed = 0;
+    for p in joined {
+        let records = match tokio::time::timeout(Duration::from_secs(10), p.task).await {
+            Ok(Ok(Ok(records))) => records,
+            Ok(Ok(Err(e))) => {
+                eprintln!("[{setup}] {} failed: {e:#}", p.identity);
+                failed += 1;
+                Vec::new()
+            }
+            _ => {
+                eprintln!("[{setup}] {} did not stop", p.identity);
+                failed += 1;
+                Vec::new()
+            }
+        };
+        recordings.push(Recording {
+            hears: p.hears,
+            records,
+        });
+    }
+    drop(server);
+
+    let windows: Vec<Window> = sent_start
+        .iter()
+        .zip(&sent_end)
+        .map(|(start, end)| Window {
+            video: start.video..end.video,
+            audio: start.audio..end.audio,
+        })
+        .collect();
+    let in_window = |count: fn(&SentCount) -> u64| {
+        sent_end.iter().map(count).sum::<u64>() - sent_start.iter().map(count).sum::<u64>()
+    };
+    Ok(Figures {
+        setup,
+        participants: recordings.len(),
+        wall,
+        server_cpu: server_cpu_end.saturating_sub(server_cpu_start),
+        bench_cpu: bench_cpu_end.saturating_sub(bench_cpu_start),
+        delivery: report::deliver(&recordings, &windows),
+        frames_sent_video: in_window(|c| c.video),
+        frames_sent_audio: in_window(|c| c.audio),
+        keyframes_in_window: in_window(|c| c.keyframes),
+        requested_keyframes_in_window: in_window(|c| c.keyframes_requested),
+        client_socket_drops: drops_end.0.saturating_sub(drops_start.0),
+        server_socket_drops: drops_end.1.saturating_sub(drops_start.1),
+        tcp_frames_in_window: tcp_frames_end - tcp_frames_start,
+        failed_participants: failed,
+    })
+}
