@@ -39,7 +39,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-use crate::peer::{Publishing, Transport, client_config, loopback_socket};
+use crate::peer::{Publishing, Transport, client_config, client_socket};
 use crate::server;
 
 /// Largest payload of one synthetic RTP packet: a delta frame makes 6 packets and a keyframe 27,
@@ -373,7 +373,7 @@ fn run_sender(
 ) -> anyhow::Result<FloorFigures> {
     let (transport, server_addr, clients, sink) = match ends {
         ServerEnds::Udp(clients) => {
-            let socket = loopback_socket(1 << 20)?;
+            let socket = client_socket(Ipv4Addr::LOCALHOST, 1 << 20)?;
             let server_addr = socket.local_addr()?;
             let state = quinn_udp::UdpSocketState::new((&socket).into())?;
             let batcher = Batcher::new(state.max_gso_segments());
@@ -546,7 +546,7 @@ pub async fn run(
     let (ends, clients) = match transport {
         Transport::Udp => {
             let sockets = (0..n)
-                .map(|_| loopback_socket(recv_buffer))
+                .map(|_| client_socket(Ipv4Addr::LOCALHOST, recv_buffer))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let addrs = sockets
                 .iter()

@@ -15,13 +15,20 @@
 //! (VP8 in three simulcast layers, Opus) and hear each other, measured the same way; with
 //! `--capacity`, the most rooms the server carries within the targets ([`meeting`]). With
 //! `--rtc-threads`, every run is repeated for each count of server media threads.
+//!
+//! With `--servers convene,janus`, every UDP run is repeated on Janus's VideoRoom (Debian's
+//! `janus`, [`janus`]) as the peer SFU: the same participants and media joined through Janus's
+//! own signalling ([`signalling`]), in the same tables with a server column, followed by convene
+//! / Janus ratios (server CPU per packet, and capacity with `--capacity`).
 
 mod floor;
+mod janus;
 mod meeting;
 mod payload;
 mod peer;
 mod report;
 mod server;
+mod signalling;
 mod workload;
 
 use std::path::PathBuf;
@@ -32,6 +39,7 @@ use clap::Parser;
 
 use peer::{Publishing, Transport};
 use report::percentile;
+use server::Sfu;
 use workload::{Figures, Setup, Workload};
 
 /// The fan-out's subscriber counts when no workload is named.
@@ -62,6 +70,10 @@ struct Args {
     /// Length of the measured window, in seconds.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// The servers measured, each run on a fresh server process: convene, and Janus's VideoRoom
+    /// plugin (Debian's `janus` on PATH, one event loop per core), over UDP only.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "convene")]
+    servers: Vec<Sfu>,
     /// The convene binary (build with `cargo build --release -p convene`).
     #[arg(long, default_value = "target/release/convene")]
     convene_bin: PathBuf,
@@ -155,14 +167,31 @@ impl Args {
         }
     }
 
-    /// Every setup of `workloads`, in run order: each workload over each transport, with each
-    /// thread count (so the runs compared are next to each other).
+    /// The servers run over `transport` and their thread counts: convene with each thread
+    /// count, then Janus (over UDP only) with its own.
+    fn servers_over(&self, transport: Transport) -> Vec<(Sfu, Option<usize>)> {
+        let mut servers = Vec::new();
+        for &server in &self.servers {
+            match server {
+                Sfu::Convene => {
+                    servers.extend(self.thread_counts().into_iter().map(|t| (server, t)))
+                }
+                Sfu::Janus if transport == Transport::Udp => servers.push((server, None)),
+                Sfu::Janus => {}
+            }
+        }
+        servers
+    }
+
+    /// Every setup of `workloads`, in run order: each workload over each transport, on each
+    /// server with each thread count (so the runs compared are next to each other).
     fn setups(&self, workloads: impl IntoIterator<Item = Workload>) -> Vec<Setup> {
         let mut setups = Vec::new();
         for workload in workloads {
             for &transport in self.transport.list() {
-                for threads in self.thread_counts() {
+                for (server, threads) in self.servers_over(transport) {
                     setups.push(Setup {
+                        server,
                         workload,
                         transport,
                         threads,
@@ -194,12 +223,74 @@ impl ThreadsColumn {
         if self.0 { "---:|" } else { "" }
     }
 
-    /// A row's cell: the run's thread count.
+    /// A row's cell: the run's thread count ("-" for Janus, which has its own).
     fn cell(self, threads: Option<usize>) -> String {
         match threads {
-            Some(threads) if self.0 => format!(" {threads} |"),
-            _ => String::new(),
+            _ if !self.0 => String::new(),
+            Some(threads) => format!(" {threads} |"),
+            None => " - |".to_owned(),
         }
+    }
+}
+
+/// What the tables' readers need to know of the servers in `all`: where the clients were, and
+/// how Janus was configured.
+fn print_servers(all: &[Figures]) {
+    for server in [Sfu::Convene, Sfu::Janus] {
+        let Some(f) = all.iter().find(|f| f.setup.server == server) else {
+            continue;
+        };
+        match server {
+            Sfu::Convene => println!(
+                "convene: the release binary, its clients' sockets on {}.",
+                f.client_ip
+            ),
+            Sfu::Janus => println!(
+                "janus: Debian's janus, VideoRoom plugin, event_loops = {} (one per core), its clients' sockets on {} (Janus does no ICE on 127.0.0.1; the kernel carries it over loopback all the same), joined through its HTTP API; UDP only.",
+                server::janus_event_loops(),
+                f.client_ip
+            ),
+        }
+    }
+}
+
+/// For each convene run of `all` that has a Janus run of the same workload and transport: convene
+/// / Janus server CPU per packet (the target: at most 0.5 at 200 subscribers), with
+/// their loss and delay.
+fn print_ratios(all: &[Figures]) {
+    for convene in all.iter().filter(|f| f.setup.server == Sfu::Convene) {
+        let Some(janus) = all.iter().find(|f| {
+            f.setup.server == Sfu::Janus
+                && (f.setup.workload, f.setup.transport)
+                    == (convene.setup.workload, convene.setup.transport)
+        }) else {
+            continue;
+        };
+        let ratio = convene.server_us_per_packet() / janus.server_us_per_packet();
+        let target = if convene.setup.workload == (Workload::Fanout { subscribers: 200 }) {
+            format!(
+                " (target at 200 subscribers: at most 0.5: {})",
+                if ratio <= 0.5 { "met" } else { "missed" }
+            )
+        } else {
+            String::new()
+        };
+        let threads = convene
+            .setup
+            .threads
+            .map(|t| format!(" threads={t}"))
+            .unwrap_or_default();
+        println!(
+            "{} {}{threads}: convene / janus server CPU per packet {ratio:.2} ({:.2} / {:.2} µs){target}; frame loss {:.3}% / {:.3}%; delay p99 {} / {}",
+            convene.setup.workload,
+            convene.setup.transport,
+            convene.server_us_per_packet(),
+            janus.server_us_per_packet(),
+            convene.delivery.frame_loss_pct(),
+            janus.delivery.frame_loss_pct(),
+            ms(percentile(&convene.delivery.delays_us, 99.0)),
+            ms(percentile(&janus.delivery.delays_us, 99.0)),
+        );
     }
 }
 
@@ -242,20 +333,22 @@ fn print_table(all: &[Figures], args: &Args) {
     println!(
         "write of a frame -> subscriber's str0m hands over the reassembled frame (one process, one clock)."
     );
+    print_servers(all);
     println!();
     println!(
-        "| subscribers |{} transport | window | packets forwarded | server CPU | server CPU / packet | frame loss | RTP loss | subscribers with loss | delay p50 | delay p99 | delay max | video p99 | audio p99 | bench CPU | client socket drops | server socket drops |",
+        "| subscribers | server |{} transport | window | packets forwarded | server CPU | server CPU / packet | frame loss | RTP loss | subscribers with loss | delay p50 | delay p99 | delay max | video p99 | audio p99 | bench CPU | client socket drops | server socket drops |",
         threads.head()
     );
     println!(
-        "|---:|{}---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|{}---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         threads.align()
     );
     for f in all {
         let d = &f.delivery;
         println!(
-            "| {} |{} {} | {:.1} s | {} ({:.0}/s) | {:.0}% | {:.2} µs | {:.3}% | {:.3}% | {} (worst {:.2}%) | {} | {} | {} | {} | {} | {:.0}% | {} | {} |",
+            "| {} | {} |{} {} | {:.1} s | {} ({:.0}/s) | {:.0}% | {:.2} µs | {:.3}% | {:.3}% | {} (worst {:.2}%) | {} | {} | {} | {} | {} | {:.0}% | {} | {} |",
             f.setup.workload.count(),
+            f.setup.server,
             threads.cell(f.setup.threads),
             f.setup.transport,
             f.wall.as_secs_f64(),
@@ -300,10 +393,10 @@ fn print_table(all: &[Figures], args: &Args) {
             );
         }
     }
-    for f in all
-        .iter()
-        .filter(|f| f.setup.workload == Workload::Fanout { subscribers: 200 })
-    {
+    print_ratios(all);
+    for f in all.iter().filter(|f| {
+        f.setup.server == Sfu::Convene && f.setup.workload == Workload::Fanout { subscribers: 200 }
+    }) {
         println!(
             "targets at {}: server CPU per packet {:.2} µs (target <= 5 µs: {}); frame loss {:.3}% (target: none: {})",
             f.setup,
@@ -395,10 +488,18 @@ async fn main() -> anyhow::Result<()> {
     if args.seconds == 0 || args.fps == 0 {
         bail!("--seconds and --fps must be above zero");
     }
-    if !args.convene_bin.exists() {
+    if args.servers.contains(&Sfu::Convene) && !args.convene_bin.exists() {
         bail!(
             "{} does not exist (build it with cargo build --release -p convene)",
             args.convene_bin.display()
+        );
+    }
+    if args.servers.is_empty() {
+        bail!("--servers names at least one server");
+    }
+    if args.servers.contains(&Sfu::Janus) && args.transport != Transports::Udp {
+        println!(
+            "Janus runs over UDP only (ICE-TCP with Janus is out of scope): the TCP runs are convene's alone."
         );
     }
     let ticks = server::clock_ticks();
@@ -407,7 +508,7 @@ async fn main() -> anyhow::Result<()> {
     let mut floors = Vec::new();
     for setup in args.setups(fanouts.map(|subscribers| Workload::Fanout { subscribers })) {
         let figures = run(setup, &args, ticks).await?;
-        if args.floor {
+        if args.floor && setup.server == Sfu::Convene {
             let n = setup.workload.count();
             let floor = floor::run(
                 n,

@@ -1,13 +1,17 @@
 //! The meeting workload's report: its table, and `--capacity`, the search for the most rooms of
-//! 4 the server carries within the targets (frame loss under 0.1%, delay p99 at most 100 ms),
-//! for each thread count and transport.
+//! 4 a server carries within the targets (frame loss under 0.1%, delay p99 at most 100 ms),
+//! for each server, thread count and transport, and convene's capacity against Janus's.
 
 use std::collections::BTreeMap;
 
 use crate::peer::Transport;
 use crate::report::percentile;
+use crate::server::Sfu;
 use crate::workload::{Figures, ROOM_SIZE, Setup, Workload};
-use crate::{Args, ms, print_summaries, run};
+use crate::{Args, ms, print_ratios, print_servers, print_summaries, run};
+
+/// The capacity convene should reach against Janus's (rooms, convene / Janus).
+const CAPACITY_TARGET_RATIO: f64 = 2.0;
 
 /// Frame loss a run must stay under, in percent.
 const MAX_FRAME_LOSS_PCT: f64 = 0.1;
@@ -34,7 +38,7 @@ pub fn print_table(title: &str, all: &[Figures], args: &Args) {
         p.fps, args.video_kbps
     );
     println!(
-        "quarter), a keyframe every {} frames, Opus {} B every 20 ms; it hears the {} others of its room (auto-subscribe).",
+        "quarter), a keyframe every {} frames, Opus {} B every 20 ms; it hears the {} others of its room (convene: auto-subscribe; janus: one multistream subscription).",
         p.gop,
         p.audio_bytes,
         ROOM_SIZE - 1
@@ -42,22 +46,24 @@ pub fn print_table(title: &str, all: &[Figures], args: &Args) {
     println!(
         "Counted as for the fan-out, per publisher's track and receiver; layers: video frames received from each layer."
     );
+    print_servers(all);
     println!();
     println!(
-        "| rooms | participants |{} transport | window | server CPU | server CPU / packet | packets forwarded | frame loss | RTP loss | delay p50 | delay p99 | delay max | layers q / h / f | bench CPU | client socket drops | server socket drops | targets |",
+        "| rooms | participants | server |{} transport | window | server CPU | server CPU / packet | packets forwarded | frame loss | RTP loss | delay p50 | delay p99 | delay max | layers q / h / f | bench CPU | client socket drops | server socket drops | targets |",
         threads.head()
     );
     println!(
-        "|---:|---:|{}---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
+        "|---:|---:|---|{}---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
         threads.align()
     );
     for f in all {
         let d = &f.delivery;
         let [q, h, full] = d.video_by_layer;
         println!(
-            "| {} | {} |{} {} | {:.1} s | {:.0}% | {:.2} µs | {:.0}/s | {:.3}% | {:.3}% | {} | {} | {} | {q} / {h} / {full} | {:.0}% | {} | {} | {} |",
+            "| {} | {} | {} |{} {} | {:.1} s | {:.0}% | {:.2} µs | {:.0}/s | {:.3}% | {:.3}% | {} | {} | {} | {q} / {h} / {full} | {:.0}% | {} | {} | {} |",
             f.setup.workload.count(),
             f.participants,
+            f.setup.server,
             threads.cell(f.setup.threads),
             f.setup.transport,
             f.wall.as_secs_f64(),
@@ -76,6 +82,7 @@ pub fn print_table(title: &str, all: &[Figures], args: &Args) {
         );
     }
     print_summaries(all);
+    print_ratios(all);
 }
 
 /// What one room count gave: the run's figures, or `None` if the run failed.
@@ -83,6 +90,7 @@ type Outcome = Option<Figures>;
 
 /// The end of one capacity search.
 struct Capacity {
+    server: Sfu,
     transport: Transport,
     threads: Option<usize>,
     /// The most rooms that met the targets (0 if one room did not), and that run.
@@ -93,15 +101,21 @@ struct Capacity {
     above: Outcome,
 }
 
-/// `--capacity`: for each transport and thread count, the most rooms within the targets,
-/// searched from the `listed` runs. Prints the probes' table, a capacity line each, and each
-/// thread count's capacity against the first one's.
+/// `--capacity`: for each transport, server and thread count, the most rooms within the
+/// targets, searched from the `listed` runs. Prints the probes' table, a capacity line each,
+/// each thread count's capacity against the first one's, and convene's against Janus's.
 pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Result<()> {
     let mut probes = Vec::new();
     let mut found = Vec::new();
     for &transport in args.transport.list() {
-        for threads in args.thread_counts() {
-            found.push(search(transport, threads, listed, args, ticks, &mut probes).await);
+        for (server, threads) in args.servers_over(transport) {
+            let setup = |rooms| Setup {
+                server,
+                workload: Workload::Meeting { rooms },
+                transport,
+                threads,
+            };
+            found.push(search(setup, listed, args, ticks, &mut probes).await);
         }
     }
     if !probes.is_empty() {
@@ -110,8 +124,11 @@ pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Re
     println!();
     for c in &found {
         let names = match c.threads {
-            Some(threads) => format!("{}, CONVENE_RTC_THREADS={threads}", c.transport),
-            None => c.transport.to_string(),
+            Some(threads) => format!(
+                "{}, {}, CONVENE_RTC_THREADS={threads}",
+                c.server, c.transport
+            ),
+            None => format!("{}, {}", c.server, c.transport),
         };
         println!(
             "capacity: {} rooms of {ROOM_SIZE} ({names}: {}; {} rooms: {})",
@@ -124,6 +141,31 @@ pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Re
                 .map_or_else(|| "the run failed".to_owned(), describe),
         );
     }
+    for convene in found.iter().filter(|c| c.server == Sfu::Convene) {
+        let Some(janus) = found
+            .iter()
+            .find(|c| c.server == Sfu::Janus && c.transport == convene.transport)
+        else {
+            continue;
+        };
+        let met =
+            convene.rooms > 0 && convene.rooms as f64 >= CAPACITY_TARGET_RATIO * janus.rooms as f64;
+        let names = match convene.threads {
+            Some(threads) => format!("{}, CONVENE_RTC_THREADS={threads}", convene.transport),
+            None => convene.transport.to_string(),
+        };
+        println!(
+            "capacity convene / janus ({names}): {} ({} / {} rooms; target at least {CAPACITY_TARGET_RATIO:.0}: {})",
+            if janus.rooms == 0 {
+                "n/a".to_owned()
+            } else {
+                format!("{:.2}", convene.rooms as f64 / janus.rooms as f64)
+            },
+            convene.rooms,
+            janus.rooms,
+            if met { "met" } else { "missed" },
+        );
+    }
     let [first, rest @ ..] = &args.rtc_threads[..] else {
         return Ok(());
     };
@@ -131,7 +173,9 @@ pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Re
         let rooms = |k: usize| {
             found
                 .iter()
-                .find(|c| c.transport == transport && c.threads == Some(k))
+                .find(|c| {
+                    c.server == Sfu::Convene && c.transport == transport && c.threads == Some(k)
+                })
                 .map_or(0, |c| c.rooms)
         };
         let base = rooms(*first);
@@ -150,21 +194,27 @@ pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Re
     Ok(())
 }
 
-/// One search: from the `listed` runs of this transport and thread count, the largest passing
-/// room count under the smallest failing one; doubled until a count fails, then bisected until
-/// the two are within 5% (or one room) of each other. Each probe runs on a fresh server and is
-/// added to `probes`; a probe that fails to run counts as missing the targets.
+/// One search: from the `listed` runs of the setup `setup(rooms)` gives (its server, transport and
+/// thread count), the largest passing room count under the smallest failing one; doubled until a
+/// count fails, then bisected until the two are within 5% (or one room) of each other. Each probe
+/// runs on a fresh server and is added to `probes`; a probe that fails to run counts as missing
+/// the targets.
 async fn search(
-    transport: Transport,
-    threads: Option<usize>,
+    setup: impl Fn(usize) -> Setup,
     listed: &[Figures],
     args: &Args,
     ticks: u64,
     probes: &mut Vec<Figures>,
 ) -> Capacity {
+    let Setup {
+        server,
+        transport,
+        threads,
+        ..
+    } = setup(0);
     let mut known: BTreeMap<usize, Outcome> = listed
         .iter()
-        .filter(|f| f.setup.transport == transport && f.setup.threads == threads)
+        .filter(|f| f.setup == setup(f.setup.workload.count()))
         .map(|f| (f.setup.workload.count(), Some(f.clone())))
         .collect();
     let passes = |o: &Outcome| o.as_ref().is_some_and(within_targets);
@@ -182,11 +232,7 @@ async fn search(
             Some(hi) if hi - lo > 1 && (hi - lo) * 20 > lo => (lo + hi) / 2,
             Some(hi) => break hi,
         };
-        let setup = Setup {
-            workload: Workload::Meeting { rooms },
-            transport,
-            threads,
-        };
+        let setup = setup(rooms);
         let outcome = match run(setup, args, ticks).await {
             Ok(figures) => {
                 probes.push(figures.clone());
@@ -205,6 +251,7 @@ async fn search(
         known.insert(rooms, outcome);
     };
     Capacity {
+        server,
         transport,
         threads,
         rooms: lo,

@@ -1,26 +1,24 @@
-//! One bench participant, as a LiveKit client without a browser: the `/rtc` signalling WebSocket
-//! (protobuf `SignalRequest` / `SignalResponse`) and str0m peer connections, each on its own UDP
-//! socket on 127.0.0.1, or, for a subscriber over TCP, on one TCP connection to the server's
-//! passive ICE-TCP candidate (RFC 6544, packets framed by RFC 4571). A publishing participant
-//! offers a VP8 track (one layer, or three simulcast layers as livekit-client sends a camera) and
-//! an Opus track on its publisher peer connection and sends synthetic frames on a fixed schedule;
-//! every participant answers the server's offers on its subscriber peer connection and records
-//! each frame it receives (publisher, counter, delay, RTP sequence numbers).
+//! One bench participant without a browser: str0m peer connections, each on its own UDP socket
+//! on the run's client address ([`Shared::client_ip`]: 127.0.0.1 for convene, the host's own
+//! address for Janus), or, for a subscriber over TCP, on one TCP connection to the server's
+//! passive ICE-TCP candidate (RFC 6544, packets framed by RFC 4571), and the server's signalling
+//! ([`crate::signalling`]: LiveKit's WebSocket for convene, the VideoRoom's HTTP API for Janus).
+//! A publishing participant offers a VP8 track (one layer, or three simulcast layers as
+//! livekit-client sends a camera) and an Opus track on its publisher peer connection and sends
+//! synthetic frames on a fixed schedule; every participant answers the server's offers on its
+//! subscriber peer connection and records each frame it receives (publisher, counter, delay, RTP
+//! sequence numbers). The media is the same whatever the server; only the signalling differs.
 //!
 //! Each participant is one tokio task that owns its `Rtc`s (no locks): it waits on its sockets,
-//! its WebSocket and the earliest timer, feeds str0m, and drains `poll_output` after every input.
+//! its signalling and the earliest timer, feeds str0m, and drains `poll_output` after every input.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures::{SinkExt, StreamExt};
 use livekit_protocol as proto;
-use prost::Message as _;
-use proto::signal_request::Message as Req;
-use proto::signal_response::Message as Resp;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
@@ -31,18 +29,20 @@ use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UdpSocket};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
 use convene_sfu::framing::{self, FrameReader};
 
 use crate::payload::{self, Kind, Stamp};
 use crate::report::Received;
+use crate::signalling::{Join, PublisherOffer, Signal, Signalling};
 
-const VIDEO_CID: &str = "bench-camera";
-const AUDIO_CID: &str = "bench-microphone";
+/// The video track's id (its `msid` track id, and LiveKit's `cid` for it).
+pub const VIDEO_CID: &str = "bench-camera";
+/// The audio track's id.
+pub const AUDIO_CID: &str = "bench-microphone";
 /// The picture size of the video track (of its full layer with simulcast).
-const FULL_SIZE: (u16, u16) = (640, 360);
+pub const FULL_SIZE: (u16, u16) = (640, 360);
 /// livekit-client's three camera layers: rid, quality, and how many times smaller than the full
 /// layer each is in width, in height and in bitrate.
 const SIMULCAST_LAYERS: [(&str, proto::VideoQuality, u16); 3] = [
@@ -87,6 +87,8 @@ pub struct Shared {
     pub stop: CancellationToken,
     /// SO_RCVBUF asked for on every client socket.
     pub recv_buffer: usize,
+    /// The address every client UDP socket is bound to (and its host candidate is on).
+    pub client_ip: Ipv4Addr,
     /// The local UDP ports of every client socket (for the kernel's drop counters).
     pub ports: Mutex<Vec<u16>>,
     /// Participants that have received video and audio from every publisher they hear.
@@ -101,13 +103,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The state of a run with `publishers` publishers.
-    pub fn new(recv_buffer: usize, publishers: usize) -> Shared {
+    /// The state of a run with `publishers` publishers, its clients' sockets on `client_ip`.
+    pub fn new(recv_buffer: usize, publishers: usize, client_ip: Ipv4Addr) -> Shared {
         Shared {
             epoch: Instant::now(),
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
             stop: CancellationToken::new(),
             recv_buffer,
+            client_ip,
             ports: Mutex::new(Vec::new()),
             ready: AtomicUsize::new(0),
             sent: (0..publishers).map(|_| Sent::default()).collect(),
@@ -189,15 +192,15 @@ pub struct Publish {
 }
 
 /// One encoding of the video track: its only one, or a simulcast layer.
-struct Layer {
+pub struct Layer {
     /// `None` without simulcast.
     rid: Option<Rid>,
-    quality: proto::VideoQuality,
-    size: (u16, u16),
+    pub quality: proto::VideoQuality,
+    pub size: (u16, u16),
     keyframe_bytes: usize,
     delta_bytes: usize,
     /// Bits per second the frame sizes make.
-    bitrate: u32,
+    pub bitrate: u32,
 }
 
 impl Layer {
@@ -226,17 +229,6 @@ impl Layer {
                 .collect()
         } else {
             vec![layer(None, proto::VideoQuality::High, 1)]
-        }
-    }
-
-    /// The layer as the AddTrackRequest announces it (as livekit-client does: no ssrc, no rid).
-    fn announced(&self) -> proto::VideoLayer {
-        proto::VideoLayer {
-            quality: self.quality as i32,
-            width: u32::from(self.size.0),
-            height: u32::from(self.size.1),
-            bitrate: self.bitrate,
-            ..Default::default()
         }
     }
 }
@@ -273,14 +265,14 @@ struct Pc {
     /// Our one host candidate.
     candidate: Candidate,
     next_timeout: Instant,
-    candidate_sent: bool,
 }
 
 impl Pc {
     fn new(shared: &Shared, now: Instant, transport: Transport) -> anyhow::Result<Pc> {
         let (link, candidate) = match transport {
             Transport::Udp => {
-                let socket = bind_udp(shared.recv_buffer)?;
+                let socket =
+                    UdpSocket::from_std(client_socket(shared.client_ip, shared.recv_buffer)?)?;
                 let local = socket.local_addr()?;
                 shared.ports.lock().expect("ports lock").push(local.port());
                 (Link::Udp(socket), Candidate::host(local, "udp")?)
@@ -308,7 +300,6 @@ impl Pc {
             link,
             candidate,
             next_timeout: now,
-            candidate_sent: false,
         })
     }
 
@@ -450,20 +441,6 @@ impl Pc {
             }
         }
     }
-
-    /// Our one host candidate as LiveKit trickle JSON.
-    fn trickle(&mut self, target: proto::SignalTarget) -> anyhow::Result<Option<Req>> {
-        if self.candidate_sent {
-            return Ok(None);
-        }
-        self.candidate_sent = true;
-        let init = serde_json::json!({"candidate": self.candidate.to_sdp_string(), "sdpMid": "0", "sdpMLineIndex": 0});
-        Ok(Some(Req::Trickle(proto::TrickleRequest {
-            candidate_init: init.to_string(),
-            target: target as i32,
-            r#final: false,
-        })))
-    }
 }
 
 /// The str0m configuration of a benchmark client: Opus and VP8, str0m's default extensions.
@@ -475,14 +452,9 @@ pub fn client_config(crypto: Arc<CryptoProvider>) -> RtcConfig {
         .enable_vp8(true)
 }
 
-/// A [`loopback_socket`] registered with tokio.
-fn bind_udp(recv_buffer: usize) -> anyhow::Result<UdpSocket> {
-    Ok(UdpSocket::from_std(loopback_socket(recv_buffer)?)?)
-}
-
-/// A non-blocking UDP socket on 127.0.0.1 with a receive buffer of `recv_buffer` bytes (as far
-/// as the kernel's rmem_max allows).
-pub fn loopback_socket(recv_buffer: usize) -> anyhow::Result<std::net::UdpSocket> {
+/// A non-blocking UDP socket on an ephemeral port of `ip` with a receive buffer of
+/// `recv_buffer` bytes (as far as the kernel's rmem_max allows).
+pub fn client_socket(ip: Ipv4Addr, recv_buffer: usize) -> anyhow::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::DGRAM,
@@ -490,7 +462,9 @@ pub fn loopback_socket(recv_buffer: usize) -> anyhow::Result<std::net::UdpSocket
     )?;
     let _ = socket.set_recv_buffer_size(recv_buffer);
     socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
+    socket
+        .bind(&SocketAddr::from((ip, 0)).into())
+        .with_context(|| format!("binding a client UDP socket on {ip}"))?;
     Ok(socket.into())
 }
 
@@ -531,34 +505,6 @@ async fn receive_batch(
         }
     }
     Ok(())
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn send(ws: &mut Ws, message: Req) -> anyhow::Result<()> {
-    let request = proto::SignalRequest {
-        message: Some(message),
-    };
-    ws.send(WsMessage::Binary(request.encode_to_vec().into()))
-        .await
-        .context("signalling send")
-}
-
-/// The next SignalResponse, or None when the socket closed.
-fn decode(message: WsMessage) -> anyhow::Result<Option<Resp>> {
-    match message {
-        WsMessage::Binary(bytes) => Ok(proto::SignalResponse::decode(bytes.as_ref())?.message),
-        WsMessage::Close(frame) => bail!("the server closed the signalling connection: {frame:?}"),
-        _ => Ok(None),
-    }
 }
 
 /// A publisher's sending state.
@@ -766,40 +712,16 @@ impl Recorder {
     }
 }
 
-/// Announce the tracks of `publish` (with its simulcast layers) and offer them on a new
-/// publisher connection; its sender starts once the answer is in and the connection is up.
+/// Offer the tracks of `publish` (with its simulcast layers) on a new publisher connection,
+/// through `signalling`; its sender starts once the answer is in and the connection is up.
 async fn start_publishing(
-    ws: &mut Ws,
+    signalling: &mut Signalling,
     publish: Publish,
     shared: &Shared,
     now: Instant,
 ) -> anyhow::Result<(Pc, Sender)> {
     let mut pc = Pc::new(shared, now, Transport::Udp)?;
     let layers = Layer::all(&publish.media, publish.simulcast);
-    let video = proto::AddTrackRequest {
-        cid: VIDEO_CID.to_owned(),
-        name: VIDEO_CID.to_owned(),
-        r#type: proto::TrackType::Video as i32,
-        source: proto::TrackSource::Camera as i32,
-        width: u32::from(FULL_SIZE.0),
-        height: u32::from(FULL_SIZE.1),
-        layers: if publish.simulcast {
-            layers.iter().map(Layer::announced).collect()
-        } else {
-            Vec::new()
-        },
-        ..Default::default()
-    };
-    let audio = proto::AddTrackRequest {
-        cid: AUDIO_CID.to_owned(),
-        name: AUDIO_CID.to_owned(),
-        r#type: proto::TrackType::Audio as i32,
-        source: proto::TrackSource::Microphone as i32,
-        ..Default::default()
-    };
-    for add in [video, audio] {
-        send(ws, Req::AddTrack(add)).await?;
-    }
     let simulcast = publish.simulcast.then(|| {
         let mut simulcast = Simulcast::new();
         for rid in layers.iter().filter_map(|l| l.rid) {
@@ -823,19 +745,14 @@ async fn start_publishing(
         None,
     );
     let (offer, pending) = api.apply().context("no publisher offer")?;
-    send(
-        ws,
-        Req::Offer(proto::SessionDescription {
-            r#type: "offer".into(),
+    signalling
+        .publish(PublisherOffer {
             sdp: offer.to_sdp_string(),
-            id: 1,
-            ..Default::default()
-        }),
-    )
-    .await?;
-    if let Some(trickle) = pc.trickle(proto::SignalTarget::Publisher)? {
-        send(ws, trickle).await?;
-    }
+            candidate: &pc.candidate,
+            layers: &layers,
+            simulcast: publish.simulcast,
+        })
+        .await?;
     pc.drain(&mut Vec::new())?;
     let sender = Sender {
         source: publish.source,
@@ -856,34 +773,15 @@ async fn start_publishing(
     Ok((pc, sender))
 }
 
-/// Join with `url`, play `role` until `shared.stop`, and return what was recorded.
-pub async fn run(url: String, role: Role, shared: Arc<Shared>) -> anyhow::Result<Vec<Received>> {
-    let (mut ws, _) = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio_tungstenite::connect_async(url.as_str()),
-    )
-    .await
-    .context("signalling connect timed out")?
-    .context("signalling connect")?;
-    let join = loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .context("no JoinResponse within 10 s")?;
-        let message = message.context("closed before the JoinResponse")??;
-        match decode(message)? {
-            Some(Resp::Join(join)) => break join,
-            Some(Resp::Leave(leave)) => bail!("refused: {leave:?}"),
-            _ => continue,
-        }
-    };
-    let ping_interval = Duration::from_secs(join.ping_interval.max(1) as u64);
-    let mut next_ping = Instant::now() + ping_interval;
-
+/// Join by `join`, play `role` until `shared.stop`, and return what was recorded.
+pub async fn run(join: Join, role: Role, shared: Arc<Shared>) -> anyhow::Result<Vec<Received>> {
+    let source = role.publish.as_ref().map(|p| p.source);
+    let mut signalling = Signalling::connect(join, source, &role.hears).await?;
     let now = Instant::now();
     let mut subscriber = Pc::new(&shared, now, role.transport)?;
     let (mut publisher, mut sender) = match role.publish {
         Some(publish) => {
-            let (pc, sender) = start_publishing(&mut ws, publish, &shared, now).await?;
+            let (pc, sender) = start_publishing(&mut signalling, publish, &shared, now).await?;
             (Some(pc), Some(sender))
         }
         None => (None, None),
@@ -895,14 +793,16 @@ pub async fn run(url: String, role: Role, shared: Arc<Shared>) -> anyhow::Result
     let mut events = Vec::new();
     let mut pub_events = Vec::new();
     loop {
-        let mut deadline = subscriber.next_timeout.min(next_ping);
+        let mut deadline = subscriber.next_timeout;
+        if let Some(due) = signalling.due() {
+            deadline = deadline.min(due);
+        }
         if let Some(pc) = &publisher {
             deadline = deadline.min(pc.next_timeout);
         }
         if let Some(due) = sender.as_ref().and_then(Sender::next_due) {
             deadline = deadline.min(due);
         }
-        let mut outgoing: Vec<Req> = Vec::new();
         tokio::select! {
             _ = shared.stop.cancelled() => break,
             received = subscriber.incoming(&mut sub_buf) => {
@@ -912,35 +812,24 @@ pub async fn run(url: String, role: Role, shared: Arc<Shared>) -> anyhow::Result
                 let pc = publisher.as_mut().expect("only polled with a publisher");
                 receive_batch(pc, received?, &mut pub_buf, &mut pub_events, &shared).await?;
             }
-            message = ws.next() => {
-                let message = message.context("the server closed the signalling connection")??;
-                match decode(message)? {
-                    Some(Resp::Offer(offer)) => {
-                        let parsed = SdpOffer::from_sdp_string(&offer.sdp)?;
-                        let answer = subscriber.rtc.sdp_api().accept_offer(parsed)?;
-                        outgoing.push(Req::Answer(proto::SessionDescription { r#type: "answer".into(), sdp: answer.to_sdp_string(), id: offer.id, ..Default::default() }));
-                        outgoing.extend(subscriber.trickle(proto::SignalTarget::Subscriber)?);
-                    }
-                    Some(Resp::Answer(answer)) => {
-                        let (Some(pc), Some(sender)) = (publisher.as_mut(), sender.as_mut()) else { bail!("an answer without an offer") };
-                        let pending = sender.pending.take().context("a second answer")?;
-                        pc.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer.sdp)?)?;
-                        sender.pts = Some((payload_type(&mut pc.rtc, sender.video_mid, Codec::Vp8)?, payload_type(&mut pc.rtc, sender.audio_mid, Codec::Opus)?));
-                    }
-                    Some(Resp::Leave(leave)) => bail!("the server sent leave: {leave:?}"),
-                    _ => {}
+            signal = signalling.next() => match signal? {
+                Signal::SubscriberOffer { sdp, id } => {
+                    let parsed = SdpOffer::from_sdp_string(&sdp).context("the server's offer")?;
+                    let answer = subscriber.rtc.sdp_api().accept_offer(parsed)?;
+                    signalling.answer(id, answer.to_sdp_string(), &subscriber.candidate).await?;
                 }
-            }
+                Signal::PublisherAnswer(sdp) => {
+                    let (Some(pc), Some(sender)) = (publisher.as_mut(), sender.as_mut()) else { bail!("an answer without an offer") };
+                    let pending = sender.pending.take().context("a second answer")?;
+                    let answer = SdpAnswer::from_sdp_string(&sdp).context("the server's answer")?;
+                    pc.rtc.sdp_api().accept_answer(pending, answer)?;
+                    sender.pts = Some((payload_type(&mut pc.rtc, sender.video_mid, Codec::Vp8)?, payload_type(&mut pc.rtc, sender.audio_mid, Codec::Opus)?));
+                }
+            },
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
         let now = Instant::now();
-        if now >= next_ping {
-            next_ping = now + ping_interval;
-            outgoing.push(Req::PingReq(proto::Ping {
-                timestamp: unix_ms(),
-                rtt: 0,
-            }));
-        }
+        signalling.keep_alive(now).await?;
         if now >= subscriber.next_timeout {
             subscriber.rtc.handle_input(Input::Timeout(now))?;
         }
@@ -975,11 +864,7 @@ pub async fn run(url: String, role: Role, shared: Arc<Shared>) -> anyhow::Result
                 recorder.on_media(&data, &shared);
             }
         }
-        for request in outgoing {
-            send(&mut ws, request).await?;
-        }
     }
-    let _ = send(&mut ws, Req::Leave(proto::LeaveRequest::default())).await;
-    let _ = ws.close(None).await;
+    signalling.leave().await;
     Ok(recorder.records)
 }

@@ -110,8 +110,12 @@ pub fn percentile(sorted: &[u32], p: f64) -> u32 {
 }
 
 /// Fold every participant's records into the window's figures, `windows[source]` being what
-/// publisher `source` sent in it. A frame counts once per receiver even if it was somehow
-/// delivered twice; frames of publishers a participant does not hear are not counted.
+/// publisher `source` sent in it; frames of publishers a participant does not hear are not
+/// counted. A frame counts once per receiver, the first time it came, even if it came again:
+/// in the same packets, or in other packets (Janus forwards the frame again from the simulcast
+/// layer it switches a subscriber to). The packets of such a second delivery are neither
+/// credited to the server (packets received) nor, since they are in the span of the track's
+/// sequence numbers, counted as lost.
 pub fn deliver(recordings: &[Recording], windows: &[Window]) -> Delivery {
     let mut out = Delivery::default();
     for recording in recordings {
@@ -130,23 +134,35 @@ pub fn deliver(recordings: &[Recording], windows: &[Window]) -> Delivery {
                         .contains(&r.counter)
             })
             .collect();
+        // A stable sort: each frame's deliveries stay in arrival order.
         in_window.sort_by_key(|r| (r.source, r.kind, r.counter));
-        in_window.dedup_by_key(|r| (r.source, r.kind, r.counter));
+        // Every delivery in distinct packets.
+        in_window.dedup_by_key(|r| (r.source, r.kind, r.counter, r.first_seq));
+        let mut frames = in_window.clone();
+        frames.dedup_by_key(|r| (r.source, r.kind, r.counter));
         out.frames_expected += expected;
-        out.frames_received += in_window.len() as u64;
-        let missed = expected.saturating_sub(in_window.len() as u64);
+        out.frames_received += frames.len() as u64;
+        let missed = expected.saturating_sub(frames.len() as u64);
         if missed > 0 {
             out.subscribers_with_loss += 1;
             out.worst_frame_loss_pct = out.worst_frame_loss_pct.max(pct(missed, expected));
         }
-        // One track per publisher and kind, in order after the sort.
-        for track in in_window.chunk_by(|a, b| (a.source, a.kind) == (b.source, b.kind)) {
-            let (first, last) = (track[0], track[track.len() - 1]);
-            out.packets_received += track.iter().map(|r| u64::from(r.packets)).sum::<u64>();
-            let end = last.first_seq + u64::from(last.packets);
-            out.packets_expected += end.saturating_sub(first.first_seq);
-        }
-        for r in &in_window {
+        let packets = |records: &[&Received]| records.iter().map(|r| u64::from(r.packets)).sum();
+        let credited: u64 = packets(&frames);
+        let again: u64 = packets(&in_window) - credited;
+        out.packets_received += credited;
+        // One track per publisher and kind, in order after the sort: the span of its sequence
+        // numbers, less the packets of frames that came again.
+        let span: u64 = in_window
+            .chunk_by(|a, b| (a.source, a.kind) == (b.source, b.kind))
+            .map(|track| {
+                let start = track.iter().map(|r| r.first_seq).min().unwrap_or(0);
+                let end = track.iter().map(|r| r.first_seq + u64::from(r.packets));
+                end.max().unwrap_or(0).saturating_sub(start)
+            })
+            .sum();
+        out.packets_expected += span.saturating_sub(again);
+        for r in &frames {
             out.delays_us.push(r.delay_us);
             match r.kind {
                 Kind::Video => {
@@ -299,5 +315,31 @@ mod tests {
         assert_eq!(d.delays_us.first(), Some(&1000));
         assert_eq!(d.delays_us.last(), Some(&9000));
         assert_eq!(d.video_by_layer, [2 + 2 + 1, 2, 0]);
+    }
+
+    #[test]
+    fn a_frame_sent_again_from_another_layer_counts_once_and_is_not_lost() {
+        let window = Window {
+            video: 10..13,
+            audio: 0..0,
+        };
+        let on = |layer, r: Received| Received { layer, ..r };
+        // As Janus switches the subscriber from layer 0 to layer 2, frame 11 comes from both
+        // (in other packets of the same down track), the first one earlier.
+        let records = vec![
+            on(0, frame(Kind::Video, 10, 50, 1, 1000)),
+            on(0, frame(Kind::Video, 11, 51, 1, 1000)),
+            on(2, frame(Kind::Video, 11, 52, 4, 3000)),
+            on(2, frame(Kind::Video, 12, 56, 4, 1000)),
+        ];
+        let d = deliver(&[hearing(&[0], records)], &[window]);
+        assert_eq!((d.frames_expected, d.frames_received), (3, 3));
+        assert_eq!(d.subscribers_with_loss, 0);
+        // Credited: the first delivery of each frame; the second's 4 packets are not lost.
+        assert_eq!(d.packets_received, 1 + 1 + 4);
+        assert_eq!(d.packets_expected, 10 - 4);
+        assert_eq!(d.packet_loss_pct(), 0.0);
+        assert_eq!(d.delays_us, vec![1000, 1000, 1000]);
+        assert_eq!(d.video_by_layer, [2, 0, 1]);
     }
 }

@@ -1,18 +1,139 @@
-//! The server under test (the release `convene` binary as a child process, SQLite in a temporary
-//! directory, a bench API key, media on an ephemeral UDP port advertised on 127.0.0.1, as many
-//! media threads as asked or the server's default) and the process figures read from /proc: CPU
-//! time of a process and UDP receive-buffer drops per port or per process.
+//! The servers under test and the process figures read from /proc: CPU time of a process and
+//! UDP receive-buffer drops per port or per process.
+//!
+//! - convene: the release binary as a child process, SQLite in a temporary directory, a bench API
+//!   key, media on an ephemeral UDP port advertised on 127.0.0.1, as many media threads as asked
+//!   or the server's default; its clients bind to 127.0.0.1 and join with LiveKit tokens.
+//! - Janus: Debian's `janus` with its VideoRoom plugin ([`crate::janus`]), one event loop per core
+//!   ([`janus_event_loops`]), a room created per room of the run; its clients bind to the host's
+//!   own address (Janus does no ICE on 127.0.0.1) and share one Janus API session.
 
+use std::collections::HashMap;
+use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use convene_bench::{ChildServer, convene_command, convene_missing};
 
+use crate::Args;
+use crate::janus::{Janus, JanusOptions, Session};
+use crate::signalling::Join;
+
 pub const KEY: &str = "APImediabench";
 pub const SECRET: &str = "media-bench-secret-0123456789-0123456789";
 
+/// Which SFU a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sfu {
+    /// convene's embedded SFU, LiveKit signalling.
+    Convene,
+    /// Janus's VideoRoom plugin, its own signalling over HTTP (UDP only).
+    Janus,
+}
+
+impl fmt::Display for Sfu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Sfu::Convene => "convene",
+            Sfu::Janus => "janus",
+        })
+    }
+}
+
+/// Janus's `event_loops` (its media threads, shared by every handle): one per core, as many as
+/// convene's media threads by default.
+pub fn janus_event_loops() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The server of one run, started for it alone.
+pub enum Running {
+    Convene(Server),
+    Janus {
+        /// The run's Janus API session, shared by every participant.
+        session: Arc<Session>,
+        /// The VideoRoom room created for each room name of the run.
+        rooms: HashMap<String, u64>,
+        janus: Janus,
+    },
+}
+
+impl Running {
+    /// Starts `sfu` for a run whose `rooms` are named, with their publisher counts: convene with
+    /// `threads` media threads (and subscriber bandwidth estimation if `args` ask), or Janus with
+    /// [`janus_event_loops`] and a VideoRoom room created for each (numbered from 1, in order).
+    pub async fn start(
+        sfu: Sfu,
+        args: &Args,
+        threads: Option<usize>,
+        rooms: &[(String, usize)],
+    ) -> anyhow::Result<Running> {
+        match sfu {
+            Sfu::Convene => Ok(Running::Convene(
+                Server::start(&args.convene_bin, args.subscriber_bwe, threads).await?,
+            )),
+            Sfu::Janus => {
+                let options = JanusOptions {
+                    event_loops: Some(janus_event_loops()),
+                    ..JanusOptions::default()
+                };
+                let janus = Janus::start(&options).await?;
+                let session = Session::connect(janus.url()).await?;
+                let creator = session.attach().await?;
+                let mut ids = HashMap::new();
+                for (id, (name, publishers)) in (1..).zip(rooms) {
+                    creator
+                        .create_room(id, (*publishers).max(1))
+                        .await
+                        .with_context(|| format!("creating Janus room {id} for {name}"))?;
+                    ids.insert(name.clone(), id);
+                }
+                Ok(Running::Janus {
+                    session: Arc::new(session),
+                    rooms: ids,
+                    janus,
+                })
+            }
+        }
+    }
+
+    /// The server's process id, for its CPU time and socket drops.
+    pub fn pid(&self) -> u32 {
+        match self {
+            Running::Convene(server) => server.pid(),
+            Running::Janus { janus, .. } => janus.pid(),
+        }
+    }
+
+    /// The address the clients bind their UDP sockets to.
+    pub fn client_ip(&self) -> Ipv4Addr {
+        match self {
+            Running::Convene(_) => Ipv4Addr::LOCALHOST,
+            Running::Janus { janus, .. } => janus.ice_address(),
+        }
+    }
+
+    /// How `identity` joins `room` (publishing if `can_publish`).
+    pub fn join(&self, room: &str, identity: &str, can_publish: bool) -> anyhow::Result<Join> {
+        Ok(match self {
+            Running::Convene(server) => Join::LiveKit {
+                url: server.rtc_url(&token(room, identity, can_publish)?),
+            },
+            Running::Janus { session, rooms, .. } => Join::Janus {
+                session: session.clone(),
+                room: *rooms
+                    .get(room)
+                    .with_context(|| format!("no Janus room for {room}"))?,
+            },
+        })
+    }
+}
+
+/// The convene binary running for one run.
 pub struct Server {
     process: ChildServer,
 }

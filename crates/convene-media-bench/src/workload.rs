@@ -1,5 +1,5 @@
-//! The workloads, and one run of one: a fresh server, the participants joined, a steady window
-//! measured.
+//! The workloads, and one run of one: a fresh server (convene or Janus), the participants joined
+//! through its signalling, a steady window measured.
 //!
 //! - Fan-out: one publisher (VP8 in one layer, Opus) and N subscribers in one room.
 //! - Meeting: M rooms of [`ROOM_SIZE`] participants; each publishes Opus and VP8 in three
@@ -10,6 +10,7 @@
 //! loss and delay per publisher's track ([`crate::report`]).
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::Args;
 use crate::peer::{self, Publish, Publishing, Role, Sent, SentCount, Shared, Transport};
 use crate::report::{self, Delivery, Received, Recording, Window};
-use crate::server::{self, Server};
+use crate::server::{self, Running, Sfu};
 
 /// Participants in each room of the meeting workload.
 pub const ROOM_SIZE: usize = 4;
@@ -120,10 +121,11 @@ impl Workload {
     }
 }
 
-/// What to run: a workload over a transport, on a server with `threads` media threads
-/// (`CONVENE_RTC_THREADS`; the server's default if `None`).
+/// What to run: a workload over a transport, on `server`, with `threads` media threads for
+/// convene (`CONVENE_RTC_THREADS`; the server's default if `None`, always for Janus).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Setup {
+    pub server: Sfu,
     pub workload: Workload,
     pub transport: Transport,
     pub threads: Option<usize>,
@@ -131,7 +133,7 @@ pub struct Setup {
 
 impl fmt::Display for Setup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.workload, self.transport)?;
+        write!(f, "{} {} {}", self.server, self.workload, self.transport)?;
         match self.threads {
             Some(threads) => write!(f, " threads={threads}"),
             None => Ok(()),
@@ -145,6 +147,8 @@ pub struct Figures {
     pub setup: Setup,
     /// Participants joined (publishers and subscribers).
     pub participants: usize,
+    /// The address the participants' UDP sockets were bound to.
+    pub client_ip: Ipv4Addr,
     pub wall: Duration,
     pub server_cpu: Duration,
     pub bench_cpu: Duration,
@@ -212,16 +216,22 @@ async fn wait_until(
 /// Run `setup` on a fresh server: join the participants stage by stage, wait until everyone
 /// receives what it should, let it settle, then measure a window of `args.seconds`.
 pub async fn run(setup: Setup, args: &Args, ticks: u64) -> anyhow::Result<Figures> {
-    let server = Server::start(&args.convene_bin, args.subscriber_bwe, setup.threads).await?;
+    let stages = setup.workload.stages(setup.transport, &args.publishing());
+    // Each room and its publishers, in order of appearance.
+    let mut rooms: Vec<(String, usize)> = Vec::new();
+    for joiner in stages.iter().flatten() {
+        let publishes = usize::from(joiner.role.publish.is_some());
+        match rooms.iter_mut().find(|(room, _)| *room == joiner.room) {
+            Some((_, publishers)) => *publishers += publishes,
+            None => rooms.push((joiner.room.clone(), publishes)),
+        }
+    }
+    let publishers = rooms.iter().map(|(_, publishers)| publishers).sum();
+    let server = Running::start(setup.server, args, setup.threads, &rooms).await?;
     let server_pid = server.pid();
     let bench_pid = std::process::id();
-    let stages = setup.workload.stages(setup.transport, &args.publishing());
-    let publishers = stages
-        .iter()
-        .flatten()
-        .filter(|j| j.role.publish.is_some())
-        .count();
-    let shared = Arc::new(Shared::new(args.recv_buffer, publishers));
+    let client_ip = server.client_ip();
+    let shared = Arc::new(Shared::new(args.recv_buffer, publishers, client_ip));
     // Every participant stops when the run ends, even on an error.
     let _stop = shared.stop.clone().drop_guard();
     let timeout = Duration::from_secs(args.ready_timeout);
@@ -234,7 +244,7 @@ pub async fn run(setup: Setup, args: &Args, ticks: u64) -> anyhow::Result<Figure
             .filter_map(|j| j.role.publish.as_ref().map(|p| p.source))
             .collect();
         for joiner in stage {
-            let token = server::token(
+            let join = server.join(
                 &joiner.room,
                 &joiner.identity,
                 joiner.role.publish.is_some(),
@@ -242,11 +252,7 @@ pub async fn run(setup: Setup, args: &Args, ticks: u64) -> anyhow::Result<Figure
             joined.push(Joined {
                 identity: joiner.identity,
                 hears: joiner.role.hears.clone(),
-                task: tokio::spawn(peer::run(
-                    server.rtc_url(&token),
-                    joiner.role,
-                    shared.clone(),
-                )),
+                task: tokio::spawn(peer::run(join, joiner.role, shared.clone())),
             });
             tokio::time::sleep(Duration::from_millis(args.join_interval_ms)).await;
         }
@@ -345,6 +351,7 @@ pub async fn run(setup: Setup, args: &Args, ticks: u64) -> anyhow::Result<Figure
     Ok(Figures {
         setup,
         participants: recordings.len(),
+        client_ip,
         wall,
         server_cpu: server_cpu_end.saturating_sub(server_cpu_start),
         bench_cpu: bench_cpu_end.saturating_sub(bench_cpu_start),

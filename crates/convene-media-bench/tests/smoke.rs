@@ -1,7 +1,8 @@
 //! Smoke tests: the generator joins a real server (the `convene` binary cargo built next to this
 //! crate's binary, or `CONVENE_BIN`) with one publisher and two subscribers, over UDP then over
-//! ICE-TCP, and reports media that really flowed through the SFU, over TCP in the TCP run; and it
-//! runs a meeting of two rooms of 4, everyone publishing simulcast and hearing the 3 others.
+//! ICE-TCP, and reports media that really flowed through the SFU, over TCP in the TCP run; it
+//! runs a meeting of two rooms of 4, everyone publishing simulcast and hearing the 3 others; and
+//! it runs both workloads, smaller, on Janus's VideoRoom (skipped when `janus` is not installed).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,8 +41,8 @@ fn bench(args: &[&str]) -> String {
 #[test]
 fn two_subscribers_receive_the_publishers_media_over_udp_and_over_tcp() {
     let stdout = bench(&["--subscribers", "2", "--transport", "both"]);
-    let udp = summary(&stdout, "n=2 UDP:");
-    let tcp = summary(&stdout, "n=2 TCP:");
+    let udp = summary(&stdout, "convene n=2 UDP:");
+    let tcp = summary(&stdout, "convene n=2 TCP:");
     for (line, run) in [&udp, &tcp] {
         assert!(
             run.video >= 30 && run.audio >= 50,
@@ -78,7 +79,7 @@ fn everyone_in_two_meetings_of_four_hears_the_three_others() {
         "--video-kbps",
         "300",
     ]);
-    let (line, run) = summary(&stdout, "rooms=2 UDP threads=2:");
+    let (line, run) = summary(&stdout, "convene rooms=2 UDP threads=2:");
     // 8 publishers, each heard by the 3 others of its room.
     assert!(
         run.video >= 8 * 30 && run.audio >= 8 * 50,
@@ -91,19 +92,76 @@ fn everyone_in_two_meetings_of_four_hears_the_three_others() {
     );
     assert_eq!(run.failed, 0, "{line}");
     // The table's row: 2 rooms, 8 participants, 2 threads, and video from the simulcast layers.
-    let row = stdout
+    let layers = layers(&stdout, "| 2 | 8 | convene | 2 | UDP |", 15);
+    assert!(layers.iter().sum::<u64>() > 0, "no video layer: {layers:?}");
+}
+
+#[test]
+fn janus_carries_a_fanout_and_a_meeting() {
+    if Command::new("janus").arg("--help").output().is_err() {
+        eprintln!("SKIPPED: janus is not installed (Debian's package `janus`)");
+        return;
+    }
+    let stdout = bench(&[
+        "--servers",
+        "janus",
+        "--subscribers",
+        "2",
+        "--rooms",
+        "1",
+        "--transport",
+        "udp",
+        "--video-kbps",
+        "300",
+    ]);
+    let (line, fanout) = summary(&stdout, "janus n=2 UDP:");
+    assert!(
+        fanout.video >= 30 && fanout.audio >= 50,
+        "the publisher sent too little: {line}"
+    );
+    assert_eq!(
+        fanout.frames_expected,
+        2 * (fanout.video + fanout.audio),
+        "{line}"
+    );
+    let (line, meeting) = summary(&stdout, "janus rooms=1 UDP:");
+    // 4 publishers, each heard by the 3 others.
+    assert!(
+        meeting.video >= 4 * 30 && meeting.audio >= 4 * 50,
+        "the publishers sent too little: {line}"
+    );
+    assert_eq!(
+        meeting.frames_expected,
+        3 * (meeting.video + meeting.audio),
+        "{line}"
+    );
+    for (line, run) in [("n=2", &fanout), ("rooms=1", &meeting)] {
+        assert!(
+            run.frames_received > 0 && run.packets_received >= run.frames_received,
+            "no media reached the participants of {line}:\n{stdout}"
+        );
+        assert_eq!(run.failed, 0, "{line}:\n{stdout}");
+    }
+    let layers = layers(&stdout, "| 1 | 4 | janus | UDP |", 14);
+    assert!(layers.iter().sum::<u64>() > 0, "no video layer: {layers:?}");
+}
+
+/// The video frames of each simulcast layer, from cell `column` (counted from the leading `|`)
+/// of the table row that starts with `row`.
+fn layers(stdout: &str, row: &str, column: usize) -> Vec<u64> {
+    let line = stdout
         .lines()
-        .find(|l| l.starts_with("| 2 | 8 | 2 | UDP |"))
-        .unwrap_or_else(|| panic!("no meeting row:\n{stdout}"));
-    let layers: Vec<u64> = row
+        .find(|l| l.starts_with(row))
+        .unwrap_or_else(|| panic!("no row {row}:\n{stdout}"));
+    let layers: Vec<u64> = line
         .split('|')
-        .nth(14)
+        .nth(column)
         .expect("the layers column")
         .split('/')
         .map(|n| n.trim().parse().expect("a frame count"))
         .collect();
-    assert_eq!(layers.len(), 3, "{row}");
-    assert!(layers.iter().sum::<u64>() > 0, "no video layer: {row}");
+    assert_eq!(layers.len(), 3, "{line}");
+    layers
 }
 
 struct Summary {
@@ -116,7 +174,7 @@ struct Summary {
     failed: u64,
 }
 
-/// The summary line that starts with `prefix` ("n=2 UDP:", "rooms=2 UDP threads=2:"), then "frames
+/// The summary line that starts with `prefix` ("convene n=2 UDP:", "janus rooms=1 UDP:"), then "frames
 /// sent V video + A audio (K keyframes, R of them requested); frames expected E received F; RTP
 /// packets expected P received Q; packets read over TCP T; failed participants X".
 fn summary(stdout: &str, prefix: &str) -> (String, Summary) {
