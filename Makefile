@@ -1,6 +1,7 @@
 # convene: automation lives here, not in anyone's memory.
 #   make run    the server (release build), SQLite under ./data, a development key printed at first start
-#   make bench-media  the media forwarding benchmark (docs/benchmarks.md): 1 publisher, N subscribers
+#   make bench-media  the media forwarding benchmark (docs/benchmarks.md): 1 publisher to N subscribers and
+#                     M rooms of 4, convene (1 and 2 media threads) beside Janus (Debian's janus installed)
 #   make bench-web    the web app's join time: click on Join to the first decoded remote frame
 #   make bench-join   seed 002 join storms: convene, the seed's Node.js function and a bare axum POST
 #   make bench-nodes  events across three nodes on PostgreSQL: the delay per node
@@ -82,10 +83,12 @@ bench-web:
 	$(CARGO) build --release -p convene
 	cd tests/interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund && node bench_join.mjs $(BENCH_WEB_BIN) 10
 
-# Media forwarding through the embedded SFU (docs/benchmarks.md, "Media forwarding"): one publisher,
-# 10/50/100/200 str0m subscribers over loopback; prints server CPU per packet, loss and delay, and
-# after each count the str0m floor (the same packets through str0m and the kernel, no convene code).
-BENCH_MEDIA_ARGS ?= --subscribers 10,50,100,200 --seconds 10 --floor
+# Media forwarding through the embedded SFU (docs/benchmarks.md, "Media forwarding" and "Media
+# capacity"): one publisher to 10/50/100/200 str0m subscribers over loopback, then meetings of 4
+# (10/25/50 rooms and the capacity search) with 1 and 2 media threads, each beside Janus's VideoRoom
+# (UDP) with the same clients; prints server CPU per packet, loss and delay, the ratios, and after
+# each count the str0m floor (the same packets through str0m and the kernel, no convene code).
+BENCH_MEDIA_ARGS ?= --servers convene,janus --subscribers 10,50,100,200 --rooms 10,25,50 --capacity --rtc-threads 1,2 --seconds 10 --floor
 bench-media:
 	$(CARGO) build --release -p convene -p convene-media-bench
 	$(TARGET_DIR)/release/convene-media-bench --convene-bin $(TARGET_DIR)/release/convene $(BENCH_MEDIA_ARGS)
