@@ -1,11 +1,35 @@
 """Helpers for the media tests: enter and join a meeting through convene's API, call it as a
-participant, join the room with the official LiveKit Python SDK and publish a synthetic camera."""
+participant, join the room with the official LiveKit Python SDK and publish a synthetic camera;
+a server with an open metrics address, scraped with the Prometheus project's own parser."""
 
 import asyncio
 
 import numpy as np
 import requests
 from livekit import rtc
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from convene_server import Server, free_port
+
+
+def metrics_server(extra_env=None):
+    """A server with `/metrics` open on its own address (`server.metrics_addr`)."""
+    metrics_addr = f"127.0.0.1:{free_port()}"
+    server = Server(extra_env={**(extra_env or {}), "CONVENE_METRICS_ADDR": metrics_addr})
+    server.metrics_addr = metrics_addr
+    return server
+
+
+def scrape(server):
+    """Scrapes the unauthenticated metrics address; {(name, labels as a sorted tuple): value}."""
+    response = requests.get(f"http://{server.metrics_addr}/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
 
 
 def enter_and_join(server, meeting, role, identity):

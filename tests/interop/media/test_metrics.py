@@ -8,29 +8,15 @@ import pytest
 import requests
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from convene_server import Server, free_port, wait_for
-from media_helpers import connect, enter_and_join
+from convene_server import wait_for
+from media_helpers import connect, enter_and_join, metrics_server, scrape
 
 
 @pytest.fixture
 def server():
-    metrics_addr = f"127.0.0.1:{free_port()}"
-    s = Server(extra_env={"CONVENE_METRICS_ADDR": metrics_addr})
-    s.metrics_addr = metrics_addr
+    s = metrics_server()
     yield s
     s.stop()
-
-
-def scrape(server):
-    """Scrapes the unauthenticated metrics address; {(name, labels as a sorted tuple): value}."""
-    response = requests.get(f"http://{server.metrics_addr}/metrics", timeout=10)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("application/openmetrics-text")
-    samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
 
 
 def value(samples, name, **labels):

@@ -5,38 +5,27 @@ the thread a room is on, and the threads' loads (`/metrics`) follow people joini
 import asyncio
 
 import pytest
-import requests
 from livekit import rtc
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from convene_server import Server, free_port, wait_for
-from media_helpers import call, connect, enter_and_join, publish_video
+from convene_server import wait_for
+from media_helpers import call, connect, enter_and_join, metrics_server, publish_video, scrape
 
 
 @pytest.fixture
 def server():
-    metrics_addr = f"127.0.0.1:{free_port()}"
-    s = Server(extra_env={"CONVENE_RTC_THREADS": "2", "CONVENE_METRICS_ADDR": metrics_addr})
-    s.metrics_addr = metrics_addr
+    s = metrics_server({"CONVENE_RTC_THREADS": "2"})
     yield s
     s.stop()
 
 
 def shard_loads(server):
     """{shard: (sessions, rooms)} from the unauthenticated metrics address."""
-    response = requests.get(f"http://{server.metrics_addr}/metrics", timeout=10)
-    assert response.status_code == 200, response.text
-    loads = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name in ("convene_sfu_shard_sessions", "convene_sfu_shard_rooms"):
-                sessions, rooms = loads.get(sample.labels["shard"], (0, 0))
-                if sample.name == "convene_sfu_shard_sessions":
-                    sessions = int(sample.value)
-                else:
-                    rooms = int(sample.value)
-                loads[sample.labels["shard"]] = (sessions, rooms)
-    return loads
+    samples = scrape(server)
+    shards = {dict(labels)["shard"] for (name, labels) in samples if name == "convene_sfu_shard_sessions"}
+    return {
+        shard: tuple(int(samples[(name, (("shard", shard),))]) for name in ("convene_sfu_shard_sessions", "convene_sfu_shard_rooms"))
+        for shard in shards
+    }
 
 
 def test_two_meetings_on_two_media_threads(server):
