@@ -163,7 +163,8 @@ pub struct Figures {
     /// buffers), from the window's start to a second after its end.
     pub client_socket_drops: u64,
     pub server_socket_drops: u64,
-    /// RFC 4571 frames the participants read over TCP in the window (0 over UDP).
+    /// RFC 4571 frames the participants read over TCP from the window's start to a second after
+    /// its end, as the packets of the window's frames are counted (0 over UDP).
     pub tcp_frames_in_window: u64,
     pub failed_participants: usize,
 }
@@ -304,10 +305,10 @@ pub async fn run(setup: Setup, args: &Args, ticks: u64) -> anyhow::Result<Figure
         server::cpu_time(bench_pid, ticks)?,
     );
     let wall = window_start.elapsed();
-    let tcp_frames_end = shared.tcp_frames_in.load(Ordering::Acquire);
     let sent_end: Vec<SentCount> = shared.sent.iter().map(Sent::count).collect();
     // Let the window's last frames arrive (or be retransmitted), then stop everyone.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let tcp_frames_end = shared.tcp_frames_in.load(Ordering::Acquire);
     let drops_end = (
         server::udp_drops(&ports),
         server::process_udp_drops(server_pid),
