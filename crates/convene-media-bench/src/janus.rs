@@ -25,7 +25,7 @@
 //! offer and answer given to Janus carries all its candidates (`trickle: false`).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,10 +56,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long an asynchronous VideoRoom request may wait for its event (or a handle for its
 /// PeerConnection to come up).
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
-/// A destination the kernel routes by the default route without a packet being sent (TEST-NET-3,
-/// RFC 5737): connecting a UDP socket to it picks the host's own outgoing address.
-const ROUTE_PROBE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)), 9);
-
 /// Where the Janus binary and its libraries are, and how many event loops it runs.
 #[derive(Debug, Clone)]
 pub struct JanusOptions {
@@ -191,18 +187,19 @@ impl Janus {
     }
 }
 
-/// The local address Janus gathers its ICE candidates on: the source address of the host's
-/// default route (found by connecting a UDP socket, which sends nothing). Janus 1.1 skips
-/// loopback interfaces when gathering, so 127.0.0.1 cannot be used.
+/// The local address Janus gathers its ICE candidates on: the host's primary address (its
+/// default route's source, as the SFU finds its own). Janus 1.1 skips loopback interfaces when
+/// gathering, so 127.0.0.1 cannot be used.
 fn host_address() -> anyhow::Result<Ipv4Addr> {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("a UDP socket")?;
-    socket.connect(ROUTE_PROBE).context(
-        "Janus gathers ICE candidates only on non-loopback interfaces, and this host has no \
-         IPv4 default route to pick one by",
-    )?;
-    match socket.local_addr()?.ip() {
-        IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Ok(ip),
-        ip => bail!("the default route's source address {ip} is not usable for Janus's ICE"),
+    match convene_sfu::primary_ip() {
+        Some(IpAddr::V4(ip)) => Ok(ip),
+        Some(ip) => {
+            bail!("the default route's source address {ip} is not IPv4, as Janus's ICE here needs")
+        }
+        None => bail!(
+            "Janus gathers ICE candidates only on non-loopback interfaces, and this host has no \
+             default route to pick one by"
+        ),
     }
 }
 

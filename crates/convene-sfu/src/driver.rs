@@ -434,8 +434,9 @@ impl DriverHandle {
     }
 }
 
-/// The address the host would use to reach the outside (no packet is sent).
-fn primary_ip() -> Option<IpAddr> {
+/// The address the host would use to reach the outside (the source address of its default
+/// route, found by connecting a UDP socket, which sends nothing); `None` without such a route.
+pub fn primary_ip() -> Option<IpAddr> {
     let socket = StdUdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
     socket.connect((Ipv4Addr::new(203, 0, 113, 1), 9)).ok()?;
     let ip = socket.local_addr().ok()?.ip();

@@ -59,7 +59,7 @@ pub use convene_sfu_core::{
     Admitted, DataKind, EngineError, MediaEvent, ParticipantSid, Permission, RoomSid, RoomSummary,
     SERVER_VERSION, TrackSid, engine, forward, framing, ids, shards, signal, turn,
 };
-pub use driver::{MediaCounts, SfuControl};
+pub use driver::{MediaCounts, SfuControl, primary_ip};
 
 /// Largest signalling message accepted from a client (bytes).
 pub const MAX_SIGNAL_MESSAGE_BYTES: usize = 1024 * 1024;
