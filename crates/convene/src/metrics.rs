@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use convene_api::metrics::HttpMetrics;
 use convene_api::{AppState, Hub};
+use convene_sfu::shards::Load;
 use convene_sfu::{MediaCounts, SfuControl};
 use convene_store::SqlStore;
 use prometheus_client::collector::Collector;
@@ -353,16 +354,18 @@ impl std::fmt::Debug for ShardLoads {
 impl Collector for ShardLoads {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let loads = self.0.shard_loads();
+        let sessions: fn(&Load) -> u32 = |load| load.sessions;
+        let rooms: fn(&Load) -> u32 = |load| load.rooms;
         for (name, help, value) in [
             (
                 "convene_sfu_shard_sessions",
                 "Signalling sessions on each media thread of the embedded SFU (CONVENE_RTC_THREADS)",
-                &(|load: &convene_sfu::shards::Load| load.sessions) as &dyn Fn(&_) -> u32,
+                sessions,
             ),
             (
                 "convene_sfu_shard_rooms",
                 "Rooms on each media thread of the embedded SFU (a room is never split)",
-                &|load: &convene_sfu::shards::Load| load.rooms,
+                rooms,
             ),
         ] {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
