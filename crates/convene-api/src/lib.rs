@@ -29,7 +29,7 @@ pub use error::{ApiError, ErrorBody};
 pub use realtime::{Hub, HubConfig};
 pub use state::{AppState, Limits, MediaTokens, PublicUrls, RateLimits};
 
-use routes::{access, events, meetings, moderation, system, webhooks};
+use routes::{access, events, meetings, moderation, recordings, system, webhooks};
 
 /// Largest JSON body the native API accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -45,6 +45,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         (name = "moderation", description = "Waiting room and moderation (hosts and admins)."),
         (name = "stage", description = "Raise hand, invitations, chat."),
         (name = "events", description = "The meeting's ordered event log."),
+        (name = "recordings", description = "Record meetings: start, stop, list, the index, download (hosts and admins)."),
         (name = "webhooks", description = "The webhook outbox: deliveries, their status and errors (API key)."),
         (name = "system", description = "Liveness and readiness."),
     )
@@ -141,6 +142,10 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(moderation::accept))
         .routes(routes!(moderation::decline))
         .routes(routes!(moderation::chat))
+        .routes(routes!(recordings::start, recordings::list))
+        .routes(routes!(recordings::get, recordings::delete))
+        .routes(routes!(recordings::stop))
+        .routes(routes!(recordings::download))
         .routes(routes!(events::list))
         .routes(routes!(webhooks::deliveries))
         .split_for_parts()

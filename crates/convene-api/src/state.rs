@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_core::ErrorCode;
-use convene_core::ids::RoomName;
+use convene_core::ids::{MeetingId, RecordingId, RoomName};
 use convene_core::login::Logins;
 use convene_core::meeting::Meeting;
 use convene_core::participant::Participant;
@@ -36,6 +36,39 @@ pub struct AppState {
     /// With several nodes running the embedded SFU (never with an external LiveKit): which
     /// node's signalling URL a meeting's media is on. `None`: `urls.rtc`, always.
     pub placement: Option<Arc<dyn MediaPlacement>>,
+    /// Where recordings' files are read from and deleted (the data directory or a bucket);
+    /// `None`: recordings' files cannot be served here (downloads answer 503).
+    pub recording_files: Option<Arc<dyn RecordingFiles>>,
+}
+
+/// A byte stream of a stored file.
+pub type FileStream =
+    futures::stream::BoxStream<'static, Result<axum::body::Bytes, std::io::Error>>;
+
+/// The stored files of recordings, as the binary keeps them.
+#[async_trait::async_trait]
+pub trait RecordingFiles: Send + Sync + 'static {
+    /// The size of file `name` of a recording and the bytes in `range` (all of them with
+    /// `None`; the range is within the size, the caller checked it against [`Self::size`]).
+    async fn size(
+        &self,
+        meeting: &MeetingId,
+        recording: &RecordingId,
+        name: &str,
+    ) -> Result<u64, std::io::Error>;
+    async fn open(
+        &self,
+        meeting: &MeetingId,
+        recording: &RecordingId,
+        name: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<FileStream, std::io::Error>;
+    /// Removes every file of a recording.
+    async fn delete(
+        &self,
+        meeting: &MeetingId,
+        recording: &RecordingId,
+    ) -> Result<(), std::io::Error>;
 }
 
 /// Where a media room is when several nodes run the embedded SFU (the binary's placement in the

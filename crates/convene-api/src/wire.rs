@@ -176,6 +176,8 @@ pub struct CreateMeetingRequest {
     pub credentials: Option<CredentialsInput>,
     /// Let people in the waiting room chat with the hosts (default false).
     pub waiting_room_chat: Option<bool>,
+    /// Record the meeting whenever it goes live (default false).
+    pub auto_record: Option<bool>,
 }
 
 /// Changes a meeting's settings; absent fields stay, `null` clears optional ones.
@@ -204,6 +206,8 @@ pub struct UpdateMeetingRequest {
     pub schedule: Option<Option<ScheduleWire>>,
     pub credentials: Option<CredentialsInput>,
     pub waiting_room_chat: Option<bool>,
+    /// Record the meeting whenever it goes live.
+    pub auto_record: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -246,6 +250,10 @@ pub struct MeetingView {
     pub last_seq: u64,
     /// People in the waiting room may chat with the hosts.
     pub waiting_room_chat: bool,
+    /// The meeting is recorded whenever it goes live.
+    pub auto_record: bool,
+    /// The recording running now, if any.
+    pub recording_id: Option<String>,
     /// How many people are in the meeting now (in the meeting list only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub people: Option<PeopleCountView>,
@@ -314,6 +322,8 @@ impl From<&Meeting> for MeetingView {
             updated_at: rfc3339(m.updated_at),
             last_seq: m.last_seq,
             waiting_room_chat: m.settings.waiting_room_chat,
+            auto_record: m.settings.auto_record,
+            recording_id: m.recording.as_ref().map(|r| r.id.to_string()),
             people: None,
         }
     }
@@ -333,6 +343,8 @@ pub struct MeetingPublicView {
     pub logout_url: Option<String>,
     /// People in the waiting room may chat with the hosts.
     pub waiting_room_chat: bool,
+    /// The meeting is being recorded now: everyone in it is told.
+    pub recording: bool,
 }
 
 impl From<&Meeting> for MeetingPublicView {
@@ -351,6 +363,7 @@ impl From<&Meeting> for MeetingPublicView {
                 .as_ref()
                 .map(|u| u.as_str().to_owned()),
             waiting_room_chat: m.settings.waiting_room_chat,
+            recording: m.recording.is_some(),
         }
     }
 }
@@ -1089,4 +1102,106 @@ mod tests {
             }
         }
     }
+}
+
+/// One stored file of a recording.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordingFileView {
+    /// Unique in its recording; the download path's last part.
+    pub name: String,
+    /// `audio` or `video` (one published track, as it arrived), or `composite` (everyone, one MP4).
+    pub kind: String,
+    /// Whose track (absent for the composite).
+    pub identity: Option<String>,
+    pub track_sid: Option<String>,
+    /// `opus`, `vp8`, `h264`, or `mp4`.
+    pub codec: String,
+    pub bytes: u64,
+    /// When its first frame was, in milliseconds from the recording's start.
+    pub start_ms: u64,
+    pub duration_ms: u64,
+    /// Where to download it (range requests answered).
+    pub url: String,
+}
+
+/// A recording of a meeting, with its files and its index.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordingView {
+    pub recording_id: String,
+    pub meeting_id: String,
+    /// `recording`, `processing` (stopped, files being finished), `ready` or `failed`.
+    pub state: String,
+    pub started_at: String,
+    /// The host who started it; absent for an admin or an automatic recording.
+    pub started_by: Option<String>,
+    pub stopped_at: Option<String>,
+    /// `requested`, `meeting_ended`, `failed` or `server_stopped`.
+    pub stop_reason: Option<String>,
+    pub duration_ms: u64,
+    pub bytes: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+    pub files: Vec<RecordingFileView>,
+    /// Who was there and what changed, from the event log: each entry has `offset_ms` (from the
+    /// recording's start), `identity` and `change` (`present`, `joined`, `left`, `role_changed`,
+    /// `muted`, `track_published`, `track_unpublished`, `hand_raised`, `hand_lowered`) with
+    /// its details (`name`, `role`, `track`, `muted`, `track_sid`, `kind`).
+    #[schema(value_type = Vec<Object>)]
+    pub index: Vec<serde_json::Value>,
+}
+
+impl RecordingView {
+    pub fn of(
+        meeting: &convene_core::ids::MeetingId,
+        r: &convene_core::recording::Recording,
+    ) -> Self {
+        Self {
+            recording_id: r.id.to_string(),
+            meeting_id: meeting.to_string(),
+            state: serde_name(&r.state),
+            started_at: rfc3339(r.started_at),
+            started_by: r.started_by.as_ref().map(ToString::to_string),
+            stopped_at: r.stopped_at.map(rfc3339),
+            stop_reason: r.stop_reason.as_ref().map(serde_name),
+            duration_ms: r.duration_ms,
+            bytes: r.bytes,
+            error: r.error.clone(),
+            files: r
+                .files
+                .iter()
+                .map(|f| RecordingFileView {
+                    name: f.name.clone(),
+                    kind: serde_name(&f.kind),
+                    identity: f.identity.as_ref().map(ToString::to_string),
+                    track_sid: f.track_sid.clone(),
+                    codec: f.codec.clone(),
+                    bytes: f.bytes,
+                    start_ms: f.start_ms,
+                    duration_ms: f.duration_ms,
+                    url: format!(
+                        "/v1/meetings/{meeting}/recordings/{}/files/{}",
+                        r.id, f.name
+                    ),
+                })
+                .collect(),
+            index: r
+                .index
+                .iter()
+                .filter_map(|e| serde_json::to_value(e).ok())
+                .collect(),
+        }
+    }
+}
+
+/// A unit enum's serde name (`meeting_ended`).
+fn serde_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordingList {
+    pub recordings: Vec<RecordingView>,
 }

@@ -137,6 +137,7 @@ mod tests {
             created_at: NOW,
             updated_at: NOW,
             last_seq: 5,
+            recording: None,
             settings: MeetingSettings::new(
                 DisplayName::parse("Standup").unwrap(),
                 Mode::Meeting,

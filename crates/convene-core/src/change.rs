@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{DomainError, ErrorCode};
 use crate::event::{Audience, Event, EventKind, TrackSelector};
-use crate::ids::{Identity, RoomName};
+use crate::ids::{Identity, MeetingId, RecordingId, RoomName};
 use crate::meeting::Meeting;
 use crate::participant::{Participant, Role};
 use crate::time::Timestamp;
@@ -35,6 +35,18 @@ pub enum MediaCommand {
     },
     /// Disconnect everyone and close the room.
     CloseRoom { room: RoomName },
+    /// Record every track of the room from now on, and tell everyone in it.
+    StartRecording {
+        room: RoomName,
+        meeting: MeetingId,
+        recording: RecordingId,
+    },
+    /// Stop recording, finish the files and report them ([`crate::service::Meetings::finish_recording`]).
+    StopRecording {
+        room: RoomName,
+        meeting: MeetingId,
+        recording: RecordingId,
+    },
 }
 
 impl MediaCommand {
@@ -44,7 +56,9 @@ impl MediaCommand {
             Self::Disconnect { room, .. }
             | Self::SetRole { room, .. }
             | Self::Mute { room, .. }
-            | Self::CloseRoom { room } => room,
+            | Self::CloseRoom { room }
+            | Self::StartRecording { room, .. }
+            | Self::StopRecording { room, .. } => room,
         }
     }
 }

@@ -36,6 +36,8 @@ pub enum ErrorCode {
     ParticipantNotFound,
     /// The API key does not exist.
     ApiKeyNotFound,
+    /// The recording does not exist in this meeting (or was deleted).
+    RecordingNotFound,
     /// A meeting with this id or room name exists already.
     AlreadyExists,
     /// The meeting is not live yet.
@@ -58,6 +60,11 @@ pub enum ErrorCode {
     LockedOut,
     /// A one-time join link was exchanged already.
     JoinLinkUsed,
+    /// A download's `Range` is outside the file.
+    RangeNotSatisfiable,
+    /// The server cannot do this now or in its configuration (recording without a media
+    /// engine that records, a file store that is down).
+    Unavailable,
     /// A route that does not exist.
     NotFound,
     /// A method the route does not answer.
@@ -81,7 +88,7 @@ pub struct ErrorSpec {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 31] = [
         Self::InvalidRequest,
         Self::InvalidCombination,
         Self::PayloadTooLarge,
@@ -93,6 +100,7 @@ impl ErrorCode {
         Self::MeetingNotFound,
         Self::ParticipantNotFound,
         Self::ApiKeyNotFound,
+        Self::RecordingNotFound,
         Self::AlreadyExists,
         Self::MeetingNotLive,
         Self::MeetingEnded,
@@ -104,6 +112,8 @@ impl ErrorCode {
         Self::RateLimited,
         Self::LockedOut,
         Self::JoinLinkUsed,
+        Self::RangeNotSatisfiable,
+        Self::Unavailable,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::Busy,
@@ -137,6 +147,7 @@ impl ErrorCode {
             Self::MeetingNotFound => ("meeting_not_found", 404, "no such meeting"),
             Self::ParticipantNotFound => ("participant_not_found", 404, "no such participant"),
             Self::ApiKeyNotFound => ("api_key_not_found", 404, "no such API key"),
+            Self::RecordingNotFound => ("recording_not_found", 404, "no such recording"),
             Self::AlreadyExists => ("already_exists", 409, "it exists already"),
             Self::MeetingNotLive => ("meeting_not_live", 409, "the meeting has not started"),
             Self::MeetingEnded => ("meeting_ended", 409, "the meeting has ended"),
@@ -152,6 +163,12 @@ impl ErrorCode {
             Self::RateLimited => ("rate_limited", 429, "too many requests; slow down"),
             Self::LockedOut => ("locked_out", 429, "too many failed attempts; retry later"),
             Self::JoinLinkUsed => ("join_link_used", 409, "this join link was used already"),
+            Self::RangeNotSatisfiable => (
+                "range_not_satisfiable",
+                416,
+                "the requested range is not within the file",
+            ),
+            Self::Unavailable => ("unavailable", 503, "not available on this server now"),
             Self::NotFound => ("not_found", 404, "no such route"),
             Self::MethodNotAllowed => ("method_not_allowed", 405, "method not allowed"),
             Self::Busy => ("busy", 503, "the meeting is busy; retry"),

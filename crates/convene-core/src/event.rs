@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Identity, InstanceId, MeetingId};
+use crate::ids::{Identity, InstanceId, MeetingId, RecordingId};
 use crate::meeting::{MeetingStatus, WaitingPolicy};
 use crate::participant::{ParticipantState, Role};
 use crate::time::Timestamp;
@@ -176,6 +176,82 @@ pub enum EventKind {
         identity: Identity,
         track_sid: String,
     },
+    /// Recording started: everyone is told (consent). `by` is the host who asked, absent for an
+    /// admin or the meeting's automatic recording.
+    #[serde(rename = "recording.started")]
+    RecordingStarted {
+        recording_id: RecordingId,
+        by: Option<Identity>,
+    },
+    /// Recording stopped: nothing more is written; its files are being finished.
+    #[serde(rename = "recording.stopped")]
+    RecordingStopped {
+        recording_id: RecordingId,
+        reason: StopReason,
+    },
+    /// Every file of the recording is written and stored.
+    #[serde(rename = "recording.ready")]
+    RecordingReady {
+        recording_id: RecordingId,
+        files: Vec<RecordingFile>,
+        duration_ms: u64,
+        bytes: u64,
+    },
+    /// The recording could not be finished as asked (a write error, the server stopped, no
+    /// composite). `files` are those kept, each playable, possibly none.
+    #[serde(rename = "recording.failed")]
+    RecordingFailed {
+        recording_id: RecordingId,
+        reason: String,
+        files: Vec<RecordingFile>,
+    },
+    #[serde(rename = "recording.deleted")]
+    RecordingDeleted { recording_id: RecordingId },
+}
+
+/// Why a recording stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// A host or an admin stopped it.
+    Requested,
+    /// The meeting ended.
+    MeetingEnded,
+    /// Writing failed (a full disk, an error of the store).
+    Failed,
+    /// The server stopped while recording (found at the next start).
+    ServerStopped,
+}
+
+/// What a recording file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingFileKind {
+    /// One published audio track, as it arrived (Opus in WebM).
+    Audio,
+    /// One published video track, as it arrived (VP8 in WebM, H.264 in Matroska).
+    Video,
+    /// Everyone in one MP4 (H.264 and AAC), laid out by who was on stage when.
+    Composite,
+}
+
+/// One stored file of a recording.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingFile {
+    /// The file's name, unique in its recording (the download path's last part).
+    pub name: String,
+    pub kind: RecordingFileKind,
+    /// Whose track (absent for the composite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_sid: Option<String>,
+    /// `opus`, `vp8`, `h264`, or `mp4` for the composite.
+    pub codec: String,
+    pub bytes: u64,
+    /// When the file's first frame was, from the recording's start.
+    pub start_ms: u64,
+    pub duration_ms: u64,
 }
 
 impl EventKind {

@@ -19,6 +19,7 @@ pub mod ops;
 pub mod participant;
 pub mod ports;
 pub mod random;
+pub mod recording;
 pub mod service;
 pub mod standing;
 pub mod time;

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::ValidationError;
-use crate::ids::{Credential, DisplayName, InstanceId, MeetingId, RoomName, WebhookUrl, http_url};
+use crate::ids::{
+    Credential, DisplayName, InstanceId, MeetingId, RecordingId, RoomName, WebhookUrl, http_url,
+};
 use crate::participant::Role;
 use crate::time::Timestamp;
 
@@ -285,6 +287,9 @@ pub struct MeetingSettings {
     /// People in the waiting room may chat with the hosts (and only with them).
     #[serde(default)]
     pub waiting_room_chat: bool,
+    /// Start recording whenever the meeting goes live.
+    #[serde(default)]
+    pub auto_record: bool,
 }
 
 impl MeetingSettings {
@@ -302,6 +307,7 @@ impl MeetingSettings {
             schedule: None,
             webhook_url: None,
             waiting_room_chat: false,
+            auto_record: false,
         }
     }
 }
@@ -319,6 +325,16 @@ pub struct Meeting {
     pub updated_at: Timestamp,
     /// The sequence number of the meeting's last event; also its optimistic-concurrency version.
     pub last_seq: u64,
+    /// The recording running now, if any (at most one at a time).
+    #[serde(default)]
+    pub recording: Option<ActiveRecording>,
+}
+
+/// A recording that has started and not stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveRecording {
+    pub id: RecordingId,
+    pub started_at: Timestamp,
 }
 
 impl Meeting {

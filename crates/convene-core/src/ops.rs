@@ -6,10 +6,10 @@ use std::time::Duration;
 use rand::CryptoRng;
 
 use crate::error::{DomainError, ErrorCode};
-use crate::event::{Audience, EventKind, TrackSelector};
-use crate::ids::{ChatText, DisplayName, Identity, InstanceId, MeetingId, RoomName};
+use crate::event::{Audience, EventKind, RecordingFile, StopReason, TrackSelector};
+use crate::ids::{ChatText, DisplayName, Identity, InstanceId, MeetingId, RecordingId, RoomName};
 use crate::meeting::{
-    Credentials, Meeting, MeetingSettings, MeetingStatus, Mode, Run, WaitingPolicy,
+    ActiveRecording, Credentials, Meeting, MeetingSettings, MeetingStatus, Mode, Run, WaitingPolicy,
 };
 use crate::participant::{Participant, ParticipantState, Role};
 use crate::time::Timestamp;
@@ -41,6 +41,7 @@ pub fn create_meeting(
         last_seq: 0,
         settings,
         credentials,
+        recording: None,
     };
     let kind = EventKind::MeetingCreated {
         name: meeting.settings.name.to_string(),
@@ -162,6 +163,9 @@ pub fn start_meeting(
     if lets_waiting_in(tx.meeting.settings.policy) {
         admit_many(tx, waiting);
     }
+    if tx.meeting.settings.auto_record && tx.meeting.recording.is_none() {
+        begin_recording(tx, None, rng);
+    }
     Ok(())
 }
 
@@ -175,6 +179,7 @@ pub fn end_meeting(
     if tx.meeting.status == MeetingStatus::Ended {
         return Ok(());
     }
+    end_recording(tx, StopReason::MeetingEnded);
     tx.meeting.status = MeetingStatus::Ended;
     tx.meeting.run.ended_at = Some(tx.now);
     for mut p in present.into_iter().filter(|p| p.state.is_present()) {
@@ -958,3 +963,146 @@ pub fn media_track(tx: &mut Tx, identity: Identity, track_sid: String, kind: Opt
 #[cfg(test)]
 #[path = "ops_tests.rs"]
 mod tests;
+
+/// A host (or an admin) starts recording the live meeting; one recording at a time.
+pub fn start_recording(
+    tx: &mut Tx,
+    actor: &Actor,
+    rng: &mut impl CryptoRng,
+) -> Result<RecordingId, DomainError> {
+    actor.require_host(tx.now)?;
+    if !tx.meeting.is_live() {
+        return Err(DomainError::new(
+            ErrorCode::MeetingNotLive,
+            "a meeting is recorded only while it is live",
+        ));
+    }
+    if let Some(active) = &tx.meeting.recording {
+        return Err(DomainError::new(
+            ErrorCode::InvalidState,
+            format!("recording {} is running already", active.id),
+        ));
+    }
+    let by = match actor {
+        Actor::Admin => None,
+        Actor::Participant(p) => Some(p.identity.clone()),
+    };
+    Ok(begin_recording(tx, by, rng))
+}
+
+fn begin_recording(tx: &mut Tx, by: Option<Identity>, rng: &mut impl CryptoRng) -> RecordingId {
+    let id = RecordingId::generate(rng);
+    tx.meeting.recording = Some(ActiveRecording {
+        id: id.clone(),
+        started_at: tx.now,
+    });
+    let kind = EventKind::RecordingStarted {
+        recording_id: id.clone(),
+        by,
+    };
+    tx.emit(Audience::Everyone, kind);
+    let room = tx.meeting.room_name.clone();
+    let meeting = tx.meeting.id.clone();
+    tx.command(MediaCommand::StartRecording {
+        room,
+        meeting,
+        recording: id.clone(),
+    });
+    id
+}
+
+/// A host (or an admin) stops the running recording `id`.
+pub fn stop_recording(tx: &mut Tx, actor: &Actor, id: &RecordingId) -> Result<(), DomainError> {
+    actor.require_host(tx.now)?;
+    if tx.meeting.recording.as_ref().is_none_or(|r| r.id != *id) {
+        return Err(DomainError::new(
+            ErrorCode::InvalidState,
+            "this recording is not running",
+        ));
+    }
+    end_recording(tx, StopReason::Requested);
+    Ok(())
+}
+
+/// Stops the running recording, if any: everyone is told, the media engine finishes its files.
+fn end_recording(tx: &mut Tx, reason: StopReason) {
+    let Some(active) = tx.meeting.recording.take() else {
+        return;
+    };
+    tx.emit(
+        Audience::Everyone,
+        EventKind::RecordingStopped {
+            recording_id: active.id.clone(),
+            reason,
+        },
+    );
+    let room = tx.meeting.room_name.clone();
+    let meeting = tx.meeting.id.clone();
+    tx.command(MediaCommand::StopRecording {
+        room,
+        meeting,
+        recording: active.id,
+    });
+}
+
+/// How a recording's files ended up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordingOutcome {
+    /// Every file is stored.
+    Ready {
+        files: Vec<RecordingFile>,
+        duration_ms: u64,
+    },
+    /// Not as asked: why, and the files kept.
+    Failed {
+        reason: String,
+        files: Vec<RecordingFile>,
+        /// The recording stopped because of the failure (a write error while recording), or
+        /// because the server stopped.
+        stop: StopReason,
+    },
+}
+
+/// The media side reports recording `id` finished. Still running (it failed while recording,
+/// or the server stopped), it stops first. Reported twice, the second report changes nothing.
+pub fn finish_recording(tx: &mut Tx, id: &RecordingId, outcome: RecordingOutcome) {
+    if tx.meeting.recording.as_ref().is_some_and(|r| r.id == *id) {
+        let reason = match &outcome {
+            RecordingOutcome::Ready { .. } => StopReason::Requested,
+            RecordingOutcome::Failed { stop, .. } => *stop,
+        };
+        // The engine stops taking its packets; its files are finished already.
+        end_recording(tx, reason);
+    }
+    let kind = match outcome {
+        RecordingOutcome::Ready { files, duration_ms } => EventKind::RecordingReady {
+            recording_id: id.clone(),
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            files,
+            duration_ms,
+        },
+        RecordingOutcome::Failed { reason, files, .. } => EventKind::RecordingFailed {
+            recording_id: id.clone(),
+            reason,
+            files,
+        },
+    };
+    tx.emit(Audience::Hosts, kind);
+}
+
+/// A recording that is not running is deleted (the service checks who may).
+pub fn delete_recording(tx: &mut Tx, id: &RecordingId) -> Result<(), DomainError> {
+    if tx.meeting.recording.as_ref().is_some_and(|r| r.id == *id) {
+        return Err(DomainError::new(
+            ErrorCode::InvalidState,
+            "stop the recording before deleting it",
+        ));
+    }
+    tx.emit(
+        Audience::Hosts,
+        EventKind::RecordingDeleted {
+            recording_id: id.clone(),
+        },
+    );
+    Ok(())
+}

@@ -41,6 +41,7 @@ impl World {
             schedule: None,
             webhook_url: None,
             waiting_room_chat: false,
+            auto_record: false,
         };
         let credentials = Credentials::new(
             Some(Credential::parse("host-pin").unwrap()),

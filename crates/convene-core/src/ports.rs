@@ -160,6 +160,12 @@ pub trait MediaEngine: Send + Sync + 'static {
     /// Carries out commands after their change is committed. Failures are the engine's to log:
     /// the stored state is the truth, and admission re-checks it on every join.
     async fn apply(&self, commands: &[MediaCommand]);
+
+    /// Whether it records meetings (`StartRecording`): when not, starting a recording and
+    /// meetings that record themselves are refused as unavailable.
+    fn records(&self) -> bool {
+        true
+    }
 }
 
 /// Receives committed events, in order per meeting (the realtime hub, webhooks outbox, ...).

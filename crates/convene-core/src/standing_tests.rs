@@ -55,6 +55,7 @@ impl World {
             schedule: None,
             webhook_url: None,
             waiting_room_chat: true,
+            auto_record: false,
         };
         let credentials = Credentials::new(
             Some(Credential::parse("host-pin").unwrap()),

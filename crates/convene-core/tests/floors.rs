@@ -126,7 +126,7 @@ fn the_core_has_no_import_circle_and_stands_on_floors() {
         2: login participant
         3: meeting
         4: access event
-        5: change standing webhook
+        5: change recording standing webhook
         6: ops ports
         7: service
     "#]]

@@ -22,6 +22,7 @@
 //!   keep sending (dynacast).
 //! * [`ids`]: room, participant and track sids in LiveKit's format.
 //! * [`batch`]: the grouping of outgoing datagrams into UDP GSO runs (the send is IO).
+//! * [`record`]: the recorded packets the engine hands out, and their assembly into frames.
 //! * [`framing`]: RFC 4571 framing of packets on ICE-TCP connections and the checks their frames
 //!   pass (the sockets are IO).
 //!
@@ -36,6 +37,7 @@ pub mod forward;
 pub mod framing;
 pub mod ids;
 pub mod quality;
+pub mod record;
 pub mod shards;
 pub mod signal;
 pub mod speakers;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::{
     IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket,
 };
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batch::{Batcher, Run};
 use crate::engine::{Answer, ConnId, Engine, EngineConfig, Input, Output, Transport};
 pub use crate::engine::{DataKind, RoomSummary};
+use crate::recorder::{Recorder, RecorderNotice, RecordingFiles};
 use crate::shards::{Load, RoomTable, Route, Routes};
 use crate::signal::JoinParams;
 use crate::tcp::{self, Connections, SharedGate, TcpEvent};
@@ -27,6 +29,8 @@ use crate::{Admission, Admitted, Permission, SfuConfig, SfuError};
 
 const COMMAND_QUEUE: usize = 4096;
 const DATAGRAM_QUEUE: usize = 4096;
+/// Recorded packets on their way to the recorder's thread (about 4 s of 10 tracks).
+const RECORD_QUEUE: usize = 16_384;
 /// Signalling messages queued for one client before it counts as too slow.
 pub const OUTBOX_QUEUE: usize = 512;
 
@@ -106,6 +110,10 @@ pub struct SfuControl {
     rooms: Arc<Mutex<RoomTable>>,
     next_conn: Arc<AtomicU64>,
     counters: Arc<MediaCounters>,
+    /// Writes recorded rooms' tracks (its own thread), fed by every shard.
+    recorder: Recorder,
+    /// What the recorder says (keyframes wanted, failures), for whoever takes it once.
+    notices: Arc<Mutex<Option<mpsc::UnboundedReceiver<RecorderNotice>>>>,
 }
 
 /// One signalling connection's way to the engine of its room's shard. [`Session::close`] must
@@ -309,6 +317,68 @@ impl SfuControl {
             Answer::Track(info) => Ok(info),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Record `room` as `recording` into `dir` from now on: every shard is told (the room may
+    /// be placed later), and its members see the room's `active_recording`.
+    pub async fn start_recording(
+        &self,
+        room: &str,
+        recording: &str,
+        dir: PathBuf,
+    ) -> Result<(), SfuError> {
+        self.recorder
+            .begin(recording, dir, Instant::now())
+            .map_err(|e| SfuError::Internal(format!("recording not started: {e}")))?;
+        self.record_on_every_shard(room, Some(recording)).await
+    }
+
+    /// Stop recording `room` on every shard, then close the recording's files and say what they
+    /// hold (every packet taken before the stop is in them).
+    pub async fn stop_recording(
+        &self,
+        room: &str,
+        recording: &str,
+    ) -> Result<RecordingFiles, SfuError> {
+        self.record_on_every_shard(room, None).await?;
+        Ok(self.recorder.end(recording).await)
+    }
+
+    async fn record_on_every_shard(
+        &self,
+        room: &str,
+        recording: Option<&str>,
+    ) -> Result<(), SfuError> {
+        for shard in 0..self.shards.len() {
+            let input = Input::Record {
+                room: room.to_owned(),
+                recording: recording.map(str::to_owned),
+            };
+            match self.call_on(shard, input).await? {
+                Answer::Done => {}
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A recorded track lost a frame: its publisher is asked for a keyframe.
+    pub async fn record_keyframe(&self, room: &str, track_sid: &str) -> Result<(), SfuError> {
+        self.done(Input::RecordKeyframe {
+            room: room.to_owned(),
+            track_sid: track_sid.to_owned(),
+        })
+        .await
+    }
+
+    /// What the recorder says (keyframes wanted, recordings that failed): given out once.
+    pub fn take_recorder_notices(&self) -> Option<mpsc::UnboundedReceiver<RecorderNotice>> {
+        lock(&self.notices).take()
+    }
+
+    /// Recorded packets dropped because the recorder's queue was full.
+    pub fn recorder_dropped(&self) -> u64 {
+        self.recorder.dropped()
     }
 
     /// Disconnect everyone in the room.
@@ -580,11 +650,14 @@ pub(crate) fn bind(config: SfuConfig) -> Result<Bound, SfuError> {
     let shards = config.threads.max(1);
     let (senders, commands): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| mpsc::channel(COMMAND_QUEUE)).unzip();
+    let (recorder, notices) = Recorder::start(RECORD_QUEUE);
     let control = SfuControl {
         shards: senders.into(),
         rooms: Arc::new(Mutex::new(RoomTable::new(shards))),
         next_conn: Arc::new(AtomicU64::new(1)),
         counters: Arc::new(MediaCounters::default()),
+        recorder,
+        notices: Arc::new(Mutex::new(Some(notices))),
     };
     Ok(Bound {
         config,
@@ -606,6 +679,7 @@ struct Shard {
     senders: HashMap<SocketAddr, SendSocket>,
     /// With several shards, the routes every engine's claims go to.
     routes: Option<Arc<Mutex<Routes>>>,
+    recorder: Recorder,
 }
 
 /// The first shard also reads every socket and accepts the TCP connections, handing each packet
@@ -674,6 +748,7 @@ impl Bound {
                 packets,
                 senders: send_sockets(&sockets)?,
                 routes: routes.clone(),
+                recorder: control.recorder.clone(),
             });
         }
         let mut readers = Some(Readers {
@@ -988,6 +1063,7 @@ struct Io {
     routes: Option<Arc<Mutex<Routes>>>,
     admission: Arc<dyn Admission>,
     counters: Arc<MediaCounters>,
+    recorder: Recorder,
 }
 
 impl Io {
@@ -1041,6 +1117,7 @@ impl Io {
                         debug_assert!(taken, "an empty batcher takes any datagram");
                     }
                 }
+                Output::Record(packet) => self.recorder.packet(packet),
                 Output::Signal { conn, response } => {
                     let Some(outbox) = self.outboxes.get(&conn) else {
                         continue;
@@ -1104,6 +1181,7 @@ async fn run(shard: Shard, admission: Arc<dyn Admission>, counters: Arc<MediaCou
         packets: mut datagrams,
         senders,
         routes,
+        recorder,
     } = shard;
     let max_segments = senders
         .values()
@@ -1120,6 +1198,7 @@ async fn run(shard: Shard, admission: Arc<dyn Admission>, counters: Arc<MediaCou
         routes,
         admission,
         counters,
+        recorder,
     };
     let mut readers_open = true;
     let mut deadline = engine.poll_timeout();

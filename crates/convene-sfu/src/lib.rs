@@ -18,6 +18,8 @@
 //!   [`batch::Batcher`], through `quinn-udp`.
 //! * [`http`] is the axum router (`/rtc`, `/rtc/validate`, the `/rtc/v1`
 //!   404s) and the per-WebSocket tasks.
+//! * [`recorder`] is the recording thread: each recorded track's packets, assembled into frames
+//!   (`convene-sfu-core`'s `record::assemble`), written to a WebM or Matroska file of its own.
 //! * [`budget`] holds the token buckets (pure) behind the connect budget per
 //!   identity and room and the request budget per signalling connection.
 //!
@@ -45,6 +47,7 @@ pub mod batch;
 pub mod budget;
 pub mod driver;
 pub mod http;
+pub mod recorder;
 pub mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -57,9 +60,10 @@ pub use budget::Rate;
 pub use convene_sfu_core::turn::{TurnConfig, TurnError, TurnSecret, TurnUrl};
 pub use convene_sfu_core::{
     Admitted, DataKind, EngineError, MediaEvent, ParticipantSid, Permission, RoomSid, RoomSummary,
-    SERVER_VERSION, TrackSid, engine, forward, framing, ids, shards, signal, turn,
+    SERVER_VERSION, TrackSid, engine, forward, framing, ids, record, shards, signal, turn,
 };
 pub use driver::{MediaCounts, SfuControl, primary_ip};
+pub use recorder::{Recorder, RecorderError, RecorderNotice, RecordingFiles, TrackFile};
 
 /// Largest signalling message accepted from a client (bytes).
 pub const MAX_SIGNAL_MESSAGE_BYTES: usize = 1024 * 1024;

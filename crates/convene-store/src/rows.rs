@@ -19,7 +19,7 @@ use sqlx::{Any, Row};
 use crate::error::{backend, corrupt, unrepresentable};
 
 pub(crate) const MEETING_COLUMNS: &str = "id, room_name, status, last_seq, created_at, updated_at, \
-     instance_id, run_number, opened_at, live_at, ended_at, settings, credentials";
+     instance_id, run_number, opened_at, live_at, ended_at, settings, credentials, recording";
 pub(crate) const PARTICIPANT_COLUMNS: &str = "meeting_id, identity, name, role, state, hand_raised, \
      invited, media_connected, admitted_in, banned_until, epoch, created_at, updated_at";
 pub(crate) const EVENT_COLUMNS: &str = "meeting_id, seq, at, instance_id, type, audience, data";
@@ -103,6 +103,12 @@ pub(crate) fn meeting(row: &AnyRow) -> Result<Meeting, StoreError> {
         created_at: timestamp(row, "created_at")?,
         updated_at: timestamp(row, "updated_at")?,
         last_seq: uint(row, "last_seq")?,
+        recording: match get::<Option<String>>(row, "recording")? {
+            Some(text) => {
+                Some(serde_json::from_str(&text).map_err(|e| corrupt("recording", e.to_string()))?)
+            }
+            None => None,
+        },
     })
 }
 
@@ -239,6 +245,7 @@ pub(crate) struct MeetingValues {
     pub ended_at: Option<i64>,
     pub settings: String,
     pub credentials: String,
+    pub recording: Option<String>,
 }
 
 impl MeetingValues {
@@ -257,6 +264,10 @@ impl MeetingValues {
             ended_at: meeting.run.ended_at.map(Timestamp::as_millis),
             settings: json_text("meeting settings", &meeting.settings)?,
             credentials: json_text("meeting credentials", &meeting.credentials)?,
+            recording: match &meeting.recording {
+                Some(recording) => Some(json_text("meeting recording", recording)?),
+                None => None,
+            },
         })
     }
 }

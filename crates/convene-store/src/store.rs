@@ -310,7 +310,7 @@ pub(crate) async fn insert_meeting(
 ) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO meetings ({MEETING_COLUMNS}) VALUES {}",
-        placeholders(1, 13, Params::Numbered)
+        placeholders(1, 14, Params::Numbered)
     );
     sqlx::query(&sql)
         .bind(m.id.as_str())
@@ -326,6 +326,7 @@ pub(crate) async fn insert_meeting(
         .bind(m.ended_at)
         .bind(m.settings.as_str())
         .bind(m.credentials.as_str())
+        .bind(m.recording.as_deref())
         .execute(connection)
         .await
         .map_err(meeting_duplicate)?;
@@ -344,7 +345,7 @@ pub(crate) async fn update_meeting(
     let updated = sqlx::query(
         "UPDATE meetings SET room_name = $2, status = $3, last_seq = $4, updated_at = $5, \
          instance_id = $6, run_number = $7, opened_at = $8, live_at = $9, ended_at = $10, \
-         settings = $11, credentials = $12 \
+         settings = $11, credentials = $12, recording = $14 \
          WHERE id = $1 AND last_seq = $13 RETURNING admission_gen",
     )
     .bind(m.id.as_str())
@@ -360,6 +361,7 @@ pub(crate) async fn update_meeting(
     .bind(m.settings.as_str())
     .bind(m.credentials.as_str())
     .bind(expected_seq)
+    .bind(m.recording.as_deref())
     .fetch_optional(connection)
     .await
     .map_err(meeting_duplicate)?;

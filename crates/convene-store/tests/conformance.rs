@@ -328,6 +328,7 @@ fn settings(policy: WaitingPolicy) -> MeetingSettings {
         schedule: Some(Schedule::new(at(1_000), Some(at(9_000))).expect("schedule")),
         webhook_url: None,
         waiting_room_chat: false,
+        auto_record: false,
     }
 }
 

@@ -82,6 +82,7 @@ fn writer(path: &Path) {
                 schedule: None,
                 webhook_url: None,
                 waiting_room_chat: false,
+                auto_record: false,
             };
             let credentials = Credentials::new(None, None, None, &mut rng).expect("credentials");
             let now = Timestamp::from_millis(1_000 + i64::from(n));

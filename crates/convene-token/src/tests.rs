@@ -34,6 +34,7 @@ fn fixture(role: Role) -> (Meeting, Participant) {
         schedule: None,
         webhook_url: None,
         waiting_room_chat: false,
+        auto_record: false,
     };
     let credentials = Credentials::new(
         Some(Credential::parse("hostpin1").unwrap()),

@@ -58,6 +58,8 @@ pub struct FileConfig {
     pub livekit_api_secret_file: Option<PathBuf>,
     pub smtp_url: Option<String>,
     pub smtp_from: Option<String>,
+    pub recording_url: Option<String>,
+    pub ffmpeg: Option<String>,
     /// Seed 002's `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`, `LIVEKIT_SOCKET_URL` (in a file, named
     /// apart from the external engine's `livekit_*` keys).
     pub compat_livekit_api_key: Option<String>,
@@ -129,6 +131,11 @@ pub struct Config {
     pub livekit: Option<ExternalLiveKit>,
     /// Where every meeting's events are POSTed, and how.
     pub webhooks: WebhookConfig,
+    /// Where finished recordings are kept: `file:///dir` or `s3://bucket/prefix` (default the
+    /// data directory's `recordings`).
+    pub recording_url: String,
+    /// The ffmpeg program that builds recordings' composites.
+    pub ffmpeg: String,
 }
 
 /// Deployment-wide webhooks and the delivery rules for every endpoint.
@@ -158,6 +165,7 @@ impl std::fmt::Debug for Config {
             .field("connections", &self.connections)
             .field("public_url", &self.public_url)
             .field("data_dir", &self.data_dir)
+            .field("recording_url", &self.recording_url)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("api_key", &self.api_key.as_ref().map(|(id, _)| id))
             .field("meeting_id_digits", &self.meeting_id_digits)
@@ -325,6 +333,14 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "CONVENE_WEBHOOK_TIMEOUT_MS",
         "time one webhook POST may take (default 10000)",
+    ),
+    (
+        "CONVENE_RECORDING_URL",
+        "where finished recordings are kept: file:///dir or s3://bucket/prefix with the AWS_* credentials, region and AWS_ENDPOINT_URL (default file://<data dir>/recordings)",
+    ),
+    (
+        "CONVENE_FFMPEG",
+        "the ffmpeg program that composes recordings into one MP4 (default ffmpeg on the PATH)",
     ),
     (
         "CONVENE_SMTP_URL",
@@ -738,6 +754,24 @@ impl Config {
                 10_000,
             )?),
         };
+        let recording_url = match var("CONVENE_RECORDING_URL").or(file.recording_url) {
+            Some(url) => {
+                if !(url.starts_with("file:///") || url.starts_with("s3://")) {
+                    bail!(
+                        "CONVENE_RECORDING_URL must be a file:///absolute/dir or s3://bucket[/prefix] URL"
+                    );
+                }
+                url
+            }
+            None => {
+                let dir = data_dir.join("recordings");
+                let dir = std::path::absolute(&dir).unwrap_or(dir);
+                format!("file://{}", dir.display())
+            }
+        };
+        let ffmpeg = var("CONVENE_FFMPEG")
+            .or(file.ffmpeg)
+            .unwrap_or_else(|| "ffmpeg".to_owned());
         let livekit = ExternalLiveKit::from_layers(
             var("CONVENE_LIVEKIT_URL").or(file.livekit_url),
             var("CONVENE_LIVEKIT_WS_URL").or(file.livekit_ws_url),
@@ -770,6 +804,8 @@ impl Config {
             webhooks,
             livekit,
             smtp,
+            recording_url,
+            ffmpeg,
         })
     }
 

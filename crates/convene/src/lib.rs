@@ -10,11 +10,13 @@ pub mod media_livekit;
 pub mod metrics;
 pub mod nodes;
 pub mod placement;
+pub mod recording;
 pub mod twirp;
 pub mod web;
 pub mod webhooks;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -252,10 +254,19 @@ impl MediaBackend {
 
     /// The core's port onto this backend (with several nodes, commands for a room held by
     /// another node go there through `placement`).
-    fn engine(&self, placement: Option<Arc<placement::Placement>>) -> Arc<dyn MediaEngine> {
-        match self {
-            Self::Embedded(sfu) => Arc::new(media::EmbeddedMedia::new(sfu.control(), placement)),
-            Self::LiveKit { engine, .. } => engine.clone(),
+    fn engine(
+        &self,
+        placement: Option<Arc<placement::Placement>>,
+        recordings: Option<Arc<recording::Recordings>>,
+    ) -> Arc<dyn MediaEngine> {
+        match (self, recordings) {
+            (Self::Embedded(sfu), Some(recordings)) => Arc::new(media::EmbeddedMedia::new(
+                sfu.control(),
+                placement,
+                recordings,
+            )),
+            (Self::LiveKit { engine, .. }, _) => engine.clone(),
+            (Self::Embedded(_), None) => unreachable!("the embedded SFU always has recordings"),
         }
     }
 }
@@ -409,6 +420,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "several nodes may share this database: each meeting's media runs on one of them, and this node is known by its signalling URL (CONVENE_PUBLIC_URL)"
         );
     }
+    // The embedded SFU records; its files are kept where CONVENE_RECORDING_URL says.
+    let recordings = match &sfu_control {
+        Some(control) => {
+            let storage = recording::storage::RecordingStorage::from_url(&config.recording_url)
+                .with_context(|| format!("CONVENE_RECORDING_URL {:?}", config.recording_url))?;
+            let work_dir = match config.recording_url.strip_prefix("file://") {
+                Some(dir) => PathBuf::from(dir),
+                None => config.data_dir.join("recordings"),
+            };
+            tracing::info!(storage = storage.describe(), "recordings are kept here");
+            Some(recording::Recordings::new(
+                control.clone(),
+                storage,
+                work_dir,
+                config.ffmpeg.clone(),
+                tasks.clone(),
+            ))
+        }
+        None => None,
+    };
     let metrics = Arc::new(metrics::Metrics::new(
         store.clone(),
         hub.clone(),
@@ -423,7 +454,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             store,
             clock,
             entropy,
-            media.engine(placement.clone()),
+            media.engine(placement.clone(), recordings.clone()),
             sink,
             config.meeting_id_digits,
         )
@@ -450,7 +481,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                         shutdown.clone(),
                     ));
                     Some(nodes::LocalMedia {
-                        engine: media::EmbeddedMedia::new(control.clone(), None),
+                        engine: media::EmbeddedMedia::new(
+                            control.clone(),
+                            None,
+                            recordings.clone().expect("the embedded SFU has recordings"),
+                        ),
                         own: placement.own().to_owned(),
                     })
                 }
@@ -492,7 +527,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         media: media_tokens,
         logins,
         placement: placement.map(|p| p as Arc<dyn convene_api::state::MediaPlacement>),
+        recording_files: recordings.clone().map(|recordings| {
+            Arc::new(recording::StoredFiles { recordings })
+                as Arc<dyn convene_api::state::RecordingFiles>
+        }),
     };
+    if let (Some(recordings), Some(control)) = (&recordings, &sfu_control) {
+        recordings.attach(state.meetings.clone());
+        if let Some(notices) = control.take_recorder_notices() {
+            tasks.spawn(recordings.clone().listen(notices, shutdown.clone()));
+        }
+        let recovering = recordings.clone();
+        tasks.spawn(async move { recovering.recover().await });
+    }
     tasks.spawn(housekeeping(
         state.meetings.clone(),
         state.logins.clone(),

@@ -25,6 +25,7 @@ use livekit_protocol as proto;
 use tokio_util::task::TaskTracker;
 
 use crate::placement::Placement;
+use crate::recording::Recordings;
 
 /// The media permissions a role carries: the core's [`MediaRights`] of the role, as its token's
 /// grants are.
@@ -44,11 +45,20 @@ pub fn permission_for(role: Role) -> Permission {
 pub struct EmbeddedMedia {
     control: SfuControl,
     placement: Option<Arc<Placement>>,
+    recordings: Arc<Recordings>,
 }
 
 impl EmbeddedMedia {
-    pub fn new(control: SfuControl, placement: Option<Arc<Placement>>) -> Self {
-        Self { control, placement }
+    pub fn new(
+        control: SfuControl,
+        placement: Option<Arc<Placement>>,
+        recordings: Arc<Recordings>,
+    ) -> Self {
+        Self {
+            control,
+            placement,
+            recordings,
+        }
     }
 
     /// Carries out `commands` on this node's engine.
@@ -160,6 +170,22 @@ impl EmbeddedMedia {
                     .await
             }
             MediaCommand::CloseRoom { room } => self.control.close_room(room.as_str()).await,
+            MediaCommand::StartRecording {
+                room,
+                meeting,
+                recording,
+            } => {
+                self.recordings.start(room, meeting, recording).await;
+                Ok(())
+            }
+            MediaCommand::StopRecording {
+                room,
+                meeting,
+                recording,
+            } => {
+                self.recordings.stop(room, meeting, recording);
+                Ok(())
+            }
         };
         match result {
             // Not connected to media right now: the stored state still applies at the next join.

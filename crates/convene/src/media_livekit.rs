@@ -206,6 +206,10 @@ pub enum Call {
     DeleteRoom {
         room: String,
     },
+    /// A command with no RoomService call.
+    Nothing {
+        room: String,
+    },
 }
 
 /// Maps a core command to its RoomService call.
@@ -255,6 +259,12 @@ pub fn call_for(command: &MediaCommand) -> Call {
         MediaCommand::CloseRoom { room } => Call::DeleteRoom {
             room: room.to_string(),
         },
+        // Filtered out before any lane (`LiveKitMedia::apply`): nothing to call.
+        MediaCommand::StartRecording { room, .. } | MediaCommand::StopRecording { room, .. } => {
+            Call::Nothing {
+                room: room.to_string(),
+            }
+        }
     }
 }
 
@@ -271,6 +281,7 @@ pub fn tracks_of_kind(info: &proto::ParticipantInfo, kind: proto::TrackType) -> 
 async fn attempt(api: &dyn RoomApi, call: &Call) -> Result<(), CallFailure> {
     let result = match call {
         Call::RemoveParticipant { room, identity } => api.remove_participant(room, identity).await,
+        Call::Nothing { .. } => Ok(()),
         Call::UpdateParticipant {
             room,
             identity,
@@ -388,7 +399,9 @@ fn room_of(command: &MediaCommand) -> &str {
         MediaCommand::Disconnect { room, .. }
         | MediaCommand::SetRole { room, .. }
         | MediaCommand::Mute { room, .. }
-        | MediaCommand::CloseRoom { room } => room.as_str(),
+        | MediaCommand::CloseRoom { room }
+        | MediaCommand::StartRecording { room, .. }
+        | MediaCommand::StopRecording { room, .. } => room.as_str(),
     }
 }
 
@@ -396,10 +409,25 @@ fn room_of(command: &MediaCommand) -> &str {
 impl MediaEngine for LiveKitMedia {
     async fn apply(&self, commands: &[MediaCommand]) {
         for command in commands {
+            if matches!(
+                command,
+                MediaCommand::StartRecording { .. } | MediaCommand::StopRecording { .. }
+            ) {
+                // Never asked for: `records` says no (LiveKit Egress is not driven yet).
+                tracing::warn!(
+                    ?command,
+                    "recording is not available with an external LiveKit"
+                );
+                continue;
+            }
             if let Err(e) = self.lane(room_of(command)).try_send(command.clone()) {
                 tracing::error!(?command, error = %e, "LiveKit command queue full or closed: a media command was dropped");
             }
         }
+    }
+
+    fn records(&self) -> bool {
+        false
     }
 }
 

@@ -80,6 +80,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, axum::Json<MeetingView>)> {
     let settings = MeetingSettings {
         waiting_room_chat: request.waiting_room_chat.unwrap_or(false),
+        auto_record: request.auto_record.unwrap_or(false),
         name: DisplayName::parse(&request.name)?,
         mode: request
             .mode
@@ -224,6 +225,9 @@ pub async fn update(
     }
     if let Some(on) = request.waiting_room_chat {
         settings.waiting_room_chat = on;
+    }
+    if let Some(on) = request.auto_record {
+        settings.auto_record = on;
     }
     let credentials = match request.credentials {
         Some(CredentialsInput {

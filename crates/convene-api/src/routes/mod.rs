@@ -4,6 +4,7 @@ pub mod access;
 pub mod events;
 pub mod meetings;
 pub mod moderation;
+pub mod recordings;
 pub mod stream;
 pub mod system;
 pub mod webhooks;

@@ -112,6 +112,7 @@ fn settings(name: &RoomName) -> Result<MeetingSettings> {
         schedule: None,
         webhook_url: None,
         waiting_room_chat: false,
+        auto_record: false,
     })
 }
 

@@ -78,6 +78,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::PayloadTooLarge
         | ErrorCode::RequestTimeout
         | ErrorCode::MethodNotAllowed
+        | ErrorCode::RangeNotSatisfiable
+        | ErrorCode::RecordingNotFound
         | ErrorCode::NotFound => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthenticated | ErrorCode::InvalidToken | ErrorCode::InvalidCode => {
             StatusCode::UNAUTHORIZED
@@ -99,6 +101,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::AlreadyExists
         | ErrorCode::Busy
         | ErrorCode::MailFailed
+        | ErrorCode::Unavailable
         | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -108,6 +108,8 @@ pub fn error_for(code: ErrorCode) -> &'static str {
         | ErrorCode::PayloadTooLarge
         | ErrorCode::RequestTimeout
         | ErrorCode::MethodNotAllowed
+        | ErrorCode::RangeNotSatisfiable
+        | ErrorCode::RecordingNotFound
         | ErrorCode::NotFound => "BADPARA",
         ErrorCode::Unauthenticated | ErrorCode::InvalidToken => "AUTHFAIL",
         ErrorCode::InvalidCode => "BADCODE",
@@ -129,6 +131,7 @@ pub fn error_for(code: ErrorCode) -> &'static str {
         ErrorCode::ApiKeyNotFound
         | ErrorCode::AlreadyExists
         | ErrorCode::Busy
+        | ErrorCode::Unavailable
         | ErrorCode::Internal => "INTERNAL",
     }
 }

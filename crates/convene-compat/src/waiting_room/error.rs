@@ -27,7 +27,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidCombination
         | ErrorCode::PayloadTooLarge
         | ErrorCode::RequestTimeout
-        | ErrorCode::MethodNotAllowed => StatusCode::BAD_REQUEST,
+        | ErrorCode::MethodNotAllowed
+        | ErrorCode::RangeNotSatisfiable => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthenticated
         | ErrorCode::InvalidToken
         | ErrorCode::Forbidden
@@ -46,10 +47,12 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::MeetingNotFound
         | ErrorCode::ParticipantNotFound
         | ErrorCode::ApiKeyNotFound
+        | ErrorCode::RecordingNotFound
         | ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::AlreadyExists
         | ErrorCode::Busy
         | ErrorCode::MailFailed
+        | ErrorCode::Unavailable
         | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

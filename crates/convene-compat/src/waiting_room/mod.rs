@@ -159,6 +159,7 @@ fn settings() -> Result<MeetingSettings> {
         schedule: None,
         webhook_url: None,
         waiting_room_chat: false,
+        auto_record: false,
     })
 }
 

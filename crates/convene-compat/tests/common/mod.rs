@@ -181,6 +181,7 @@ impl TestApp {
             media,
             logins,
             placement: None,
+            recording_files: None,
         };
         let config = CompatConfig {
             live_passcode,

@@ -29,6 +29,9 @@ pub struct NewMeeting {
 
 impl Meetings {
     pub async fn create_meeting(&self, request: NewMeeting) -> Result<Meeting> {
+        if request.settings.auto_record {
+            self.require_recorder()?;
+        }
         let credentials = Credentials::new(
             request.host_credential,
             request.participant_credential,
@@ -127,6 +130,9 @@ impl Meetings {
         settings: MeetingSettings,
         credentials: Option<Credentials>,
     ) -> Result<Meeting> {
+        if settings.auto_record {
+            self.require_recorder()?;
+        }
         let needs = Needs {
             waiting: true,
             ..Needs::default()

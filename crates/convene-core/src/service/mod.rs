@@ -18,6 +18,7 @@ mod hot;
 mod media;
 mod meetings;
 mod moderation;
+mod recordings;
 
 use std::sync::Arc;
 

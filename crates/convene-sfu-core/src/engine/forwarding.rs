@@ -88,6 +88,7 @@ impl Engine {
         let Some(room) = self.rooms.get(&participant.room) else {
             return;
         };
+        let recording = room.recording.clone();
         let mut keyframe_wanted: Option<Option<Rid>> = None;
         for &member in &room.members {
             if member == conn {
@@ -180,6 +181,10 @@ impl Engine {
         }
         if let Some(rid) = keyframe_wanted {
             self.request_keyframe(conn, key, rid, now);
+        }
+        if let Some(recording) = recording {
+            let codec = params.spec().codec;
+            self.record_packet(conn, key, &recording, codec, frame, target, &packet, now);
         }
     }
 

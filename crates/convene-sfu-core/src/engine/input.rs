@@ -84,6 +84,17 @@ pub enum Input {
     },
     /// Disconnect everyone in the room.
     CloseRoom { room: String },
+    /// Record the room from now on as `recording` (`Some`), or stop (`None`): every published
+    /// track's best layer comes out as [`Output::Record`](super::Output::Record) packets, and the
+    /// members are told (the room's `active_recording`). Kept for a room that has no session
+    /// yet, so every shard takes it. Answers [`Answer::Done`].
+    Record {
+        room: String,
+        recording: Option<String>,
+    },
+    /// A recorded track lost a frame: ask its publisher for a keyframe (throttled). Answers
+    /// [`Answer::Done`] (an unknown track is not an error: it may have just gone).
+    RecordKeyframe { room: String, track_sid: String },
     /// Disconnect everyone everywhere (shutdown).
     CloseAll,
     /// Answers [`Answer::Rooms`].
@@ -116,6 +127,8 @@ impl Input {
             | Input::UpdateParticipant { room, .. }
             | Input::SendData { room, .. }
             | Input::CloseRoom { room }
+            | Input::Record { room, .. }
+            | Input::RecordKeyframe { room, .. }
             | Input::ListParticipants { room }
             | Input::GetParticipant { room, .. } => Some(room),
             Input::Join { .. }
@@ -211,6 +224,14 @@ impl Engine {
             }
             Input::CloseRoom { room } => {
                 self.close_room(&room, now)?;
+                Answer::Done
+            }
+            Input::Record { room, recording } => {
+                self.set_recording(room, recording, now);
+                Answer::Done
+            }
+            Input::RecordKeyframe { room, track_sid } => {
+                self.record_keyframe(&room, &track_sid, now);
                 Answer::Done
             }
             Input::CloseAll => {

@@ -47,6 +47,7 @@ impl Engine {
         }
 
         let room_sid = RoomSid::generate(&mut self.rng);
+        let recording = self.recordings.get(&admitted.room).cloned();
         let room = self
             .rooms
             .entry(admitted.room.clone())
@@ -55,18 +56,10 @@ impl Engine {
                 creation_ms: unix_ms,
                 members: Vec::new(),
                 speakers: SpeakerSet::default(),
+                recording,
             });
         room.members.push(conn);
-        let room_proto = proto::Room {
-            sid: room.sid.to_string(),
-            name: admitted.room.clone(),
-            creation_time: room.creation_ms / 1000,
-            creation_time_ms: room.creation_ms,
-            num_participants: room.members.len() as u32,
-            empty_timeout: 300,
-            departure_timeout: 20,
-            ..Default::default()
-        };
+        let room_proto = super::recording::room_info(&admitted.room, room);
         let members = room.members.clone();
 
         let sid = ParticipantSid::generate(&mut self.rng);

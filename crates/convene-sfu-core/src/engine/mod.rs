@@ -9,7 +9,8 @@
 //! `membership` (join, leave, announce), `signalling` (a client's requests),
 //! `subscriptions` (publishing, down tracks, subscriber offers), `network`
 //! (datagrams, timers, str0m events), `forwarding` (media and keyframes),
-//! `data` (data packets), `control` (moderation and RoomService), `signals`
+//! `data` (data packets), `control` (moderation and RoomService), `recording` (recorded rooms'
+//! packets and their `active_recording`), `signals`
 //! (active speakers and connection quality), `adaptive` (track settings, dynacast) and `rtc`
 //! (the str0m configuration).
 // Deprecated protocol fields are still read by the clients we serve.
@@ -22,6 +23,7 @@ mod forwarding;
 mod input;
 mod membership;
 mod network;
+mod recording;
 mod rtc;
 mod signalling;
 mod signals;
@@ -96,6 +98,8 @@ pub enum Output {
         transport: Transport,
         source: SocketAddr,
     },
+    /// A packet of a recorded room's track, for the recorder ([`Input::Record`]).
+    Record(crate::record::RecPacket),
 }
 
 /// The transport a packet came in on or goes out on: UDP, or a TCP connection (ICE-TCP,
@@ -170,6 +174,9 @@ pub struct Engine {
     config: EngineConfig,
     crypto: Arc<CryptoProvider>,
     rooms: BTreeMap<String, Room>,
+    /// Rooms being recorded, by name, with the recording's id: kept whether or not the room
+    /// has a session here, so a room placed on this shard later starts recorded.
+    recordings: HashMap<String, Arc<str>>,
     /// Keyed by the engine's own sequential connection ids, so the fast hash is safe.
     participants: FxHashMap<ConnId, Participant>,
     route_cache: HashMap<(Transport, SocketAddr), (ConnId, PcKind)>,
@@ -206,6 +213,7 @@ impl Engine {
             config,
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
             rooms: BTreeMap::new(),
+            recordings: HashMap::new(),
             participants: FxHashMap::default(),
             route_cache: HashMap::new(),
             outputs: VecDeque::new(),

@@ -244,6 +244,7 @@ impl Engine {
             keyframe_requests: Vec::new(),
             meter: (kind == MediaKind::Audio).then(LevelMeter::default),
             dynacast: (kind == MediaKind::Video && info.layers.len() > 1).then(Dynacast::default),
+            recorder: None,
         });
         self.send(
             conn,

@@ -30,6 +30,8 @@ pub(super) struct Room {
     pub(super) members: Vec<ConnId>,
     /// The speakers the room's members were last told of.
     pub(super) speakers: SpeakerSet,
+    /// The recording it is under, if any ([`super::Input::Record`]).
+    pub(super) recording: Option<std::sync::Arc<str>>,
 }
 
 /// One str0m peer connection behind a panic boundary.
@@ -81,6 +83,8 @@ pub(super) struct Published {
     pub(super) meter: Option<LevelMeter>,
     /// Simulcast video tracks: which layers the publisher was told to send.
     pub(super) dynacast: Option<Dynacast>,
+    /// While its room is recorded: the recording's down track of it.
+    pub(super) recorder: Option<super::recording::Recorder>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

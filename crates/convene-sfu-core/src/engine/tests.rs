@@ -52,6 +52,7 @@ struct Drained {
     events: Vec<MediaEvent>,
     /// Addresses the engine started (`true`) or stopped taking packets from.
     routes: Vec<(Transport, SocketAddr, bool)>,
+    records: Vec<crate::record::RecPacket>,
 }
 
 impl Drained {
@@ -76,6 +77,7 @@ fn drain(engine: &mut Engine) -> Drained {
             Output::Transmit { .. } => {}
             Output::Routed { transport, source } => out.routes.push((transport, source, true)),
             Output::Unrouted { transport, source } => out.routes.push((transport, source, false)),
+            Output::Record(packet) => out.records.push(packet),
         }
     }
     out
@@ -1611,5 +1613,89 @@ fn a_single_layer_track_gets_no_dynacast() {
         !out.signals
             .iter()
             .any(|(_, m)| matches!(m, Resp::SubscribedQualityUpdate(_))),
+    );
+}
+
+#[test]
+fn everyone_in_a_recorded_room_is_told_and_a_room_recorded_before_it_opens_starts_recorded() {
+    let now = Instant::now();
+    let mut engine = engine(now);
+    // Marked recorded before anyone is in it (this shard may be where it opens).
+    feed(
+        &mut engine,
+        Input::Record {
+            room: "room".into(),
+            recording: Some("rec_1".into()),
+        },
+        now,
+    );
+    feed(
+        &mut engine,
+        joining(A, admitted("alice", Permission::default())),
+        now,
+    );
+    let out = drain(&mut engine);
+    let Resp::Join(join) = out.to(A)[0] else {
+        panic!("a join response first");
+    };
+    assert!(join.room.as_ref().unwrap().active_recording);
+    feed(
+        &mut engine,
+        joining(B, admitted("bob", Permission::default())),
+        now,
+    );
+    drain(&mut engine);
+    // Stopped: both are told, once.
+    feed(
+        &mut engine,
+        Input::Record {
+            room: "room".into(),
+            recording: None,
+        },
+        now,
+    );
+    let out = drain(&mut engine);
+    for conn in [A, B] {
+        let updates: Vec<bool> = out
+            .to(conn)
+            .iter()
+            .filter_map(|m| match m {
+                Resp::RoomUpdate(update) => update.room.as_ref().map(|r| r.active_recording),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(updates, vec![false], "{conn:?}");
+    }
+    // The same again changes nothing and tells nobody.
+    feed(
+        &mut engine,
+        Input::Record {
+            room: "room".into(),
+            recording: None,
+        },
+        now,
+    );
+    assert!(drain(&mut engine).signals.is_empty());
+    // Started again: told again; a keyframe request for a track nobody has is no error.
+    feed(
+        &mut engine,
+        Input::Record {
+            room: "room".into(),
+            recording: Some("rec_2".into()),
+        },
+        now,
+    );
+    let out = drain(&mut engine);
+    assert!(out.to(B).iter().any(|m| matches!(
+        m,
+        Resp::RoomUpdate(proto::RoomUpdate { room: Some(r) }) if r.active_recording
+    )));
+    feed(
+        &mut engine,
+        Input::RecordKeyframe {
+            room: "room".into(),
+            track_sid: "TR_none".into(),
+        },
+        now,
     );
 }

@@ -1,0 +1,4 @@
+-- convene schema, version 7: the recording a meeting has running, if any (serde JSON of
+-- convene_core::meeting::ActiveRecording). Everything else about recordings (their files, state
+-- and index) is in the meeting's event log.
+ALTER TABLE meetings ADD COLUMN recording TEXT;
