@@ -814,6 +814,8 @@ impl Modify for Exact {
         }
         let meeting_id = meeting_id_pattern();
         let identity = text_pattern(convene_core::ids::Identity::MAX_LEN);
+        // As `RecordingId::parse` takes it.
+        let recording_id = "^rec_[0-9a-f]{24}$".to_owned();
         for item in openapi.paths.paths.values_mut() {
             for operation in [
                 &mut item.get,
@@ -833,6 +835,7 @@ impl Modify for Exact {
                         // The meetings list's `after` is a meeting id too.
                         "meeting_id" | "after" if is_string(schema) => &meeting_id,
                         "identity" => &identity,
+                        "recording_id" => &recording_id,
                         _ => continue,
                     };
                     schema.pattern = Some(pattern.clone());
@@ -1058,6 +1061,33 @@ mod tests {
     }
 
     #[test]
+    fn the_recording_id_pattern_is_what_the_core_parses() {
+        let doc = serde_json::to_value(crate::openapi()).unwrap();
+        let parameter = doc["paths"]["/v1/meetings/{meeting_id}/recordings/{recording_id}"]["get"]
+            ["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "recording_id")
+            .unwrap()
+            .clone();
+        let pattern = regex(parameter["schema"]["pattern"].as_str().unwrap());
+        let mut samples = corpus(30, 24);
+        samples.extend([
+            "rec_0123456789abcdef01234567".to_owned(),
+            "rec_0123456789ABCDEF01234567".to_owned(),
+            "rec_0123456789abcdef0123456".to_owned(),
+        ]);
+        for sample in samples {
+            assert_eq!(
+                pattern.is_match(&sample),
+                convene_core::ids::RecordingId::parse(&sample).is_ok(),
+                "{sample:?}"
+            );
+        }
+    }
+
+    #[test]
     fn every_request_string_is_constrained() {
         let doc = serde_json::to_value(crate::openapi()).unwrap();
         // Secrets to check are any text up to a length: a wrong one is refused with 401 or 403.
@@ -1092,7 +1122,7 @@ mod tests {
             for operation in operations.as_object().unwrap().values() {
                 for parameter in operation["parameters"].as_array().into_iter().flatten() {
                     let name = parameter["name"].as_str().unwrap();
-                    if ["meeting_id", "identity"].contains(&name) {
+                    if ["meeting_id", "identity", "recording_id"].contains(&name) {
                         assert!(
                             parameter["schema"].get("pattern").is_some(),
                             "{path} {name}"

@@ -337,6 +337,13 @@ impl Collector for DatagramCounters {
                 ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
+        let family = encoder.encode_descriptor(
+            "convene_recording_packets_dropped",
+            "Recorded media packets dropped because the recorder's queue was full (the file then waits for a keyframe)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.recorder_dropped()).encode(family)?;
         Ok(())
     }
 }

@@ -66,6 +66,7 @@ async fn requests_are_counted_by_route_template_and_meetings_and_people_move_the
         "convene_sfu_tracks",
         r#"convene_sfu_datagrams_sent_total{transport="udp"}"#,
         r#"convene_sfu_datagrams_dropped_total{transport="tcp"}"#,
+        "convene_recording_packets_dropped_total",
         "convene_store_commits_total",
         "convene_store_committed_changes_total",
     ] {
