@@ -1223,16 +1223,28 @@ mod tests {
     }
 
     #[test]
-    fn times_never_go_back() {
+    fn times_never_go_back_nor_repeat() {
         let mut muxer = Muxer::create(Cursor::new(Vec::new()), &header(RecCodec::Vp8)).unwrap();
         muxer.write_frame(0, true, &[1]).unwrap();
-        muxer.write_frame(100, false, &[2]).unwrap();
-        muxer.write_frame(50, false, &[3]).unwrap();
+        muxer.write_frame(40, false, &[2]).unwrap();
+        // Earlier than the last, then at the same time: each a step after the one before.
+        muxer.write_frame(20, false, &[3]).unwrap();
+        muxer.write_frame(80, false, &[4]).unwrap();
+        muxer.write_frame(130, false, &[5]).unwrap();
         muxer.finish().unwrap();
         let file = muxer.out.into_inner();
         assert_eq!(
             clusters(&elements(&file)),
-            vec![(0, vec![(0, true), (100, false), (100, false)])]
+            vec![(
+                0,
+                vec![
+                    (0, true),
+                    (40, false),
+                    (80, false),
+                    (120, false),
+                    (130, false)
+                ]
+            )]
         );
     }
 

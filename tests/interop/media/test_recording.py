@@ -89,8 +89,12 @@ def probe(path):
 
 
 def decode_errors(path):
-    """What ffmpeg says decoding the whole file (empty: every frame decoded)."""
-    return subprocess.run([FFMPEG, "-v", "error", "-i", path, "-f", "null", "-"], capture_output=True, text=True).stderr.strip()
+    """What ffmpeg says decoding the whole file (empty: every frame decoded). A track is kept at
+    the times its frames were captured (variable frame rate, as a camera over WebRTC sends), so
+    the frames are passed on at their own times (`-fps_mode vfr`): at ffmpeg's default constant
+    rate two frames closer than its guessed interval would collide in its null output."""
+    command = [FFMPEG, "-v", "error", "-i", path, "-fps_mode", "vfr", "-f", "null", "-"]
+    return subprocess.run(command, capture_output=True, text=True).stderr.strip()
 
 
 def mean_volume(path):
