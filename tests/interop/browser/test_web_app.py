@@ -74,6 +74,14 @@ def test_admin_console_creates_links_and_ends_the_meeting(server, node_script_en
     run_scenario("scenario_admin.mjs", server, node_script_env)
 
 
+def test_recording_indicator_for_everyone_host_start_stop_and_admin_recordings(server, node_script_env):
+    """The host starts and stops recording from the meeting page; host and guest both see the
+    indicator while it runs; the guest has no button; the recording finishes (ready, or failed
+    with a reason); the admin console turns on automatic recording, downloads a file, deletes it."""
+    result = run_scenario("scenario_recording.mjs", server, node_script_env)
+    print("recording:", result["details"], result["steps"])
+
+
 def test_one_time_join_links_from_the_bigbluebutton_surface(server, node_script_env):
     run_scenario("scenario_links.mjs", server, node_script_env, BBB_TOKEN)
 

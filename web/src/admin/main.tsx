@@ -1,13 +1,14 @@
 // The admin console at /admin: sign in with an API key pair (kept in this tab's session storage,
 // never in a URL), find meetings (status, people in them now), create one, and open one: its
 // credentials and ready-to-send links per role, the people in it live, its event log, start or
-// end it, and its webhook deliveries.
+// end it, and its webhook deliveries; whether it is recorded automatically, and its recordings
+// (download each file, delete).
 
 import '@livekit/components-styles';
 import '../shared/theme.css';
 import { type FormEvent, StrictMode, useCallback, useEffect, useId, useState } from 'react';
 import { createRoot } from 'react-dom/client';
-import { type Auth, type EventView, type MeetingView, type Mode, type Policy, type WebhookDelivery, ApiError, api, meetingPath } from '../shared/api';
+import { type Auth, type EventView, type MeetingView, type Mode, type Policy, type RecordingFile, type RecordingView, type WebhookDelivery, ApiError, api, authHeader, meetingPath } from '../shared/api';
 import { SseStream, type StreamStatus, isSnapshot } from '../shared/events';
 import { type Roster, applyEvent, isPresent } from '../shared/roster';
 import { t } from '../shared/strings';
@@ -252,11 +253,13 @@ function CreateMeeting({ auth, onCreated, onError }: { auth: Auth; onCreated(m: 
   const [startsAt, setStartsAt] = useState('');
   const [endsAt, setEndsAt] = useState('');
   const [waitingChat, setWaitingChat] = useState(false);
+  const [autoRecord, setAutoRecord] = useState(false);
   const [busy, setBusy] = useState(false);
   const submit = async (event: FormEvent) => {
     event.preventDefault();
     setBusy(true);
     const body: Record<string, unknown> = { name: name.trim(), mode, policy, waiting_room_chat: waitingChat };
+    if (autoRecord) body.auto_record = true;
     if (capacity) body.capacity = Number(capacity);
     const starts = rfc3339(startsAt);
     if (starts) body.schedule = { starts_at: starts, ends_at: rfc3339(endsAt) };
@@ -312,6 +315,10 @@ function CreateMeeting({ auth, onCreated, onError }: { auth: Auth; onCreated(m: 
           <input type="checkbox" checked={waitingChat} onChange={(e) => setWaitingChat(e.target.checked)} />
           {t.admin.waitingRoomChat}
         </label>
+        <label className="cv-check">
+          <input type="checkbox" checked={autoRecord} onChange={(e) => setAutoRecord(e.target.checked)} />
+          {t.admin.autoRecord}
+        </label>
         <button type="submit" className="lk-button cv-primary" disabled={busy}>
           {t.admin.create}
         </button>
@@ -341,7 +348,10 @@ function MeetingDetail({ auth, meetingId, onBack, onError, onNotice }: { auth: A
   const [events, setEvents] = useState<EventView[]>([]);
   const [live, setLive] = useState<StreamStatus>('connecting');
   const [deliveries, setDeliveries] = useState<WebhookDelivery[] | null>(null);
+  const [recordings, setRecordings] = useState<RecordingView[] | null>(null);
   const [confirming, setConfirming] = useState(false);
+  /** The automatic-recording choice being saved (shown checked or not until the server answers). */
+  const [autoRecordSaving, setAutoRecordSaving] = useState<boolean | null>(null);
 
   const reload = useCallback(async () => {
     try {
@@ -359,9 +369,18 @@ function MeetingDetail({ auth, meetingId, onBack, onError, onNotice }: { auth: A
     }
   }, [auth, meetingId, onError]);
 
+  const loadRecordings = useCallback(async () => {
+    try {
+      setRecordings((await api<{ recordings: RecordingView[] }>('GET', meetingPath(meetingId, '/recordings'), auth)).recordings);
+    } catch (e) {
+      onError(e);
+    }
+  }, [auth, meetingId, onError]);
+
   useEffect(() => {
     void reload();
     void loadDeliveries();
+    void loadRecordings();
     const stream = new SseStream(
       meetingId,
       auth,
@@ -379,12 +398,28 @@ function MeetingDetail({ auth, meetingId, onBack, onError, onNotice }: { auth: A
         setPeople((roster) => applyEvent(roster, frame));
         setEvents((log) => [...log.slice(-499), frame]);
         if (frame.type.startsWith('meeting.')) void reload();
+        if (frame.type.startsWith('recording.')) {
+          void reload();
+          void loadRecordings();
+        }
       },
       setLive,
     );
     stream.start();
     return () => stream.stop();
-  }, [auth, meetingId, reload, loadDeliveries, onError]);
+  }, [auth, meetingId, reload, loadDeliveries, loadRecordings, onError]);
+
+  const setAutoRecord = async (on: boolean) => {
+    setAutoRecordSaving(on);
+    try {
+      setMeeting(await api<MeetingView>('PATCH', meetingPath(meetingId), auth, { auto_record: on }));
+      onNotice(on ? t.admin.autoRecordOn : t.admin.autoRecordOff);
+    } catch (e) {
+      onError(e);
+    } finally {
+      setAutoRecordSaving(null);
+    }
+  };
 
   const act = async (path: string, done: string) => {
     try {
@@ -475,6 +510,23 @@ function MeetingDetail({ auth, meetingId, onBack, onError, onNotice }: { auth: A
           )}
         </section>
       </div>
+      <section className="cv-section" aria-labelledby="recordings-title">
+        <div className="cv-section-head">
+          <h3 id="recordings-title">{t.admin.recordings}</h3>
+          <button type="button" className="lk-button cv-small" aria-label={`${t.admin.refresh}: ${t.admin.recordings}`} onClick={() => void loadRecordings()}>
+            {t.admin.refresh}
+          </button>
+        </div>
+        <label className="cv-check">
+          <input type="checkbox" checked={autoRecordSaving ?? Boolean(meeting.auto_record)} disabled={autoRecordSaving !== null} onChange={(e) => void setAutoRecord(e.target.checked)} aria-describedby="auto-record-hint" />
+          {t.admin.autoRecord}
+        </label>
+        <p className="cv-hint" id="auto-record-hint">
+          {t.admin.autoRecordHint}
+          {meeting.recording_id ? ` ${t.admin.recordingNow}` : ''}
+        </p>
+        <Recordings auth={auth} meetingId={meetingId} recordings={recordings} nameOf={(identity) => people[identity]?.name ?? identity} onChanged={loadRecordings} onError={onError} onNotice={onNotice} />
+      </section>
       <section className="cv-section" aria-labelledby="events-title">
         <h3 id="events-title">{t.admin.events}</h3>
         {events.length === 0 ? (
@@ -530,12 +582,153 @@ function MeetingDetail({ auth, meetingId, onBack, onError, onNotice }: { auth: A
   );
 }
 
+/** Saves a recording's file: fetched with the admin's key pair (a plain link could not send it)
+ *  and handed to the browser as a download. */
+async function download(auth: Auth, file: RecordingFile): Promise<void> {
+  const headers: Record<string, string> = {};
+  const authorization = authHeader(auth);
+  if (authorization) headers.authorization = authorization;
+  let response: Response;
+  try {
+    response = await fetch(file.url, { headers });
+  } catch (e) {
+    throw new ApiError(0, 'network', e instanceof Error ? e.message : String(e));
+  }
+  if (!response.ok) {
+    const text = await response.text();
+    let error: { code?: string; message?: string } | undefined;
+    try {
+      error = (JSON.parse(text) as { error?: { code?: string; message?: string } }).error;
+    } catch {
+      error = undefined;
+    }
+    throw new ApiError(response.status, error?.code ?? `http_${response.status}`, error?.message ?? (text || response.statusText));
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = file.name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+function Recordings(props: {
+  auth: Auth;
+  meetingId: string;
+  recordings: RecordingView[] | null;
+  nameOf(identity: string): string;
+  onChanged(): Promise<void>;
+  onError(e: unknown): void;
+  onNotice(text: string): void;
+}) {
+  const { auth, meetingId, recordings, nameOf, onChanged, onError, onNotice } = props;
+  const [confirming, setConfirming] = useState<string | null>(null);
+  const [busy, setBusy] = useState<string | null>(null);
+  if (!recordings || recordings.length === 0) return <p className="cv-hint">{t.admin.noRecordings}</p>;
+  const remove = async (r: RecordingView) => {
+    setBusy(r.recording_id);
+    try {
+      await api('DELETE', meetingPath(meetingId, `/recordings/${encodeURIComponent(r.recording_id)}`), auth);
+      onNotice(t.admin.deleted);
+      await onChanged();
+    } catch (e) {
+      onError(e);
+    } finally {
+      setBusy(null);
+      setConfirming(null);
+    }
+  };
+  const save = async (file: RecordingFile) => {
+    setBusy(file.url);
+    onNotice(t.admin.downloading(file.name));
+    try {
+      await download(auth, file);
+    } catch (e) {
+      onError(e);
+    } finally {
+      setBusy(null);
+    }
+  };
+  const columns = t.admin.recordingColumns;
+  return (
+    <div className="cv-table-wrap">
+      <table className="cv-table cv-recordings" data-testid="recordings">
+        <thead>
+          <tr>
+            <th scope="col">{columns.started}</th>
+            <th scope="col">{columns.state}</th>
+            <th scope="col">{columns.duration}</th>
+            <th scope="col">{columns.size}</th>
+            <th scope="col">{columns.files}</th>
+            <th scope="col">{columns.actions}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {[...recordings].reverse().map((r) => {
+            const at = new Date(r.started_at).toLocaleString();
+            const running = r.state === 'recording' || r.state === 'processing';
+            return (
+              <tr key={r.recording_id} data-recording={r.recording_id} data-state={r.state}>
+                <th scope="row">{at}</th>
+                <td>
+                  {t.admin.recordingStates[r.state] ?? r.state}
+                  {r.error && <span className="cv-hint"> · {r.error}</span>}
+                </td>
+                <td>{t.admin.duration(r.duration_ms)}</td>
+                <td>{t.admin.size(r.bytes)}</td>
+                <td>
+                  {r.files.length === 0 ? (
+                    <span className="cv-hint">{t.admin.noFiles}</span>
+                  ) : (
+                    <ul className="cv-files">
+                      {[...r.files].sort((a, b) => Number(b.kind === 'composite') - Number(a.kind === 'composite')).map((f) => (
+                        <li key={f.name}>
+                          <button type="button" className="lk-button cv-small" aria-label={t.admin.download(f.name)} disabled={busy === f.url} onClick={() => void save(f)}>
+                            {f.name}
+                          </button>{' '}
+                          <span className="cv-hint">
+                            {t.admin.fileKinds[f.kind] ?? f.kind}
+                            {f.identity ? ` ${nameOf(f.identity)}` : ''} · {t.admin.size(f.bytes)}
+                          </span>
+                        </li>
+                      ))}
+                    </ul>
+                  )}
+                </td>
+                <td>
+                  {confirming !== r.recording_id ? (
+                    <button type="button" className="lk-button cv-small cv-danger" aria-label={t.admin.deleteRecording(at)} disabled={running} onClick={() => setConfirming(r.recording_id)}>
+                      {t.admin.delete}
+                    </button>
+                  ) : (
+                    <span role="group" aria-label={t.admin.deleteRecording(at)} className="cv-confirm">
+                      <span>{t.admin.deleteConfirm}</span>
+                      <button type="button" className="lk-button cv-small cv-danger" autoFocus disabled={busy === r.recording_id} onClick={() => void remove(r)}>
+                        {t.admin.delete}
+                      </button>
+                      <button type="button" className="lk-button cv-small" onClick={() => setConfirming(null)}>
+                        {t.cancel}
+                      </button>
+                    </span>
+                  )}
+                </td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
 /** A short reading of an event's data for the log. */
 function describe(e: EventView): string {
   const d = e.data as Record<string, unknown>;
   if (e.type === 'chat.message') return `${d.from}: ${String(d.text).slice(0, 80)}`;
   if (Array.isArray(d.identities)) return (d.identities as string[]).join(', ');
-  const parts = ['identity', 'role', 'state', 'policy'].filter((k) => d[k] !== undefined && d[k] !== null).map((k) => String(d[k]));
+  const parts = ['identity', 'role', 'state', 'policy', 'recording_id', 'reason'].filter((k) => d[k] !== undefined && d[k] !== null).map((k) => String(d[k]));
   return parts.join(' ');
 }
 

@@ -8,6 +8,7 @@ import { type FormEvent, useEffect, useId, useRef, useState } from 'react';
 import type { Participant, Policy, Role } from '../shared/api';
 import { t } from '../shared/strings';
 import { DeviceSelect } from './Room';
+import { RecordingControl } from './Recording';
 import type { ChatLine, Session, SessionState } from './session';
 
 export type PanelName = 'people' | 'chat' | 'stage' | 'settings';
@@ -221,6 +222,7 @@ function HostControls({ session, state }: { session: Session; state: SessionStat
         )}
       </div>
       {policy === 'deny' && <p className="cv-hint">{t.host.locked}</p>}
+      <RecordingControl session={session} state={state} />
     </section>
   );
 }

@@ -18,6 +18,7 @@ import { type DeviceChoices, PreJoin } from './PreJoin';
 import { MeetingRoom } from './Room';
 import { Session } from './session';
 import { WaitingRoom } from './Waiting';
+import { RecordingAnnouncer, RecordingIndicator } from './Recording';
 
 const session = new Session();
 
@@ -66,6 +67,8 @@ function App() {
   };
 
   const title = state.meeting?.name ?? t.product;
+  // In the meeting or its waiting room, everyone sees whether it is being recorded.
+  const inMeeting = state.phase === 'waiting' || state.phase === 'joining' || state.phase === 'live';
   let body;
   switch (state.phase) {
     case 'prejoin':
@@ -91,7 +94,8 @@ function App() {
   }
   return (
     <div className="cv-app" data-phase={state.phase}>
-      <Header title={title} />
+      <Header title={title}>{inMeeting && state.recording && <RecordingIndicator />}</Header>
+      <RecordingAnnouncer active={inMeeting} recording={state.recording} />
       <div className="cv-messages">
         <Banner error={state.error} onDismiss={() => session.clearError()} />
         <Banner notice={state.notice} onDismiss={() => session.clearNotice()} />

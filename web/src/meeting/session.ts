@@ -14,6 +14,7 @@ import {
   type MeetingPublic,
   type Participant,
   type Policy,
+  type RecordingView,
   type Role,
   ApiError,
   api,
@@ -63,6 +64,11 @@ export interface SessionState {
   /** The last time a host muted one of this person's tracks (`audio` / `video`). */
   mutedByHost: { track: string; at: number } | null;
   sentBack: boolean;
+  /** The meeting is being recorded now: seeded from the meeting as the person enters, then
+   *  kept by the event stream (its snapshot, `recording.started` and `recording.stopped`). */
+  recording: boolean;
+  /** The running recording, when known (a host stops it by its ID). */
+  recordingId: string | null;
 }
 
 const initial: SessionState = {
@@ -83,6 +89,8 @@ const initial: SessionState = {
   notice: null,
   mutedByHost: null,
   sentBack: false,
+  recording: false,
+  recordingId: null,
 };
 
 /** How often a guest in a one-by-one queue re-reads its place (others' admissions are not its events). */
@@ -195,7 +203,7 @@ export class Session {
     this.waitingToken = token;
     try {
       const me = await api<MeView>('GET', meetingPath(meetingId, '/me'), { token });
-      this.set({ identity: me.participant.identity, role: me.participant.role, meeting: me.meeting });
+      this.set({ identity: me.participant.identity, role: me.participant.role, meeting: me.meeting, recording: Boolean(me.meeting.recording) });
       this.openStream(token);
       if (me.participant.state === 'waiting') this.wait(me.position ?? null);
       else await this.join();
@@ -207,7 +215,7 @@ export class Session {
   private async entered(entered: EnterResponse, join?: JoinResponse | null): Promise<void> {
     this.waitingToken = entered.token;
     this.apiToken = '';
-    this.set({ identity: entered.identity, role: entered.role, meeting: entered.meeting, sentBack: false });
+    this.set({ identity: entered.identity, role: entered.role, meeting: entered.meeting, sentBack: false, recording: Boolean(entered.meeting.recording) });
     this.openStream(entered.token);
     if (join) this.joined(join);
     else if (entered.state === 'waiting') this.wait(null);
@@ -378,7 +386,8 @@ export class Session {
         .filter((p) => p.hand_raised)
         .sort((a, b) => a.updated_at.localeCompare(b.updated_at))
         .map((p) => p.identity);
-      this.set({ meeting, people, hands, invited: you?.invited ?? false, role: you?.role ?? this.state.role });
+      const recording = Boolean(meeting?.recording);
+      this.set({ meeting, people, hands, invited: you?.invited ?? false, role: you?.role ?? this.state.role, recording, recordingId: recording ? this.state.recordingId : null });
       void this.loadHistory(frame.seq);
       if (you && (you.state === 'admitted' || you.state === 'joined') && this.state.phase === 'waiting') void this.join();
       return;
@@ -463,6 +472,14 @@ export class Session {
         return;
       case 'chat.message':
         if (!this.state.chat.some((c) => c.seq === e.seq)) this.set({ chat: [...this.state.chat, chatLine(e)] });
+        return;
+      case 'recording.started':
+        this.set({ recording: true, recordingId: String(d.recording_id), meeting: this.state.meeting && { ...this.state.meeting, recording: true } });
+        return;
+      case 'recording.stopped':
+        if (this.state.recordingId === null || this.state.recordingId === String(d.recording_id)) {
+          this.set({ recording: false, recordingId: null, meeting: this.state.meeting && { ...this.state.meeting, recording: false } });
+        }
         return;
       default:
         if (people !== this.state.people) this.set({ people });
@@ -551,6 +568,35 @@ export class Session {
   setRole = (identity: string, role: Role) => this.target(identity, 'role', { role });
   mute = (identity: string, track: 'audio' | 'video') => this.target(identity, 'mute', { track, muted: true });
   admitAll = () => this.call('POST', '/admit-all');
+
+  /** A host starts recording the meeting (everyone is told by `recording.started`). */
+  async startRecording(): Promise<boolean> {
+    try {
+      const recording = await api<RecordingView>('POST', meetingPath(this.state.meetingId, '/recordings'), { token: this.token });
+      this.set({ recording: true, recordingId: recording.recording_id });
+      return true;
+    } catch (e) {
+      this.set({ error: problem(e) });
+      return false;
+    }
+  }
+
+  /** A host stops the running recording: by its ID from the events, or the one the list says runs. */
+  async stopRecording(): Promise<boolean> {
+    try {
+      let id = this.state.recordingId;
+      if (!id) {
+        const list = await api<{ recordings: RecordingView[] }>('GET', meetingPath(this.state.meetingId, '/recordings'), { token: this.token });
+        id = list.recordings.find((r) => r.state === 'recording')?.recording_id ?? null;
+      }
+      if (id) await api<RecordingView>('POST', meetingPath(this.state.meetingId, `/recordings/${encodeURIComponent(id)}/stop`), { token: this.token });
+      this.set({ recording: false, recordingId: null });
+      return true;
+    } catch (e) {
+      this.set({ error: problem(e) });
+      return false;
+    }
+  }
   setPolicy = (policy: Policy) => this.call('POST', '/policy', { policy });
   endMeeting = () => this.call('POST', '/end');
 }

@@ -17,6 +17,8 @@ export interface MeetingPublic {
   quality: string;
   logout_url: string | null;
   waiting_room_chat: boolean;
+  /** Being recorded now (everyone in the meeting is told). */
+  recording?: boolean;
 }
 
 export interface Participant {
@@ -101,7 +103,40 @@ export interface MeetingView {
   updated_at: string;
   last_seq: number;
   waiting_room_chat: boolean;
+  /** Record the meeting whenever it goes live. */
+  auto_record?: boolean;
+  /** The recording running now, if any. */
+  recording_id?: string | null;
   people?: { waiting: number; admitted: number; joined: number };
+}
+
+export type RecordingState = 'recording' | 'processing' | 'ready' | 'failed';
+
+export interface RecordingFile {
+  name: string;
+  kind: 'audio' | 'video' | 'composite';
+  identity: string | null;
+  track_sid: string | null;
+  codec: string;
+  bytes: number;
+  start_ms: number;
+  duration_ms: number;
+  /** Where to download it (the meeting's hosts and admins). */
+  url: string;
+}
+
+export interface RecordingView {
+  recording_id: string;
+  meeting_id: string;
+  state: RecordingState;
+  started_at: string;
+  started_by: string | null;
+  stopped_at: string | null;
+  stop_reason: string | null;
+  duration_ms: number;
+  bytes: number;
+  error: string | null;
+  files: RecordingFile[];
 }
 
 export interface WebhookDelivery {

@@ -154,6 +154,16 @@ export const en = {
     end: 'End meeting for everyone',
     endConfirm: 'End the meeting for everyone? Everybody will be disconnected.',
   },
+  recording: {
+    indicator: 'Recording',
+    label: 'This meeting is being recorded',
+    started: 'Recording started',
+    stopped: 'Recording stopped',
+    already: 'This meeting is being recorded.',
+    start: 'Start recording',
+    stop: 'Stop recording',
+    hint: 'Everyone in the meeting sees that it is being recorded.',
+  },
   stage: {
     title: 'Stage',
     viewers: (n: number) => (n === 1 ? '1 viewer' : `${n} viewers`),
@@ -236,6 +246,40 @@ export const en = {
     streamStatus: { connecting: 'Connecting…', reconnecting: 'Reconnecting…', closed: 'Not live' } as Record<string, string>,
     participantRole: 'Participant',
     schedule: 'Schedule',
+    autoRecord: 'Record automatically',
+    autoRecordHint: 'Recording starts whenever the meeting goes live; everyone in it sees that it is recorded.',
+    autoRecordOn: 'This meeting will be recorded whenever it goes live.',
+    autoRecordOff: 'This meeting will not be recorded automatically.',
+    recordingNow: 'Being recorded now.',
+    recordings: 'Recordings',
+    noRecordings: 'No recordings yet.',
+    recordingColumns: { started: 'Started', state: 'State', duration: 'Duration', size: 'Size', files: 'Files', actions: 'Actions' },
+    recordingStates: { recording: 'Recording', processing: 'Finishing', ready: 'Ready', failed: 'Failed' } as Record<string, string>,
+    noFiles: 'No files',
+    download: (file: string) => `Download ${file}`,
+    downloading: (file: string) => `Downloading ${file}…`,
+    fileKinds: { audio: 'audio', video: 'video', composite: 'everyone' } as Record<string, string>,
+    deleteRecording: (at: string) => `Delete recording ${at}`,
+    deleteConfirm: 'Delete this recording and its files? This cannot be undone.',
+    delete: 'Delete',
+    deleted: 'Recording deleted.',
+    duration: (ms: number) => {
+      const total = Math.round(ms / 1000);
+      const h = Math.floor(total / 3600);
+      const m = Math.floor((total % 3600) / 60);
+      const sec = String(total % 60).padStart(2, '0');
+      return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+    },
+    size: (bytes: number) => {
+      const units = ['bytes', 'KB', 'MB', 'GB', 'TB'];
+      let value = bytes;
+      let unit = 0;
+      while (value >= 1000 && unit < units.length - 1) {
+        value /= 1000;
+        unit += 1;
+      }
+      return unit === 0 ? `${bytes} bytes` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+    },
   },
 };
 
