@@ -1150,8 +1150,11 @@ pub struct RecordingFileView {
     /// When its first frame was, in milliseconds from the recording's start.
     pub start_ms: u64,
     pub duration_ms: u64,
-    /// Where to download it (range requests answered).
+    /// Where to download it from convene (range requests answered).
     pub url: String,
+    /// Where the file is kept when convene does not keep it: with an external LiveKit, the
+    /// egress storage's location (downloads from convene then answer 503).
+    pub location: Option<String>,
 }
 
 /// A recording of a meeting, with its files and its index.
@@ -1212,6 +1215,7 @@ impl RecordingView {
                         "/v1/meetings/{meeting}/recordings/{}/files/{}",
                         r.id, f.name
                     ),
+                    location: f.location.clone(),
                 })
                 .collect(),
             index: r

@@ -252,6 +252,9 @@ pub struct RecordingFile {
     /// When the file's first frame was, from the recording's start.
     pub start_ms: u64,
     pub duration_ms: u64,
+    /// Where the file is when convene does not keep it (an external LiveKit's egress storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 impl EventKind {

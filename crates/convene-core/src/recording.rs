@@ -468,6 +468,7 @@ mod tests {
             bytes: 10,
             start_ms: 0,
             duration_ms: 3_000,
+            location: None,
         };
         let mut kinds = vec![(
             0,

@@ -3,6 +3,7 @@
 //! same server on port 0.
 
 pub mod config;
+pub mod egress;
 pub mod livekit_webhook;
 pub mod mail;
 pub mod media;
@@ -308,7 +309,11 @@ impl MediaBackend {
                         config.rtc_udp_port, config.rtc_tcp_port
                     )
                 })?;
-                let routes = sfu.router().merge(twirp::router(meetings.clone(), control));
+                let routes = sfu.router().merge(twirp::router(
+                    meetings.clone(),
+                    control,
+                    public_url.to_owned(),
+                ));
                 Ok(MediaServing {
                     routes,
                     sfu: Some(EmbeddedSfu { sfu, admission }),
@@ -321,15 +326,24 @@ impl MediaBackend {
                 key,
                 secret,
                 ws_url,
-            } => Ok(MediaServing {
-                routes: livekit_webhook::router(meetings.clone(), engine, &key, secret.expose()),
-                sfu: None,
-                tokens: MediaTokens::LiveKit {
-                    signer: Signer::new(key, secret),
-                    ttl: media_livekit::ACCESS_TTL,
-                },
-                rtc: ws_url,
-            }),
+            } => {
+                // Recordings LiveKit Egress would not start are failed in the core.
+                engine.attach(meetings.clone());
+                Ok(MediaServing {
+                    routes: livekit_webhook::router(
+                        meetings.clone(),
+                        engine,
+                        &key,
+                        secret.expose(),
+                    ),
+                    sfu: None,
+                    tokens: MediaTokens::LiveKit {
+                        signer: Signer::new(key, secret),
+                        ttl: media_livekit::ACCESS_TTL,
+                    },
+                    rtc: ws_url,
+                })
+            }
         }
     }
 }

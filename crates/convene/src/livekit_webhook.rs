@@ -5,6 +5,9 @@
 //! A join is also checked against the stored state: LiveKit cannot ask convene before it admits
 //! someone, so a person who is not (or no longer) admitted to a live meeting of that room, or is
 //! banned, is disconnected at once through the media engine.
+//! Egress events finish recordings (`crate::egress`): an ended egress of a recording makes it
+//! ready or failed; egresses convene did not start, and unknown recordings, are ignored (200,
+//! `recorded: false`), as rooms that are no convene meeting's are.
 //! Bad signature -> 401, malformed body -> 400, both in the native error shape.
 
 use std::sync::Arc;
@@ -132,6 +135,21 @@ async fn receive(
     body: Bytes,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let event = verify(&state.receiver, &headers, &body)?;
+    if let Some(info) = &event.egress_info
+        && event.event.starts_with("egress_")
+    {
+        let reported = crate::egress::report(&state.meetings, info).await?;
+        tracing::debug!(
+            event = event.event,
+            egress_id = info.egress_id,
+            ?reported,
+            "LiveKit egress event"
+        );
+        let recorded = matches!(reported, crate::egress::Reported::Finished(_));
+        return Ok(axum::Json(
+            serde_json::json!({ "ok": true, "recorded": recorded }),
+        ));
+    }
     let Some((room, report)) = report_for(&event) else {
         return Ok(axum::Json(
             serde_json::json!({ "ok": true, "recorded": false }),

@@ -2,22 +2,29 @@
 
 Server A is a plain convene (embedded SFU, RoomService) standing in for the LiveKit deployment,
 with the key pair K/S. Server B runs with CONVENE_LIVEKIT_URL pointing at A and K/S as its LiveKit
-key pair: B hands out A's signalling URL and LiveKit tokens signed with K/S, and its moderation acts
-on A through RoomService. Clients are the official LiveKit Python SDK; webhooks are signed as
-LiveKit signs them (a HS256 JWT whose sha256 claim is the body's digest)."""
+key pair: B hands out A's signalling URL and LiveKit tokens signed with K/S, its moderation acts
+on A through RoomService, and its recordings are LiveKit Egress on A (convene speaks LiveKit's
+Egress API, backed by its own recording). Clients are the official LiveKit Python SDK; webhooks are
+signed as LiveKit signs them (a HS256 JWT whose sha256 claim is the body's digest). A sends no
+LiveKit-format egress webhooks, so the tests post B the `egress_ended` LiveKit would, carrying the
+EgressInfo A answers."""
 
 import asyncio
 import base64
 import hashlib
 import json
+import os
+import shutil
+import subprocess
 import time
 
 import jwt
 import pytest
 import requests
+from google.protobuf.json_format import MessageToDict
 from livekit import api, rtc
 
-from convene_server import API_KEY, API_SECRET, Server, wait_for
+from convene_server import API_KEY, API_SECRET, Server, wait_for, wait_until
 from media_helpers import call, connect, enter_and_join
 from media_helpers import publish_video as camera
 
@@ -261,3 +268,250 @@ def test_compatibility_answers_carry_a_convene_token_for_events_and_chat(pair):
     assert api.TokenVerifier(LK_KEY, LK_SECRET).verify(joined["token"]).identity == joined["identity"]
     events = requests.get(joined["events_url"], headers=bearer(joined["api_token"]), timeout=10)
     assert events.status_code == 200, events.text
+
+
+
+def egress_path(mid, rid):
+    """Where B asks LiveKit to write a recording's room composite."""
+    return f"convene/{mid}/{rid}/composite.mp4"
+
+
+async def list_egress(server, **filters):
+    """ListEgress with LiveKit's Python server SDK."""
+    lk = api.LiveKitAPI(server.base, LK_KEY, LK_SECRET)
+    try:
+        return list((await lk.egress.list_egress(api.ListEgressRequest(**filters))).items)
+    finally:
+        await lk.aclose()
+
+
+async def egress_of(server, room, mid, rid):
+    """The room's egress writing B's recording `rid`, if any."""
+    for info in await list_egress(server, room_name=room):
+        if any(f.filepath == egress_path(mid, rid) for f in info.room_composite.file_outputs):
+            return info
+    return None
+
+
+def ended(server, room, mid, rid):
+    """A predicate for `wait_for`: the egress of `rid` once it has ended."""
+
+    async def check():
+        info = await egress_of(server, room, mid, rid)
+        running = (api.EgressStatus.EGRESS_STARTING, api.EgressStatus.EGRESS_ACTIVE, api.EgressStatus.EGRESS_ENDING)
+        return info if info is not None and info.status not in running else None
+
+    return check
+
+
+def egress_event(event, info):
+    """A LiveKit webhook event about an egress, as LiveKit's JSON (protojson) writes it."""
+    return {"event": event, "id": f"EV_{event}", "createdAt": str(int(time.time())), "egressInfo": MessageToDict(info)}
+
+
+def b_recording(b, mid, rid):
+    r = b.admin("GET", f"/v1/meetings/{mid}/recordings/{rid}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def recording_events(server, mid):
+    events = server.admin("GET", f"/v1/meetings/{mid}/events?limit=1000").json()["events"]
+    return [(e["type"], e["data"]) for e in events if e["type"].startswith("recording.")]
+
+
+FFMPEG, FFPROBE = shutil.which("ffmpeg"), shutil.which("ffprobe")
+
+
+@pytest.mark.skipif(not (FFMPEG and FFPROBE) and os.environ.get("CONVENE_SKIP_FFMPEG_TESTS") == "1",
+                    reason="ffmpeg is not installed (CONVENE_SKIP_FFMPEG_TESTS=1)")
+def test_recording_on_convene_drives_livekit_egress_and_its_webhooks_finish_it(pair, tmp_path):
+    """B's recording API starts a room composite egress on A and stops it; A (convene's own
+    recording behind LiveKit's Egress API) writes the MP4 from real media; the `egress_ended`
+    webhook carrying A's EgressInfo makes B's recording ready with the file, or failed with
+    LiveKit's error."""
+    assert FFMPEG and FFPROBE, "ffmpeg and ffprobe are needed: A composes the MP4 (apt-get install ffmpeg)"
+    a, b = pair
+    meeting = b.admin("POST", "/v1/meetings", json={"name": "Recorded", "policy": "open"}).json()
+    mid, room = meeting["meeting_id"], meeting["room_name"]
+    host_join = enter_and_join(b, meeting, "host", "host")
+
+    async def main():
+        host = await connect(host_join)
+        _, pump = await publish_video(host)
+        try:
+            # Recording on B starts a room composite egress on A, its file named after the recording.
+            r = b.admin("POST", f"/v1/meetings/{mid}/recordings")
+            assert r.status_code == 201, r.text
+            rid = r.json()["recording_id"]
+            started = await wait_for(lambda: egress_of(a, room, mid, rid), 10, "the egress running on A")
+            assert started.status == api.EgressStatus.EGRESS_ACTIVE, started
+            assert started.room_name == room and started.room_composite.layout == "grid"
+            outputs = [(f.file_type, f.filepath) for f in started.room_composite.file_outputs]
+            assert outputs == [(api.EncodedFileType.MP4, egress_path(mid, rid))], outputs
+            # An event about a running egress changes nothing.
+            r = post_webhook(b, egress_event("egress_started", started))
+            assert r.status_code == 200 and r.json()["recorded"] is False, r.text
+            assert b_recording(b, mid, rid)["state"] == "recording"
+
+            await asyncio.sleep(3)  # media to record
+            # Stopping on B stops the egress on A, which then finishes its file.
+            stopped = b.admin("POST", f"/v1/meetings/{mid}/recordings/{rid}/stop")
+            assert stopped.status_code == 200 and stopped.json()["state"] == "processing", stopped.text
+            done = await wait_for(ended(a, room, mid, rid), 90, "the egress ended on A")
+            assert done.status == api.EgressStatus.EGRESS_COMPLETE, done
+            [written] = done.file_results
+            assert written.filename == egress_path(mid, rid) and written.size > 0, written
+            assert 2000 < written.duration / 1e6 < 10000, written
+
+            # LiveKit tells B; B's recording is ready with the file as LiveKit describes it.
+            r = post_webhook(b, egress_event("egress_ended", done))
+            assert r.status_code == 200 and r.json()["recorded"] is True, r.text
+            ready = b_recording(b, mid, rid)
+            assert ready["state"] == "ready", ready
+            [file] = ready["files"]
+            assert (file["name"], file["kind"], file["codec"], file["bytes"]) == ("composite.mp4", "composite", "mp4", written.size), file
+            assert file["duration_ms"] == written.duration // 1_000_000 == ready["duration_ms"], (file, ready)
+            assert file["start_ms"] < 5000, file
+            # The same webhook again (LiveKit retries): nothing changes.
+            r = post_webhook(b, egress_event("egress_ended", done))
+            assert r.status_code == 200, r.text
+            assert b_recording(b, mid, rid) == ready
+            # The file is in the deployment's storage (here A's recording store), not B's.
+            r = b.admin("GET", f"/v1/meetings/{mid}/recordings/{rid}/files/composite.mp4")
+            assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable", r.text
+            assert written.location.startswith(a.base + "/v1/"), written.location
+            assert file["location"] == written.location, file
+            got = a.admin("GET", written.location[len(a.base):])
+            assert got.status_code == 200 and len(got.content) == written.size, got.status_code
+            path = tmp_path / "composite.mp4"
+            path.write_bytes(got.content)
+            probe = [FFPROBE, "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", str(path)]
+            streams = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.split()
+            assert "h264" in streams, streams
+
+            # A second recording, whose egress LiveKit reports failed: B's recording fails with
+            # LiveKit's error and stops, and B stops the egress on A.
+            r = b.admin("POST", f"/v1/meetings/{mid}/recordings")
+            assert r.status_code == 201, r.text
+            rid2 = r.json()["recording_id"]
+            running = await wait_for(lambda: egress_of(a, room, mid, rid2), 10, "the second egress running on A")
+            running.status = api.EgressStatus.EGRESS_FAILED
+            running.error = "egress worker lost: pipeline frozen"
+            r = post_webhook(b, egress_event("egress_ended", running))
+            assert r.status_code == 200 and r.json()["recorded"] is True, r.text
+            failed = b_recording(b, mid, rid2)
+            assert (failed["state"], failed["error"], failed["stop_reason"]) == ("failed", "egress worker lost: pipeline frozen", "failed"), failed
+            await wait_for(ended(a, room, mid, rid2), 90, "B stopped the failed recording's egress on A")
+            return rid, rid2
+        finally:
+            pump.cancel()
+            await host.disconnect()
+
+    rid, rid2 = asyncio.run(main())
+    events = [(kind, data["recording_id"]) for kind, data in recording_events(b, mid)]
+    assert events == [
+        ("recording.started", rid),
+        ("recording.stopped", rid),
+        ("recording.ready", rid),
+        ("recording.started", rid2),
+        ("recording.stopped", rid2),
+        ("recording.failed", rid2),
+    ], events
+
+
+def test_a_recording_started_before_anyone_connects_records_the_room_livekit_creates(pair):
+    """LiveKit records no room it does not have: B creates it first (RoomService), so a recording
+    started before anyone's media connects (or a meeting that records itself) runs; stopped, its
+    egress ends."""
+    a, b = pair
+    meeting = b.admin("POST", "/v1/meetings", json={"name": "Early", "policy": "open"}).json()
+    mid, room = meeting["meeting_id"], meeting["room_name"]
+    enter_and_join(b, meeting, "host", "host")
+    r = b.admin("POST", f"/v1/meetings/{mid}/recordings")
+    assert r.status_code == 201 and r.json()["state"] == "recording", r.text
+    rid = r.json()["recording_id"]
+
+    async def main():
+        started = await wait_for(lambda: egress_of(a, room, mid, rid), 10, "the egress running on A")
+        assert started.status == api.EgressStatus.EGRESS_ACTIVE, started
+        r = b.admin("POST", f"/v1/meetings/{mid}/recordings/{rid}/stop")
+        assert r.status_code == 200, r.text
+        await wait_for(ended(a, room, mid, rid), 60, "the egress ended on A")
+
+    asyncio.run(main())
+    assert b_recording(b, mid, rid)["state"] == "processing", "until LiveKit's webhook says how it ended"
+
+
+def test_a_recording_livekit_will_not_start_fails_at_once_with_why(pair):
+    """B's LiveKit credentials are refused (here: a key A does not know): B's recording fails at
+    once, saying why, and another may be started."""
+    a, _ = pair
+    c = Server(extra_env={"CONVENE_LIVEKIT_URL": a.base, "CONVENE_LIVEKIT_API_KEY": "APIunknownkey",
+                          "CONVENE_LIVEKIT_API_SECRET": "a-secret-the-deployment-does-not-know-0123"})
+    try:
+        meeting = c.admin("POST", "/v1/meetings", json={"name": "Refused", "policy": "open"}).json()
+        mid = meeting["meeting_id"]
+        enter_and_join(c, meeting, "host", "host")
+        r = c.admin("POST", f"/v1/meetings/{mid}/recordings")
+        assert r.status_code == 201 and r.json()["state"] == "recording", r.text
+        rid = r.json()["recording_id"]
+        failed = wait_until(lambda: (lambda rec: rec if rec["state"] == "failed" else None)(b_recording(c, mid, rid)), 10, "the recording failed")
+        assert failed["error"].startswith("LiveKit Egress did not start: ") and "unauthenticated" in failed["error"], failed
+        assert failed["stop_reason"] == "failed" and failed["files"] == [], failed
+        again = c.admin("POST", f"/v1/meetings/{mid}/recordings")
+        assert again.status_code == 201, again.text
+    finally:
+        c.stop()
+
+
+def test_egress_webhooks_for_recordings_b_does_not_know_are_ignored(pair):
+    """Another app's egress, a recording B never had, a meeting of another deployment: 200 and
+    `recorded: false`, as LiveKit's events for rooms that are no convene meeting's."""
+    _, b = pair
+    meeting = b.admin("POST", "/v1/meetings", json={"name": "Other", "policy": "open"}).json()
+    mid, room = meeting["meeting_id"], meeting["room_name"]
+
+    def info(filepath, room_name=room):
+        return api.EgressInfo(
+            egress_id="EG_other", room_name=room_name, status=api.EgressStatus.EGRESS_COMPLETE,
+            room_composite=api.RoomCompositeEgressRequest(room_name=room_name, file_outputs=[api.EncodedFileOutput(filepath=filepath)]),
+            file_results=[api.FileInfo(filename=filepath, size=10, duration=1_000_000_000)],
+        )
+
+    unknown = "rec_" + "f" * 24
+    for egress in (
+        info("recordings/standup.mp4"),
+        info(egress_path(mid, unknown)),
+        info(egress_path("98765432109", unknown)),
+    ):
+        r = post_webhook(b, egress_event("egress_ended", egress))
+        assert r.status_code == 200 and r.json() == {"ok": True, "recorded": False}, r.text
+    # A real recording's path, but the egress is of another room: not trusted.
+    enter_and_join(b, meeting, "host", "host")
+    rid = b.admin("POST", f"/v1/meetings/{mid}/recordings").json()["recording_id"]
+    r = post_webhook(b, egress_event("egress_ended", info(egress_path(mid, rid), room_name="elsewhere")))
+    assert r.status_code == 200 and r.json()["recorded"] is False, r.text
+    assert b_recording(b, mid, rid)["state"] == "recording"
+
+
+def test_convenes_egress_api_needs_the_room_record_grant(pair):
+    """convene's own LiveKit Egress service (A) is authorised as LiveKit's: `roomRecord`."""
+    a, _ = pair
+    now = int(time.time())
+
+    def token(video):
+        return jwt.encode({"iss": LK_KEY, "sub": "app", "nbf": now, "exp": now + 300, "video": video}, LK_SECRET, algorithm="HS256")
+
+    def list_with(video):
+        return requests.post(f"{a.base}/twirp/livekit.Egress/ListEgress", json={}, headers={"Authorization": "Bearer " + token(video)}, timeout=10)
+
+    r = list_with({"roomRecord": True})
+    assert r.status_code == 200 and r.json().get("items", []) == [], r.text
+    for video in ({"roomAdmin": True, "room": "x"}, {"roomJoin": True, "room": "x"}, {"roomList": True}):
+        r = list_with(video)
+        assert r.status_code == 403 and r.json()["code"] == "permission_denied", (video, r.text)
+    r = requests.post(f"{a.base}/twirp/livekit.Egress/ListEgress", json={}, headers={"Authorization": "Bearer garbage"}, timeout=10)
+    assert r.status_code == 401 and r.json()["code"] == "unauthenticated", r.text
+    r = requests.post(f"{a.base}/twirp/livekit.Egress/StartTrackEgress", json={}, headers={"Authorization": "Bearer " + token({"roomRecord": True})}, timeout=10)
+    assert r.status_code == 501 and r.json()["code"] == "unimplemented", r.text

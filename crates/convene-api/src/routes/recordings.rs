@@ -199,7 +199,7 @@ pub async fn download(
     let files = state.recording_files.as_ref().ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unavailable,
-            "this server does not serve recording files",
+            "this deployment's recordings are written by LiveKit Egress into the LiveKit deployment's storage; fetch the file from there (its location)",
         )
     })?;
     let unavailable = |e: std::io::Error| {

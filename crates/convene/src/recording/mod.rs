@@ -278,6 +278,7 @@ impl Recordings {
                     bytes,
                     start_ms: 0,
                     duration_ms: made.duration_ms,
+                    location: None,
                 }),
                 Err(error) => {
                     failure.get_or_insert(format!("the composite was not stored: {error}"));
@@ -331,6 +332,7 @@ impl Recordings {
                     bytes,
                     start_ms: track.start_ms,
                     duration_ms: track.duration_ms,
+                    location: None,
                 }),
                 Err(e) => {
                     tracing::warn!(%meeting, %recording, file = track.file_name, error = %e, "recording file not stored");
