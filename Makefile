@@ -1,7 +1,8 @@
 # convene: automation lives here, not in anyone's memory.
 #   make run    the server (release build), SQLite under ./data, a development key printed at first start
 #   make bench-media  the media forwarding benchmark (docs/benchmarks.md): 1 publisher to N subscribers and
-#                     M rooms of 4, convene (1 and 2 media threads) beside Janus (Debian's janus installed)
+#                     M rooms of 4, convene (1 and 2 media threads) beside Janus (Debian's janus installed);
+#                     then 5 publishers to 200 subscribers without and with recording (ffmpeg installed)
 #   make bench-web    the web app's join time: click on Join to the first decoded remote frame
 #   make bench-join   seed 002 join storms: convene, the seed's Node.js function and a bare axum POST
 #   make bench-nodes  events across three nodes on PostgreSQL: the delay per node
@@ -21,7 +22,8 @@ run:
 
 test: web-check test-rust test-interop
 
-test-rust:
+# The venv first: a storage test runs moto's S3 server from it.
+test-rust: venv
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -88,10 +90,16 @@ bench-web:
 # (10/25/50 rooms and the capacity search) with 1 and 2 media threads, each beside Janus's VideoRoom
 # (UDP) with the same clients; prints server CPU per packet, loss and delay, the ratios, and after
 # each count the str0m floor (the same packets through str0m and the kernel, no convene code).
+# Then recording (docs/benchmarks.md, "Recording (issue 24)"): 5 publishers (10 tracks) to 200
+# subscribers, convene over UDP, without then with a recording of the meeting started through the
+# API before the window and stopped after it (awaited until ready); prints CPU per packet on / off
+# (target at most 1.10) and the delay p99 of both. Needs ffmpeg for the recording's composite.
 BENCH_MEDIA_ARGS ?= --servers convene,janus --subscribers 10,50,100,200 --rooms 10,25,50 --capacity --rtc-threads 1,2 --seconds 10 --floor
+BENCH_MEDIA_RECORD_ARGS ?= --subscribers 200 --publishers 5 --record off,on --transport udp --seconds 10
 bench-media:
 	$(CARGO) build --release -p convene -p convene-media-bench
 	$(TARGET_DIR)/release/convene-media-bench --convene-bin $(TARGET_DIR)/release/convene $(BENCH_MEDIA_ARGS)
+	$(TARGET_DIR)/release/convene-media-bench --convene-bin $(TARGET_DIR)/release/convene $(BENCH_MEDIA_RECORD_ARGS)
 
 # Seed 002 join storms (docs/benchmarks.md, "Join storms"): admin joins with a fresh uid each, to
 # convene (SQLite), seed 002's own function on Node.js (bench/node-join) and a bare axum POST;

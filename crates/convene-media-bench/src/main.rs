@@ -16,6 +16,13 @@
 //! `--capacity`, the most rooms the server carries within the targets ([`meeting`]). With
 //! `--rtc-threads`, every run is repeated for each count of server media threads.
 //!
+//! With `--publishers P`, the fan-out has P publishers (each VP8 and Opus as the one by default)
+//! and every subscriber hears them all. With `--record off,on`, each convene fan-out is run
+//! without and then with a recording of its meeting ([`record`]: started through the API before
+//! the window, stopped after it, then awaited until ready), and the two are compared: server CPU
+//! per packet on / off (issue 24's target: at most 1.10 for 10 tracks at 200 subscribers) and
+//! the delay p99 of each.
+//!
 //! With `--servers convene,janus`, every UDP run is repeated on Janus's VideoRoom (Debian's
 //! `janus`, [`janus`]) as the peer SFU: the same participants and media joined through Janus's
 //! own signalling ([`signalling`]), in the same tables with a server column, followed by convene
@@ -26,6 +33,7 @@ mod janus;
 mod meeting;
 mod payload;
 mod peer;
+mod record;
 mod report;
 mod server;
 mod signalling;
@@ -47,13 +55,27 @@ const DEFAULT_SUBSCRIBERS: [usize; 4] = [10, 50, 100, 200];
 
 #[derive(Parser, Debug, Clone)]
 #[command(
-    about = "Media forwarding through convene's SFU over loopback: one publisher to N subscribers, and meetings of 4"
+    about = "Media forwarding through convene's SFU over loopback: publishers to N subscribers (recorded or not), and meetings of 4"
 )]
 struct Args {
-    /// Subscriber counts of the fan-out (one publisher, N subscribers in one room), one fresh
-    /// server each; 10,50,100,200 when neither this, --rooms nor --capacity is given.
+    /// Subscriber counts of the fan-out (--publishers publishers, N subscribers in one room), one
+    /// fresh server each; 10,50,100,200 when neither this, --rooms nor --capacity is given.
     #[arg(long, value_delimiter = ',')]
     subscribers: Vec<usize>,
+    /// Publishers of the fan-out, each sending VP8 and Opus; every subscriber hears them all, and
+    /// each publisher the others.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Record the fan-out's meeting (convene only): off, on, or both (e.g. off,on), one run each
+    /// in the order given, on a fresh server. A recording starts through the API once everyone
+    /// receives media (before the settling and the window) and stops a second after the window;
+    /// the bench then waits for it to be ready (the composite is built after the stop). Janus
+    /// runs are never recorded (one run, without).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "off")]
+    record: Vec<RecordMode>,
+    /// Seconds to wait after a recording's stop for it to be ready or failed.
+    #[arg(long, default_value_t = 120)]
+    recording_timeout: u64,
     /// Room counts M of the meeting workload, one fresh server each: M rooms of 4 participants,
     /// each publishing Opus and VP8 in three simulcast layers (q, h, f) and hearing the 3 others.
     #[arg(long, value_delimiter = ',')]
@@ -115,6 +137,13 @@ struct Args {
     /// configure the floor's subscriber connections the same way.
     #[arg(long)]
     subscriber_bwe: bool,
+}
+
+/// Whether a fan-out is recorded (`--record`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RecordMode {
+    Off,
+    On,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -183,19 +212,44 @@ impl Args {
         servers
     }
 
+    /// The recording comparison's values for a convene fan-out (`None`: one run, not recorded,
+    /// when `--record` is only `off`).
+    fn record_values(&self) -> Vec<Option<bool>> {
+        if self.record.contains(&RecordMode::On) {
+            let mut values: Vec<Option<bool>> = Vec::new();
+            for mode in &self.record {
+                let value = Some(*mode == RecordMode::On);
+                if !values.contains(&value) {
+                    values.push(value);
+                }
+            }
+            values
+        } else {
+            vec![None]
+        }
+    }
+
     /// Every setup of `workloads`, in run order: each workload over each transport, on each
-    /// server with each thread count (so the runs compared are next to each other).
+    /// server with each thread count, convene's fan-outs with each `--record` value (so the runs
+    /// compared are next to each other).
     fn setups(&self, workloads: impl IntoIterator<Item = Workload>) -> Vec<Setup> {
         let mut setups = Vec::new();
         for workload in workloads {
             for &transport in self.transport.list() {
                 for (server, threads) in self.servers_over(transport) {
-                    setups.push(Setup {
-                        server,
-                        workload,
-                        transport,
-                        threads,
-                    });
+                    let records = match (server, workload) {
+                        (Sfu::Convene, Workload::Fanout { .. }) => self.record_values(),
+                        _ => vec![None],
+                    };
+                    for record in records {
+                        setups.push(Setup {
+                            server,
+                            workload,
+                            transport,
+                            threads,
+                            record,
+                        });
+                    }
                 }
             }
         }
@@ -258,7 +312,10 @@ fn print_servers(all: &[Figures]) {
 /// / Janus server CPU per packet (the issue's target: at most 0.5 at 200 subscribers), with
 /// their loss and delay.
 fn print_ratios(all: &[Figures]) {
-    for convene in all.iter().filter(|f| f.setup.server == Sfu::Convene) {
+    for convene in all
+        .iter()
+        .filter(|f| f.setup.server == Sfu::Convene && f.setup.record != Some(true))
+    {
         let Some(janus) = all.iter().find(|f| {
             f.setup.server == Sfu::Janus
                 && (f.setup.workload, f.setup.transport)
@@ -267,7 +324,11 @@ fn print_ratios(all: &[Figures]) {
             continue;
         };
         let ratio = convene.server_us_per_packet() / janus.server_us_per_packet();
-        let target = if convene.setup.workload == (Workload::Fanout { subscribers: 200 }) {
+        let target = if convene.setup.workload
+            == (Workload::Fanout {
+                subscribers: 200,
+                publishers: 1,
+            }) {
             format!(
                 " (target at 200 subscribers: at most 0.5: {})",
                 if ratio <= 0.5 { "met" } else { "missed" }
@@ -321,8 +382,21 @@ fn print_table(all: &[Figures], args: &Args) {
     let threads = args.threads_column();
     println!();
     println!(
-        "Publisher: VP8 {} kbps at {} fps (keyframe {} B every {} frames, delta frames {} B), Opus {} B every 20 ms.",
-        args.video_kbps, p.fps, p.keyframe_bytes, p.gop, p.delta_bytes, p.audio_bytes
+        "{}: VP8 {} kbps at {} fps (keyframe {} B every {} frames, delta frames {} B), Opus {} B every 20 ms.",
+        if args.publishers == 1 {
+            "Publisher".to_owned()
+        } else {
+            format!(
+                "Each of the {} publishers (every subscriber hears them all, each publisher the others)",
+                args.publishers
+            )
+        },
+        args.video_kbps,
+        p.fps,
+        p.keyframe_bytes,
+        p.gop,
+        p.delta_bytes,
+        p.audio_bytes
     );
     println!(
         "Counted: RTP packets of media frames delivered to subscribers (video + audio; str0m packetizes at a 1150-byte target),"
@@ -333,20 +407,51 @@ fn print_table(all: &[Figures], args: &Args) {
     println!(
         "write of a frame -> subscriber's str0m hands over the reassembled frame (one process, one clock)."
     );
+    if args.publishers > 1 {
+        println!(
+            "With {} publishers: packets of every publisher's tracks, summed over every participant hearing them (each publisher",
+            args.publishers
+        );
+        println!(
+            "hears the others): server CPU / packet divides by these packets received, the packets forwarded that arrived."
+        );
+    }
     print_servers(all);
+    let publishers = args.publishers > 1;
+    let record = all.iter().any(|f| f.setup.record.is_some());
+    if record {
+        println!(
+            "record: on = the meeting recorded through the API from before the settling to a second after the window (the composite built after the stop); janus runs are not recorded."
+        );
+    }
+    let extra = |on: bool, text: &'static str| if on { text } else { "" };
     println!();
     println!(
-        "| subscribers | server |{} transport | window | packets forwarded | server CPU | server CPU / packet | frame loss | RTP loss | subscribers with loss | delay p50 | delay p99 | delay max | video p99 | audio p99 | bench CPU | client socket drops | server socket drops |",
-        threads.head()
+        "| subscribers |{} server |{}{} transport | window | packets forwarded | server CPU | server CPU / packet | frame loss | RTP loss | subscribers with loss | delay p50 | delay p99 | delay max | video p99 | audio p99 | bench CPU | client socket drops | server socket drops |",
+        extra(publishers, " publishers |"),
+        threads.head(),
+        extra(record, " record |"),
     );
     println!(
-        "|---:|---|{}---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        threads.align()
+        "|---:|{}---|{}{}---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        extra(publishers, "---:|"),
+        threads.align(),
+        extra(record, "---|"),
     );
     for f in all {
         let d = &f.delivery;
+        let publishers_cell = match f.setup.workload {
+            Workload::Fanout { publishers: p, .. } if publishers => format!(" {p} |"),
+            _ => String::new(),
+        };
+        let record_cell = match f.setup.record {
+            _ if !record => "",
+            Some(true) => " on |",
+            Some(false) => " off |",
+            None => " - |",
+        };
         println!(
-            "| {} | {} |{} {} | {:.1} s | {} ({:.0}/s) | {:.0}% | {:.2} µs | {:.3}% | {:.3}% | {} (worst {:.2}%) | {} | {} | {} | {} | {} | {:.0}% | {} | {} |",
+            "| {} |{publishers_cell} {} |{}{record_cell} {} | {:.1} s | {} ({:.0}/s) | {:.0}% | {:.2} µs | {:.3}% | {:.3}% | {} (worst {:.2}%) | {} | {} | {} | {} | {} | {:.0}% | {} | {} |",
             f.setup.workload.count(),
             f.setup.server,
             threads.cell(f.setup.threads),
@@ -394,8 +499,16 @@ fn print_table(all: &[Figures], args: &Args) {
         }
     }
     print_ratios(all);
+    print_recording(all);
     for f in all.iter().filter(|f| {
-        f.setup.server == Sfu::Convene && f.setup.workload == Workload::Fanout { subscribers: 200 }
+        f.setup.server == Sfu::Convene
+            && matches!(
+                f.setup.workload,
+                Workload::Fanout {
+                    subscribers: 200,
+                    ..
+                }
+            )
     }) {
         println!(
             "targets at {}: server CPU per packet {:.2} µs (target <= 5 µs: {}); frame loss {:.3}% (target: none: {})",
@@ -412,6 +525,74 @@ fn print_table(all: &[Figures], args: &Args) {
             } else {
                 "missed"
             },
+        );
+    }
+}
+
+/// For each recorded convene run: how its recording ended; then, where the same setup ran
+/// unrecorded too, server CPU per packet recorded / not (issue 24's target: at most 1.10 with 10
+/// tracks at 200 subscribers) and the delay p99 of both.
+fn print_recording(all: &[Figures]) {
+    let recorded: Vec<&Figures> = all
+        .iter()
+        .filter(|f| f.setup.record == Some(true))
+        .collect();
+    if recorded.is_empty() {
+        return;
+    }
+    println!();
+    for on in &recorded {
+        if let Some(r) = &on.recorded {
+            println!("{}: {}", on.setup, workload::describe_recorded(r));
+        }
+    }
+    for on in recorded {
+        let Some(off) = all.iter().find(|f| {
+            f.setup
+                == Setup {
+                    record: Some(false),
+                    ..on.setup
+                }
+        }) else {
+            continue;
+        };
+        let Workload::Fanout {
+            subscribers,
+            publishers,
+        } = on.setup.workload
+        else {
+            continue;
+        };
+        let ratio = on.server_us_per_packet() / off.server_us_per_packet();
+        let (p99_on, p99_off) = (
+            percentile(&on.delivery.delays_us, 99.0),
+            percentile(&off.delivery.delays_us, 99.0),
+        );
+        let threads = on
+            .setup
+            .threads
+            .map(|t| format!(", threads={t}"))
+            .unwrap_or_default();
+        println!(
+            "recording {} tracks ({publishers} people) at {subscribers} subscribers ({}{threads}): CPU/packet on/off = {ratio:.2} ({:.2} / {:.2} µs; target <= 1.10: {}), p99 delay on {} vs off {} ({:+.2} ms: {}); frame loss on {:.3}% vs off {:.3}%; recording {}",
+            2 * publishers,
+            on.setup.transport,
+            on.server_us_per_packet(),
+            off.server_us_per_packet(),
+            if ratio <= 1.10 { "met" } else { "missed" },
+            ms(p99_on),
+            ms(p99_off),
+            (f64::from(p99_on) - f64::from(p99_off)) / 1000.0,
+            if p99_on <= p99_off {
+                "did not rise"
+            } else {
+                "rose"
+            },
+            on.delivery.frame_loss_pct(),
+            off.delivery.frame_loss_pct(),
+            on.recorded
+                .as_ref()
+                .map_or("not checked", |r| r.state.as_str()),
         );
     }
 }
@@ -485,8 +666,11 @@ async fn main() -> anyhow::Result<()> {
     {
         bail!("--subscribers, --rooms and --rtc-threads take counts above zero");
     }
-    if args.seconds == 0 || args.fps == 0 {
-        bail!("--seconds and --fps must be above zero");
+    if args.seconds == 0 || args.fps == 0 || args.publishers == 0 {
+        bail!("--seconds, --fps and --publishers must be above zero");
+    }
+    if args.record.contains(&RecordMode::On) && !args.servers.contains(&Sfu::Convene) {
+        bail!("--record on records convene's fan-outs: add convene to --servers");
     }
     if args.servers.contains(&Sfu::Convene) && !args.convene_bin.exists() {
         bail!(
@@ -502,13 +686,27 @@ async fn main() -> anyhow::Result<()> {
             "Janus runs over UDP only (ICE-TCP with Janus is out of scope): the TCP runs are convene's alone."
         );
     }
+    if args.floor && args.publishers > 1 {
+        println!(
+            "The str0m floor is of one publisher: --floor is ignored with --publishers above 1."
+        );
+    }
     let ticks = server::clock_ticks();
     let fanouts = args.fanout_counts().into_iter();
     let mut all = Vec::new();
     let mut floors = Vec::new();
-    for setup in args.setups(fanouts.map(|subscribers| Workload::Fanout { subscribers })) {
+    let publishers = args.publishers;
+    for setup in args.setups(fanouts.map(|subscribers| Workload::Fanout {
+        subscribers,
+        publishers,
+    })) {
         let figures = run(setup, &args, ticks).await?;
-        if args.floor && setup.server == Sfu::Convene {
+        // The floor is of one publisher's packets, next to the unrecorded run.
+        if args.floor
+            && publishers == 1
+            && setup.server == Sfu::Convene
+            && setup.record != Some(true)
+        {
             let n = setup.workload.count();
             let floor = floor::run(
                 n,

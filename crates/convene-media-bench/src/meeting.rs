@@ -114,6 +114,7 @@ pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Re
                 workload: Workload::Meeting { rooms },
                 transport,
                 threads,
+                record: None,
             };
             found.push(search(setup, listed, args, ticks, &mut probes).await);
         }

@@ -164,6 +164,11 @@ impl Server {
         self.process.pid()
     }
 
+    /// `http://127.0.0.1:<port>`, the base of its native API.
+    pub fn base(&self) -> &str {
+        &self.process.base
+    }
+
     /// The WebSocket URL of `/rtc` for `token`.
     pub fn rtc_url(&self, token: &str) -> String {
         format!(

@@ -1,7 +1,11 @@
 //! The workloads, and one run of one: a fresh server (convene or Janus), the participants joined
 //! through its signalling, a steady window measured.
 //!
-//! - Fan-out: one publisher (VP8 in one layer, Opus) and N subscribers in one room.
+//! - Fan-out: P publishers (one by default; each VP8 in one layer and Opus) and N subscribers in
+//!   one room, every subscriber hearing every publisher (and each publisher the P - 1 others).
+//!   With recording (`--record on`), the room's meeting is recorded through convene's API from
+//!   just after everyone receives media (before the settling and the window) until a second
+//!   after the window, then the bench waits for the recording to be ready ([`crate::record`]).
 //! - Meeting: M rooms of [`ROOM_SIZE`] participants; each publishes Opus and VP8 in three
 //!   simulcast layers (rids q, h, f) and is auto-subscribed to everyone else in its room, so it
 //!   is publisher and subscriber at once (one signalling connection, two peer connections).
@@ -15,11 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use tokio::task::JoinHandle;
 
 use crate::Args;
 use crate::peer::{self, Publish, Publishing, Role, Sent, SentCount, Shared, Transport};
+use crate::record::{self, Recorded};
 use crate::report::{self, Delivery, Received, Recording, Window};
 use crate::server::{self, Running, Sfu};
 
@@ -31,8 +36,11 @@ const FANOUT_ROOM: &str = "media-bench";
 /// Who is in the rooms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
-    /// One publisher and this many subscribers in one room.
-    Fanout { subscribers: usize },
+    /// `publishers` publishers and `subscribers` subscribers in one room.
+    Fanout {
+        subscribers: usize,
+        publishers: usize,
+    },
     /// This many rooms of [`ROOM_SIZE`], everyone publishing with simulcast and subscribing.
     Meeting { rooms: usize },
 }
@@ -40,7 +48,14 @@ pub enum Workload {
 impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Workload::Fanout { subscribers } => write!(f, "n={subscribers}"),
+            Workload::Fanout {
+                subscribers,
+                publishers: 1,
+            } => write!(f, "n={subscribers}"),
+            Workload::Fanout {
+                subscribers,
+                publishers,
+            } => write!(f, "n={subscribers} publishers={publishers}"),
             Workload::Meeting { rooms } => write!(f, "rooms={rooms}"),
         }
     }
@@ -57,42 +72,55 @@ impl Workload {
     /// The number that names it: subscribers of the fan-out, rooms of the meeting.
     pub fn count(self) -> usize {
         match self {
-            Workload::Fanout { subscribers } => subscribers,
+            Workload::Fanout { subscribers, .. } => subscribers,
             Workload::Meeting { rooms } => rooms,
         }
     }
 
     /// The participants in join stages: every publisher of a stage is publishing before the
     /// next stage joins. A participant's subscriber connection uses `transport`, except the
-    /// fan-out publisher's.
+    /// fan-out publishers'.
     fn stages(self, transport: Transport, media: &Publishing) -> Vec<Vec<Joiner>> {
         match self {
-            Workload::Fanout { subscribers } => {
-                let publisher = Joiner {
-                    room: FANOUT_ROOM.to_owned(),
-                    identity: "publisher".to_owned(),
-                    role: Role {
-                        publish: Some(Publish {
-                            source: 0,
-                            media: media.clone(),
-                            simulcast: false,
-                        }),
-                        hears: Vec::new(),
-                        transport: Transport::Udp,
-                    },
-                };
+            Workload::Fanout {
+                subscribers,
+                publishers,
+            } => {
+                let sources = 0..publishers as u32;
+                // Each publisher hears the others (convene subscribes it to them anyway), so
+                // every packet the server forwards is counted.
+                let publishers = sources
+                    .clone()
+                    .map(|source| Joiner {
+                        room: FANOUT_ROOM.to_owned(),
+                        identity: if publishers == 1 {
+                            "publisher".to_owned()
+                        } else {
+                            format!("publisher-{source}")
+                        },
+                        role: Role {
+                            publish: Some(Publish {
+                                source,
+                                media: media.clone(),
+                                simulcast: false,
+                            }),
+                            hears: sources.clone().filter(|&s| s != source).collect(),
+                            transport: Transport::Udp,
+                        },
+                    })
+                    .collect();
                 let subscribers = (0..subscribers)
                     .map(|i| Joiner {
                         room: FANOUT_ROOM.to_owned(),
                         identity: format!("sub-{i:03}"),
                         role: Role {
                             publish: None,
-                            hears: vec![0],
+                            hears: sources.clone().collect(),
                             transport,
                         },
                     })
                     .collect();
-                vec![vec![publisher], subscribers]
+                vec![publishers, subscribers]
             }
             Workload::Meeting { rooms } => {
                 let everyone = (0..rooms * ROOM_SIZE)
@@ -122,20 +150,28 @@ impl Workload {
 }
 
 /// What to run: a workload over a transport, on `server`, with `threads` media threads for
-/// convene (`CONVENE_RTC_THREADS`; the server's default if `None`, always for Janus).
+/// convene (`CONVENE_RTC_THREADS`; the server's default if `None`, always for Janus), recorded or
+/// not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Setup {
     pub server: Sfu,
     pub workload: Workload,
     pub transport: Transport,
     pub threads: Option<usize>,
+    /// For a run of the recording comparison (`--record` with `on`: convene's fan-outs), whether
+    /// the meeting is recorded; `None` for a run outside it, never recorded.
+    pub record: Option<bool>,
 }
 
 impl fmt::Display for Setup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} {}", self.server, self.workload, self.transport)?;
-        match self.threads {
-            Some(threads) => write!(f, " threads={threads}"),
+        if let Some(threads) = self.threads {
+            write!(f, " threads={threads}")?;
+        }
+        match self.record {
+            Some(true) => write!(f, " record=on"),
+            Some(false) => write!(f, " record=off"),
             None => Ok(()),
         }
     }
@@ -167,10 +203,15 @@ pub struct Figures {
     /// its end, as the packets of the window's frames are counted (0 over UDP).
     pub tcp_frames_in_window: u64,
     pub failed_participants: usize,
+    /// How the run's recording ended (runs with `record: Some(true)`).
+    pub recorded: Option<Recorded>,
 }
 
 impl Figures {
-    /// Server CPU time per RTP packet delivered to a receiver, in microseconds.
+    /// Server CPU time per RTP packet delivered to a receiver, in microseconds: the packets
+    /// counted are those of the window's frames that reached every participant hearing their
+    /// publisher ([`Delivery::packets_received`]), i.e. the packets the server forwarded and
+    /// that arrived, summed over publishers and receivers.
     pub fn server_us_per_packet(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / (self.delivery.packets_received.max(1)) as f64
     }
@@ -283,6 +324,18 @@ pub async fn run(setup: Setup, args: &Args, ticks: u64) -> anyhow::Result<Figure
         "[{setup}] all participants receive media after {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    // Recording starts with everyone in, before the settling and the window.
+    let recording = match setup.record {
+        Some(true) => {
+            let room = &rooms.first().context("a run without a room")?.0;
+            let recording = record::start(&server, room)
+                .await
+                .context("starting the recording")?;
+            eprintln!("[{setup}] recording {} started", recording.id);
+            Some(recording)
+        }
+        _ => None,
+    };
     tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
 
     // The window.
@@ -313,6 +366,10 @@ pub async fn run(setup: Setup, args: &Args, ticks: u64) -> anyhow::Result<Figure
         server::udp_drops(&ports),
         server::process_udp_drops(server_pid),
     );
+    let stopped = match &recording {
+        Some(recording) => Some(recording.stop().await.context("stopping the recording")?),
+        None => None,
+    };
     shared.stop.cancel();
 
     let mut recordings = Vec::with_capacity(joined.len());
@@ -336,6 +393,17 @@ pub async fn run(setup: Setup, args: &Args, ticks: u64) -> anyhow::Result<Figure
             records,
         });
     }
+    // The server finishes the files and builds the composite after the stop; it must not be
+    // killed before.
+    let recorded = match (&recording, stopped) {
+        (Some(recording), Some(stopped)) => {
+            let timeout = Duration::from_secs(args.recording_timeout);
+            let recorded = recording.wait(stopped, timeout).await?;
+            eprintln!("[{setup}] {}", describe_recorded(&recorded));
+            Some(recorded)
+        }
+        _ => None,
+    };
     drop(server);
 
     let windows: Vec<Window> = sent_start
@@ -365,5 +433,23 @@ pub async fn run(setup: Setup, args: &Args, ticks: u64) -> anyhow::Result<Figure
         server_socket_drops: drops_end.1.saturating_sub(drops_start.1),
         tcp_frames_in_window: tcp_frames_end - tcp_frames_start,
         failed_participants: failed,
+        recorded,
     })
+}
+
+/// How a recording ended, in words: "recording rec_… ready 4.2 s after the stop: 11 files,
+/// 12345678 bytes" (with its error when it failed).
+pub fn describe_recorded(r: &Recorded) -> String {
+    format!(
+        "recording {} {} {:.1} s after the stop: {} files, {} bytes{}",
+        r.id,
+        r.state,
+        r.waited.as_secs_f64(),
+        r.files,
+        r.bytes,
+        r.error
+            .as_ref()
+            .map(|e| format!("; error: {e}"))
+            .unwrap_or_default(),
+    )
 }

@@ -1,8 +1,10 @@
 //! Smoke tests: the generator joins a real server (the `convene` binary cargo built next to this
 //! crate's binary, or `CONVENE_BIN`) with one publisher and two subscribers, over UDP then over
 //! ICE-TCP, and reports media that really flowed through the SFU, over TCP in the TCP run; it
-//! runs a meeting of two rooms of 4, everyone publishing simulcast and hearing the 3 others; and
-//! it runs both workloads, smaller, on Janus's VideoRoom (skipped when `janus` is not installed).
+//! runs a meeting of two rooms of 4, everyone publishing simulcast and hearing the 3 others; it
+//! runs a fan-out of two publishers without and with a recording of the meeting, which must end
+//! ready (the server composes it with ffmpeg); and it runs both workloads, smaller, on Janus's
+//! VideoRoom (skipped when `janus` is not installed).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -94,6 +96,62 @@ fn everyone_in_two_meetings_of_four_hears_the_three_others() {
     // The table's row: 2 rooms, 8 participants, 2 threads, and video from the simulcast layers.
     let layers = layers(&stdout, "| 2 | 8 | convene | 2 | UDP |", 15);
     assert!(layers.iter().sum::<u64>() > 0, "no video layer: {layers:?}");
+}
+
+#[test]
+fn two_publishers_are_heard_and_recorded() {
+    let stdout = bench(&[
+        "--subscribers",
+        "2",
+        "--publishers",
+        "2",
+        "--record",
+        "off,on",
+        "--transport",
+        "udp",
+        "--video-kbps",
+        "300",
+    ]);
+    for record in ["off", "on"] {
+        let (line, run) = summary(
+            &stdout,
+            &format!("convene n=2 publishers=2 UDP record={record}:"),
+        );
+        assert!(
+            run.video >= 2 * 30 && run.audio >= 2 * 50,
+            "the publishers sent too little: {line}"
+        );
+        // Each publisher is heard by the 2 subscribers and the other publisher.
+        assert_eq!(run.frames_expected, 3 * (run.video + run.audio), "{line}");
+        assert!(
+            run.frames_received > 0 && run.packets_received >= run.frames_received,
+            "no media reached the participants: {line}"
+        );
+        assert_eq!(run.failed, 0, "{line}");
+    }
+    // The recorded run's recording: 4 tracks and the composite, ready.
+    let prefix = "convene n=2 publishers=2 UDP record=on: recording rec_";
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no recording line:\n{stdout}"));
+    assert!(
+        line.contains(" ready "),
+        "the recording is not ready: {line}"
+    );
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let before = |word: &str| -> u64 {
+        let at = words.iter().position(|w| w.trim_end_matches(',') == word);
+        at.and_then(|i| words[i - 1].parse().ok())
+            .unwrap_or_else(|| panic!("no count of {word}: {line}"))
+    };
+    assert!(before("files") >= 5, "{line}");
+    assert!(before("bytes") > 0, "{line}");
+    assert!(
+        stdout
+            .contains("recording 4 tracks (2 people) at 2 subscribers (UDP): CPU/packet on/off = "),
+        "no comparison line:\n{stdout}"
+    );
 }
 
 #[test]
