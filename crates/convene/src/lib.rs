@@ -449,6 +449,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 storage,
                 work_dir,
                 config.ffmpeg.clone(),
+                placement.clone(),
                 tasks.clone(),
             ))
         }

@@ -367,12 +367,8 @@ async fn dispatch(
     }
 }
 
-async fn handle(
-    state: &TwirpState,
-    method: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Response, TwirpError> {
+/// A request body over [`MAX_BODY`] is refused before it is decoded.
+fn check_size(body: &Bytes) -> Result<(), TwirpError> {
     if body.len() > MAX_BODY {
         return Err(TwirpError::new(
             "resource_exhausted",
@@ -380,6 +376,16 @@ async fn handle(
             "request too large",
         ));
     }
+    Ok(())
+}
+
+async fn handle(
+    state: &TwirpState,
+    method: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, TwirpError> {
+    check_size(body)?;
     let encoding = encoding(headers)?;
     let grants = grants(state, headers).await?;
     let admin = Caller::Admin;
@@ -627,13 +633,7 @@ async fn handle_egress(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, TwirpError> {
-    if body.len() > MAX_BODY {
-        return Err(TwirpError::new(
-            "resource_exhausted",
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request too large",
-        ));
-    }
+    check_size(body)?;
     let encoding = encoding(headers)?;
     require_room_record(state, headers).await?;
     let admin = Caller::Admin;

@@ -510,3 +510,48 @@ async fn a_second_server_on_one_sqlite_file_refuses_to_start() {
     assert_eq!(status, StatusCode::OK, "the first server goes on");
     app.stop().await;
 }
+
+/// A node that starts while another live node records a meeting leaves that recording alone:
+/// only recordings whose room no live node holds were cut short by a stop. The holder's own
+/// restart closes it as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_node_leaves_another_nodes_recording_running() {
+    let Some(mut nodes) = three_nodes(&[]).await else {
+        return;
+    };
+    let meeting = nodes[0]
+        .create_meeting(json!({"name": "Board meeting", "policy": "open"}))
+        .await;
+    let id = id_of(&meeting);
+    let entered = nodes[0]
+        .enter(&meeting, pin(&meeting, "host"), "chair")
+        .await;
+    let joined = nodes[0].join(&id, &token(&entered)).await;
+    let holder = nodes
+        .iter()
+        .position(|n| rtc_of(n) == joined["url"].as_str().unwrap())
+        .expect("the room is on one of the nodes");
+    let (status, started) = nodes[0]
+        .admin("POST", &format!("/v1/meetings/{id}/recordings"), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let rid = started["recording_id"].as_str().unwrap().to_owned();
+    async fn state(node: &TestApp, id: &str, rid: &str) -> String {
+        let path = format!("/v1/meetings/{id}/recordings/{rid}");
+        let (_, recording) = node.admin("GET", &path, None).await;
+        recording["state"].as_str().unwrap().to_owned()
+    }
+    // Another node restarts: the recording goes on.
+    let other = (holder + 1) % 3;
+    nodes[other].restart().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(state(&nodes[other], &id, &rid).await, "recording");
+    // The holder restarts: nobody wrote it meanwhile, so it is closed as failed.
+    nodes[holder].restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&nodes[holder], &id, &rid).await != "failed" {
+        assert!(Instant::now() < deadline, "the holder's recording closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_all(nodes).await;
+}

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::placement::Placement;
 use composite::{CompositeJob, CompositeTrack, Layout, TrackKind};
 use storage::{RecordingStorage, StorageError};
 
@@ -45,6 +46,8 @@ pub struct Recordings {
     /// Where the recorder writes (`<data dir>/recordings`, or the file storage's own folder).
     work_dir: PathBuf,
     ffmpeg: String,
+    /// With several nodes: where each meeting's media room is (a recording is its room's node's).
+    placement: Option<Arc<Placement>>,
     /// Set once the core service exists (it is built on the media engine, which holds this).
     meetings: OnceLock<Arc<Meetings>>,
     tasks: TaskTracker,
@@ -58,6 +61,7 @@ impl Recordings {
         storage: RecordingStorage,
         work_dir: PathBuf,
         ffmpeg: String,
+        placement: Option<Arc<Placement>>,
         tasks: TaskTracker,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -65,6 +69,7 @@ impl Recordings {
             storage,
             work_dir,
             ffmpeg,
+            placement,
             meetings: OnceLock::new(),
             tasks,
             running: Mutex::new(HashMap::new()),
@@ -377,8 +382,8 @@ impl Recordings {
         }
     }
 
-    /// At start: every recording the log shows running or being finished was cut short by the
-    /// server stopping (nothing here writes it): each is closed as failed with the files it has,
+    /// At start: every recording the log shows running or being finished, whose room no other
+    /// live node holds, was cut short by the server stopping (nothing writes it): each is closed as failed with the files it has,
     /// each playable up to its last complete cluster.
     pub async fn recover(&self) {
         let Some(meetings) = self.meetings() else {
@@ -389,6 +394,9 @@ impl Recordings {
             Err(error) => return tracing::warn!(%error, "cannot look for interrupted recordings"),
         };
         for (meeting, active) in running {
+            if self.recorded_elsewhere(meetings, &meeting).await {
+                continue;
+            }
             let unfinished = meetings
                 .unfinished_recordings(&meeting)
                 .await
@@ -411,6 +419,20 @@ impl Recordings {
                 self.report(&meeting, &recording, outcome).await;
             }
         }
+    }
+
+    /// Whether another live node holds the meeting's media room (and so writes its recording).
+    async fn recorded_elsewhere(&self, meetings: &Meetings, meeting: &MeetingId) -> bool {
+        let Some(placement) = &self.placement else {
+            return false;
+        };
+        let Ok(found) = meetings.meeting(meeting).await else {
+            return false;
+        };
+        matches!(
+            placement.elsewhere(found.room_name.as_str()).await,
+            Ok(Some(_))
+        )
     }
 
     /// The track files a recording left in its folder (no composite, nothing half-copied).
