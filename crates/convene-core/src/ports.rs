@@ -67,6 +67,9 @@ pub trait Store: crate::webhook::WebhookStore + Send + Sync + 'static {
         after: Option<&MeetingId>,
         limit: u32,
     ) -> Result<Vec<Meeting>, StoreError>;
+    /// Every meeting with a recording running, ordered by id (read at start, to find the
+    /// recordings a stop cut short).
+    async fn recording_meetings(&self) -> Result<Vec<Meeting>, StoreError>;
 
     async fn participant(
         &self,

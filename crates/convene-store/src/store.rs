@@ -441,6 +441,17 @@ impl Store for SqlStore {
         found.iter().map(rows::meeting).collect()
     }
 
+    async fn recording_meetings(&self) -> Result<Vec<Meeting>, StoreError> {
+        let sql = format!(
+            "SELECT {MEETING_COLUMNS} FROM meetings WHERE recording IS NOT NULL ORDER BY id"
+        );
+        let found = sqlx::query(&sql)
+            .fetch_all(self.pool())
+            .await
+            .map_err(backend)?;
+        found.iter().map(rows::meeting).collect()
+    }
+
     async fn participant(
         &self,
         meeting: &MeetingId,

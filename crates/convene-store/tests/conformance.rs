@@ -224,7 +224,47 @@ conformance!(
     nonces_are_used_once_even_concurrently_and_across_restarts,
     media_rooms_have_one_live_holder_and_move_only_off_a_dead_one,
     housekeeping_drops_only_stale_counters_and_expired_codes,
+    the_meetings_recording_now_are_found_and_their_recording_round_trips,
 );
+
+/// A meeting's running recording is kept with the meeting (and read back exactly); the meetings
+/// recording now are found without reading the others.
+async fn the_meetings_recording_now_are_found_and_their_recording_round_trips(db: &mut TestDb) {
+    let store = db.store();
+    let mut rng = StdRng::seed_from_u64(24);
+    for id in ["3001", "3002", "3003"] {
+        let change = new_meeting(id, None, WaitingPolicy::Open, &mut rng);
+        store.create_meeting(&change).await.expect("create");
+        step(store, id, 2_000, |tx, _| {
+            let mut rng = StdRng::seed_from_u64(1);
+            ops::start_meeting(tx, &Actor::Admin, Vec::new(), &mut rng).expect("start");
+        })
+        .await;
+    }
+    assert_eq!(store.recording_meetings().await.expect("none"), Vec::new());
+    let mut recording = None;
+    for id in ["3002", "3003"] {
+        // `step` checks the meeting, its running recording included, reads back as written.
+        let change = step(store, id, 3_000, |tx, _| {
+            let mut rng = StdRng::seed_from_u64(2);
+            ops::start_recording(tx, &Actor::Admin, &mut rng).expect("record");
+        })
+        .await;
+        recording = change.meeting.recording.clone();
+    }
+    let running = recording.expect("recording").id;
+    step(store, "3003", 4_000, |tx, _| {
+        ops::stop_recording(tx, &Actor::Admin, &running).expect("stop");
+    })
+    .await;
+    let found = store.recording_meetings().await.expect("found");
+    let ids: Vec<&str> = found.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["3002"]);
+    assert_eq!(
+        found[0].recording.as_ref().map(|r| r.started_at),
+        Some(at(3_000))
+    );
+}
 
 async fn people_are_counted_per_meeting_and_the_queue_is_in_entry_order(db: &mut TestDb) {
     let store = db.store();

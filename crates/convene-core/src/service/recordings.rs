@@ -102,20 +102,13 @@ impl Meetings {
     /// Every meeting with a recording running, as the store holds them (recovery at start: a
     /// recording the server was writing when it stopped).
     pub async fn running_recordings(&self) -> Result<Vec<(MeetingId, ActiveRecording)>> {
-        let mut running = Vec::new();
-        let mut after: Option<MeetingId> = None;
-        loop {
-            let page = self.store.meetings(after.as_ref(), MAX_PAGE).await?;
-            let last = (page.len() as u32) < MAX_PAGE;
-            after = page.last().map(|m| m.id.clone());
-            running.extend(
-                page.into_iter()
-                    .filter_map(|m| m.recording.map(|r| (m.id, r))),
-            );
-            if last {
-                return Ok(running);
-            }
-        }
+        Ok(self
+            .store
+            .recording_meetings()
+            .await?
+            .into_iter()
+            .filter_map(|m| m.recording.map(|r| (m.id, r)))
+            .collect())
     }
 
     /// The recordings of meetings that are not running now and have not been finished
