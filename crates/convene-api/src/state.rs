@@ -48,14 +48,8 @@ pub type FileStream =
 /// The stored files of recordings, as the binary keeps them.
 #[async_trait::async_trait]
 pub trait RecordingFiles: Send + Sync + 'static {
-    /// The size of file `name` of a recording and the bytes in `range` (all of them with
-    /// `None`; the range is within the size, the caller checked it against [`Self::size`]).
-    async fn size(
-        &self,
-        meeting: &MeetingId,
-        recording: &RecordingId,
-        name: &str,
-    ) -> Result<u64, std::io::Error>;
+    /// The bytes in `range` of file `name` of a recording (all of them with `None`; the caller
+    /// checked the range against the size the recording lists).
     async fn open(
         &self,
         meeting: &MeetingId,

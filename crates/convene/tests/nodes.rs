@@ -544,6 +544,8 @@ async fn a_starting_node_leaves_another_nodes_recording_running() {
     // Another node restarts: the recording goes on.
     let other = (holder + 1) % 3;
     nodes[other].restart().await;
+    // What must not happen has no event to wait for: the restarted node's recovery (a few
+    // reads) is given half a second to wrongly close the recording.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(state(&nodes[other], &id, &rid).await, "recording");
     // The holder restarts: nobody wrote it meanwhile, so it is closed as failed.

@@ -138,6 +138,13 @@ def download(server, url, dest, **kwargs):
     return r
 
 
+def published(server, mid):
+    """How many tracks the meeting's log says were published."""
+    r = server.admin("GET", f"/v1/meetings/{mid}/events", params={"after": 0, "limit": 1000})
+    assert r.status_code == 200, r.text
+    return sum(1 for e in r.json()["events"] if e["type"] == "media.track_published")
+
+
 def event_types(server, mid):
     r = server.admin("GET", f"/v1/meetings/{mid}/events", params={"after": 0, "limit": 1000})
     assert r.status_code == 200, r.text
@@ -174,7 +181,7 @@ def test_a_recorded_meeting_gives_playable_tracks_a_composite_and_an_index(recei
             pumps += [await publish_camera(amy, level=120), await publish_tone(amy, 660)]
             ben = None
             try:
-                await asyncio.sleep(2)  # everyone subscribed, media flowing
+                await wait_for(lambda: published(server, mid) >= 4, 15, "every track published")
                 # A participant may not start a recording; the host may.
                 r = requests.post(f"{server.base}/v1/meetings/{mid}/recordings", headers={"Authorization": "Bearer " + amy_join["access_token"]}, timeout=10)
                 assert r.status_code == 403, r.text
@@ -410,7 +417,7 @@ def test_recordings_kept_in_an_s3_bucket():
             room = await connect(join)
             pumps = [await publish_camera(room), await publish_tone(room, 440)]
             try:
-                await asyncio.sleep(1.5)
+                await wait_for(lambda: published(server, mid) >= 2, 15, "both tracks published")
                 rid = server.admin("POST", f"/v1/meetings/{mid}/recordings").json()["recording_id"]
                 await asyncio.sleep(4)
                 r = server.admin("POST", f"/v1/meetings/{mid}/recordings/{rid}/stop")

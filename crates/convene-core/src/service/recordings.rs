@@ -5,7 +5,7 @@ use crate::access::{TokenRuns, check_token};
 use crate::error::{DomainError, ErrorCode};
 use crate::event::Event;
 use crate::ids::{MeetingId, RecordingId};
-use crate::meeting::{ActiveRecording, Meeting};
+use crate::meeting::Meeting;
 use crate::ops::{self, RecordingOutcome};
 use crate::participant::Role;
 use crate::recording::{self, Recording, RecordingState};
@@ -31,6 +31,7 @@ impl Meetings {
         caller: &Caller,
         recording_id: &RecordingId,
     ) -> Result<Recording> {
+        self.meeting(id).await?;
         self.find_recording(id, recording_id).await?;
         self.mutate(id, caller, Needs::default(), |tx, loaded| {
             ops::stop_recording(tx, &loaded.actor, recording_id)
@@ -101,14 +102,8 @@ impl Meetings {
 
     /// Every meeting with a recording running, as the store holds them (recovery at start: a
     /// recording the server was writing when it stopped).
-    pub async fn running_recordings(&self) -> Result<Vec<(MeetingId, ActiveRecording)>> {
-        Ok(self
-            .store
-            .recording_meetings()
-            .await?
-            .into_iter()
-            .filter_map(|m| m.recording.map(|r| (m.id, r)))
-            .collect())
+    pub async fn running_recordings(&self) -> Result<Vec<Meeting>> {
+        Ok(self.store.recording_meetings().await?)
     }
 
     /// The recordings of meetings that are not running now and have not been finished
@@ -182,9 +177,9 @@ impl Meetings {
         }
     }
 
-    /// The meeting's whole event log, in order.
+    /// The meeting's whole event log, in order (empty for a meeting that is not there: the
+    /// callers have read the meeting, or ask only about one they know).
     async fn whole_log(&self, id: &MeetingId) -> Result<Vec<Event>> {
-        self.meeting(id).await?;
         let mut events = Vec::new();
         loop {
             let after = events.last().map_or(0, |e: &Event| e.seq);

@@ -111,11 +111,9 @@ impl Engine {
         let Some(track) = participant.published.iter_mut().find(|t| t.key == key) else {
             return;
         };
-        let stale = track
-            .recorder
-            .as_ref()
-            .is_none_or(|r| *r.track.recording != **recording);
-        if stale {
+        // A change of the room's recording drops every recorder (`set_recording`): one here is
+        // this recording's.
+        if track.recorder.is_none() {
             let Some(codec) = rec_codec(codec) else {
                 return;
             };

@@ -10,9 +10,8 @@
 pub mod composite;
 pub mod storage;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use convene_core::event::{RecordingFile, RecordingFileKind, StopReason};
@@ -51,8 +50,6 @@ pub struct Recordings {
     /// Set once the core service exists (it is built on the media engine, which holds this).
     meetings: OnceLock<Arc<Meetings>>,
     tasks: TaskTracker,
-    /// The recordings running here, by id: their meeting and room.
-    running: Mutex<HashMap<String, (MeetingId, RoomName)>>,
 }
 
 impl Recordings {
@@ -72,7 +69,6 @@ impl Recordings {
             placement,
             meetings: OnceLock::new(),
             tasks,
-            running: Mutex::new(HashMap::new()),
         })
     }
 
@@ -98,10 +94,6 @@ impl Recordings {
     /// The core's `StartRecording`: the room's tracks are written from now on.
     pub async fn start(&self, room: &RoomName, meeting: &MeetingId, recording: &RecordingId) {
         let dir = self.dir(meeting, recording);
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(recording.to_string(), (meeting.clone(), room.clone()));
         if let Err(error) = self
             .control
             .start_recording(room.as_str(), recording.as_str(), dir)
@@ -126,10 +118,6 @@ impl Recordings {
         let this = self.clone();
         let (room, meeting, recording) = (room.clone(), meeting.clone(), recording.clone());
         self.tasks.spawn(async move {
-            this.running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(recording.as_str());
             let files = match this
                 .control
                 .stop_recording(room.as_str(), recording.as_str())
@@ -164,15 +152,16 @@ impl Recordings {
                     }
                 }
                 Some(RecorderNotice::Failed { recording, reason }) => {
-                    let Ok(id) = RecordingId::parse(&recording) else {
+                    // The meeting the recording is running in, as the store says (a failure
+                    // is rare; a recording stopped meanwhile is the stop's to finish).
+                    let Some(meetings) = self.meetings() else {
                         continue;
                     };
-                    let found = self
-                        .running
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&recording);
-                    let Some((meeting, room)) = found else {
+                    let running = meetings.running_recordings().await.unwrap_or_default();
+                    let Some((meeting, room, id)) = running.into_iter().find_map(|m| {
+                        let id = m.recording.filter(|r| r.id.as_str() == recording)?.id;
+                        Some((m.id, m.room_name, id))
+                    }) else {
                         continue;
                     };
                     tracing::warn!(%meeting, %recording, reason, "recording failed while writing");
@@ -333,7 +322,7 @@ impl Recordings {
                     },
                     identity: Identity::parse(&track.identity).ok(),
                     track_sid: Some(track.track_sid.clone()),
-                    codec: codec_name(track.codec).to_owned(),
+                    codec: track.codec.as_str().to_owned(),
                     bytes,
                     start_ms: track.start_ms,
                     duration_ms: track.duration_ms,
@@ -393,8 +382,12 @@ impl Recordings {
             Ok(running) => running,
             Err(error) => return tracing::warn!(%error, "cannot look for interrupted recordings"),
         };
-        for (meeting, active) in running {
-            if self.recorded_elsewhere(meetings, &meeting).await {
+        for found in running {
+            let (meeting, room) = (found.id, found.room_name);
+            let Some(active) = found.recording else {
+                continue;
+            };
+            if self.recorded_elsewhere(&room).await {
                 continue;
             }
             let unfinished = meetings
@@ -422,17 +415,11 @@ impl Recordings {
     }
 
     /// Whether another live node holds the meeting's media room (and so writes its recording).
-    async fn recorded_elsewhere(&self, meetings: &Meetings, meeting: &MeetingId) -> bool {
+    async fn recorded_elsewhere(&self, room: &RoomName) -> bool {
         let Some(placement) = &self.placement else {
             return false;
         };
-        let Ok(found) = meetings.meeting(meeting).await else {
-            return false;
-        };
-        matches!(
-            placement.elsewhere(found.room_name.as_str()).await,
-            Ok(Some(_))
-        )
+        matches!(placement.elsewhere(room.as_str()).await, Ok(Some(_)))
     }
 
     /// The track files a recording left in its folder (no composite, nothing half-copied).
@@ -475,30 +462,17 @@ impl Recordings {
     }
 }
 
-fn codec_name(codec: RecCodec) -> &'static str {
-    codec.as_str()
-}
-
-/// A track file found in a recording's folder after a crash: its identity, track and codec from
-/// its name (`<identity>-<track sid>.<ext>`, as the recorder names it), its size from the disk.
-/// Its timing is unknown (0).
+/// A track file found in a recording's folder after a crash: its identity and track from its
+/// name (`<identity>-<track sid>.<ext>`, as the recorder names it), its codec from its header,
+/// its size from the disk. Its timing is unknown (0).
 async fn leftover_track(path: &Path, name: &str) -> Option<TrackFile> {
     let (stem, ext) = name.rsplit_once('.')?;
-    let (codec, kind) = match ext {
-        "webm" if stem.contains("-TR_") => (None, None),
-        "mkv" => (Some(RecCodec::H264), Some(RecKind::Video)),
-        _ => return None,
-    };
-    let (identity, track_sid) = stem.rsplit_once('-')?;
-    let bytes = tokio::fs::metadata(path).await.ok()?.len();
-    if bytes == 0 {
+    if !matches!(ext, "webm" | "mkv") {
         return None;
     }
-    // A WebM's codec is read from its header: the track's CodecID.
-    let (codec, kind) = match (codec, kind) {
-        (Some(codec), Some(kind)) => (codec, kind),
-        _ => webm_codec(path).await?,
-    };
+    let (identity, track_sid) = stem.rsplit_once('-')?;
+    let bytes = tokio::fs::metadata(path).await.ok()?.len();
+    let (codec, kind) = codec_of(path).await?;
     Some(TrackFile {
         file_name: name.to_owned(),
         path: path.to_owned(),
@@ -514,22 +488,21 @@ async fn leftover_track(path: &Path, name: &str) -> Option<TrackFile> {
     })
 }
 
-/// The codec of a WebM track file, from the codec id near its start.
-async fn webm_codec(path: &Path) -> Option<(RecCodec, RecKind)> {
-    let file = tokio::fs::File::open(path).await.ok()?;
+/// The codec of a track file, from the Matroska codec id in its first few KiB (its Tracks).
+async fn codec_of(path: &Path) -> Option<(RecCodec, RecKind)> {
+    use tokio::io::AsyncReadExt;
     let mut head = Vec::with_capacity(4096);
-    let mut stream = tokio_util::io::ReaderStream::new(tokio::io::AsyncReadExt::take(file, 4096));
-    while let Some(Ok(chunk)) = stream.next().await {
-        head.extend_from_slice(&chunk);
-    }
+    let file = tokio::fs::File::open(path).await.ok()?;
+    file.take(4096).read_to_end(&mut head).await.ok()?;
     let has = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
-    if has(b"A_OPUS") {
-        Some((RecCodec::Opus, RecKind::Audio))
-    } else if has(b"V_VP8") {
-        Some((RecCodec::Vp8, RecKind::Video))
-    } else {
-        None
-    }
+    [
+        (&b"A_OPUS"[..], RecCodec::Opus, RecKind::Audio),
+        (b"V_VP8", RecCodec::Vp8, RecKind::Video),
+        (b"V_MPEG4/ISO/AVC", RecCodec::H264, RecKind::Video),
+    ]
+    .into_iter()
+    .find(|(id, _, _)| has(id))
+    .map(|(_, codec, kind)| (codec, kind))
 }
 
 /// The API's view of stored recording files.
@@ -546,16 +519,6 @@ fn io_error(error: StorageError) -> std::io::Error {
 
 #[async_trait::async_trait]
 impl convene_api::state::RecordingFiles for StoredFiles {
-    async fn size(
-        &self,
-        meeting: &MeetingId,
-        recording: &RecordingId,
-        name: &str,
-    ) -> Result<u64, std::io::Error> {
-        let key = Recordings::key(meeting, recording, name);
-        self.recordings.storage.size(&key).await.map_err(io_error)
-    }
-
     async fn open(
         &self,
         meeting: &MeetingId,
