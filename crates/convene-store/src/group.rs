@@ -11,12 +11,22 @@
 //! waiting starts a segment (its `UPDATE` of the waiting must come before the participants of
 //! the changes before it... and after them, so it cannot be merged with them).
 //!
-//! Segments of a batch are isolated by savepoints: a conflict in one meeting (another node wrote
-//! it) rolls back that segment only, and its callers retry; the later segments of that meeting
-//! then find the version moved and conflict too, as they must (they were computed on top of it).
-//! The optimistic-concurrency check across nodes is the same statement as without batching.
+//! The batch is first written without savepoints: when its segments are of different meetings
+//! and none admits everyone waiting, every meeting's row is written by one `UPDATE ... FROM
+//! (VALUES ...)` whose `WHERE` holds each one's version check, so a storm across 200 rooms is not
+//! 200 round trips to the database. A segment whose check fails is left out and the batch written
+//! again. Anything else falls back to segments isolated by savepoints: a conflict in one meeting
+//! (another node wrote it) rolls back that segment only, and its callers retry; the later
+//! segments of that meeting then find the version moved and conflict too, as they must (they
+//! were computed on top of it). The optimistic-concurrency check across nodes is the same
+//! condition as without batching.
+//!
+//! The committer writes on one connection it keeps, new meetings included (each in a
+//! transaction of its own, in its place in the queue): SQLite keeps a page cache per connection,
+//! valid only while no other connection writes, and one writer never waits for SQLite's write
+//! lock behind another.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -24,14 +34,15 @@ use convene_core::ops::Change;
 use convene_core::ports::{Settled, StoreError};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use sqlx::{Acquire, AnyConnection, AnyPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire, Any, AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{backend, shared, unique_violation};
 use crate::rows::{EventValues, ParticipantValues};
 use crate::store::{
     Bulk, Encoded, admit_waiting, after_writes, append_events, insert_events, queue_webhooks,
-    upsert_participants, upsert_people,
+    update_meetings, upsert_participants, upsert_people,
 };
 use crate::{Backend, SqlStore, StoreFault};
 
@@ -95,21 +106,13 @@ const MAX_SYNCED: usize = 100_000;
 
 impl SqlStore {
     /// Queues `change` behind every change queued before it (see the module comment). A change
-    /// without `expected_seq` creates its meeting, in a transaction of its own.
+    /// without `expected_seq` creates its meeting, in a transaction of its own on the
+    /// committer's connection, in its place in the queue.
     pub(crate) fn queue(
         &self,
         change: Change,
         settled: Settled,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        if change.expected_seq.is_none() {
-            let writer = self.writer();
-            return async move {
-                let result = writer.create(&change).await;
-                settled(&change, &result);
-                result
-            }
-            .boxed();
-        }
         let sender = self.committer.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
             tokio::spawn(self.writer().run(receiver));
@@ -149,10 +152,45 @@ impl SqlStore {
         }
     }
 
-    /// Inserts a new meeting with its first events (see [`convene_core::ports::Store::create_meeting`]).
+    /// Inserts a new meeting with its first events (see [`convene_core::ports::Store::create_meeting`]),
+    /// through the committer like every change.
     pub(crate) async fn create(&self, change: &Change) -> Result<(), StoreError> {
-        self.writer().create(change).await
+        if change.expected_seq.is_some() {
+            return Err(backend(StoreFault::Config(
+                "a new meeting's change has a version".into(),
+            )));
+        }
+        self.queue(
+            change.clone(),
+            Box::new(|_: &Change, _: &Result<(), StoreError>| {}),
+        )
+        .await
     }
+}
+
+/// A change without a version makes a new meeting.
+fn is_create(change: &Change) -> bool {
+    change.expected_seq.is_none()
+}
+
+/// Inserts a new meeting with its first events, in a transaction of its own.
+async fn create(
+    connection: &mut AnyConnection,
+    backend_kind: Backend,
+    bulk: Bulk,
+    change: &Change,
+) -> Result<(), StoreError> {
+    let encoded = Encoded::of(change)?;
+    let mut tx = connection.begin().await.map_err(backend)?;
+    crate::store::insert_meeting(&mut tx, &encoded.meeting).await?;
+    upsert_participants(&mut tx, &encoded.participants, bulk, 0)
+        .await
+        .map_err(backend)?;
+    insert_events(&mut tx, &encoded.events, bulk)
+        .await
+        .map_err(crate::store::meeting_duplicate)?;
+    after_writes(&mut tx, backend_kind, &change.meeting, seq_range(change)).await?;
+    tx.commit().await.map_err(backend)
 }
 
 fn stopped() -> StoreError {
@@ -170,6 +208,9 @@ impl Writer {
     async fn run(self, mut receiver: mpsc::UnboundedReceiver<Queued>) {
         let mut synced = Synced::default();
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        // One connection, kept (see the module comment): commits taking turns over the pool's
+        // connections re-read from disk every page the last commit touched.
+        let mut held: Option<PoolConnection<Any>> = None;
         while let Some(first) = receiver.recv().await {
             batch.push(first);
             while batch.len() < MAX_BATCH {
@@ -178,12 +219,42 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let changes: Vec<&Change> = batch.iter().map(|q| &q.change).collect();
-            let results = self.commit_batch(&changes, &mut synced).await;
-            self.counts.transactions.fetch_add(1, Ordering::Relaxed);
-            self.counts
-                .changes
-                .fetch_add(changes.len() as u64, Ordering::Relaxed);
+            // In queue order: each run of changes to existing meetings in one transaction, each
+            // new meeting in one of its own (it is rare, and its insert fails alone).
+            let mut results = Vec::with_capacity(batch.len());
+            let all: Vec<&Change> = batch.iter().map(|q| &q.change).collect();
+            for changes in all.chunk_by(|a, b| is_create(a) == is_create(b)) {
+                let connection = match self.connection(&mut held).await {
+                    Ok(connection) => connection,
+                    Err(e) => {
+                        results.extend(changes.iter().map(|_| Err(shared(&e))));
+                        continue;
+                    }
+                };
+                let done = if is_create(changes[0]) {
+                    let mut done = Vec::with_capacity(changes.len());
+                    for change in changes {
+                        done.push(create(connection, self.backend, self.bulk, change).await);
+                    }
+                    done
+                } else {
+                    let done = self.commit_batch(connection, changes, &mut synced).await;
+                    self.counts.transactions.fetch_add(1, Ordering::Relaxed);
+                    self.counts
+                        .changes
+                        .fetch_add(changes.len() as u64, Ordering::Relaxed);
+                    done
+                };
+                if done
+                    .iter()
+                    .any(|r| matches!(r, Err(StoreError::Backend(_))))
+                {
+                    // Perhaps the connection broke: the next run takes one from the pool (which
+                    // checks it before handing it out).
+                    held = None;
+                }
+                results.extend(done);
+            }
             for (queued, result) in batch.drain(..).zip(results) {
                 (queued.settled)(&queued.change, &result);
                 // A caller that went away does not stop the others.
@@ -192,18 +263,15 @@ impl Writer {
         }
     }
 
-    async fn create(&self, change: &Change) -> Result<(), StoreError> {
-        let encoded = Encoded::of(change)?;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        crate::store::insert_meeting(&mut tx, &encoded.meeting).await?;
-        upsert_participants(&mut tx, &encoded.participants, self.bulk, 0)
-            .await
-            .map_err(backend)?;
-        insert_events(&mut tx, &encoded.events, self.bulk)
-            .await
-            .map_err(crate::store::meeting_duplicate)?;
-        after_writes(&mut tx, self.backend, &change.meeting, seq_range(change)).await?;
-        tx.commit().await.map_err(backend)
+    /// The committer's connection, taken from the pool when it has none.
+    async fn connection<'h>(
+        &self,
+        held: &'h mut Option<PoolConnection<Any>>,
+    ) -> Result<&'h mut AnyConnection, StoreError> {
+        if held.is_none() {
+            *held = Some(self.pool.acquire().await.map_err(backend)?);
+        }
+        Ok(held.as_mut().expect("just set"))
     }
 
     /// Commits `changes` in one transaction; one result per change, in order. First without
@@ -212,6 +280,7 @@ impl Writer {
     /// back to one savepoint per segment, which tells which one failed.
     async fn commit_batch(
         &self,
+        connection: &mut AnyConnection,
         changes: &[&Change],
         synced: &mut Synced,
     ) -> Vec<Result<(), StoreError>> {
@@ -229,7 +298,10 @@ impl Writer {
         }
         let mut segments = segments(changes, &encoded);
         let outcome = loop {
-            match self.write_fast(changes, &encoded, &segments, synced).await {
+            match self
+                .write_fast(connection, changes, &encoded, &segments, synced)
+                .await
+            {
                 Ok(()) => break Ok(()),
                 Err(FastError::Segment(s, e)) => {
                     let failed = segments.remove(s);
@@ -238,7 +310,7 @@ impl Writer {
                 Err(FastError::Batch(e)) => {
                     tracing::debug!(error = %e, "group commit: writing the batch again, one savepoint per meeting");
                     break self
-                        .write_segments(changes, &encoded, &segments, &mut results)
+                        .write_segments(connection, changes, &encoded, &segments, &mut results)
                         .await;
                 }
             }
@@ -259,6 +331,7 @@ impl Writer {
     /// each meeting's webhook rows and notification.
     async fn write_fast(
         &self,
+        connection: &mut AnyConnection,
         changes: &[&Change],
         encoded: &[Option<Encoded>],
         segments: &[Segment],
@@ -268,15 +341,10 @@ impl Writer {
             return Ok(());
         }
         let batch = |e: sqlx::Error| FastError::Batch(backend(e));
-        let mut tx = self.pool.begin().await.map_err(batch)?;
-        let mut counts = Vec::with_capacity(segments.len());
-        for (s, segment) in segments.iter().enumerate() {
-            let admissions = self
-                .check_segment(&mut tx, changes, encoded, segment)
-                .await
-                .map_err(|e| FastError::Segment(s, e))?;
-            counts.push(admissions);
-        }
+        let mut tx = connection.begin().await.map_err(batch)?;
+        let counts = self
+            .check_segments(&mut tx, changes, encoded, segments)
+            .await?;
         let (people, events) = rows_of(encoded, segments.iter().zip(counts));
         upsert_people(&mut tx, &people, self.bulk)
             .await
@@ -326,6 +394,65 @@ impl Writer {
         Ok(())
     }
 
+    /// Every segment's meeting row (see [`Writer::check_segment`]); each meeting's admission
+    /// count after them, by segment. When the segments are of several meetings, each in one, and
+    /// none admits everyone waiting, all the rows are written by one statement.
+    async fn check_segments(
+        &self,
+        connection: &mut AnyConnection,
+        changes: &[&Change],
+        encoded: &[Option<Encoded>],
+        segments: &[Segment],
+    ) -> Result<Vec<i64>, FastError> {
+        let mut rows = Vec::with_capacity(segments.len());
+        let mut meetings = HashSet::with_capacity(segments.len());
+        for segment in segments {
+            let (Some(&first), Some(&last)) = (segment.changes.first(), segment.changes.last())
+            else {
+                continue;
+            };
+            let (Some(expected_seq), None, Some(row)) = (
+                changes[first].expected_seq,
+                changes[first].admit_waiting,
+                encoded[last].as_ref().map(|e| &e.meeting),
+            ) else {
+                rows.clear();
+                break;
+            };
+            let expected_seq =
+                crate::rows::signed("expected_seq", expected_seq).map_err(FastError::Batch)?;
+            if !meetings.insert(row.id.as_str()) {
+                rows.clear();
+                break;
+            }
+            rows.push((row, expected_seq));
+        }
+        // One meeting: its own statement, which needs no join against a list of values.
+        if rows.len() != segments.len() || rows.len() == 1 {
+            let mut counts = Vec::with_capacity(segments.len());
+            for (s, segment) in segments.iter().enumerate() {
+                let admissions = self
+                    .check_segment(connection, changes, encoded, segment)
+                    .await
+                    .map_err(|e| FastError::Segment(s, e))?;
+                counts.push(admissions);
+            }
+            return Ok(counts);
+        }
+        let written = update_meetings(connection, &rows, self.bulk)
+            .await
+            .map_err(FastError::Batch)?;
+        rows.iter()
+            .enumerate()
+            .map(|(s, (row, _))| {
+                written
+                    .get(&row.id)
+                    .copied()
+                    .ok_or(FastError::Segment(s, StoreError::Conflict))
+            })
+            .collect()
+    }
+
     /// A segment's meeting row, written if still at the version its first change was computed
     /// from, and its admission of everyone waiting; the meeting's admission count after them.
     async fn check_segment(
@@ -359,6 +486,7 @@ impl Writer {
     /// error returned means the whole transaction failed.
     async fn write_segments(
         &self,
+        connection: &mut AnyConnection,
         changes: &[&Change],
         encoded: &[Option<Encoded>],
         segments: &[Segment],
@@ -367,7 +495,7 @@ impl Writer {
         if segments.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = connection.begin().await.map_err(backend)?;
         if let [only] = segments {
             // No other segment to protect: a failure rolls the transaction back.
             if let Err(e) = self.write_segment(&mut tx, changes, encoded, only).await {

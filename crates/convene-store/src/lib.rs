@@ -24,11 +24,13 @@
 //!   write is there and `PRAGMA integrity_check` says `ok`.
 //! - `PRAGMA foreign_keys = ON` and `PRAGMA busy_timeout = 5000` (writers from several pool
 //!   connections queue for up to 5 s instead of failing at once).
-//! - `PRAGMA wal_autocheckpoint = 100`: the WAL is copied into the database file every 100 pages
-//!   (SQLite's default is 1,000), inside the commit that fills it as before, so each copy and its
-//!   sync are small. With the default, a join storm across 200 rooms had one or two joins a run
-//!   wait 1-1.3 s behind a checkpoint; with 100, none over 22 ms in four runs, for a few percent
-//!   fewer joins a second (docs/benchmarks.md).
+//! - `PRAGMA wal_autocheckpoint = 1000` (SQLite's default, set so that it is seen): the WAL is
+//!   copied into the database file every 1,000 pages, inside the commit that fills it. An earlier
+//!   setting of 100 pages was to avoid joins waiting 1-1.3 s in a storm across 200 rooms; those
+//!   waits were a new meeting's insert on another pool connection waiting for SQLite's write lock
+//!   behind the group commit, and new meetings now go through the committer too
+//!   ([`group`]), so the larger checkpoint, which lets more joins through (docs/benchmarks.md),
+//!   no longer stalls anyone.
 //! - `PRAGMA temp_store = MEMORY`: the statement journals a multi-row statement inside the group
 //!   commit's transaction keeps (to undo that statement alone) stay in memory instead of going to
 //!   a temporary file (they are not the database's journal, which is the WAL). Measured with
@@ -188,7 +190,7 @@ impl SqlStore {
                     connection
                         .execute(
                             format!(
-                                "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 100;",
+                                "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 1000;",
                                 SQLITE_BUSY_TIMEOUT.as_millis()
                             )
                             .as_str(),

@@ -184,10 +184,9 @@ pub(crate) async fn admit_waiting(
 ) -> Result<i64, StoreError> {
     let row = sqlx::query(
         "SELECT COUNT(*) AS n FROM participants \
-         WHERE meeting_id = $1 AND state = $2 AND waiting_gen = $3",
+         WHERE meeting_id = $1 AND state = 'waiting' AND waiting_gen = $2",
     )
     .bind(m.id.as_str())
-    .bind(ParticipantState::Waiting.as_str())
     .bind(admissions)
     .fetch_one(&mut *connection)
     .await
@@ -371,6 +370,57 @@ pub(crate) async fn update_meeting(
     }
 }
 
+/// [`update_meeting`] for several meetings in one statement (one round trip to the database, not
+/// one per meeting): each row written if its meeting is still at its expected `last_seq`. At most
+/// one row per meeting. Returns the meetings written, each with its admission count; a meeting
+/// missing from the answer moved (a conflict).
+pub(crate) async fn update_meetings(
+    connection: &mut AnyConnection,
+    rows: &[(&MeetingValues, i64)],
+    bulk: Bulk,
+) -> Result<HashMap<String, i64>, StoreError> {
+    const COLUMNS: usize = 14;
+    let mut written = HashMap::with_capacity(rows.len());
+    for chunk in rows.chunks(bulk.rows) {
+        // VALUES' columns are column1, column2, ... in both databases.
+        let sql = format!(
+            "UPDATE meetings SET room_name = v.column2, status = v.column3, last_seq = v.column4, \
+             updated_at = v.column5, instance_id = v.column6, run_number = v.column7, \
+             opened_at = v.column8, live_at = v.column9, ended_at = v.column10, \
+             settings = v.column11, credentials = v.column12, recording = v.column14 \
+             FROM (VALUES {}) AS v WHERE meetings.id = v.column1 AND meetings.last_seq = v.column13 \
+             RETURNING id, admission_gen",
+            placeholders(chunk.len(), COLUMNS, bulk.params)
+        );
+        let mut query = sqlx::query(&sql);
+        for (m, expected_seq) in chunk {
+            query = query
+                .bind(m.id.as_str())
+                .bind(m.room_name.as_str())
+                .bind(m.status.as_str())
+                .bind(m.last_seq)
+                .bind(m.updated_at)
+                .bind(m.instance_id.as_str())
+                .bind(m.run_number)
+                .bind(m.opened_at)
+                .bind(m.live_at)
+                .bind(m.ended_at)
+                .bind(m.settings.as_str())
+                .bind(m.credentials.as_str())
+                .bind(*expected_seq)
+                .bind(m.recording.as_deref());
+        }
+        for row in query
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(meeting_duplicate)?
+        {
+            written.insert(rows::text(&row, "id")?, rows::get(&row, "admission_gen")?);
+        }
+    }
+    Ok(written)
+}
+
 pub(crate) fn meeting_duplicate(error: sqlx::Error) -> StoreError {
     match unique_violation(&error) {
         Some(text) if text.contains("room_name") => StoreError::Duplicate("room_name"),
@@ -507,12 +557,11 @@ impl Store for SqlStore {
         // decoded through sqlx's `Any` driver costs more than the query itself. Identities hold
         // no control characters (`Identity::parse`), so a newline separates them safely.
         let row = sqlx::query(
-            "SELECT string_agg(identity, $3) AS identities FROM participants \
-             WHERE meeting_id = $1 AND state = $2 \
+            "SELECT string_agg(identity, $2) AS identities FROM participants \
+             WHERE meeting_id = $1 AND state = 'waiting' \
              AND waiting_gen = (SELECT admission_gen FROM meetings WHERE id = $1)",
         )
         .bind(meeting.as_str())
-        .bind(ParticipantState::Waiting.as_str())
         .bind("\n")
         .fetch_one(self.pool())
         .await
@@ -601,12 +650,11 @@ impl Store for SqlStore {
         identity: &Identity,
     ) -> Result<u64, StoreError> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM participants WHERE meeting_id = $1 AND state = $2 \
+            "SELECT COUNT(*) AS n FROM participants WHERE meeting_id = $1 AND state = 'waiting' \
              AND waiting_gen = (SELECT admission_gen FROM meetings WHERE id = $1) \
-             AND (updated_at < $3 OR (updated_at = $3 AND identity < $4))",
+             AND (updated_at < $2 OR (updated_at = $2 AND identity < $3))",
         )
         .bind(meeting.as_str())
-        .bind(ParticipantState::Waiting.as_str())
         .bind(since.as_millis())
         .bind(identity.as_str())
         .fetch_one(self.pool())

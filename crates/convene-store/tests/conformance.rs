@@ -205,6 +205,7 @@ conformance!(
     commits_round_trip_meeting_participants_and_every_event_kind,
     concurrent_commits_from_one_version_let_exactly_one_win,
     queued_changes_commit_together_and_a_failure_fails_what_was_computed_on_it,
+    new_meetings_queued_among_changes_commit_in_their_place,
     events_page_in_order_without_gaps,
     participants_filter_by_state_and_count,
     people_are_counted_per_meeting_and_the_queue_is_in_entry_order,
@@ -987,6 +988,48 @@ async fn concurrent_commits_from_one_version_let_exactly_one_win(db: &mut TestDb
         store.commit(&tx.finish().unwrap()).await,
         Err(StoreError::Conflict)
     ));
+}
+
+/// New meetings go through the committer with every change: one queued between changes is
+/// written in its place (so a change computed on it, queued after it, commits), and a duplicate
+/// among them fails alone.
+async fn new_meetings_queued_among_changes_commit_in_their_place(db: &mut TestDb) {
+    let store = db.store();
+    let mut rng = StdRng::seed_from_u64(13);
+    store
+        .create_meeting(&new_meeting("8201", None, WaitingPolicy::Open, &mut rng))
+        .await
+        .unwrap();
+    let first = store.meeting(&mid("8201")).await.unwrap().unwrap();
+    let a = chain(&first, "a", 3, 60_000);
+    let created = new_meeting("8202", Some("room-8202"), WaitingPolicy::Open, &mut rng);
+    let b = chain(&created.meeting, "b", 2, 60_000);
+    let duplicate = new_meeting("8203", Some("room-8202"), WaitingPolicy::Open, &mut rng);
+    let log = Settlements::default();
+    let results = futures_join_all(vec![
+        log.submit(store, &a[0]),
+        log.submit(store, &a[1]),
+        log.submit(store, &created),
+        log.submit(store, &b[0]),
+        log.submit(store, &duplicate),
+        log.submit(store, &b[1]),
+        log.submit(store, &a[2]),
+    ])
+    .await;
+    assert!(
+        matches!(results[4], Err(StoreError::Duplicate("room_name"))),
+        "{results:?}"
+    );
+    for (i, result) in results.iter().enumerate() {
+        if i != 4 {
+            assert!(result.is_ok(), "change {i}: {results:?}");
+        }
+    }
+    let settled: Vec<bool> = log.take().into_iter().map(|(_, _, ok)| ok).collect();
+    assert_eq!(settled, [true, true, true, true, false, true, true]);
+    assert_round_trip(store, &a[2]).await;
+    assert_round_trip(store, &b[1]).await;
+    assert_eq!(store.meeting(&mid("8203")).await.unwrap(), None);
 }
 
 /// `count` entries into the meeting, each computed on the one before (as the service pipelines
@@ -2157,8 +2200,8 @@ async fn sqlite_runs_in_wal_mode_with_full_sync_and_a_private_file() {
     assert!(settings.foreign_keys);
     assert_eq!(settings.busy_timeout_ms, 5_000);
     assert_eq!(
-        settings.wal_autocheckpoint, 100,
-        "small checkpoints, no long stall"
+        settings.wal_autocheckpoint, 1000,
+        "SQLite's default checkpoint size"
     );
     assert_eq!(settings.temp_store, 2, "statement journals in memory");
     store.close().await;
