@@ -39,10 +39,10 @@ use sqlx::{Acquire, Any, AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{backend, shared, unique_violation};
-use crate::rows::{EventValues, ParticipantValues};
+use crate::rows::{EventValues, MeetingValues, ParticipantValues};
 use crate::store::{
-    Bulk, Encoded, admit_waiting, after_writes, append_events, insert_events, queue_webhooks,
-    update_meetings, upsert_participants, upsert_people,
+    Bulk, Encoded, Script, WaitingGen, admit_waiting, after_writes, insert_events,
+    meetings_written, push_events, push_meetings, push_people, queue_webhooks, upsert_participants,
 };
 use crate::{Backend, SqlStore, StoreFault};
 
@@ -211,7 +211,23 @@ impl Writer {
         // One connection, kept (see the module comment): commits taking turns over the pool's
         // connections re-read from disk every page the last commit touched.
         let mut held: Option<PoolConnection<Any>> = None;
-        while let Some(first) = receiver.recv().await {
+        loop {
+            let first = if held.is_some() {
+                // A closing pool waits for every connection it lent: give this one back.
+                tokio::select! {
+                    biased;
+                    first = receiver.recv() => first,
+                    () = self.pool.close_event() => {
+                        held = None;
+                        receiver.recv().await
+                    }
+                }
+            } else {
+                receiver.recv().await
+            };
+            let Some(first) = first else {
+                break;
+            };
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match receiver.try_recv() {
@@ -342,16 +358,48 @@ impl Writer {
         }
         let batch = |e: sqlx::Error| FastError::Batch(backend(e));
         let mut tx = connection.begin().await.map_err(batch)?;
-        let counts = self
-            .check_segments(&mut tx, changes, encoded, segments)
-            .await?;
-        let (people, events) = rows_of(encoded, segments.iter().zip(counts));
-        upsert_people(&mut tx, &people, self.bulk)
-            .await
-            .map_err(batch)?;
-        append_events(&mut tx, &events, self.bulk)
-            .await
-            .map_err(batch)?;
+        // One look for any endpoint in the whole batch, not one queueing statement per meeting
+        // when there is none (a storm across 200 rooms is 200 meetings a batch).
+        let endpoints = match together(changes, encoded, segments)? {
+            Some(meetings) => {
+                // Every meeting's row, person and event, and the look for an endpoint, in one
+                // script: on SQLite one call to the database.
+                let (people, events) =
+                    rows_of(encoded, segments.iter().map(|s| (s, WaitingGen::OfMeeting)));
+                let mut script = Script::new(self.bulk.params);
+                push_meetings(&mut script, &meetings, self.bulk);
+                push_people(&mut script, &people, self.bulk);
+                push_events(&mut script, &events, self.bulk);
+                crate::webhooks::push_any_active(&mut script);
+                let rows = script.run(&mut tx).await.map_err(batch)?;
+                let written = meetings_written(&rows).map_err(FastError::Batch)?;
+                if let Some(s) = meetings
+                    .iter()
+                    .position(|(row, _)| !written.contains_key(&row.id))
+                {
+                    // Rolled back with the transaction; the batch is written again without it.
+                    return Err(FastError::Segment(s, StoreError::Conflict));
+                }
+                crate::webhooks::any_active_in(&rows).map_err(batch)?
+            }
+            None => {
+                let mut counts = Vec::with_capacity(segments.len());
+                for (s, segment) in segments.iter().enumerate() {
+                    let admissions = self
+                        .check_segment(&mut tx, changes, encoded, segment)
+                        .await
+                        .map_err(|e| FastError::Segment(s, e))?;
+                    counts.push(WaitingGen::Known(admissions));
+                }
+                let (people, events) = rows_of(encoded, segments.iter().zip(counts));
+                let mut script = Script::new(self.bulk.params);
+                push_people(&mut script, &people, self.bulk);
+                push_events(&mut script, &events, self.bulk);
+                crate::webhooks::push_any_active(&mut script);
+                let rows = script.run(&mut tx).await.map_err(batch)?;
+                crate::webhooks::any_active_in(&rows).map_err(batch)?
+            }
+        };
         let mut wrote: Vec<(String, Option<String>)> = Vec::new();
         for segment in segments {
             let Some(&last) = segment.changes.last() else {
@@ -370,9 +418,6 @@ impl Writer {
                 wrote.push((meeting.id.as_str().to_owned(), url));
             }
         }
-        // One look for any endpoint in the whole batch, not one queueing statement per meeting
-        // when there is none (a storm across 200 rooms is 200 meetings a batch).
-        let endpoints = crate::webhooks::any_active(&mut tx).await.map_err(batch)?;
         for segment in segments {
             let (Some(&first), Some(&last)) = (segment.changes.first(), segment.changes.last())
             else {
@@ -392,65 +437,6 @@ impl Writer {
         }
         synced.0.extend(wrote);
         Ok(())
-    }
-
-    /// Every segment's meeting row (see [`Writer::check_segment`]); each meeting's admission
-    /// count after them, by segment. When the segments are of several meetings, each in one, and
-    /// none admits everyone waiting, all the rows are written by one statement.
-    async fn check_segments(
-        &self,
-        connection: &mut AnyConnection,
-        changes: &[&Change],
-        encoded: &[Option<Encoded>],
-        segments: &[Segment],
-    ) -> Result<Vec<i64>, FastError> {
-        let mut rows = Vec::with_capacity(segments.len());
-        let mut meetings = HashSet::with_capacity(segments.len());
-        for segment in segments {
-            let (Some(&first), Some(&last)) = (segment.changes.first(), segment.changes.last())
-            else {
-                continue;
-            };
-            let (Some(expected_seq), None, Some(row)) = (
-                changes[first].expected_seq,
-                changes[first].admit_waiting,
-                encoded[last].as_ref().map(|e| &e.meeting),
-            ) else {
-                rows.clear();
-                break;
-            };
-            let expected_seq =
-                crate::rows::signed("expected_seq", expected_seq).map_err(FastError::Batch)?;
-            if !meetings.insert(row.id.as_str()) {
-                rows.clear();
-                break;
-            }
-            rows.push((row, expected_seq));
-        }
-        // One meeting: its own statement, which needs no join against a list of values.
-        if rows.len() != segments.len() || rows.len() == 1 {
-            let mut counts = Vec::with_capacity(segments.len());
-            for (s, segment) in segments.iter().enumerate() {
-                let admissions = self
-                    .check_segment(connection, changes, encoded, segment)
-                    .await
-                    .map_err(|e| FastError::Segment(s, e))?;
-                counts.push(admissions);
-            }
-            return Ok(counts);
-        }
-        let written = update_meetings(connection, &rows, self.bulk)
-            .await
-            .map_err(FastError::Batch)?;
-        rows.iter()
-            .enumerate()
-            .map(|(s, (row, _))| {
-                written
-                    .get(&row.id)
-                    .copied()
-                    .ok_or(FastError::Segment(s, StoreError::Conflict))
-            })
-            .collect()
     }
 
     /// A segment's meeting row, written if still at the version its first change was computed
@@ -533,11 +519,17 @@ impl Writer {
         let admissions = self
             .check_segment(connection, changes, encoded, segment)
             .await?;
-        let (people, events) = rows_of(encoded, std::iter::once((segment, admissions)));
-        upsert_people(connection, &people, self.bulk)
-            .await
-            .map_err(backend)?;
-        append_events(connection, &events, self.bulk)
+        let (people, events) = rows_of(
+            encoded,
+            std::iter::once((segment, WaitingGen::Known(admissions))),
+        );
+        let mut script = Script::new(self.bulk.params);
+        push_people(&mut script, &people, self.bulk);
+        script.run(connection).await.map_err(backend)?;
+        let mut script = Script::new(self.bulk.params);
+        push_events(&mut script, &events, self.bulk);
+        script
+            .run(connection)
             .await
             .map_err(|e| match unique_violation(&e) {
                 // An event with this (meeting, seq) exists: another writer appended first.
@@ -555,13 +547,47 @@ impl Writer {
     }
 }
 
+/// Each segment's meeting row with the version it must be at, when the batch's meeting rows can
+/// all be written by one statement: each segment of another meeting, none admitting everyone
+/// waiting (that one's count of the waiting must see the rows before it).
+fn together<'a>(
+    changes: &[&Change],
+    encoded: &'a [Option<Encoded>],
+    segments: &[Segment],
+) -> Result<Option<Vec<(&'a MeetingValues, i64)>>, FastError> {
+    let mut rows = Vec::with_capacity(segments.len());
+    let mut meetings = HashSet::with_capacity(segments.len());
+    for segment in segments {
+        let (Some(&first), Some(&last)) = (segment.changes.first(), segment.changes.last()) else {
+            return Ok(None);
+        };
+        let (Some(expected_seq), None, Some(row)) = (
+            changes[first].expected_seq,
+            changes[first].admit_waiting,
+            encoded[last].as_ref().map(|e| &e.meeting),
+        ) else {
+            return Ok(None);
+        };
+        if !meetings.insert(row.id.as_str()) {
+            return Ok(None);
+        }
+        let expected_seq =
+            crate::rows::signed("expected_seq", expected_seq).map_err(FastError::Batch)?;
+        rows.push((row, expected_seq));
+    }
+    Ok(Some(rows))
+}
+
 /// Each person's last version in the segments, with their meeting's admission count, and every
 /// event in order.
-fn rows_of<'a>(
+fn rows_of<'a, 's>(
     encoded: &'a [Option<Encoded>],
-    segments: impl IntoIterator<Item = (&'a Segment, i64)>,
-) -> (Vec<(&'a ParticipantValues, i64)>, Vec<&'a EventValues>) {
-    let mut people: Vec<(&ParticipantValues, i64)> = Vec::new();
+    segments: impl IntoIterator<Item = (&'s Segment, WaitingGen)>,
+) -> (
+    Vec<(&'a ParticipantValues, WaitingGen)>,
+    Vec<&'a EventValues>,
+) {
+    let mut people: Vec<(&ParticipantValues, WaitingGen)> = Vec::new();
     let mut position: HashMap<(&str, &str), usize> = HashMap::new();
     let mut events: Vec<&EventValues> = Vec::new();
     for (segment, admissions) in segments {

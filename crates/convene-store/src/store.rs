@@ -13,7 +13,8 @@ use convene_core::ops::Change;
 use convene_core::participant::{Participant, ParticipantState};
 use convene_core::ports::{PeopleCount, Settled, Store, StoreError};
 use futures::future::BoxFuture;
-use sqlx::{AnyConnection, Row};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{Any, AnyConnection, Arguments, Encode, Row, Type};
 
 use crate::SqlStore;
 use crate::error::{backend, unique_violation, unrepresentable};
@@ -45,6 +46,78 @@ pub(crate) enum Params {
 pub(crate) struct Bulk {
     pub rows: usize,
     pub params: Params,
+}
+
+/// Statements sent to the database together. On SQLite (anonymous parameters) they are one text
+/// run in one call: sqlx-sqlite runs each statement of a text in turn, binding the arguments in
+/// order, so a commit's statements cost one hand-off to its worker thread, not one each. On
+/// PostgreSQL, whose protocol takes one statement with parameters at a time, one by one.
+pub(crate) struct Script<'q> {
+    together: bool,
+    statements: Vec<(String, AnyArguments<'q>)>,
+    error: Option<sqlx::error::BoxDynError>,
+}
+
+impl<'q> Script<'q> {
+    pub(crate) fn new(params: Params) -> Self {
+        Self {
+            together: params == Params::Anonymous,
+            statements: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Adds `sql`; its parameters are then bound in order with [`Script::bind`].
+    pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
+        match self.statements.last_mut() {
+            Some((text, _)) if self.together => {
+                text.push_str(";\n");
+                text.push_str(sql);
+            }
+            _ => self
+                .statements
+                .push((sql.to_owned(), AnyArguments::default())),
+        }
+        self
+    }
+
+    /// Binds the next parameter of the last statement pushed.
+    pub(crate) fn bind<T: 'q + Encode<'q, Any> + Type<Any>>(&mut self, value: T) -> &mut Self {
+        if let Some((_, arguments)) = self.statements.last_mut()
+            && let Err(e) = arguments.add(value)
+            && self.error.is_none()
+        {
+            self.error = Some(e);
+        }
+        self
+    }
+
+    /// Runs every statement, in order; the rows any of them returned.
+    pub(crate) async fn run(
+        self,
+        connection: &mut AnyConnection,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        if let Some(e) = self.error {
+            return Err(sqlx::Error::Encode(e));
+        }
+        let mut rows = Vec::new();
+        for (sql, arguments) in self.statements {
+            rows.extend(
+                sqlx::query_with(&sql, arguments)
+                    .fetch_all(&mut *connection)
+                    .await?,
+            );
+        }
+        Ok(rows)
+    }
+}
+
+/// A participant's `waiting_gen` as written: known, or the meeting's admission count as the
+/// statement finds it (when the meeting's row is written by the same call).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum WaitingGen {
+    Known(i64),
+    OfMeeting,
 }
 
 /// `($1, $2), ($3, $4)` (or `(?, ?), (?, ?)`) for `rows` rows of `columns` columns.
@@ -143,15 +216,60 @@ pub(crate) async fn upsert_people(
     rows: &[(&ParticipantValues, i64)],
     bulk: Bulk,
 ) -> Result<(), sqlx::Error> {
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|(p, gen_)| (*p, WaitingGen::Known(*gen_)))
+        .collect();
+    let mut script = Script::new(bulk.params);
+    push_people(&mut script, &rows, bulk);
+    script.run(connection).await.map(drop)
+}
+
+/// [`upsert_people`]'s statements, added to `script`.
+pub(crate) fn push_people<'q>(
+    script: &mut Script<'q>,
+    rows: &[(&'q ParticipantValues, WaitingGen)],
+    bulk: Bulk,
+) {
     for chunk in rows.chunks(bulk.rows) {
-        let sql = format!(
-            "INSERT INTO participants ({PARTICIPANT_COLUMNS}, waiting_gen) VALUES {} \
-             ON CONFLICT (meeting_id, identity) DO UPDATE SET {PARTICIPANT_UPDATE}",
-            placeholders(chunk.len(), ParticipantValues::COUNT + 1, bulk.params)
-        );
-        let mut query = sqlx::query(&sql);
+        let mut values = String::with_capacity(chunk.len() * 64);
+        let mut n = 0;
+        let mut param = |values: &mut String| {
+            n += 1;
+            match bulk.params {
+                Params::Numbered => {
+                    values.push('$');
+                    values.push_str(&n.to_string());
+                }
+                Params::Anonymous => values.push('?'),
+            }
+        };
+        for (i, (_, waiting_gen)) in chunk.iter().enumerate() {
+            values.push_str(if i == 0 { "(" } else { ", (" });
+            for column in 0..ParticipantValues::COUNT {
+                if column > 0 {
+                    values.push_str(", ");
+                }
+                param(&mut values);
+            }
+            match waiting_gen {
+                WaitingGen::Known(_) => values.push_str(", "),
+                WaitingGen::OfMeeting => {
+                    values.push_str(", (SELECT admission_gen FROM meetings WHERE id = ");
+                }
+            }
+            param(&mut values);
+            values.push_str(match waiting_gen {
+                WaitingGen::Known(_) => ")",
+                WaitingGen::OfMeeting => "))",
+            });
+        }
+        script.push(&format!(
+            "INSERT INTO participants ({PARTICIPANT_COLUMNS}, waiting_gen) VALUES {values} \
+             ON CONFLICT (meeting_id, identity) DO UPDATE SET {PARTICIPANT_UPDATE}"
+        ));
         for (p, waiting_gen) in chunk {
-            query = query
+            script
                 .bind(p.meeting_id.as_str())
                 .bind(p.identity.as_str())
                 .bind(p.name.as_str())
@@ -164,12 +282,13 @@ pub(crate) async fn upsert_people(
                 .bind(p.banned_until)
                 .bind(p.epoch)
                 .bind(p.created_at)
-                .bind(p.updated_at)
-                .bind(*waiting_gen);
+                .bind(p.updated_at);
+            match waiting_gen {
+                WaitingGen::Known(n) => script.bind(*n),
+                WaitingGen::OfMeeting => script.bind(p.meeting_id.as_str()),
+            };
         }
-        query.execute(&mut *connection).await?;
     }
-    Ok(())
 }
 
 /// Everyone waiting in the meeting is admitted to its current run by one `admissions` row for
@@ -233,14 +352,20 @@ pub(crate) async fn append_events(
     rows: &[&EventValues],
     bulk: Bulk,
 ) -> Result<(), sqlx::Error> {
+    let mut script = Script::new(bulk.params);
+    push_events(&mut script, rows, bulk);
+    script.run(connection).await.map(drop)
+}
+
+/// [`append_events`]'s statements, added to `script`.
+pub(crate) fn push_events<'q>(script: &mut Script<'q>, rows: &[&'q EventValues], bulk: Bulk) {
     for chunk in rows.chunks(bulk.rows) {
-        let sql = format!(
+        script.push(&format!(
             "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
             placeholders(chunk.len(), EventValues::COUNT, bulk.params)
-        );
-        let mut query = sqlx::query(&sql);
+        ));
         for e in chunk {
-            query = query
+            script
                 .bind(e.meeting_id.as_str())
                 .bind(e.seq)
                 .bind(e.at)
@@ -249,9 +374,7 @@ pub(crate) async fn append_events(
                 .bind(e.audience.as_str())
                 .bind(e.data.as_str());
         }
-        query.execute(&mut *connection).await?;
     }
-    Ok(())
 }
 
 /// Inside a commit: the meeting's own webhook endpoint follows its settings, the events
@@ -371,30 +494,29 @@ pub(crate) async fn update_meeting(
 }
 
 /// [`update_meeting`] for several meetings in one statement (one round trip to the database, not
-/// one per meeting): each row written if its meeting is still at its expected `last_seq`. At most
-/// one row per meeting. Returns the meetings written, each with its admission count; a meeting
-/// missing from the answer moved (a conflict).
-pub(crate) async fn update_meetings(
-    connection: &mut AnyConnection,
-    rows: &[(&MeetingValues, i64)],
+/// one per meeting), added to `script`: each row written if its meeting is still at its expected
+/// `last_seq`. At most one row per meeting. The script's rows then hold `id` and
+/// `admission_gen` for each meeting written ([`meetings_written`]); a meeting missing from them
+/// moved (a conflict).
+pub(crate) fn push_meetings<'q>(
+    script: &mut Script<'q>,
+    rows: &[(&'q MeetingValues, i64)],
     bulk: Bulk,
-) -> Result<HashMap<String, i64>, StoreError> {
+) {
     const COLUMNS: usize = 14;
-    let mut written = HashMap::with_capacity(rows.len());
     for chunk in rows.chunks(bulk.rows) {
         // VALUES' columns are column1, column2, ... in both databases.
-        let sql = format!(
+        script.push(&format!(
             "UPDATE meetings SET room_name = v.column2, status = v.column3, last_seq = v.column4, \
              updated_at = v.column5, instance_id = v.column6, run_number = v.column7, \
              opened_at = v.column8, live_at = v.column9, ended_at = v.column10, \
              settings = v.column11, credentials = v.column12, recording = v.column14 \
              FROM (VALUES {}) AS v WHERE meetings.id = v.column1 AND meetings.last_seq = v.column13 \
-             RETURNING id, admission_gen",
+             RETURNING id AS written_id, admission_gen",
             placeholders(chunk.len(), COLUMNS, bulk.params)
-        );
-        let mut query = sqlx::query(&sql);
+        ));
         for (m, expected_seq) in chunk {
-            query = query
+            script
                 .bind(m.id.as_str())
                 .bind(m.room_name.as_str())
                 .bind(m.status.as_str())
@@ -410,12 +532,18 @@ pub(crate) async fn update_meetings(
                 .bind(*expected_seq)
                 .bind(m.recording.as_deref());
         }
-        for row in query
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(meeting_duplicate)?
-        {
-            written.insert(rows::text(&row, "id")?, rows::get(&row, "admission_gen")?);
+    }
+}
+
+/// The meetings a script's [`push_meetings`] wrote, each with its admission count.
+pub(crate) fn meetings_written(rows: &[AnyRow]) -> Result<HashMap<String, i64>, StoreError> {
+    let mut written = HashMap::new();
+    for row in rows {
+        if row.try_column("written_id").is_ok() {
+            written.insert(
+                rows::text(row, "written_id")?,
+                rows::get(row, "admission_gen")?,
+            );
         }
     }
     Ok(written)

@@ -11,6 +11,7 @@ use convene_core::webhook::{
     Attempt, AttemptOutcome, DeliveryFilter, DeliveryStatus, DueDelivery, Lane, WebhookDelivery,
     WebhookStore, WebhookUrl, deployment_endpoint_id, meeting_endpoint_id,
 };
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::SqlStore;
@@ -98,14 +99,23 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
-/// Whether any webhook endpoint is active (deployment-wide or a meeting's own).
-pub(crate) async fn any_active(connection: &mut AnyConnection) -> Result<bool, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM webhook_endpoints WHERE active = 1 LIMIT 1) t",
-    )
-    .fetch_one(&mut *connection)
-    .await?;
-    Ok(row.try_get::<i64, _>(0)? > 0)
+/// Asks whether any webhook endpoint is active (deployment-wide or a meeting's own), added to
+/// `script`: the answer is [`any_active_in`] the rows.
+pub(crate) fn push_any_active(script: &mut crate::store::Script<'_>) {
+    script.push(
+        "SELECT COUNT(*) AS any_endpoint \
+         FROM (SELECT 1 FROM webhook_endpoints WHERE active = 1 LIMIT 1) t",
+    );
+}
+
+/// Whether a script with [`push_any_active`] found an active endpoint.
+pub(crate) fn any_active_in(rows: &[AnyRow]) -> Result<bool, sqlx::Error> {
+    for row in rows {
+        if row.try_column("any_endpoint").is_ok() {
+            return Ok(row.try_get::<i64, _>("any_endpoint")? > 0);
+        }
+    }
+    Err(sqlx::Error::ColumnNotFound("any_endpoint".into()))
 }
 
 /// The columns `rows::due_delivery` reads.

@@ -8,6 +8,13 @@
 //! convene writes more per join (two changes: the person twice, three events, the meeting's row),
 //! so this is a floor, not a peer. Started by the benchmark as
 //! `convene-join-bench serve-floor --port P --data-dir D` (a hidden mode).
+//!
+//! `log-floor` (`serve-floor --rows log`) is the same server writing, per join, the rows convene's
+//! join writes, in tables of the same shape: the person (keyed by meeting and identity), three
+//! events of about the same size (keyed by meeting and sequence number) and the meeting's row with
+//! its last sequence number, all in one transaction per batch of the joins queued, each meeting's
+//! sequence numbers kept in memory by the one writer. No version check, no rules, no event stream:
+//! what writing convene's rows durably costs here, without convene.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -131,6 +138,125 @@ async fn join(
     }
 }
 
+/// What the floor writes per join.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Rows {
+    /// One row (`room`, `uid`, `at`).
+    Join,
+    /// The rows convene writes: the person, three events and the meeting's row.
+    Log,
+}
+
+/// `log-floor`'s tables: convene's `meetings`, `participants` and `events`, the columns a join
+/// writes.
+const LOG_TABLES: &str = "\
+    CREATE TABLE IF NOT EXISTS meetings (id TEXT NOT NULL PRIMARY KEY, last_seq INTEGER NOT NULL, \
+        updated_at INTEGER NOT NULL, settings TEXT NOT NULL); \
+    CREATE TABLE IF NOT EXISTS participants (meeting_id TEXT NOT NULL, identity TEXT NOT NULL, \
+        name TEXT NOT NULL, role TEXT NOT NULL, state TEXT NOT NULL, admitted_in TEXT, \
+        epoch INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, \
+        PRIMARY KEY (meeting_id, identity)); \
+    CREATE TABLE IF NOT EXISTS events (meeting_id TEXT NOT NULL, seq INTEGER NOT NULL, \
+        at INTEGER NOT NULL, instance_id TEXT NOT NULL, type TEXT NOT NULL, audience TEXT NOT NULL, \
+        data TEXT NOT NULL, PRIMARY KEY (meeting_id, seq))";
+
+/// A meeting's settings as convene stores them (about their size).
+const SETTINGS: &str = r#"{"mode":"meeting","policy":"open","max_participants":null,"empty_timeout_s":300,"end_when_host_leaves":false,"auto_record":false,"webhook_url":null,"lobby_message":null,"name":"a room of the join floor"}"#;
+
+/// Writes every join queued in one transaction with convene's rows, answers them, and again.
+async fn commit_log_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    const INSTANCE: &str = "run_0123456789abcdef01234567";
+    let mut last_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        // Each join's three events, numbered after its meeting's last; then each meeting's row.
+        let mut seqs = Vec::with_capacity(batch.len());
+        let mut next = last_seq.clone();
+        for join in &batch {
+            let seq = next.entry(join.room.clone()).or_insert(0);
+            seqs.push(*seq + 1);
+            *seq += 3;
+        }
+        let written = async {
+            let mut tx = pool.begin().await?;
+            for (chunk, seqs) in batch.chunks(50).zip(seqs.chunks(50)) {
+                let mut people = String::from(
+                    "INSERT INTO participants (meeting_id, identity, name, role, state, admitted_in, \
+                     epoch, created_at, updated_at) VALUES ",
+                );
+                people.push_str(&vec!["(?, ?, ?, 'speaker', 'joined', ?, 0, ?, ?)"; chunk.len()].join(", "));
+                people.push_str(
+                    " ON CONFLICT (meeting_id, identity) DO UPDATE SET state = excluded.state, \
+                     updated_at = excluded.updated_at",
+                );
+                let mut query = sqlx::query(&people);
+                for join in chunk {
+                    query = query
+                        .bind(&join.room)
+                        .bind(&join.uid)
+                        .bind(&join.uid)
+                        .bind(INSTANCE)
+                        .bind(join.at)
+                        .bind(join.at);
+                }
+                query.execute(&mut *tx).await?;
+                let mut events = String::from(
+                    "INSERT INTO events (meeting_id, seq, at, instance_id, type, audience, data) VALUES ",
+                );
+                events.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len() * 3].join(", "));
+                let mut query = sqlx::query(&events);
+                for (join, &seq) in chunk.iter().zip(seqs) {
+                    let data = [
+                        ("participant.entered", format!(r#"{{"identity":"{0}","name":"{0}","role":"speaker","state":"joined"}}"#, join.uid)),
+                        ("participant.admitted", format!(r#"{{"identity":"{0}","run":"{INSTANCE}"}}"#, join.uid)),
+                        ("participant.joined", format!(r#"{{"identity":"{0}","role":"speaker"}}"#, join.uid)),
+                    ];
+                    for (i, (kind, data)) in data.into_iter().enumerate() {
+                        query = query
+                            .bind(&join.room)
+                            .bind(seq + i as i64)
+                            .bind(join.at)
+                            .bind(INSTANCE)
+                            .bind(kind)
+                            .bind(r#"{"kind":"hosts"}"#)
+                            .bind(data);
+                    }
+                }
+                query.execute(&mut *tx).await?;
+            }
+            let rooms: Vec<(&String, &i64)> = next.iter().filter(|(room, seq)| last_seq.get(*room) != Some(seq)).collect();
+            for chunk in rooms.chunks(50) {
+                let mut meetings = String::from("INSERT INTO meetings (id, last_seq, updated_at, settings) VALUES ");
+                meetings.push_str(&vec!["(?, ?, ?, ?)"; chunk.len()].join(", "));
+                meetings.push_str(
+                    " ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq, \
+                     updated_at = excluded.updated_at, settings = excluded.settings",
+                );
+                let mut query = sqlx::query(&meetings);
+                for (room, seq) in chunk {
+                    query = query.bind(*room).bind(**seq).bind(batch[0].at).bind(SETTINGS);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await
+        .is_ok();
+        if written {
+            last_seq = next;
+        }
+        for join in batch {
+            let _ = join.done.send(written);
+        }
+    }
+}
+
 /// Writes every join queued in one transaction, answers them, and again.
 async fn commit_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedReceiver<Pending>) {
     const ROWS_PER_STATEMENT: usize = 100;
@@ -164,7 +290,7 @@ async fn commit_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedReceiver<
 }
 
 /// Serves on `127.0.0.1:port` until killed, its database in `data_dir`.
-pub fn serve(port: u16, data_dir: PathBuf) -> anyhow::Result<()> {
+pub fn serve(port: u16, data_dir: PathBuf, rows: Rows) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -178,14 +304,22 @@ pub fn serve(port: u16, data_dir: PathBuf) -> anyhow::Result<()> {
                 .max_connections(1)
                 .connect_with(options)
                 .await?;
-            sqlx::query(
-                "CREATE TABLE IF NOT EXISTS joins \
-                 (room TEXT NOT NULL, uid TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (room, uid))",
-            )
-            .execute(&pool)
-            .await?;
             let (queue, pending) = mpsc::unbounded_channel();
-            tokio::spawn(commit_loop(pool, pending));
+            match rows {
+                Rows::Join => {
+                    sqlx::query(
+                        "CREATE TABLE IF NOT EXISTS joins \
+                         (room TEXT NOT NULL, uid TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (room, uid))",
+                    )
+                    .execute(&pool)
+                    .await?;
+                    tokio::spawn(commit_loop(pool, pending));
+                }
+                Rows::Log => {
+                    sqlx::raw_sql(LOG_TABLES).execute(&pool).await?;
+                    tokio::spawn(commit_log_loop(pool, pending));
+                }
+            }
             let basic = format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}"))

@@ -55,7 +55,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "convene,node-join,durable-floor,axum-ceiling"
+        default_value = "convene,node-join,durable-floor,log-floor,axum-ceiling"
     )]
     servers: Vec<Kind>,
     /// Connections of a storm, each sending joins back to back.
@@ -94,13 +94,16 @@ enum Mode {
         #[arg(long)]
         port: u16,
     },
-    /// Serves durable-floor on 127.0.0.1:PORT, its database in DATA_DIR.
+    /// Serves durable-floor (or log-floor) on 127.0.0.1:PORT, its database in DATA_DIR.
     #[command(hide = true)]
     ServeFloor {
         #[arg(long)]
         port: u16,
         #[arg(long)]
         data_dir: std::path::PathBuf,
+        /// What it writes per join: one row, or convene's rows (log-floor).
+        #[arg(long, value_enum, default_value = "join")]
+        rows: floor::Rows,
     },
 }
 
@@ -144,7 +147,11 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.mode {
         Some(Mode::ServeCeiling { port }) => return ceiling::serve(port),
-        Some(Mode::ServeFloor { port, data_dir }) => return floor::serve(port, data_dir),
+        Some(Mode::ServeFloor {
+            port,
+            data_dir,
+            rows,
+        }) => return floor::serve(port, data_dir, rows),
         None => {}
     }
     // One thread: the load generator must leave the other core to the server.
@@ -332,6 +339,7 @@ fn report(args: &Args, results: &[(Scenario, Vec<Row>)]) {
     for (scenario, rows) in results {
         let node = rows.iter().find(|r| r.server == Kind::NodeJoin);
         let floor = rows.iter().find(|r| r.server == Kind::DurableFloor);
+        let log_floor = rows.iter().find(|r| r.server == Kind::LogFloor);
         for convene in rows.iter().filter(|r| r.server.is_convene()) {
             let name = format!("{} {}", scenario.name(), convene.server.name());
             let errors = convene.measured.errors.total();
@@ -363,6 +371,14 @@ fn report(args: &Args, results: &[(Scenario, Vec<Row>)]) {
                             floor.measured.per_second()
                                 / node.map_or(1e-9, |n| n.measured.per_second().max(1e-9)),
                             floor.measured.per_second(),
+                        );
+                    }
+                    if let Some(log_floor) = log_floor {
+                        let rate = log_floor.measured.per_second();
+                        println!(
+                            "{name}: log-floor/node throughput = {:.2} ({rate:.0} joins/s): what writing convene's rows durably costs here; convene/log-floor = {:.2}",
+                            rate / node.map_or(1e-9, |n| n.measured.per_second().max(1e-9)),
+                            convene.measured.per_second() / rate.max(1e-9),
                         );
                     }
                     if let Some(node) = node {

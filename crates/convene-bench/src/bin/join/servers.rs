@@ -1,8 +1,8 @@
 //! The servers the join benchmark runs against, each started fresh for each scenario and killed
 //! after it: convene on SQLite (a temporary data directory, the default durable settings), convene
 //! on PostgreSQL (a database of its own, created for the run and dropped after), the Node.js peer
-//! (`bench/node-join`), `axum-ceiling` (this binary's hidden `serve-ceiling` mode) and
-//! `durable-floor` (`serve-floor`).
+//! (`bench/node-join`), `axum-ceiling` (this binary's hidden `serve-ceiling` mode),
+//! `durable-floor` (`serve-floor`) and `log-floor` (`serve-floor --rows log`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -32,6 +32,9 @@ pub enum Kind {
     /// The cheapest durable join in Rust: auth, a signed token, one row group-committed to SQLite.
     #[value(name = "durable-floor")]
     DurableFloor,
+    /// durable-floor writing convene's rows: the person, three events and the meeting's row.
+    #[value(name = "log-floor")]
+    LogFloor,
 }
 
 impl Kind {
@@ -42,6 +45,7 @@ impl Kind {
             Kind::NodeJoin => "node-join",
             Kind::AxumCeiling => "axum-ceiling",
             Kind::DurableFloor => "durable-floor",
+            Kind::LogFloor => "log-floor",
         }
     }
 
@@ -126,10 +130,15 @@ impl Running {
                 )
                 .await?
             }
-            Kind::DurableFloor => {
+            Kind::DurableFloor | Kind::LogFloor => {
                 let exe = std::env::current_exe()?;
+                let rows = if kind == Kind::LogFloor {
+                    "log"
+                } else {
+                    "join"
+                };
                 ChildServer::start(
-                    "durable-floor (this binary's serve-floor mode)",
+                    &format!("{} (this binary's serve-floor mode)", kind.name()),
                     |port, dir| {
                         let mut command = Command::new(exe);
                         command
@@ -137,7 +146,9 @@ impl Running {
                             .arg("--port")
                             .arg(port.to_string())
                             .arg("--data-dir")
-                            .arg(dir);
+                            .arg(dir)
+                            .arg("--rows")
+                            .arg(rows);
                         command
                     },
                 )
