@@ -461,7 +461,8 @@ impl Writer {
         ) else {
             return Ok(0);
         };
-        let admissions = crate::store::update_meeting(connection, final_row, expected_seq).await?;
+        let admissions =
+            crate::store::update_meeting(connection, final_row, expected_seq, self.bulk).await?;
         match changes[first].admit_waiting {
             Some(waiting) => admit_waiting(connection, first_row, waiting, admissions).await,
             None => Ok(admissions),

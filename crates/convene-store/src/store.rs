@@ -463,34 +463,15 @@ pub(crate) async fn update_meeting(
     connection: &mut AnyConnection,
     m: &MeetingValues,
     expected_seq: i64,
+    bulk: Bulk,
 ) -> Result<i64, StoreError> {
-    let updated = sqlx::query(
-        "UPDATE meetings SET room_name = $2, status = $3, last_seq = $4, updated_at = $5, \
-         instance_id = $6, run_number = $7, opened_at = $8, live_at = $9, ended_at = $10, \
-         settings = $11, credentials = $12, recording = $14 \
-         WHERE id = $1 AND last_seq = $13 RETURNING admission_gen",
-    )
-    .bind(m.id.as_str())
-    .bind(m.room_name.as_str())
-    .bind(m.status.as_str())
-    .bind(m.last_seq)
-    .bind(m.updated_at)
-    .bind(m.instance_id.as_str())
-    .bind(m.run_number)
-    .bind(m.opened_at)
-    .bind(m.live_at)
-    .bind(m.ended_at)
-    .bind(m.settings.as_str())
-    .bind(m.credentials.as_str())
-    .bind(expected_seq)
-    .bind(m.recording.as_deref())
-    .fetch_optional(connection)
-    .await
-    .map_err(meeting_duplicate)?;
-    match updated {
-        Some(row) => rows::get(&row, "admission_gen"),
-        None => Err(StoreError::Conflict),
-    }
+    let mut script = Script::new(bulk.params);
+    push_meetings(&mut script, &[(m, expected_seq)], bulk);
+    let rows = script.run(connection).await.map_err(meeting_duplicate)?;
+    meetings_written(&rows)?
+        .get(&m.id)
+        .copied()
+        .ok_or(StoreError::Conflict)
 }
 
 /// [`update_meeting`] for several meetings in one statement (one round trip to the database, not

@@ -163,18 +163,23 @@ const LOG_TABLES: &str = "\
 /// A meeting's settings as convene stores them (about their size).
 const SETTINGS: &str = r#"{"mode":"meeting","policy":"open","max_participants":null,"empty_timeout_s":300,"end_when_host_leaves":false,"auto_record":false,"webhook_url":null,"lobby_message":null,"name":"a room of the join floor"}"#;
 
+/// Every join queued, once there is one (at most 4,096); `None` when the server stops.
+async fn next_batch(queue: &mut mpsc::UnboundedReceiver<Pending>) -> Option<Vec<Pending>> {
+    let mut batch = vec![queue.recv().await?];
+    while batch.len() < 4096 {
+        match queue.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// Writes every join queued in one transaction with convene's rows, answers them, and again.
 async fn commit_log_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedReceiver<Pending>) {
     const INSTANCE: &str = "run_0123456789abcdef01234567";
     let mut last_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 4096 {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&mut queue).await {
         // Each join's three events, numbered after its meeting's last; then each meeting's row.
         let mut seqs = Vec::with_capacity(batch.len());
         let mut next = last_seq.clone();
@@ -260,14 +265,7 @@ async fn commit_log_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedRecei
 /// Writes every join queued in one transaction, answers them, and again.
 async fn commit_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedReceiver<Pending>) {
     const ROWS_PER_STATEMENT: usize = 100;
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 4096 {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&mut queue).await {
         let written = async {
             let mut tx = pool.begin().await?;
             for chunk in batch.chunks(ROWS_PER_STATEMENT) {
