@@ -206,6 +206,7 @@ conformance!(
     concurrent_commits_from_one_version_let_exactly_one_win,
     queued_changes_commit_together_and_a_failure_fails_what_was_computed_on_it,
     new_meetings_queued_among_changes_commit_in_their_place,
+    guests_queued_across_meetings_wait_for_their_meetings_next_admission,
     events_page_in_order_without_gaps,
     participants_filter_by_state_and_count,
     people_are_counted_per_meeting_and_the_queue_is_in_entry_order,
@@ -1030,6 +1031,62 @@ async fn new_meetings_queued_among_changes_commit_in_their_place(db: &mut TestDb
     assert_round_trip(store, &a[2]).await;
     assert_round_trip(store, &b[1]).await;
     assert_eq!(store.meeting(&mid("8203")).await.unwrap(), None);
+}
+
+/// Guests entering several meetings in one batch (every meeting's row in one statement, each
+/// person's `waiting_gen` read from their meeting in the same call) wait for their own meeting's
+/// next admission: one that enters after an admission is not taken in by it.
+async fn guests_queued_across_meetings_wait_for_their_meetings_next_admission(db: &mut TestDb) {
+    let store = db.store();
+    let mut rng = StdRng::seed_from_u64(14);
+    for id in ["8301", "8302"] {
+        store
+            .create_meeting(&new_meeting(id, None, WaitingPolicy::AskHost, &mut rng))
+            .await
+            .unwrap();
+    }
+    let log = Settlements::default();
+    let both = async |prefix: &str, now: i64, counts: (usize, usize)| {
+        let a = store.meeting(&mid("8301")).await.unwrap().unwrap();
+        let b = store.meeting(&mid("8302")).await.unwrap().unwrap();
+        let a = chain(&a, &format!("{prefix}-a"), counts.0, now);
+        let b = chain(&b, &format!("{prefix}-b"), counts.1, now);
+        let queued: Vec<_> = a.iter().chain(&b).map(|c| log.submit(store, c)).collect();
+        for result in futures_join_all(queued).await {
+            result.expect("every entry commits");
+        }
+        log.take();
+    };
+    both("early", 70_000, (2, 2)).await;
+    let names = |prefix: &str, n: usize| -> Vec<Identity> {
+        (0..n).map(|i| who(&format!("{prefix}-{i}"))).collect()
+    };
+    assert_eq!(
+        store.waiting_identities(&mid("8301")).await.unwrap(),
+        names("early-a", 2)
+    );
+
+    let meeting = store.meeting(&mid("8301")).await.unwrap().unwrap();
+    let waiting = store.waiting_identities(&mid("8301")).await.unwrap();
+    let mut tx = Tx::new(meeting, at(75_000));
+    ops::admit_all(&mut tx, &Actor::Admin, waiting).unwrap();
+    store.commit(&tx.finish().unwrap()).await.unwrap();
+
+    both("late", 80_000, (2, 1)).await;
+    assert_eq!(
+        store.waiting_identities(&mid("8301")).await.unwrap(),
+        names("late-a", 2),
+        "the admission took in only those who entered before it"
+    );
+    let mut still = names("early-b", 2);
+    still.extend(names("late-b", 1));
+    assert_eq!(store.waiting_identities(&mid("8302")).await.unwrap(), still);
+    let early = store
+        .participant(&mid("8301"), &who("early-a-0"))
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(early.state, ParticipantState::Admitted);
 }
 
 /// `count` entries into the meeting, each computed on the one before (as the service pipelines
