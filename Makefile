@@ -4,7 +4,7 @@
 #                     M rooms of 4, convene (1 and 2 media threads) beside Janus (Debian's janus installed);
 #                     then 5 publishers to 200 subscribers without and with recording (ffmpeg installed)
 #   make bench-web    the web app's join time: click on Join to the first decoded remote frame
-#   make bench-join   seed 002 join storms: convene, the seed's Node.js function and a bare axum POST
+#   make bench-join   seed 002 join storms: convene, the seed's Node.js function, a bare axum POST and two durable floors
 #   make bench-nodes  events across three nodes on PostgreSQL: the delay per node
 #   make test   every test: Rust (unit, integration, SQLite + PostgreSQL conformance) and the
 #               interop suites that drive the real binary with clients nobody here wrote
@@ -102,8 +102,8 @@ bench-media:
 	$(TARGET_DIR)/release/convene-media-bench --convene-bin $(TARGET_DIR)/release/convene $(BENCH_MEDIA_RECORD_ARGS)
 
 # Seed 002 join storms (docs/benchmarks.md, "Join storms"): admin joins with a fresh uid each, to
-# convene (SQLite), seed 002's own function on Node.js (bench/node-join) and a bare axum POST;
-# 32 connections into one room and into 200 rooms, and a burst of 10,000 joins into one room.
+# convene (SQLite), seed 002's own function on Node.js (bench/node-join), a bare axum POST, and two
+# durable floors in Rust (one row per join; convene's rows per join); 32 connections into one room and into 200 rooms, and a burst of 10,000 joins into one room.
 # BENCH_JOIN_ARGS=--postgres-url=postgres://postgres@127.0.0.1:5432/test adds convene on PostgreSQL.
 BENCH_JOIN_ARGS ?=
 bench-join:
