@@ -103,7 +103,8 @@ bench-media:
 
 # Seed 002 join storms (docs/benchmarks.md, "Join storms"): admin joins with a fresh uid each, to
 # convene (SQLite), seed 002's own function on Node.js (bench/node-join), a bare axum POST, and two
-# durable floors in Rust (one row per join; convene's rows per join); 32 connections into one room and into 200 rooms, and a burst of 10,000 joins into one room.
+# durable floors in Rust (one row per join; convene's rows per join); 32 connections into one room
+# and into 200 rooms, and a burst of 10,000 joins into one room.
 # BENCH_JOIN_ARGS=--postgres-url=postgres://postgres@127.0.0.1:5432/test adds convene on PostgreSQL.
 BENCH_JOIN_ARGS ?=
 bench-join:
