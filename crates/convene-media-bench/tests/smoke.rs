@@ -46,16 +46,7 @@ fn two_subscribers_receive_the_publishers_media_over_udp_and_over_tcp() {
     let udp = summary(&stdout, "convene n=2 UDP:");
     let tcp = summary(&stdout, "convene n=2 TCP:");
     for (line, run) in [&udp, &tcp] {
-        assert!(
-            run.video >= 30 && run.audio >= 50,
-            "the publisher sent too little: {line}"
-        );
-        assert_eq!(run.frames_expected, 2 * (run.video + run.audio), "{line}");
-        assert!(
-            run.frames_received > 0 && run.packets_received >= run.frames_received,
-            "no media reached the subscribers: {line}"
-        );
-        assert_eq!(run.failed, 0, "{line}");
+        run.assert_heard(line, 1, 2);
     }
     // Over UDP nothing comes over TCP; over TCP every RTP packet counted came as an RFC 4571
     // frame on the subscribers' TCP connections (with the RTCP and STUN besides).
@@ -83,16 +74,7 @@ fn everyone_in_two_meetings_of_four_hears_the_three_others() {
     ]);
     let (line, run) = summary(&stdout, "convene rooms=2 UDP threads=2:");
     // 8 publishers, each heard by the 3 others of its room.
-    assert!(
-        run.video >= 8 * 30 && run.audio >= 8 * 50,
-        "the publishers sent too little: {line}"
-    );
-    assert_eq!(run.frames_expected, 3 * (run.video + run.audio), "{line}");
-    assert!(
-        run.frames_received > 0 && run.packets_received >= run.frames_received,
-        "no media reached the participants: {line}"
-    );
-    assert_eq!(run.failed, 0, "{line}");
+    run.assert_heard(&line, 8, 3);
     // The table's row: 2 rooms, 8 participants, 2 threads, and video from the simulcast layers.
     let layers = layers(&stdout, "| 2 | 8 | convene | 2 | UDP |", 15);
     assert!(layers.iter().sum::<u64>() > 0, "no video layer: {layers:?}");
@@ -117,17 +99,8 @@ fn two_publishers_are_heard_and_recorded() {
             &stdout,
             &format!("convene n=2 publishers=2 UDP record={record}:"),
         );
-        assert!(
-            run.video >= 2 * 30 && run.audio >= 2 * 50,
-            "the publishers sent too little: {line}"
-        );
         // Each publisher is heard by the 2 subscribers and the other publisher.
-        assert_eq!(run.frames_expected, 3 * (run.video + run.audio), "{line}");
-        assert!(
-            run.frames_received > 0 && run.packets_received >= run.frames_received,
-            "no media reached the participants: {line}"
-        );
-        assert_eq!(run.failed, 0, "{line}");
+        run.assert_heard(&line, 2, 3);
     }
     // The recorded run's recording: 4 tracks and the composite, ready.
     let prefix = "convene n=2 publishers=2 UDP record=on: recording rec_";
@@ -173,33 +146,10 @@ fn janus_carries_a_fanout_and_a_meeting() {
         "300",
     ]);
     let (line, fanout) = summary(&stdout, "janus n=2 UDP:");
-    assert!(
-        fanout.video >= 30 && fanout.audio >= 50,
-        "the publisher sent too little: {line}"
-    );
-    assert_eq!(
-        fanout.frames_expected,
-        2 * (fanout.video + fanout.audio),
-        "{line}"
-    );
+    fanout.assert_heard(&line, 1, 2);
     let (line, meeting) = summary(&stdout, "janus rooms=1 UDP:");
     // 4 publishers, each heard by the 3 others.
-    assert!(
-        meeting.video >= 4 * 30 && meeting.audio >= 4 * 50,
-        "the publishers sent too little: {line}"
-    );
-    assert_eq!(
-        meeting.frames_expected,
-        3 * (meeting.video + meeting.audio),
-        "{line}"
-    );
-    for (line, run) in [("n=2", &fanout), ("rooms=1", &meeting)] {
-        assert!(
-            run.frames_received > 0 && run.packets_received >= run.frames_received,
-            "no media reached the participants of {line}:\n{stdout}"
-        );
-        assert_eq!(run.failed, 0, "{line}:\n{stdout}");
-    }
+    meeting.assert_heard(&line, 4, 3);
     let layers = layers(&stdout, "| 1 | 4 | janus | UDP |", 14);
     assert!(layers.iter().sum::<u64>() > 0, "no video layer: {layers:?}");
 }
@@ -230,6 +180,27 @@ struct Summary {
     packets_received: u64,
     over_tcp: u64,
     failed: u64,
+}
+
+impl Summary {
+    /// `publishers` each sent media for the whole window, each heard by `listeners`, and media
+    /// reached them, with no participant failing (`line` is the summary line, for the message).
+    fn assert_heard(&self, line: &str, publishers: u64, listeners: u64) {
+        assert!(
+            self.video >= publishers * 30 && self.audio >= publishers * 50,
+            "the publishers sent too little: {line}"
+        );
+        assert_eq!(
+            self.frames_expected,
+            listeners * (self.video + self.audio),
+            "{line}"
+        );
+        assert!(
+            self.frames_received > 0 && self.packets_received >= self.frames_received,
+            "no media reached the participants: {line}"
+        );
+        assert_eq!(self.failed, 0, "{line}");
+    }
 }
 
 /// The summary line that starts with `prefix` ("convene n=2 UDP:", "janus rooms=1 UDP:"), then "frames

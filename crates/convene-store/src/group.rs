@@ -41,8 +41,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{backend, shared, unique_violation};
 use crate::rows::{EventValues, MeetingValues, ParticipantValues};
 use crate::store::{
-    Bulk, Encoded, Script, WaitingGen, admit_waiting, after_writes, insert_events,
+    Bulk, Encoded, Script, WaitingGen, admit_waiting, after_writes, append_events, insert_events,
     meetings_written, push_events, push_meetings, push_people, queue_webhooks, upsert_participants,
+    upsert_people,
 };
 use crate::{Backend, SqlStore, StoreFault};
 
@@ -360,46 +361,45 @@ impl Writer {
         let mut tx = connection.begin().await.map_err(batch)?;
         // One look for any endpoint in the whole batch, not one queueing statement per meeting
         // when there is none (a storm across 200 rooms is 200 meetings a batch).
-        let endpoints = match together(changes, encoded, segments)? {
-            Some(meetings) => {
-                // Every meeting's row, person and event, and the look for an endpoint, in one
-                // script: on SQLite one call to the database.
-                let (people, events) =
-                    rows_of(encoded, segments.iter().map(|s| (s, WaitingGen::OfMeeting)));
-                let mut script = Script::new(self.bulk.params);
-                push_meetings(&mut script, &meetings, self.bulk);
-                push_people(&mut script, &people, self.bulk);
-                push_events(&mut script, &events, self.bulk);
-                crate::webhooks::push_any_active(&mut script);
-                let rows = script.run(&mut tx).await.map_err(batch)?;
-                let written = meetings_written(&rows).map_err(FastError::Batch)?;
-                if let Some(s) = meetings
-                    .iter()
-                    .position(|(row, _)| !written.contains_key(&row.id))
-                {
-                    // Rolled back with the transaction; the batch is written again without it.
-                    return Err(FastError::Segment(s, StoreError::Conflict));
-                }
-                crate::webhooks::any_active_in(&rows).map_err(batch)?
-            }
+        let together = together(changes, encoded, segments)?;
+        // Each person's `waiting_gen`: read in the same call when the meetings' rows are written
+        // there, else from each segment's check, made now.
+        let waiting_gens = match &together {
+            Some(_) => vec![WaitingGen::OfMeeting; segments.len()],
             None => {
-                let mut counts = Vec::with_capacity(segments.len());
+                let mut gens = Vec::with_capacity(segments.len());
                 for (s, segment) in segments.iter().enumerate() {
                     let admissions = self
                         .check_segment(&mut tx, changes, encoded, segment)
                         .await
                         .map_err(|e| FastError::Segment(s, e))?;
-                    counts.push(WaitingGen::Known(admissions));
+                    gens.push(WaitingGen::Known(admissions));
                 }
-                let (people, events) = rows_of(encoded, segments.iter().zip(counts));
-                let mut script = Script::new(self.bulk.params);
-                push_people(&mut script, &people, self.bulk);
-                push_events(&mut script, &events, self.bulk);
-                crate::webhooks::push_any_active(&mut script);
-                let rows = script.run(&mut tx).await.map_err(batch)?;
-                crate::webhooks::any_active_in(&rows).map_err(batch)?
+                gens
             }
         };
+        // The meetings' rows (if not checked above), people, events and the look for an endpoint
+        // in one script: on SQLite one call to the database.
+        let (people, events) = rows_of(encoded, segments.iter().zip(waiting_gens));
+        let mut script = Script::new(self.bulk.params);
+        if let Some(meetings) = &together {
+            push_meetings(&mut script, meetings, self.bulk);
+        }
+        push_people(&mut script, &people, self.bulk);
+        push_events(&mut script, &events, self.bulk);
+        crate::webhooks::push_any_active(&mut script);
+        let rows = script.run(&mut tx).await.map_err(batch)?;
+        if let Some(meetings) = &together {
+            let written = meetings_written(&rows).map_err(FastError::Batch)?;
+            if let Some(s) = meetings
+                .iter()
+                .position(|(row, _)| !written.contains_key(&row.id))
+            {
+                // Rolled back with the transaction; the batch is written again without it.
+                return Err(FastError::Segment(s, StoreError::Conflict));
+            }
+        }
+        let endpoints = crate::webhooks::any_active_in(&rows).map_err(batch)?;
         let mut wrote: Vec<(String, Option<String>)> = Vec::new();
         for segment in segments {
             let Some(&last) = segment.changes.last() else {
@@ -524,13 +524,10 @@ impl Writer {
             encoded,
             std::iter::once((segment, WaitingGen::Known(admissions))),
         );
-        let mut script = Script::new(self.bulk.params);
-        push_people(&mut script, &people, self.bulk);
-        script.run(connection).await.map_err(backend)?;
-        let mut script = Script::new(self.bulk.params);
-        push_events(&mut script, &events, self.bulk);
-        script
-            .run(connection)
+        upsert_people(connection, &people, self.bulk)
+            .await
+            .map_err(backend)?;
+        append_events(connection, &events, self.bulk)
             .await
             .map_err(|e| match unique_violation(&e) {
                 // An event with this (meeting, seq) exists: another writer appended first.

@@ -132,17 +132,22 @@ fn placeholders(rows: usize, columns: usize, params: Params) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            match params {
-                Params::Numbered => {
-                    sql.push('$');
-                    sql.push_str(&(row * columns + column + 1).to_string());
-                }
-                Params::Anonymous => sql.push('?'),
-            }
+            param(&mut sql, row * columns + column + 1, params);
         }
         sql.push(')');
     }
     sql
+}
+
+/// Parameter `n` (counted from 1) of a statement: `$n`, or `?`.
+fn param(sql: &mut String, n: usize, params: Params) {
+    match params {
+        Params::Numbered => {
+            sql.push('$');
+            sql.push_str(&n.to_string());
+        }
+        Params::Anonymous => sql.push('?'),
+    }
 }
 
 /// `$first, $first+1, ...` for a list of `count` values.
@@ -206,22 +211,21 @@ pub(crate) async fn upsert_participants(
     bulk: Bulk,
     waiting_gen: i64,
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<(&ParticipantValues, i64)> = rows.iter().map(|p| (p, waiting_gen)).collect();
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|p| (p, WaitingGen::Known(waiting_gen)))
+        .collect();
     upsert_people(connection, &rows, bulk).await
 }
 
 /// Writes participants, each with its meeting's admission count (see [`upsert_participants`]).
 pub(crate) async fn upsert_people(
     connection: &mut AnyConnection,
-    rows: &[(&ParticipantValues, i64)],
+    rows: &[(&ParticipantValues, WaitingGen)],
     bulk: Bulk,
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<_> = rows
-        .iter()
-        .map(|(p, gen_)| (*p, WaitingGen::Known(*gen_)))
-        .collect();
     let mut script = Script::new(bulk.params);
-    push_people(&mut script, &rows, bulk);
+    push_people(&mut script, rows, bulk);
     script.run(connection).await.map(drop)
 }
 
@@ -234,35 +238,23 @@ pub(crate) fn push_people<'q>(
     for chunk in rows.chunks(bulk.rows) {
         let mut values = String::with_capacity(chunk.len() * 64);
         let mut n = 0;
-        let mut param = |values: &mut String| {
-            n += 1;
-            match bulk.params {
-                Params::Numbered => {
-                    values.push('$');
-                    values.push_str(&n.to_string());
-                }
-                Params::Anonymous => values.push('?'),
-            }
-        };
         for (i, (_, waiting_gen)) in chunk.iter().enumerate() {
             values.push_str(if i == 0 { "(" } else { ", (" });
-            for column in 0..ParticipantValues::COUNT {
-                if column > 0 {
-                    values.push_str(", ");
-                }
-                param(&mut values);
+            for _ in 0..ParticipantValues::COUNT {
+                n += 1;
+                param(&mut values, n, bulk.params);
+                values.push_str(", ");
             }
+            n += 1;
             match waiting_gen {
-                WaitingGen::Known(_) => values.push_str(", "),
+                WaitingGen::Known(_) => param(&mut values, n, bulk.params),
                 WaitingGen::OfMeeting => {
-                    values.push_str(", (SELECT admission_gen FROM meetings WHERE id = ");
+                    values.push_str("(SELECT admission_gen FROM meetings WHERE id = ");
+                    param(&mut values, n, bulk.params);
+                    values.push(')');
                 }
             }
-            param(&mut values);
-            values.push_str(match waiting_gen {
-                WaitingGen::Known(_) => ")",
-                WaitingGen::OfMeeting => "))",
-            });
+            values.push(')');
         }
         script.push(&format!(
             "INSERT INTO participants ({PARTICIPANT_COLUMNS}, waiting_gen) VALUES {values} \

@@ -372,8 +372,8 @@ impl Recordings {
     }
 
     /// At start: every recording the log shows running or being finished, whose room no other
-    /// live node holds, was cut short by the server stopping (nothing writes it): each is closed as failed with the files it has,
-    /// each playable up to its last complete cluster.
+    /// live node holds, was cut short by the server stopping (nothing writes it): each is closed
+    /// as failed with the files it has, each playable up to its last complete cluster.
     pub async fn recover(&self) {
         let Some(meetings) = self.meetings() else {
             return;

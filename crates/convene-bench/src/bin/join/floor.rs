@@ -182,9 +182,11 @@ async fn commit_log_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedRecei
     while let Some(batch) = next_batch(&mut queue).await {
         // Each join's three events, numbered after its meeting's last; then each meeting's row.
         let mut seqs = Vec::with_capacity(batch.len());
-        let mut next = last_seq.clone();
+        let mut touched: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
         for join in &batch {
-            let seq = next.entry(join.room.clone()).or_insert(0);
+            let seq = touched
+                .entry(join.room.as_str())
+                .or_insert_with(|| last_seq.get(&join.room).copied().unwrap_or(0));
             seqs.push(*seq + 1);
             *seq += 3;
         }
@@ -235,7 +237,7 @@ async fn commit_log_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedRecei
                 }
                 query.execute(&mut *tx).await?;
             }
-            let rooms: Vec<(&String, &i64)> = next.iter().filter(|(room, seq)| last_seq.get(*room) != Some(seq)).collect();
+            let rooms: Vec<(&&str, &i64)> = touched.iter().collect();
             for chunk in rooms.chunks(50) {
                 let mut meetings = String::from("INSERT INTO meetings (id, last_seq, updated_at, settings) VALUES ");
                 meetings.push_str(&vec!["(?, ?, ?, ?)"; chunk.len()].join(", "));
@@ -254,7 +256,9 @@ async fn commit_log_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedRecei
         .await
         .is_ok();
         if written {
-            last_seq = next;
+            for (room, seq) in touched {
+                last_seq.insert(room.to_owned(), seq);
+            }
         }
         for join in batch {
             let _ = join.done.send(written);
