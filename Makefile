@@ -68,7 +68,7 @@ web-check: web
 bench-events:
 	$(CARGO) build --release -p convene -p convene-bench
 	cd bench/node-ws && npm ci --no-audit --no-fund
-	ulimit -n "$$(ulimit -Hn)" && $(TARGET_DIR)/release/convene-bench --clients 1000,10000 --convene-bin $(TARGET_DIR)/release/convene
+	ulimit -n "$$(ulimit -Hn)" && $(TARGET_DIR)/release/convene-bench --clients 1000,10000 --runs 3 --convene-bin $(TARGET_DIR)/release/convene
 
 # Events across nodes (docs/benchmarks.md, "Across nodes"): three convene nodes on one fresh
 # PostgreSQL database, 1,000 waiting guests streaming from them, the host joining on the first.

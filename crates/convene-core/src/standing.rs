@@ -105,6 +105,29 @@ impl Standing {
         run: Option<&InstanceId>,
         kind: &EventKind,
     ) -> Step {
+        self.apply_with(me, run, kind, |me| kind.admits_in_bulk(me))
+    }
+
+    /// [`Standing::apply`] for a caller that already knows whether `me` is among the people a
+    /// bulk admission lists (it found this participant through that list), so the list is not
+    /// searched again. `listed` is ignored for every other event.
+    pub fn apply_listed(
+        &mut self,
+        me: Option<&Identity>,
+        run: Option<&InstanceId>,
+        kind: &EventKind,
+        listed: bool,
+    ) -> Step {
+        self.apply_with(me, run, kind, |_| listed)
+    }
+
+    fn apply_with(
+        &mut self,
+        me: Option<&Identity>,
+        run: Option<&InstanceId>,
+        kind: &EventKind,
+        listed: impl FnOnce(&Identity) -> bool,
+    ) -> Step {
         let Self::Participant { role, state } = self else {
             return Step::Unchanged;
         };
@@ -130,9 +153,7 @@ impl Standing {
             EventKind::ParticipantAdmitted { identity, .. } if mine(identity) => {
                 *state = ParticipantState::Admitted
             }
-            EventKind::ParticipantsAdmitted { .. }
-                if me.is_some_and(|me| kind.admits_in_bulk(me)) =>
-            {
+            EventKind::ParticipantsAdmitted { .. } if me.is_some_and(listed) => {
                 *state = ParticipantState::Admitted
             }
             EventKind::ParticipantJoined {

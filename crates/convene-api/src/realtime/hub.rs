@@ -52,8 +52,23 @@ impl Step {
         run: Option<&InstanceId>,
         kind: &EventKind,
     ) -> Self {
+        Self::of(standing, |next| next.apply(me, run, kind))
+    }
+
+    /// [`Step::apply`] for a subscriber found through a bulk admission's list
+    /// ([`Standing::apply_listed`]).
+    fn apply_listed(
+        standing: &mut Standing,
+        me: Option<&Identity>,
+        run: Option<&InstanceId>,
+        kind: &EventKind,
+    ) -> Self {
+        Self::of(standing, |next| next.apply_listed(me, run, kind, true))
+    }
+
+    fn of(standing: &mut Standing, apply: impl FnOnce(&mut Standing) -> standing::Step) -> Self {
         let mut next = *standing;
-        match next.apply(me, run, kind) {
+        match apply(&mut next) {
             standing::Step::Unchanged => Self::Unchanged,
             standing::Step::Changed => {
                 *standing = next;
@@ -180,7 +195,9 @@ struct Direct {
 
 impl Direct {
     /// Takes the event to write at the end of the publish if the stream is idle, deciding as the
-    /// stream would (same filter, same form). `Ok(true)`: the first staged in this publish.
+    /// stream would (same filter, same form). `listed`: the subscriber was routed as one of the
+    /// people a bulk admission lists, so it sees the event in its own form (the list is not
+    /// searched again). `Ok(true)`: the first staged in this publish.
     /// `Err`: the stream task must get this event through its queue, after the events returned
     /// (staged earlier in this publish, now not to be written here).
     fn stage(
@@ -188,17 +205,27 @@ impl Direct {
         published: &Arc<Published>,
         class: ViewerClass,
         identity: Option<&Identity>,
+        listed: bool,
     ) -> Result<bool, Vec<Arc<Published>>> {
         let mut inbox = lock(&self.inbox);
         let event = &published.event;
+        // What `visible_to` and `has_own_view` answer for a listed viewer who is not a host.
+        let (visible, own) = if listed {
+            (true, true)
+        } else {
+            (
+                event.visible_to(class, identity),
+                event.has_own_view(class, identity),
+            )
+        };
         let form = if !inbox.open
             || event.seq <= inbox.after
             || inbox.written.len() + inbox.staged.len() >= INBOX_LIMIT
         {
             None
-        } else if !event.visible_to(class, identity) {
+        } else if !visible {
             Some(Form::Hidden)
-        } else if event.has_own_view(class, identity) {
+        } else if own {
             // Without the hub's rendering, the stream renders this form itself.
             (published.own_parts().is_some() && self.name.is_some()).then_some(Form::Own)
         } else {
@@ -396,10 +423,12 @@ impl Room {
             .unwrap_or_default()
     }
 
-    /// The subscribers an event goes to, into `scratch`.
-    fn route(&mut self, event: &Event) {
+    /// The subscribers an event goes to, into `scratch`. Those from the returned index on are
+    /// not hosts and were found through a bulk admission's list.
+    fn route(&mut self, event: &Event) -> usize {
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
+        let mut listed_from = usize::MAX;
         match &event.audience {
             Audience::Everyone => out.extend(self.subs.keys()),
             Audience::Members => out.extend(self.hosts.iter().chain(self.members.iter())),
@@ -428,6 +457,7 @@ impl Room {
             }
             Audience::Admitted => {
                 out.extend(self.hosts.iter());
+                listed_from = out.len();
                 if let EventKind::ParticipantsAdmitted { identities, .. } = &event.kind {
                     for identity in identities {
                         out.extend(
@@ -440,6 +470,7 @@ impl Room {
             }
         }
         self.scratch = out;
+        listed_from
     }
 
     /// Whether `seq` is the next event to deliver (and then it is taken as delivered).
@@ -465,17 +496,19 @@ impl Room {
         if !self.next_in_order(event.seq) {
             return;
         }
-        self.route(event);
+        let listed_from = self.route(event);
         let recipients = std::mem::take(&mut self.scratch);
         let mut dropped = Vec::new();
         if !recipients.is_empty() {
             let published = Arc::new(Published::new(event));
-            for key in &recipients {
+            for (index, key) in recipients.iter().enumerate() {
                 let Some(sub) = self.subs.get(key) else {
                     continue;
                 };
+                let listed = index >= listed_from;
                 let staged = sub.direct.as_ref().map(|direct| {
-                    direct.stage(&published, sub.standing.class(), sub.identity.as_ref())
+                    let (class, identity) = (sub.standing.class(), sub.identity.as_ref());
+                    direct.stage(&published, class, identity, listed)
                 });
                 let earlier = match staged {
                     Some(Ok(first)) => {
@@ -506,7 +539,9 @@ impl Room {
 
     /// Updates the standing of the subscribers the event is about.
     fn follow(&mut self, event: &Event) {
-        let affected: Vec<Key> = match Standing::moved_by(&event.kind) {
+        let movers = Standing::moved_by(&event.kind);
+        let listed = matches!(movers, Movers::Listed(_));
+        let affected: Vec<Key> = match movers {
             Movers::One(identity) => self.identity_keys(identity).to_vec(),
             Movers::Listed(identities) => identities
                 .iter()
@@ -525,12 +560,14 @@ impl Room {
                 continue;
             };
             let mut standing = sub.standing;
-            match Step::apply(
-                &mut standing,
-                sub.identity.as_ref(),
-                sub.run.as_ref(),
-                &event.kind,
-            ) {
+            let (me, run) = (sub.identity.as_ref(), sub.run.as_ref());
+            // Found through the event's list: the list need not be searched again.
+            let step = if listed {
+                Step::apply_listed(&mut standing, me, run, &event.kind)
+            } else {
+                Step::apply(&mut standing, me, run, &event.kind)
+            };
+            match step {
                 Step::Unchanged => sub.last_own_seq = event.seq,
                 Step::Changed => {
                     sub.last_own_seq = event.seq;
@@ -929,6 +966,19 @@ mod tests {
             clients.push((io, client));
             subs.push(sub);
         }
+        // Someone still waiting, not in the list, and an admin: both written into directly too.
+        let (outsider_io, _outsider_client) = crate::realtime::direct::pair().await;
+        let mut outsider = guest(&hub, "outsider", &r, Some(outsider_io.conn()));
+        outsider.idle(0);
+        let (admin_io, mut admin_client) = crate::realtime::direct::pair().await;
+        let admin = hub.subscribe(
+            &meeting(),
+            None,
+            None,
+            Standing::Admin,
+            Some(admin_io.conn()),
+        );
+        admin.idle(0);
         let kind = EventKind::ParticipantsAdmitted {
             identities: names.iter().map(|n| id(n)).collect(),
             room_name: "r".into(),
@@ -936,13 +986,35 @@ mod tests {
         };
         let bulk = event(1, &r, Audience::Admitted, kind);
         let published = Published::new(&bulk);
+        // The listed guests are members now: the next members' event reaches them.
+        let members_only = event(
+            2,
+            &r,
+            Audience::Members,
+            EventKind::HandRaised {
+                identity: id("guest-000"),
+            },
+        );
+        let next = Published::new(&members_only);
         hub.publish(&[bulk]);
+        hub.publish(&[members_only]);
         for ((_, client), (name, sub)) in clients.iter_mut().zip(names.iter().zip(&mut subs)) {
             let expected = published.own_view(&id(name)).unwrap();
             assert_eq!(read_frame(client).await, expected.as_str());
-            assert_eq!(sub.take_written().len(), 1, "written once, by the hub");
+            assert_eq!(read_frame(client).await, next.json.as_str());
+            assert_eq!(sub.take_written().len(), 2, "written once each, by the hub");
             assert_eq!(drain(sub), Vec::<u64>::new(), "not queued as well");
         }
+        assert_eq!(read_frame(&mut admin_client).await, published.json.as_str());
+        assert_eq!(read_frame(&mut admin_client).await, next.json.as_str());
+        assert_eq!(admin.take_written().len(), 2);
+        assert!(outsider.take_written().is_empty(), "not in the list");
+        assert_eq!(drain(&mut outsider), Vec::<u64>::new());
+        assert_eq!(
+            outsider.settle(waiting(), 2),
+            Settle::Settled,
+            "still waiting"
+        );
     }
 
     #[test]
