@@ -14,7 +14,9 @@
 //! events of about the same size (keyed by meeting and sequence number) and the meeting's row with
 //! its last sequence number, all in one transaction per batch of the joins queued, each meeting's
 //! sequence numbers kept in memory by the one writer. No version check, no rules, no event stream:
-//! what writing convene's rows durably costs here, without convene.
+//! what writing convene's rows durably costs here, without convene. Given `--database-url`, it
+//! writes them to PostgreSQL instead (`log-floor-pg`, the floor for convene on PostgreSQL), with
+//! the same statements.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -148,17 +150,49 @@ pub enum Rows {
 }
 
 /// `log-floor`'s tables: convene's `meetings`, `participants` and `events`, the columns a join
-/// writes.
+/// writes. (`BIGINT` is an integer to SQLite as to PostgreSQL.)
 const LOG_TABLES: &str = "\
-    CREATE TABLE IF NOT EXISTS meetings (id TEXT NOT NULL PRIMARY KEY, last_seq INTEGER NOT NULL, \
-        updated_at INTEGER NOT NULL, settings TEXT NOT NULL); \
+    CREATE TABLE IF NOT EXISTS meetings (id TEXT NOT NULL PRIMARY KEY, last_seq BIGINT NOT NULL, \
+        updated_at BIGINT NOT NULL, settings TEXT NOT NULL); \
     CREATE TABLE IF NOT EXISTS participants (meeting_id TEXT NOT NULL, identity TEXT NOT NULL, \
         name TEXT NOT NULL, role TEXT NOT NULL, state TEXT NOT NULL, admitted_in TEXT, \
-        epoch INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, \
+        epoch BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, \
         PRIMARY KEY (meeting_id, identity)); \
-    CREATE TABLE IF NOT EXISTS events (meeting_id TEXT NOT NULL, seq INTEGER NOT NULL, \
-        at INTEGER NOT NULL, instance_id TEXT NOT NULL, type TEXT NOT NULL, audience TEXT NOT NULL, \
+    CREATE TABLE IF NOT EXISTS events (meeting_id TEXT NOT NULL, seq BIGINT NOT NULL, \
+        at BIGINT NOT NULL, instance_id TEXT NOT NULL, type TEXT NOT NULL, audience TEXT NOT NULL, \
         data TEXT NOT NULL, PRIMARY KEY (meeting_id, seq))";
+
+/// How a statement marks its parameters.
+#[derive(Clone, Copy)]
+enum Marks {
+    /// SQLite's `?`.
+    Sqlite,
+    /// PostgreSQL's `$1`, `$2`, ... in order.
+    Postgres,
+}
+
+impl Marks {
+    /// `count` copies of `row` (values with `?` for each parameter), comma-separated.
+    fn rows(self, row: &str, count: usize) -> String {
+        let text = vec![row; count].join(", ");
+        match self {
+            Marks::Sqlite => text,
+            Marks::Postgres => {
+                let mut out = String::with_capacity(text.len() * 2);
+                let mut n = 0;
+                for c in text.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push_str(&format!("${n}"));
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            }
+        }
+    }
+}
 
 /// A meeting's settings as convene stores them (about their size).
 const SETTINGS: &str = r#"{"mode":"meeting","policy":"open","max_participants":null,"empty_timeout_s":300,"end_when_host_leaves":false,"auto_record":false,"webhook_url":null,"lobby_message":null,"name":"a room of the join floor"}"#;
@@ -175,29 +209,20 @@ async fn next_batch(queue: &mut mpsc::UnboundedReceiver<Pending>) -> Option<Vec<
     Some(batch)
 }
 
-/// Writes every join queued in one transaction with convene's rows, answers them, and again.
-async fn commit_log_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedReceiver<Pending>) {
-    const INSTANCE: &str = "run_0123456789abcdef01234567";
-    let mut last_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    while let Some(batch) = next_batch(&mut queue).await {
-        // Each join's three events, numbered after its meeting's last; then each meeting's row.
-        let mut seqs = Vec::with_capacity(batch.len());
-        let mut touched: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-        for join in &batch {
-            let seq = touched
-                .entry(join.room.as_str())
-                .or_insert_with(|| last_seq.get(&join.room).copied().unwrap_or(0));
-            seqs.push(*seq + 1);
-            *seq += 3;
-        }
-        let written = async {
-            let mut tx = pool.begin().await?;
+/// Writes one batch of joins with convene's rows in one transaction: the same statements for
+/// either database, `$pool` a `SqlitePool` or a `PgPool` (sqlx's query types differ by database,
+/// so the body is expanded once for each).
+macro_rules! write_log {
+    ($pool:expr, $marks:expr, $batch:expr, $seqs:expr, $touched:expr) => {
+        async {
+            let (batch, seqs, touched) = ($batch, $seqs, $touched);
+            let mut tx = $pool.begin().await?;
             for (chunk, seqs) in batch.chunks(50).zip(seqs.chunks(50)) {
                 let mut people = String::from(
                     "INSERT INTO participants (meeting_id, identity, name, role, state, admitted_in, \
                      epoch, created_at, updated_at) VALUES ",
                 );
-                people.push_str(&vec!["(?, ?, ?, 'speaker', 'joined', ?, 0, ?, ?)"; chunk.len()].join(", "));
+                people.push_str(&$marks.rows("(?, ?, ?, 'speaker', 'joined', ?, 0, ?, ?)", chunk.len()));
                 people.push_str(
                     " ON CONFLICT (meeting_id, identity) DO UPDATE SET state = excluded.state, \
                      updated_at = excluded.updated_at",
@@ -216,7 +241,7 @@ async fn commit_log_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedRecei
                 let mut events = String::from(
                     "INSERT INTO events (meeting_id, seq, at, instance_id, type, audience, data) VALUES ",
                 );
-                events.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len() * 3].join(", "));
+                events.push_str(&$marks.rows("(?, ?, ?, ?, ?, ?, ?)", chunk.len() * 3));
                 let mut query = sqlx::query(&events);
                 for (join, &seq) in chunk.iter().zip(seqs) {
                     let data = [
@@ -240,7 +265,7 @@ async fn commit_log_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedRecei
             let rooms: Vec<(&&str, &i64)> = touched.iter().collect();
             for chunk in rooms.chunks(50) {
                 let mut meetings = String::from("INSERT INTO meetings (id, last_seq, updated_at, settings) VALUES ");
-                meetings.push_str(&vec!["(?, ?, ?, ?)"; chunk.len()].join(", "));
+                meetings.push_str(&$marks.rows("(?, ?, ?, ?)", chunk.len()));
                 meetings.push_str(
                     " ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq, \
                      updated_at = excluded.updated_at, settings = excluded.settings",
@@ -253,8 +278,39 @@ async fn commit_log_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedRecei
             }
             tx.commit().await
         }
-        .await
-        .is_ok();
+    };
+}
+
+/// The run every log-floor event names.
+const INSTANCE: &str = "run_0123456789abcdef01234567";
+
+/// Where log-floor writes.
+enum LogPool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// Writes every join queued in one transaction with convene's rows, answers them, and again.
+async fn commit_log_loop(pool: LogPool, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let mut last_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    while let Some(batch) = next_batch(&mut queue).await {
+        // Each join's three events, numbered after its meeting's last; then each meeting's row.
+        let mut seqs = Vec::with_capacity(batch.len());
+        let mut touched: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        for join in &batch {
+            let seq = touched
+                .entry(join.room.as_str())
+                .or_insert_with(|| last_seq.get(&join.room).copied().unwrap_or(0));
+            seqs.push(*seq + 1);
+            *seq += 3;
+        }
+        let written: Result<(), sqlx::Error> = match &pool {
+            LogPool::Sqlite(pool) => write_log!(pool, Marks::Sqlite, &batch, &seqs, &touched).await,
+            LogPool::Postgres(pool) => {
+                write_log!(pool, Marks::Postgres, &batch, &seqs, &touched).await
+            }
+        };
+        let written = written.is_ok();
         if written {
             for (room, seq) in touched {
                 last_seq.insert(room.to_owned(), seq);
@@ -291,8 +347,14 @@ async fn commit_loop(pool: sqlx::SqlitePool, mut queue: mpsc::UnboundedReceiver<
     }
 }
 
-/// Serves on `127.0.0.1:port` until killed, its database in `data_dir`.
-pub fn serve(port: u16, data_dir: PathBuf, rows: Rows) -> anyhow::Result<()> {
+/// Serves on `127.0.0.1:port` until killed, its database in `data_dir` (log-floor: in the
+/// PostgreSQL database `database_url` if given).
+pub fn serve(
+    port: u16,
+    data_dir: PathBuf,
+    rows: Rows,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -318,7 +380,26 @@ pub fn serve(port: u16, data_dir: PathBuf, rows: Rows) -> anyhow::Result<()> {
                     tokio::spawn(commit_loop(pool, pending));
                 }
                 Rows::Log => {
-                    sqlx::raw_sql(LOG_TABLES).execute(&pool).await?;
+                    let pool = match database_url {
+                        Some(url) => {
+                            drop(pool);
+                            LogPool::Postgres(
+                                sqlx::postgres::PgPoolOptions::new()
+                                    .max_connections(1)
+                                    .connect(&url)
+                                    .await?,
+                            )
+                        }
+                        None => LogPool::Sqlite(pool),
+                    };
+                    match &pool {
+                        LogPool::Sqlite(p) => {
+                            sqlx::raw_sql(LOG_TABLES).execute(p).await?;
+                        }
+                        LogPool::Postgres(p) => {
+                            sqlx::raw_sql(LOG_TABLES).execute(p).await?;
+                        }
+                    }
                     tokio::spawn(commit_log_loop(pool, pending));
                 }
             }
@@ -339,4 +420,22 @@ pub fn serve(port: u16, data_dir: PathBuf, rows: Rows) -> anyhow::Result<()> {
             axum::serve(listener, app).await?;
             Ok(())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Marks;
+
+    #[test]
+    fn postgres_marks_are_numbered_in_order_across_rows() {
+        let row = "(?, 'speaker', ?)";
+        assert_eq!(
+            Marks::Sqlite.rows(row, 2),
+            "(?, 'speaker', ?), (?, 'speaker', ?)"
+        );
+        assert_eq!(
+            Marks::Postgres.rows(row, 2),
+            "($1, 'speaker', $2), ($3, 'speaker', $4)"
+        );
+    }
 }

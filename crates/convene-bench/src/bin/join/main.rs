@@ -104,6 +104,9 @@ enum Mode {
         /// What it writes per join: one row, or convene's rows (log-floor).
         #[arg(long, value_enum, default_value = "join")]
         rows: floor::Rows,
+        /// log-floor on this PostgreSQL database instead of SQLite in DATA_DIR.
+        #[arg(long)]
+        database_url: Option<String>,
     },
 }
 
@@ -151,7 +154,8 @@ fn main() -> anyhow::Result<()> {
             port,
             data_dir,
             rows,
-        }) => return floor::serve(port, data_dir, rows),
+            database_url,
+        }) => return floor::serve(port, data_dir, rows, database_url),
         None => {}
     }
     // One thread: the load generator must leave the other core to the server.
@@ -163,17 +167,21 @@ fn main() -> anyhow::Result<()> {
 
 async fn bench(args: Args) -> anyhow::Result<()> {
     let mut kinds = args.servers.clone();
-    if args.postgres_url.is_some() && !kinds.contains(&Kind::ConvenePg) {
-        kinds.insert(
-            kinds
-                .iter()
-                .position(|&k| k == Kind::Convene)
-                .map_or(0, |i| i + 1),
-            Kind::ConvenePg,
-        );
+    // With PostgreSQL, each SQLite server gets its PostgreSQL twin next to it.
+    for (sqlite, postgres) in [
+        (Kind::Convene, Kind::ConvenePg),
+        (Kind::LogFloor, Kind::LogFloorPg),
+    ] {
+        if args.postgres_url.is_some() && !kinds.contains(&postgres) {
+            if let Some(i) = kinds.iter().position(|&k| k == sqlite) {
+                kinds.insert(i + 1, postgres);
+            } else if postgres == Kind::ConvenePg {
+                kinds.insert(0, postgres);
+            }
+        }
     }
-    if kinds.contains(&Kind::ConvenePg) && args.postgres_url.is_none() {
-        bail!("convene-pg needs --postgres-url");
+    if kinds.iter().any(|k| k.on_postgres()) && args.postgres_url.is_none() {
+        bail!("convene-pg and log-floor-pg need --postgres-url");
     }
     let settings = Settings {
         convene_bin: args.convene_bin.clone(),
@@ -339,8 +347,16 @@ fn report(args: &Args, results: &[(Scenario, Vec<Row>)]) {
     for (scenario, rows) in results {
         let node = rows.iter().find(|r| r.server == Kind::NodeJoin);
         let floor = rows.iter().find(|r| r.server == Kind::DurableFloor);
-        let log_floor = rows.iter().find(|r| r.server == Kind::LogFloor);
         for convene in rows.iter().filter(|r| r.server.is_convene()) {
+            // Each convene against the log-floor on its own database.
+            let log_floor = rows.iter().find(|r| {
+                r.server
+                    == if convene.server.on_postgres() {
+                        Kind::LogFloorPg
+                    } else {
+                        Kind::LogFloor
+                    }
+            });
             let name = format!("{} {}", scenario.name(), convene.server.name());
             let errors = convene.measured.errors.total();
             let clean = if errors == 0 {
@@ -376,9 +392,10 @@ fn report(args: &Args, results: &[(Scenario, Vec<Row>)]) {
                     if let Some(log_floor) = log_floor {
                         let rate = log_floor.measured.per_second();
                         println!(
-                            "{name}: log-floor/node throughput = {:.2} ({rate:.0} joins/s): what writing convene's rows durably costs here; convene/log-floor = {:.2}",
+                            "{name}: {floor}/node throughput = {:.2} ({rate:.0} joins/s): what writing convene's rows durably costs here; convene/{floor} = {:.2}",
                             rate / node.map_or(1e-9, |n| n.measured.per_second().max(1e-9)),
                             convene.measured.per_second() / rate.max(1e-9),
+                            floor = log_floor.server.name(),
                         );
                     }
                     if let Some(node) = node {

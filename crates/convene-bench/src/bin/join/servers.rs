@@ -35,6 +35,9 @@ pub enum Kind {
     /// durable-floor writing convene's rows: the person, three events and the meeting's row.
     #[value(name = "log-floor")]
     LogFloor,
+    /// log-floor on PostgreSQL (needs `--postgres-url`).
+    #[value(name = "log-floor-pg")]
+    LogFloorPg,
 }
 
 impl Kind {
@@ -46,11 +49,17 @@ impl Kind {
             Kind::AxumCeiling => "axum-ceiling",
             Kind::DurableFloor => "durable-floor",
             Kind::LogFloor => "log-floor",
+            Kind::LogFloorPg => "log-floor-pg",
         }
     }
 
     pub fn is_convene(self) -> bool {
         matches!(self, Kind::Convene | Kind::ConvenePg)
+    }
+
+    /// Whether it keeps its rows in PostgreSQL.
+    pub fn on_postgres(self) -> bool {
+        matches!(self, Kind::ConvenePg | Kind::LogFloorPg)
     }
 }
 
@@ -130,12 +139,24 @@ impl Running {
                 )
                 .await?
             }
-            Kind::DurableFloor | Kind::LogFloor => {
+            Kind::DurableFloor | Kind::LogFloor | Kind::LogFloorPg => {
                 let exe = std::env::current_exe()?;
-                let rows = if kind == Kind::LogFloor {
-                    "log"
-                } else {
+                let rows = if kind == Kind::DurableFloor {
                     "join"
+                } else {
+                    "log"
+                };
+                let url = if kind == Kind::LogFloorPg {
+                    let admin_url = settings
+                        .postgres_url
+                        .clone()
+                        .context("log-floor-pg needs --postgres-url")?;
+                    let made = PgDatabase::create(&admin_url, "log_floor_bench").await?;
+                    let url = made.url.clone();
+                    database = Some(made);
+                    Some(url)
+                } else {
+                    None
                 };
                 ChildServer::start(
                     &format!("{} (this binary's serve-floor mode)", kind.name()),
@@ -149,6 +170,9 @@ impl Running {
                             .arg(dir)
                             .arg("--rows")
                             .arg(rows);
+                        if let Some(url) = &url {
+                            command.arg("--database-url").arg(url);
+                        }
                         command
                     },
                 )
