@@ -30,6 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use convene_core::ids::MeetingId;
 use convene_core::ops::Change;
 use convene_core::ports::{Settled, StoreError};
 use futures::FutureExt;
@@ -41,9 +42,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{backend, shared, unique_violation};
 use crate::rows::{EventValues, MeetingValues, ParticipantValues};
 use crate::store::{
-    Bulk, Encoded, Script, WaitingGen, admit_waiting, after_writes, append_events, insert_events,
-    meetings_written, push_events, push_meetings, push_people, queue_webhooks, upsert_participants,
-    upsert_people,
+    Bulk, Encoded, Script, WaitingGen, admit_waiting, after_writes, append_events,
+    enqueue_webhooks, insert_events, meetings_written, push_events, push_meetings, push_people,
+    upsert_participants, upsert_people,
 };
 use crate::{Backend, SqlStore, StoreFault};
 
@@ -388,6 +389,18 @@ impl Writer {
         push_people(&mut script, &people, self.bulk);
         push_events(&mut script, &events, self.bulk);
         crate::webhooks::push_any_active(&mut script);
+        if self.backend == crate::Backend::Postgres {
+            // The other nodes hear of every meeting of the batch through one statement.
+            let commits: Vec<(&MeetingId, u64)> = segments
+                .iter()
+                .filter_map(|segment| {
+                    let last = *segment.changes.last()?;
+                    let (_, to) = seq_range(changes[last])?;
+                    Some((&changes[last].meeting.id, to))
+                })
+                .collect();
+            crate::listen::push_notify_all(&mut script, &commits);
+        }
         let rows = script.run(&mut tx).await.map_err(batch)?;
         if let Some(meetings) = &together {
             let written = meetings_written(&rows).map_err(FastError::Batch)?;
@@ -425,8 +438,10 @@ impl Writer {
             };
             let meeting = &changes[last].meeting;
             let seqs = seq_range(changes[first]).zip(seq_range(changes[last]));
-            if let Some(((from, _), (_, to))) = seqs {
-                queue_webhooks(&mut tx, self.backend, &meeting.id, from, to, endpoints)
+            if let Some(((from, _), (_, to))) = seqs
+                && endpoints
+            {
+                enqueue_webhooks(&mut tx, &meeting.id, from, to)
                     .await
                     .map_err(FastError::Batch)?;
             }

@@ -89,6 +89,34 @@ pub(crate) async fn notify(
         .map(|_| ())
 }
 
+/// Adds the notifications of several meetings' commits to `script` as one statement (one round
+/// trip, not one per meeting): for each, the meeting and its last sequence number. PostgreSQL
+/// only (numbered parameters); delivered when the transaction commits, like [`notify`]'s.
+pub(crate) fn push_notify_all<'q>(
+    script: &mut crate::store::Script<'q>,
+    commits: &[(&MeetingId, u64)],
+) {
+    if commits.is_empty() {
+        return;
+    }
+    // `pg_notify` returns `void`, which the rows cannot carry: the statement answers a count.
+    let mut sql = String::from(
+        "SELECT COUNT(*) AS notified FROM (SELECT pg_notify($1, v.payload) FROM (VALUES ",
+    );
+    for n in 0..commits.len() {
+        if n > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("(${})", n + 2));
+    }
+    sql.push_str(") AS v (payload)) AS sent");
+    let sent_ms = unix_ms();
+    script.push(&sql).bind(CHANNEL);
+    for (meeting, seq) in commits {
+        script.bind(payload(meeting, *seq, sent_ms));
+    }
+}
+
 /// A `LISTEN` connection on [`CHANNEL`] that reconnects by itself. Made by
 /// [`crate::SqlStore::listener`].
 pub struct Listener {

@@ -400,14 +400,7 @@ pub(crate) async fn queue_webhooks(
     endpoints: bool,
 ) -> Result<(), StoreError> {
     if endpoints {
-        crate::webhooks::enqueue(
-            connection,
-            meeting,
-            rows::signed("seq", from)?,
-            rows::signed("seq", to)?,
-        )
-        .await
-        .map_err(backend)?;
+        enqueue_webhooks(connection, meeting, from, to).await?;
     }
     if backend_kind == crate::Backend::Postgres {
         crate::listen::notify(connection, meeting, to)
@@ -415,6 +408,23 @@ pub(crate) async fn queue_webhooks(
             .map_err(backend)?;
     }
     Ok(())
+}
+
+/// The meeting's events `from..=to` go to every active webhook endpoint.
+pub(crate) async fn enqueue_webhooks(
+    connection: &mut AnyConnection,
+    meeting: &MeetingId,
+    from: u64,
+    to: u64,
+) -> Result<(), StoreError> {
+    crate::webhooks::enqueue(
+        connection,
+        meeting,
+        rows::signed("seq", from)?,
+        rows::signed("seq", to)?,
+    )
+    .await
+    .map_err(backend)
 }
 
 /// Inserts a new meeting's row (`Duplicate` on a clash of id or room name).

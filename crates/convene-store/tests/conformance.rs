@@ -2220,6 +2220,59 @@ async fn media_rooms_have_one_live_holder_and_move_only_off_a_dead_one(db: &mut 
     store.notify_media("{}").await.unwrap();
 }
 
+/// PostgreSQL: a batch of commits across several meetings tells the other nodes of each
+/// meeting's last event (the notifications go out with the commit, in one statement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_batch_across_meetings_notifies_each_meetings_last_event() {
+    use convene_store::listen::Notice;
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = db.store();
+    let mut listener = store.listener().unwrap().expect("PostgreSQL has a listener");
+    assert_eq!(listener.next().await, Notice::Listening);
+    let mut rng = StdRng::seed_from_u64(17);
+    let ids = ["8471", "8472", "8473"];
+    let mut chains = Vec::new();
+    for id in ids {
+        store
+            .create_meeting(&new_meeting(id, None, WaitingPolicy::Open, &mut rng))
+            .await
+            .unwrap();
+        let meeting = store.meeting(&mid(id)).await.unwrap().unwrap();
+        chains.push(chain(&meeting, id, 30, 30_000));
+    }
+    // The three meetings' changes interleaved, all queued before any is committed.
+    let log = Settlements::default();
+    let queued: Vec<_> = (0..30)
+        .flat_map(|i| chains.iter().map(move |c| &c[i]))
+        .map(|change| log.submit(store, change))
+        .collect();
+    for result in futures_join_all(queued).await {
+        result.expect("every queued change commits");
+    }
+    let mut expected: BTreeMap<String, u64> = chains
+        .iter()
+        .map(|c| {
+            let last = c.last().unwrap();
+            (last.meeting.id.to_string(), last.meeting.last_seq)
+        })
+        .collect();
+    // Each meeting is heard of up to its last event (other tests' notices are on the channel too).
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        while !expected.is_empty() {
+            if let Notice::Committed { meeting, seq, .. } = listener.next().await
+                && expected.get(meeting.as_str()) == Some(&seq)
+            {
+                expected.remove(meeting.as_str());
+            }
+        }
+    })
+    .await;
+    assert!(heard.is_ok(), "not heard of: {expected:?}");
+    db.finish().await;
+}
+
 // ----- SQLite only -----------------------------------------------------------------------------
 
 /// The durability settings lib.rs documents are the ones in force on every pooled connection.
