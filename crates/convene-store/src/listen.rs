@@ -100,21 +100,19 @@ pub(crate) fn push_notify_all<'q>(
         return;
     }
     // `pg_notify` returns `void`, which the rows cannot carry: the statement answers a count.
-    let mut sql = String::from(
-        "SELECT COUNT(*) AS notified FROM (SELECT pg_notify($1, v.payload) FROM (VALUES ",
+    // The payloads are parameters 1..=n, the channel n + 1.
+    let sql = format!(
+        "SELECT COUNT(*) AS notified FROM (SELECT pg_notify(${}, v.payload) FROM (VALUES {}) \
+         AS v (payload)) AS sent",
+        commits.len() + 1,
+        crate::store::placeholders(commits.len(), 1, crate::store::Params::Numbered),
     );
-    for n in 0..commits.len() {
-        if n > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!("(${})", n + 2));
-    }
-    sql.push_str(") AS v (payload)) AS sent");
     let sent_ms = unix_ms();
-    script.push(&sql).bind(CHANNEL);
+    script.push(&sql);
     for (meeting, seq) in commits {
         script.bind(payload(meeting, *seq, sent_ms));
     }
+    script.bind(CHANNEL);
 }
 
 /// A `LISTEN` connection on [`CHANNEL`] that reconnects by itself. Made by

@@ -121,7 +121,7 @@ pub(crate) enum WaitingGen {
 }
 
 /// `($1, $2), ($3, $4)` (or `(?, ?), (?, ?)`) for `rows` rows of `columns` columns.
-fn placeholders(rows: usize, columns: usize, params: Params) -> String {
+pub(crate) fn placeholders(rows: usize, columns: usize, params: Params) -> String {
     let mut sql = String::with_capacity(rows * columns * 6);
     for row in 0..rows {
         if row > 0 {

@@ -2229,7 +2229,10 @@ async fn postgres_a_batch_across_meetings_notifies_each_meetings_last_event() {
         return;
     };
     let store = db.store();
-    let mut listener = store.listener().unwrap().expect("PostgreSQL has a listener");
+    let mut listener = store
+        .listener()
+        .unwrap()
+        .expect("PostgreSQL has a listener");
     assert_eq!(listener.next().await, Notice::Listening);
     let mut rng = StdRng::seed_from_u64(17);
     let ids = ["8471", "8472", "8473"];

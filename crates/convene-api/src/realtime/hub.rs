@@ -209,23 +209,15 @@ impl Direct {
     ) -> Result<bool, Vec<Arc<Published>>> {
         let mut inbox = lock(&self.inbox);
         let event = &published.event;
-        // What `visible_to` and `has_own_view` answer for a listed viewer who is not a host.
-        let (visible, own) = if listed {
-            (true, true)
-        } else {
-            (
-                event.visible_to(class, identity),
-                event.has_own_view(class, identity),
-            )
-        };
+        // A listed viewer (never a host) is one `visible_to` and `has_own_view` say yes to.
         let form = if !inbox.open
             || event.seq <= inbox.after
             || inbox.written.len() + inbox.staged.len() >= INBOX_LIMIT
         {
             None
-        } else if !visible {
+        } else if !(listed || event.visible_to(class, identity)) {
             Some(Form::Hidden)
-        } else if own {
+        } else if listed || event.has_own_view(class, identity) {
             // Without the hub's rendering, the stream renders this form itself.
             (published.own_parts().is_some() && self.name.is_some()).then_some(Form::Own)
         } else {

@@ -359,18 +359,22 @@ pub fn serve(
         .enable_all()
         .build()?
         .block_on(async move {
-            let options = SqliteConnectOptions::new()
-                .filename(data_dir.join("floor.db"))
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await?;
+            // SQLite with convene's settings, in the data directory.
+            let sqlite = || async {
+                let options = SqliteConnectOptions::new()
+                    .filename(data_dir.join("floor.db"))
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full);
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await
+            };
             let (queue, pending) = mpsc::unbounded_channel();
             match rows {
                 Rows::Join => {
+                    let pool = sqlite().await?;
                     sqlx::query(
                         "CREATE TABLE IF NOT EXISTS joins \
                          (room TEXT NOT NULL, uid TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (room, uid))",
@@ -381,16 +385,13 @@ pub fn serve(
                 }
                 Rows::Log => {
                     let pool = match database_url {
-                        Some(url) => {
-                            drop(pool);
-                            LogPool::Postgres(
-                                sqlx::postgres::PgPoolOptions::new()
-                                    .max_connections(1)
-                                    .connect(&url)
-                                    .await?,
-                            )
-                        }
-                        None => LogPool::Sqlite(pool),
+                        Some(url) => LogPool::Postgres(
+                            sqlx::postgres::PgPoolOptions::new()
+                                .max_connections(1)
+                                .connect(&url)
+                                .await?,
+                        ),
+                        None => LogPool::Sqlite(sqlite().await?),
                     };
                     match &pool {
                         LogPool::Sqlite(p) => {

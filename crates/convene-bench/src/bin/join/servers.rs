@@ -72,6 +72,26 @@ pub struct Settings {
     pub postgres_url: Option<String>,
 }
 
+impl Settings {
+    /// A PostgreSQL database made for one run of `kind` (kept in `made`, dropped when the server
+    /// stops); its URL.
+    async fn database(
+        &self,
+        kind: Kind,
+        prefix: &str,
+        made: &mut Option<PgDatabase>,
+    ) -> anyhow::Result<String> {
+        let admin_url = self
+            .postgres_url
+            .as_deref()
+            .with_context(|| format!("{} needs --postgres-url", kind.name()))?;
+        let database = PgDatabase::create(admin_url, prefix).await?;
+        let url = database.url.clone();
+        *made = Some(database);
+        Ok(url)
+    }
+}
+
 /// A running server; [`Running::stop`] kills it and drops its database.
 pub struct Running {
     pub process: ChildServer,
@@ -89,13 +109,9 @@ impl Running {
                 .await?
             }
             Kind::ConvenePg => {
-                let admin_url = settings
-                    .postgres_url
-                    .clone()
-                    .context("convene-pg needs --postgres-url")?;
-                let made = PgDatabase::create(&admin_url, "convene_join_bench").await?;
-                let url = made.url.clone();
-                database = Some(made);
+                let url = settings
+                    .database(kind, "convene_join_bench", &mut database)
+                    .await?;
                 ChildServer::start(&convene_missing(&settings.convene_bin), |port, dir| {
                     let mut command =
                         convene_command(&settings.convene_bin, port, dir, KEY, SECRET);
@@ -147,14 +163,11 @@ impl Running {
                     "log"
                 };
                 let url = if kind == Kind::LogFloorPg {
-                    let admin_url = settings
-                        .postgres_url
-                        .clone()
-                        .context("log-floor-pg needs --postgres-url")?;
-                    let made = PgDatabase::create(&admin_url, "log_floor_bench").await?;
-                    let url = made.url.clone();
-                    database = Some(made);
-                    Some(url)
+                    Some(
+                        settings
+                            .database(kind, "log_floor_bench", &mut database)
+                            .await?,
+                    )
                 } else {
                     None
                 };
