@@ -13,6 +13,9 @@ use crate::{Args, ms, print_ratios, print_servers, print_summaries, run};
 /// The capacity convene should reach against Janus's (rooms, convene / Janus).
 const CAPACITY_TARGET_RATIO: f64 = 2.0;
 
+/// The capacity two engine threads should reach against one's.
+const THREADS_TARGET_RATIO: f64 = 1.7;
+
 /// Frame loss a run must stay under, in percent.
 const MAX_FRAME_LOSS_PCT: f64 = 0.1;
 /// Delay p99 a run must stay at or under, in microseconds.
@@ -88,6 +91,60 @@ pub fn print_table(title: &str, all: &[Figures], args: &Args) {
 /// What one room count gave: the run's figures, or `None` if the run failed.
 type Outcome = Option<Figures>;
 
+/// The most rooms this machine can carry at all with the load generator on the same cores: its
+/// cores divided by the lowest CPU per room (server and bench together) of any convene run
+/// within the targets. A capacity target above it cannot be shown here, whatever the server.
+#[derive(Clone, Copy)]
+struct Ceiling {
+    rooms: usize,
+    server_pct: f64,
+    bench_pct: f64,
+}
+
+impl Ceiling {
+    fn of(runs: &[&Figures], transport: Transport, cores: usize) -> Option<Ceiling> {
+        let costs = runs
+            .iter()
+            .filter(|f| {
+                f.setup.server == Sfu::Convene
+                    && f.setup.transport == transport
+                    && within_targets(f)
+            })
+            .map(|f| {
+                let rooms = f.setup.workload.count() as f64;
+                (
+                    f.cpu_pct(f.server_cpu) / rooms,
+                    f.cpu_pct(f.bench_cpu) / rooms,
+                )
+            });
+        Ceiling::lowest(costs, cores)
+    }
+
+    /// From each run's CPU per room (server, bench; % of one core), the ceiling at the lowest.
+    fn lowest(costs: impl Iterator<Item = (f64, f64)>, cores: usize) -> Option<Ceiling> {
+        costs
+            .filter(|(server, bench)| server + bench > 0.0)
+            .min_by(|a, b| (a.0 + a.1).total_cmp(&(b.0 + b.1)))
+            .map(|(server_pct, bench_pct)| Ceiling {
+                rooms: (cores as f64 * 100.0 / (server_pct + bench_pct)).floor() as usize,
+                server_pct,
+                bench_pct,
+            })
+    }
+}
+
+/// Why a missed capacity target that needs `needed` rooms was missed, when the machine's
+/// ceiling is below it.
+fn beyond(met: bool, needed: usize, ceiling: Option<Ceiling>) -> String {
+    match ceiling {
+        Some(c) if !met && needed > c.rooms => format!(
+            "; it needs {needed} rooms, above this machine's ceiling of {}",
+            c.rooms
+        ),
+        _ => String::new(),
+    }
+}
+
 /// The end of one capacity search.
 struct Capacity {
     server: Sfu,
@@ -142,6 +199,32 @@ pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Re
                 .map_or_else(|| "the run failed".to_owned(), describe),
         );
     }
+    let runs: Vec<&Figures> = listed.iter().chain(&probes).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ceilings: Vec<(Transport, Option<Ceiling>)> = args
+        .transport
+        .list()
+        .iter()
+        .map(|&transport| (transport, Ceiling::of(&runs, transport, cores)))
+        .collect();
+    let ceiling = |transport| {
+        ceilings
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .and_then(|(_, c)| *c)
+    };
+    for (transport, c) in &ceilings {
+        if let Some(c) = c {
+            println!(
+                "machine ceiling over {transport}: {} rooms of {ROOM_SIZE} ({cores} cores at the lowest cost per room of any convene run within the targets, {:.2}% server + {:.2}% bench = {:.2}% of a core; the load generator shares these cores, and alone, with no server at all, would fill them at {} rooms)",
+                c.rooms,
+                c.server_pct,
+                c.bench_pct,
+                c.server_pct + c.bench_pct,
+                (cores as f64 * 100.0 / c.bench_pct).floor(),
+            );
+        }
+    }
     for convene in found.iter().filter(|c| c.server == Sfu::Convene) {
         let Some(janus) = found
             .iter()
@@ -155,8 +238,9 @@ pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Re
             Some(threads) => format!("{}, CONVENE_RTC_THREADS={threads}", convene.transport),
             None => convene.transport.to_string(),
         };
+        let needed = (CAPACITY_TARGET_RATIO * janus.rooms as f64).ceil() as usize;
         println!(
-            "capacity convene / janus ({names}): {} ({} / {} rooms; target at least {CAPACITY_TARGET_RATIO:.0}: {})",
+            "capacity convene / janus ({names}): {} ({} / {} rooms; target at least {CAPACITY_TARGET_RATIO:.0}: {}{})",
             if janus.rooms == 0 {
                 "n/a".to_owned()
             } else {
@@ -165,6 +249,7 @@ pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Re
             convene.rooms,
             janus.rooms,
             if met { "met" } else { "missed" },
+            beyond(met, needed, ceiling(convene.transport)),
         );
     }
     let [first, rest @ ..] = &args.rtc_threads[..] else {
@@ -186,9 +271,13 @@ pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Re
             } else {
                 format!("{:.2}", rooms(k) as f64 / base as f64)
             };
+            let needed = (THREADS_TARGET_RATIO * base as f64).ceil() as usize;
+            let met = base > 0 && rooms(k) >= needed;
             println!(
-                "capacity(threads={k}) / capacity(threads={first}) over {transport}: {ratio} ({} / {base} rooms)",
-                rooms(k)
+                "capacity(threads={k}) / capacity(threads={first}) over {transport}: {ratio} ({} / {base} rooms; target at least {THREADS_TARGET_RATIO} with 2 threads: {}{})",
+                rooms(k),
+                if met { "met" } else { "missed" },
+                beyond(met, needed, ceiling(transport)),
             );
         }
     }
@@ -275,4 +364,36 @@ fn describe(f: &Figures) -> String {
         ms(percentile(&d.delays_us, 99.0)),
         f.cpu_pct(f.bench_cpu),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ceiling_is_the_machine_at_the_cheapest_room_seen() {
+        // 10 rooms at 30% + 60%, 26 rooms at 61% + 125%: 7.15% a room is the cheaper.
+        let costs = [(3.0, 6.0), (61.0 / 26.0, 125.0 / 26.0)];
+        let c = Ceiling::lowest(costs.into_iter(), 2).unwrap();
+        assert_eq!(c.rooms, 27);
+        assert!((c.server_pct - 61.0 / 26.0).abs() < 1e-9);
+        assert!(Ceiling::lowest(std::iter::empty(), 2).is_none());
+        assert!(Ceiling::lowest([(0.0, 0.0)].into_iter(), 2).is_none());
+    }
+
+    #[test]
+    fn a_missed_target_is_put_beyond_the_machine_only_when_it_needs_more_than_the_ceiling() {
+        let c = Some(Ceiling {
+            rooms: 37,
+            server_pct: 2.0,
+            bench_pct: 3.4,
+        });
+        assert_eq!(
+            beyond(false, 42, c),
+            "; it needs 42 rooms, above this machine's ceiling of 37"
+        );
+        assert_eq!(beyond(false, 30, c), "");
+        assert_eq!(beyond(true, 42, c), "");
+        assert_eq!(beyond(false, 42, None), "");
+    }
 }
