@@ -12,7 +12,9 @@
 //! floor: what any SFU that sends through str0m pays here before its own work.
 //!
 //! The subscribers are str0m clients configured as the benchmark's own (`peer::client_config`),
-//! run by a second thread: they decrypt what reaches them and answer as a real subscriber does,
+//! each a task on a second thread's runtime woken by its socket, as the benchmark's clients are
+//! (loopback charges those wake-ups to the sender, in convene's runs and here alike): they
+//! decrypt what reaches them and answer as a real subscriber does,
 //! with STUN consent checks and RTCP (receiver reports, NACKs, and transport feedback when the
 //! connections estimate bandwidth). A floor whose subscribers never answered would leave out work
 //! the engine cannot skip (docs/benchmarks.md compares the two).
@@ -29,7 +31,7 @@
 use std::collections::HashMap;
 use std::io::{IoSliceMut, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,7 @@ use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio_util::sync::CancellationToken;
 
 use crate::peer::{Publishing, Transport, client_config, client_socket};
 use crate::server;
@@ -447,7 +450,7 @@ impl Sender {
             let now = Instant::now();
             if next > now {
                 // Never longer than the clients take to answer: their feedback is read each turn.
-                std::thread::sleep((next - now).min(CLIENT_INTERVAL));
+                std::thread::sleep((next - now).min(ANSWER_INTERVAL));
             }
         }
     }
@@ -589,8 +592,8 @@ fn is_rtp(datagram: &[u8]) -> bool {
     datagram.len() >= 12 && !(72..=79).contains(&(datagram[1] & 0x7f))
 }
 
-/// How often the clients read their sockets; the sender reads their answers at least as often.
-const CLIENT_INTERVAL: Duration = Duration::from_millis(2);
+/// The longest the sender sleeps between two reads of the clients' answers.
+const ANSWER_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Largest datagram read (one segment of a GRO read), as the engine's.
 const MAX_DATAGRAM: usize = 2048;
@@ -601,11 +604,10 @@ enum ServerEnds {
     Tcp(Vec<TcpStream>),
 }
 
-/// The clients' ends, which [`serve_clients`] reads and answers on: over TCP each connection
-/// with its reader and its frames not yet written.
+/// The clients' ends, which [`serve_clients`] reads and answers on.
 enum ClientEnds {
     Udp(Vec<UdpSocket>),
-    Tcp(Vec<(TcpStream, FrameReader, Vec<u8>)>),
+    Tcp(Vec<TcpStream>),
 }
 
 impl Client {
@@ -636,74 +638,128 @@ impl Client {
     }
 }
 
-/// Run the subscribers every [`CLIENT_INTERVAL`] until `stop`: read each socket until it is
-/// empty, counting its RTP datagrams in `delivered`, hand what was read to its client, run the
-/// client's timers, and send what it answers. Nobody waits on these sockets, so delivering a
-/// datagram wakes no one: the receiving side costs the sender (loopback charges it to the
-/// sending thread) as little as it can. Over TCP, what each read brings is cut into frames.
+/// Run the subscribers until `stop`, as the benchmark's own clients run: each one a task on this
+/// thread's runtime, woken by its socket (so every delivery may wake this thread, which loopback
+/// charges to the sender, as it does in convene's runs) or by its str0m timer. A task counts the
+/// RTP datagrams it reads in `delivered`, hands what it reads to its client, and sends what the
+/// client answers. Over TCP, what each read brings is cut into frames.
 fn serve_clients(
-    mut ends: ClientEnds,
+    ends: ClientEnds,
     clients: mpsc::Receiver<Vec<Client>>,
-    delivered: &AtomicU64,
-    stop: &AtomicBool,
-) {
+    delivered: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     // Nothing reaches the sockets before the connections are set up in memory and the clients
     // handed over; if they never come, the sender has failed.
-    let Ok(mut clients) = clients.recv() else {
-        return;
+    let Ok(clients) = clients.recv() else {
+        return Ok(());
     };
-    let mut buf = vec![0u8; 64 * 1024];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        match ends {
+            ClientEnds::Udp(sockets) => {
+                for (client, socket) in clients.into_iter().zip(sockets) {
+                    let socket = tokio::net::UdpSocket::from_std(socket)?;
+                    tasks.spawn(udp_client(client, socket, delivered.clone(), stop.clone()));
+                }
+            }
+            ClientEnds::Tcp(streams) => {
+                for (client, stream) in clients.into_iter().zip(streams) {
+                    let stream = tokio::net::TcpStream::from_std(stream)?;
+                    tasks.spawn(tcp_client(client, stream, delivered.clone(), stop.clone()));
+                }
+            }
+        }
+        tasks.join_all().await;
+        Ok(())
+    })
+}
+
+/// Counts an RTP (not RTCP) datagram in `delivered`.
+fn count(delivered: &AtomicU64, packet: &[u8]) {
+    if is_rtp(packet) {
+        delivered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One subscriber over UDP (see [`serve_clients`]). A full socket buffer drops its answer, as
+/// the network would.
+async fn udp_client(
+    mut client: Client,
+    socket: tokio::net::UdpSocket,
+    delivered: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Vec::new();
-    let count = |packet: &[u8]| {
-        if is_rtp(packet) {
-            delivered.fetch_add(1, Ordering::Relaxed);
-        }
-    };
-    while !stop.load(Ordering::Acquire) {
-        let now = Instant::now();
-        for (i, client) in clients.iter_mut().enumerate() {
-            match &mut ends {
-                ClientEnds::Udp(sockets) => {
-                    while let Ok(len) = sockets[i].recv(&mut buf) {
-                        count(&buf[..len]);
-                        client.input(Some(&buf[..len]), now, &mut out);
-                    }
-                }
-                ClientEnds::Tcp(streams) => {
-                    let (stream, reader, _) = &mut streams[i];
-                    while let Ok(len @ 1..) = stream.read(&mut buf) {
-                        reader.push(&buf[..len]);
-                        while let Ok(Some(frame)) = reader.next_frame() {
-                            count(frame);
-                            client.input(Some(frame), now, &mut out);
-                        }
-                    }
-                }
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(client.next_timeout.into()) => {
+                client.input(None, Instant::now(), &mut out);
             }
-            if now >= client.next_timeout {
-                client.input(None, now, &mut out);
-            }
-            match &mut ends {
-                ClientEnds::Udp(sockets) => {
-                    for packet in out.drain(..) {
-                        // A full socket buffer drops the answer, as the network would.
-                        let _ = sockets[i].send_to(&packet, client.server);
-                    }
+            ready = socket.readable() => {
+                if ready.is_err() {
+                    return;
                 }
-                ClientEnds::Tcp(streams) => {
-                    let (stream, _, pending) = &mut streams[i];
-                    for packet in out.drain(..) {
-                        framing::encode(&packet, pending);
-                    }
-                    if !pending.is_empty()
-                        && let Ok(n) = stream.write(pending)
-                    {
-                        pending.drain(..n);
-                    }
+                let now = Instant::now();
+                while let Ok(len) = socket.try_recv(&mut buf) {
+                    count(&delivered, &buf[..len]);
+                    client.input(Some(&buf[..len]), now, &mut out);
                 }
             }
         }
-        std::thread::sleep(CLIENT_INTERVAL);
+        for packet in out.drain(..) {
+            let _ = socket.try_send_to(&packet, client.server);
+        }
+    }
+}
+
+/// One subscriber over TCP (see [`serve_clients`]): its frames in, its answers framed out.
+async fn tcp_client(
+    mut client: Client,
+    stream: tokio::net::TcpStream,
+    delivered: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut reader, mut pending, mut out) = (FrameReader::new(), Vec::new(), Vec::new());
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(client.next_timeout.into()) => {
+                client.input(None, Instant::now(), &mut out);
+            }
+            ready = stream.readable() => {
+                if ready.is_err() {
+                    return;
+                }
+                let now = Instant::now();
+                loop {
+                    match stream.try_read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(len) => reader.push(&buf[..len]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => return,
+                    }
+                    while let Ok(Some(frame)) = reader.next_frame() {
+                        count(&delivered, frame);
+                        client.input(Some(frame), now, &mut out);
+                    }
+                }
+            }
+        }
+        for packet in out.drain(..) {
+            framing::encode(&packet, &mut pending);
+        }
+        if !pending.is_empty()
+            && let Ok(n) = stream.try_write(&pending)
+        {
+            pending.drain(..n);
+        }
     }
 }
 
@@ -752,19 +808,15 @@ pub async fn run(
         }
         Transport::Tcp => {
             let (servers, clients) = tcp_pairs(n)?;
-            let clients = clients
-                .into_iter()
-                .map(|c| (c, FrameReader::new(), Vec::new()))
-                .collect();
             (ServerEnds::Tcp(servers), ClientEnds::Tcp(clients))
         }
     };
     let delivered = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let (to_clients, handed) = mpsc::channel();
     let client_thread = {
         let (delivered, stop) = (delivered.clone(), stop.clone());
-        std::thread::spawn(move || serve_clients(clients, handed, &delivered, &stop))
+        std::thread::spawn(move || serve_clients(clients, handed, delivered, stop))
     };
     let figures = tokio::task::spawn_blocking(move || {
         run_sender(
@@ -773,10 +825,11 @@ pub async fn run(
     })
     .await
     .context("the floor's sender panicked");
-    stop.store(true, Ordering::Release);
+    stop.cancel();
     tokio::task::spawn_blocking(move || client_thread.join())
         .await?
-        .map_err(|_| anyhow::anyhow!("the floor's client thread panicked"))?;
+        .map_err(|_| anyhow::anyhow!("the floor's client thread panicked"))?
+        .context("the floor's clients")?;
     figures?
 }
 
