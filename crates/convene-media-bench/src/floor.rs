@@ -234,18 +234,18 @@ enum Sink {
         storage: Vec<u8>,
         slot: usize,
     },
-    /// One TCP connection per subscriber (the index of its client address), its frames not
-    /// yet written, and what its client sent not yet cut into frames.
+    /// One TCP connection per subscriber (in the connections' order), its frames not yet
+    /// written, and what its client sent not yet cut into frames.
     Tcp {
         streams: Vec<TcpStream>,
-        index: HashMap<SocketAddr, usize>,
         pending: Vec<Vec<u8>>,
         readers: Vec<FrameReader>,
     },
 }
 
 impl Sink {
-    fn push(&mut self, t: &Transmit) {
+    /// Take one datagram to send (`by_addr`: a client's address to its connection's index).
+    fn push(&mut self, t: &Transmit, by_addr: &HashMap<SocketAddr, usize>) {
         match self {
             Sink::Udp { batcher, .. } => {
                 if !batcher.push(t.source, t.destination, &t.contents) {
@@ -255,8 +255,8 @@ impl Sink {
                     }
                 }
             }
-            Sink::Tcp { index, pending, .. } => {
-                if let Some(&i) = index.get(&t.destination)
+            Sink::Tcp { pending, .. } => {
+                if let Some(&i) = by_addr.get(&t.destination)
                     && pending[i].len() < TCP_PENDING_LIMIT
                 {
                     framing::encode(&t.contents, &mut pending[i]);
@@ -266,7 +266,7 @@ impl Sink {
     }
 
     /// Read what the clients sent since the last turn into `into`, each datagram with the index
-    /// of its connection (`by_addr`: a client's UDP address to that index). Over UDP as the
+    /// of its connection (`by_addr` as for [`Sink::push`]). Over UDP as the
     /// engine reads: batches of GRO reads, split into datagrams, each copied out.
     fn receive(&mut self, by_addr: &HashMap<SocketAddr, usize>, into: &mut Vec<(usize, Vec<u8>)>) {
         match self {
@@ -409,7 +409,7 @@ impl Sender {
                     continue;
                 };
                 conn.rtc.handle_input(Input::Receive(now, receive))?;
-                conn.next_timeout = poll(&mut conn.rtc, &mut self.sink)?;
+                conn.next_timeout = poll(&mut conn.rtc, &mut self.sink, &self.by_addr)?;
             }
             let mut wrote = false;
             if now >= next_video {
@@ -443,7 +443,7 @@ impl Sender {
                     continue;
                 }
                 conn.rtc.handle_input(Input::Timeout(now))?;
-                conn.next_timeout = poll(&mut conn.rtc, &mut self.sink)?;
+                conn.next_timeout = poll(&mut conn.rtc, &mut self.sink, &self.by_addr)?;
                 next = next.min(conn.next_timeout);
             }
             self.sink.send();
@@ -457,11 +457,15 @@ impl Sender {
 }
 
 /// Poll a connection until it gives its next timeout, handing what it transmits to `sink`.
-fn poll(rtc: &mut Rtc, sink: &mut Sink) -> anyhow::Result<Instant> {
+fn poll(
+    rtc: &mut Rtc,
+    sink: &mut Sink,
+    by_addr: &HashMap<SocketAddr, usize>,
+) -> anyhow::Result<Instant> {
     loop {
         match rtc.poll_output()? {
             Output::Timeout(at) => return Ok(at),
-            Output::Transmit(t) => sink.push(&t),
+            Output::Transmit(t) => sink.push(&t, by_addr),
             Output::Event(_) => {}
         }
     }
@@ -502,12 +506,10 @@ fn run_sender(
                 .iter()
                 .map(TcpStream::peer_addr)
                 .collect::<std::io::Result<Vec<_>>>()?;
-            let index = clients.iter().enumerate().map(|(i, c)| (*c, i)).collect();
             let pending = vec![Vec::new(); streams.len()];
             let readers = streams.iter().map(|_| FrameReader::new()).collect();
             let sink = Sink::Tcp {
                 streams,
-                index,
                 pending,
                 readers,
             };
