@@ -232,13 +232,12 @@ pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Re
         else {
             continue;
         };
-        let met =
-            convene.rooms > 0 && convene.rooms as f64 >= CAPACITY_TARGET_RATIO * janus.rooms as f64;
+        let needed = (CAPACITY_TARGET_RATIO * janus.rooms as f64).ceil() as usize;
+        let met = convene.rooms > 0 && convene.rooms >= needed;
         let names = match convene.threads {
             Some(threads) => format!("{}, CONVENE_RTC_THREADS={threads}", convene.transport),
             None => convene.transport.to_string(),
         };
-        let needed = (CAPACITY_TARGET_RATIO * janus.rooms as f64).ceil() as usize;
         println!(
             "capacity convene / janus ({names}): {} ({} / {} rooms; target at least {CAPACITY_TARGET_RATIO:.0}: {}{})",
             if janus.rooms == 0 {
@@ -274,7 +273,7 @@ pub async fn capacity(listed: &[Figures], args: &Args, ticks: u64) -> anyhow::Re
             let needed = (THREADS_TARGET_RATIO * base as f64).ceil() as usize;
             let met = base > 0 && rooms(k) >= needed;
             println!(
-                "capacity(threads={k}) / capacity(threads={first}) over {transport}: {ratio} ({} / {base} rooms; target at least {THREADS_TARGET_RATIO} with 2 threads: {}{})",
+                "capacity(threads={k}) / capacity(threads={first}) over {transport}: {ratio} ({} / {base} rooms; target at least {THREADS_TARGET_RATIO}: {}{})",
                 rooms(k),
                 if met { "met" } else { "missed" },
                 beyond(met, needed, ceiling(transport)),
