@@ -70,6 +70,7 @@ pub(crate) struct Committer {
 struct Counts {
     transactions: AtomicU64,
     changes: AtomicU64,
+    fallbacks: AtomicU64,
 }
 
 /// How much the group commit has grouped: queued changes committed, and the transactions that
@@ -80,6 +81,9 @@ pub struct CommitCounts {
     pub transactions: u64,
     /// Changes those transactions held.
     pub changes: u64,
+    /// Batches that could not be written as one and were written again, one savepoint per
+    /// meeting (a conflict the fast path could not put down to one meeting, or an error).
+    pub fallbacks: u64,
 }
 
 /// What the committer needs of the store (the pool is shared with it).
@@ -151,6 +155,7 @@ impl SqlStore {
         CommitCounts {
             transactions: counts.transactions.load(Ordering::Relaxed),
             changes: counts.changes.load(Ordering::Relaxed),
+            fallbacks: counts.fallbacks.load(Ordering::Relaxed),
         }
     }
 
@@ -327,6 +332,7 @@ impl Writer {
                 }
                 Err(FastError::Batch(e)) => {
                     tracing::debug!(error = %e, "group commit: writing the batch again, one savepoint per meeting");
+                    self.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
                     break self
                         .write_segments(connection, changes, &encoded, &segments, &mut results)
                         .await;
@@ -382,7 +388,10 @@ impl Writer {
         // The meetings' rows (if not checked above), people, events and the look for an endpoint
         // in one script: on SQLite one call to the database.
         let (people, events) = rows_of(encoded, segments.iter().zip(waiting_gens));
-        let mut script = Script::new(self.bulk.params);
+        // On PostgreSQL one statement (one round trip), not one each: none of them reads what
+        // another writes (a person's `waiting_gen` reads the meeting's admission count, which
+        // the meetings' statement does not change).
+        let mut script = Script::combined(self.bulk.params);
         if let Some(meetings) = &together {
             push_meetings(&mut script, meetings, self.bulk);
         }

@@ -108,7 +108,7 @@ pub(crate) fn push_notify_all<'q>(
         crate::store::placeholders(commits.len(), 1, crate::store::Params::Numbered),
     );
     let sent_ms = unix_ms();
-    script.push(&sql);
+    script.push_returning(&sql, &[("notified", "bigint")]);
     for (meeting, seq) in commits {
         script.bind(payload(meeting, *seq, sent_ms));
     }

@@ -50,44 +50,111 @@ pub(crate) struct Bulk {
 
 /// Statements sent to the database together. On SQLite (anonymous parameters) they are one text
 /// run in one call: sqlx-sqlite runs each statement of a text in turn, binding the arguments in
-/// order, so a commit's statements cost one hand-off to its worker thread, not one each. On
-/// PostgreSQL, whose protocol takes one statement with parameters at a time, one by one.
+/// order, so a commit's statements cost one hand-off to its worker thread, not one each.
+/// PostgreSQL's protocol takes one statement with parameters at a time: a plain script sends
+/// them one by one, a [`Script::combined`] one as one statement of common table expressions
+/// (one round trip for all of them; see [`Script::run`]).
 pub(crate) struct Script<'q> {
-    together: bool,
-    statements: Vec<(String, AnyArguments<'q>)>,
+    mode: Mode,
+    statements: Vec<Statement<'q>>,
     error: Option<sqlx::error::BoxDynError>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One statement sent at a time.
+    Separate,
+    /// The statements' texts joined into one (SQLite).
+    Together,
+    /// The statements as the parts of one `WITH` statement (PostgreSQL).
+    Combined,
+}
+
+/// The columns a statement returns, each with its PostgreSQL type, for a combined script's
+/// rows (see [`Script::push_returning`]).
+pub(crate) type Returns = &'static [(&'static str, &'static str)];
+
+/// One statement sent to the database: its parts (one unless the script joins them) and their
+/// arguments, in order.
+struct Statement<'q> {
+    parts: Vec<(String, Returns)>,
+    arguments: AnyArguments<'q>,
+    bound: usize,
+}
+
+/// Most parameters PostgreSQL takes in one statement (its protocol counts them in 16 bits).
+const MAX_PG_PARAMS: usize = 65_535;
+
 impl<'q> Script<'q> {
     pub(crate) fn new(params: Params) -> Self {
+        Self::with_mode(match params {
+            Params::Anonymous => Mode::Together,
+            Params::Numbered => Mode::Separate,
+        })
+    }
+
+    /// A script whose statements are one round trip on PostgreSQL as well: sent as one
+    /// statement, each a common table expression of it. Its statements must not depend on each
+    /// other's writes (all of them see the database as it was before the statement), and those
+    /// that return rows must say which columns ([`Script::push_returning`]).
+    pub(crate) fn combined(params: Params) -> Self {
+        Self::with_mode(match params {
+            Params::Anonymous => Mode::Together,
+            Params::Numbered => Mode::Combined,
+        })
+    }
+
+    fn with_mode(mode: Mode) -> Self {
         Self {
-            together: params == Params::Anonymous,
+            mode,
             statements: Vec::new(),
             error: None,
         }
     }
 
-    /// Adds `sql`; its parameters are then bound in order with [`Script::bind`].
+    /// Adds `sql`, which returns no rows; its parameters are then bound in order with
+    /// [`Script::bind`].
     pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
+        self.push_returning(sql, &[])
+    }
+
+    /// Adds `sql`, which returns rows of the columns `returns` (their names and PostgreSQL
+    /// types). In a combined script every row of the script has all the columns its statements
+    /// return, those of the other statements `NULL`: a reader looks for its own columns, not
+    /// NULL.
+    pub(crate) fn push_returning(&mut self, sql: &str, returns: Returns) -> &mut Self {
+        let joins = match (self.mode, self.statements.last()) {
+            (Mode::Separate, _) | (_, None) => false,
+            (Mode::Together, Some(_)) => true,
+            (Mode::Combined, Some(last)) => last.bound + highest_param(sql) <= MAX_PG_PARAMS,
+        };
         match self.statements.last_mut() {
-            Some((text, _)) if self.together => {
-                text.push_str(";\n");
-                text.push_str(sql);
+            Some(last) if joins => {
+                let sql = if self.mode == Mode::Combined {
+                    shift_params(sql, last.bound)
+                } else {
+                    sql.to_owned()
+                };
+                last.parts.push((sql, returns));
             }
-            _ => self
-                .statements
-                .push((sql.to_owned(), AnyArguments::default())),
+            _ => self.statements.push(Statement {
+                parts: vec![(sql.to_owned(), returns)],
+                arguments: AnyArguments::default(),
+                bound: 0,
+            }),
         }
         self
     }
 
     /// Binds the next parameter of the last statement pushed.
     pub(crate) fn bind<T: 'q + Encode<'q, Any> + Type<Any>>(&mut self, value: T) -> &mut Self {
-        if let Some((_, arguments)) = self.statements.last_mut()
-            && let Err(e) = arguments.add(value)
-            && self.error.is_none()
-        {
-            self.error = Some(e);
+        if let Some(last) = self.statements.last_mut() {
+            last.bound += 1;
+            if let Err(e) = last.arguments.add(value)
+                && self.error.is_none()
+            {
+                self.error = Some(e);
+            }
         }
         self
     }
@@ -101,15 +168,111 @@ impl<'q> Script<'q> {
             return Err(sqlx::Error::Encode(e));
         }
         let mut rows = Vec::new();
-        for (sql, arguments) in self.statements {
+        for statement in self.statements {
+            let sql = statement.text(self.mode);
             rows.extend(
-                sqlx::query_with(&sql, arguments)
+                sqlx::query_with(&sql, statement.arguments)
                     .fetch_all(&mut *connection)
                     .await?,
             );
         }
         Ok(rows)
     }
+}
+
+impl Statement<'_> {
+    /// The text sent: the one part, the parts joined (SQLite), or the parts as the expressions
+    /// of one `WITH` statement whose rows are those of the parts that return any, each row with
+    /// every column they return (PostgreSQL runs a data-modifying expression whether or not the
+    /// statement reads it, and a `SELECT` one only if it does: each is read).
+    fn text(&self, mode: Mode) -> String {
+        match (mode, self.parts.as_slice()) {
+            (_, [(only, _)]) => only.clone(),
+            (Mode::Combined, parts) => combine(parts),
+            (_, parts) => parts
+                .iter()
+                .map(|(sql, _)| sql.as_str())
+                .collect::<Vec<_>>()
+                .join(";\n"),
+        }
+    }
+}
+
+/// One `WITH` statement of `parts` (see [`Statement::text`]).
+fn combine(parts: &[(String, Returns)]) -> String {
+    let mut columns: Vec<(&str, &str)> = Vec::new();
+    for (_, returns) in parts {
+        for column in *returns {
+            if !columns.iter().any(|(name, _)| *name == column.0) {
+                columns.push(*column);
+            }
+        }
+    }
+    let mut sql = String::from("WITH ");
+    for (i, (part, _)) in parts.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("s{i} AS ({part})"));
+    }
+    let selects: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, returns))| !returns.is_empty())
+        .map(|(i, (_, returns))| {
+            let list: Vec<String> = columns
+                .iter()
+                .map(|(name, kind)| {
+                    if returns.iter().any(|(own, _)| own == name) {
+                        (*name).to_owned()
+                    } else {
+                        format!("NULL::{kind} AS {name}")
+                    }
+                })
+                .collect();
+            format!("SELECT {} FROM s{i}", list.join(", "))
+        })
+        .collect();
+    if selects.is_empty() {
+        sql.push_str(" SELECT 1 AS done WHERE false");
+    } else {
+        sql.push(' ');
+        sql.push_str(&selects.join(" UNION ALL "));
+    }
+    sql
+}
+
+/// The highest `$n` in `sql` (0 if none).
+fn highest_param(sql: &str) -> usize {
+    let mut highest = 0;
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if let Ok(n) = rest[..digits].parse::<usize>() {
+            highest = highest.max(n);
+        }
+        rest = &rest[digits..];
+    }
+    highest
+}
+
+/// `sql` with every `$n` made `$(n + by)`.
+fn shift_params(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + sql.len() / 8);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A participant's `waiting_gen` as written: known, or the meeting's admission count as the
@@ -489,7 +652,7 @@ pub(crate) fn push_meetings<'q>(
     const COLUMNS: usize = 14;
     for chunk in rows.chunks(bulk.rows) {
         // VALUES' columns are column1, column2, ... in both databases.
-        script.push(&format!(
+        let sql = format!(
             "UPDATE meetings SET room_name = v.column2, status = v.column3, last_seq = v.column4, \
              updated_at = v.column5, instance_id = v.column6, run_number = v.column7, \
              opened_at = v.column8, live_at = v.column9, ended_at = v.column10, \
@@ -497,7 +660,8 @@ pub(crate) fn push_meetings<'q>(
              FROM (VALUES {}) AS v WHERE meetings.id = v.column1 AND meetings.last_seq = v.column13 \
              RETURNING id AS written_id, admission_gen",
             placeholders(chunk.len(), COLUMNS, bulk.params)
-        ));
+        );
+        script.push_returning(&sql, &[("written_id", "text"), ("admission_gen", "bigint")]);
         for (m, expected_seq) in chunk {
             script
                 .bind(m.id.as_str())
@@ -522,11 +686,13 @@ pub(crate) fn push_meetings<'q>(
 pub(crate) fn meetings_written(rows: &[AnyRow]) -> Result<HashMap<String, i64>, StoreError> {
     let mut written = HashMap::new();
     for row in rows {
-        if row.try_column("written_id").is_ok() {
-            written.insert(
-                rows::text(row, "written_id")?,
-                rows::get(row, "admission_gen")?,
-            );
+        // A combined script's other rows have the column, NULL.
+        if row.try_column("written_id").is_ok()
+            && let Some(id) = row
+                .try_get::<Option<String>, _>("written_id")
+                .map_err(backend)?
+        {
+            written.insert(id, rows::get(row, "admission_gen")?);
         }
     }
     Ok(written)
@@ -975,5 +1141,105 @@ mod tests {
         assert_eq!(placeholders(1, 1, Params::Numbered), "($1)");
         assert_eq!(placeholders(2, 2, Params::Anonymous), "(?, ?), (?, ?)");
         assert_eq!(list_placeholders(2, 3), "$2, $3, $4");
+    }
+
+    #[test]
+    fn parameters_are_found_and_shifted_past_the_statements_before() {
+        let sql = "UPDATE t SET a = $2 WHERE b = $10 AND c = $1";
+        assert_eq!(highest_param(sql), 10);
+        assert_eq!(highest_param("SELECT 1"), 0);
+        assert_eq!(
+            shift_params(sql, 5),
+            "UPDATE t SET a = $7 WHERE b = $15 AND c = $6"
+        );
+        assert_eq!(shift_params("SELECT $1", 0), "SELECT $1");
+    }
+
+    /// On PostgreSQL a combined script is one `WITH` statement, its parameters numbered across
+    /// the parts, every part that returns rows read (with the others' columns NULL); on SQLite
+    /// the same script is its texts joined; a plain PostgreSQL script stays one per statement.
+    #[test]
+    fn a_combined_script_is_one_statement_of_expressions() {
+        let fill = |script: &mut Script<'_>| {
+            script.push_returning(
+                "UPDATE m SET v = $2 WHERE id = $1 RETURNING id AS written_id",
+                &[("written_id", "text")],
+            );
+            script.bind("a").bind(1_i64);
+            script.push("INSERT INTO p (x) VALUES ($1)");
+            script.bind(2_i64);
+            script.push_returning(
+                "SELECT COUNT(*) AS n FROM q WHERE y = $1",
+                &[("n", "bigint")],
+            );
+            script.bind(3_i64);
+        };
+        let mut combined = Script::combined(Params::Numbered);
+        fill(&mut combined);
+        assert_eq!(combined.statements.len(), 1);
+        assert_eq!(combined.statements[0].bound, 4);
+        assert_eq!(
+            combined.statements[0].text(combined.mode),
+            "WITH s0 AS (UPDATE m SET v = $2 WHERE id = $1 RETURNING id AS written_id), \
+             s1 AS (INSERT INTO p (x) VALUES ($3)), \
+             s2 AS (SELECT COUNT(*) AS n FROM q WHERE y = $4) \
+             SELECT written_id, NULL::bigint AS n FROM s0 \
+             UNION ALL SELECT NULL::text AS written_id, n FROM s2"
+        );
+
+        let mut plain = Script::new(Params::Numbered);
+        fill(&mut plain);
+        let texts: Vec<String> = plain
+            .statements
+            .iter()
+            .map(|s| s.text(plain.mode))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "UPDATE m SET v = $2 WHERE id = $1 RETURNING id AS written_id",
+                "INSERT INTO p (x) VALUES ($1)",
+                "SELECT COUNT(*) AS n FROM q WHERE y = $1",
+            ]
+        );
+
+        let mut sqlite = Script::combined(Params::Anonymous);
+        sqlite.push("INSERT INTO p (x) VALUES (?)").bind(1_i64);
+        sqlite.push("INSERT INTO p (x) VALUES (?)").bind(2_i64);
+        assert_eq!(sqlite.statements.len(), 1);
+        assert_eq!(
+            sqlite.statements[0].text(sqlite.mode),
+            "INSERT INTO p (x) VALUES (?);\nINSERT INTO p (x) VALUES (?)"
+        );
+    }
+
+    /// A part whose parameters would take the statement past PostgreSQL's limit starts the next
+    /// statement, numbered from 1 again.
+    #[test]
+    fn a_combined_script_starts_a_new_statement_at_the_parameter_limit() {
+        let mut script = Script::combined(Params::Numbered);
+        script.push("INSERT INTO p (x) VALUES ($1)");
+        for _ in 0..MAX_PG_PARAMS - 1 {
+            script.bind(0_i64);
+        }
+        script.push("INSERT INTO p (x, y) VALUES ($1, $2)");
+        script.bind(1_i64).bind(2_i64);
+        assert_eq!(script.statements.len(), 2);
+        assert_eq!(
+            script.statements[1].text(script.mode),
+            "INSERT INTO p (x, y) VALUES ($1, $2)"
+        );
+        let mut fits = Script::combined(Params::Numbered);
+        fits.push("INSERT INTO p (x) VALUES ($1)");
+        for _ in 0..MAX_PG_PARAMS - 1 {
+            fits.bind(0_i64);
+        }
+        fits.push("INSERT INTO p (x) VALUES ($1)");
+        assert_eq!(fits.statements.len(), 1);
+        assert!(
+            fits.statements[0]
+                .text(fits.mode)
+                .contains("VALUES ($65535)")
+        );
     }
 }

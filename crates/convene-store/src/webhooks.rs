@@ -102,17 +102,21 @@ pub(crate) async fn enqueue(
 /// Asks whether any webhook endpoint is active (deployment-wide or a meeting's own), added to
 /// `script`: the answer is [`any_active_in`] the rows.
 pub(crate) fn push_any_active(script: &mut crate::store::Script<'_>) {
-    script.push(
+    script.push_returning(
         "SELECT COUNT(*) AS any_endpoint \
          FROM (SELECT 1 FROM webhook_endpoints WHERE active = 1 LIMIT 1) t",
+        &[("any_endpoint", "bigint")],
     );
 }
 
 /// Whether a script with [`push_any_active`] found an active endpoint.
 pub(crate) fn any_active_in(rows: &[AnyRow]) -> Result<bool, sqlx::Error> {
     for row in rows {
-        if row.try_column("any_endpoint").is_ok() {
-            return Ok(row.try_get::<i64, _>("any_endpoint")? > 0);
+        // A combined script's other rows have the column, NULL.
+        if row.try_column("any_endpoint").is_ok()
+            && let Some(count) = row.try_get::<Option<i64>, _>("any_endpoint")?
+        {
+            return Ok(count > 0);
         }
     }
     Err(sqlx::Error::ColumnNotFound("any_endpoint".into()))

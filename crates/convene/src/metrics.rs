@@ -292,6 +292,11 @@ impl Collector for CommitCounters {
                 "Changes those transactions held (one per operation that changed a meeting)",
                 counts.changes,
             ),
+            (
+                "convene_store_commit_fallbacks",
+                "Batches written again one savepoint per meeting, after the batch as one failed",
+                counts.fallbacks,
+            ),
         ] {
             let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(value).encode(family)?;

@@ -69,6 +69,7 @@ async fn requests_are_counted_by_route_template_and_meetings_and_people_move_the
         "convene_recording_packets_dropped_total",
         "convene_store_commits_total",
         "convene_store_committed_changes_total",
+        "convene_store_commit_fallbacks_total",
     ] {
         assert_eq!(sample(&before, series), Some(0.0), "{series} in\n{before}");
     }
@@ -137,6 +138,11 @@ async fn requests_are_counted_by_route_template_and_meetings_and_people_move_the
     assert_eq!(
         sample(&text, "convene_store_committed_changes_total"),
         Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "convene_store_commit_fallbacks_total"),
+        Some(0.0),
         "{text}"
     );
 
