@@ -42,7 +42,10 @@ impl Engine {
         let conn = self.find(room, identity)?;
         self.outputs.push_back(Output::Signal {
             conn,
-            response: signal::leave(reason, proto::leave_request::Action::Disconnect),
+            response: Box::new(signal::leave(
+                reason,
+                proto::leave_request::Action::Disconnect,
+            )),
         });
         self.remove(conn, reason, now);
         self.process(now);
@@ -122,10 +125,10 @@ impl Engine {
         for conn in self.members(room) {
             self.outputs.push_back(Output::Signal {
                 conn,
-                response: signal::leave(
+                response: Box::new(signal::leave(
                     proto::DisconnectReason::RoomDeleted,
                     proto::leave_request::Action::Disconnect,
-                ),
+                )),
             });
             self.remove(conn, proto::DisconnectReason::RoomDeleted, now);
         }
@@ -140,10 +143,10 @@ impl Engine {
             for conn in self.members(&room) {
                 self.outputs.push_back(Output::Signal {
                     conn,
-                    response: signal::leave(
+                    response: Box::new(signal::leave(
                         proto::DisconnectReason::ServerShutdown,
                         proto::leave_request::Action::Disconnect,
-                    ),
+                    )),
                 });
                 self.remove(conn, proto::DisconnectReason::ServerShutdown, now);
             }

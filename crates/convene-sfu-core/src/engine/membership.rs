@@ -38,10 +38,10 @@ impl Engine {
         if let Some(old) = previous {
             self.outputs.push_back(Output::Signal {
                 conn: old,
-                response: signal::leave(
+                response: Box::new(signal::leave(
                     proto::DisconnectReason::DuplicateIdentity,
                     proto::leave_request::Action::Disconnect,
-                ),
+                )),
             });
             self.remove(old, proto::DisconnectReason::DuplicateIdentity, now);
         }

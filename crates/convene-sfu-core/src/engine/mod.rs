@@ -68,7 +68,6 @@ pub enum PcKind {
 
 /// Work for the IO driver. (Variants differ in size; outputs are short-lived queue items.)
 #[derive(Debug, PartialEq)]
-#[allow(clippy::large_enum_variant)]
 pub enum Output {
     /// A packet to send from the local address `source` to `destination`: over UDP, or as one
     /// RFC 4571 frame on the TCP connection between those two addresses.
@@ -80,7 +79,9 @@ pub enum Output {
     },
     Signal {
         conn: ConnId,
-        response: proto::SignalResponse,
+        /// Boxed: a response is some 900 bytes, and every forwarded packet's `Transmit` goes
+        /// through the same queue (an unboxed one made each `Output` that size).
+        response: Box<proto::SignalResponse>,
     },
     /// Close this connection's WebSocket (after sending queued signals).
     Close {
@@ -258,7 +259,7 @@ impl Engine {
     fn send(&mut self, conn: ConnId, message: Resp) {
         self.outputs.push_back(Output::Signal {
             conn,
-            response: signal::response(message),
+            response: Box::new(signal::response(message)),
         });
     }
 

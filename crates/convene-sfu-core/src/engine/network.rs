@@ -201,7 +201,10 @@ impl Engine {
                 if self.participants.contains_key(&conn) {
                     self.outputs.push_back(Output::Signal {
                         conn,
-                        response: signal::leave(reason, proto::leave_request::Action::Disconnect),
+                        response: Box::new(signal::leave(
+                            reason,
+                            proto::leave_request::Action::Disconnect,
+                        )),
                     });
                     self.remove(conn, reason, now);
                 }
