@@ -79,7 +79,6 @@ pub(crate) type Returns = &'static [(&'static str, &'static str)];
 struct Statement<'q> {
     parts: Vec<(String, Returns)>,
     arguments: AnyArguments<'q>,
-    bound: usize,
 }
 
 /// Most parameters PostgreSQL takes in one statement (its protocol counts them in 16 bits).
@@ -126,12 +125,14 @@ impl<'q> Script<'q> {
         let joins = match (self.mode, self.statements.last()) {
             (Mode::Separate, _) | (_, None) => false,
             (Mode::Together, Some(_)) => true,
-            (Mode::Combined, Some(last)) => last.bound + highest_param(sql) <= MAX_PG_PARAMS,
+            (Mode::Combined, Some(last)) => {
+                last.arguments.len() + highest_param(sql) <= MAX_PG_PARAMS
+            }
         };
         match self.statements.last_mut() {
             Some(last) if joins => {
                 let sql = if self.mode == Mode::Combined {
-                    shift_params(sql, last.bound)
+                    shift_params(sql, last.arguments.len())
                 } else {
                     sql.to_owned()
                 };
@@ -140,7 +141,6 @@ impl<'q> Script<'q> {
             _ => self.statements.push(Statement {
                 parts: vec![(sql.to_owned(), returns)],
                 arguments: AnyArguments::default(),
-                bound: 0,
             }),
         }
         self
@@ -148,13 +148,11 @@ impl<'q> Script<'q> {
 
     /// Binds the next parameter of the last statement pushed.
     pub(crate) fn bind<T: 'q + Encode<'q, Any> + Type<Any>>(&mut self, value: T) -> &mut Self {
-        if let Some(last) = self.statements.last_mut() {
-            last.bound += 1;
-            if let Err(e) = last.arguments.add(value)
-                && self.error.is_none()
-            {
-                self.error = Some(e);
-            }
+        if let Some(last) = self.statements.last_mut()
+            && let Err(e) = last.arguments.add(value)
+            && self.error.is_none()
+        {
+            self.error = Some(e);
         }
         self
     }
@@ -1177,7 +1175,7 @@ mod tests {
         let mut combined = Script::combined(Params::Numbered);
         fill(&mut combined);
         assert_eq!(combined.statements.len(), 1);
-        assert_eq!(combined.statements[0].bound, 4);
+        assert_eq!(combined.statements[0].arguments.len(), 4);
         assert_eq!(
             combined.statements[0].text(combined.mode),
             "WITH s0 AS (UPDATE m SET v = $2 WHERE id = $1 RETURNING id AS written_id), \
