@@ -186,9 +186,24 @@ enum Form {
 /// Events written into one stream before its task must be woken to take them in.
 const INBOX_LIMIT: usize = 32;
 
+impl Inbox {
+    /// Room for the events of a host's join (`meeting.started`, the admission, the host's
+    /// `participant.joined`) made when the stream subscribes, so a bulk admission does not
+    /// allocate for each guest it writes to.
+    fn with_room() -> Self {
+        Self {
+            written: Vec::with_capacity(4),
+            staged: Vec::with_capacity(4),
+            ..Self::default()
+        }
+    }
+}
+
 struct Direct {
     conn: Arc<Conn>,
-    inbox: Arc<Mutex<Inbox>>,
+    /// Kept here, not behind a pointer of its own: a bulk admission stages three events for
+    /// each of thousands of guests, then writes them, and each guest's state is one load fewer.
+    inbox: Mutex<Inbox>,
     /// The subscriber's identity as a JSON string, for its own form of an event.
     name: Option<Box<str>>,
 }
@@ -237,7 +252,8 @@ impl Direct {
     /// the write is left for the task to flush (it wakes, takes the events in as written, skips
     /// that one in its queue).
     fn flush(&self, buf: &mut Vec<u8>) -> Vec<Arc<Published>> {
-        let mut inbox = lock(&self.inbox);
+        let mut guard = lock(&self.inbox);
+        let inbox = &mut *guard;
         if inbox.staged.is_empty() {
             return Vec::new();
         }
@@ -259,9 +275,8 @@ impl Direct {
         } else {
             self.conn.inject(buf)
         };
-        let staged = std::mem::take(&mut inbox.staged)
-            .into_iter()
-            .map(|(p, _)| p);
+        // Drained, not taken: the staging buffer keeps its room for the next publish.
+        let staged = inbox.staged.drain(..).map(|(p, _)| p);
         match outcome {
             Inject::Whole => {
                 inbox.written.extend(staged);
@@ -273,8 +288,9 @@ impl Direct {
                 inbox.written.last().cloned().into_iter().collect()
             }
             Inject::Busy => {
+                let back = staged.collect();
                 inbox.open = false;
-                staged.collect()
+                back
             }
         }
     }
@@ -612,24 +628,23 @@ impl Hub {
                 meeting: meeting.clone(),
                 key: u64::MAX,
                 rx,
-                inbox: None,
+                direct: None,
             };
         }
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
         let direct = conn.map(|conn| {
             Arc::new(Direct {
                 conn,
-                inbox: Arc::default(),
+                inbox: Mutex::new(Inbox::with_room()),
                 name: identity
                     .as_ref()
                     .and_then(|i| serde_json::to_string(i.as_str()).ok())
                     .map(String::into_boxed_str),
             })
         });
-        let inbox = direct.as_ref().map(|d| d.inbox.clone());
         let sub = Sub {
             tx,
-            direct,
+            direct: direct.clone(),
             identity,
             run,
             standing,
@@ -645,7 +660,7 @@ impl Hub {
             meeting: meeting.clone(),
             key,
             rx,
-            inbox,
+            direct,
         }
     }
 
@@ -749,7 +764,8 @@ pub struct Subscription {
     meeting: MeetingId,
     key: Key,
     pub rx: mpsc::Receiver<Arc<Published>>,
-    inbox: Option<Arc<Mutex<Inbox>>>,
+    /// Shared with the hub's subscriber when the hub may write into the stream itself.
+    direct: Option<Arc<Direct>>,
 }
 
 impl Subscription {
@@ -765,17 +781,17 @@ impl Subscription {
 
     /// The events the hub wrote into the connection since the last call, in order.
     pub fn take_written(&self) -> Vec<Arc<Published>> {
-        self.inbox
+        self.direct
             .as_ref()
-            .map(|inbox| std::mem::take(&mut lock(inbox).written))
+            .map(|direct| std::mem::take(&mut lock(&direct.inbox).written))
             .unwrap_or_default()
     }
 
     /// The stream has sent and flushed everything up to `after` and holds nothing else: the
     /// hub may write its next events itself, unless one is already queued.
     pub fn idle(&self, after: u64) {
-        if let Some(inbox) = &self.inbox {
-            let mut inbox = lock(inbox);
+        if let Some(direct) = &self.direct {
+            let mut inbox = lock(&direct.inbox);
             if self.rx.is_empty() && inbox.written.is_empty() {
                 inbox.open = true;
                 inbox.after = inbox.after.max(after);
