@@ -63,8 +63,9 @@ web-check: web
 	git diff --exit-code -- crates/convene/assets/app
 	@test -z "$$(git status --porcelain -- crates/convene/assets/app)" || { git status --porcelain -- crates/convene/assets/app; echo "crates/convene/assets/app is stale: run make web and commit it"; exit 1; }
 
-# The realtime fan-out benchmark (docs/benchmarks.md): convene and a minimal Node.js `ws` server,
-# 1,000 and 10,000 waiting clients notified when the host starts the meeting.
+# The realtime fan-out benchmark (docs/benchmarks.md): convene, a minimal Node.js `ws` server and
+# two Rust floors (rust-floor; store-floor, which also commits the admission durably and sends
+# convene's frames), 1,000 and 10,000 waiting clients notified when the host starts the meeting.
 bench-events:
 	$(CARGO) build --release -p convene -p convene-bench
 	cd bench/node-ws && npm ci --no-audit --no-fund

@@ -27,6 +27,22 @@
 //! the Node.js server does (its `socket.send` loop runs before it answers), so its "from the
 //! response" latencies are ~0 by construction and "from the request" is the figure compared.
 //!
+//! `store-floor` (`serve-floor --data-dir D`) is the same server doing, in addition, the two things
+//! convene's admission cannot skip and rust-floor does not do, so that the benchmark can show what
+//! they alone cost on this machine:
+//! - **the admission made durable before anyone hears of it**: one transaction in SQLite with
+//!   convene's settings (WAL, `synchronous = FULL`) through sqlx, as convene's store writes it: the
+//!   meeting's row (live, its last sequence number), the host's row, and the three events of the
+//!   join (`meeting.started`, the one event listing everyone admitted, the host's
+//!   `participant.joined`) with their JSON;
+//! - **the frames convene sends each waiting guest**: those three events, the admission in the
+//!   guest's own form, in one `send`, of the same shape and about the same size as convene's.
+//!
+//! Guests' entries are not stored (the benchmark does not time them). Its tables are the shape of
+//! convene's, not convene's schema: no version check, no indexes but the keys. A guest whose stream
+//! opens while the admission is being committed gets its frames before the commit (the benchmark
+//! opens none then).
+//!
 //! Also tried, and slower in the same small runs: per-connection tasks woken by one shared
 //! `tokio::sync::Notify`, each writing its own frame (every guest also costs a wake-up and a poll),
 //! the join's thread writing every frame alone, and a fixed split in two halves with a thread
@@ -34,11 +50,13 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Value, json};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -51,8 +69,9 @@ const SPLIT_AT: usize = 64;
 /// Guests a thread takes at a time.
 const CHUNK: usize = 32;
 
-/// Runs the server on `127.0.0.1:port` until killed, on a two-worker runtime.
-pub fn serve(port: u16) -> anyhow::Result<()> {
+/// Runs the server on `127.0.0.1:port` until killed, on a two-worker runtime; with `data_dir`,
+/// as `store-floor` (its SQLite database in that directory).
+pub fn serve(port: u16, data_dir: Option<&Path>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -66,10 +85,15 @@ pub fn serve(port: u16) -> anyhow::Result<()> {
             }
         })?;
     runtime.block_on(async move {
+        let store = match data_dir {
+            Some(dir) => Some(Store::open(dir).await?),
+            None => None,
+        };
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let state = Arc::new(State {
             helper: jobs,
             meetings: Mutex::default(),
+            store,
         });
         loop {
             let stream = match listener.accept().await {
@@ -91,9 +115,12 @@ struct State {
     /// The fan-out thread: a join hands it its [`Fanout`] so that two threads write the frames.
     helper: std::sync::mpsc::Sender<Arc<Fanout>>,
     meetings: Mutex<HashMap<String, Arc<Meeting>>>,
+    /// `store-floor`'s database.
+    store: Option<Store>,
 }
 
 struct Meeting {
+    id: String,
     host_pin: String,
     guest_pin: String,
     room: Mutex<Room>,
@@ -136,15 +163,28 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) {
     while let Ok(Some(request)) = read_request(&mut stream, &mut buf).await {
         let reply = match route(&state, request) {
             Route::Reply(status, body) => response(status, &body),
+            Route::Created(id, body) => {
+                if let Some(store) = &state.store
+                    && let Err(e) = store.create(&id).await
+                {
+                    eprintln!("[store-floor] create: {e}");
+                    return;
+                }
+                response(201, &body)
+            }
             Route::Join(meeting, caller) => {
-                join(&meeting, &state.helper);
+                let identity = caller.identity.as_str().unwrap_or_default();
+                if let Err(e) = join(&meeting, identity, &state).await {
+                    eprintln!("[store-floor] join: {e}");
+                    return;
+                }
                 response(
                     200,
                     &json!({"identity": caller.identity, "role": caller.role}),
                 )
             }
             Route::Events(meeting, caller, key) => {
-                events(stream, meeting, caller, key).await;
+                events(stream, meeting, caller, key, state.store.is_some()).await;
                 return;
             }
         };
@@ -156,6 +196,8 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) {
 
 enum Route {
     Reply(u16, Value),
+    /// A new meeting (`store-floor` stores its row before answering).
+    Created(String, Value),
     Join(Arc<Meeting>, Caller),
     Events(Arc<Meeting>, Caller, String),
 }
@@ -168,6 +210,7 @@ fn route(state: &State, request: Request) -> Route {
     if method == "POST" && request.path == "/v1/meetings" {
         let id = rand::random_range(1_000_000_000u64..10_000_000_000).to_string();
         let meeting = Meeting {
+            id: id.clone(),
             host_pin: pin(),
             guest_pin: pin(),
             room: Mutex::default(),
@@ -176,8 +219,8 @@ fn route(state: &State, request: Request) -> Route {
             "meeting_id": id,
             "credentials": {"host": meeting.host_pin, "participant": meeting.guest_pin},
         });
-        lock(&state.meetings).insert(id, Arc::new(meeting));
-        return Route::Reply(201, body);
+        lock(&state.meetings).insert(id.clone(), Arc::new(meeting));
+        return Route::Created(id, body);
     }
     let parts: Vec<&str> = request.path.split('/').filter(|p| !p.is_empty()).collect();
     let meeting = match parts.as_slice() {
@@ -247,35 +290,111 @@ fn not_found() -> Route {
 }
 
 /// The host's join: the meeting goes live and every waiting guest gets its admission frame, all
-/// handed to the kernel before this returns.
-fn join(meeting: &Meeting, helper: &std::sync::mpsc::Sender<Arc<Fanout>>) {
+/// handed to the kernel before this returns. As `store-floor`: the admission committed first, and
+/// each guest sent convene's three frames.
+async fn join(meeting: &Meeting, host: &str, state: &State) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (guests, start) = {
+    let (guests, start, before, after, admission) = {
         let mut room = lock(&meeting.room);
         if room.admission.is_some() {
-            return;
+            return Ok(());
         }
-        room.seq += 1;
-        let at = time::OffsetDateTime::now_utc()
+        let at = time::OffsetDateTime::now_utc();
+        let at_text = at
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let start: Arc<[u8]> = format!(r#"{{"seq":{},"at":"{at}""#, room.seq)
-            .into_bytes()
-            .into();
-        room.admission = Some(start.clone());
-        let guests: Vec<Waiting> = room.waiting.drain().map(|(_, w)| w).collect();
-        (guests, start)
+        let mut guests: Vec<(String, Waiting)> = room.waiting.drain().collect();
+        let first = room.seq + 1;
+        if state.store.is_none() {
+            room.seq = first;
+            let start: Arc<[u8]> = format!(r#"{{"seq":{first},"at":"{at_text}""#)
+                .into_bytes()
+                .into();
+            room.admission = Some(start.clone());
+            let guests: Vec<Waiting> = guests.into_iter().map(|(_, w)| w).collect();
+            let none: Arc<[u8]> = Arc::from(Vec::new());
+            (guests, start, none.clone(), none, None)
+        } else {
+            // convene's three events of a host's join, and its frames of the first and the last.
+            room.seq = first + 2;
+            let run = format!("run_{}", token());
+            let head =
+                |seq: u64| format!(r#"{{"seq":{seq},"at":"{at_text}","instance_id":"{run}""#);
+            let started_data = json!({"instance_id": run, "room_name": meeting.id, "run": 1});
+            let joined_data = json!({"identity": host, "name": host, "role": "host"});
+            let mut before = Vec::new();
+            let started_tail = format!(r#","type":"meeting.started","data":{started_data}}}"#);
+            push_frame(&mut before, head(first).as_bytes(), started_tail.as_bytes());
+            let mut after = Vec::new();
+            let joined_tail = format!(r#","type":"participant.joined","data":{joined_data}}}"#);
+            push_frame(
+                &mut after,
+                head(first + 2).as_bytes(),
+                joined_tail.as_bytes(),
+            );
+            let start: Arc<[u8]> = head(first + 1).into_bytes().into();
+            room.admission = Some(start.clone());
+            // The stored admission lists everyone it lets in, sorted, as convene's does.
+            guests.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut admitted = String::from("[");
+            for (i, (identity, _)) in guests.iter().enumerate() {
+                if i > 0 {
+                    admitted.push(',');
+                }
+                // Already JSON (a string with its quotes).
+                admitted.push_str(identity);
+            }
+            admitted.push(']');
+            let admission = Admission {
+                meeting: meeting.id.clone(),
+                last_seq: (first + 2) as i64,
+                at_ms: (at.unix_timestamp_nanos() / 1_000_000) as i64,
+                host: host.to_owned(),
+                events: [
+                    (first as i64, "meeting.started", started_data.to_string()),
+                    (
+                        (first + 1) as i64,
+                        "participants.admitted",
+                        format!(
+                            r#"{{"identities":{admitted},"room_name":{},"status":"live"}}"#,
+                            json!(meeting.id)
+                        ),
+                    ),
+                    (
+                        (first + 2) as i64,
+                        "participant.joined",
+                        joined_data.to_string(),
+                    ),
+                ],
+                run,
+            };
+            let guests: Vec<Waiting> = guests.into_iter().map(|(_, w)| w).collect();
+            (
+                guests,
+                start,
+                Arc::from(before),
+                Arc::from(after),
+                Some(admission),
+            )
+        }
     };
+    let mut committed = None;
+    if let (Some(store), Some(admission)) = (&state.store, &admission) {
+        store.admit(admission).await?;
+        committed = Some(started.elapsed());
+    }
     let count = guests.len();
     let job = Arc::new(Fanout {
         guests,
         start,
+        before,
+        after,
         next: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
         late: Mutex::default(),
     });
     if count >= SPLIT_AT {
-        let _ = helper.send(job.clone());
+        let _ = state.helper.send(job.clone());
     }
     job.work();
     // Only a chunk the helper took can still be in progress.
@@ -289,17 +408,122 @@ fn join(meeting: &Meeting, helper: &std::sync::mpsc::Sender<Arc<Fanout>>) {
             let _ = send_all(&stream, &rest).await;
         });
     }
+    let (name, commit) = match committed {
+        Some(at) => (
+            "store-floor",
+            format!(", committed in {:.1} ms", at.as_secs_f64() * 1000.0),
+        ),
+        None => ("rust-floor", String::new()),
+    };
     eprintln!(
-        "[rust-floor] join: {} admission frames handed to the kernel in {:.1} ms ({blocked} would block)",
-        count,
+        "[{name}] join: {count} admissions handed to the kernel in {:.1} ms{commit} ({blocked} would block)",
         started.elapsed().as_secs_f64() * 1000.0
     );
+    Ok(())
+}
+
+/// What `store-floor` commits for a host's join.
+struct Admission {
+    meeting: String,
+    last_seq: i64,
+    at_ms: i64,
+    run: String,
+    host: String,
+    /// `(seq, type, data)` of each event.
+    events: [(i64, &'static str, String); 3],
+}
+
+/// `store-floor`'s database: SQLite with convene's settings, one connection (convene's writes go
+/// through one writer too).
+struct Store {
+    pool: sqlx::SqlitePool,
+}
+
+impl Store {
+    async fn open(dir: &Path) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("store-floor.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        for table in [
+            "CREATE TABLE meetings (id TEXT PRIMARY KEY, status TEXT NOT NULL, \
+             last_seq BIGINT NOT NULL, run TEXT)",
+            "CREATE TABLE participants (meeting_id TEXT NOT NULL, identity TEXT NOT NULL, \
+             name TEXT NOT NULL, role TEXT NOT NULL, state TEXT NOT NULL, at BIGINT NOT NULL, \
+             PRIMARY KEY (meeting_id, identity))",
+            "CREATE TABLE events (meeting_id TEXT NOT NULL, seq BIGINT NOT NULL, \
+             at BIGINT NOT NULL, instance_id TEXT NOT NULL, type TEXT NOT NULL, \
+             data TEXT NOT NULL, PRIMARY KEY (meeting_id, seq))",
+        ] {
+            sqlx::query(table).execute(&pool).await?;
+        }
+        Ok(Self { pool })
+    }
+
+    async fn create(&self, id: &str) -> sqlx::Result<()> {
+        sqlx::query("INSERT INTO meetings (id, status, last_seq) VALUES (?, 'created', 0)")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+    }
+
+    /// One transaction, durable when this returns: the meeting live, the host joined, the
+    /// three events.
+    async fn admit(&self, admission: &Admission) -> sqlx::Result<()> {
+        let Admission {
+            meeting,
+            last_seq,
+            at_ms,
+            run,
+            host,
+            events,
+        } = admission;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE meetings SET status = 'live', last_seq = ?, run = ? WHERE id = ?")
+            .bind(last_seq)
+            .bind(run)
+            .bind(meeting)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO participants (meeting_id, identity, name, role, state, at) \
+             VALUES (?, ?, ?, 'host', 'joined', ?)",
+        )
+        .bind(meeting)
+        .bind(host)
+        .bind(host)
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?;
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO events (meeting_id, seq, at, instance_id, type, data) ",
+        );
+        insert.push_values(events.iter(), |mut row, (seq, kind, data)| {
+            row.push_bind(meeting)
+                .push_bind(seq)
+                .push_bind(at_ms)
+                .push_bind(run)
+                .push_bind(*kind)
+                .push_bind(data);
+        });
+        insert.build().execute(&mut *tx).await?;
+        tx.commit().await
+    }
 }
 
 /// The admission frames of one join, written by whichever threads take chunks of them.
 struct Fanout {
     guests: Vec<Waiting>,
     start: Arc<[u8]>,
+    /// Whole frames sent before and after each guest's admission (`store-floor`'s).
+    before: Arc<[u8]>,
+    after: Arc<[u8]>,
     /// The first guest no thread has taken yet.
     next: AtomicUsize,
     /// How many guests' frames have been handed to the kernel (or set aside in `late`).
@@ -318,7 +542,11 @@ impl Fanout {
                 return;
             }
             let to = (from + CHUNK).min(self.guests.len());
-            let late = deliver(&self.guests[from..to], &self.start, &mut frame);
+            let late = deliver(
+                &self.guests[from..to],
+                [&self.before, &self.start, &self.after],
+                &mut frame,
+            );
             if !late.is_empty() {
                 lock(&self.late).extend(late);
             }
@@ -327,15 +555,19 @@ impl Fanout {
     }
 }
 
-/// Writes each guest's frame with one non-blocking `send`; returns what did not fit.
+/// Writes each guest's frames (`before`, its admission of `start` and its tail, `after`) with one
+/// non-blocking `send`; returns what did not fit.
 fn deliver(
     guests: &[Waiting],
-    start: &[u8],
+    [before, start, after]: [&[u8]; 3],
     frame: &mut Vec<u8>,
 ) -> Vec<(Arc<TcpStream>, Vec<u8>)> {
     let mut late = Vec::new();
     for guest in guests {
-        render(start, &guest.tail, frame);
+        frame.clear();
+        frame.extend_from_slice(before);
+        push_frame(frame, start, &guest.tail);
+        frame.extend_from_slice(after);
         let written = match guest.stream.try_write(frame) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
@@ -351,8 +583,13 @@ fn deliver(
 
 /// An unmasked WebSocket text frame of `start` then `tail` (one JSON text) into `out`.
 fn render(start: &[u8], tail: &[u8], out: &mut Vec<u8>) {
-    let len = start.len() + tail.len();
     out.clear();
+    push_frame(out, start, tail);
+}
+
+/// Appends an unmasked WebSocket text frame of `start` then `tail` to `out`.
+fn push_frame(out: &mut Vec<u8>, start: &[u8], tail: &[u8]) {
+    let len = start.len() + tail.len();
     out.push(0x81);
     if len < 126 {
         out.push(len as u8);
@@ -369,17 +606,28 @@ fn render(start: &[u8], tail: &[u8], out: &mut Vec<u8>) {
 
 /// `,"type":"participant.admitted","data":{"identity":..,"status":"live"}}`: the end of a guest's
 /// admission frame, after the `seq` and `at` every guest's frame shares.
-fn admission_tail(identity: &Value) -> Box<[u8]> {
+/// With `room`, as convene's (`store-floor`'s): `{"identity":..,"room_name":..,"status":"live"}`.
+fn admission_tail(identity: &Value, room: Option<&str>) -> Box<[u8]> {
     let mut tail = br#","type":"participant.admitted","data":"#.to_vec();
+    let data = match room {
+        Some(room) => json!({"identity": identity, "room_name": room, "status": "live"}),
+        None => json!({"identity": identity, "status": "live"}),
+    };
     // A `Value` always serializes.
-    let _ = serde_json::to_writer(&mut tail, &json!({"identity": identity, "status": "live"}));
+    let _ = serde_json::to_writer(&mut tail, &data);
     tail.push(b'}');
     tail.into_boxed_slice()
 }
 
 /// A guest's event stream: the handshake and the snapshot, then (if the meeting is not live yet)
 /// waiting in the room for the join to write its admission; reads until the guest closes.
-async fn events(stream: TcpStream, meeting: Arc<Meeting>, caller: Caller, key: String) {
+async fn events(
+    stream: TcpStream,
+    meeting: Arc<Meeting>,
+    caller: Caller,
+    key: String,
+    durable: bool,
+) {
     let stream = Arc::new(stream);
     let (live, seq) = {
         let room = lock(&meeting.room);
@@ -407,7 +655,8 @@ async fn events(stream: TcpStream, meeting: Arc<Meeting>, caller: Caller, key: S
     if !live {
         // Registered only now that the snapshot is out, so no admission can overtake it. A join
         // in between went without this guest: it gets its frame here.
-        let tail = admission_tail(&caller.identity);
+        let room = durable.then_some(meeting.id.as_str());
+        let tail = admission_tail(&caller.identity, room);
         let missed = {
             let mut room = lock(&meeting.room);
             match room.admission.clone() {
@@ -550,4 +799,86 @@ fn token() -> String {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn store_floor_commits_the_admission_as_convene_stores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        store.create("m1").await.unwrap();
+        let admission = Admission {
+            meeting: "m1".into(),
+            last_seq: 3,
+            at_ms: 1,
+            run: "run_x".into(),
+            host: "host".into(),
+            events: [
+                (1, "meeting.started", "{}".into()),
+                (
+                    2,
+                    "participants.admitted",
+                    r#"{"identities":["a","b"]}"#.into(),
+                ),
+                (3, "participant.joined", "{}".into()),
+            ],
+        };
+        store.admit(&admission).await.unwrap();
+        let (status, last): (String, i64) =
+            sqlx::query_as("SELECT status, last_seq FROM meetings WHERE id = 'm1'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!((status.as_str(), last), ("live", 3));
+        let kinds: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, type FROM events WHERE meeting_id = 'm1' ORDER BY seq")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        let kinds: Vec<(i64, &str)> = kinds.iter().map(|(s, k)| (*s, k.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (1, "meeting.started"),
+                (2, "participants.admitted"),
+                (3, "participant.joined")
+            ]
+        );
+        // An admission that cannot be written whole (the host's row is there already) leaves
+        // nothing behind: the meeting's row and the events are as they were.
+        let again = Admission {
+            last_seq: 6,
+            events: [
+                (4, "meeting.started", "{}".into()),
+                (5, "participants.admitted", "{}".into()),
+                (6, "participant.joined", "{}".into()),
+            ],
+            ..admission
+        };
+        assert!(store.admit(&again).await.is_err());
+        let (last,): (i64,) = sqlx::query_as("SELECT last_seq FROM meetings WHERE id = 'm1'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!((last, events), (3, 3));
+    }
+
+    #[test]
+    fn frames_are_whole_websocket_text_frames_back_to_back() {
+        let mut out = Vec::new();
+        push_frame(&mut out, br#"{"seq":1"#, b"}");
+        let long = vec![b'x'; 300];
+        push_frame(&mut out, b"", &long);
+        assert_eq!(&out[..2], &[0x81, 9]);
+        assert_eq!(&out[2..11], br#"{"seq":1}"#);
+        assert_eq!(&out[11..15], &[0x81, 126, 1, 44]);
+        assert_eq!(out.len(), 15 + 300);
+    }
 }
