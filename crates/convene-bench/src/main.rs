@@ -172,33 +172,20 @@ async fn start_server(name: &'static str, args: &Args) -> anyhow::Result<Server>
             })
             .await?
         }
-        "rust-floor" => {
+        "rust-floor" | "store-floor" => {
             let exe = std::env::current_exe()?;
-            ChildServer::start("rust-floor (this binary's serve-floor mode)", |port, _| {
+            let what = format!("{name} (this binary's serve-floor mode)");
+            ChildServer::start(&what, |port, dir| {
                 let mut command = Command::new(exe);
                 command
                     .arg("serve-floor")
                     .arg("--port")
                     .arg(port.to_string());
+                if name == "store-floor" {
+                    command.arg("--data-dir").arg(dir);
+                }
                 command
             })
-            .await?
-        }
-        "store-floor" => {
-            let exe = std::env::current_exe()?;
-            ChildServer::start(
-                "store-floor (this binary's serve-floor mode)",
-                |port, dir| {
-                    let mut command = Command::new(exe);
-                    command
-                        .arg("serve-floor")
-                        .arg("--port")
-                        .arg(port.to_string())
-                        .arg("--data-dir")
-                        .arg(dir);
-                    command
-                },
-            )
             .await?
         }
         "node-ws" => {
