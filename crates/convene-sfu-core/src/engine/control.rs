@@ -11,7 +11,7 @@ use crate::signal;
 use crate::{EngineError, Permission};
 
 use super::state::Participant;
-use super::{ConnId, DataKind, Engine, Output, RoomSummary};
+use super::{ConnId, DataKind, Engine, RoomSummary};
 
 impl Engine {
     pub(super) fn find(&self, room: &str, identity: &str) -> Result<ConnId, EngineError> {
@@ -40,14 +40,7 @@ impl Engine {
         now: Instant,
     ) -> Result<(), EngineError> {
         let conn = self.find(room, identity)?;
-        self.outputs.push_back(Output::Signal {
-            conn,
-            response: Box::new(signal::leave(
-                reason,
-                proto::leave_request::Action::Disconnect,
-            )),
-        });
-        self.remove(conn, reason, now);
+        self.disconnect(conn, reason, now);
         self.process(now);
         Ok(())
     }
@@ -123,14 +116,7 @@ impl Engine {
             return Err(EngineError::NotFound(format!("room {room}")));
         }
         for conn in self.members(room) {
-            self.outputs.push_back(Output::Signal {
-                conn,
-                response: Box::new(signal::leave(
-                    proto::DisconnectReason::RoomDeleted,
-                    proto::leave_request::Action::Disconnect,
-                )),
-            });
-            self.remove(conn, proto::DisconnectReason::RoomDeleted, now);
+            self.disconnect(conn, proto::DisconnectReason::RoomDeleted, now);
         }
         self.process(now);
         Ok(())
@@ -141,14 +127,7 @@ impl Engine {
         let rooms: Vec<String> = self.rooms.keys().cloned().collect();
         for room in rooms {
             for conn in self.members(&room) {
-                self.outputs.push_back(Output::Signal {
-                    conn,
-                    response: Box::new(signal::leave(
-                        proto::DisconnectReason::ServerShutdown,
-                        proto::leave_request::Action::Disconnect,
-                    )),
-                });
-                self.remove(conn, proto::DisconnectReason::ServerShutdown, now);
+                self.disconnect(conn, proto::DisconnectReason::ServerShutdown, now);
             }
         }
         self.process(now);

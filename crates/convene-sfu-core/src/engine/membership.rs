@@ -36,14 +36,7 @@ impl Engine {
             })
         });
         if let Some(old) = previous {
-            self.outputs.push_back(Output::Signal {
-                conn: old,
-                response: Box::new(signal::leave(
-                    proto::DisconnectReason::DuplicateIdentity,
-                    proto::leave_request::Action::Disconnect,
-                )),
-            });
-            self.remove(old, proto::DisconnectReason::DuplicateIdentity, now);
+            self.disconnect(old, proto::DisconnectReason::DuplicateIdentity, now);
         }
 
         let room_sid = RoomSid::generate(&mut self.rng);

@@ -263,6 +263,18 @@ impl Engine {
         });
     }
 
+    /// Tells the client to leave for `reason` (a disconnect, not a resume) and removes it.
+    fn disconnect(&mut self, conn: ConnId, reason: proto::DisconnectReason, now: Instant) {
+        self.outputs.push_back(Output::Signal {
+            conn,
+            response: Box::new(signal::leave(
+                reason,
+                proto::leave_request::Action::Disconnect,
+            )),
+        });
+        self.remove(conn, reason, now);
+    }
+
     /// Number of participants across all rooms (tests, metrics).
     pub fn participant_count(&self) -> usize {
         self.participants.len()

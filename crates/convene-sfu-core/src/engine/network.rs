@@ -9,7 +9,6 @@ use str0m::bwe::BweKind;
 use str0m::net::Receive;
 use str0m::{Event, Input, Output as RtcOutput};
 
-use crate::signal;
 
 use super::{ConnId, DataKind, Engine, Output, PcKind, Transport};
 
@@ -199,14 +198,7 @@ impl Engine {
             }
             for (conn, reason) in std::mem::take(&mut self.doomed) {
                 if self.participants.contains_key(&conn) {
-                    self.outputs.push_back(Output::Signal {
-                        conn,
-                        response: Box::new(signal::leave(
-                            reason,
-                            proto::leave_request::Action::Disconnect,
-                        )),
-                    });
-                    self.remove(conn, reason, now);
+                    self.disconnect(conn, reason, now);
                 }
             }
         }
