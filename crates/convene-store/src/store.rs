@@ -240,36 +240,31 @@ fn combine(parts: &[(String, Returns)]) -> String {
     sql
 }
 
+/// Each `$n` in `sql`: where its digits are, and `n`.
+fn params(sql: &str) -> impl Iterator<Item = (std::ops::Range<usize>, usize)> + '_ {
+    sql.match_indices('$').filter_map(move |(at, _)| {
+        let start = at + 1;
+        let digits = sql[start..].bytes().take_while(u8::is_ascii_digit).count();
+        let n = sql[start..start + digits].parse().ok()?;
+        Some((start..start + digits, n))
+    })
+}
+
 /// The highest `$n` in `sql` (0 if none).
 fn highest_param(sql: &str) -> usize {
-    let mut highest = 0;
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        rest = &rest[at + 1..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if let Ok(n) = rest[..digits].parse::<usize>() {
-            highest = highest.max(n);
-        }
-        rest = &rest[digits..];
-    }
-    highest
+    params(sql).map(|(_, n)| n).max().unwrap_or(0)
 }
 
 /// `sql` with every `$n` made `$(n + by)`.
 fn shift_params(sql: &str, by: usize) -> String {
     let mut out = String::with_capacity(sql.len() + sql.len() / 8);
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..=at]);
-        rest = &rest[at + 1..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        match rest[..digits].parse::<usize>() {
-            Ok(n) => out.push_str(&(n + by).to_string()),
-            Err(_) => out.push_str(&rest[..digits]),
-        }
-        rest = &rest[digits..];
+    let mut copied = 0;
+    for (digits, n) in params(sql) {
+        out.push_str(&sql[copied..digits.start]);
+        out.push_str(&(n + by).to_string());
+        copied = digits.end;
     }
-    out.push_str(rest);
+    out.push_str(&sql[copied..]);
     out
 }
 
