@@ -294,89 +294,27 @@ fn not_found() -> Route {
 /// each guest sent convene's three frames.
 async fn join(meeting: &Meeting, host: &str, state: &State) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (guests, start, before, after, admission) = {
+    let (guests, start, frames, admission) = {
         let mut room = lock(&meeting.room);
         if room.admission.is_some() {
             return Ok(());
         }
         let at = time::OffsetDateTime::now_utc();
-        let at_text = at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
         let mut guests: Vec<(String, Waiting)> = room.waiting.drain().collect();
         let first = room.seq + 1;
-        if state.store.is_none() {
-            room.seq = first;
-            let start: Arc<[u8]> = format!(r#"{{"seq":{first},"at":"{at_text}""#)
-                .into_bytes()
-                .into();
-            room.admission = Some(start.clone());
-            let guests: Vec<Waiting> = guests.into_iter().map(|(_, w)| w).collect();
-            let none: Arc<[u8]> = Arc::from(Vec::new());
-            (guests, start, none.clone(), none, None)
-        } else {
-            // convene's three events of a host's join, and its frames of the first and the last.
+        let (start, frames, admission) = if state.store.is_some() {
             room.seq = first + 2;
-            let run = format!("run_{}", token());
-            let head =
-                |seq: u64| format!(r#"{{"seq":{seq},"at":"{at_text}","instance_id":"{run}""#);
-            let started_data = json!({"instance_id": run, "room_name": meeting.id, "run": 1});
-            let joined_data = json!({"identity": host, "name": host, "role": "host"});
-            let mut before = Vec::new();
-            let started_tail = format!(r#","type":"meeting.started","data":{started_data}}}"#);
-            push_frame(&mut before, head(first).as_bytes(), started_tail.as_bytes());
-            let mut after = Vec::new();
-            let joined_tail = format!(r#","type":"participant.joined","data":{joined_data}}}"#);
-            push_frame(
-                &mut after,
-                head(first + 2).as_bytes(),
-                joined_tail.as_bytes(),
-            );
-            let start: Arc<[u8]> = head(first + 1).into_bytes().into();
-            room.admission = Some(start.clone());
-            // The stored admission lists everyone it lets in, sorted, as convene's does.
-            guests.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let mut admitted = String::from("[");
-            for (i, (identity, _)) in guests.iter().enumerate() {
-                if i > 0 {
-                    admitted.push(',');
-                }
-                // Already JSON (a string with its quotes).
-                admitted.push_str(identity);
-            }
-            admitted.push(']');
-            let admission = Admission {
-                meeting: meeting.id.clone(),
-                last_seq: (first + 2) as i64,
-                at_ms: (at.unix_timestamp_nanos() / 1_000_000) as i64,
-                host: host.to_owned(),
-                events: [
-                    (first as i64, "meeting.started", started_data.to_string()),
-                    (
-                        (first + 1) as i64,
-                        "participants.admitted",
-                        format!(
-                            r#"{{"identities":{admitted},"room_name":{},"status":"live"}}"#,
-                            json!(meeting.id)
-                        ),
-                    ),
-                    (
-                        (first + 2) as i64,
-                        "participant.joined",
-                        joined_data.to_string(),
-                    ),
-                ],
-                run,
-            };
-            let guests: Vec<Waiting> = guests.into_iter().map(|(_, w)| w).collect();
-            (
-                guests,
-                start,
-                Arc::from(before),
-                Arc::from(after),
-                Some(admission),
-            )
-        }
+            let (start, frames, admission) = convene_join(meeting, host, first, at, &mut guests);
+            (start, frames, Some(admission))
+        } else {
+            room.seq = first;
+            let start = format!(r#"{{"seq":{first},"at":"{}""#, rfc3339(at));
+            (start, Frames::default(), None)
+        };
+        let start: Arc<[u8]> = start.into_bytes().into();
+        room.admission = Some(start.clone());
+        let guests: Vec<Waiting> = guests.into_iter().map(|(_, w)| w).collect();
+        (guests, start, frames, admission)
     };
     let mut committed = None;
     if let (Some(store), Some(admission)) = (&state.store, &admission) {
@@ -387,8 +325,7 @@ async fn join(meeting: &Meeting, host: &str, state: &State) -> anyhow::Result<()
     let job = Arc::new(Fanout {
         guests,
         start,
-        before,
-        after,
+        frames,
         next: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
         late: Mutex::default(),
@@ -420,6 +357,82 @@ async fn join(meeting: &Meeting, host: &str, state: &State) -> anyhow::Result<()
         started.elapsed().as_secs_f64() * 1000.0
     );
     Ok(())
+}
+
+/// convene's three events of a host's join, first numbered `first`: the start of each guest's
+/// admission frame (`seq`, `at`, `instance_id`), the frames of the other two, and what
+/// `store-floor` commits (the admission listing `guests`, which this sorts, as convene's does).
+fn convene_join(
+    meeting: &Meeting,
+    host: &str,
+    first: u64,
+    at: time::OffsetDateTime,
+    guests: &mut [(String, Waiting)],
+) -> (String, Frames, Admission) {
+    let at_text = rfc3339(at);
+    let run = format!("run_{}", token());
+    let head = |seq: u64| format!(r#"{{"seq":{seq},"at":"{at_text}","instance_id":"{run}""#);
+    let started_data = json!({"instance_id": run, "room_name": meeting.id, "run": 1});
+    let joined_data = json!({"identity": host, "name": host, "role": "host"});
+    let mut before = Vec::new();
+    let started_tail = format!(r#","type":"meeting.started","data":{started_data}}}"#);
+    push_frame(&mut before, head(first).as_bytes(), started_tail.as_bytes());
+    let mut after = Vec::new();
+    let joined_tail = format!(r#","type":"participant.joined","data":{joined_data}}}"#);
+    push_frame(
+        &mut after,
+        head(first + 2).as_bytes(),
+        joined_tail.as_bytes(),
+    );
+    let start = head(first + 1);
+    guests.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // Each key is already JSON (a string with its quotes).
+    let admitted: Vec<&str> = guests
+        .iter()
+        .map(|(identity, _)| identity.as_str())
+        .collect();
+    let admission = Admission {
+        meeting: meeting.id.clone(),
+        last_seq: (first + 2) as i64,
+        at_ms: (at.unix_timestamp_nanos() / 1_000_000) as i64,
+        host: host.to_owned(),
+        events: [
+            (first as i64, "meeting.started", started_data.to_string()),
+            (
+                (first + 1) as i64,
+                "participants.admitted",
+                format!(
+                    r#"{{"identities":[{}],"room_name":{},"status":"live"}}"#,
+                    admitted.join(","),
+                    json!(meeting.id)
+                ),
+            ),
+            (
+                (first + 2) as i64,
+                "participant.joined",
+                joined_data.to_string(),
+            ),
+        ],
+        run,
+    };
+    let frames = Frames {
+        before: before.into(),
+        after: after.into(),
+    };
+    (start, frames, admission)
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Whole frames sent before and after each guest's admission (`store-floor`'s; none for
+/// rust-floor).
+#[derive(Default)]
+struct Frames {
+    before: Box<[u8]>,
+    after: Box<[u8]>,
 }
 
 /// What `store-floor` commits for a host's join.
@@ -521,9 +534,7 @@ impl Store {
 struct Fanout {
     guests: Vec<Waiting>,
     start: Arc<[u8]>,
-    /// Whole frames sent before and after each guest's admission (`store-floor`'s).
-    before: Arc<[u8]>,
-    after: Arc<[u8]>,
+    frames: Frames,
     /// The first guest no thread has taken yet.
     next: AtomicUsize,
     /// How many guests' frames have been handed to the kernel (or set aside in `late`).
@@ -544,7 +555,7 @@ impl Fanout {
             let to = (from + CHUNK).min(self.guests.len());
             let late = deliver(
                 &self.guests[from..to],
-                [&self.before, &self.start, &self.after],
+                [&self.frames.before, &self.start, &self.frames.after],
                 &mut frame,
             );
             if !late.is_empty() {
