@@ -9,7 +9,6 @@ use str0m::bwe::BweKind;
 use str0m::net::Receive;
 use str0m::{Event, Input, Output as RtcOutput};
 
-
 use super::{ConnId, DataKind, Engine, Output, PcKind, Transport};
 
 const MAX_DATA_PACKET_BYTES: usize = 256 * 1024;
