@@ -23,12 +23,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use convene_core::event::{Audience, Event, EventKind, ViewerClass};
 use convene_core::ids::{Identity, InstanceId, MeetingId};
 use convene_core::ports::EventSink;
 use convene_core::standing::{self, Movers, Standing};
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
 use crate::realtime::direct::{Conn, Inject, text_frame_header};
@@ -156,6 +158,14 @@ struct Sub {
     last_own_seq: u64,
 }
 
+/// Events a stream holds for a host's join (`meeting.started`, the admission, the host's
+/// `participant.joined`) and one more, inside its [`Direct`]: a bulk admission stages and writes
+/// them for each of thousands of guests, and reaches each guest's in the lines it already loaded.
+type Held<T> = SmallVec<[T; 4]>;
+
+/// What the hub wrote into a stream since its task last took them, in order.
+pub type Written = Held<Arc<Published>>;
+
 /// Events the hub wrote straight into an idle stream's connection, for its task to take in (the
 /// task is not woken for them; see [`crate::realtime::direct`]).
 #[derive(Default)]
@@ -166,10 +176,10 @@ struct Inbox {
     /// The highest sequence number the stream has handled or the hub has taken to write.
     after: u64,
     /// What the hub wrote, in order, for the task to fold into its standing.
-    written: Vec<Arc<Published>>,
+    written: Written,
     /// Taken to write at the end of the current publish, in order (one write for all of a
     /// commit's events).
-    staged: Vec<(Arc<Published>, Form)>,
+    staged: Held<(Arc<Published>, Form)>,
 }
 
 /// How a staged event is written.
@@ -186,23 +196,11 @@ enum Form {
 /// Events written into one stream before its task must be woken to take them in.
 const INBOX_LIMIT: usize = 32;
 
-impl Inbox {
-    /// Room for the events of a host's join (`meeting.started`, the admission, the host's
-    /// `participant.joined`) made when the stream subscribes, so a bulk admission does not
-    /// allocate for each guest it writes to.
-    fn with_room() -> Self {
-        Self {
-            written: Vec::with_capacity(4),
-            staged: Vec::with_capacity(4),
-            ..Self::default()
-        }
-    }
-}
-
 struct Direct {
     conn: Arc<Conn>,
-    /// Kept here, not behind a pointer of its own: a bulk admission stages three events for
-    /// each of thousands of guests, then writes them, and each guest's state is one load fewer.
+    /// Kept here, not behind a pointer of its own, with what it holds ([`Held`]): a bulk
+    /// admission stages three events for each of thousands of guests, then writes them, and
+    /// each guest's state is in one place.
     inbox: Mutex<Inbox>,
     /// The subscriber's identity as a JSON string, for its own form of an event.
     name: Option<Box<str>>,
@@ -296,6 +294,37 @@ impl Direct {
     }
 }
 
+/// Gives a subscriber the event: staged to write at the end of the publish while its stream is
+/// idle (the stream added to `staged` with its first), else through its queue after what it had
+/// staged. `listed`: see [`Direct::stage`]. `false`: its queue overflowed, drop it.
+fn offer(
+    key: Key,
+    sub: &Sub,
+    published: &Arc<Published>,
+    listed: bool,
+    staged: &mut Vec<(Key, Arc<Direct>)>,
+) -> bool {
+    let earlier = match &sub.direct {
+        Some(direct) => {
+            let (class, identity) = (sub.standing.class(), sub.identity.as_ref());
+            match direct.stage(published, class, identity, listed) {
+                Ok(first) => {
+                    if first {
+                        staged.push((key, direct.clone()));
+                    }
+                    return true;
+                }
+                Err(earlier) => earlier,
+            }
+        }
+        None => Vec::new(),
+    };
+    earlier
+        .into_iter()
+        .chain(std::iter::once(published.clone()))
+        .all(|p| sub.tx.try_send(p).is_ok())
+}
+
 /// Appends a WebSocket text frame of the concatenated `parts`.
 fn frame(buf: &mut Vec<u8>, parts: &[&str]) {
     let len = parts.iter().map(|p| p.len()).sum();
@@ -318,8 +347,14 @@ struct Room {
     by_identity: HashMap<Identity, Vec<Key>>,
     /// Reused buffer of recipients.
     scratch: Vec<Key>,
-    /// Subscribers with events staged to write at the end of the current publish.
-    staged: Vec<Key>,
+    /// Everyone a bulk admission lists who has a stream here, hosts too, found by [`Room::route`]
+    /// for [`Room::follow`] (which then need not look the identities up again), and the sequence
+    /// number of that admission.
+    listed: Vec<Key>,
+    listed_of: Option<u64>,
+    /// Subscribers with events staged to write at the end of the current publish, with their
+    /// stream (so the write does not look each up again).
+    staged: Vec<(Key, Arc<Direct>)>,
     /// Reused buffer for those writes.
     frames: Vec<u8>,
     /// The last sequence number delivered (`None`: not known yet).
@@ -399,25 +434,30 @@ impl Room {
         let Some(direct) = &sub.direct else {
             return true;
         };
-        direct
-            .flush(frames)
-            .into_iter()
-            .all(|p| sub.tx.try_send(p).is_ok())
+        Self::queue(sub, direct.flush(frames))
+    }
+
+    /// Queues what the hub could not write for the stream; `false` when its queue overflowed.
+    fn queue(sub: &Sub, back: Vec<Arc<Published>>) -> bool {
+        back.into_iter().all(|p| sub.tx.try_send(p).is_ok())
     }
 
     /// Writes every staged event (the end of a publish), one stream after another on this
-    /// thread. (A second writer thread was measured: it made a 1,000-guest admission slower, by
-    /// taking the core the guests' readers run on, and a 10,000-guest one no faster.)
+    /// thread. (A second writer thread was measured twice: it made a 1,000-guest admission
+    /// slower, by taking the core the guests' readers run on, and a 10,000-guest one no faster.)
     fn flush_staged(&mut self) {
         let mut dropped = Vec::new();
-        for key in &self.staged {
-            if let Some(sub) = self.subs.get(key)
-                && !Self::flush_one(sub, &mut self.frames)
+        for (key, direct) in self.staged.drain(..) {
+            let back = direct.flush(&mut self.frames);
+            // Looked up only when something must go through the queue (a subscriber removed
+            // since staging had what it staged written when it was removed).
+            if !back.is_empty()
+                && let Some(sub) = self.subs.get(&key)
+                && !Self::queue(sub, back)
             {
-                dropped.push(*key);
+                dropped.push(key);
             }
         }
-        self.staged.clear();
         for key in dropped {
             tracing::debug!("dropped a realtime subscriber whose queue was full");
             self.remove(key);
@@ -438,7 +478,8 @@ impl Room {
         out.clear();
         let mut listed_from = usize::MAX;
         match &event.audience {
-            Audience::Everyone => out.extend(self.subs.keys()),
+            // Not routed through keys: `deliver` goes over the subscribers themselves.
+            Audience::Everyone => {}
             Audience::Members => out.extend(self.hosts.iter().chain(self.members.iter())),
             Audience::Hosts => out.extend(self.hosts.iter()),
             Audience::Subject { identity } => {
@@ -467,13 +508,14 @@ impl Room {
                 out.extend(self.hosts.iter());
                 listed_from = out.len();
                 if let EventKind::ParticipantsAdmitted { identities, .. } = &event.kind {
+                    let mut listed = std::mem::take(&mut self.listed);
+                    listed.clear();
                     for identity in identities {
-                        out.extend(
-                            self.identity_keys(identity)
-                                .iter()
-                                .filter(|k| !self.hosts.contains(k)),
-                        );
+                        listed.extend_from_slice(self.identity_keys(identity));
                     }
+                    out.extend(listed.iter().filter(|k| !self.hosts.contains(k)));
+                    self.listed = listed;
+                    self.listed_of = Some(event.seq);
                 }
             }
         }
@@ -504,40 +546,38 @@ impl Room {
         if !self.next_in_order(event.seq) {
             return;
         }
-        let listed_from = self.route(event);
-        let recipients = std::mem::take(&mut self.scratch);
         let mut dropped = Vec::new();
-        if !recipients.is_empty() {
-            let published = Arc::new(Published::new(event));
-            for (index, key) in recipients.iter().enumerate() {
-                let Some(sub) = self.subs.get(key) else {
-                    continue;
-                };
-                let listed = index >= listed_from;
-                let staged = sub.direct.as_ref().map(|direct| {
-                    let (class, identity) = (sub.standing.class(), sub.identity.as_ref());
-                    direct.stage(&published, class, identity, listed)
-                });
-                let earlier = match staged {
-                    Some(Ok(first)) => {
-                        if first {
-                            self.staged.push(*key);
-                        }
-                        continue;
+        if matches!(event.audience, Audience::Everyone) {
+            // Every subscriber, in one pass over them rather than a lookup for each.
+            if !self.subs.is_empty() {
+                let published = Arc::new(Published::new(event));
+                for (key, sub) in &self.subs {
+                    if !offer(*key, sub, &published, false, &mut self.staged) {
+                        dropped.push(*key);
                     }
-                    Some(Err(earlier)) => earlier,
-                    None => Vec::new(),
-                };
-                let queued = earlier
-                    .into_iter()
-                    .chain(std::iter::once(published.clone()))
-                    .all(|p| sub.tx.try_send(p).is_ok());
-                if !queued {
-                    dropped.push(*key);
                 }
             }
+        } else {
+            let listed_from = self.route(event);
+            let recipients = std::mem::take(&mut self.scratch);
+            if !recipients.is_empty() {
+                let published = Arc::new(Published::new(event));
+                for (index, key) in recipients.iter().enumerate() {
+                    if let Some(sub) = self.subs.get(key)
+                        && !offer(
+                            *key,
+                            sub,
+                            &published,
+                            index >= listed_from,
+                            &mut self.staged,
+                        )
+                    {
+                        dropped.push(*key);
+                    }
+                }
+            }
+            self.scratch = recipients;
         }
-        self.scratch = recipients;
         for key in dropped {
             tracing::debug!(meeting = %event.meeting_id, "dropped a realtime subscriber whose queue was full");
             self.remove(key);
@@ -551,19 +591,19 @@ impl Room {
         let listed = matches!(movers, Movers::Listed(_));
         let affected: Vec<Key> = match movers {
             Movers::One(identity) => self.identity_keys(identity).to_vec(),
+            // Found by `route` when it routed this very event.
+            Movers::Listed(_) if self.listed_of == Some(event.seq) => {
+                self.listed_of = None;
+                std::mem::take(&mut self.listed)
+            }
             Movers::Listed(identities) => identities
                 .iter()
                 .flat_map(|identity| self.identity_keys(identity).iter().copied())
                 .collect(),
-            Movers::Everyone => self
-                .subs
-                .iter()
-                .filter(|(_, s)| s.identity.is_some())
-                .map(|(k, _)| *k)
-                .collect(),
+            Movers::Everyone => return self.follow_everyone(event),
             Movers::Nobody => return,
         };
-        for key in affected {
+        for &key in &affected {
             let Some(sub) = self.subs.get_mut(&key) else {
                 continue;
             };
@@ -584,6 +624,35 @@ impl Room {
                 // The stream task sees the same event in its queue and closes itself; the hub
                 // stops routing to it now.
                 Step::Close(_) => self.remove(key),
+            }
+        }
+        // Its room is kept for the next admission.
+        if affected.capacity() > self.listed.capacity() {
+            self.listed = affected;
+        }
+    }
+
+    /// [`Room::follow`] for an event that may move everyone (a meeting started or ended): one
+    /// pass over the subscribers instead of a lookup for each, the moves applied after it.
+    fn follow_everyone(&mut self, event: &Event) {
+        let mut moved = Vec::new();
+        for (key, sub) in &mut self.subs {
+            let Some(me) = &sub.identity else {
+                continue;
+            };
+            let mut standing = sub.standing;
+            let step = Step::apply(&mut standing, Some(me), sub.run.as_ref(), &event.kind);
+            if step != Step::Unchanged {
+                moved.push((*key, step, standing));
+            }
+            if !matches!(step, Step::Close(_)) {
+                sub.last_own_seq = event.seq;
+            }
+        }
+        for (key, step, standing) in moved {
+            match step {
+                Step::Close(_) => self.remove(key),
+                _ => self.set_standing(key, standing),
             }
         }
     }
@@ -635,7 +704,7 @@ impl Hub {
         let direct = conn.map(|conn| {
             Arc::new(Direct {
                 conn,
-                inbox: Mutex::new(Inbox::with_room()),
+                inbox: Mutex::default(),
                 name: identity
                     .as_ref()
                     .and_then(|i| serde_json::to_string(i.as_str()).ok())
@@ -733,6 +802,7 @@ impl Hub {
 impl EventSink for Hub {
     fn publish(&self, events: &[Event]) {
         let mut current: Option<(MeetingId, Arc<Mutex<Room>>)> = None;
+        let mut started = Instant::now();
         for (index, event) in events.iter().enumerate() {
             if current
                 .as_ref()
@@ -751,7 +821,18 @@ impl EventSink for Hub {
                     .get(index + 1)
                     .is_none_or(|next| next.meeting_id != event.meeting_id)
                 {
+                    let (routed, streams) = (Instant::now(), room.staged.len());
                     room.flush_staged();
+                    // Where a large fan-out's time goes (docs/benchmarks.md, "Join storms").
+                    tracing::debug!(
+                        meeting = %event.meeting_id,
+                        last_seq = event.seq,
+                        streams,
+                        routed_us = (routed - started).as_micros(),
+                        written_us = routed.elapsed().as_micros(),
+                        "published"
+                    );
+                    started = Instant::now();
                 }
             }
         }
@@ -780,7 +861,7 @@ impl Subscription {
     }
 
     /// The events the hub wrote into the connection since the last call, in order.
-    pub fn take_written(&self) -> Vec<Arc<Published>> {
+    pub fn take_written(&self) -> Written {
         self.direct
             .as_ref()
             .map(|direct| std::mem::take(&mut lock(&direct.inbox).written))
@@ -1053,6 +1134,37 @@ mod tests {
         };
         assert_eq!(alice.settle(member, 2), Settle::Settled);
         assert_eq!(carol.settle(waiting(), 2), Settle::Settled);
+    }
+
+    #[test]
+    fn each_bulk_admission_moves_its_own_list_whoever_it_was_routed_to() {
+        let hub = Hub::default();
+        let r = run();
+        let mut alice = guest(&hub, "alice", &r, None);
+        let mut bob = guest(&hub, "bob", &r, None);
+        let mut carol = guest(&hub, "carol", &r, None);
+        let admitted = |names: &[&str]| EventKind::ParticipantsAdmitted {
+            identities: names.iter().map(|n| id(n)).collect(),
+            room_name: "r".into(),
+            status: MeetingStatus::Live,
+        };
+        hub.publish(&[event(1, &r, Audience::Admitted, admitted(&["alice"]))]);
+        // Listing bob, but shown to hosts only: the hub finds whom it moves from this event's
+        // list, not from the keys it routed the previous admission by.
+        hub.publish(&[event(2, &r, Audience::Hosts, admitted(&["bob"]))]);
+        let members_only = EventKind::HandRaised {
+            identity: id("dave"),
+        };
+        hub.publish(&[event(3, &r, Audience::Members, members_only)]);
+        assert_eq!(drain(&mut alice), [1, 3]);
+        assert_eq!(drain(&mut bob), [3], "moved by the event it was not shown");
+        assert_eq!(drain(&mut carol), Vec::<u64>::new());
+        let member = Standing::Participant {
+            role: Role::Speaker,
+            state: ParticipantState::Admitted,
+        };
+        assert_eq!(bob.settle(member, 3), Settle::Settled);
+        assert_eq!(carol.settle(waiting(), 3), Settle::Settled);
     }
 
     #[test]
