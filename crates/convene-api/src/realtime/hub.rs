@@ -921,6 +921,31 @@ mod tests {
         }
     }
 
+    /// A bulk admission of `names`.
+    fn let_in(names: &[&str]) -> EventKind {
+        EventKind::ParticipantsAdmitted {
+            identities: names.iter().map(|n| id(n)).collect(),
+            room_name: "r".into(),
+            status: MeetingStatus::Live,
+        }
+    }
+
+    /// An event for members only.
+    fn hand_raised(seq: u64, r: &InstanceId) -> Event {
+        let kind = EventKind::HandRaised {
+            identity: id("dave"),
+        };
+        event(seq, r, Audience::Members, kind)
+    }
+
+    /// An admitted guest's standing.
+    fn member() -> Standing {
+        Standing::Participant {
+            role: Role::Speaker,
+            state: ParticipantState::Admitted,
+        }
+    }
+
     /// A waiting guest's subscription, written into directly when given its connection.
     fn guest(hub: &Hub, name: &str, run: &InstanceId, conn: Option<Arc<Conn>>) -> Subscription {
         hub.subscribe(
@@ -1000,12 +1025,7 @@ mod tests {
         hub.publish(std::slice::from_ref(&started));
         assert_eq!(drain(&mut alice), [1]);
         alice.idle(1);
-        let kind = EventKind::ParticipantsAdmitted {
-            identities: vec![id(quoted), id("bob")],
-            room_name: "r".into(),
-            status: MeetingStatus::Live,
-        };
-        let bulk = event(2, &r, Audience::Admitted, kind);
+        let bulk = event(2, &r, Audience::Admitted, let_in(&[quoted, "bob"]));
         hub.publish(std::slice::from_ref(&bulk));
         // Written, not queued: the task is not woken, and takes it in later.
         assert_eq!(drain(&mut alice), Vec::<u64>::new());
@@ -1068,12 +1088,12 @@ mod tests {
             Some(admin_io.conn()),
         );
         admin.idle(0);
-        let kind = EventKind::ParticipantsAdmitted {
-            identities: names.iter().map(|n| id(n)).collect(),
-            room_name: "r".into(),
-            status: MeetingStatus::Live,
-        };
-        let bulk = event(1, &r, Audience::Admitted, kind);
+        let bulk = event(
+            1,
+            &r,
+            Audience::Admitted,
+            let_in(&names.iter().map(String::as_str).collect::<Vec<_>>()),
+        );
         let published = Published::new(&bulk);
         // The listed guests are members now: the next members' event reaches them.
         let members_only = event(
@@ -1108,62 +1128,34 @@ mod tests {
 
     #[test]
     fn a_bulk_admission_reaches_the_listed_guests_and_hosts_and_makes_them_members() {
-        let hub = Hub::default();
-        let r = run();
-        let mut alice = guest(&hub, "alice", &r, None);
-        let mut bob = guest(&hub, "bob", &r, None);
-        let mut carol = guest(&hub, "carol", &r, None);
+        let (hub, r) = (Hub::default(), run());
+        let [mut alice, mut bob, mut carol] =
+            ["alice", "bob", "carol"].map(|name| guest(&hub, name, &r, None));
         let mut admin = hub.subscribe(&meeting(), None, None, Standing::Admin, None);
-        let kind = EventKind::ParticipantsAdmitted {
-            identities: vec![id("alice"), id("bob")],
-            room_name: "r".into(),
-            status: MeetingStatus::Live,
-        };
-        hub.publish(&[event(1, &r, Audience::Admitted, kind)]);
-        let members_only = EventKind::HandRaised {
-            identity: id("dave"),
-        };
-        hub.publish(&[event(2, &r, Audience::Members, members_only)]);
+        hub.publish(&[event(1, &r, Audience::Admitted, let_in(&["alice", "bob"]))]);
+        hub.publish(&[hand_raised(2, &r)]);
         assert_eq!(drain(&mut alice), [1, 2], "let in, then a member");
         assert_eq!(drain(&mut bob), [1, 2]);
         assert_eq!(drain(&mut carol), Vec::<u64>::new(), "not in the list");
         assert_eq!(drain(&mut admin), [1, 2]);
-        let member = Standing::Participant {
-            role: Role::Speaker,
-            state: ParticipantState::Admitted,
-        };
-        assert_eq!(alice.settle(member, 2), Settle::Settled);
+        assert_eq!(alice.settle(member(), 2), Settle::Settled);
         assert_eq!(carol.settle(waiting(), 2), Settle::Settled);
     }
 
     #[test]
     fn each_bulk_admission_moves_its_own_list_whoever_it_was_routed_to() {
-        let hub = Hub::default();
-        let r = run();
-        let mut alice = guest(&hub, "alice", &r, None);
-        let mut bob = guest(&hub, "bob", &r, None);
-        let mut carol = guest(&hub, "carol", &r, None);
-        let admitted = |names: &[&str]| EventKind::ParticipantsAdmitted {
-            identities: names.iter().map(|n| id(n)).collect(),
-            room_name: "r".into(),
-            status: MeetingStatus::Live,
-        };
-        hub.publish(&[event(1, &r, Audience::Admitted, admitted(&["alice"]))]);
+        let (hub, r) = (Hub::default(), run());
+        let [mut alice, mut bob, mut carol] =
+            ["alice", "bob", "carol"].map(|name| guest(&hub, name, &r, None));
+        hub.publish(&[event(1, &r, Audience::Admitted, let_in(&["alice"]))]);
         // Listing bob, but shown to hosts only: the hub finds whom it moves from this event's
         // list, not from the keys it routed the previous admission by.
-        hub.publish(&[event(2, &r, Audience::Hosts, admitted(&["bob"]))]);
-        let members_only = EventKind::HandRaised {
-            identity: id("dave"),
-        };
-        hub.publish(&[event(3, &r, Audience::Members, members_only)]);
+        hub.publish(&[event(2, &r, Audience::Hosts, let_in(&["bob"]))]);
+        hub.publish(&[hand_raised(3, &r)]);
         assert_eq!(drain(&mut alice), [1, 3]);
         assert_eq!(drain(&mut bob), [3], "moved by the event it was not shown");
         assert_eq!(drain(&mut carol), Vec::<u64>::new());
-        let member = Standing::Participant {
-            role: Role::Speaker,
-            state: ParticipantState::Admitted,
-        };
-        assert_eq!(bob.settle(member, 3), Settle::Settled);
+        assert_eq!(bob.settle(member(), 3), Settle::Settled);
         assert_eq!(carol.settle(waiting(), 3), Settle::Settled);
     }
 
