@@ -319,10 +319,7 @@ fn offer(
         }
         None => Vec::new(),
     };
-    earlier
-        .into_iter()
-        .chain(std::iter::once(published.clone()))
-        .all(|p| sub.tx.try_send(p).is_ok())
+    Room::queue(sub, earlier) && sub.tx.try_send(published.clone()).is_ok()
 }
 
 /// Appends a WebSocket text frame of the concatenated `parts`.
