@@ -95,6 +95,15 @@ struct Writer {
     counts: Arc<Counts>,
 }
 
+/// How the fast path's transaction begins.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Begin {
+    /// Begun (by sqlx) before its statements.
+    Done,
+    /// By the script's first statement (SQLite).
+    InScript,
+}
+
 /// Why a batch written without savepoints failed.
 enum FastError {
     /// This segment's version check or admission failed (the others may be fine).
@@ -121,7 +130,7 @@ impl SqlStore {
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let sender = self.committer.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(self.writer().run(receiver));
+            self.writer().start(receiver);
             sender
         });
         let (done, answer) = oneshot::channel();
@@ -202,7 +211,8 @@ async fn create(
 
 fn stopped() -> StoreError {
     backend(StoreFault::Config(
-        "the store's committer has stopped (the runtime is shutting down)".into(),
+        "the store's committer has stopped (the server is shutting down, or it could not start)"
+            .into(),
     ))
 }
 
@@ -212,6 +222,35 @@ struct Segment {
 }
 
 impl Writer {
+    /// Starts the committer. On SQLite it runs on a thread of its own: every statement is a
+    /// hand-off to the connection's thread and back, and a committer among the runtime's tasks
+    /// waits behind the requests in its queues at each one. On PostgreSQL it is a task of the
+    /// runtime: a connection's socket belongs to the runtime that opened it, and the committer's
+    /// connection comes from (and goes back to) the pool the requests use.
+    ///
+    /// The committer stops once every sender is gone (the store dropped); if its thread cannot
+    /// start, the receiver is dropped and every change queued fails with [`stopped`].
+    fn start(self, receiver: mpsc::UnboundedReceiver<Queued>) {
+        if self.backend == Backend::Postgres {
+            tokio::spawn(self.run(receiver));
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("convene-committer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(self.run(receiver)),
+                    Err(e) => tracing::error!(error = %e, "the store's committer could not start"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "the store's committer could not start");
+        }
+    }
+
     async fn run(self, mut receiver: mpsc::UnboundedReceiver<Queued>) {
         let mut synced = Synced::default();
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -271,10 +310,11 @@ impl Writer {
                 if done
                     .iter()
                     .any(|r| matches!(r, Err(StoreError::Backend(_))))
+                    && let Some(mut connection) = held.take()
                 {
-                    // Perhaps the connection broke: the next run takes one from the pool (which
-                    // checks it before handing it out).
-                    held = None;
+                    // Perhaps the connection broke, or is still inside a transaction: it is
+                    // closed, not given back to the pool. The next run takes another.
+                    connection.close_on_drop();
                 }
                 results.extend(done);
             }
@@ -365,10 +405,79 @@ impl Writer {
             return Ok(());
         }
         let batch = |e: sqlx::Error| FastError::Batch(backend(e));
-        let mut tx = connection.begin().await.map_err(batch)?;
         // One look for any endpoint in the whole batch, not one queueing statement per meeting
         // when there is none (a storm across 200 rooms is 200 meetings a batch).
         let together = together(changes, encoded, segments)?;
+        let wrote = if self.backend == Backend::Sqlite && together.is_some() {
+            // Every call is a hand-off to SQLite's thread and back, and sqlx's `begin` and
+            // `commit` wait for an acknowledgement on top: `BEGIN` goes with the batch's script
+            // (nothing is read before it), `COMMIT` or `ROLLBACK` is a plain statement.
+            let outcome = self
+                .write_fast_in(
+                    connection,
+                    Begin::InScript,
+                    together,
+                    changes,
+                    encoded,
+                    segments,
+                    synced,
+                )
+                .await;
+            let end = if outcome.is_ok() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            let ended = sqlx::query(end).execute(&mut *connection).await;
+            match (outcome, ended) {
+                (Ok(wrote), Ok(_)) => wrote,
+                (Err(e), Ok(_)) => return Err(e),
+                // `COMMIT` failed (SQLite keeps the transaction open when it is busy), or
+                // `ROLLBACK` did: rolled back if it can be, and written again with savepoints. If
+                // the transaction is still open, their `BEGIN` fails and the connection is closed
+                // (see `run`).
+                (_, Err(e)) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+                    return Err(batch(e));
+                }
+            }
+        } else {
+            let mut tx = connection.begin().await.map_err(batch)?;
+            let wrote = self
+                .write_fast_in(
+                    &mut tx,
+                    Begin::Done,
+                    together,
+                    changes,
+                    encoded,
+                    segments,
+                    synced,
+                )
+                .await?;
+            tx.commit().await.map_err(batch)?;
+            wrote
+        };
+        if synced.0.len() + wrote.len() > MAX_SYNCED {
+            synced.0.clear();
+        }
+        synced.0.extend(wrote);
+        Ok(())
+    }
+
+    /// [`Writer::write_fast`]'s statements, in its transaction (begun, or begun by the script);
+    /// the meetings whose own webhook endpoint it wrote, with their URL.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_fast_in(
+        &self,
+        tx: &mut AnyConnection,
+        begin: Begin,
+        together: Option<Vec<(&MeetingValues, i64)>>,
+        changes: &[&Change],
+        encoded: &[Option<Encoded>],
+        segments: &[Segment],
+        synced: &Synced,
+    ) -> Result<Vec<(String, Option<String>)>, FastError> {
+        let batch = |e: sqlx::Error| FastError::Batch(backend(e));
         // Each person's `waiting_gen`: read in the same call when the meetings' rows are written
         // there, else from each segment's check, made now.
         let waiting_gens = match &together {
@@ -377,7 +486,7 @@ impl Writer {
                 let mut gens = Vec::with_capacity(segments.len());
                 for (s, segment) in segments.iter().enumerate() {
                     let admissions = self
-                        .check_segment(&mut tx, changes, encoded, segment)
+                        .check_segment(tx, changes, encoded, segment)
                         .await
                         .map_err(|e| FastError::Segment(s, e))?;
                     gens.push(WaitingGen::Known(admissions));
@@ -392,6 +501,9 @@ impl Writer {
         // another writes (a person's `waiting_gen` reads the meeting's admission count, which
         // the meetings' statement does not change).
         let mut script = Script::combined(self.bulk.params);
+        if begin == Begin::InScript {
+            script.push("BEGIN");
+        }
         if let Some(meetings) = &together {
             push_meetings(&mut script, meetings, self.bulk);
         }
@@ -410,7 +522,7 @@ impl Writer {
                 .collect();
             crate::listen::push_notify_all(&mut script, &commits);
         }
-        let rows = script.run(&mut tx).await.map_err(batch)?;
+        let rows = script.run(tx).await.map_err(batch)?;
         if let Some(meetings) = &together {
             let written = meetings_written(&rows).map_err(FastError::Batch)?;
             if let Some(s) = meetings
@@ -434,7 +546,7 @@ impl Writer {
                 .as_ref()
                 .map(|u| u.as_str().to_owned());
             if synced.0.get(meeting.id.as_str()) != Some(&url) {
-                crate::webhooks::sync_meeting_endpoint(&mut tx, meeting)
+                crate::webhooks::sync_meeting_endpoint(tx, meeting)
                     .await
                     .map_err(batch)?;
                 wrote.push((meeting.id.as_str().to_owned(), url));
@@ -450,17 +562,12 @@ impl Writer {
             if let Some(((from, _), (_, to))) = seqs
                 && endpoints
             {
-                enqueue_webhooks(&mut tx, &meeting.id, from, to)
+                enqueue_webhooks(tx, &meeting.id, from, to)
                     .await
                     .map_err(FastError::Batch)?;
             }
         }
-        tx.commit().await.map_err(batch)?;
-        if synced.0.len() + wrote.len() > MAX_SYNCED {
-            synced.0.clear();
-        }
-        synced.0.extend(wrote);
-        Ok(())
+        Ok(wrote)
     }
 
     /// A segment's meeting row, written if still at the version its first change was computed

@@ -317,7 +317,7 @@ impl Meetings {
             let mut tx = Tx::new(meeting, self.now());
             let value = op(&mut tx, loaded)?;
             let unchanged = tx.meeting().clone();
-            let Some(change) = tx.finish() else {
+            let Some(mut change) = tx.finish() else {
                 return Ok((unchanged, value));
             };
             // Once settled (in commit order, even if this caller goes away), the views follow
@@ -333,15 +333,18 @@ impl Meetings {
             };
             // Queued in the views first: the store may settle the change before `submit` returns.
             let mut turn = slot.queue(&change);
-            let durable = self.store.submit(change.clone(), settled);
+            // The store takes the change; the caller keeps what it needs after (the store does
+            // not read the media commands).
+            let (meeting, media) = (change.meeting.clone(), std::mem::take(&mut change.media));
+            let durable = self.store.submit(change, settled);
             drop(computing);
             match durable.await {
                 Ok(()) => {
-                    if !change.media.is_empty() {
+                    if !media.is_empty() {
                         turn.wait().await;
-                        self.media.apply(&change.media).await;
+                        self.media.apply(&media).await;
                     }
-                    return Ok((change.meeting, value));
+                    return Ok((meeting, value));
                 }
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
