@@ -21,8 +21,8 @@
 //!   ([`Subscription::settle`]) and re-reads the store when the hub had it wrong.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use convene_core::event::{Audience, Event, EventKind, ViewerClass};
@@ -143,6 +143,80 @@ struct Inner {
     next_key: AtomicU64,
     config: HubConfig,
     closed: AtomicBool,
+    /// The second writer of large publishes ([`Writes`]), started by the first (`None`: it could
+    /// not start; the publishing thread writes alone). It stops with the hub.
+    helper: OnceLock<Option<Mutex<std::sync::mpsc::Sender<Arc<Writes>>>>>,
+}
+
+/// Below this many streams to write, a publish's own thread writes them all (waking the helper
+/// would cost more than it saves).
+const SPLIT_AT: usize = 64;
+/// Streams a writer takes at a time.
+const CHUNK: usize = 32;
+
+/// A publish's writes, shared by its thread and the hub's helper thread so that both cores send:
+/// each takes chunks of streams from a shared counter, so a helper late to get a core leaves
+/// more to the publishing thread, which then waits only for a chunk the helper is still writing.
+/// Each stream is written once, by one of them; streams are independent of each other.
+struct Writes {
+    staged: Vec<(Key, Arc<Direct>)>,
+    /// The first stream no writer has taken.
+    next: AtomicUsize,
+    /// Streams written.
+    done: AtomicUsize,
+    /// What must go through a subscriber's queue instead ([`Direct::flush`]).
+    back: Mutex<Vec<(Key, Vec<Arc<Published>>)>>,
+}
+
+impl Writes {
+    /// Takes chunks until none is left, writing each stream's staged frames.
+    fn take_chunks(&self, buf: &mut Vec<u8>) {
+        let len = self.staged.len();
+        loop {
+            let from = self.next.fetch_add(CHUNK, Ordering::AcqRel);
+            if from >= len {
+                return;
+            }
+            let to = (from + CHUNK).min(len);
+            let mut back = Vec::new();
+            for (key, direct) in &self.staged[from..to] {
+                let events = direct.flush(buf);
+                if !events.is_empty() {
+                    back.push((*key, events));
+                }
+            }
+            if !back.is_empty() {
+                lock(&self.back).append(&mut back);
+            }
+            self.done.fetch_add(to - from, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Inner {
+    /// The helper thread's queue, the thread started at the first call.
+    fn helper(&self) -> Option<&Mutex<std::sync::mpsc::Sender<Arc<Writes>>>> {
+        self.helper
+            .get_or_init(|| {
+                let (jobs, receiver) = std::sync::mpsc::channel::<Arc<Writes>>();
+                let started = std::thread::Builder::new()
+                    .name("convene-hub-writer".into())
+                    .spawn(move || {
+                        let mut buf = Vec::new();
+                        for writes in receiver {
+                            writes.take_chunks(&mut buf);
+                        }
+                    });
+                match started {
+                    Ok(_) => Some(Mutex::new(jobs)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the hub's second writer could not start");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
 }
 
 type Key = u64;
@@ -442,15 +516,42 @@ impl Room {
     /// Writes every staged event (the end of a publish), one stream after another on this
     /// thread. (A second writer thread was measured twice: it made a 1,000-guest admission
     /// slower, by taking the core the guests' readers run on, and a 10,000-guest one no faster.)
-    fn flush_staged(&mut self) {
+    /// Writes every stream staged in this publish; given the `helper` (a large publish), on two
+    /// threads ([`Writes`]).
+    fn flush_staged(&mut self, helper: Option<&Mutex<std::sync::mpsc::Sender<Arc<Writes>>>>) {
+        let back = match helper {
+            Some(helper) => {
+                let writes = Arc::new(Writes {
+                    staged: std::mem::take(&mut self.staged),
+                    next: AtomicUsize::new(0),
+                    done: AtomicUsize::new(0),
+                    back: Mutex::new(Vec::new()),
+                });
+                // If the helper is gone, this thread takes every chunk.
+                let _ = lock(helper).send(writes.clone());
+                writes.take_chunks(&mut self.frames);
+                while writes.done.load(Ordering::Acquire) < writes.staged.len() {
+                    std::thread::yield_now();
+                }
+                std::mem::take(&mut *lock(&writes.back))
+            }
+            _ => {
+                let mut back = Vec::new();
+                for (key, direct) in self.staged.drain(..) {
+                    let events = direct.flush(&mut self.frames);
+                    if !events.is_empty() {
+                        back.push((key, events));
+                    }
+                }
+                back
+            }
+        };
         let mut dropped = Vec::new();
-        for (key, direct) in self.staged.drain(..) {
-            let back = direct.flush(&mut self.frames);
+        for (key, events) in back {
             // Looked up only when something must go through the queue (a subscriber removed
             // since staging had what it staged written when it was removed).
-            if !back.is_empty()
-                && let Some(sub) = self.subs.get(&key)
-                && !Self::queue(sub, back)
+            if let Some(sub) = self.subs.get(&key)
+                && !Self::queue(sub, events)
             {
                 dropped.push(key);
             }
@@ -819,7 +920,12 @@ impl EventSink for Hub {
                     .is_none_or(|next| next.meeting_id != event.meeting_id)
                 {
                     let (routed, streams) = (Instant::now(), room.staged.len());
-                    room.flush_staged();
+                    let helper = if streams >= SPLIT_AT {
+                        self.inner.helper()
+                    } else {
+                        None
+                    };
+                    room.flush_staged(helper);
                     // Where a large fan-out's time goes (docs/benchmarks.md, "Join storms").
                     tracing::debug!(
                         meeting = %event.meeting_id,
@@ -1103,6 +1209,10 @@ mod tests {
         );
         let next = Published::new(&members_only);
         hub.publish(&[bulk]);
+        assert!(
+            hub.inner.helper.get().is_some_and(Option::is_some),
+            "a publish to this many streams is written on two threads"
+        );
         hub.publish(&[members_only]);
         for ((_, client), (name, sub)) in clients.iter_mut().zip(names.iter().zip(&mut subs)) {
             let expected = published.own_view(&id(name)).unwrap();
