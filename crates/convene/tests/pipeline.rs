@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use convene_core::event::Event;
+use convene_core::event::{Event, EventKind};
 use convene_core::ids::{DisplayName, Identity, MeetingId};
 use convene_core::meeting::{MeetingSettings, Mode, WaitingPolicy};
 use convene_core::participant::{ParticipantState, Role};
@@ -180,8 +180,8 @@ async fn operations_abandoned_half_way_leave_nothing_stuck_or_stale() {
     }
     println!("{answered} of 200 callers waited for their answer");
     assert!(answered >= 100);
-    // The meeting still moves: admitting everyone waiting (which reads the waiting room from
-    // the store, so waits until nothing is queued) completes, and admits everyone who entered.
+    // The meeting still moves: admitting everyone waiting (which waits until nothing is queued
+    // before it reads who is waiting) completes, and admits everyone who entered.
     let admitted = tokio::time::timeout(
         Duration::from_secs(10),
         s.meetings.admit_all(&id, &Caller::Admin),
@@ -213,4 +213,79 @@ async fn operations_abandoned_half_way_leave_nothing_stuck_or_stale() {
         let said = s.meetings.participant(&id, &who).await.ok();
         assert_eq!(said.as_ref(), stored.get(&who), "{who}");
     }
+}
+
+/// Admitting everyone waiting takes the waiting list from this node's view of the meeting when the
+/// view holds all its people: exactly those the store holds as waiting, in the store's order. A
+/// guest another node let wait, whom this node's view does not hold, is admitted too: the store
+/// refuses the change computed on the stale view, and it is computed again on what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitting_everyone_from_the_held_view_admits_exactly_those_waiting() {
+    let s = service().await;
+    let id = open_meeting(&s.meetings, WaitingPolicy::AskHost).await;
+    let person = |who: &str| Identity::parse(who).unwrap();
+    let wait = |meetings: Arc<Meetings>, who: &'static str| {
+        let id = id.clone();
+        async move {
+            let name = DisplayName::parse(who).unwrap();
+            let (_, guest) = meetings
+                .enter_untrusted(&id, Identity::parse(who).unwrap(), name, Role::Speaker)
+                .await
+                .unwrap();
+            assert_eq!(guest.state, ParticipantState::Waiting);
+        }
+    };
+    // Admits everyone waiting; checks the admission listed exactly `expected` and left nobody.
+    let admit_all = |expected: Vec<Identity>| {
+        let (meetings, store, id) = (s.meetings.clone(), s.store.clone(), id.clone());
+        async move {
+            assert_eq!(store.waiting_identities(&id).await.unwrap(), expected);
+            let admitted = meetings.admit_all(&id, &Caller::Admin).await.unwrap();
+            assert_eq!(store.waiting_identities(&id).await.unwrap(), []);
+            let events = store.events_after(&id, 0, 1_000).await.unwrap();
+            let last = events.last().unwrap();
+            assert_eq!(last.seq, admitted.last_seq);
+            match &last.kind {
+                EventKind::ParticipantsAdmitted { identities, .. } => {
+                    assert_eq!(identities, &expected, "the admission lists those waiting");
+                }
+                other => panic!("the last event is {other:?}"),
+            }
+            for who in &expected {
+                let stored = store.participant(&id, who).await.unwrap().unwrap();
+                assert_eq!(stored.state, ParticipantState::Admitted, "{who:?}");
+            }
+        }
+    };
+    for who in ["carol", "bob", "alice", "dave"] {
+        wait(s.meetings.clone(), who).await;
+    }
+    // No longer waiting: one admitted alone, one denied.
+    s.meetings
+        .admit(&id, &Caller::Admin, &person("dave"))
+        .await
+        .unwrap();
+    s.meetings
+        .deny(&id, &Caller::Admin, &person("carol"))
+        .await
+        .unwrap();
+    admit_all(vec![person("alice"), person("bob")]).await;
+    let carol = s.store.participant(&id, &person("carol")).await.unwrap();
+    assert!(
+        carol.is_none_or(|c| c.state != ParticipantState::Admitted),
+        "denied stays out"
+    );
+
+    // Another node on the same database lets a guest wait; this node is not told.
+    let other = Arc::new(Meetings::new(
+        s.store.clone(),
+        Arc::new(convene::SystemClock),
+        Arc::new(convene::OsEntropy),
+        Arc::new(NoMedia),
+        Arc::new(Recorder::default()),
+        Default::default(),
+    ));
+    wait(s.meetings.clone(), "frank").await;
+    wait(other, "erin").await;
+    admit_all(vec![person("erin"), person("frank")]).await;
 }

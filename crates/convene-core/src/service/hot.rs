@@ -19,6 +19,8 @@
 //! An operation that reads lists (everyone waiting, everyone present, a count) waits until
 //! nothing is queued and reads the store, as does a read of a person not in the views while a
 //! queued change admits everyone waiting (that change moves people the views do not hold).
+//! Everyone waiting comes from the durable view instead when it holds everyone in the meeting:
+//! a host's join that admits 10,000 guests does not read 10,000 rows first.
 //!
 //! When another node writes the meeting (a commit here failed, or another node's commit was
 //! notified), the slot turns *careful*: the next operation waits until nothing is queued and reads
@@ -349,6 +351,26 @@ impl Slot {
         if let Some(view) = &mut state.durable {
             view.people.insert(person.identity.clone(), person.clone());
         }
+    }
+
+    /// Everyone waiting, in byte order (as the store gives them), from the durable view: when it
+    /// holds everyone in the meeting, at `last_seq`, and nothing is queued. `None`: read them
+    /// from the store.
+    pub(super) fn waiting(&self, last_seq: u64) -> Option<Vec<Identity>> {
+        let mut waiting: Vec<Identity> = {
+            let state = self.state();
+            let view = state.durable.as_ref().filter(|view| {
+                view.complete && view.meeting.last_seq == last_seq && state.queued == 0
+            })?;
+            view.people
+                .values()
+                .filter(|person| person.state == ParticipantState::Waiting)
+                .map(|person| person.identity.clone())
+                .collect()
+        };
+        // Sorted outside the lock: the committer settles through it.
+        waiting.sort_unstable();
+        Some(waiting)
     }
 
     /// Resolves once nothing is queued.

@@ -261,7 +261,10 @@ impl Meetings {
             slot.drained().await;
         }
         let waiting = if waiting {
-            self.store.waiting_identities(id).await?
+            match slot.waiting(meeting.last_seq) {
+                Some(held) => held,
+                None => self.store.waiting_identities(id).await?,
+            }
         } else {
             Vec::new()
         };
