@@ -145,7 +145,7 @@ struct Inner {
     closed: AtomicBool,
     /// The second writer of large publishes ([`Writes`]), started by the first (`None`: it could
     /// not start; the publishing thread writes alone). It stops with the hub.
-    helper: OnceLock<Option<Mutex<std::sync::mpsc::Sender<Arc<Writes>>>>>,
+    helper: OnceLock<Option<std::sync::mpsc::Sender<Arc<Writes>>>>,
 }
 
 /// Below this many streams to write, a publish's own thread writes them all (waking the helper
@@ -195,7 +195,7 @@ impl Writes {
 
 impl Inner {
     /// The helper thread's queue, the thread started at the first call.
-    fn helper(&self) -> Option<&Mutex<std::sync::mpsc::Sender<Arc<Writes>>>> {
+    fn helper(&self) -> Option<&std::sync::mpsc::Sender<Arc<Writes>>> {
         self.helper
             .get_or_init(|| {
                 let (jobs, receiver) = std::sync::mpsc::channel::<Arc<Writes>>();
@@ -208,7 +208,7 @@ impl Inner {
                         }
                     });
                 match started {
-                    Ok(_) => Some(Mutex::new(jobs)),
+                    Ok(_) => Some(jobs),
                     Err(e) => {
                         tracing::warn!(error = %e, "the hub's second writer could not start");
                         None
@@ -513,12 +513,11 @@ impl Room {
         back.into_iter().all(|p| sub.tx.try_send(p).is_ok())
     }
 
-    /// Writes every staged event (the end of a publish), one stream after another on this
-    /// thread. (A second writer thread was measured twice: it made a 1,000-guest admission
-    /// slower, by taking the core the guests' readers run on, and a 10,000-guest one no faster.)
-    /// Writes every stream staged in this publish; given the `helper` (a large publish), on two
-    /// threads ([`Writes`]).
-    fn flush_staged(&mut self, helper: Option<&Mutex<std::sync::mpsc::Sender<Arc<Writes>>>>) {
+    /// Writes every staged event (the end of a publish): on this thread, or given the `helper`
+    /// (a large publish), on two ([`Writes`]). Earlier tries spawned a thread per publish, which
+    /// each publish then waited for; a helper kept running took a 1,000-guest admission's writes
+    /// from 11.3 to 7.7 ms (docs/benchmarks.md, "Join storms").
+    fn flush_staged(&mut self, helper: Option<&std::sync::mpsc::Sender<Arc<Writes>>>) {
         let back = match helper {
             Some(helper) => {
                 let writes = Arc::new(Writes {
@@ -528,7 +527,7 @@ impl Room {
                     back: Mutex::new(Vec::new()),
                 });
                 // If the helper is gone, this thread takes every chunk.
-                let _ = lock(helper).send(writes.clone());
+                let _ = helper.send(writes.clone());
                 writes.take_chunks(&mut self.frames);
                 while writes.done.load(Ordering::Acquire) < writes.staged.len() {
                     std::thread::yield_now();
