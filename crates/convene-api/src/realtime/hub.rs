@@ -145,8 +145,14 @@ struct Inner {
     closed: AtomicBool,
     /// The second writer of large publishes ([`Writes`]), started by the first (`None`: it could
     /// not start; the publishing thread writes alone). It stops with the hub.
-    helper: OnceLock<Option<std::sync::mpsc::Sender<Arc<Writes>>>>,
+    helper: OnceLock<Option<Helper>>,
 }
+
+/// Where a publish hands its [`Writes`] to the hub's helper thread.
+type Helper = std::sync::mpsc::Sender<Arc<Writes>>;
+
+/// A stream whose staged events must go through its subscriber's queue instead, with them.
+type Back = (Key, Vec<Arc<Published>>);
 
 /// Below this many streams to write, a publish's own thread writes them all (waking the helper
 /// would cost more than it saves).
@@ -165,7 +171,18 @@ struct Writes {
     /// Streams written.
     done: AtomicUsize,
     /// What must go through a subscriber's queue instead ([`Direct::flush`]).
-    back: Mutex<Vec<(Key, Vec<Arc<Published>>)>>,
+    back: Mutex<Vec<Back>>,
+}
+
+/// Writes each stream's staged events; those that must go through the subscriber's queue
+/// instead go into `back`.
+fn flush_each(staged: &[(Key, Arc<Direct>)], buf: &mut Vec<u8>, back: &mut Vec<Back>) {
+    for (key, direct) in staged {
+        let events = direct.flush(buf);
+        if !events.is_empty() {
+            back.push((*key, events));
+        }
+    }
 }
 
 impl Writes {
@@ -179,12 +196,7 @@ impl Writes {
             }
             let to = (from + CHUNK).min(len);
             let mut back = Vec::new();
-            for (key, direct) in &self.staged[from..to] {
-                let events = direct.flush(buf);
-                if !events.is_empty() {
-                    back.push((*key, events));
-                }
-            }
+            flush_each(&self.staged[from..to], buf, &mut back);
             if !back.is_empty() {
                 lock(&self.back).append(&mut back);
             }
@@ -195,7 +207,7 @@ impl Writes {
 
 impl Inner {
     /// The helper thread's queue, the thread started at the first call.
-    fn helper(&self) -> Option<&std::sync::mpsc::Sender<Arc<Writes>>> {
+    fn helper(&self) -> Option<&Helper> {
         self.helper
             .get_or_init(|| {
                 let (jobs, receiver) = std::sync::mpsc::channel::<Arc<Writes>>();
@@ -517,7 +529,7 @@ impl Room {
     /// (a large publish), on two ([`Writes`]). Earlier tries spawned a thread per publish, which
     /// each publish then waited for; a helper kept running took a 1,000-guest admission's writes
     /// from 11.3 to 7.7 ms (docs/benchmarks.md, "Join storms").
-    fn flush_staged(&mut self, helper: Option<&std::sync::mpsc::Sender<Arc<Writes>>>) {
+    fn flush_staged(&mut self, helper: Option<&Helper>) {
         let back = match helper {
             Some(helper) => {
                 let writes = Arc::new(Writes {
@@ -534,14 +546,10 @@ impl Room {
                 }
                 std::mem::take(&mut *lock(&writes.back))
             }
-            _ => {
+            None => {
                 let mut back = Vec::new();
-                for (key, direct) in self.staged.drain(..) {
-                    let events = direct.flush(&mut self.frames);
-                    if !events.is_empty() {
-                        back.push((key, events));
-                    }
-                }
+                flush_each(&self.staged, &mut self.frames, &mut back);
+                self.staged.clear();
                 back
             }
         };
