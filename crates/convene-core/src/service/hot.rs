@@ -12,9 +12,16 @@
 //!   yet durable leave them. The next operation on the meeting is computed on it, so operations
 //!   on one meeting are pipelined: the store commits them in groups ([`crate::ports::Store::submit`]),
 //!   and a change computed on one that fails fails too (its version never appears) and is
-//!   computed again.
+//!   computed again. A person leaves it once the change that wrote them last is durable (they
+//!   move to the durable view), so under a steady stream of changes it holds only what is on its
+//!   way, not everyone written since the queue was last empty.
 //! - **the turn**: what follows a commit (events to the sink, commands to the media engine) is
 //!   done in the order the changes were queued, whatever order their callers wake up in.
+//!
+//! The durable view is bounded: past [`MAX_HELD`] people it lets go of those no longer in the
+//! meeting (left, removed, banned), who are read from the store if they come back; a meeting too
+//! large to hold whole ([`MAX_ROSTER`] people ever) is counted once per view, and then each
+//! person it needs is read and held.
 //!
 //! An operation that reads lists (everyone waiting, everyone present, a count) waits until
 //! nothing is queued and reads the store, as does a read of a person not in the views while a
@@ -48,6 +55,10 @@ const MAX_SLOTS: usize = 8192;
 /// People ever in a meeting (in any state) up to which a durable view holds them all; a larger
 /// meeting's people are read one by one.
 pub(super) const MAX_ROSTER: u64 = 20_000;
+/// People a durable view holds before it lets go of those no longer in the meeting (left,
+/// removed, banned): a meeting that runs for days with people coming and going does not grow
+/// its view with everyone who ever came. Those let go are read from the store if they return.
+const MAX_HELD: usize = 50_000;
 
 /// The slots of the meetings in use on this node, and the rooms' meetings seen.
 #[derive(Default)]
@@ -81,7 +92,7 @@ impl Slots {
         let slot = self.get(&meeting.id);
         let version = slot.version();
         if self.changes() == changes {
-            slot.fill_meeting(meeting, version);
+            slot.fill_meeting(meeting, version, false);
         }
     }
 
@@ -200,16 +211,65 @@ type People = HashMap<Identity, Box<Participant>>;
 struct View {
     meeting: Meeting,
     people: People,
-    /// `people` is everyone in the meeting (read whole, then kept by the commits): someone not
-    /// in it is not in the meeting.
-    complete: bool,
+    roster: Roster,
+    /// Past this many people, [`View::bound`] lets go of those not in the meeting.
+    bound_at: usize,
+}
+
+/// Whom a durable view's `people` hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Roster {
+    /// Everyone in the meeting (read whole, then kept by the commits): someone not held is not
+    /// in the meeting.
+    Whole,
+    /// Some of them: the next change on the meeting reads them all, if there are not too many.
+    Part,
+    /// Some of them, in a meeting too large to hold whole (or whose view let go of those who
+    /// left): each person not held is read from the store, and the meeting is not counted again.
+    Large,
+}
+
+impl View {
+    fn new(meeting: &Meeting, people: People, roster: Roster) -> Self {
+        Self {
+            meeting: meeting.clone(),
+            people,
+            roster,
+            bound_at: MAX_HELD,
+        }
+    }
+
+    /// Past `bound_at` people, lets go of those not in the meeting; then waits until the view
+    /// has doubled (or is back past `limit`) before looking again, so that a meeting where
+    /// everyone stays is not searched at every commit.
+    fn bound(&mut self, limit: usize) {
+        if self.people.len() <= self.bound_at {
+            return;
+        }
+        let before = self.people.len();
+        self.people.retain(|_, person| person.state.is_present());
+        if self.people.len() < before {
+            self.people.shrink_to_fit();
+            if self.roster == Roster::Whole {
+                self.roster = Roster::Large;
+            }
+        }
+        self.bound_at = limit.max(self.people.len().saturating_mul(2));
+    }
 }
 
 struct Ahead {
     meeting: Meeting,
-    people: People,
+    /// Those the queued changes wrote, with the `last_seq` of the last change to write each:
+    /// once that change is durable, the durable view holds the same and the entry goes.
+    people: HashMap<Identity, Queued>,
     /// A queued change admits everyone waiting.
     admits: bool,
+}
+
+struct Queued {
+    seq: u64,
+    person: Box<Participant>,
 }
 
 /// Where to find a person for an operation.
@@ -223,15 +283,16 @@ pub(super) enum Lookup {
     Drain,
 }
 
-/// Everyone waiting is admitted to the meeting's current run, as the store does it.
-fn admit(people: &mut People, meeting: &Meeting) {
-    for person in people.values_mut() {
-        if person.state == ParticipantState::Waiting {
-            person.state = ParticipantState::Admitted;
-            person.admitted_in = Some(meeting.run.instance_id.clone());
-            person.updated_at = meeting.updated_at;
-        }
+/// Someone waiting is admitted to the meeting's current run, as the store does it; `true` if
+/// they were waiting.
+fn admit(person: &mut Participant, meeting: &Meeting) -> bool {
+    if person.state != ParticipantState::Waiting {
+        return false;
     }
+    person.state = ParticipantState::Admitted;
+    person.admitted_in = Some(meeting.run.instance_id.clone());
+    person.updated_at = meeting.updated_at;
+    true
 }
 
 impl Slot {
@@ -277,48 +338,56 @@ impl Slot {
     pub(super) fn person_ahead(&self, identity: &Identity) -> Lookup {
         let state = self.state();
         if let Some(ahead) = &state.ahead {
-            if let Some(person) = ahead.people.get(identity) {
-                return Lookup::Found(Participant::clone(person));
+            if let Some(queued) = ahead.people.get(identity) {
+                return Lookup::Found(Participant::clone(&queued.person));
             }
             if ahead.admits {
-                return Lookup::Drain;
+                // Not written by a queued change: as the durable view holds them, unless the
+                // queued admission moves them (or the view does not say).
+                let held = state.durable.as_ref().and_then(|v| v.people.get(identity));
+                return match held {
+                    Some(person) if person.state != ParticipantState::Waiting => {
+                        Lookup::Found(Participant::clone(person))
+                    }
+                    _ => Lookup::Drain,
+                };
             }
         }
         match &state.durable {
             Some(view) => match view.people.get(identity) {
                 Some(person) => Lookup::Found(Participant::clone(person)),
-                None if view.complete => Lookup::Absent,
+                None if view.roster == Roster::Whole => Lookup::Absent,
                 None => Lookup::Read(state.version),
             },
             None => Lookup::Read(state.version),
         }
     }
 
-    /// A meeting read from the store when `version` was current.
-    pub(super) fn fill_meeting(&self, meeting: &Meeting, version: u64) {
+    /// A meeting read from the store when `version` was current. `large`: it was counted too
+    /// large to hold everyone in it (else its people are read whole at the next change).
+    pub(super) fn fill_meeting(&self, meeting: &Meeting, version: u64, large: bool) {
         let mut state = self.state();
         if state.version != version {
             return;
         }
+        let roster = if large { Roster::Large } else { Roster::Part };
         match &mut state.durable {
-            Some(view) if view.meeting.last_seq == meeting.last_seq => {}
-            durable => {
-                *durable = Some(View {
-                    meeting: meeting.clone(),
-                    people: HashMap::new(),
-                    complete: false,
-                });
+            Some(view) if view.meeting.last_seq == meeting.last_seq => {
+                if view.roster == Roster::Part {
+                    view.roster = roster;
+                }
             }
+            durable => *durable = Some(View::new(meeting, HashMap::new(), roster)),
         }
     }
 
-    /// The durable view does not hold everyone in the meeting.
+    /// The durable view holds neither everyone in the meeting nor a meeting known too large to:
+    /// read everyone (or count them) before computing on it.
     pub(super) fn roster_missing(&self) -> bool {
-        !self
-            .state()
+        self.state()
             .durable
             .as_ref()
-            .is_some_and(|view| view.complete)
+            .is_none_or(|view| view.roster == Roster::Part)
     }
 
     /// The meeting and everyone in it, read from the store (the meeting first). Held unless the
@@ -328,23 +397,19 @@ impl Slot {
     pub(super) fn fill_roster(&self, meeting: &Meeting, people: Vec<Participant>) {
         let mut state = self.state();
         if meeting.last_seq < state.known_seq
-            || state
-                .durable
-                .as_ref()
-                .is_some_and(|view| view.complete && view.meeting.last_seq >= meeting.last_seq)
+            || state.durable.as_ref().is_some_and(|view| {
+                view.roster == Roster::Whole && view.meeting.last_seq >= meeting.last_seq
+            })
         {
             return;
         }
         // Person reads started before this one must not fill it.
         state.bump(&self.changes);
-        state.durable = Some(View {
-            meeting: meeting.clone(),
-            people: people
-                .into_iter()
-                .map(|p| (p.identity.clone(), Box::new(p)))
-                .collect(),
-            complete: true,
-        });
+        let people = people
+            .into_iter()
+            .map(|p| (p.identity.clone(), Box::new(p)))
+            .collect();
+        state.durable = Some(View::new(meeting, people, Roster::Whole));
     }
 
     /// A person read from the store when `version` was current.
@@ -356,6 +421,7 @@ impl Slot {
         if let Some(view) = &mut state.durable {
             view.people
                 .insert(person.identity.clone(), Box::new(person.clone()));
+            view.bound(MAX_HELD);
         }
     }
 
@@ -366,7 +432,9 @@ impl Slot {
         let mut waiting: Vec<Identity> = {
             let state = self.state();
             let view = state.durable.as_ref().filter(|view| {
-                view.complete && view.meeting.last_seq == last_seq && state.queued == 0
+                view.roster == Roster::Whole
+                    && view.meeting.last_seq == last_seq
+                    && state.queued == 0
             })?;
             view.people
                 .values()
@@ -402,15 +470,21 @@ impl Slot {
             people: HashMap::new(),
             admits: false,
         });
+        let seq = change.meeting.last_seq;
         if change.admit_waiting.is_some() {
-            admit(&mut ahead.people, &change.meeting);
+            for queued in ahead.people.values_mut() {
+                if admit(&mut queued.person, &change.meeting) {
+                    queued.seq = seq;
+                }
+            }
             ahead.admits = true;
         }
         ahead.meeting = change.meeting.clone();
         for person in &change.participants {
+            let person = Box::new(person.clone());
             ahead
                 .people
-                .insert(person.identity.clone(), Box::new(person.clone()));
+                .insert(person.identity.clone(), Queued { seq, person });
         }
         state.ahead = Some(ahead);
         state.queued += 1;
@@ -431,22 +505,45 @@ impl Slot {
         state.bump(&self.changes);
         match result {
             Ok(()) => {
+                let seq = change.meeting.last_seq;
                 state.careful = false;
-                state.known_seq = state.known_seq.max(change.meeting.last_seq);
+                state.known_seq = state.known_seq.max(seq);
+                // Those this change wrote last leave the view ahead: durable now, they are
+                // what the durable view holds (moved there, not copied again).
+                let mut settled: Vec<Box<Participant>> = Vec::new();
+                if let Some(ahead) = &mut state.ahead {
+                    for person in &change.participants {
+                        if ahead
+                            .people
+                            .get(&person.identity)
+                            .is_some_and(|q| q.seq == seq)
+                            && let Some(queued) = ahead.people.remove(&person.identity)
+                        {
+                            settled.push(queued.person);
+                        }
+                    }
+                }
                 state.durable = match state.durable.take() {
                     Some(mut view) if Some(view.meeting.last_seq) == change.expected_seq => {
                         if change.admit_waiting.is_some() {
-                            admit(&mut view.people, &change.meeting);
+                            for person in view.people.values_mut() {
+                                admit(person, &change.meeting);
+                            }
                         }
                         view.meeting = change.meeting.clone();
+                        let mut moved = settled.into_iter().peekable();
                         for person in &change.participants {
-                            view.people
-                                .insert(person.identity.clone(), Box::new(person.clone()));
+                            let held = match moved.next_if(|p| p.identity == person.identity) {
+                                Some(held) => held,
+                                None => Box::new(person.clone()),
+                            };
+                            view.people.insert(person.identity.clone(), held);
                         }
+                        view.bound(MAX_HELD);
                         Some(view)
                     }
                     // Read from the store after this commit: it holds the commit already.
-                    Some(view) if view.meeting.last_seq >= change.meeting.last_seq => Some(view),
+                    Some(view) if view.meeting.last_seq >= seq => Some(view),
                     _ => None,
                 };
             }
@@ -482,3 +579,7 @@ impl Turn {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "hot_tests.rs"]
+mod tests;

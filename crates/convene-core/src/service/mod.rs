@@ -181,17 +181,22 @@ impl Meetings {
                 .ok_or_else(|| DomainError::code(ErrorCode::MeetingNotFound))?;
             // After a failed commit, read as little as possible: another node is writing this
             // meeting, and a long read only widens the window for the next conflict.
-            let whole = !slot.careful()
-                && self
+            // Counted once per view: a meeting too large to hold is not counted again until
+            // its view is dropped.
+            let large = if slot.careful() {
+                None
+            } else {
+                let count = self
                     .store
                     .count_participants(id, &ParticipantState::ALL)
-                    .await?
-                    <= hot::MAX_ROSTER;
-            if whole {
+                    .await?;
+                Some(count > hot::MAX_ROSTER)
+            };
+            if large == Some(false) {
                 let people = self.store.participants(id, None).await?;
                 slot.fill_roster(&meeting, people);
             } else {
-                slot.fill_meeting(&meeting, version);
+                slot.fill_meeting(&meeting, version, large == Some(true));
             }
             Some(meeting)
         } else {
@@ -385,7 +390,7 @@ impl Meetings {
         let version = slot.version();
         let meeting = self.store.meeting(id).await?;
         if let Some(meeting) = &meeting {
-            slot.fill_meeting(meeting, version);
+            slot.fill_meeting(meeting, version, false);
         }
         Ok(meeting)
     }
