@@ -253,20 +253,14 @@ pub fn enter(
             WaitingPolicy::WaitForHost => tx.meeting.is_live(),
             WaitingPolicy::AskHost | WaitingPolicy::Deny => false,
         };
-    let mut participant = existing.unwrap_or_else(|| Participant {
-        meeting_id: tx.meeting.id.clone(),
-        identity: entry.identity.clone(),
-        name: entry.name.clone(),
-        role,
-        state: ParticipantState::Waiting,
-        hand_raised: false,
-        invited: false,
-        media_connected: false,
-        admitted_in: None,
-        banned_until: None,
-        epoch: 0,
-        created_at: now,
-        updated_at: now,
+    let mut participant = existing.unwrap_or_else(|| {
+        Participant::arriving(
+            tx.meeting.id.clone(),
+            entry.identity.clone(),
+            entry.name.clone(),
+            role,
+            now,
+        )
     });
     participant.name = entry.name;
     let role_changed = participant.role != role;

@@ -95,6 +95,31 @@ pub struct Participant {
 }
 
 impl Participant {
+    /// Someone new to the meeting, as they first arrive: waiting, in no run yet, epoch 0.
+    pub fn arriving(
+        meeting_id: MeetingId,
+        identity: Identity,
+        name: DisplayName,
+        role: Role,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            meeting_id,
+            identity,
+            name,
+            role,
+            state: ParticipantState::Waiting,
+            hand_raised: false,
+            invited: false,
+            media_connected: false,
+            admitted_in: None,
+            banned_until: None,
+            epoch: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// Banned now (a timed ban ends by itself).
     pub fn is_banned_at(&self, now: Timestamp) -> bool {
         self.state == ParticipantState::Banned && self.banned_until.is_none_or(|until| until > now)

@@ -38,21 +38,15 @@ fn meeting(last_seq: u64) -> Meeting {
 }
 
 fn person(meeting: &Meeting, name: &str, state: ParticipantState) -> Participant {
-    Participant {
-        meeting_id: meeting.id.clone(),
-        identity: Identity::parse(name).unwrap(),
-        name: DisplayName::parse(name).unwrap(),
-        role: Role::Viewer,
-        state,
-        hand_raised: false,
-        invited: false,
-        media_connected: false,
-        admitted_in: None,
-        banned_until: None,
-        epoch: 0,
-        created_at: NOW,
-        updated_at: NOW,
-    }
+    let mut person = Participant::arriving(
+        meeting.id.clone(),
+        Identity::parse(name).unwrap(),
+        DisplayName::parse(name).unwrap(),
+        Role::Viewer,
+        NOW,
+    );
+    person.state = state;
+    person
 }
 
 /// A change from `from` to `from + 1` writing `people`.
