@@ -260,8 +260,9 @@ impl View {
 
 struct Ahead {
     meeting: Meeting,
-    /// Those the queued changes wrote, with the `last_seq` of the last change to write each:
-    /// once that change is durable, the durable view holds the same and the entry goes.
+    /// Those the queued changes wrote, with the `last_seq` of the last change to write each
+    /// (every change carries an event, so no two queued changes share one): once that change is
+    /// durable, the durable view holds the same and the entry goes.
     people: HashMap<Identity, Queued>,
     /// A queued change admits everyone waiting.
     admits: bool,
