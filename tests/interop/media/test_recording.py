@@ -210,6 +210,10 @@ def test_a_recorded_meeting_gives_playable_tracks_a_composite_and_an_index(recei
                 stopped = call(server, mid, host_join["access_token"], f"/recordings/{rid}/stop")
                 assert stopped["state"] in ("processing", "ready", "failed"), stopped
                 await wait_for(lambda: told == [True, False], 5, "the SDK told the recording stopped")
+                # A pump that died left its track sending silence: say so rather than let the
+                # file's volume report it (CI once found the host's audio file silent).
+                dead = [t for t in pumps if t.done() and not t.cancelled() and t.exception() is not None]
+                assert not dead, ("a publishing task died", [repr(t.exception()) for t in dead])
                 return rid
             finally:
                 for task in pumps:
