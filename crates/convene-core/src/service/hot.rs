@@ -273,6 +273,17 @@ struct Queued {
     person: Box<Participant>,
 }
 
+impl Ahead {
+    /// The person as the change with `last_seq` `seq` wrote them, taken out if no later queued
+    /// change wrote them since (that change being durable, the durable view holds the same).
+    fn take_settled(&mut self, identity: &Identity, seq: u64) -> Option<Box<Participant>> {
+        match self.people.get(identity) {
+            Some(queued) if queued.seq == seq => self.people.remove(identity).map(|q| q.person),
+            _ => None,
+        }
+    }
+}
+
 /// Where to find a person for an operation.
 pub(super) enum Lookup {
     Found(Participant),
@@ -511,19 +522,12 @@ impl Slot {
                 state.known_seq = state.known_seq.max(seq);
                 // Those this change wrote last leave the view ahead: durable now, they are
                 // what the durable view holds (moved there, not copied again).
-                let mut settled: Vec<Box<Participant>> = Vec::new();
-                if let Some(ahead) = &mut state.ahead {
-                    for person in &change.participants {
-                        if ahead
-                            .people
-                            .get(&person.identity)
-                            .is_some_and(|q| q.seq == seq)
-                            && let Some(queued) = ahead.people.remove(&person.identity)
-                        {
-                            settled.push(queued.person);
-                        }
-                    }
-                }
+                // One for each of the change's participants, in order.
+                let settled: Vec<Option<Box<Participant>>> = change
+                    .participants
+                    .iter()
+                    .map(|p| state.ahead.as_mut()?.take_settled(&p.identity, seq))
+                    .collect();
                 state.durable = match state.durable.take() {
                     Some(mut view) if Some(view.meeting.last_seq) == change.expected_seq => {
                         if change.admit_waiting.is_some() {
@@ -532,12 +536,8 @@ impl Slot {
                             }
                         }
                         view.meeting = change.meeting.clone();
-                        let mut moved = settled.into_iter().peekable();
-                        for person in &change.participants {
-                            let held = match moved.next_if(|p| p.identity == person.identity) {
-                                Some(held) => held,
-                                None => Box::new(person.clone()),
-                            };
+                        for (person, held) in change.participants.iter().zip(settled) {
+                            let held = held.unwrap_or_else(|| Box::new(person.clone()));
                             view.people.insert(person.identity.clone(), held);
                         }
                         view.bound(MAX_HELD);

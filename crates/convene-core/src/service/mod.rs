@@ -181,22 +181,23 @@ impl Meetings {
                 .ok_or_else(|| DomainError::code(ErrorCode::MeetingNotFound))?;
             // After a failed commit, read as little as possible: another node is writing this
             // meeting, and a long read only widens the window for the next conflict.
-            // Counted once per view: a meeting too large to hold is not counted again until
-            // its view is dropped.
-            let large = if slot.careful() {
+            let count = if slot.careful() {
                 None
             } else {
-                let count = self
-                    .store
-                    .count_participants(id, &ParticipantState::ALL)
-                    .await?;
-                Some(count > hot::MAX_ROSTER)
+                Some(
+                    self.store
+                        .count_participants(id, &ParticipantState::ALL)
+                        .await?,
+                )
             };
-            if large == Some(false) {
-                let people = self.store.participants(id, None).await?;
-                slot.fill_roster(&meeting, people);
-            } else {
-                slot.fill_meeting(&meeting, version, large == Some(true));
+            match count {
+                Some(people) if people <= hot::MAX_ROSTER => {
+                    let people = self.store.participants(id, None).await?;
+                    slot.fill_roster(&meeting, people);
+                }
+                // Careful (not counted), or counted too large: not counted again until this
+                // view is dropped.
+                _ => slot.fill_meeting(&meeting, version, count.is_some()),
             }
             Some(meeting)
         } else {
