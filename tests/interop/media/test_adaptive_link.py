@@ -93,7 +93,9 @@ def test_a_subscriber_behind_a_slow_link_gets_a_lower_layer_and_keeps_decoding()
             pump = await _publish_simulcast(host)
             try:
                 # An open link: the estimate grows to the top layer.
-                await until(lambda: recent(1) and min(recent(1)) == WIDTH, 45, "the top layer on an open link")
+                # Steadily there: ten frames in the last two seconds, all of the top layer (while the
+                # estimate ramps up, frames are few and switch layers; a slow link then proves nothing).
+                await until(lambda: len(recent(2)) >= 10 and min(recent(2)) == WIDTH, 45, "the top layer on an open link")
                 # 320 kbit/s down: room for the low layer only; it comes, and frames keep coming.
                 _nft("add", "table", "inet", table)
                 _nft("add", "chain", "inet", table, "input", "{ type filter hook input priority 0 ; }")
@@ -101,14 +103,17 @@ def test_a_subscriber_behind_a_slow_link_gets_a_lower_layer_and_keeps_decoding()
                      "limit", "rate", "over", "40", "kbytes/second", "burst", "40", "kbytes", "drop")
                 await until(lambda: len(recent(2)) >= 10 and max(recent(2)) <= WIDTH // 4, 60, "the low layer behind the slow link")
                 low_width = max(recent(1))
-                # Settled there, no freeze: frames in each of the next three seconds (the low layer may run at
-                # 15 fps, fewer when the machine is busy; a frozen picture gives none).
+                # Settled there, no freeze: a frame in each of the next three seconds. The low layer runs at
+                # up to 15 fps, far fewer when the machine is busy (a CI run saw 2 in a second); a frozen
+                # picture gives none.
+                counts = []
                 for _ in range(3):
                     counted_from = len(frames)
                     await asyncio.sleep(1)
-                    assert len(frames) - counted_from >= 3, f"frames stalled: {len(frames) - counted_from} in a second"
+                    counts.append(len(frames) - counted_from)
+                assert min(counts) >= 1, f"frames stalled: {counts} in three seconds"
                 assert max(recent(3)) < WIDTH
-                print(f"slow link: the viewer went from {WIDTH} to {low_width} pixels wide and kept decoding")
+                print(f"slow link: the viewer went from {WIDTH} to {low_width} pixels wide and kept decoding ({counts} frames a second)")
             finally:
                 subprocess.run([NFT, "delete", "table", "inet", table], capture_output=True)
                 pump.cancel()

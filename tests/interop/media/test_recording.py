@@ -56,8 +56,13 @@ async def publish_camera(room, width=320, height=240, level=170):
     return asyncio.create_task(pump())
 
 
+# How many 10 ms frames each tone task has handed to its source (the SDK's `capture_frame` returns
+# once a frame is queued, so a task stuck in it stops counting).
+TONE_FRAMES = {}
+
+
 async def publish_tone(room, frequency):
-    """A microphone playing a sine tone, 10 ms frames; the task pumping it."""
+    """A microphone playing a sine tone, 10 ms frames; the task pumping it (see `TONE_FRAMES`)."""
     rate = 48000
     source = rtc.AudioSource(rate, 1)
     track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
@@ -73,6 +78,7 @@ async def publish_tone(room, frequency):
             np.copyto(np.frombuffer(frame.data, dtype=np.int16), wave)
             await source.capture_frame(frame)
             n += 1
+            TONE_FRAMES[asyncio.current_task()] = n
 
     return asyncio.create_task(pump())
 
@@ -194,6 +200,7 @@ def test_a_recorded_meeting_gives_playable_tracks_a_composite_and_an_index(recei
                 again = server.admin("POST", f"/v1/meetings/{mid}/recordings")
                 assert again.status_code == 409 and again.json()["error"]["code"] == "invalid_state", again.text
                 t0 = time.monotonic()
+                tones_at_start = {task: TONE_FRAMES.get(task, 0) for task in pumps}
                 await wait_for(lambda: told == [True], 5, "the SDK told the recording started")
                 # Ben joins late; Amy is muted half-way.
                 await asyncio.sleep(4 - (time.monotonic() - t0))
@@ -214,6 +221,10 @@ def test_a_recorded_meeting_gives_playable_tracks_a_composite_and_an_index(recei
                 # file's volume report it (CI once found the host's audio file silent).
                 dead = [t for t in pumps if t.done() and not t.cancelled() and t.exception() is not None]
                 assert not dead, ("a publishing task died", [repr(t.exception()) for t in dead])
+                # A tone task that stopped handing frames over leaves its track silent too: each
+                # handed over at least half of the recording's ten seconds.
+                handed = [TONE_FRAMES[t] - tones_at_start[t] for t in pumps if t in TONE_FRAMES]
+                assert len(handed) == 2 and min(handed) >= 500, ("a tone stopped: 10 ms frames handed over while recording", handed)
                 return rid
             finally:
                 for task in pumps:
