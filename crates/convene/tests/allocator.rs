@@ -1,0 +1,83 @@
+//! The binary's allocator asks for no transparent huge pages (mimalloc's `no_thp`; see the
+//! comment on the allocator in `main.rs`). With them, memory touched again after the allocator
+//! gave it back faulted in 2 MiB at a time, each zeroed whole: most of the request thread's time
+//! in a join that admits 10,000 waiting guests (docs/benchmarks.md, "Join storms").
+#![cfg(target_os = "linux")]
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+/// The mappings of process `pid` that asked for huge pages (`hg` in their `VmFlags`).
+fn huge_page_mappings(pid: u32) -> Vec<String> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps is readable");
+    let mut mapping = "";
+    let mut found = Vec::new();
+    for line in smaps.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if flags.split_whitespace().any(|f| f == "hg") {
+                found.push(mapping.to_owned());
+            }
+        } else if line.split_whitespace().next().is_some_and(|first| {
+            first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        }) {
+            mapping = line;
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_server_asks_for_no_transparent_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut process = tokio::process::Command::new(
+        std::env::var("CONVENE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_convene").into()),
+    )
+    .arg("serve")
+    .env("CONVENE_HTTP_ADDR", "127.0.0.1:0")
+    .env("CONVENE_RTC_UDP_PORT", "0")
+    .env("CONVENE_RTC_TCP_PORT", "0")
+    .env("CONVENE_DATA_DIR", dir.path())
+    .env("CONVENE_API_KEY", "APIallocator")
+    .env(
+        "CONVENE_API_SECRET",
+        "allocator-test-secret-of-enough-length",
+    )
+    .env("RUST_LOG", "warn")
+    .stdout(std::process::Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("the convene binary starts");
+    let pid = process.id().expect("it runs");
+    let mut lines = tokio::io::BufReader::new(process.stdout.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("convene listening on http://") {
+                return rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("convene ended before listening");
+    })
+    .await
+    .expect("convene listens");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    // Some work first, so the allocator has mapped what requests use.
+    for _ in 0..20 {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /meet HTTP/1.1\r\nHost: convene\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        conn.read_to_end(&mut response).await.unwrap();
+        assert!(
+            response.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&response[..response.len().min(200)])
+        );
+    }
+
+    let huge = huge_page_mappings(pid);
+    assert!(huge.is_empty(), "mappings advised for huge pages: {huge:?}");
+    process.kill().await.unwrap();
+}
