@@ -4,9 +4,10 @@
 //! in a join that admits 10,000 waiting guests (docs/benchmarks.md, "Join storms").
 #![cfg(target_os = "linux")]
 
-use std::time::Duration;
+#[path = "common/binary.rs"]
+mod binary;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The mappings of process `pid` that asked for huge pages (`hg` in their `VmFlags`).
 fn huge_page_mappings(pid: u32) -> Vec<String> {
@@ -30,37 +31,24 @@ fn huge_page_mappings(pid: u32) -> Vec<String> {
 #[tokio::test]
 async fn the_server_asks_for_no_transparent_huge_pages() {
     let dir = tempfile::tempdir().unwrap();
-    let mut process = tokio::process::Command::new(
-        std::env::var("CONVENE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_convene").into()),
-    )
-    .arg("serve")
-    .env("CONVENE_HTTP_ADDR", "127.0.0.1:0")
-    .env("CONVENE_RTC_UDP_PORT", "0")
-    .env("CONVENE_RTC_TCP_PORT", "0")
-    .env("CONVENE_DATA_DIR", dir.path())
-    .env("CONVENE_API_KEY", "APIallocator")
-    .env(
-        "CONVENE_API_SECRET",
-        "allocator-test-secret-of-enough-length",
-    )
-    .env("RUST_LOG", "warn")
-    .stdout(std::process::Stdio::piped())
-    .kill_on_drop(true)
-    .spawn()
-    .expect("the convene binary starts");
+    let mut process = tokio::process::Command::new(binary::convene_bin())
+        .arg("serve")
+        .env("CONVENE_HTTP_ADDR", "127.0.0.1:0")
+        .env("CONVENE_RTC_UDP_PORT", "0")
+        .env("CONVENE_RTC_TCP_PORT", "0")
+        .env("CONVENE_DATA_DIR", dir.path())
+        .env("CONVENE_API_KEY", "APIallocator")
+        .env(
+            "CONVENE_API_SECRET",
+            "allocator-test-secret-of-enough-length",
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the convene binary starts");
     let pid = process.id().expect("it runs");
-    let mut lines = tokio::io::BufReader::new(process.stdout.take().unwrap()).lines();
-    let addr: std::net::SocketAddr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.strip_prefix("convene listening on http://") {
-                return rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        }
-        panic!("convene ended before listening");
-    })
-    .await
-    .expect("convene listens");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let addr = binary::listening(&mut process).await;
 
     // Some work first, so the allocator has mapped what requests use.
     for _ in 0..20 {

@@ -9,6 +9,8 @@
 //! returns EOF or an error; the bounds on how long that may take are generous (they catch a
 //! socket that is never closed, they do not time the server).
 
+#[path = "common/binary.rs"]
+mod binary;
 mod common;
 #[path = "common/stream.rs"]
 mod stream;
@@ -507,12 +509,7 @@ impl Child {
         command
             .arg("-c")
             .arg(format!("ulimit -n {limit} && exec \"$0\" serve"))
-            // CONVENE_BIN, as for the interop suites: a copy of this build's binary where the
-            // target directory is shared.
-            .arg(
-                std::env::var("CONVENE_BIN")
-                    .unwrap_or_else(|_| env!("CARGO_BIN_EXE_convene").into()),
-            )
+            .arg(binary::convene_bin())
             .env("CONVENE_HTTP_ADDR", "127.0.0.1:0")
             .env("CONVENE_RTC_UDP_PORT", "0")
             .env("CONVENE_RTC_TCP_PORT", "0")
@@ -524,19 +521,7 @@ impl Child {
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true);
         let mut process = command.spawn().expect("the convene binary starts");
-        let mut lines = tokio::io::BufReader::new(process.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(stream::DEADLINE, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(rest) = line.strip_prefix("convene listening on http://") {
-                    return rest.split_whitespace().next().unwrap().parse().unwrap();
-                }
-            }
-            panic!("convene ended before listening");
-        })
-        .await
-        .expect("convene listens");
-        // Keep reading its output, so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let addr = binary::listening(&mut process).await;
         Self {
             _process: process,
             addr,
