@@ -190,6 +190,66 @@ pub fn allocate(estimate: u64, audio: u64, tracks: &[Wanted]) -> Vec<Quality> {
     given
 }
 
+/// Loss at or above this share of what a subscriber was sent (its receiver reports): the link
+/// is full now, whatever the bandwidth estimator says yet.
+pub const LOSS_FULL: f32 = 0.10;
+/// Loss under this share: the link has room again.
+pub const LOSS_CLEAR: f32 = 0.02;
+/// How much a [`LossCap`] grows in a second of clear reports.
+pub const LOSS_CAP_GROWTH: f64 = 1.08;
+
+/// A subscriber's rate as its receiver reports show it, beside the estimator's. A link cut
+/// short by a policer or a full queue drops packets before it delays them, and the estimator
+/// took 3-4 s to follow such a link down (docs/benchmarks.md, "Media forwarding"), while the
+/// picture froze. A report with [`LOSS_FULL`] or more caps the rate at what got through
+/// (sent × (1 − loss)); the cap holds while loss stays above [`LOSS_CLEAR`], then grows by
+/// [`LOSS_CAP_GROWTH`] a second, and is gone once it reaches the estimate.
+#[derive(Debug, Clone, Default)]
+pub struct LossCap {
+    cap: Option<f64>,
+    grown_at: Option<Instant>,
+}
+
+impl LossCap {
+    /// A report period: the subscriber was sent `sent` bits per second of video, of which the
+    /// share `loss` was lost.
+    pub fn report(&mut self, sent: u64, loss: f32, now: Instant) {
+        if loss >= LOSS_FULL && sent > 0 {
+            let through = sent as f64 * f64::from(1.0 - loss.min(1.0));
+            self.cap = Some(self.cap.map_or(through, |cap| cap.min(through)));
+            self.grown_at = Some(now);
+        } else if loss >= LOSS_CLEAR {
+            // Still losing: held where it is, not grown.
+            self.grown_at = self.cap.map(|_| now);
+        }
+    }
+
+    /// No cap: the estimate leads.
+    pub fn is_clear(&self) -> bool {
+        self.cap.is_none()
+    }
+
+    /// `estimate` (bits per second) under the cap, the cap grown for the clear time since it
+    /// was last set or grown; a cap that reached the estimate is dropped.
+    pub fn limit(&mut self, estimate: u64, now: Instant) -> u64 {
+        let Some(cap) = self.cap else {
+            return estimate;
+        };
+        let since = self
+            .grown_at
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        let cap = cap * LOSS_CAP_GROWTH.powf(since.as_secs_f64());
+        self.grown_at = Some(now);
+        if cap >= estimate as f64 {
+            self.cap = None;
+            self.grown_at = None;
+            return estimate;
+        }
+        self.cap = Some(cap);
+        cap.round() as u64
+    }
+}
+
 /// How long a publisher keeps sending a layer nobody needs any more before it is told to pause
 /// it; a layer someone needs is asked for at once.
 pub const DYNACAST_PAUSE_DELAY: Duration = Duration::from_secs(3);
@@ -246,6 +306,58 @@ pub fn subscribed_qualities(max: Option<Quality>) -> Vec<proto::SubscribedQualit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heavy_loss_caps_the_rate_at_what_got_through_until_the_link_clears() {
+        let t0 = Instant::now();
+        let mut cap = LossCap::default();
+        // No reports, or light loss: the estimate as it is.
+        assert_eq!(cap.limit(5_000_000, t0), 5_000_000);
+        cap.report(2_500_000, 0.05, t0);
+        assert_eq!(cap.limit(5_000_000, t0), 5_000_000);
+        // A policer drops 85%: 375 kbit/s got through, whatever the estimate still says.
+        cap.report(2_500_000, 0.85, t0);
+        assert_eq!(cap.limit(5_000_000, t0), 375_000);
+        // A lower report lowers it; a higher one under heavy loss does not raise it.
+        let t1 = t0 + Duration::from_secs(1);
+        cap.report(400_000, 0.5, t1);
+        assert_eq!(cap.limit(5_000_000, t1), 200_000);
+        cap.report(2_000_000, 0.2, t1);
+        assert_eq!(cap.limit(5_000_000, t1), 200_000);
+        // Still losing some: held, not grown.
+        let t2 = t1 + Duration::from_secs(2);
+        cap.report(200_000, 0.05, t2);
+        assert_eq!(cap.limit(5_000_000, t2), 200_000);
+        // Clear: grows 8% a second.
+        let t3 = t2 + Duration::from_secs(1);
+        assert_eq!(cap.limit(5_000_000, t3), 216_000);
+        let t4 = t3 + Duration::from_secs(2);
+        assert_eq!(cap.limit(5_000_000, t4), 251_942);
+        // Once the estimate itself is lower, the cap is gone: the estimate leads again.
+        assert_eq!(cap.limit(240_000, t4), 240_000);
+        assert_eq!(cap.limit(5_000_000, t4), 5_000_000);
+    }
+
+    #[test]
+    fn a_loss_cap_moves_a_subscriber_to_the_layer_that_gets_through() {
+        let t0 = Instant::now();
+        let rates = layer_bitrates(&[]);
+        let track = Wanted {
+            max: Quality::High,
+            current: Quality::High,
+            bitrates: rates,
+        };
+        let mut cap = LossCap::default();
+        assert_eq!(
+            allocate(cap.limit(5_000_000, t0), 0, &[track]),
+            [Quality::High]
+        );
+        cap.report(1_700_000, 0.85, t0);
+        assert_eq!(
+            allocate(cap.limit(5_000_000, t0), 0, &[track]),
+            [Quality::Low]
+        );
+    }
 
     fn layer(
         quality: proto::VideoQuality,

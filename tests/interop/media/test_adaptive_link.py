@@ -97,6 +97,7 @@ def test_a_subscriber_behind_a_slow_link_gets_a_lower_layer_and_keeps_decoding()
                 # estimate ramps up, frames are few and switch layers; a slow link then proves nothing).
                 await until(lambda: len(recent(2)) >= 10 and min(recent(2)) == WIDTH, 45, "the top layer on an open link")
                 # 320 kbit/s down: room for the low layer only; it comes, and frames keep coming.
+                limited_at = time.monotonic()
                 _nft("add", "table", "inet", table)
                 _nft("add", "chain", "inet", table, "input", "{ type filter hook input priority 0 ; }")
                 _nft("add", "rule", "inet", table, "input", "iif", "lo", "udp", "sport", str(media_port),
@@ -113,7 +114,14 @@ def test_a_subscriber_behind_a_slow_link_gets_a_lower_layer_and_keeps_decoding()
                     counts.append(len(frames) - counted_from)
                 assert min(counts) >= 1, f"frames stalled: {counts} in three seconds"
                 assert max(recent(3)) < WIDTH
-                print(f"slow link: the viewer went from {WIDTH} to {low_width} pixels wide and kept decoding ({counts} frames a second)")
+                # How long the picture froze going down (the longest gap between decoded frames from
+                # the limit on), and when the low layer's first frame came: printed, not asserted
+                # (they move with the machine's load).
+                times = [t for t, _ in frames if t >= limited_at]
+                gaps = [b - a for a, b in zip([limited_at] + times, times)]
+                first_low = next(t for t, w in frames if t >= limited_at and w <= WIDTH // 4)
+                print(f"slow link: the viewer went from {WIDTH} to {low_width} pixels wide and kept decoding ({counts} frames a second); "
+                      f"longest freeze {max(gaps):.1f} s, the low layer {first_low - limited_at:.1f} s after the limit")
             finally:
                 subprocess.run([NFT, "delete", "table", "inet", table], capture_output=True)
                 pump.cancel()

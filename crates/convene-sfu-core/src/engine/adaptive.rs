@@ -146,9 +146,30 @@ impl Engine {
         }
         let mut asks = Vec::new();
         for (conn, participant) in self.participants.iter_mut() {
-            let Some(estimate) = participant.bwe_estimate else {
+            let Some(estimated) = participant.bwe_estimate else {
                 continue;
             };
+            // The receiver reports since the last fit, over every video stream it is sent: heavy
+            // loss caps the estimate at what got through (`LossCap`).
+            participant.egress.retain(|mid, _| {
+                participant
+                    .down
+                    .iter()
+                    .any(|d| d.kind == MediaKind::Video && d.state.mid() == Some(*mid))
+            });
+            let (sent, lost) = participant
+                .egress
+                .values_mut()
+                .filter_map(|e| e.report.take())
+                .fold((0u64, 0f64), |(sent, lost), (rate, loss)| {
+                    (sent + rate, lost + rate as f64 * f64::from(loss))
+                });
+            if sent > 0 {
+                participant
+                    .loss_cap
+                    .report(sent, (lost / sent as f64) as f32, now);
+            }
+            let estimate = participant.loss_cap.limit(estimated, now);
             let live = |d: &&mut super::state::DownTrack| {
                 !d.settings.disabled && matches!(d.state, DownState::Open(_))
             };
@@ -179,7 +200,7 @@ impl Engine {
             let given = allocate(estimate, audio, &wanted);
             for (down, quality) in video.iter_mut().zip(given) {
                 if down.bwe_cap != quality {
-                    tracing::debug!(?conn, estimate, track = %down.track_sid, from = ?down.bwe_cap, to = ?quality, "layer fitted to the estimate");
+                    tracing::debug!(?conn, estimate, estimated, track = %down.track_sid, from = ?down.bwe_cap, to = ?quality, "layer fitted to the estimate");
                     down.bwe_cap = quality;
                 }
             }

@@ -104,6 +104,8 @@ impl Engine {
             track_settings: HashMap::new(),
             bwe_estimate: None,
             bwe_desired: 0,
+            egress: HashMap::new(),
+            loss_cap: Default::default(),
         };
         // Both new peers are due now.
         self.earliest_timeout = self.earliest_timeout.min(now);

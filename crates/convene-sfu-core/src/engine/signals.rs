@@ -15,6 +15,7 @@ use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 
 use crate::quality;
 
+use super::state::Egress;
 use super::{ConnId, Engine, PcKind};
 
 /// How often the room's speakers are computed (and sent, when they changed).
@@ -187,6 +188,30 @@ impl Engine {
             .map(|d| d.kind);
         if let Some(loss) = stats.loss {
             participant.link.loss(loss);
+        }
+        if kind == Some(MediaKind::Video) {
+            // The period's rate and loss, for the loss cap (`adaptive::fit_to_estimates`).
+            let report =
+                participant
+                    .egress
+                    .get(&stats.mid)
+                    .zip(stats.loss)
+                    .and_then(|(last, loss)| {
+                        let secs = stats
+                            .timestamp
+                            .saturating_duration_since(last.at)
+                            .as_secs_f64();
+                        let bits = stats.bytes.saturating_sub(last.bytes) as f64 * 8.0;
+                        (secs > 0.0).then(|| ((bits / secs) as u64, loss))
+                    });
+            participant.egress.insert(
+                stats.mid,
+                Egress {
+                    bytes: stats.bytes,
+                    at: stats.timestamp,
+                    report,
+                },
+            );
         }
         let key = (PcKind::Subscriber, stats.mid, stats.rid);
         if let Some(loss) = participant.nacks.fraction(key, stats.nacks, stats.packets) {

@@ -12,7 +12,7 @@ use str0m::channel::ChannelId;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
 use crate::Permission;
-use crate::adaptive::{Dynacast, Quality, TrackSettings};
+use crate::adaptive::{Dynacast, LossCap, Quality, TrackSettings};
 use crate::forward::{LayerForwarder, LayerSet, SeqRewriter, Vp8Rewriter};
 use crate::ids::{RoomSid, TrackSid};
 use crate::quality::{LinkWindow, NackMarks};
@@ -180,6 +180,19 @@ pub(super) struct Participant {
     pub(super) bwe_estimate: Option<u64>,
     /// The bitrate the estimator was last asked to find (what its tracks want at best).
     pub(super) bwe_desired: u64,
+    /// Each video stream it is sent, by mid: what its statistics last showed.
+    pub(super) egress: HashMap<Mid, Egress>,
+    /// Its downlink's rate as its receiver reports show it, capping the estimate.
+    pub(super) loss_cap: LossCap,
+}
+
+/// A video stream a subscriber is sent, at its last statistics: bytes sent so far and when, and
+/// the rate and loss of the period that ended there, until the layers are next fitted.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Egress {
+    pub(super) bytes: u64,
+    pub(super) at: Instant,
+    pub(super) report: Option<(u64, f32)>,
 }
 
 impl Participant {

@@ -1699,3 +1699,84 @@ fn everyone_in_a_recorded_room_is_told_and_a_room_recorded_before_it_opens_start
         now,
     );
 }
+
+/// With subscriber estimation on, a subscriber whose receiver reports show heavy loss on its
+/// video has its layers fitted to what got through, below the estimate it still has; another
+/// subscriber of the same track, without such reports, keeps the top layer.
+#[test]
+fn heavy_loss_in_a_subscribers_receiver_reports_fits_its_layer_below_the_estimate() {
+    use crate::adaptive::Quality;
+    use str0m::media::Mid;
+    use str0m::stats::MediaEgressStats;
+
+    let (mut engine, now, sid) = camera_published(simulcast_layers());
+    engine.config.subscriber_bwe = true;
+    let mid = Mid::from("7");
+    for conn in [B, C] {
+        let participant = engine.participants.get_mut(&conn).expect("joined");
+        participant.bwe_estimate = Some(5_000_000);
+        for down in participant.down.iter_mut().filter(|d| d.track_sid == sid) {
+            down.state = super::state::DownState::Open(mid);
+        }
+    }
+    let layer = |engine: &Engine, conn: ConnId| {
+        engine.participants[&conn]
+            .down
+            .iter()
+            .find(|d| d.track_sid == sid)
+            .expect("a down track")
+            .bwe_cap
+    };
+    engine.fit_to_estimates(now);
+    assert_eq!(
+        (layer(&engine, B), layer(&engine, C)),
+        (Quality::High, Quality::High)
+    );
+
+    let report = |bytes: u64, at: Instant, loss: Option<f32>| MediaEgressStats {
+        mid,
+        rid: None,
+        bytes,
+        packets: bytes / 1_000,
+        firs: 0,
+        plis: 0,
+        nacks: 0,
+        rtt: None,
+        loss,
+        timestamp: at,
+        remote: None,
+    };
+    // Bob's link is policed: of 2 Mbit/s sent in a second, 85% lost (300 kbit/s got through),
+    // while the estimator still says 5 Mbit/s.
+    let later = now + Duration::from_secs(1);
+    engine.on_egress_stats(B, report(0, now, None));
+    engine.on_egress_stats(B, report(250_000, later, Some(0.85)));
+    engine.fit_to_estimates(later);
+    assert_eq!(
+        layer(&engine, B),
+        Quality::Low,
+        "bob's fits what got through"
+    );
+    assert_eq!(
+        layer(&engine, C),
+        Quality::High,
+        "carol's link is not bob's"
+    );
+
+    // Light loss afterwards holds it there; the estimate dropping under the cap leads again.
+    let after = later + Duration::from_secs(1);
+    engine.on_egress_stats(B, report(290_000, after, Some(0.05)));
+    engine.fit_to_estimates(after);
+    assert_eq!(layer(&engine, B), Quality::Low);
+    engine
+        .participants
+        .get_mut(&B)
+        .expect("joined")
+        .bwe_estimate = Some(200_000);
+    engine.fit_to_estimates(after + Duration::from_secs(1));
+    assert_eq!(layer(&engine, B), Quality::Low);
+    assert!(
+        engine.participants[&B].loss_cap.is_clear(),
+        "the estimate is lower than the cap: the cap is gone"
+    );
+}
