@@ -178,6 +178,7 @@ impl Engine {
     /// str0m's statistics of a stream `conn` receives (the subscriber connection), from its
     /// receiver reports: the loss and jitter toward it, and the round trip.
     pub(super) fn on_egress_stats(&mut self, conn: ConnId, stats: MediaEgressStats) {
+        let estimating = self.config.subscriber_bwe;
         let Some(participant) = self.participants.get_mut(&conn) else {
             return;
         };
@@ -189,8 +190,9 @@ impl Engine {
         if let Some(loss) = stats.loss {
             participant.link.loss(loss);
         }
-        if kind == Some(MediaKind::Video) {
-            // The period's rate and loss, for the loss cap (`adaptive::fit_to_estimates`).
+        if estimating && kind == Some(MediaKind::Video) {
+            // The period's rate and loss, for the loss cap (`adaptive::fit_to_estimates`, which
+            // runs only with estimation on).
             let report =
                 participant
                     .egress
