@@ -13,8 +13,8 @@ use tracing_subscriber::EnvFilter;
 /// values (JSON, SQL rows, tokens) across threads, and glibc's malloc and free were a quarter of
 /// the server's instructions under a join storm (docs/benchmarks.md, "Join storms"). Built
 /// without transparent huge pages (`no_thp`): with them, memory touched again after mimalloc gave
-/// it back faulted in 2 MiB at a time, each zeroed whole, and zeroing was most of the CPU of the
-/// host's join that admits 10,000 waiting guests (docs/benchmarks.md, "Join storms").
+/// it back faulted in 2 MiB at a time, each zeroed whole: 72% of the time of the thread handling
+/// the host's join that admits 10,000 waiting guests (docs/benchmarks.md, "Join storms").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
