@@ -225,6 +225,7 @@ impl LossCap {
     }
 
     /// No cap: the estimate leads.
+    #[cfg(test)]
     pub fn is_clear(&self) -> bool {
         self.cap.is_none()
     }

@@ -31,22 +31,16 @@ fn huge_page_mappings(pid: u32) -> Vec<String> {
 #[tokio::test]
 async fn the_server_asks_for_no_transparent_huge_pages() {
     let dir = tempfile::tempdir().unwrap();
-    let mut process = tokio::process::Command::new(binary::convene_bin())
-        .arg("serve")
-        .env("CONVENE_HTTP_ADDR", "127.0.0.1:0")
-        .env("CONVENE_RTC_UDP_PORT", "0")
-        .env("CONVENE_RTC_TCP_PORT", "0")
-        .env("CONVENE_DATA_DIR", dir.path())
-        .env("CONVENE_API_KEY", "APIallocator")
-        .env(
-            "CONVENE_API_SECRET",
-            "allocator-test-secret-of-enough-length",
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the convene binary starts");
+    let mut command = tokio::process::Command::new(binary::convene_bin());
+    command.arg("serve");
+    let mut process = binary::serving(
+        &mut command,
+        dir.path(),
+        "APIallocator",
+        "allocator-test-secret-of-enough-length",
+    )
+    .spawn()
+    .expect("the convene binary starts");
     let pid = process.id().expect("it runs");
     let addr = binary::listening(&mut process).await;
 
@@ -67,5 +61,4 @@ async fn the_server_asks_for_no_transparent_huge_pages() {
 
     let huge = huge_page_mappings(pid);
     assert!(huge.is_empty(), "mappings advised for huge pages: {huge:?}");
-    process.kill().await.unwrap();
 }

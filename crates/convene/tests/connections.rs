@@ -509,17 +509,8 @@ impl Child {
         command
             .arg("-c")
             .arg(format!("ulimit -n {limit} && exec \"$0\" serve"))
-            .arg(binary::convene_bin())
-            .env("CONVENE_HTTP_ADDR", "127.0.0.1:0")
-            .env("CONVENE_RTC_UDP_PORT", "0")
-            .env("CONVENE_RTC_TCP_PORT", "0")
-            .env("CONVENE_DATA_DIR", dir.path())
-            .env("CONVENE_API_KEY", KEY)
-            .env("CONVENE_API_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true);
+            .arg(binary::convene_bin());
+        binary::serving(&mut command, dir.path(), KEY, SECRET).envs(env.iter().copied());
         let mut process = command.spawn().expect("the convene binary starts");
         let addr = binary::listening(&mut process).await;
         Self {
